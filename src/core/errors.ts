@@ -1,0 +1,126 @@
+/**
+ * Every error eskit raises carries a stable `code`. Check the code (or use `isEskitError`), not
+ * `instanceof` alone: two copies of the package in one process break `instanceof`.
+ */
+export const ErrorCode = {
+  Concurrency: 'ESKIT_CONCURRENCY',
+  InvalidArgument: 'ESKIT_INVALID_ARGUMENT',
+  UnknownEventType: 'ESKIT_UNKNOWN_EVENT_TYPE',
+  EventValidation: 'ESKIT_EVENT_VALIDATION',
+  Serialization: 'ESKIT_SERIALIZATION',
+  CorruptEvent: 'ESKIT_CORRUPT_EVENT',
+  StoreClosed: 'ESKIT_STORE_CLOSED',
+  DuplicateEventId: 'ESKIT_DUPLICATE_EVENT_ID',
+  Migration: 'ESKIT_MIGRATION',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class EskitError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** True when `error` is an eskit error, optionally with the given code. Works across package copies. */
+export function isEskitError(error: unknown, code?: string): error is EskitError {
+  if (typeof error !== 'object' || error === null) return false;
+  const actual = (error as { code?: unknown }).code;
+  if (typeof actual !== 'string' || !actual.startsWith('ESKIT_')) return false;
+  return code === undefined || actual === code;
+}
+
+export class ConcurrencyError extends EskitError {
+  constructor(
+    readonly streamId: string,
+    readonly expectedVersion: string | number,
+    /** The stream's version when the write was attempted (0 when the stream does not exist). */
+    readonly actualVersion: number,
+  ) {
+    super(
+      ErrorCode.Concurrency,
+      `Stream "${streamId}" is at version ${actualVersion}, expected ${String(expectedVersion)}. ` +
+        'Another writer got there first: reload the stream and decide again.',
+    );
+  }
+}
+
+export class InvalidArgumentError extends EskitError {
+  constructor(message: string) {
+    super(ErrorCode.InvalidArgument, message);
+  }
+}
+
+export class UnknownEventTypeError extends EskitError {
+  constructor(
+    readonly eventType: string,
+    readonly position?: number,
+  ) {
+    super(
+      ErrorCode.UnknownEventType,
+      `Event type "${eventType}"${position === undefined ? '' : ` at position ${position}`} is not in the registry. ` +
+        'Register it, or read with { raw: true } to receive events without decoding.',
+    );
+  }
+}
+
+export class EventValidationError extends EskitError {
+  constructor(
+    readonly eventType: string,
+    reason: string,
+    options?: { cause?: unknown; position?: number },
+  ) {
+    super(
+      ErrorCode.EventValidation,
+      `Event "${eventType}"${options?.position === undefined ? '' : ` at position ${options.position}`} failed validation: ${reason}`,
+      options,
+    );
+  }
+}
+
+export class SerializationError extends EskitError {
+  constructor(what: string, options?: { cause?: unknown }) {
+    super(
+      ErrorCode.Serialization,
+      `${what} is not JSON-serialisable (BigInt, cycles, functions and undefined are not allowed); nothing was written.`,
+      options,
+    );
+  }
+}
+
+export class CorruptEventError extends EskitError {
+  constructor(
+    readonly position: number,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      ErrorCode.CorruptEvent,
+      `The stored event at position ${position} cannot be read: ${reason}. The row was changed outside eskit; repair or remove it.`,
+      options,
+    );
+  }
+}
+
+export class StoreClosedError extends EskitError {
+  constructor(what = 'event store') {
+    super(ErrorCode.StoreClosed, `The ${what} is closed; create a new one to go on.`);
+  }
+}
+
+export class MigrationError extends EskitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.Migration, message, options);
+  }
+}
+
+export class DuplicateEventIdError extends EskitError {
+  constructor(readonly eventId: string) {
+    super(
+      ErrorCode.DuplicateEventId,
+      `An event with id ${eventId} is already stored; nothing was written. Give each event a new id (or omit it).`,
+    );
+  }
+}

@@ -1,0 +1,37 @@
+/** Metadata travels with every event. The two well-known keys link events to what caused them. */
+export interface Metadata {
+  /** Shared by every message of one business flow. */
+  correlationId?: string;
+  /** The id of the message (command or event) that directly caused this one. */
+  causationId?: string;
+  [key: string]: unknown;
+}
+
+/** The minimal shape of a domain event: a discriminating `type` and its JSON `data`. */
+export interface EventShape {
+  type: string;
+  data: unknown;
+}
+
+/** An event to append. `id` defaults to a fresh UUIDv7. */
+export type NewEvent<E extends EventShape = EventShape> = E extends EventShape
+  ? E & { metadata?: Metadata; id?: string }
+  : never;
+
+/** An event as stored: the domain event plus its place in the log. */
+export interface RecordedEvent<T extends string = string, D = unknown> {
+  /** UUIDv7, unique across the store. */
+  id: string;
+  type: T;
+  data: D;
+  metadata: Metadata;
+  streamId: string;
+  /** 1 for the first event of a stream. */
+  streamVersion: number;
+  /** Position in the global order, starting at 1. Never reused, may have gaps. */
+  position: number;
+  timestamp: Date;
+}
+
+/** A recorded event typed from a union of domain events (distributes over the union). */
+export type Recorded<E extends EventShape> = E extends EventShape ? RecordedEvent<E['type'], E['data']> : never;

@@ -1,0 +1,262 @@
+import { v7 as uuidv7 } from 'uuid';
+import { CorruptEventError, InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
+import type { EventShape, Metadata, NewEvent, Recorded, RecordedEvent } from './event.js';
+import type { EventRegistry } from './registry.js';
+import type {
+  AppendOptions,
+  AppendResult,
+  EventStore,
+  ExpectedVersion,
+  ReadAllOptions,
+  ReadDirection,
+  ReadStreamOptions,
+} from './store.js';
+
+/** An event checked and serialised, ready for an adapter to write. */
+export interface PreparedEvent {
+  id: string;
+  type: string;
+  /** JSON text. */
+  data: string;
+  /** JSON text. */
+  metadata: string;
+}
+
+/** A row as an adapter reads it back; `data` and `metadata` are JSON text. */
+export interface StoredEventRow {
+  id: string;
+  type: string;
+  data: string;
+  metadata: string;
+  streamId: string;
+  streamVersion: number;
+  position: number;
+  timestamp: Date;
+}
+
+export interface WrittenEvents {
+  /** The stream's version after the write. */
+  streamVersion: number;
+  /** Global positions of the written events, in order. */
+  positions: number[];
+  timestamp: Date;
+}
+
+export interface EventStoreBaseOptions<E extends EventShape> {
+  /** Checks types and data on append, upcasts and validates on read. Without it, any type is accepted. */
+  registry?: EventRegistry<E>;
+  /** Events fetched per round trip while iterating a read. Default 500. */
+  pageSize?: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Everything adapters share: argument checks, serialisation, registry decoding, paging and the closed
+ * state. An adapter implements only the storage primitives below, and must enforce the expected version
+ * inside `writeEvents` (see `assertExpectedVersion`).
+ */
+export abstract class EventStoreBase<E extends EventShape = EventShape> implements EventStore<E> {
+  readonly #registry: EventRegistry<E> | undefined;
+  protected readonly pageSize: number;
+  #closed = false;
+
+  protected constructor(options: EventStoreBaseOptions<E> = {}) {
+    this.#registry = options.registry;
+    this.pageSize = options.pageSize ?? 500;
+    if (!Number.isInteger(this.pageSize) || this.pageSize < 1) {
+      throw new InvalidArgumentError(`pageSize must be a positive integer, got ${String(options.pageSize)}`);
+    }
+  }
+
+  /** Atomically writes the events, or throws (`ConcurrencyError` when `expected` does not hold). */
+  protected abstract writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents>;
+  /** Up to `limit` events of the stream from `fromVersion` (inclusive) in `direction`. */
+  protected abstract readStreamRows(streamId: string, fromVersion: number, direction: ReadDirection, limit: number): Promise<StoredEventRow[]>;
+  /** Up to `limit` events after `after` in global order, optionally only of `types`. */
+  protected abstract readAllRows(after: number, limit: number, types: readonly string[] | undefined): Promise<StoredEventRow[]>;
+  protected abstract readStreamVersion(streamId: string): Promise<number>;
+  protected abstract readHeadPosition(): Promise<number>;
+  protected abstract closeResources(): Promise<void>;
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  protected assertOpen(): void {
+    if (this.#closed) throw new StoreClosedError();
+  }
+
+  async append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}): Promise<AppendResult<E>> {
+    this.assertOpen();
+    assertStreamId(streamId);
+    const expected = options.expectedVersion ?? 'any';
+    assertExpectedVersionArgument(expected);
+    if (!Array.isArray(events) || events.length === 0) {
+      throw new InvalidArgumentError('append needs at least one event; to check a version without writing, use streamVersion()');
+    }
+    const prepared = events.map((event, index) => this.#prepare(event, index));
+    const written = await this.writeEvents(streamId, prepared, expected);
+    const recorded = prepared.map((event, index) => {
+      const source = events[index] as NewEvent<E>;
+      return {
+        id: event.id,
+        type: event.type,
+        data: source.data,
+        metadata: JSON.parse(event.metadata) as Metadata,
+        streamId,
+        streamVersion: written.streamVersion - prepared.length + index + 1,
+        position: written.positions[index] as number,
+        timestamp: written.timestamp,
+      } as Recorded<E>;
+    });
+    return {
+      nextExpectedVersion: written.streamVersion,
+      position: written.positions[written.positions.length - 1] as number,
+      events: recorded,
+    };
+  }
+
+  readStream(streamId: string, options: ReadStreamOptions & { raw: true }): AsyncIterable<RecordedEvent>;
+  readStream(streamId: string, options?: ReadStreamOptions): AsyncIterable<Recorded<E>>;
+  async *readStream(streamId: string, options: ReadStreamOptions = {}): AsyncIterable<RecordedEvent> {
+    this.assertOpen();
+    assertStreamId(streamId);
+    const direction = options.direction ?? 'forward';
+    if (direction !== 'forward' && direction !== 'backward') {
+      throw new InvalidArgumentError(`direction must be "forward" or "backward", got ${String(direction)}`);
+    }
+    let remaining = optionalCount('limit', options.limit) ?? Number.POSITIVE_INFINITY;
+    let from = optionalCount('fromVersion', options.fromVersion) ?? (direction === 'forward' ? 1 : Number.MAX_SAFE_INTEGER);
+    while (remaining > 0 && from >= 1) {
+      this.assertOpen();
+      const pageLimit = Math.min(this.pageSize, remaining);
+      const rows = await this.readStreamRows(streamId, from, direction, pageLimit);
+      for (const row of rows) yield this.#decode(row, options.raw === true);
+      remaining -= rows.length;
+      if (rows.length < pageLimit) return;
+      const last = (rows[rows.length - 1] as StoredEventRow).streamVersion;
+      from = direction === 'forward' ? last + 1 : last - 1;
+    }
+  }
+
+  readAll(options: ReadAllOptions & { raw: true }): AsyncIterable<RecordedEvent>;
+  readAll(options?: ReadAllOptions): AsyncIterable<Recorded<E>>;
+  async *readAll(options: ReadAllOptions = {}): AsyncIterable<RecordedEvent> {
+    this.assertOpen();
+    let after = options.after ?? 0;
+    if (!Number.isSafeInteger(after) || after < 0) {
+      throw new InvalidArgumentError(`after must be a non-negative integer position, got ${String(options.after)}`);
+    }
+    let remaining = optionalCount('limit', options.limit) ?? Number.POSITIVE_INFINITY;
+    const types = options.types;
+    if (types !== undefined && (!Array.isArray(types) || types.some((t) => typeof t !== 'string' || t === ''))) {
+      throw new InvalidArgumentError('types must be an array of event type names');
+    }
+    if (types !== undefined && types.length === 0) return;
+    while (remaining > 0) {
+      this.assertOpen();
+      const pageLimit = Math.min(this.pageSize, remaining);
+      const rows = await this.readAllRows(after, pageLimit, types);
+      for (const row of rows) yield this.#decode(row, options.raw === true);
+      remaining -= rows.length;
+      if (rows.length < pageLimit) return;
+      after = (rows[rows.length - 1] as StoredEventRow).position;
+    }
+  }
+
+  async streamVersion(streamId: string): Promise<number> {
+    this.assertOpen();
+    assertStreamId(streamId);
+    return this.readStreamVersion(streamId);
+  }
+
+  async headPosition(): Promise<number> {
+    this.assertOpen();
+    return this.readHeadPosition();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.closeResources();
+  }
+
+  #prepare(event: NewEvent<E>, index: number): PreparedEvent {
+    if (typeof event !== 'object' || event === null) {
+      throw new InvalidArgumentError(`event ${index} must be an object with a type and data`);
+    }
+    const { type } = event;
+    if (typeof type !== 'string' || type.length === 0) {
+      throw new InvalidArgumentError(`event ${index} needs a non-empty string type`);
+    }
+    const id = event.id ?? uuidv7();
+    if (typeof id !== 'string' || !UUID.test(id)) {
+      throw new InvalidArgumentError(`event ${index} has id ${String(id)}, which is not a UUID`);
+    }
+    const metadata = event.metadata ?? {};
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
+      throw new InvalidArgumentError(`event ${index} metadata must be a plain object`);
+    }
+    const data = this.#registry ? this.#registry.encode(type, event.data) : event.data;
+    return { id, type, data: toJson(data, `data of event ${index} (${type})`), metadata: toJson(metadata, `metadata of event ${index} (${type})`) };
+  }
+
+  #decode(row: StoredEventRow, raw: boolean): RecordedEvent {
+    let data: unknown;
+    let metadata: Metadata;
+    try {
+      data = JSON.parse(row.data);
+      metadata = JSON.parse(row.metadata) as Metadata;
+    } catch (cause) {
+      throw new CorruptEventError(row.position, 'its data or metadata is not valid JSON', { cause });
+    }
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
+      throw new CorruptEventError(row.position, 'its metadata is not an object');
+    }
+    if (!raw && this.#registry) data = this.#registry.decode(row.type, data, metadata, row.position);
+    return {
+      id: row.id,
+      type: row.type,
+      data,
+      metadata,
+      streamId: row.streamId,
+      streamVersion: row.streamVersion,
+      position: row.position,
+      timestamp: row.timestamp,
+    };
+  }
+}
+
+function toJson(value: unknown, what: string): string {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(value);
+  } catch (cause) {
+    throw new SerializationError(what, { cause });
+  }
+  if (json === undefined) throw new SerializationError(what);
+  return json;
+}
+
+function assertStreamId(streamId: unknown): asserts streamId is string {
+  if (typeof streamId !== 'string' || streamId.length === 0) {
+    throw new InvalidArgumentError(`streamId must be a non-empty string, got ${JSON.stringify(streamId) ?? String(streamId)}`);
+  }
+}
+
+function assertExpectedVersionArgument(expected: unknown): asserts expected is ExpectedVersion {
+  if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return;
+  if (typeof expected === 'number' && Number.isSafeInteger(expected) && expected >= 0) return;
+  throw new InvalidArgumentError(
+    `expectedVersion must be a non-negative integer, "no_stream", "stream_exists" or "any"; got ${JSON.stringify(expected) ?? String(expected)}`,
+  );
+}
+
+function optionalCount(name: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
+  }
+  return value;
+}

@@ -1,0 +1,4 @@
+// The `eskit` entry point: the core contracts, deciders and the in-memory adapter.
+export * from './core/index.js';
+export * from './decider/index.js';
+export * from './memory/index.js';
