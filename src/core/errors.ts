@@ -11,6 +11,10 @@ export const ErrorCode = {
   CorruptEvent: 'ESKIT_CORRUPT_EVENT',
   StoreClosed: 'ESKIT_STORE_CLOSED',
   DuplicateEventId: 'ESKIT_DUPLICATE_EVENT_ID',
+  Fenced: 'ESKIT_FENCED',
+  AlreadyStarted: 'ESKIT_ALREADY_STARTED',
+  HandlerFailed: 'ESKIT_HANDLER_FAILED',
+  LockUnavailable: 'ESKIT_LOCK_UNAVAILABLE',
   Migration: 'ESKIT_MIGRATION',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -122,5 +126,59 @@ export class DuplicateEventIdError extends EskitError {
       ErrorCode.DuplicateEventId,
       `An event with id ${eventId} is already stored; nothing was written. Give each event a new id (or omit it).`,
     );
+  }
+}
+
+/** A write carried a fencing token older than the newest holder's: this node is no longer the leader. */
+export class FencedError extends EskitError {
+  constructor(
+    readonly lockName: string,
+    readonly fencingToken: number,
+    readonly currentToken: number,
+  ) {
+    super(
+      ErrorCode.Fenced,
+      `"${lockName}" is now held with fencing token ${currentToken}; this node's token ${fencingToken} is stale, ` +
+        'so its write was rejected. It must stop processing and stand by.',
+    );
+  }
+}
+
+export class AlreadyStartedError extends EskitError {
+  constructor(what: string) {
+    super(ErrorCode.AlreadyStarted, `${what} is already started; call stop() first, or create a new instance.`);
+  }
+}
+
+/** A handler kept failing after its last retry. `cause` is what it threw (any value, not only an Error). */
+export class HandlerFailedError extends EskitError {
+  constructor(
+    readonly subscription: string,
+    readonly position: number,
+    readonly attempts: number,
+    cause: unknown,
+  ) {
+    super(
+      ErrorCode.HandlerFailed,
+      `Subscription "${subscription}" stopped: its handler failed ${attempts} time(s) on the event at position ${position}: ` +
+        `${describeError(cause)}. Fix the handler or the event, then start the subscription again (it resumes from its checkpoint).`,
+      { cause },
+    );
+  }
+}
+
+export class LockUnavailableError extends EskitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.LockUnavailable, message, options);
+  }
+}
+
+/** A readable one-line description of any thrown value. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  try {
+    return typeof error === 'string' ? error : (JSON.stringify(error) ?? String(error));
+  } catch {
+    return String(error);
   }
 }

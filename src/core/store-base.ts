@@ -60,6 +60,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   readonly #registry: EventRegistry<E> | undefined;
   protected readonly pageSize: number;
   #closed = false;
+  readonly #appendListeners = new Set<(position: number) => void>();
 
   protected constructor(options: EventStoreBaseOptions<E> = {}) {
     this.#registry = options.registry;
@@ -97,12 +98,14 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     }
     const prepared = events.map((event, index) => this.#prepare(event, index));
     const written = await this.writeEvents(streamId, prepared, expected);
+    this.notifyAppended(written.positions[written.positions.length - 1] as number);
+    // Data and metadata are parsed back from the JSON written, so the result equals what a read returns
+    // (validated and normalised values, no undefined keys) and shares no objects with the caller's input.
     const recorded = prepared.map((event, index) => {
-      const source = events[index] as NewEvent<E>;
       return {
         id: event.id,
         type: event.type,
-        data: source.data,
+        data: JSON.parse(event.data) as unknown,
         metadata: JSON.parse(event.metadata) as Metadata,
         streamId,
         streamVersion: written.streamVersion - prepared.length + index + 1,
@@ -176,9 +179,33 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     return this.readHeadPosition();
   }
 
+  onAppend(listener: (position: number) => void): () => void {
+    this.#appendListeners.add(listener);
+    return () => {
+      this.#appendListeners.delete(listener);
+    };
+  }
+
+  /** Wakes the append listeners. Adapters that hear of other processes' appends call it too. */
+  protected notifyAppended(position: number): void {
+    for (const listener of this.#appendListeners) {
+      try {
+        listener(position);
+      } catch {
+        // A listener's failure must not fail the append that already committed.
+      }
+    }
+  }
+
+  /** How many append listeners are registered (adapters start a LISTEN connection only when needed). */
+  protected get appendListenerCount(): number {
+    return this.#appendListeners.size;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#appendListeners.clear();
     await this.closeResources();
   }
 

@@ -61,6 +61,12 @@ export interface EventStore<E extends EventShape = EventShape> {
   streamVersion(streamId: string): Promise<number>;
   /** The highest global position visible to readers; 0 when the store is empty. */
   headPosition(): Promise<number>;
+  /**
+   * Calls `listener` when new events may have been appended (by this process, or by others where the
+   * backend can tell). A hint only: it can be late, spurious or lost, so readers poll as well.
+   * Returns a function that removes the listener.
+   */
+  onAppend(listener: (position: number) => void): () => void;
   /** Releases connections or file handles. Every later call fails with `ESKIT_STORE_CLOSED`. */
   close(): Promise<void>;
 }

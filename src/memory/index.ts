@@ -1,1 +1,3 @@
 export * from './memory-event-store.js';
+export * from './memory-checkpoint-store.js';
+export * from './memory-lock-registry.js';

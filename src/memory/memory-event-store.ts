@@ -23,8 +23,10 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
   protected async writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents> {
     const stream = this.#streams.get(streamId) ?? [];
     assertExpectedVersion(streamId, expected, stream.length);
+    const batch = new Set<string>();
     for (const event of events) {
-      if (this.#ids.has(event.id)) throw new DuplicateEventIdError(event.id);
+      if (this.#ids.has(event.id) || batch.has(event.id)) throw new DuplicateEventIdError(event.id);
+      batch.add(event.id);
     }
     const timestamp = new Date();
     const rows = events.map((event, index): StoredEventRow => ({

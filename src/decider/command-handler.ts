@@ -1,0 +1,199 @@
+import { v7 as uuidv7 } from 'uuid';
+import { ErrorCode, InvalidArgumentError, isEskitError } from '../core/errors.js';
+import type { EventShape, Metadata, NewEvent, Recorded } from '../core/event.js';
+import { assertExpectedVersion } from '../core/store.js';
+import type { EventStore, ExpectedVersion } from '../core/store.js';
+import { decidedEvents, initialStateOf } from './decider.js';
+import type { Decider } from './decider.js';
+
+export interface RetryOptions {
+  /** Attempts in total, the first one included. Default 5. `1` turns retries off. */
+  maxAttempts?: number;
+  /** Upper bound of the first wait; it doubles with every further conflict. Default 5 ms. */
+  initialDelayMs?: number;
+  /** The doubling stops here. Default 200 ms. */
+  maxDelayMs?: number;
+}
+
+export interface CommandHandlerOptions<S, C, E extends EventShape> {
+  store: EventStore<E>;
+  decider: Decider<S, C, E>;
+  /** How conflicts with concurrent writers are retried. */
+  retry?: RetryOptions;
+}
+
+export interface HandleOptions {
+  /** Copied onto every new event. `correlationId` and `causationId` default to the command id. */
+  metadata?: Metadata;
+  /** Identifies this command; default a fresh UUIDv7. Stays the same across retries. */
+  commandId?: string;
+  /**
+   * The version the caller based the command on (for example the version a UI showed). It is checked
+   * against the stream before `decide` runs and again by the append; a conflict is then thrown at
+   * once, never retried, because a retry could only decide on a state the caller has not seen.
+   */
+  expectedVersion?: ExpectedVersion;
+  /** Cancels the command while it waits to retry (and before each attempt); the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface HandleResult<S, E extends EventShape> {
+  /** The state after the new events (the loaded state when nothing was appended). */
+  state: S;
+  /** The events as appended, in order; empty when `decide` returned none. */
+  events: Recorded<E>[];
+  /** The stream's version after the command: pass it as `expectedVersion` for a follow-up command. */
+  nextExpectedVersion: number;
+  /**
+   * Global position of the stream's last event that `state` reflects: the last appended event, or,
+   * when nothing was appended, the last event read. Wait for a view to reach it to read your own
+   * writes, and the view then also reflects the state a no-op decision was based on.
+   * `undefined` only when the stream has no events at all. Check `events.length` to know whether
+   * anything was written.
+   */
+  position: number | undefined;
+}
+
+const DEFAULT_RETRY = { maxAttempts: 5, initialDelayMs: 5, maxDelayMs: 200 } as const;
+
+/**
+ * Runs commands against a decider: load the stream, fold it, decide, append with the version read.
+ *
+ * A concurrent writer that appends in between makes the append fail with `ESKIT_CONCURRENCY`; the
+ * handler then loads the stream again and decides anew, after an exponential backoff with full jitter
+ * (a random wait between 0 and the current bound), up to `maxAttempts`. After the last attempt the
+ * last conflict error is thrown. Errors thrown by `decide` are domain rejections: thrown unchanged,
+ * never retried.
+ */
+export class CommandHandler<S, C, E extends EventShape> {
+  readonly #store: EventStore<E>;
+  readonly #decider: Decider<S, C, E>;
+  readonly #retry: Required<RetryOptions>;
+
+  constructor(options: CommandHandlerOptions<S, C, E>) {
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidArgumentError('CommandHandler needs an options object with a store and a decider');
+    }
+    const { store, decider } = options;
+    if (typeof store?.append !== 'function' || typeof store.readStream !== 'function') {
+      throw new InvalidArgumentError('CommandHandler needs an event store (options.store)');
+    }
+    if (typeof decider?.decide !== 'function' || typeof decider.evolve !== 'function' || !('initialState' in decider)) {
+      throw new InvalidArgumentError('CommandHandler needs a decider with initialState, decide and evolve (options.decider)');
+    }
+    this.#store = store;
+    this.#decider = decider;
+    this.#retry = {
+      maxAttempts: options.retry?.maxAttempts ?? DEFAULT_RETRY.maxAttempts,
+      initialDelayMs: options.retry?.initialDelayMs ?? DEFAULT_RETRY.initialDelayMs,
+      maxDelayMs: options.retry?.maxDelayMs ?? DEFAULT_RETRY.maxDelayMs,
+    };
+    const { maxAttempts, initialDelayMs, maxDelayMs } = this.#retry;
+    if (!Number.isSafeInteger(maxAttempts) || maxAttempts < 1) {
+      throw new InvalidArgumentError(`retry.maxAttempts must be a positive integer (1 = no retries), got ${String(maxAttempts)}`);
+    }
+    for (const [name, value] of [['initialDelayMs', initialDelayMs], ['maxDelayMs', maxDelayMs]] as const) {
+      if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+        throw new InvalidArgumentError(`retry.${name} must be a non-negative number of milliseconds, got ${String(value)}`);
+      }
+    }
+  }
+
+  get decider(): Decider<S, C, E> {
+    return this.#decider;
+  }
+
+  async handle(streamId: string, command: C, options: HandleOptions = {}): Promise<HandleResult<S, E>> {
+    const { signal, expectedVersion } = options;
+    const metadata = this.#metadataFor(options);
+    // The caller's version is a statement about the state it saw; re-deciding on a newer state would
+    // silently break it, so such a command gets exactly one attempt.
+    const maxAttempts = expectedVersion === undefined ? this.#retry.maxAttempts : 1;
+    for (let attempt = 1; ; attempt++) {
+      signal?.throwIfAborted();
+      const outcome = await this.#attempt(streamId, command, metadata, expectedVersion);
+      if (!('conflict' in outcome)) return outcome;
+      if (attempt >= maxAttempts) throw outcome.conflict;
+      await wait(this.#backoff(attempt), signal);
+    }
+  }
+
+  /**
+   * One load-decide-append round. A conflict of the append comes back as a value, so that only it is
+   * retried: anything else, a concurrency error thrown by `decide` included, propagates as is.
+   */
+  async #attempt(
+    streamId: string,
+    command: C,
+    metadata: Metadata,
+    expectedVersion: ExpectedVersion | undefined,
+  ): Promise<HandleResult<S, E> | { conflict: unknown }> {
+    const decider = this.#decider;
+    let state = initialStateOf(decider);
+    let version = 0;
+    let position: number | undefined;
+    for await (const event of this.#store.readStream(streamId)) {
+      // A stored event is the domain event plus its envelope; evolve only relies on type and data.
+      state = decider.evolve(state, event as unknown as E);
+      version = event.streamVersion;
+      position = event.position;
+    }
+    if (expectedVersion !== undefined) assertExpectedVersion(streamId, expectedVersion, version);
+
+    const decided = decidedEvents(decider.decide(state, command));
+    if (decided.length === 0) return { state, events: [], nextExpectedVersion: version, position };
+
+    const toAppend = decided.map((event) => ({ type: event.type, data: event.data, metadata: { ...metadata } }) as NewEvent<E>);
+    let appended;
+    try {
+      appended = await this.#store.append(streamId, toAppend, { expectedVersion: expectedVersion ?? version });
+    } catch (error) {
+      if (isEskitError(error, ErrorCode.Concurrency)) return { conflict: error };
+      throw error;
+    }
+    for (const event of decided) state = decider.evolve(state, event);
+    return {
+      state,
+      events: appended.events,
+      nextExpectedVersion: appended.nextExpectedVersion,
+      position: appended.position,
+    };
+  }
+
+  #metadataFor(options: HandleOptions): Metadata {
+    const { metadata, commandId } = options;
+    if (metadata !== undefined && (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))) {
+      throw new InvalidArgumentError('options.metadata must be a plain object of metadata keys');
+    }
+    if (commandId !== undefined && (typeof commandId !== 'string' || commandId.length === 0)) {
+      throw new InvalidArgumentError(`options.commandId must be a non-empty string, got ${JSON.stringify(commandId) ?? String(commandId)}`);
+    }
+    const id = commandId ?? uuidv7();
+    return { ...metadata, correlationId: metadata?.correlationId ?? id, causationId: metadata?.causationId ?? id };
+  }
+
+  /** Full jitter: uniformly random up to the doubled bound, so colliding writers spread apart. */
+  #backoff(failedAttempts: number): number {
+    const { initialDelayMs, maxDelayMs } = this.#retry;
+    const bound = Math.min(maxDelayMs, initialDelayMs * 2 ** (failedAttempts - 1));
+    return Math.random() * bound;
+  }
+}
+
+function wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

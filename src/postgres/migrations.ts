@@ -1,0 +1,224 @@
+import type pg from 'pg';
+import { MigrationError } from '../core/errors.js';
+import { advisoryKey, quoteSchema } from './schema.js';
+
+/**
+ * One step of the schema. Steps are applied in `version` order, each in its own transaction, and
+ * recorded in `<schema>.migrations`. Never edit a released step: add a new one (checkpoints, dead
+ * letters and leases come as versions 2, 3, ...).
+ */
+export interface PostgresMigration {
+  version: number;
+  name: string;
+  /** The SQL of the step; `schema` is already validated and quoted. May hold several statements. */
+  sql(schema: string, rawSchema: string): string;
+}
+
+/** SQLSTATE raised by `<schema>.append` when the expected version does not hold; DETAIL is the actual version. */
+export const VERSION_CONFLICT_SQLSTATE = 'ES409';
+
+/** How `<schema>.append` receives the non-numeric expected versions (numbers pass through, >= 0). */
+export const EXPECTED_ANY = -1;
+export const EXPECTED_NO_STREAM = -2;
+export const EXPECTED_STREAM_EXISTS = -3;
+
+const eventsMigration: PostgresMigration = {
+  version: 1,
+  name: 'events',
+  sql: (s, rawSchema) => {
+    const [lockClass, lockObject] = advisoryKey('append', rawSchema);
+    return `
+CREATE SEQUENCE ${s}.events_position AS bigint;
+
+CREATE TABLE ${s}.events (
+  position bigint NOT NULL,
+  id uuid NOT NULL,
+  stream_id text NOT NULL,
+  stream_version bigint NOT NULL,
+  type text NOT NULL,
+  data jsonb NOT NULL,
+  metadata jsonb NOT NULL,
+  created_at timestamptz NOT NULL,
+  CONSTRAINT events_pkey PRIMARY KEY (position),
+  CONSTRAINT events_id_key UNIQUE (id),
+  CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version),
+  CONSTRAINT events_stream_version_check CHECK (stream_version >= 1)
+);
+
+ALTER SEQUENCE ${s}.events_position OWNED BY ${s}.events.position;
+
+-- Appends events to one stream: the whole append is this one call, in one round trip.
+--
+-- Global order. A reader pages with "WHERE position > last seen", so a row must never become visible
+-- at a position below one a reader has already seen. Sequence values are handed out before commit, so
+-- with concurrent writers that is not true by itself. Here every append takes one transaction-scoped
+-- advisory lock (per schema) BEFORE it reads the stream version and draws its positions, and holds it
+-- until its commit is visible (PostgreSQL releases locks after the commit is visible to snapshots).
+-- Position order is therefore commit order, and a plain keyset read can never skip a row.
+--
+-- What it costs: appends to one schema run one at a time, from the lock to the end of the commit
+-- (including the WAL flush). Concurrent write throughput is capped by that section: adding writers
+-- does not add throughput, it adds waiting. Everything else (parsing the jsonb parameters, the round
+-- trip, the client) happens outside it, and readers never wait for it.
+--
+-- Why an advisory lock and a sequence, not a counter row (UPDATE head SET position = position + n):
+-- both serialise, but the counter row leaves one dead row version per append, which cannot be pruned
+-- while any transaction in the database holds an old snapshot; with one long transaction open,
+-- appends measured 2-5x slower and kept getting slower, while this function stayed flat. The price:
+-- an append that fails after drawing its positions (a duplicate event id) leaves a gap. Positions are
+-- never reused and gaps are allowed by the contract; a version conflict is detected before any
+-- position is drawn, so it leaves none.
+--
+-- Expected version: >= 0 exact, ${EXPECTED_ANY} any, ${EXPECTED_NO_STREAM} no stream, ${EXPECTED_STREAM_EXISTS} stream exists. It is checked
+-- after the lock is taken, so inside the write. A conflict raises SQLSTATE ${VERSION_CONFLICT_SQLSTATE} with the actual
+-- version as DETAIL. Run it in autocommit (the adapter does): inside a longer transaction the lock,
+-- and so every other writer, waits for that transaction to end.
+CREATE FUNCTION ${s}.append(
+  p_stream_id text,
+  p_expected bigint,
+  p_ids uuid[],
+  p_types text[],
+  p_data jsonb[],
+  p_metadata jsonb[],
+  OUT first_position bigint,
+  OUT last_version bigint,
+  OUT written_at timestamptz
+) LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  n integer := coalesce(cardinality(p_ids), 0);
+  actual bigint;
+BEGIN
+  IF n = 0 OR cardinality(p_types) IS DISTINCT FROM n OR cardinality(p_data) IS DISTINCT FROM n
+     OR cardinality(p_metadata) IS DISTINCT FROM n THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'eskit: append needs ids, types, data and metadata of the same non-zero length';
+  END IF;
+
+  PERFORM pg_advisory_xact_lock(${lockClass}, ${lockObject});
+
+  -- A new statement, so a new snapshot: it sees every append committed before the lock was granted.
+  SELECT e.stream_version INTO actual
+    FROM ${s}.events e WHERE e.stream_id = p_stream_id
+    ORDER BY e.stream_version DESC LIMIT 1;
+  actual := coalesce(actual, 0);
+  IF NOT (p_expected = ${EXPECTED_ANY} OR p_expected = actual
+          OR (p_expected = ${EXPECTED_NO_STREAM} AND actual = 0) OR (p_expected = ${EXPECTED_STREAM_EXISTS} AND actual > 0)) THEN
+    RAISE EXCEPTION USING ERRCODE = '${VERSION_CONFLICT_SQLSTATE}', DETAIL = actual::text,
+      MESSAGE = format('eskit: stream %s is at version %s, the append expected %s', p_stream_id, actual, p_expected);
+  END IF;
+
+  -- Under the lock nobody else draws from the sequence, so first .. first + n - 1 are ours.
+  first_position := nextval('${s}.events_position');
+  written_at := clock_timestamp();
+  IF n = 1 THEN
+    INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
+    VALUES (first_position, p_ids[1], p_stream_id, actual + 1, p_types[1], p_data[1], p_metadata[1], written_at);
+  ELSE
+    PERFORM setval('${s}.events_position', first_position + n - 1);
+    INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
+    SELECT first_position + u.i - 1, u.id, p_stream_id, actual + u.i, u.type, u.data, u.metadata, written_at
+      FROM unnest(p_ids, p_types, p_data, p_metadata) WITH ORDINALITY AS u(id, type, data, metadata, i);
+  END IF;
+  last_version := actual + n;
+END
+$fn$;
+`;
+  },
+};
+
+/** Every step, in order. Later adapters' tables are added here as new versions. */
+export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [eventsMigration];
+
+/**
+ * Brings `schema` up to the latest version, creating it if needed. Safe to call from several processes
+ * at once: each step runs in a transaction that first takes an advisory lock derived from the schema
+ * name, then re-checks whether the step is still missing. Returns the versions this call applied.
+ *
+ * A database migrated further by a newer eskit is left as it is (steps only add), so old and new
+ * processes can run side by side during a rolling deploy.
+ */
+export async function migratePostgres(
+  pool: pg.Pool,
+  schema: string,
+  migrations: readonly PostgresMigration[] = POSTGRES_MIGRATIONS,
+): Promise<number[]> {
+  const s = quoteSchema(schema);
+  assertOrdered(migrations);
+  const [lockClass, lockObject] = advisoryKey('migrate', schema);
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (cause) {
+    throw new MigrationError(`Could not connect to PostgreSQL to migrate schema "${schema}": ${describe(cause)}`, { cause });
+  }
+  const applied: number[] = [];
+  try {
+    // Fast path, without a lock or a write: everything is there already (the usual case).
+    if ((await pendingVersions(client, schema, s, migrations)).length === 0) return applied;
+    for (const migration of migrations) {
+      await client.query('BEGIN');
+      try {
+        await client.query('SELECT pg_advisory_xact_lock($1, $2)', [lockClass, lockObject]);
+        // Under the lock, and with a fresh snapshot: another process may have just done this step.
+        const pending = await pendingVersions(client, schema, s, migrations, true);
+        if (pending.includes(migration.version)) {
+          await client.query(migration.sql(s, schema));
+          await client.query(`INSERT INTO ${s}.migrations (version, name) VALUES ($1, $2)`, [migration.version, migration.name]);
+          applied.push(migration.version);
+        }
+        await client.query('COMMIT');
+      } catch (cause) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw new MigrationError(
+          `Migration ${migration.version} (${migration.name}) of schema "${schema}" failed and was rolled back: ${describe(cause)}. ` +
+            'Fix the cause (often permissions: the role needs CREATE on the database or schema), then call migrate() again.',
+          { cause },
+        );
+      }
+    }
+    return applied;
+  } finally {
+    client.release();
+  }
+}
+
+async function pendingVersions(
+  client: pg.PoolClient,
+  schema: string,
+  s: string,
+  migrations: readonly PostgresMigration[],
+  create = false,
+): Promise<number[]> {
+  // Plain queries on the catalogs, not to_regclass(): name lookups go through a cache that is not
+  // refreshed by waiting on an advisory lock, so they could miss what the previous holder created.
+  const exists = await client.query<{ has_schema: boolean; has_table: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1) AS has_schema,
+            EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relname = 'migrations') AS has_table`,
+    [schema],
+  );
+  const { has_schema: hasSchema, has_table: hasTable } = exists.rows[0] ?? { has_schema: false, has_table: false };
+  if (!hasTable) {
+    if (!create) return migrations.map((m) => m.version);
+    // Not CREATE SCHEMA IF NOT EXISTS: it demands CREATE on the database even when the schema exists.
+    if (!hasSchema) await client.query(`CREATE SCHEMA ${s}`);
+    await client.query(
+      `CREATE TABLE ${s}.migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    return migrations.map((m) => m.version);
+  }
+  const done = await client.query<{ version: number }>(`SELECT version FROM ${s}.migrations`);
+  const have = new Set(done.rows.map((r) => r.version));
+  return migrations.filter((m) => !have.has(m.version)).map((m) => m.version);
+}
+
+function assertOrdered(migrations: readonly PostgresMigration[]): void {
+  migrations.forEach((m, index) => {
+    if (m.version !== index + 1) {
+      throw new MigrationError(`Migration versions must be 1, 2, 3, ... in order; found ${m.version} at index ${index} (${m.name}).`);
+    }
+  });
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,250 @@
+import pg from 'pg';
+import { InvalidArgumentError } from '../core/errors.js';
+import type { EventShape } from '../core/event.js';
+import { EventStoreBase } from '../core/store-base.js';
+import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
+import type { ExpectedVersion, ReadDirection } from '../core/store.js';
+import { translateAppendError, translateError } from './errors.js';
+import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, migratePostgres } from './migrations.js';
+import { DEFAULT_SCHEMA, quoteSchema } from './schema.js';
+
+export interface PostgresEventStoreOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
+  /** A pool you own: the store uses it and leaves it open on close(). Give this or `connectionString`. */
+  pool?: pg.Pool;
+  /** The store creates its own pool from this, and ends it on close(). */
+  connectionString?: string;
+  /** Every eskit table lives in this schema. Lower-case identifier; default 'eskit'. */
+  schema?: string;
+  /**
+   * Default true: the first call migrates the schema (once per store; concurrent processes are safe).
+   * With false, call `migrate()` yourself (e.g. from a deploy step); until then calls fail with
+   * ESKIT_MIGRATION.
+   */
+  migrate?: boolean;
+}
+
+// Text PostgreSQL cannot hold: NUL, and lone surrogates (the driver would silently turn them into U+FFFD).
+// eslint-disable-next-line no-control-regex -- NUL is exactly what this looks for
+const UNSTORABLE_TEXT = /\u0000|\p{Cs}/u;
+
+type Row = unknown[];
+
+interface Statements {
+  append: pg.QueryArrayConfig;
+  readForward: pg.QueryArrayConfig;
+  readBackward: pg.QueryArrayConfig;
+  readAll: pg.QueryArrayConfig;
+  readAllTypes: pg.QueryArrayConfig;
+  streamVersion: pg.QueryArrayConfig;
+  head: pg.QueryArrayConfig;
+}
+
+const COLUMNS = 'position, id, stream_id, stream_version, type, data::text, metadata::text, created_at';
+
+/**
+ * The event store on PostgreSQL. Every append is one round trip (one call of `<schema>.append`, in
+ * autocommit), every page of a read is one. Appends are serialised per schema so that position order
+ * is commit order: a reader paging by position never skips an event (see the append function in
+ * migrations.ts for what that costs).
+ *
+ * ```ts
+ * const store = new PostgresEventStore<CartEvent>({ connectionString: process.env.DATABASE_URL, registry });
+ * ```
+ */
+export class PostgresEventStore<E extends EventShape = EventShape> extends EventStoreBase<E> {
+  readonly schema: string;
+  /** The pool the store runs on (yours, or the one it created). */
+  readonly pool: pg.Pool;
+  readonly #ownsPool: boolean;
+  readonly #autoMigrate: boolean;
+  readonly #sql: Statements;
+  #migrated = false;
+  #migrating: Promise<void> | undefined;
+
+  constructor(options: PostgresEventStoreOptions<E>) {
+    super(options);
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidArgumentError('PostgresEventStore needs an options object with `pool` or `connectionString`.');
+    }
+    const { pool, connectionString } = options;
+    if ((pool === undefined) === (connectionString === undefined)) {
+      throw new InvalidArgumentError('PostgresEventStore needs exactly one of `pool` (a pg.Pool you own) or `connectionString`.');
+    }
+    if (connectionString !== undefined && (typeof connectionString !== 'string' || connectionString === '')) {
+      throw new InvalidArgumentError('connectionString must be a non-empty string such as postgres://user@host:5432/db');
+    }
+    if (options.migrate !== undefined && typeof options.migrate !== 'boolean') {
+      throw new InvalidArgumentError(`migrate must be true or false, got ${String(options.migrate)}`);
+    }
+    this.schema = options.schema ?? DEFAULT_SCHEMA;
+    const s = quoteSchema(this.schema);
+    this.#autoMigrate = options.migrate ?? true;
+    if (pool) {
+      this.pool = pool;
+      this.#ownsPool = false;
+    } else {
+      this.pool = new pg.Pool({ connectionString });
+      // An idle connection that dies (server restart) must not crash the process; the next query reports it.
+      this.pool.on('error', () => undefined);
+      this.#ownsPool = true;
+    }
+    // Named statements are parsed once per connection. The schema is in the name: one pool may serve stores of several schemas.
+    const name = (what: string): string => `eskit.${this.schema}.${what}`;
+    const array = 'array' as const;
+    this.#sql = {
+      append: { name: name('append'), rowMode: array, text: `SELECT first_position, last_version, written_at FROM ${s}.append($1, $2, $3, $4, $5, $6)` },
+      readForward: {
+        name: name('read_forward'),
+        rowMode: array,
+        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`,
+      },
+      readBackward: {
+        name: name('read_backward'),
+        rowMode: array,
+        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND stream_version <= $2 ORDER BY stream_version DESC LIMIT $3`,
+      },
+      readAll: { name: name('read_all'), rowMode: array, text: `SELECT ${COLUMNS} FROM ${s}.events WHERE position > $1 ORDER BY position LIMIT $2` },
+      readAllTypes: {
+        name: name('read_all_types'),
+        rowMode: array,
+        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE position > $1 AND type = ANY($3::text[]) ORDER BY position LIMIT $2`,
+      },
+      streamVersion: {
+        name: name('stream_version'),
+        rowMode: array,
+        text: `SELECT stream_version FROM ${s}.events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1`,
+      },
+      head: { name: name('head'), rowMode: array, text: `SELECT coalesce(max(position), 0) FROM ${s}.events` },
+    };
+  }
+
+  /**
+   * Creates or upgrades the schema. Idempotent, and safe to run from several processes at once. Runs
+   * by itself on first use unless the store was created with `migrate: false`.
+   */
+  async migrate(): Promise<void> {
+    this.assertOpen();
+    this.#migrating ??= migratePostgres(this.pool, this.schema).then(
+      () => {
+        this.#migrated = true;
+        this.#migrating = undefined;
+      },
+      (error: unknown) => {
+        this.#migrating = undefined;
+        throw error;
+      },
+    );
+    await this.#migrating;
+  }
+
+  protected async writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents> {
+    if (UNSTORABLE_TEXT.test(streamId)) {
+      throw new InvalidArgumentError('streamId contains U+0000 or a lone UTF-16 surrogate, which PostgreSQL text cannot store; nothing was written.');
+    }
+    const ids: string[] = new Array(events.length);
+    const types: string[] = new Array(events.length);
+    const data: string[] = new Array(events.length);
+    const metadata: string[] = new Array(events.length);
+    events.forEach((event, index) => {
+      if (UNSTORABLE_TEXT.test(event.type)) {
+        throw new InvalidArgumentError(
+          `event ${index} has a type containing U+0000 or a lone UTF-16 surrogate, which PostgreSQL text cannot store; nothing was written.`,
+        );
+      }
+      ids[index] = event.id;
+      types[index] = event.type;
+      data[index] = event.data;
+      metadata[index] = event.metadata;
+    });
+    await this.#ready();
+    const values = [streamId, encodeExpected(expected), ids, types, data, metadata];
+    let row: Row;
+    try {
+      row = (await this.pool.query<Row>({ ...this.#sql.append, values })).rows[0] as Row;
+    } catch (error) {
+      throw translateAppendError(error, this.schema, streamId, expected, events);
+    }
+    const first = Number(row[0]);
+    return {
+      streamVersion: Number(row[1]),
+      positions: events.map((_, index) => first + index),
+      timestamp: toDate(row[2]),
+    };
+  }
+
+  protected async readStreamRows(streamId: string, fromVersion: number, direction: ReadDirection, limit: number): Promise<StoredEventRow[]> {
+    if (UNSTORABLE_TEXT.test(streamId)) return [];
+    const statement = direction === 'forward' ? this.#sql.readForward : this.#sql.readBackward;
+    return this.#rows(statement, [streamId, fromVersion, limit]);
+  }
+
+  protected async readAllRows(after: number, limit: number, types: readonly string[] | undefined): Promise<StoredEventRow[]> {
+    if (types === undefined) return this.#rows(this.#sql.readAll, [after, limit]);
+    const storable = types.filter((type) => !UNSTORABLE_TEXT.test(type));
+    if (storable.length === 0) return [];
+    return this.#rows(this.#sql.readAllTypes, [after, limit, storable]);
+  }
+
+  protected async readStreamVersion(streamId: string): Promise<number> {
+    if (UNSTORABLE_TEXT.test(streamId)) return 0;
+    const rows = await this.#query(this.#sql.streamVersion, [streamId]);
+    return rows.length === 0 ? 0 : Number((rows[0] as Row)[0]);
+  }
+
+  protected async readHeadPosition(): Promise<number> {
+    const rows = await this.#query(this.#sql.head, []);
+    return Number((rows[0] as Row)[0]);
+  }
+
+  protected async closeResources(): Promise<void> {
+    if (this.#ownsPool) await this.pool.end();
+  }
+
+  async #ready(): Promise<void> {
+    if (this.#migrated || !this.#autoMigrate) return;
+    await this.migrate();
+  }
+
+  async #query(statement: pg.QueryArrayConfig, values: unknown[]): Promise<Row[]> {
+    await this.#ready();
+    try {
+      return (await this.pool.query<Row>({ ...statement, values })).rows;
+    } catch (error) {
+      throw translateError(error, this.schema);
+    }
+  }
+
+  async #rows(statement: pg.QueryArrayConfig, values: unknown[]): Promise<StoredEventRow[]> {
+    const rows = await this.#query(statement, values);
+    return rows.map(
+      (r): StoredEventRow => ({
+        position: Number(r[0]),
+        id: r[1] as string,
+        streamId: r[2] as string,
+        streamVersion: Number(r[3]),
+        type: r[4] as string,
+        data: r[5] as string,
+        metadata: r[6] as string,
+        timestamp: toDate(r[7]),
+      }),
+    );
+  }
+}
+
+function encodeExpected(expected: ExpectedVersion): number {
+  switch (expected) {
+    case 'any':
+      return EXPECTED_ANY;
+    case 'no_stream':
+      return EXPECTED_NO_STREAM;
+    case 'stream_exists':
+      return EXPECTED_STREAM_EXISTS;
+    default:
+      return expected;
+  }
+}
+
+// pg returns a Date unless the application registered another timestamptz parser globally.
+function toDate(value: unknown): Date {
+  return value instanceof Date ? value : new Date(value as string);
+}

@@ -1,0 +1,70 @@
+import Database from 'better-sqlite3';
+import { InvalidArgumentError } from '../core/errors.js';
+import { translateSqliteError } from './errors.js';
+
+export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+
+/**
+ * Sets up a connection the way eskit relies on: WAL (readers never wait for the writer, and one writer
+ * at a time per file), synchronous=NORMAL (durable across process crashes; a power cut can lose the
+ * last transactions but never corrupts the file), and a busy timeout so that processes sharing the
+ * file wait for each other's write lock instead of failing at once.
+ */
+export function configureSqlite(database: Database.Database, busyTimeoutMs: number = DEFAULT_BUSY_TIMEOUT_MS): void {
+  assertBusyTimeout(busyTimeoutMs);
+  try {
+    database.pragma(`busy_timeout = ${busyTimeoutMs}`);
+    enableWal(database, busyTimeoutMs);
+    database.pragma('synchronous = NORMAL');
+  } catch (error) {
+    throw translateSqliteError(error, database, 'configure the connection (WAL mode)');
+  }
+}
+
+/**
+ * Switching a file to WAL needs it to itself for a moment, and SQLite answers SQLITE_BUSY at once
+ * there instead of calling the busy handler (seen when several processes open a new file together).
+ * So retry here, within the same busy timeout. Once any connection has switched the file, the mode
+ * is persistent and this returns on the first try. An in-memory database stays in 'memory' mode.
+ */
+function enableWal(database: Database.Database, busyTimeoutMs: number): void {
+  const deadline = Date.now() + busyTimeoutMs;
+  let pauseMs = 1;
+  for (;;) {
+    try {
+      database.pragma('journal_mode = WAL');
+      return;
+    } catch (error) {
+      if (!isBusy(error) || Date.now() >= deadline) throw error;
+    }
+    // The constructor that gets here is synchronous, so the wait must be too (as SQLite's own is).
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, pauseMs);
+    pauseMs = Math.min(pauseMs * 2, 50);
+  }
+}
+
+function isBusy(error: unknown): boolean {
+  return error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');
+}
+
+/** Opens (creating if needed) the database file at `path` and configures it with `configureSqlite`. */
+export function openSqlite(path: string, busyTimeoutMs: number = DEFAULT_BUSY_TIMEOUT_MS): Database.Database {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new InvalidArgumentError('path must be a non-empty file path (or ":memory:")');
+  }
+  assertBusyTimeout(busyTimeoutMs);
+  const database = new Database(path, { timeout: busyTimeoutMs });
+  try {
+    configureSqlite(database, busyTimeoutMs);
+  } catch (error) {
+    database.close();
+    throw error;
+  }
+  return database;
+}
+
+function assertBusyTimeout(busyTimeoutMs: unknown): void {
+  if (typeof busyTimeoutMs !== 'number' || !Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+    throw new InvalidArgumentError(`busyTimeoutMs must be a non-negative integer number of milliseconds, got ${String(busyTimeoutMs)}`);
+  }
+}

@@ -1,0 +1,6 @@
+// `eskit/sqlite`: the SQLite adapter (better-sqlite3).
+export * from './sqlite-event-store.js';
+export { configureSqlite, openSqlite, DEFAULT_BUSY_TIMEOUT_MS } from './connection.js';
+export { migrateSqlite, sqliteMigrations, sqliteSchemaVersion } from './migrations.js';
+export type { SqliteMigration } from './migrations.js';
+export { SqliteBusyError } from './errors.js';

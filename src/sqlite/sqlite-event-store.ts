@@ -1,0 +1,257 @@
+import type Database from 'better-sqlite3';
+import { ConcurrencyError, DuplicateEventIdError, InvalidArgumentError } from '../core/errors.js';
+import type { EventShape } from '../core/event.js';
+import { assertExpectedVersion } from '../core/store.js';
+import type { ExpectedVersion, ReadDirection } from '../core/store.js';
+import { EventStoreBase } from '../core/store-base.js';
+import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
+import { configureSqlite, DEFAULT_BUSY_TIMEOUT_MS, openSqlite } from './connection.js';
+import { translateSqliteError } from './errors.js';
+import { migrateSqlite } from './migrations.js';
+
+export interface SqliteEventStoreOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
+  /** The database file, created if missing (its directory must exist). `':memory:'` for a private in-memory log. */
+  path?: string;
+  /**
+   * An open better-sqlite3 handle to use instead of `path`, for example to share one connection with
+   * your own tables. It is configured like an owned one (WAL, synchronous=NORMAL, busy timeout), and
+   * `close()` leaves it open: it is yours.
+   */
+  database?: Database.Database;
+  /** Apply pending schema migrations when the store is created. Default true; see `migrate()`. */
+  migrate?: boolean;
+  /** How long a write waits for another connection's write lock before failing with `ESKIT_STORE_BUSY`. Default 5000. */
+  busyTimeoutMs?: number;
+}
+
+/** position, event_id, stream_id, stream_version, type, data, metadata, created_at */
+type RawRow = [number, string, string, number, string, string, string, number];
+type Statement<P extends unknown[], R = unknown> = Database.Statement<P, R>;
+type AppendTransaction = (streamId: string, events: PreparedEvent[], expected: ExpectedVersion) => WrittenEvents;
+
+interface Statements {
+  version: Statement<[string], number>;
+  append: Database.Transaction<AppendTransaction>;
+  forward: Statement<[string, number, number], RawRow>;
+  backward: Statement<[string, number, number], RawRow>;
+  all: Statement<[number, number], RawRow>;
+  allOfType: Statement<[string, number, number], RawRow>;
+  allOfManyTypes: Statement<[number, string, number], RawRow>;
+  head: Statement<[], number>;
+}
+
+const COLUMNS = 'position, event_id, stream_id, stream_version, type, data, metadata, created_at';
+/**
+ * A type filter with up to this many types is read as a merge of one index range per type (see
+ * `#allOfTypes`); beyond it, by a scan in position order that skips other types.
+ */
+const MAX_MERGED_TYPES = 32;
+
+/**
+ * The event log in one SQLite file. Several stores, in this process or in others, may share the file.
+ *
+ * Global order: every append is one `BEGIN IMMEDIATE` transaction, which takes the database's single
+ * write lock before it reads the stream version and holds it until COMMIT. SQLite admits one writer at
+ * a time, so appends commit one after another, and each takes its positions (AUTOINCREMENT: above
+ * every position ever handed out) while holding the lock. Positions therefore grow in commit order:
+ * when a reader's snapshot contains position p, every transaction that will ever write a position below
+ * p has already committed and is in that snapshot too. A reader that has seen p can never later find an
+ * event at or before p, so `readAll({ after: checkpoint })` skips nothing. Rolled-back appends do not
+ * advance the sequence either, so in practice the log has no gaps.
+ */
+export class SqliteEventStore<E extends EventShape = EventShape> extends EventStoreBase<E> {
+  /** The underlying better-sqlite3 handle (for the other SQLite adapters and your own tables). */
+  readonly database: Database.Database;
+  readonly #ownsDatabase: boolean;
+  #statements: Statements | undefined;
+  readonly #typeFilters = new Map<number, Statement<unknown[], RawRow>>();
+
+  constructor(options: SqliteEventStoreOptions<E>) {
+    super(options);
+    const { path, database } = options ?? {};
+    if ((path === undefined) === (database === undefined)) {
+      throw new InvalidArgumentError('SqliteEventStore needs exactly one of `path` (a database file) or `database` (an open better-sqlite3 handle)');
+    }
+    const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+    if (database === undefined) {
+      this.database = openSqlite(path as string, busyTimeoutMs);
+      this.#ownsDatabase = true;
+    } else {
+      if (!database.open) throw new InvalidArgumentError('the `database` handle passed to SqliteEventStore is closed');
+      configureSqlite(database, busyTimeoutMs);
+      this.database = database;
+      this.#ownsDatabase = false;
+    }
+    if (options.migrate ?? true) {
+      try {
+        migrateSqlite(this.database);
+      } catch (error) {
+        if (this.#ownsDatabase) this.database.close();
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Applies pending schema migrations; returns the versions applied (empty when up to date).
+   * Idempotent and safe to run from several processes at once. Needed only with `migrate: false`.
+   */
+  async migrate(): Promise<number[]> {
+    this.assertOpen();
+    return migrateSqlite(this.database);
+  }
+
+  protected async writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents> {
+    try {
+      return (this.#statements ?? this.#prepare()).append.immediate(streamId, events, expected);
+    } catch (error) {
+      throw translateSqliteError(error, this.database, `append to stream "${streamId}"`);
+    }
+  }
+
+  protected async readStreamRows(streamId: string, fromVersion: number, direction: ReadDirection, limit: number): Promise<StoredEventRow[]> {
+    try {
+      const statements = this.#statements ?? this.#prepare();
+      const statement = direction === 'forward' ? statements.forward : statements.backward;
+      return toRows(statement.all(streamId, fromVersion, limit));
+    } catch (error) {
+      throw translateSqliteError(error, this.database, `read stream "${streamId}"`);
+    }
+  }
+
+  protected async readAllRows(after: number, limit: number, types: readonly string[] | undefined): Promise<StoredEventRow[]> {
+    try {
+      const statements = this.#statements ?? this.#prepare();
+      if (types === undefined) return toRows(statements.all.all(after, limit));
+      if (types.length === 1) return toRows(statements.allOfType.all(types[0] as string, after, limit));
+      const distinct = [...new Set(types)];
+      if (distinct.length > MAX_MERGED_TYPES) return toRows(statements.allOfManyTypes.all(after, JSON.stringify(distinct), limit));
+      const parameters: unknown[] = [];
+      for (const type of distinct) parameters.push(type, after);
+      parameters.push(limit);
+      return toRows(this.#allOfTypes(distinct.length).all(...parameters));
+    } catch (error) {
+      throw translateSqliteError(error, this.database, 'read the log');
+    }
+  }
+
+  protected async readStreamVersion(streamId: string): Promise<number> {
+    try {
+      return (this.#statements ?? this.#prepare()).version.get(streamId) as number;
+    } catch (error) {
+      throw translateSqliteError(error, this.database, `read the version of stream "${streamId}"`);
+    }
+  }
+
+  protected async readHeadPosition(): Promise<number> {
+    try {
+      return (this.#statements ?? this.#prepare()).head.get() as number;
+    } catch (error) {
+      throw translateSqliteError(error, this.database, 'read the head position');
+    }
+  }
+
+  protected async closeResources(): Promise<void> {
+    this.#statements = undefined;
+    this.#typeFilters.clear();
+    if (this.#ownsDatabase && this.database.open) this.database.close();
+  }
+
+  /**
+   * Prepared on first use rather than in the constructor, so that a store created with
+   * `migrate: false` can still run `migrate()` before anything touches the tables.
+   */
+  #prepare(): Statements {
+    const db = this.database;
+    // safeIntegers(false) everywhere: a shared handle may have turned on BigInt results by default.
+    const version = db
+      .prepare<[string], number>('SELECT COALESCE(MAX(stream_version), 0) FROM eskit_events WHERE stream_id = ?')
+      .pluck()
+      .safeIntegers(false);
+    const insert = db
+      .prepare<[string, string, number, string, string, string, number]>(
+        'INSERT INTO eskit_events (event_id, stream_id, stream_version, type, data, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      )
+      .safeIntegers(false);
+    const append = db.transaction((streamId: string, events: PreparedEvent[], expected: ExpectedVersion): WrittenEvents => {
+      // Read under the write lock (the transaction is IMMEDIATE), so no other writer can move it.
+      const current = version.get(streamId) as number;
+      assertExpectedVersion(streamId, expected, current);
+      const now = Date.now();
+      const positions = new Array<number>(events.length);
+      for (let i = 0; i < events.length; i++) {
+        const event = events[i] as PreparedEvent;
+        try {
+          positions[i] = insert.run(event.id, streamId, current + i + 1, event.type, event.data, event.metadata, now).lastInsertRowid as number;
+        } catch (error) {
+          throw uniqueViolation(error, event.id, streamId, expected, () => version.get(streamId) as number);
+        }
+      }
+      return { streamVersion: current + events.length, positions, timestamp: new Date(now) };
+    });
+    const read = (sql: string) => db.prepare<unknown[], RawRow>(sql).raw().safeIntegers(false);
+    const statements: Statements = {
+      version,
+      append,
+      forward: read(`SELECT ${COLUMNS} FROM eskit_events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?`),
+      backward: read(`SELECT ${COLUMNS} FROM eskit_events WHERE stream_id = ? AND stream_version <= ? ORDER BY stream_version DESC LIMIT ?`),
+      all: read(`SELECT ${COLUMNS} FROM eskit_events WHERE position > ? ORDER BY position LIMIT ?`),
+      allOfType: read(`SELECT ${COLUMNS} FROM eskit_events WHERE type = ? AND position > ? ORDER BY position LIMIT ?`),
+      // `+type` keeps the planner off the type index: walking positions in order stops after `limit`
+      // matches, where an index lookup per type would have to sort every later match first.
+      allOfManyTypes: read(
+        `SELECT ${COLUMNS} FROM eskit_events WHERE position > ? AND +type IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`,
+      ),
+      head: db.prepare<[], number>('SELECT COALESCE(MAX(position), 0) FROM eskit_events').pluck().safeIntegers(false),
+    };
+    this.#statements = statements;
+    return statements;
+  }
+
+  /**
+   * One `type = ? AND position > ?` arm per type, combined with UNION ALL and ORDER BY position.
+   * SQLite runs this as a merge of the per-type index ranges (each already in position order), so a
+   * page costs O(limit) whatever the mix of types; `type IN (...)` would instead sort every match.
+   */
+  #allOfTypes(count: number): Statement<unknown[], RawRow> {
+    let statement = this.#typeFilters.get(count);
+    if (statement === undefined) {
+      const arm = `SELECT ${COLUMNS} FROM eskit_events WHERE type = ? AND position > ?`;
+      const sql = `${Array.from({ length: count }, () => arm).join(' UNION ALL ')} ORDER BY position LIMIT ?`;
+      statement = this.database.prepare<unknown[], RawRow>(sql).raw().safeIntegers(false);
+      this.#typeFilters.set(count, statement);
+    }
+    return statement;
+  }
+}
+
+function toRows(raw: RawRow[]): StoredEventRow[] {
+  const rows = new Array<StoredEventRow>(raw.length);
+  for (let i = 0; i < raw.length; i++) {
+    const r = raw[i] as RawRow;
+    rows[i] = {
+      id: r[1],
+      type: r[4],
+      data: r[5],
+      metadata: r[6],
+      streamId: r[2],
+      streamVersion: r[3],
+      position: r[0],
+      timestamp: new Date(r[7]),
+    };
+  }
+  return rows;
+}
+
+/**
+ * The expected-version check runs under the write lock, so a (stream_id, stream_version) clash can only
+ * come from a writer that bypassed eskit; it is still reported as the conflict it is.
+ */
+function uniqueViolation(error: unknown, eventId: string, streamId: string, expected: ExpectedVersion, actualVersion: () => number): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code !== 'SQLITE_CONSTRAINT_UNIQUE' && code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') return error;
+  const message = (error as Error).message;
+  if (message.includes('eskit_events.event_id')) return new DuplicateEventIdError(eventId);
+  if (message.includes('eskit_events.stream_version')) return new ConcurrencyError(streamId, expected, actualVersion());
+  return error;
+}

@@ -1,0 +1,375 @@
+import type { CheckpointStore } from '../core/checkpoint.js';
+import { AlreadyStartedError, HandlerFailedError, InvalidArgumentError, isEskitError, ErrorCode } from '../core/errors.js';
+import type { EventShape, Recorded } from '../core/event.js';
+import type { Lease, LockRegistry } from '../core/lock.js';
+import { consoleLogger } from '../core/logger.js';
+import type { Logger } from '../core/logger.js';
+import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
+import type { RetryPolicy } from '../core/retry.js';
+import type { EventStore } from '../core/store.js';
+
+export interface HandlerContext {
+  subscription: string;
+  /** The lease's fencing token while leader election is on; pass it to systems that can check it. */
+  fencingToken: number | undefined;
+  /** 1 on the first attempt at this event. */
+  attempt: number;
+  /**
+   * Fires when this node must stop (stop() was called, or leadership was lost). A handler that gives
+   * up on it is not counted as failed: the event is delivered again later, here or on the new leader.
+   */
+  signal: AbortSignal;
+}
+
+export type SubscriptionHandler<E extends EventShape> = (event: Recorded<E>, context: HandlerContext) => void | Promise<void>;
+
+/** What happens to an event whose handler failed its last attempt. */
+export type FailureAction<E extends EventShape> = (failure: {
+  event: Recorded<E>;
+  error: unknown;
+  attempts: number;
+  fencingToken: number | undefined;
+}) => Promise<'skip' | 'stop'>;
+
+export type StartFrom = 'beginning' | 'end' | { after: number };
+
+export interface SubscriptionOptions<E extends EventShape> {
+  /** Unique per subscription: names its checkpoint and its leader lock. */
+  name: string;
+  store: EventStore<E>;
+  checkpoints: CheckpointStore;
+  handler: SubscriptionHandler<E>;
+  /** Only events of these types reach the handler. */
+  types?: readonly E['type'][];
+  /** Events read and checkpointed together. Default 100. */
+  batchSize?: number;
+  /** Where a subscription without a checkpoint begins. Default 'beginning'. */
+  startFrom?: StartFrom;
+  /** Retries of a failing handler. Default 5 attempts, 100 ms doubling up to 10 s, full jitter. */
+  retry?: Partial<RetryPolicy>;
+  /**
+   * Decides what to do after the last failed attempt. The default stops the subscription with
+   * `ESKIT_HANDLER_FAILED`. An automation's dead-letter queue plugs in here ('skip' = it was stored).
+   */
+  onHandlerFailure?: FailureAction<E>;
+  /** The safety net behind append notifications. Default 500 ms. */
+  pollIntervalMs?: number;
+  /** Turns leader election on: only the holder of the lock named `name` processes events. */
+  leaderLock?: LockRegistry;
+  logger?: Logger;
+}
+
+export type SubscriptionState = 'idle' | 'standby' | 'leading' | 'stopped' | 'failed';
+
+export interface SubscriptionStatus {
+  name: string;
+  state: SubscriptionState;
+  /** Last checkpointed position (undefined before the first claim or save). */
+  position: number | undefined;
+  head: number;
+  /** Events behind the head (head - position), including events the type filter skips. */
+  lag: number;
+  fencingToken: number | undefined;
+  /** True while this node waits for a lock another node holds. */
+  lockDenied: boolean;
+  /** Events handled by this instance since it was created. */
+  handled: number;
+  error: Error | undefined;
+}
+
+const defaultRetry: RetryPolicy = { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 10_000 };
+
+/** Why a leading period ended. */
+type LeadOutcome = 'stopped' | 'lost';
+
+/**
+ * A durable, checkpointed subscription: catches up from its checkpoint, then follows live appends.
+ * Delivers events in global order, at least once; saves the checkpoint only after the handler
+ * succeeded for everything before it. With `leaderLock`, exactly one node processes it, and every
+ * checkpoint write is fenced by the lease's token.
+ */
+export class Subscription<E extends EventShape = EventShape> {
+  readonly name: string;
+  readonly #options: SubscriptionOptions<E>;
+  readonly #retry: RetryPolicy;
+  readonly #batchSize: number;
+  readonly #pollIntervalMs: number;
+  readonly #logger: Logger;
+
+  #state: SubscriptionState = 'idle';
+  #position: number | undefined;
+  #fencingToken: number | undefined;
+  #lockDenied = false;
+  #handled = 0;
+  #error: Error | undefined;
+  #run: Promise<void> | undefined;
+  #stop = new AbortController();
+  #wake: (() => void) | undefined;
+  #appendedSinceRead = false;
+
+  constructor(options: SubscriptionOptions<E>) {
+    if (typeof options.name !== 'string' || options.name.length === 0) {
+      throw new InvalidArgumentError('A subscription needs a non-empty name (it names the checkpoint and the lock).');
+    }
+    if (typeof options.handler !== 'function') throw new InvalidArgumentError(`Subscription "${options.name}" needs a handler function.`);
+    this.name = options.name;
+    this.#options = options;
+    this.#retry = retryPolicy(options.retry, defaultRetry);
+    this.#batchSize = positiveInteger('batchSize', options.batchSize ?? 100);
+    this.#pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 500);
+    this.#logger = options.logger ?? consoleLogger();
+  }
+
+  /** Starts in the background: leading at once without a lock, else standing by until the lock is free. */
+  async start(): Promise<void> {
+    if (this.#run) throw new AlreadyStartedError(`Subscription "${this.name}"`);
+    this.#stop = new AbortController();
+    this.#error = undefined;
+    this.#state = 'standby';
+    this.#run = this.#loop();
+  }
+
+  /**
+   * Lets the event in flight finish, saves the checkpoint, releases leadership. Safe to call twice;
+   * resolves when all of that is done.
+   */
+  async stop(): Promise<void> {
+    const run = this.#run;
+    if (!run) return;
+    this.#stop.abort();
+    await run;
+  }
+
+  /** Resolves when the subscription has stopped or failed (the status says which). */
+  async whenStopped(): Promise<SubscriptionStatus> {
+    await this.#run;
+    return this.status();
+  }
+
+  async status(): Promise<SubscriptionStatus> {
+    const head = await this.#options.store.headPosition();
+    return {
+      name: this.name,
+      state: this.#state,
+      position: this.#position,
+      head,
+      lag: Math.max(0, head - (this.#position ?? 0)),
+      fencingToken: this.#fencingToken,
+      lockDenied: this.#lockDenied,
+      handled: this.#handled,
+      error: this.#error,
+    };
+  }
+
+  async #loop(): Promise<void> {
+    const unsubscribe = this.#options.store.onAppend(() => {
+      this.#appendedSinceRead = true;
+      this.#wake?.();
+    });
+    try {
+      while (!this.#stop.signal.aborted) {
+        const lease = await this.#becomeLeader();
+        if (!lease.ok) break;
+        let outcome: LeadOutcome;
+        try {
+          outcome = await this.#lead(lease.lease);
+        } finally {
+          this.#fencingToken = undefined;
+          await this.#release(lease.lease);
+        }
+        if (outcome === 'stopped') break;
+        this.#state = 'standby';
+      }
+      this.#state = 'stopped';
+    } catch (error) {
+      this.#state = 'failed';
+      this.#error = error instanceof Error ? error : new Error(String(error));
+      this.#logger.error({ subscription: this.name, err: this.#error }, `Subscription "${this.name}" failed`);
+    } finally {
+      unsubscribe();
+      this.#run = undefined;
+    }
+  }
+
+  /** Waits for the lock (when leader election is on). `ok: false` when stopped while waiting. */
+  async #becomeLeader(): Promise<{ ok: true; lease: Lease | undefined } | { ok: false }> {
+    const registry = this.#options.leaderLock;
+    if (!registry) return { ok: true, lease: undefined };
+    try {
+      const lease = await registry.acquire(this.name, {
+        signal: this.#stop.signal,
+        onWaiting: () => {
+          this.#lockDenied = true;
+          this.#logger.warn(
+            { subscription: this.name },
+            `Subscription "${this.name}": another node holds its lock; this node stands by and takes over when it is released`,
+          );
+        },
+      });
+      this.#lockDenied = false;
+      this.#logger.info({ subscription: this.name, fencingToken: lease.fencingToken }, `Subscription "${this.name}": leading`);
+      return { ok: true, lease };
+    } catch (error) {
+      if (this.#stop.signal.aborted) return { ok: false };
+      throw error;
+    }
+  }
+
+  async #release(lease: Lease | undefined): Promise<void> {
+    if (!lease) return;
+    try {
+      await lease.release();
+    } catch (error) {
+      // The lock dies with its connection anyway; a failed release only delays the standby.
+      this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": releasing the lock failed`);
+    }
+  }
+
+  /** Processes events while this node leads. Throws only for failures that must stop the subscription. */
+  async #lead(lease: Lease | undefined): Promise<LeadOutcome> {
+    const { checkpoints } = this.#options;
+    const token = lease?.fencingToken;
+    const signal = lease ? AbortSignal.any([this.#stop.signal, lease.signal]) : this.#stop.signal;
+    const lost = (): boolean => lease?.signal.aborted === true;
+
+    let position: number;
+    try {
+      const saved = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
+      position = saved ?? (await this.#startPosition());
+    } catch (error) {
+      if (isEskitError(error, ErrorCode.Fenced)) return this.#lostLeadership(error);
+      throw error;
+    }
+    this.#position = position;
+    this.#fencingToken = token;
+    this.#state = 'leading';
+
+    while (!signal.aborted) {
+      this.#appendedSinceRead = false;
+      const batch = await this.#readBatch(position, signal);
+      if (batch === undefined) continue;
+      if (batch.length === 0) {
+        await this.#idle(signal);
+        continue;
+      }
+      let handledUpTo = position;
+      let failure: unknown;
+      for (const event of batch) {
+        if (signal.aborted) break;
+        const result = await this.#handle(event, token, signal);
+        if (result === 'aborted') break;
+        if (result !== 'done') {
+          failure = result.error;
+          break;
+        }
+        handledUpTo = event.position;
+      }
+      if (lost()) return this.#lostLeadership(lease?.signal.reason);
+      if (handledUpTo > position) {
+        try {
+          await checkpoints.save(this.name, handledUpTo, { fencingToken: token });
+        } catch (error) {
+          if (isEskitError(error, ErrorCode.Fenced)) return this.#lostLeadership(error);
+          throw error;
+        }
+        position = handledUpTo;
+        this.#position = position;
+      }
+      if (failure !== undefined) throw failure;
+    }
+    return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';
+  }
+
+  #lostLeadership(reason: unknown): LeadOutcome {
+    this.#logger.warn(
+      { subscription: this.name, err: reason },
+      `Subscription "${this.name}": leadership lost; stopped processing and standing by`,
+    );
+    return this.#stop.signal.aborted ? 'stopped' : 'lost';
+  }
+
+  async #startPosition(): Promise<number> {
+    const from = this.#options.startFrom ?? 'beginning';
+    if (from === 'beginning') return 0;
+    if (from === 'end') return this.#options.store.headPosition();
+    if (!Number.isSafeInteger(from.after) || from.after < 0) {
+      throw new InvalidArgumentError(`startFrom.after must be a non-negative integer, got ${String(from.after)}`);
+    }
+    return from.after;
+  }
+
+  /** One page after `position`; undefined when a transient read error was waited out. */
+  async #readBatch(position: number, signal: AbortSignal): Promise<Recorded<E>[] | undefined> {
+    const batch: Recorded<E>[] = [];
+    try {
+      for await (const event of this.#options.store.readAll({ after: position, limit: this.#batchSize, types: this.#options.types })) {
+        batch.push(event);
+      }
+      return batch;
+    } catch (error) {
+      // Events the store cannot decode, or a closed store, will not heal by waiting.
+      if (isEskitError(error)) throw error;
+      this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": reading events failed; retrying`);
+      await delay(this.#pollIntervalMs, signal).catch(() => undefined);
+      return undefined;
+    }
+  }
+
+  /** Sleeps until an append is signalled, the poll interval passes, or the signal fires. */
+  async #idle(signal: AbortSignal): Promise<void> {
+    if (this.#appendedSinceRead || signal.aborted) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, this.#pollIntervalMs);
+      signal.addEventListener('abort', done, { once: true });
+      this.#wake = done;
+    });
+  }
+
+  async #handle(
+    event: Recorded<E>,
+    fencingToken: number | undefined,
+    signal: AbortSignal,
+  ): Promise<'done' | 'aborted' | { error: unknown }> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#options.handler(event, { subscription: this.name, fencingToken, attempt, signal });
+        this.#handled += 1;
+        return 'done';
+      } catch (error) {
+        if (signal.aborted) return 'aborted';
+        if (attempt >= this.#retry.maxAttempts) return this.#afterLastAttempt(event, error, attempt, fencingToken);
+        this.#logger.warn(
+          { subscription: this.name, position: event.position, attempt, err: error },
+          `Subscription "${this.name}": handler failed; retrying`,
+        );
+        try {
+          await delay(backoffDelay(this.#retry, attempt), signal);
+        } catch {
+          return 'aborted';
+        }
+      }
+    }
+  }
+
+  async #afterLastAttempt(
+    event: Recorded<E>,
+    error: unknown,
+    attempts: number,
+    fencingToken: number | undefined,
+  ): Promise<'done' | { error: unknown }> {
+    const onFailure = this.#options.onHandlerFailure;
+    if (onFailure && (await onFailure({ event, error, attempts, fencingToken })) === 'skip') return 'done';
+    return { error: new HandlerFailedError(this.name, event.position, attempts, error) };
+  }
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
+  return value;
+}

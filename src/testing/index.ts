@@ -1,0 +1,4 @@
+// `eskit/testing`: what an application or a third-party adapter needs to test against eskit.
+export * from './conformance.js';
+export * from './decider-spec.js';
+export * from './wait.js';

@@ -1,0 +1,33 @@
+import type { EventShape } from '../../src/core/event.js';
+import type { EventStore } from '../../src/core/store.js';
+import { SqliteEventStore } from '../../src/sqlite/index.js';
+import { eventStoreConformance } from '../../src/testing/conformance.js';
+import { removeDatabase, tempDatabasePath } from './helpers.js';
+
+// Files of the running test; the suite closes its stores before calling dispose.
+let files: string[] = [];
+
+function sqlite<E extends EventShape>(store: EventStore<E>): SqliteEventStore<E> {
+  if (!(store instanceof SqliteEventStore)) throw new Error('the sqlite harness was handed a store it did not create');
+  return store as SqliteEventStore<E>;
+}
+
+eventStoreConformance({
+  name: 'sqlite',
+  async createStore(options) {
+    const path = tempDatabasePath('conformance');
+    files.push(path);
+    return new SqliteEventStore({ ...options, path });
+  },
+  async openAnother(store) {
+    return new SqliteEventStore({ path: sqlite(store).database.name });
+  },
+  async corruptEvent(store, position) {
+    const changed = sqlite(store).database.prepare("UPDATE eskit_events SET data = '{not json' WHERE position = ?").run(position).changes;
+    if (changed !== 1) throw new Error(`no event at position ${position} to corrupt`);
+  },
+  async dispose() {
+    for (const path of files) removeDatabase(path);
+    files = [];
+  },
+});
