@@ -13,8 +13,11 @@ export function retryPolicy(overrides: Partial<RetryPolicy> | undefined, default
   if (!Number.isInteger(policy.maxAttempts) || policy.maxAttempts < 1) {
     throw new InvalidArgumentError(`retry.maxAttempts must be a positive integer, got ${String(policy.maxAttempts)}`);
   }
-  if (!(policy.initialDelayMs >= 0) || !(policy.maxDelayMs >= policy.initialDelayMs)) {
-    throw new InvalidArgumentError('retry delays must satisfy 0 <= initialDelayMs <= maxDelayMs');
+  for (const key of ['initialDelayMs', 'maxDelayMs'] as const) {
+    const value = policy[key];
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+      throw new InvalidArgumentError(`retry.${key} must be a non-negative number of milliseconds, got ${String(value)}`);
+    }
   }
   return policy;
 }

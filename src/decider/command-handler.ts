@@ -1,19 +1,15 @@
 import { v7 as uuidv7 } from 'uuid';
 import { ErrorCode, InvalidArgumentError, isEskitError } from '../core/errors.js';
 import type { EventShape, Metadata, NewEvent, Recorded } from '../core/event.js';
+import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
+import type { RetryPolicy } from '../core/retry.js';
 import { assertExpectedVersion } from '../core/store.js';
 import type { EventStore, ExpectedVersion } from '../core/store.js';
 import { decidedEvents, initialStateOf } from './decider.js';
 import type { Decider } from './decider.js';
 
-export interface RetryOptions {
-  /** Attempts in total, the first one included. Default 5. `1` turns retries off. */
-  maxAttempts?: number;
-  /** Upper bound of the first wait; it doubles with every further conflict. Default 5 ms. */
-  initialDelayMs?: number;
-  /** The doubling stops here. Default 200 ms. */
-  maxDelayMs?: number;
-}
+/** Conflict retries: default 5 attempts in all, waits from 5 ms doubling up to 200 ms, full jitter. */
+export type RetryOptions = Partial<RetryPolicy>;
 
 export interface CommandHandlerOptions<S, C, E extends EventShape> {
   store: EventStore<E>;
@@ -54,7 +50,7 @@ export interface HandleResult<S, E extends EventShape> {
   position: number | undefined;
 }
 
-const DEFAULT_RETRY = { maxAttempts: 5, initialDelayMs: 5, maxDelayMs: 200 } as const;
+const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, initialDelayMs: 5, maxDelayMs: 200 };
 
 /**
  * Runs commands against a decider: load the stream, fold it, decide, append with the version read.
@@ -68,7 +64,7 @@ const DEFAULT_RETRY = { maxAttempts: 5, initialDelayMs: 5, maxDelayMs: 200 } as 
 export class CommandHandler<S, C, E extends EventShape> {
   readonly #store: EventStore<E>;
   readonly #decider: Decider<S, C, E>;
-  readonly #retry: Required<RetryOptions>;
+  readonly #retry: RetryPolicy;
 
   constructor(options: CommandHandlerOptions<S, C, E>) {
     if (typeof options !== 'object' || options === null) {
@@ -83,20 +79,7 @@ export class CommandHandler<S, C, E extends EventShape> {
     }
     this.#store = store;
     this.#decider = decider;
-    this.#retry = {
-      maxAttempts: options.retry?.maxAttempts ?? DEFAULT_RETRY.maxAttempts,
-      initialDelayMs: options.retry?.initialDelayMs ?? DEFAULT_RETRY.initialDelayMs,
-      maxDelayMs: options.retry?.maxDelayMs ?? DEFAULT_RETRY.maxDelayMs,
-    };
-    const { maxAttempts, initialDelayMs, maxDelayMs } = this.#retry;
-    if (!Number.isSafeInteger(maxAttempts) || maxAttempts < 1) {
-      throw new InvalidArgumentError(`retry.maxAttempts must be a positive integer (1 = no retries), got ${String(maxAttempts)}`);
-    }
-    for (const [name, value] of [['initialDelayMs', initialDelayMs], ['maxDelayMs', maxDelayMs]] as const) {
-      if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-        throw new InvalidArgumentError(`retry.${name} must be a non-negative number of milliseconds, got ${String(value)}`);
-      }
-    }
+    this.#retry = retryPolicy(options.retry, DEFAULT_RETRY);
   }
 
   get decider(): Decider<S, C, E> {
@@ -114,7 +97,7 @@ export class CommandHandler<S, C, E extends EventShape> {
       const outcome = await this.#attempt(streamId, command, metadata, expectedVersion);
       if (!('conflict' in outcome)) return outcome;
       if (attempt >= maxAttempts) throw outcome.conflict;
-      await wait(this.#backoff(attempt), signal);
+      await delay(backoffDelay(this.#retry, attempt), signal);
     }
   }
 
@@ -171,29 +154,4 @@ export class CommandHandler<S, C, E extends EventShape> {
     const id = commandId ?? uuidv7();
     return { ...metadata, correlationId: metadata?.correlationId ?? id, causationId: metadata?.causationId ?? id };
   }
-
-  /** Full jitter: uniformly random up to the doubled bound, so colliding writers spread apart. */
-  #backoff(failedAttempts: number): number {
-    const { initialDelayMs, maxDelayMs } = this.#retry;
-    const bound = Math.min(maxDelayMs, initialDelayMs * 2 ** (failedAttempts - 1));
-    return Math.random() * bound;
-  }
-}
-
-function wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

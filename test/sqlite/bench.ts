@@ -70,6 +70,43 @@ async function appendBench(rounds: number, batch: number) {
   return { store, storePath, rawPath };
 }
 
+async function batchBench(rounds: number, size: number) {
+  const rawPath = file('raw-batch');
+  const storePath = file('store-batch');
+  remove(rawPath);
+  remove(storePath);
+  const store = new SqliteEventStore({ path: storePath });
+  const raw = new SqliteEventStore({ path: rawPath }).database; // same schema, written directly
+  const insert = raw.prepare('INSERT INTO eskit_events (event_id, stream_id, stream_version, type, data, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  const version = raw.prepare('SELECT COALESCE(MAX(stream_version), 0) FROM eskit_events WHERE stream_id = ?').pluck();
+  const rawBatch = raw.transaction((stream: string) => {
+    const current = version.get(stream) as number;
+    const now = Date.now();
+    for (let i = 0; i < size; i++) insert.run(uuidv7(), stream, current + i + 1, 'ItemAdded', JSON.stringify(data), JSON.stringify(metadata), now);
+  });
+  const events = Array.from({ length: size }, () => ({ type: 'ItemAdded', data, metadata }));
+  let rawNs = 0;
+  let storeNs = 0;
+  for (let r = 0; r < rounds; r++) {
+    let t = process.hrtime.bigint();
+    rawBatch.immediate(`s-${r % 50}`);
+    const a = Number(process.hrtime.bigint() - t);
+    t = process.hrtime.bigint();
+    await store.append(`s-${r % 50}`, events);
+    const b = Number(process.hrtime.bigint() - t);
+    if (r > 5) {
+      rawNs += a;
+      storeNs += b;
+    }
+  }
+  const n = (rounds - 6) * size;
+  console.log(`append ${size}/call: raw ${Math.round(n / (rawNs / 1e9))}/s, store ${Math.round(n / (storeNs / 1e9))}/s, ratio ${(rawNs / storeNs).toFixed(2)}`);
+  raw.close();
+  await store.close();
+  remove(rawPath);
+  remove(storePath);
+}
+
 async function readBench(store: SqliteEventStore, repeats: number) {
   const db = new Database(store.database.name, { readonly: true });
   const page = db.prepare('SELECT position, event_id, stream_id, stream_version, type, data, metadata, created_at FROM eskit_events WHERE position > ? ORDER BY position LIMIT ?');
@@ -115,6 +152,7 @@ async function readBench(store: SqliteEventStore, repeats: number) {
 
 const { store, storePath, rawPath } = await appendBench(Number(process.argv[2] ?? 60), 500);
 await readBench(store, 6);
+await batchBench(300, 100);
 await store.close();
 remove(storePath);
 remove(rawPath);

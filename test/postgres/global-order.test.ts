@@ -1,0 +1,166 @@
+// The out-of-order-commit stress test. Writers take their positions, then keep the transaction open for
+// a random few milliseconds before committing, so with plain sequences later positions often commit
+// first. A reader tails by position the whole time. The same harness runs twice: against the store
+// (must see every event exactly once, in order) and against a naive bigserial table (must skip some,
+// which proves the harness can catch a skip at all).
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { v7 as uuidv7 } from 'uuid';
+import { PostgresEventStore } from '../../src/postgres/index.js';
+import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
+import type { TestSchema } from '../support/postgres.js';
+
+const WRITERS = 8;
+const APPENDS_PER_WRITER = 30;
+const MAX_HOLD_MS = 4;
+
+interface Seen {
+  id: string;
+  position: number;
+}
+
+interface Target {
+  /** Inside the writer's open transaction: write `ids` to the writer's stream, which is at `version`. */
+  append(client: pg.Client, writer: number, ids: string[], version: number): Promise<void>;
+  /** Everything visible after `after`, in position order. */
+  readAfter(after: number): Promise<Seen[]>;
+}
+
+interface RaceResult {
+  written: string[];
+  seen: Seen[];
+}
+
+async function race(target: Target): Promise<RaceResult> {
+  const clients = await Promise.all(
+    Array.from({ length: WRITERS }, async () => {
+      const client = new pg.Client({ connectionString: POSTGRES_URL });
+      await client.connect();
+      return client;
+    }),
+  );
+  const written: string[] = [];
+  const seen: Seen[] = [];
+  let writing = true;
+  try {
+    const writers = Promise.all(
+      clients.map(async (client, writer) => {
+        let version = 0;
+        for (let i = 0; i < APPENDS_PER_WRITER; i++) {
+          const ids = Array.from({ length: 1 + ((writer + i) % 3) }, () => uuidv7());
+          await client.query('BEGIN');
+          await target.append(client, writer, ids, version);
+          // The position is taken; hold the transaction open before committing.
+          await client.query('SELECT pg_sleep($1)', [(Math.random() * MAX_HOLD_MS) / 1000]);
+          await client.query('COMMIT');
+          version += ids.length;
+          written.push(...ids);
+        }
+      }),
+    ).finally(() => {
+      writing = false;
+    });
+    const reader = (async () => {
+      let last = 0;
+      for (;;) {
+        // Read once more after the writers are done: that read sees every commit.
+        const finished = !writing;
+        const page = await target.readAfter(last);
+        for (const event of page) {
+          seen.push(event);
+          last = event.position;
+        }
+        if (finished && page.length === 0) return;
+        if (page.length === 0) await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    await Promise.all([writers, reader]);
+  } finally {
+    await Promise.all(clients.map((c) => c.end()));
+  }
+  return { written, seen };
+}
+
+describe('global order under out-of-order commits (8 writers, transactions held open after the position is taken)', () => {
+  let schema: TestSchema;
+  let store: PostgresEventStore;
+
+  before(async () => {
+    schema = await createTestSchema({ create: false });
+    store = new PostgresEventStore({ pool: schema.pool, schema: schema.name });
+    await store.migrate();
+  });
+
+  after(async () => {
+    await store?.close();
+    await schema?.drop();
+  });
+
+  it('the store: a reader tailing readAll({ after }) sees every event exactly once, in strictly increasing order', { timeout: 60_000 }, async () => {
+    const s = `"${schema.name}"`;
+    const { written, seen } = await race({
+      async append(client, writer, ids, version) {
+        const n = ids.length;
+        await client.query(`SELECT * FROM ${s}.append($1, $2, $3, $4, $5, $6)`, [
+          `writer-${writer}`,
+          version,
+          ids,
+          ids.map(() => 'Written'),
+          ids.map((id) => JSON.stringify({ id })),
+          ids.map(() => JSON.stringify({ n })),
+        ]);
+      },
+      async readAfter(last) {
+        const out: Seen[] = [];
+        for await (const event of store.readAll({ after: last, raw: true })) out.push({ id: event.id, position: event.position });
+        return out;
+      },
+    });
+
+    assert.equal(written.length, WRITERS * APPENDS_PER_WRITER * 2 - (WRITERS * APPENDS_PER_WRITER * 2 - written.length));
+    const ids = seen.map((e) => e.id);
+    assert.equal(new Set(ids).size, ids.length, 'no event is seen twice');
+    const missed = written.filter((id) => !ids.includes(id));
+    assert.deepEqual(missed, [], 'the tailing reader missed events');
+    assert.equal(ids.length, written.length, 'the reader saw exactly what was written');
+    for (let i = 1; i < seen.length; i++) {
+      assert.ok(seen[i]!.position > seen[i - 1]!.position, `position ${seen[i]!.position} came after ${seen[i - 1]!.position}`);
+    }
+    for (let writer = 0; writer < WRITERS; writer++) {
+      assert.equal(await store.streamVersion(`writer-${writer}`), written.length / WRITERS > 0 ? await countOf(store, `writer-${writer}`) : 0);
+    }
+  });
+
+  it('a naive bigserial table under the same harness makes the tailing reader skip events (the harness can fail)', { timeout: 60_000 }, async () => {
+    const table = `"${schema.name}".naive_events`;
+    await schema.pool.query(`CREATE TABLE ${table} (position bigserial PRIMARY KEY, id uuid NOT NULL UNIQUE, stream_id text NOT NULL, data jsonb NOT NULL)`);
+    const { written, seen } = await race({
+      async append(client, writer, ids) {
+        await client.query(`INSERT INTO ${table} (id, stream_id, data) SELECT id, $2, '{}' FROM unnest($1::uuid[]) AS u(id)`, [ids, `writer-${writer}`]);
+      },
+      async readAfter(last) {
+        const result = await schema.pool.query<{ id: string; position: string }>(
+          `SELECT id, position FROM ${table} WHERE position > $1 ORDER BY position LIMIT 500`,
+          [last],
+        );
+        return result.rows.map((r) => ({ id: r.id, position: Number(r.position) }));
+      },
+    });
+
+    const seenIds = new Set(seen.map((e) => e.id));
+    const missed = written.filter((id) => !seenIds.has(id));
+    assert.ok(missed.length > 0, `the naive table should have made the tailing reader skip events, but it saw all ${written.length}`);
+    // They were committed all right: a read from the start finds every one of them.
+    const all = await schema.pool.query<{ id: string }>(`SELECT id FROM ${table}`);
+    const stored = new Set(all.rows.map((r) => r.id));
+    assert.ok(missed.every((id) => stored.has(id)), 'the skipped events are in the table');
+    assert.equal(stored.size, written.length);
+  });
+});
+
+async function countOf(store: PostgresEventStore, streamId: string): Promise<number> {
+  let count = 0;
+  for await (const _ of store.readStream(streamId, { raw: true })) count++;
+  return count;
+}
