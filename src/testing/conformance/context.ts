@@ -20,7 +20,7 @@ export interface ConformanceHarness {
   createStore<E extends EventShape = EventShape>(options?: CreateStoreOptions<E>): Promise<EventStore<E>>;
   /**
    * Optional: a second, independent handle (own connection) on the same storage as `store`. Without it
-   * the cross-handle tests are reported as skipped.
+   * the cross-handle tests are not registered.
    */
   openAnother?<E extends EventShape = EventShape>(store: EventStore<E>): Promise<EventStore<E>>;
   /**

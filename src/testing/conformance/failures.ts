@@ -140,7 +140,7 @@ export function failureTests(ctx: SuiteContext): void {
       }
     });
 
-    it('closing one handle leaves another handle on the same storage open', ctx.harness.openAnother ? {} : { skip: `harness ${ctx.harness.name} has no openAnother` }, async () => {
+    (ctx.harness.openAnother ? it : () => undefined)('closing one handle leaves another handle on the same storage open', {}, async () => {
       const store = await ctx.store();
       const other = await ctx.another(store);
       await other.close();
