@@ -10,6 +10,7 @@ export const ErrorCode = {
   Serialization: 'ESKIT_SERIALIZATION',
   CorruptEvent: 'ESKIT_CORRUPT_EVENT',
   StoreClosed: 'ESKIT_STORE_CLOSED',
+  StoreBusy: 'ESKIT_STORE_BUSY',
   DuplicateEventId: 'ESKIT_DUPLICATE_EVENT_ID',
   Fenced: 'ESKIT_FENCED',
   AlreadyStarted: 'ESKIT_ALREADY_STARTED',
@@ -85,10 +86,11 @@ export class EventValidationError extends EskitError {
 }
 
 export class SerializationError extends EskitError {
-  constructor(what: string, options?: { cause?: unknown }) {
+  /** `reason` replaces the default explanation (for values that are JSON but the backend refuses). */
+  constructor(what: string, options?: { cause?: unknown; reason?: string }) {
     super(
       ErrorCode.Serialization,
-      `${what} is not JSON-serialisable (BigInt, cycles, functions and undefined are not allowed); nothing was written.`,
+      options?.reason ?? `${what} is not JSON-serialisable (BigInt, cycles, functions and undefined are not allowed); nothing was written.`,
       options,
     );
   }

@@ -83,10 +83,9 @@ function unstorable(events: readonly PreparedEvent[], e: PgServerError, cause: u
   const event = events[index];
   const where = event ? `${pattern.test(event.data) ? 'data' : 'metadata'} of event ${index} (${event.type})` : 'an event of the batch';
   const what = e.code === '22P05' ? 'the character U+0000 (NUL)' : 'a lone UTF-16 surrogate';
-  const error = new SerializationError(where, { cause });
-  // The base message speaks of BigInt and cycles; this value is valid JSON that PostgreSQL refuses.
-  error.message =
+  // The default message speaks of BigInt and cycles; this value is valid JSON that PostgreSQL refuses.
+  const reason =
     `The ${where} contains ${what} in a string, which PostgreSQL jsonb cannot store (${e.message}); nothing was written. ` +
     'Remove or replace it before appending.';
-  return error;
+  return new SerializationError(where, { cause, reason });
 }

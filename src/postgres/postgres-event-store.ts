@@ -31,6 +31,7 @@ type Row = unknown[];
 
 interface Statements {
   append: pg.QueryArrayConfig;
+  appendOne: pg.QueryArrayConfig;
   readForward: pg.QueryArrayConfig;
   readBackward: pg.QueryArrayConfig;
   readAll: pg.QueryArrayConfig;
@@ -42,10 +43,13 @@ interface Statements {
 const COLUMNS = 'position, id, stream_id, stream_version, type, data::text, metadata::text, created_at';
 
 /**
- * The event store on PostgreSQL. Every append is one round trip (one call of `<schema>.append`, in
- * autocommit), every page of a read is one. Appends are serialised per schema so that position order
- * is commit order: a reader paging by position never skips an event (see the append function in
- * migrations.ts for what that costs).
+ * The event store on PostgreSQL. Every append is one round trip (one call of `<schema>.append_one` or
+ * `<schema>.append`, in autocommit), every page of a read is one.
+ *
+ * Appends to one schema are serialised (an advisory lock held from the version check to the commit),
+ * so position order is commit order and a reader paging by position never skips an event. The cost:
+ * write throughput does not grow with concurrent writers; it is capped by one append at a time,
+ * commit flush included (see the append functions in migrations.ts). Reads never wait for it.
  *
  * ```ts
  * const store = new PostgresEventStore<CartEvent>({ connectionString: process.env.DATABASE_URL, registry });
@@ -93,6 +97,11 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     const array = 'array' as const;
     this.#sql = {
       append: { name: name('append'), rowMode: array, text: `SELECT first_position, last_version, written_at FROM ${s}.append($1, $2, $3, $4, $5, $6)` },
+      appendOne: {
+        name: name('append_one'),
+        rowMode: array,
+        text: `SELECT first_position, last_version, written_at FROM ${s}.append_one($1, $2, $3, $4, $5, $6)`,
+      },
       readForward: {
         name: name('read_forward'),
         rowMode: array,
@@ -141,26 +150,31 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     if (UNSTORABLE_TEXT.test(streamId)) {
       throw new InvalidArgumentError('streamId contains U+0000 or a lone UTF-16 surrogate, which PostgreSQL text cannot store; nothing was written.');
     }
-    const ids: string[] = new Array(events.length);
-    const types: string[] = new Array(events.length);
-    const data: string[] = new Array(events.length);
-    const metadata: string[] = new Array(events.length);
     events.forEach((event, index) => {
       if (UNSTORABLE_TEXT.test(event.type)) {
         throw new InvalidArgumentError(
           `event ${index} has a type containing U+0000 or a lone UTF-16 surrogate, which PostgreSQL text cannot store; nothing was written.`,
         );
       }
-      ids[index] = event.id;
-      types[index] = event.type;
-      data[index] = event.data;
-      metadata[index] = event.metadata;
     });
     await this.#ready();
-    const values = [streamId, encodeExpected(expected), ids, types, data, metadata];
+    let statement: pg.QueryArrayConfig;
+    if (events.length === 1) {
+      const [event] = events as [PreparedEvent];
+      statement = { ...this.#sql.appendOne, values: [streamId, encodeExpected(expected), event.id, event.type, event.data, event.metadata] };
+    } else {
+      const values = [streamId, encodeExpected(expected), [] as string[], [] as string[], [] as string[], [] as string[]];
+      for (const event of events) {
+        (values[2] as string[]).push(event.id);
+        (values[3] as string[]).push(event.type);
+        (values[4] as string[]).push(event.data);
+        (values[5] as string[]).push(event.metadata);
+      }
+      statement = { ...this.#sql.append, values };
+    }
     let row: Row;
     try {
-      row = (await this.pool.query<Row>({ ...this.#sql.append, values })).rows[0] as Row;
+      row = (await this.pool.query<Row>(statement)).rows[0] as Row;
     } catch (error) {
       throw translateAppendError(error, this.schema, streamId, expected, events);
     }

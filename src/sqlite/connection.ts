@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { InvalidArgumentError } from '../core/errors.js';
 import { translateSqliteError } from './errors.js';
+import { migrateSqlite } from './migrations.js';
 
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 
@@ -67,4 +68,58 @@ function assertBusyTimeout(busyTimeoutMs: unknown): void {
   if (typeof busyTimeoutMs !== 'number' || !Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
     throw new InvalidArgumentError(`busyTimeoutMs must be a non-negative integer number of milliseconds, got ${String(busyTimeoutMs)}`);
   }
+}
+
+/**
+ * Where the checkpoint store and the lock registry get their connection: an event store's (the usual
+ * case: one connection per process), a better-sqlite3 handle of yours, or a file of their own.
+ */
+export interface SqliteConnectionOptions {
+  /** A `SqliteEventStore` (or anything with its `database`): its connection is shared and stays its own. */
+  store?: { readonly database: Database.Database };
+  /** An open better-sqlite3 handle; configured like an owned one and left open on close. */
+  database?: Database.Database;
+  /** Apply pending schema migrations first. Default true (a no-op when the schema is current). */
+  migrate?: boolean;
+  /** How long a write waits for another connection's write lock. Default 5000. Ignored with `store`. */
+  busyTimeoutMs?: number;
+}
+
+/**
+ * Resolves exactly one of `store`, `database` or (when the caller may open its own connection) `path`.
+ * `owned` is true only for a connection opened here, which the caller must close.
+ */
+export function resolveConnection(
+  options: SqliteConnectionOptions & { path?: string },
+  what: string,
+  allowPath: boolean,
+): { database: Database.Database; owned: boolean } {
+  const given = [options.store, options.database, options.path].filter((value) => value !== undefined).length;
+  if (given !== 1 || (!allowPath && options.path !== undefined)) {
+    const choices = allowPath ? '`store` (a SqliteEventStore), `database` (a better-sqlite3 handle) or `path` (a file)' : '`store` (a SqliteEventStore) or `database` (a better-sqlite3 handle)';
+    throw new InvalidArgumentError(`${what} needs exactly one of ${choices}`);
+  }
+  const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+  let database: Database.Database;
+  let owned = false;
+  if (options.store !== undefined) {
+    database = options.store.database;
+    if (!database.open) throw new InvalidArgumentError(`the event store passed to ${what} is closed`);
+  } else if (options.database !== undefined) {
+    database = options.database;
+    if (!database.open) throw new InvalidArgumentError(`the \`database\` handle passed to ${what} is closed`);
+    configureSqlite(database, busyTimeoutMs);
+  } else {
+    database = openSqlite(options.path as string, busyTimeoutMs);
+    owned = true;
+  }
+  if (options.migrate ?? true) {
+    try {
+      migrateSqlite(database);
+    } catch (error) {
+      if (owned) database.close();
+      throw error;
+    }
+  }
+  return { database, owned };
 }

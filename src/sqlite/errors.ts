@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { EskitError, MigrationError, StoreClosedError } from '../core/errors.js';
+import { ErrorCode, EskitError, MigrationError, StoreClosedError } from '../core/errors.js';
 
 /**
  * The database stayed locked by another connection for longer than the busy timeout. Nothing was
@@ -12,7 +12,7 @@ export class SqliteBusyError extends EskitError {
     options?: { cause?: unknown },
   ) {
     super(
-      'ESKIT_STORE_BUSY',
+      ErrorCode.StoreBusy,
       `SQLite could not ${operation}: another connection kept the database file locked for longer than the busy timeout ` +
         `(${busyTimeoutMs} ms). Nothing was written. Look for a long or abandoned write transaction, then retry, or raise busyTimeoutMs.`,
       options,

@@ -10,8 +10,8 @@ export interface SqliteMigration {
 }
 
 /**
- * The schema, as a history. Append new migrations at the end (checkpoints, dead letters and leases
- * come next); never edit or reorder one that has shipped, since databases in the field already ran it.
+ * The schema, as a history. Append new migrations at the end (dead letters come next); never edit or
+ * reorder one that has shipped, since databases in the field already ran it.
  */
 export const sqliteMigrations: readonly SqliteMigration[] = [
   {
@@ -33,6 +33,34 @@ export const sqliteMigrations: readonly SqliteMigration[] = [
         UNIQUE (stream_id, stream_version)
       );
       CREATE INDEX eskit_events_type_position ON eskit_events (type, position);
+    `,
+  },
+  {
+    version: 2,
+    name: 'checkpoints',
+    // position NULL: claimed by a leader (fencing_token recorded) but never saved. fencing_token is the
+    // newest token that claimed or saved the row; writes with an older one are rejected.
+    sql: `
+      CREATE TABLE eskit_checkpoints (
+        name          TEXT    PRIMARY KEY,
+        position      INTEGER NULL CHECK (position >= 0),
+        fencing_token INTEGER NOT NULL DEFAULT 0,
+        updated_at    INTEGER NOT NULL
+      );
+    `,
+  },
+  {
+    version: 3,
+    name: 'leases',
+    // expires_at is milliseconds since the epoch by SQLite's clock (unixepoch('subsec')), never an
+    // application's. holder and expires_at are NULL once released; the row stays so the token keeps growing.
+    sql: `
+      CREATE TABLE eskit_leases (
+        name          TEXT    PRIMARY KEY,
+        fencing_token INTEGER NOT NULL,
+        holder        TEXT    NULL,
+        expires_at    INTEGER NULL
+      );
     `,
   },
 ];

@@ -68,7 +68,7 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
 
   constructor(options: SqliteEventStoreOptions<E>) {
     super(options);
-    const { path, database } = options ?? {};
+    const { path, database } = options;
     if ((path === undefined) === (database === undefined)) {
       throw new InvalidArgumentError('SqliteEventStore needs exactly one of `path` (a database file) or `database` (an open better-sqlite3 handle)');
     }

@@ -26,38 +26,53 @@ const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
 /**
  * Starts one `child.ts` process per argument list, waits until every one of them has loaded and said
  * "ready", then releases them all at once and resolves with each one's last stdout line, parsed.
+ * A watchdog kills children still running after `timeoutMs`, so a hang fails the test instead of stalling it.
  */
-export async function runChildrenTogether(argLists: string[][]): Promise<unknown[]> {
+export async function runChildrenTogether(argLists: string[][], timeoutMs = 60_000): Promise<unknown[]> {
   const children = argLists.map((args) => {
     const child = spawn(process.execPath, ['--import', 'tsx', CHILD, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => (stderr += chunk));
+    // 'close' (not 'exit'): fires once the output pipes are drained too.
+    const done = new Promise<ChildResult>((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
     const ready = new Promise<void>((resolve, reject) => {
       child.stdout.on('data', (chunk: string) => {
         stdout += chunk;
         if (stdout.startsWith('ready\n')) resolve();
       });
-      child.once('exit', () => reject(new Error(`child ${args.join(' ')} exited before it was ready:\n${stderr}`)));
+      void done.then(() => reject(new Error(`child ${args.join(' ')} exited before it was ready:\n${stderr}`)));
     });
-    child.stderr.on('data', (chunk: string) => (stderr += chunk));
-    const done = new Promise<ChildResult>((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr })));
     return { child, args, ready, done };
   });
-  try {
-    await Promise.all(children.map((c) => c.ready));
-  } catch (error) {
+  let timedOut = false;
+  const watchdog = setTimeout(() => {
+    timedOut = true;
     for (const { child } of children) child.kill();
-    throw error;
+  }, timeoutMs);
+  try {
+    try {
+      await Promise.all(children.map((c) => c.ready));
+    } catch (error) {
+      for (const { child } of children) child.kill();
+      await Promise.all(children.map((c) => c.done));
+      throw error;
+    }
+    for (const { child } of children) child.stdin.end('go\n');
+    // Wait for every child before judging any, so none is still writing files when the test cleans up.
+    const outcomes = await Promise.all(children.map((c) => c.done));
+    if (timedOut) throw new Error(`children still running after ${timeoutMs} ms were killed`);
+    const results: unknown[] = [];
+    for (const [index, { args }] of children.entries()) {
+      const { code, stdout, stderr } = outcomes[index] as ChildResult;
+      if (code !== 0) throw new Error(`child ${args.join(' ')} exited with ${String(code)}:\n${stderr}`);
+      const last = stdout.trim().split('\n').pop() ?? '';
+      results.push(JSON.parse(last));
+    }
+    return results;
+  } finally {
+    clearTimeout(watchdog);
   }
-  for (const { child } of children) child.stdin.end('go\n');
-  const results: unknown[] = [];
-  for (const { args, done } of children) {
-    const { code, stdout, stderr } = await done;
-    if (code !== 0) throw new Error(`child ${args.join(' ')} exited with ${String(code)}:\n${stderr}`);
-    const last = stdout.trim().split('\n').pop() ?? '';
-    results.push(JSON.parse(last));
-  }
-  return results;
 }

@@ -92,6 +92,8 @@ describe('SqliteEventStore: construction and connection', () => {
     const store = new SqliteEventStore({ path: freshPath() });
     await store.close();
     assert.equal(store.database.open, false);
+    await expectCode(() => store.migrate(), ErrorCode.StoreClosed);
+    await expectCode(() => store.append('s', [{ type: 'A', data: 1 }]), ErrorCode.StoreClosed);
     await store.close();
   });
 
@@ -141,7 +143,7 @@ describe('SqliteEventStore: migrations', () => {
     );
     assert.ok(rows.every((r) => Number.isInteger(r.applied_at) && r.applied_at > 0));
     const tables = store.database.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND name LIKE 'eskit_%' ORDER BY name").pluck().all();
-    assert.deepEqual(tables, ['eskit_events', 'eskit_events_type_position', 'eskit_migrations']);
+    assert.deepEqual(tables, ['eskit_checkpoints', 'eskit_events', 'eskit_events_type_position', 'eskit_leases', 'eskit_migrations']);
   });
 
   it('with migrate: false, touches nothing until migrate() is called, and says so', async () => {
@@ -150,7 +152,7 @@ describe('SqliteEventStore: migrations', () => {
     const error = await expectCode(() => store.append('s', [{ type: 'A', data: 1 }]), ErrorCode.Migration);
     assert.match(error.message, /migrate\(\)/);
     await expectCode(() => store.headPosition(), ErrorCode.Migration);
-    assert.deepEqual(await store.migrate(), [1]);
+    assert.deepEqual(await store.migrate(), [1, 2, 3]);
     const written = await store.append('s', [{ type: 'A', data: 1 }]);
     assert.equal(written.position, 1);
   });
@@ -160,8 +162,9 @@ describe('SqliteEventStore: migrations', () => {
     const a = track(new SqliteEventStore({ path, migrate: false }));
     const b = track(new SqliteEventStore({ path, migrate: false }));
     const [first, second] = await Promise.all([a.migrate(), b.migrate()]);
-    assert.deepEqual([...(first ?? []), ...(second ?? [])], [1]);
-    assert.equal(a.database.prepare('SELECT COUNT(*) FROM eskit_migrations').pluck().get(), 1);
+    const versions = sqliteMigrations.map((m) => m.version);
+    assert.deepEqual([...(first ?? []), ...(second ?? [])].sort((x, y) => x - y), versions);
+    assert.equal(a.database.prepare('SELECT COUNT(*) FROM eskit_migrations').pluck().get(), versions.length);
   });
 
   it('several processes migrating new files at once: each version applied exactly once', async () => {

@@ -1,0 +1,397 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { resolve as resolvePath } from 'node:path';
+import type Database from 'better-sqlite3';
+import { InvalidArgumentError, isEskitError, LockUnavailableError } from '../core/errors.js';
+import type { AcquireOptions, Lease, LockRegistry } from '../core/lock.js';
+import { consoleLogger } from '../core/logger.js';
+import type { Logger } from '../core/logger.js';
+import { resolveConnection } from './connection.js';
+import type { SqliteConnectionOptions } from './connection.js';
+import { translateSqliteError } from './errors.js';
+import { SQLITE_NOW_MS } from './sqlite-checkpoint-store.js';
+
+export interface SqliteLockRegistryOptions extends SqliteConnectionOptions {
+  /** A database file of its own, opened (and closed on `close()`) by the registry. */
+  path?: string;
+  /**
+   * How long a lease lives without renewal, by the database's clock. A frozen or vanished holder is
+   * replaced after at most this long. Default 5000.
+   */
+  ttlMs?: number;
+  /** How often the holder renews its lease. Must be below `ttlMs`; default a third of it. */
+  renewIntervalMs?: number;
+  /** How often a node waiting for a lock held by another process looks again. Default 100. */
+  pollIntervalMs?: number;
+  /** Names this node in the lease row (for operators). Default `<host>/<pid>/<random>`. */
+  holderId?: string;
+  logger?: Logger;
+}
+
+type Statement<P extends unknown[], R = unknown> = Database.Statement<P, R>;
+
+interface Statements {
+  /** 1 when the lease can be taken by the database's clock; no row when it never existed. */
+  free: Statement<[string], number>;
+  take: Statement<[{ name: string; holder: string; ttl: number }], number>;
+  renew: Statement<[{ name: string; holder: string; token: number; ttl: number }]>;
+  release: Statement<[string, number]>;
+}
+
+/**
+ * Wake-ups for waiters in this process, keyed by database file and lock name, so that a release hands
+ * the lock over at once to a waiter on any registry in the process instead of at its next poll.
+ */
+const wakers = new Map<string, Set<() => void>>();
+const privateDatabaseKeys = new WeakMap<Database.Database, string>();
+
+function fileKey(database: Database.Database): string {
+  // An in-memory or temporary database is private to its connection.
+  if (database.memory || database.name === '') {
+    let key = privateDatabaseKeys.get(database);
+    if (key === undefined) {
+      key = `private:${randomUUID()}`;
+      privateDatabaseKeys.set(database, key);
+    }
+    return key;
+  }
+  return `file:${resolvePath(database.name)}`;
+}
+
+function wake(key: string): void {
+  for (const waiter of [...(wakers.get(key) ?? [])]) waiter();
+}
+
+function listen(key: string, waiter: () => void): () => void {
+  let set = wakers.get(key);
+  if (set === undefined) {
+    set = new Set();
+    wakers.set(key, set);
+  }
+  set.add(waiter);
+  return () => {
+    set.delete(waiter);
+    if (set.size === 0 && wakers.get(key) === set) wakers.delete(key);
+  };
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer number of milliseconds, got ${String(value)}`);
+  return value;
+}
+
+interface Waiter {
+  fail(error: Error): void;
+}
+
+/**
+ * Leader election on a SQLite file: one row per lock in `eskit_leases`, holding the newest fencing
+ * token, the holder and an expiry. Every decision about expiry is made by SQLite's clock inside the
+ * statement that acts on it, never by comparing an application clock with a stored time (the clock-skew
+ * failure that cost Axon ownership violations). All processes sharing a SQLite file run on one host
+ * (WAL needs shared memory), so this is that host's clock for every node.
+ *
+ * The holder renews every `renewIntervalMs`. It gives the lease up (aborting `lease.signal`) as soon as
+ * a renewal finds the row taken or expired, two renewals in a row fail, or `ttlMs` has passed on its
+ * own monotonic clock since the last successful renewal began, which is never later than the expiry the
+ * database judges by. A frozen or killed holder is replaced within `ttlMs` (plus one poll); a graceful
+ * release hands over at once in-process and within one `pollIntervalMs` across processes.
+ */
+export class SqliteLockRegistry implements LockRegistry {
+  readonly database: Database.Database;
+  readonly holderId: string;
+  readonly ttlMs: number;
+  readonly renewIntervalMs: number;
+  readonly pollIntervalMs: number;
+  readonly #owned: boolean;
+  readonly #logger: Logger;
+  readonly #key: string;
+  readonly #held = new Set<SqliteLease>();
+  readonly #waiters = new Set<Waiter>();
+  #statements: Statements | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: SqliteLockRegistryOptions) {
+    this.ttlMs = positiveInteger('ttlMs', options.ttlMs ?? 5000);
+    this.renewIntervalMs = positiveInteger('renewIntervalMs', options.renewIntervalMs ?? Math.max(1, Math.floor(this.ttlMs / 3)));
+    if (this.renewIntervalMs >= this.ttlMs) {
+      throw new InvalidArgumentError(`renewIntervalMs (${this.renewIntervalMs}) must be below ttlMs (${this.ttlMs}), or every lease would expire between renewals`);
+    }
+    this.pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 100);
+    const holderId = options.holderId ?? `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
+    if (typeof holderId !== 'string' || holderId.length === 0) throw new InvalidArgumentError('holderId must be a non-empty string');
+    this.holderId = holderId;
+    this.#logger = options.logger ?? consoleLogger();
+    const { database, owned } = resolveConnection(options, 'SqliteLockRegistry', true);
+    this.database = database;
+    this.#owned = owned;
+    this.#key = fileKey(database);
+  }
+
+  async acquire(name: string, options: AcquireOptions = {}): Promise<Lease> {
+    if (typeof name !== 'string' || name.length === 0) throw new InvalidArgumentError('A lock needs a non-empty name');
+    this.#assertOpen();
+    options.signal?.throwIfAborted();
+    const first = this.#tryTake(name);
+    if (first instanceof SqliteLease) return first;
+    if (first instanceof Error) throw first;
+    options.onWaiting?.();
+    this.#logger.debug({ lock: name, holder: this.holderId }, `Lock "${name}" is held by another node; waiting for it`);
+    return new Promise<Lease>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let done = false;
+      const finish = (): void => {
+        done = true;
+        clearTimeout(timer);
+        unlisten();
+        this.#waiters.delete(waiter);
+        options.signal?.removeEventListener('abort', onAbort);
+      };
+      const waiter: Waiter = {
+        fail: (error) => {
+          if (done) return;
+          finish();
+          reject(error);
+        },
+      };
+      const attempt = (): void => {
+        if (done) return;
+        clearTimeout(timer);
+        timer = undefined;
+        const outcome = this.#tryTake(name);
+        if (outcome instanceof SqliteLease) {
+          finish();
+          resolve(outcome);
+        } else if (outcome instanceof Error) {
+          waiter.fail(outcome);
+        } else {
+          timer = setTimeout(attempt, this.pollIntervalMs);
+        }
+      };
+      const onAbort = (): void => waiter.fail(options.signal?.reason as Error);
+      const unlisten = listen(`${this.#key}\u0000${name}`, attempt);
+      this.#waiters.add(waiter);
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      timer = setTimeout(attempt, this.pollIntervalMs);
+    });
+  }
+
+  /**
+   * Releases every lease this registry holds, fails pending `acquire` calls with
+   * `ESKIT_LOCK_UNAVAILABLE`, stops all timers and closes the connection if the registry opened it.
+   * Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    for (const waiter of [...this.#waiters]) waiter.fail(new LockUnavailableError('The lock registry was closed while this node waited for a lock.'));
+    for (const lease of [...this.#held]) {
+      try {
+        await lease.release();
+      } catch (error) {
+        this.#logger.warn({ lock: lease.name, err: error }, `Releasing lock "${lease.name}" on close failed; it expires by itself within ${this.ttlMs} ms`);
+      }
+    }
+    if (this.#owned && this.database.open) this.database.close();
+  }
+
+  #assertOpen(): void {
+    if (this.#closing !== undefined) throw new LockUnavailableError('The lock registry is closed; create a new one.');
+  }
+
+  #prepare(): Statements {
+    const db = this.database;
+    // safeIntegers(false): a shared handle may have turned on BigInt results by default.
+    const statements: Statements = {
+      free: db
+        .prepare<[string], number>(
+          `SELECT holder IS NULL OR expires_at IS NULL OR expires_at < ${SQLITE_NOW_MS} FROM eskit_leases WHERE name = ?`,
+        )
+        .pluck()
+        .safeIntegers(false),
+      // Atomic on its own: the row is taken only if it is free by the database's clock at the moment
+      // the statement holds the write lock; otherwise nothing changes and no row comes back.
+      take: db
+        .prepare<[{ name: string; holder: string; ttl: number }], number>(`
+          INSERT INTO eskit_leases (name, fencing_token, holder, expires_at)
+          VALUES (:name, 1, :holder, ${SQLITE_NOW_MS} + :ttl)
+          ON CONFLICT (name) DO UPDATE SET
+            fencing_token = eskit_leases.fencing_token + 1,
+            holder = excluded.holder,
+            expires_at = excluded.expires_at
+          WHERE eskit_leases.holder IS NULL OR eskit_leases.expires_at IS NULL OR eskit_leases.expires_at < ${SQLITE_NOW_MS}
+          RETURNING fencing_token`)
+        .pluck()
+        .safeIntegers(false),
+      // `expires_at >= now`: a lease that expired is never revived, even when no one took it meanwhile.
+      renew: db.prepare<[{ name: string; holder: string; token: number; ttl: number }]>(`
+        UPDATE eskit_leases SET expires_at = ${SQLITE_NOW_MS} + :ttl
+        WHERE name = :name AND holder = :holder AND fencing_token = :token AND expires_at >= ${SQLITE_NOW_MS}`),
+      release: db.prepare<[string, number]>('UPDATE eskit_leases SET holder = NULL, expires_at = NULL WHERE name = ? AND fencing_token = ?'),
+    };
+    this.#statements = statements;
+    return statements;
+  }
+
+  /**
+   * One attempt: a lease, undefined when another node holds the lock, or an error that waiting will not
+   * heal. A busy database counts as held: the next poll tries again.
+   */
+  #tryTake(name: string): SqliteLease | Error | undefined {
+    if (this.#closing !== undefined) return new LockUnavailableError('The lock registry was closed while this node waited for a lock.');
+    const started = performance.now();
+    let token: number | undefined;
+    try {
+      const statements = this.#statements ?? this.#prepare();
+      // A read first, so that standbys polling a held lock never take the write lock from appenders.
+      if (statements.free.get(name) === 0) return undefined;
+      token = statements.take.get({ name, holder: this.holderId, ttl: this.ttlMs });
+    } catch (error) {
+      const translated = translateSqliteError(error, this.database, `take lock "${name}"`);
+      if (isEskitError(translated, 'ESKIT_STORE_BUSY')) {
+        this.#logger.warn({ lock: name, err: translated }, `Taking lock "${name}" failed on a busy database; trying again`);
+        return undefined;
+      }
+      return translated instanceof Error ? translated : new LockUnavailableError(`Taking lock "${name}" failed: ${String(translated)}`);
+    }
+    if (token === undefined) return undefined;
+    const lease = new SqliteLease(name, token, started + this.ttlMs, {
+      renew: () => {
+        const statements = this.#statements ?? this.#prepare();
+        return statements.renew.run({ name, holder: this.holderId, token: token as number, ttl: this.ttlMs }).changes === 1;
+      },
+      release: () => {
+        const statements = this.#statements ?? this.#prepare();
+        statements.release.run(name, token as number);
+      },
+      ended: (lease) => {
+        this.#held.delete(lease);
+        wake(`${this.#key}\u0000${name}`);
+      },
+      translate: (error, what) => translateSqliteError(error, this.database, what),
+      logger: this.#logger,
+      ttlMs: this.ttlMs,
+      renewIntervalMs: this.renewIntervalMs,
+    });
+    this.#held.add(lease);
+    this.#logger.debug({ lock: name, fencingToken: token, holder: this.holderId }, `Took lock "${name}"`);
+    return lease;
+  }
+}
+
+interface LeaseBackend {
+  /** True when the row was still ours and unexpired, and now expires a ttl later. */
+  renew(): boolean;
+  release(): void;
+  ended(lease: SqliteLease): void;
+  translate(error: unknown, what: string): unknown;
+  logger: Logger;
+  ttlMs: number;
+  renewIntervalMs: number;
+}
+
+class SqliteLease implements Lease {
+  readonly #controller = new AbortController();
+  readonly #backend: LeaseBackend;
+  /** performance.now() after which the database may consider the lease expired. */
+  #deadline: number;
+  #failures = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #ended = false;
+
+  constructor(
+    readonly name: string,
+    readonly fencingToken: number,
+    deadline: number,
+    backend: LeaseBackend,
+  ) {
+    this.#deadline = deadline;
+    this.#backend = backend;
+    // Ref'd on purpose: a worker whose only job is a subscription must stay alive while it leads.
+    this.#schedule();
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  async release(): Promise<void> {
+    if (this.#ended) return;
+    this.#end(new LockUnavailableError(`The lease on "${this.name}" (fencing token ${this.fencingToken}) was released.`));
+    try {
+      this.#backend.release();
+    } catch (error) {
+      throw this.#backend.translate(error, `release lock "${this.name}"`);
+    } finally {
+      this.#backend.ended(this);
+    }
+  }
+
+  #schedule(): void {
+    const wait = Math.max(0, Math.min(this.#backend.renewIntervalMs, this.#deadline - performance.now()));
+    this.#timer = setTimeout(() => this.#renew(), wait);
+  }
+
+  #renew(): void {
+    this.#timer = undefined;
+    if (this.#ended) return;
+    const started = performance.now();
+    if (started >= this.#deadline) {
+      this.#lose(`it was not renewed within its ttl of ${this.#backend.ttlMs} ms (was this process frozen, starved or blocked?)`);
+      return;
+    }
+    let renewed: boolean;
+    try {
+      renewed = this.#backend.renew();
+    } catch (error) {
+      const translated = this.#backend.translate(error, `renew lock "${this.name}"`);
+      this.#failures += 1;
+      if (this.#failures >= 2) {
+        this.#lose('renewing it failed twice in a row', translated);
+        return;
+      }
+      this.#backend.logger.warn({ lock: this.name, fencingToken: this.fencingToken, err: translated }, `Renewing lock "${this.name}" failed; trying again`);
+      this.#schedule();
+      return;
+    }
+    if (!renewed) {
+      this.#lose('the database says it expired or another node took it over');
+      return;
+    }
+    this.#failures = 0;
+    this.#deadline = started + this.#backend.ttlMs;
+    // A renewal that waited on a busy database may come back too late to count.
+    if (performance.now() >= this.#deadline) {
+      this.#lose(`its renewal took longer than its ttl of ${this.#backend.ttlMs} ms`);
+      return;
+    }
+    this.#schedule();
+  }
+
+  #end(reason: Error): void {
+    this.#ended = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#controller.abort(reason);
+  }
+
+  #lose(reason: string, cause?: unknown): void {
+    const error = new LockUnavailableError(
+      `Lost the lease on "${this.name}" (fencing token ${this.fencingToken}): ${reason}. Stop work guarded by it; acquire the lock again to go on.`,
+      { cause },
+    );
+    this.#end(error);
+    this.#backend.logger.warn({ lock: this.name, fencingToken: this.fencingToken, err: error }, error.message);
+    try {
+      // Conditional on the token: frees the row for the next holder unless another node already took it.
+      this.#backend.release();
+    } catch {
+      // The row expires by itself; nothing else to do.
+    } finally {
+      this.#backend.ended(this);
+    }
+  }
+}
