@@ -89,7 +89,8 @@ async function runSubject(ctx: BenchContext, subject: Subject): Promise<void> {
   const { adapter, store, baseline } = subject;
   const name = (figure: Figure): string => `store.${figure}.${adapter}`;
   const ops = (figure: Figure): number => ctx.pick(...subject.ops[figure]);
-  const rounds = ctx.pick(3, 5);
+  // More, shorter rounds in a full run: the median of 7 alternating rounds shrugs off a burst of load.
+  const rounds = ctx.pick(3, 7);
 
   // Reads first, while each log holds exactly the seeded events.
   if (ctx.selected(name('readAll')) || ctx.selected(name('readStream'))) {
@@ -248,10 +249,10 @@ async function openMemory(): Promise<Subject> {
       },
     },
     ops: {
-      'append.single': [5000, 20_000],
-      'append.batch100': [200, 1000],
-      readAll: [3, 10],
-      readStream: [50, 300],
+      'append.single': [5000, 10_000],
+      'append.batch100': [200, 500],
+      readAll: [3, 5],
+      readStream: [50, 150],
     },
     targets: {},
     close: () => store.close(),
@@ -342,10 +343,10 @@ async function openSqlite(ctx: BenchContext): Promise<Subject> {
       },
     },
     ops: {
-      'append.single': [2000, 10_000],
-      'append.batch100': [60, 300],
-      readAll: [3, 10],
-      readStream: [50, 300],
+      'append.single': [2000, 5000],
+      'append.batch100': [60, 150],
+      readAll: [3, 5],
+      readStream: [50, 150],
     },
     targets: { 'append.single': 0.7, readAll: 0.8 },
     close,
@@ -466,10 +467,10 @@ async function openPostgres(ctx: BenchContext): Promise<Subject> {
       },
     },
     ops: {
-      'append.single': [600, 3000],
-      'append.batch100': [40, 200],
-      readAll: [3, 10],
-      readStream: [40, 200],
+      'append.single': [600, 1500],
+      'append.batch100': [40, 100],
+      readAll: [3, 5],
+      readStream: [40, 100],
     },
     targets: { 'append.single': 0.7, 'append.batch100': 0.7, readAll: 0.8 },
     close,
@@ -480,8 +481,8 @@ async function openPostgres(ctx: BenchContext): Promise<Subject> {
       await context.measure({
         bench: `store.append.concurrent${WRITERS}.postgres`,
         unit: 'events/s',
-        ops: context.pick(800, 4000),
-        rounds: context.pick(3, 5),
+        ops: context.pick(800, 2000),
+        rounds: context.pick(3, 7),
         eskit: concurrent(WRITERS, async () => (await store.append(`conc-${eskitConcurrent++}`, [EVENT])).events.length),
         baseline: concurrent(WRITERS, () => appendOne(`conc-${streamCount++}`)),
         baselineLabel: `pg: 1-row INSERT from ${WRITERS} connections, bigserial`,

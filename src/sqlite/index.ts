@@ -4,7 +4,7 @@ export { configureSqlite, openSqlite, DEFAULT_BUSY_TIMEOUT_MS } from './connecti
 export { migrateSqlite, sqliteMigrations, sqliteSchemaVersion } from './migrations.js';
 export type { SqliteMigration } from './migrations.js';
 export { SqliteBusyError } from './errors.js';
-export { SqliteCheckpointStore, saveCheckpointSync, SQLITE_NOW_MS } from './sqlite-checkpoint-store.js';
+export { SqliteCheckpointStore, saveCheckpointSync } from './sqlite-checkpoint-store.js';
 export type { SqliteCheckpointStoreOptions } from './sqlite-checkpoint-store.js';
 export { SqliteLockRegistry } from './sqlite-lock-registry.js';
 export type { SqliteLockRegistryOptions } from './sqlite-lock-registry.js';

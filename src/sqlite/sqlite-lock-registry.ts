@@ -173,6 +173,8 @@ export class SqliteLockRegistry implements LockRegistry {
       this.#waiters.add(waiter);
       options.signal?.addEventListener('abort', onAbort, { once: true });
       timer = setTimeout(attempt, this.pollIntervalMs);
+      // onWaiting may itself have aborted the signal, before the listener was there to hear it.
+      if (options.signal?.aborted) onAbort();
     });
   }
 

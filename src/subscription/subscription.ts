@@ -266,18 +266,36 @@ export class Subscription<E extends EventShape = EventShape> {
       }
       if (lost()) return this.#lostLeadership(lease?.signal.reason);
       if (handledUpTo > position) {
-        try {
-          await checkpoints.save(this.name, handledUpTo, { fencingToken: token });
-        } catch (error) {
-          if (isEskitError(error, ErrorCode.Fenced)) return this.#lostLeadership(error);
-          throw error;
+        const saved = await this.#saveCheckpoint(handledUpTo, token, lost);
+        if (saved === 'fenced') return this.#lostLeadership('its checkpoint write was fenced by a newer leader');
+        if (saved === 'saved') {
+          position = handledUpTo;
+          this.#position = position;
         }
-        position = handledUpTo;
-        this.#position = position;
       }
       if (failure !== undefined) throw failure;
     }
     return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';
+  }
+
+  /**
+   * Saves the checkpoint, retrying transient failures (a dropped connection, a busy SQLite file).
+   * Gives up ('unsaved') when leadership is lost, or after a few tries once stopping: the events after
+   * the old checkpoint are then delivered again later, which at-least-once allows.
+   */
+  async #saveCheckpoint(position: number, fencingToken: number | undefined, lost: () => boolean): Promise<'saved' | 'fenced' | 'unsaved'> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#options.checkpoints.save(this.name, position, { fencingToken });
+        return 'saved';
+      } catch (error) {
+        if (isEskitError(error, ErrorCode.Fenced)) return 'fenced';
+        if (!isTransient(error)) throw error;
+        this.#logger.warn({ subscription: this.name, position, attempt, err: error }, `Subscription "${this.name}": saving the checkpoint failed; retrying`);
+      }
+      if (lost() || (this.#stop.signal.aborted && attempt >= 3)) return 'unsaved';
+      await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)));
+    }
   }
 
   #lostLeadership(reason: unknown): LeadOutcome {
@@ -308,7 +326,7 @@ export class Subscription<E extends EventShape = EventShape> {
       return batch;
     } catch (error) {
       // Events the store cannot decode, or a closed store, will not heal by waiting.
-      if (isEskitError(error)) throw error;
+      if (!isTransient(error)) throw error;
       this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": reading events failed; retrying`);
       await delay(this.#pollIntervalMs, signal).catch(() => undefined);
       return undefined;
@@ -367,6 +385,11 @@ export class Subscription<E extends EventShape = EventShape> {
     if (onFailure && (await onFailure({ event, error, attempts, fencingToken })) === 'skip') return 'done';
     return { error: new HandlerFailedError(this.name, event.position, attempts, error) };
   }
+}
+
+/** Failures that can heal by waiting: anything that is not an eskit error, and a busy database. */
+function isTransient(error: unknown): boolean {
+  return !isEskitError(error) || isEskitError(error, ErrorCode.StoreBusy);
 }
 
 function positiveInteger(name: string, value: number): number {

@@ -192,6 +192,14 @@ describe('SqliteLockRegistry: acquiring and releasing', () => {
     await held.release();
     assert.deepEqual(leaseRow(a.database, 'x'), { token: 1, holder: null, expiresAt: null }, 'the aborted waiter did not take it');
     await assert.rejects(b.acquire('x', { signal: AbortSignal.abort(reason) }), (error) => error === reason);
+    const again = await a.acquire('x');
+    const impatient = new AbortController();
+    await assert.rejects(
+      b.acquire('x', { signal: impatient.signal, onWaiting: () => impatient.abort(reason) }),
+      (error) => error === reason,
+      'a signal aborted from onWaiting itself is heard too',
+    );
+    assert.equal(again.signal.aborted, false);
   });
 });
 
