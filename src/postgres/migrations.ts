@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { MigrationError } from '../core/errors.js';
-import { advisoryKey, quoteSchema } from './schema.js';
+import { advisoryKey, notifyChannel, quoteSchema } from './schema.js';
 
 /**
  * One step of the schema. Steps are applied in `version` order, each in its own transaction, and
@@ -46,6 +46,69 @@ function lockAndCheck(s: string, rawSchema: string): string {
   -- Under the lock nobody else draws from the sequence.
   first_position := nextval('${s}.events_position');
   written_at := clock_timestamp();`;
+}
+
+/**
+ * The two append functions. `notify`: whether they announce the last position written on the schema's
+ * `appended` channel (from version 3 on). The notification is queued inside the function and delivered
+ * when the append commits, never for one that rolls back.
+ */
+function appendFunctions(s: string, rawSchema: string, options: { replace: boolean; notify: boolean }): string {
+  const create = options.replace ? 'CREATE OR REPLACE' : 'CREATE';
+  const notify = (position: string): string =>
+    options.notify ? `\n  PERFORM pg_notify('${notifyChannel('appended', rawSchema)}', (${position})::text);` : '';
+  return `${create} FUNCTION ${s}.append(
+  p_stream_id text,
+  p_expected bigint,
+  p_ids uuid[],
+  p_types text[],
+  p_data jsonb[],
+  p_metadata jsonb[],
+  OUT first_position bigint,
+  OUT last_version bigint,
+  OUT written_at timestamptz
+) LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  n integer := coalesce(cardinality(p_ids), 0);
+  actual bigint;
+BEGIN
+  IF n = 0 OR cardinality(p_types) IS DISTINCT FROM n OR cardinality(p_data) IS DISTINCT FROM n
+     OR cardinality(p_metadata) IS DISTINCT FROM n THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'eskit: append needs ids, types, data and metadata of the same non-zero length';
+  END IF;
+${lockAndCheck(s, rawSchema)}
+  IF n > 1 THEN
+    -- Nobody else draws while we hold the lock, so first .. first + n - 1 are ours.
+    PERFORM setval('${s}.events_position', first_position + n - 1);
+  END IF;
+  INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
+  SELECT first_position + u.i - 1, u.id, p_stream_id, actual + u.i, u.type, u.data, u.metadata, written_at
+    FROM unnest(p_ids, p_types, p_data, p_metadata) WITH ORDINALITY AS u(id, type, data, metadata, i);
+  last_version := actual + n;${notify('first_position + n - 1')}
+END
+$fn$;
+
+${create} FUNCTION ${s}.append_one(
+  p_stream_id text,
+  p_expected bigint,
+  p_id uuid,
+  p_type text,
+  p_data jsonb,
+  p_metadata jsonb,
+  OUT first_position bigint,
+  OUT last_version bigint,
+  OUT written_at timestamptz
+) LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  actual bigint;
+BEGIN
+${lockAndCheck(s, rawSchema)}
+  last_version := actual + 1;
+  INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
+  VALUES (first_position, p_id, p_stream_id, last_version, p_type, p_data, p_metadata, written_at);${notify('first_position')}
+END
+$fn$;
+`;
 }
 
 const eventsMigration: PostgresMigration = {
@@ -100,62 +163,45 @@ ALTER SEQUENCE ${s}.events_position OWNED BY ${s}.events.position;
 -- after the lock is taken, so inside the write. A conflict raises SQLSTATE ${VERSION_CONFLICT_SQLSTATE} with the actual
 -- version as DETAIL. Call these in autocommit (the adapter does): inside a longer transaction the lock,
 -- and so every other writer, waits for that transaction to end.
-CREATE FUNCTION ${s}.append(
-  p_stream_id text,
-  p_expected bigint,
-  p_ids uuid[],
-  p_types text[],
-  p_data jsonb[],
-  p_metadata jsonb[],
-  OUT first_position bigint,
-  OUT last_version bigint,
-  OUT written_at timestamptz
-) LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-  n integer := coalesce(cardinality(p_ids), 0);
-  actual bigint;
-BEGIN
-  IF n = 0 OR cardinality(p_types) IS DISTINCT FROM n OR cardinality(p_data) IS DISTINCT FROM n
-     OR cardinality(p_metadata) IS DISTINCT FROM n THEN
-    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'eskit: append needs ids, types, data and metadata of the same non-zero length';
-  END IF;
-${lockAndCheck(s, rawSchema)}
-  IF n > 1 THEN
-    -- Nobody else draws while we hold the lock, so first .. first + n - 1 are ours.
-    PERFORM setval('${s}.events_position', first_position + n - 1);
-  END IF;
-  INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
-  SELECT first_position + u.i - 1, u.id, p_stream_id, actual + u.i, u.type, u.data, u.metadata, written_at
-    FROM unnest(p_ids, p_types, p_data, p_metadata) WITH ORDINALITY AS u(id, type, data, metadata, i);
-  last_version := actual + n;
-END
-$fn$;
+${appendFunctions(s, rawSchema, { replace: false, notify: false })}`,
+};
 
-CREATE FUNCTION ${s}.append_one(
-  p_stream_id text,
-  p_expected bigint,
-  p_id uuid,
-  p_type text,
-  p_data jsonb,
-  p_metadata jsonb,
-  OUT first_position bigint,
-  OUT last_version bigint,
-  OUT written_at timestamptz
-) LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-  actual bigint;
-BEGIN
-${lockAndCheck(s, rawSchema)}
-  last_version := actual + 1;
-  INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
-  VALUES (first_position, p_id, p_stream_id, last_version, p_type, p_data, p_metadata, written_at);
-END
-$fn$;
+const checkpointsAndLeasesMigration: PostgresMigration = {
+  version: 2,
+  name: 'checkpoints_and_leases',
+  sql: (s) => `
+-- One row per subscription. position is NULL while a leader has claimed the row but never saved;
+-- fencing_token is the newest token that claimed or saved it (0: never fenced). Writes carrying an
+-- older token are refused (see postgres-checkpoint-store.ts).
+CREATE TABLE ${s}.checkpoints (
+  name text PRIMARY KEY,
+  position bigint NULL,
+  fencing_token bigint NOT NULL DEFAULT 0,
+  updated_at timestamptz NOT NULL
+);
+
+-- One row per lock name of PgLockRegistry: the last fencing token handed out, and who took it when.
+-- Who holds the lock now is the advisory lock itself (pg_locks), not this row: the row only makes the
+-- token grow across holders, processes and restarts.
+CREATE TABLE ${s}.leases (
+  name text PRIMARY KEY,
+  fencing_token bigint NOT NULL,
+  holder text,
+  acquired_at timestamptz
+);
 `,
 };
 
+const appendNotifyMigration: PostgresMigration = {
+  version: 3,
+  name: 'append_notify',
+  // Same functions as version 1, plus the wake-up: listeners of other processes hear of an append on
+  // commit instead of at their next poll. The bodies are replaced, the signatures are unchanged.
+  sql: (s, rawSchema) => appendFunctions(s, rawSchema, { replace: true, notify: true }),
+};
+
 /** Every step, in order. Later adapters' tables are added here as new versions. */
-export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [eventsMigration];
+export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [eventsMigration, checkpointsAndLeasesMigration, appendNotifyMigration];
 
 /**
  * Brings `schema` up to the latest version, creating it if needed. Safe to call from several processes
@@ -170,48 +216,62 @@ export async function migratePostgres(
   schema: string,
   migrations: readonly PostgresMigration[] = POSTGRES_MIGRATIONS,
 ): Promise<number[]> {
-  const s = quoteSchema(schema);
+  quoteSchema(schema);
   assertOrdered(migrations);
-  const [lockClass, lockObject] = advisoryKey('migrate', schema);
   let client: pg.PoolClient;
   try {
     client = await pool.connect();
   } catch (cause) {
     throw new MigrationError(`Could not connect to PostgreSQL to migrate schema "${schema}": ${describe(cause)}`, { cause });
   }
-  const applied: number[] = [];
   try {
-    // Fast path, without a lock or a write: everything is there already (the usual case).
-    if ((await pendingVersions(client, schema, s, migrations)).length === 0) return applied;
-    for (const migration of migrations) {
-      await client.query('BEGIN');
-      try {
-        await client.query('SELECT pg_advisory_xact_lock($1, $2)', [lockClass, lockObject]);
-        // Under the lock, and with a fresh snapshot: another process may have just done this step.
-        const pending = await pendingVersions(client, schema, s, migrations, true);
-        if (pending.includes(migration.version)) {
-          await client.query(migration.sql(s, schema));
-          await client.query(`INSERT INTO ${s}.migrations (version, name) VALUES ($1, $2)`, [migration.version, migration.name]);
-          applied.push(migration.version);
-        }
-        await client.query('COMMIT');
-      } catch (cause) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw new MigrationError(
-          `Migration ${migration.version} (${migration.name}) of schema "${schema}" failed and was rolled back: ${describe(cause)}. ` +
-            'Fix the cause (often permissions: the role needs CREATE on the database or schema), then call migrate() again.',
-          { cause },
-        );
-      }
-    }
-    return applied;
+    return await migrateOnClient(client, schema, migrations);
   } finally {
     client.release();
   }
 }
 
+/**
+ * `migratePostgres` on a connection the caller holds (not inside a transaction of its own): the lock
+ * registry migrates on its dedicated connection rather than opening a pool for it.
+ */
+export async function migrateOnClient(
+  client: pg.ClientBase,
+  schema: string,
+  migrations: readonly PostgresMigration[] = POSTGRES_MIGRATIONS,
+): Promise<number[]> {
+  const s = quoteSchema(schema);
+  assertOrdered(migrations);
+  const [lockClass, lockObject] = advisoryKey('migrate', schema);
+  const applied: number[] = [];
+  // Fast path, without a lock or a write: everything is there already (the usual case).
+  if ((await pendingVersions(client, schema, s, migrations)).length === 0) return applied;
+  for (const migration of migrations) {
+    await client.query('BEGIN');
+    try {
+      await client.query('SELECT pg_advisory_xact_lock($1, $2)', [lockClass, lockObject]);
+      // Under the lock, and with a fresh snapshot: another process may have just done this step.
+      const pending = await pendingVersions(client, schema, s, migrations, true);
+      if (pending.includes(migration.version)) {
+        await client.query(migration.sql(s, schema));
+        await client.query(`INSERT INTO ${s}.migrations (version, name) VALUES ($1, $2)`, [migration.version, migration.name]);
+        applied.push(migration.version);
+      }
+      await client.query('COMMIT');
+    } catch (cause) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw new MigrationError(
+        `Migration ${migration.version} (${migration.name}) of schema "${schema}" failed and was rolled back: ${describe(cause)}. ` +
+          'Fix the cause (often permissions: the role needs CREATE on the database or schema), then call migrate() again.',
+        { cause },
+      );
+    }
+  }
+  return applied;
+}
+
 async function pendingVersions(
-  client: pg.PoolClient,
+  client: pg.ClientBase,
   schema: string,
   s: string,
   migrations: readonly PostgresMigration[],

@@ -1,12 +1,15 @@
 import pg from 'pg';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { EventShape } from '../core/event.js';
+import { consoleLogger } from '../core/logger.js';
+import type { Logger } from '../core/logger.js';
 import { EventStoreBase } from '../core/store-base.js';
 import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
 import { translateAppendError, translateError } from './errors.js';
 import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, migratePostgres } from './migrations.js';
-import { DEFAULT_SCHEMA, quoteSchema } from './schema.js';
+import { AppendListener } from './append-listener.js';
+import { DEFAULT_SCHEMA, notifyChannel, quoteSchema } from './schema.js';
 
 export interface PostgresEventStoreOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
   /** A pool you own: the store uses it and leaves it open on close(). Give this or `connectionString`. */
@@ -21,6 +24,8 @@ export interface PostgresEventStoreOptions<E extends EventShape> extends EventSt
    * ESKIT_MIGRATION.
    */
   migrate?: boolean;
+  /** Where the LISTEN connection reports trouble. Default: warnings and errors as JSON lines on stderr. */
+  logger?: Logger;
 }
 
 // Text PostgreSQL cannot hold: NUL, and lone surrogates (the driver would silently turn them into U+FFFD).
@@ -64,6 +69,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   readonly #sql: Statements;
   #migrated = false;
   #migrating: Promise<void> | undefined;
+  readonly #listener: AppendListener;
 
   constructor(options: PostgresEventStoreOptions<E>) {
     super(options);
@@ -92,6 +98,13 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       this.pool.on('error', () => undefined);
       this.#ownsPool = true;
     }
+    this.#listener = new AppendListener({
+      connection: () => listenConnection(this.pool, this.schema),
+      channel: notifyChannel('appended', this.schema),
+      onAppended: (position) => this.notifyAppended(position),
+      onListening: () => void this.#wakeAfterListening(),
+      logger: options.logger ?? consoleLogger(),
+    });
     // Named statements are parsed once per connection. The schema is in the name: one pool may serve stores of several schemas.
     const name = (what: string): string => `eskit.${this.schema}.${what}`;
     const array = 'array' as const;
@@ -144,6 +157,41 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       },
     );
     await this.#migrating;
+  }
+
+  /**
+   * Also hears of appends by other processes and stores: every append notifies the schema's channel on
+   * commit, and the first listener starts ONE dedicated LISTEN connection (not from the pool), which
+   * stops when the last listener leaves or the store closes. It reconnects by itself after a failure
+   * and then wakes every listener once, as appends made meanwhile announced nothing. Notifications are
+   * hints: subscribers poll as well, so a lost one delays an event and never loses it.
+   */
+  override onAppend(listener: (position: number) => void): () => void {
+    const remove = super.onAppend(listener);
+    // A closed store calls no one; it must not open a connection either.
+    if (!this.closed) this.#listener.start();
+    let removed = false;
+    return () => {
+      if (removed) return;
+      removed = true;
+      remove();
+      if (this.appendListenerCount === 0) void this.#listener.stop();
+    };
+  }
+
+  /** Whether the LISTEN connection is up (it runs only while someone listens). */
+  get listening(): boolean {
+    return this.#listener.connected;
+  }
+
+  async #wakeAfterListening(): Promise<void> {
+    let head = 0;
+    try {
+      head = await this.readHeadPosition();
+    } catch {
+      // Not migrated yet, or the pool is down: wake anyway, the readers find out what there is.
+    }
+    if (!this.closed) this.notifyAppended(head);
   }
 
   protected async writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents> {
@@ -211,6 +259,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   }
 
   protected async closeResources(): Promise<void> {
+    await this.#listener.stop();
     if (this.#ownsPool) await this.pool.end();
   }
 
@@ -243,6 +292,20 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       }),
     );
   }
+}
+
+/**
+ * The LISTEN connection's settings: the pool's (host, credentials, ssl, ...), without what only a pool
+ * understands. It keeps the pool's application_name, so operators see whose it is, or names itself.
+ */
+function listenConnection(pool: pg.Pool, schema: string): pg.ClientConfig {
+  const options = pool.options as pg.PoolConfig;
+  const config: pg.ClientConfig & Record<string, unknown> = { ...options, keepAlive: true };
+  for (const key of ['max', 'min', 'idleTimeoutMillis', 'maxUses', 'maxLifetimeSeconds', 'allowExitOnIdle', 'Client', 'Promise', 'log', 'onConnect', 'verify']) {
+    delete config[key];
+  }
+  config.application_name ??= `eskit listen ${schema}`;
+  return config;
 }
 
 function encodeExpected(expected: ExpectedVersion): number {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { InvalidArgumentError } from '../core/errors.js';
 
 export const DEFAULT_SCHEMA = 'eskit';
@@ -35,4 +36,33 @@ function fnv1a32(text: string): number {
     hash = Math.imul(hash, 0x01000193);
   }
   return hash | 0;
+}
+
+/** What a NOTIFY channel of eskit announces; each gets its own channel per schema. */
+export type ChannelPurpose = 'appended' | 'released';
+
+// PostgreSQL truncates identifiers (and refuses channel names) beyond 63 bytes.
+const MAX_IDENTIFIER_BYTES = 63;
+
+/**
+ * The NOTIFY channel for `purpose` in `schema`: `eskit_<purpose>_<schema>`, or, when that would not fit
+ * in an identifier, the schema replaced by its hash. Schema names are lower-case identifiers, so the
+ * channel never needs escaping.
+ */
+export function notifyChannel(purpose: ChannelPurpose, schema: string): string {
+  quoteSchema(schema);
+  const readable = `eskit_${purpose}_${schema}`;
+  if (readable.length <= MAX_IDENTIFIER_BYTES) return readable;
+  return `eskit_${purpose}_${(fnv1a32(schema) >>> 0).toString(16).padStart(8, '0')}`;
+}
+
+/**
+ * The advisory lock key of a lease lock: the first 8 bytes of SHA-256 over schema and name, as a signed
+ * bigint (in decimal text, as pg sends a bigint). Leases use the single-bigint form of advisory locks,
+ * whose key space is separate from the two-int form of `advisoryKey`, so they can never collide with
+ * eskit's own append and migration locks. The schema is part of the key so that tenants in separate
+ * schemas never wait on each other's locks.
+ */
+export function lockKey(name: string, schema: string = DEFAULT_SCHEMA): string {
+  return createHash('sha256').update(`${schema}\u0000${name}`, 'utf8').digest().readBigInt64BE(0).toString();
 }

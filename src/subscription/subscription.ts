@@ -1,5 +1,6 @@
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { AlreadyStartedError, HandlerFailedError, InvalidArgumentError, isEskitError, ErrorCode } from '../core/errors.js';
+import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Lease, LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
@@ -33,6 +34,24 @@ export type FailureAction<E extends EventShape> = (failure: {
 
 export type StartFrom = 'beginning' | 'end' | { after: number };
 
+/**
+ * Work that outlives the handler call: the runner asks it where the checkpoint may go and tells it
+ * when leadership begins and ends.
+ */
+export interface OutstandingWork {
+  /** Leadership (or the run, without a lock) begins at the checkpoint `position`. */
+  begin(context: { position: number; fencingToken: number | undefined; signal: AbortSignal }): Promise<void>;
+  /** The lowest event position whose work is not finished, or undefined when none is outstanding. */
+  earliestPending(): number | undefined;
+  /** `listener` is called when work finished (so the checkpoint may move while no events arrive). */
+  onProgress(listener: () => void): () => void;
+  /**
+   * Leadership ends. 'stopped': let work in flight finish (and stop starting more) before resolving.
+   * 'lost': abandon it at once; the next leader redoes what was not checkpointed.
+   */
+  end(reason: 'stopped' | 'lost'): Promise<void>;
+}
+
 export interface SubscriptionOptions<E extends EventShape> {
   /** Unique per subscription: names its checkpoint and its leader lock. */
   name: string;
@@ -54,6 +73,11 @@ export interface SubscriptionOptions<E extends EventShape> {
   onHandlerFailure?: FailureAction<E>;
   /** The safety net behind append notifications. Default 500 ms. */
   pollIntervalMs?: number;
+  /**
+   * Work the handler started but has not finished (an automation's to-do items): the checkpoint never
+   * passes it. A plain subscription has none: its handler's return is the end of its work.
+   */
+  outstandingWork?: OutstandingWork;
   /** Turns leader election on: only the holder of the lock named `name` processes events. */
   leaderLock?: LockRegistry;
   logger?: Logger;
@@ -228,53 +252,85 @@ export class Subscription<E extends EventShape = EventShape> {
   /** Processes events while this node leads. Throws only for failures that must stop the subscription. */
   async #lead(lease: Lease | undefined): Promise<LeadOutcome> {
     const { checkpoints } = this.#options;
+    const work = this.#options.outstandingWork;
     const token = lease?.fencingToken;
     const signal = lease ? AbortSignal.any([this.#stop.signal, lease.signal]) : this.#stop.signal;
     const lost = (): boolean => lease?.signal.aborted === true;
 
-    let position: number;
+    let saved: number;
     try {
-      const saved = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
-      position = saved ?? (await this.#startPosition());
+      const stored = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
+      saved = stored ?? (await this.#startPosition());
     } catch (error) {
       if (isEskitError(error, ErrorCode.Fenced)) return this.#lostLeadership(error);
       throw error;
     }
-    this.#position = position;
+    this.#position = saved;
     this.#fencingToken = token;
     this.#state = 'leading';
+    await work?.begin({ position: saved, fencingToken: token, signal });
 
-    while (!signal.aborted) {
-      this.#appendedSinceRead = false;
-      const batch = await this.#readBatch(position, signal);
-      if (batch === undefined) continue;
-      if (batch.length === 0) {
-        await this.#idle(signal);
-        continue;
+    // Every event up to `read` has been handed to the handler. The checkpoint may move to `read`,
+    // except past outstanding work. Both are read in one synchronous step, so no work can slip in
+    // between (the race the Go original fixed by ordering two reads).
+    let read = saved;
+    const target = (): number => {
+      const earliest = work?.earliestPending();
+      return earliest === undefined ? read : Math.min(read, earliest - 1);
+    };
+    /** Saves the target when it moved; returns the error when this node's write was fenced. */
+    const advance = async (): Promise<FencedError | undefined> => {
+      const to = target();
+      if (to <= saved) return undefined;
+      const result = await this.#saveCheckpoint(to, token, lost);
+      if (result === 'saved') {
+        saved = to;
+        this.#position = saved;
       }
-      let handledUpTo = position;
-      let failure: unknown;
-      for (const event of batch) {
-        if (signal.aborted) break;
-        const result = await this.#handle(event, token, signal);
-        if (result === 'aborted') break;
-        if (result !== 'done') {
-          failure = result.error;
-          break;
+      return result === 'saved' || result === 'unsaved' ? undefined : result;
+    };
+    const stopWatching = work?.onProgress(() => this.#wake?.());
+
+    let failure: unknown;
+    let fenced: FencedError | undefined;
+    try {
+      while (!signal.aborted && failure === undefined) {
+        this.#appendedSinceRead = false;
+        const batch = await this.#readBatch(read, signal);
+        if (batch === undefined) continue;
+        if (batch.length === 0) {
+          fenced = await advance();
+          if (fenced) break;
+          await this.#idle(signal);
+          continue;
         }
-        handledUpTo = event.position;
-      }
-      if (lost()) return this.#lostLeadership(lease?.signal.reason);
-      if (handledUpTo > position) {
-        const saved = await this.#saveCheckpoint(handledUpTo, token, lost);
-        if (saved === 'fenced') return this.#lostLeadership('its checkpoint write was fenced by a newer leader');
-        if (saved === 'saved') {
-          position = handledUpTo;
-          this.#position = position;
+        for (const event of batch) {
+          if (signal.aborted) break;
+          const result = await this.#handle(event, token, signal);
+          if (result === 'aborted') break;
+          if (result !== 'done') {
+            failure = result.error;
+            break;
+          }
+          read = event.position;
         }
+        if (lost()) break;
+        fenced = await advance();
+        if (fenced) break;
       }
-      if (failure !== undefined) throw failure;
+    } finally {
+      stopWatching?.();
     }
+
+    if (fenced || lost()) {
+      await work?.end('lost');
+      return this.#lostLeadership(fenced ?? lease?.signal.reason);
+    }
+    // Stopping or failing: let outstanding work settle, then record everything that completed.
+    await work?.end('stopped');
+    fenced = lost() ? undefined : await advance();
+    if (fenced) return this.#lostLeadership(fenced);
+    if (failure !== undefined) throw failure;
     return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';
   }
 
@@ -283,13 +339,13 @@ export class Subscription<E extends EventShape = EventShape> {
    * Gives up ('unsaved') when leadership is lost, or after a few tries once stopping: the events after
    * the old checkpoint are then delivered again later, which at-least-once allows.
    */
-  async #saveCheckpoint(position: number, fencingToken: number | undefined, lost: () => boolean): Promise<'saved' | 'fenced' | 'unsaved'> {
+  async #saveCheckpoint(position: number, fencingToken: number | undefined, lost: () => boolean): Promise<'saved' | 'unsaved' | FencedError> {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#options.checkpoints.save(this.name, position, { fencingToken });
         return 'saved';
       } catch (error) {
-        if (isEskitError(error, ErrorCode.Fenced)) return 'fenced';
+        if (isEskitError(error, ErrorCode.Fenced)) return error as FencedError;
         if (!isTransient(error)) throw error;
         this.#logger.warn({ subscription: this.name, position, attempt, err: error }, `Subscription "${this.name}": saving the checkpoint failed; retrying`);
       }

@@ -1,0 +1,124 @@
+import pg from 'pg';
+import { describeError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+
+export interface AppendListenerOptions {
+  /** Connection settings of the dedicated LISTEN connection. */
+  connection: () => pg.ClientConfig;
+  /** The channel the append functions notify (see `notifyChannel('appended', schema)`). */
+  channel: string;
+  /** Called with the announced position for every notification. */
+  onAppended: (position: number) => void;
+  /**
+   * Called once after every (re)connect, when LISTEN is in place: appends that committed while there
+   * was no LISTEN (before the first connect, or while reconnecting) announced nothing.
+   */
+  onListening: () => void;
+  logger: Logger;
+}
+
+interface Connection {
+  client: pg.Client;
+  dead: boolean;
+}
+
+const FIRST_RETRY_MS = 50;
+const MAX_RETRY_MS = 5_000;
+
+/**
+ * One dedicated connection that LISTENs on a store's `appended` channel and turns notifications into
+ * `onAppend` wake-ups. Only a hint: notifications are lost while the connection is down (the reconnect
+ * then wakes everyone once), and readers poll anyway.
+ *
+ * Not through a pool: the connection is held for as long as anyone listens, and a pool's slot would be
+ * taken from queries for good. Behind a transaction-pooling proxy (PgBouncer transaction mode) LISTEN
+ * does not work; readers then fall back on their poll interval.
+ */
+export class AppendListener {
+  readonly #options: AppendListenerOptions;
+  #running = false;
+  #connection: Connection | undefined;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #failures = 0;
+  #ending = new Set<Promise<void>>();
+
+  constructor(options: AppendListenerOptions) {
+    this.#options = options;
+  }
+
+  /** Connects in the background unless already running. */
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#failures = 0;
+    void this.#connect();
+  }
+
+  /** Disconnects; resolves when the connection is closed. Safe to call at any time, and twice. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
+    const connection = this.#connection;
+    this.#connection = undefined;
+    if (connection) this.#end(connection);
+    await Promise.all([...this.#ending]);
+  }
+
+  /** True while the LISTEN connection is up. */
+  get connected(): boolean {
+    return this.#connection !== undefined && !this.#connection.dead;
+  }
+
+  async #connect(): Promise<void> {
+    this.#retry = undefined;
+    if (!this.#running) return;
+    const { channel, logger } = this.#options;
+    const connection: Connection = { client: new pg.Client(this.#options.connection()), dead: false };
+    const { client } = connection;
+    this.#connection = connection;
+    client.on('error', (error) => this.#lost(connection, error));
+    client.on('end', () => this.#lost(connection, new Error('the connection ended')));
+    client.on('notification', (message) => {
+      if (message.channel !== channel) return;
+      const position = Number(message.payload);
+      if (Number.isSafeInteger(position)) this.#options.onAppended(position);
+    });
+    try {
+      await client.connect();
+      // The channel is a lower-case identifier built by notifyChannel; quoting keeps it exact.
+      await client.query(`LISTEN "${channel}"`);
+    } catch (error) {
+      this.#lost(connection, error);
+      return;
+    }
+    if (connection.dead || this.#connection !== connection) return;
+    if (this.#failures > 0) logger.info({ channel }, `Listening for appends on "${channel}" again`);
+    this.#failures = 0;
+    this.#options.onListening();
+  }
+
+  #lost(connection: Connection, error: unknown): void {
+    if (connection.dead) return;
+    connection.dead = true;
+    this.#end(connection);
+    if (this.#connection !== connection || !this.#running) return;
+    this.#connection = undefined;
+    this.#failures += 1;
+    // The first retry is almost at once (a killed backend, a restarted proxy); then back off with jitter.
+    const ceiling = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (this.#failures - 1));
+    const wait = this.#failures === 1 ? FIRST_RETRY_MS : ceiling / 2 + (Math.random() * ceiling) / 2;
+    this.#options.logger.warn(
+      { channel: this.#options.channel, err: error, retryInMs: Math.round(wait) },
+      `The LISTEN connection for appends failed (${describeError(error)}); reconnecting. Subscribers poll meanwhile, so nothing is lost, only delayed.`,
+    );
+    this.#retry = setTimeout(() => void this.#connect(), wait);
+  }
+
+  #end(connection: Connection): void {
+    connection.dead = true;
+    const ending = connection.client.end().catch(() => undefined);
+    this.#ending.add(ending);
+    void ending.finally(() => this.#ending.delete(ending));
+  }
+}

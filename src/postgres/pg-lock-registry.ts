@@ -1,0 +1,630 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import pg from 'pg';
+import { describeError, InvalidArgumentError, isEskitError, LockUnavailableError } from '../core/errors.js';
+import type { AcquireOptions, Lease, LockRegistry } from '../core/lock.js';
+import { consoleLogger } from '../core/logger.js';
+import type { Logger } from '../core/logger.js';
+import { translateError } from './errors.js';
+import { migrateOnClient } from './migrations.js';
+import { DEFAULT_SCHEMA, lockKey, notifyChannel, quoteSchema } from './schema.js';
+
+export interface PgLockRegistryOptions {
+  /**
+   * A DIRECT connection to PostgreSQL: session advisory locks live as long as the server session, so
+   * a transaction-pooling proxy (PgBouncer in transaction mode, RDS Proxy, Supavisor in transaction
+   * mode) breaks them: the lock would stay with a pooled server session after this node is gone, or be
+   * released under it. Session-mode pooling is fine. Give this or `connection`.
+   */
+  connectionString?: string;
+  /** pg client settings, for what a connection string cannot say (ssl objects, password functions). */
+  connection?: pg.ClientConfig;
+  /** Where the `leases` table lives (it keeps fencing tokens growing). Default 'eskit'. */
+  schema?: string;
+  /**
+   * The bound on how long a frozen holder (stopped process, lost host, cut network) keeps a lock: the
+   * server ends a lock session that has been silent this long (`idle_session_timeout`, PostgreSQL 14+),
+   * which frees its locks; the holder heartbeats four times per period while it holds or waits. A
+   * standby takes over within about this plus `pollIntervalMs`. Default 10 000.
+   */
+  sessionTimeoutMs?: number;
+  /**
+   * How often a standby tries the locks it waits for, in one query for all of them. A graceful release
+   * wakes standbys at once (NOTIFY); polling is what notices a holder whose session ended without one
+   * (crash, kill, timeout). Default 200.
+   */
+  pollIntervalMs?: number;
+  /** Names this node in `<schema>.leases.holder`. Default `<host>/<pid>/<random>`. */
+  holderId?: string;
+  /**
+   * The lock connection's application_name, to find it in pg_stat_activity. Default
+   * `eskit-lock <pid>/<random>`. An application_name inside the connection string wins over this.
+   */
+  applicationName?: string;
+  /** Default true: the first connection migrates the schema (creates `leases`). */
+  migrate?: boolean;
+  /** Default: warnings and errors as JSON lines on stderr. Denials and losses are warnings. */
+  logger?: Logger;
+}
+
+interface Connection {
+  client: pg.Client;
+  pid: number;
+  dead: boolean;
+}
+
+interface Request {
+  readonly name: string;
+  readonly key: string;
+  /** onWaiting was called (the first attempt was denied, or this node already holds the lock). */
+  waiting: boolean;
+  readonly onWaiting: (() => void) | undefined;
+  grant(lease: PgLease): void;
+  fail(error: unknown): void;
+}
+
+const MAX_RETRY_MS = 5_000;
+
+function positiveInteger(name: string, value: unknown, minimum = 1): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < minimum) {
+    throw new InvalidArgumentError(`${name} must be an integer number of milliseconds >= ${minimum}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** True for a failure of the connection itself (it is gone or going), not an error of one statement. */
+function isConnectionFailure(error: unknown, connection: Connection): boolean {
+  if (connection.dead) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  // No SQLSTATE: a socket or driver error. 08: connection exception. 57P: terminated by an operator,
+  // a shutdown, or idle_session_timeout (57P05).
+  return typeof code !== 'string' || code.length !== 5 || code.startsWith('08') || code.startsWith('57P');
+}
+
+/**
+ * Leader election on PostgreSQL session advisory locks, with fencing tokens kept in `<schema>.leases`.
+ *
+ * - ONE dedicated connection per registry, whatever the number of locks held or awaited: O(1)
+ *   connections per node. Acquiring is one round trip (try the lock and, only if granted, bump the
+ *   token); releasing is one round trip (unlock and notify the waiters).
+ * - A standby waits by LISTENing on the schema's `released` channel (a graceful release hands over in
+ *   about one round trip) and by polling every `pollIntervalMs` with one query for all the locks it
+ *   waits for (a holder whose session ended without a release: crash, kill, network).
+ * - A frozen holder or a lost host: the server ends the lock session after `sessionTimeoutMs` of
+ *   silence (`idle_session_timeout`, plus TCP keepalives and `tcp_user_timeout` for a dead peer), which
+ *   frees its locks. The holder heartbeats meanwhile, and gives its leases up by itself when a
+ *   heartbeat goes unanswered for half the timeout or its process was stalled longer than the timeout.
+ * - The moment the lock connection fails ('error'/'end', e.g. `pg_terminate_backend`), every lease
+ *   held through it is aborted; waiting acquires go on over a new connection.
+ *
+ * Needs a DIRECT connection (see `connectionString`). The lock keys are 64-bit hashes of schema and
+ * name in the single-bigint advisory key space (see `lockKey`), apart from eskit's own two-int keys.
+ */
+export class PgLockRegistry implements LockRegistry {
+  readonly schema: string;
+  readonly holderId: string;
+  readonly applicationName: string;
+  readonly sessionTimeoutMs: number;
+  readonly pollIntervalMs: number;
+  readonly #config: pg.ClientConfig;
+  readonly #logger: Logger;
+  readonly #autoMigrate: boolean;
+  readonly #channel: string;
+  readonly #sql: { take: pg.QueryArrayConfig; release: pg.QueryArrayConfig; releaseAll: pg.QueryArrayConfig; unlock: pg.QueryArrayConfig };
+
+  #connection: Connection | undefined;
+  #connecting: Promise<Connection> | undefined;
+  #migrated = false;
+  readonly #held = new Map<string, PgLease>();
+  /** Pending acquires per name, oldest first; a name is present only while its queue is non-empty. */
+  readonly #requests = new Map<string, Request[]>();
+  #flushing = false;
+  #again = false;
+  #failures = 0;
+  /** performance.now() at the start of the last query that succeeded on the current connection. */
+  #lastOk = 0;
+  #pollTimer: ReturnType<typeof setTimeout> | undefined;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: PgLockRegistryOptions) {
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidArgumentError('PgLockRegistry needs an options object with `connectionString` or `connection`.');
+    }
+    const { connectionString, connection } = options;
+    if ((connectionString === undefined) === (connection === undefined)) {
+      throw new InvalidArgumentError('PgLockRegistry needs exactly one of `connectionString` or `connection` (pg client settings), for a direct connection.');
+    }
+    if (connectionString !== undefined && (typeof connectionString !== 'string' || connectionString === '')) {
+      throw new InvalidArgumentError('connectionString must be a non-empty string such as postgres://user@host:5432/db');
+    }
+    if (options.migrate !== undefined && typeof options.migrate !== 'boolean') {
+      throw new InvalidArgumentError(`migrate must be true or false, got ${String(options.migrate)}`);
+    }
+    this.schema = options.schema ?? DEFAULT_SCHEMA;
+    const s = quoteSchema(this.schema);
+    this.sessionTimeoutMs = positiveInteger('sessionTimeoutMs', options.sessionTimeoutMs ?? 10_000, 100);
+    this.pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 200);
+    const unique = `${process.pid}/${randomBytes(4).toString('hex')}`;
+    this.holderId = options.holderId ?? `${hostname()}/${unique}`;
+    if (typeof this.holderId !== 'string' || this.holderId.length === 0) throw new InvalidArgumentError('holderId must be a non-empty string');
+    this.applicationName = options.applicationName ?? `eskit-lock ${unique}`;
+    this.#logger = options.logger ?? consoleLogger();
+    this.#autoMigrate = options.migrate ?? true;
+    this.#channel = notifyChannel('released', this.schema);
+    const keepAliveSeconds = Math.max(1, Math.ceil(this.sessionTimeoutMs / 3000));
+    this.#config = {
+      ...(connection ?? {}),
+      ...(connectionString !== undefined ? { connectionString } : {}),
+      application_name: this.applicationName,
+      // Client side: notice a dead server or path while holding, not after the OS default of hours.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: keepAliveSeconds * 1000,
+    };
+    const name = (what: string): string => `eskit.${this.schema}.lock_${what}`;
+    const array = 'array' as const;
+    this.#sql = {
+      // ONE round trip for any number of locks. The token is bumped only for the locks granted. The CTE
+      // with a volatile function is evaluated once per row and is not inlined.
+      take: {
+        name: name('take'),
+        rowMode: array,
+        text: `
+          WITH granted AS (
+            SELECT w.name FROM unnest($1::text[], $2::bigint[]) AS w(name, key) WHERE pg_try_advisory_lock(w.key)
+          )
+          INSERT INTO ${s}.leases AS l (name, fencing_token, holder, acquired_at)
+          SELECT name, 1, $3, clock_timestamp() FROM granted
+          ON CONFLICT (name) DO UPDATE SET fencing_token = l.fencing_token + 1, holder = excluded.holder, acquired_at = excluded.acquired_at
+          RETURNING name, fencing_token`,
+      },
+      release: { name: name('release'), rowMode: array, text: `SELECT pg_advisory_unlock($1::bigint), pg_notify('${this.#channel}', $1::text)` },
+      releaseAll: {
+        name: name('release_all'),
+        rowMode: array,
+        text: `SELECT pg_advisory_unlock(k), pg_notify('${this.#channel}', k::text) FROM unnest($1::bigint[]) AS k`,
+      },
+      // Undoes locks a failed take may have been granted: session locks survive the statement's rollback.
+      unlock: { name: name('unlock'), rowMode: array, text: 'SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k' },
+    };
+  }
+
+  /** The backend pid of the lock connection while it is up (pg_stat_activity, pg_locks). */
+  get connectionPid(): number | undefined {
+    return this.#connection && !this.#connection.dead ? this.#connection.pid : undefined;
+  }
+
+  async acquire(name: string, options: AcquireOptions = {}): Promise<Lease> {
+    if (typeof name !== 'string' || name.length === 0) throw new InvalidArgumentError('A lock needs a non-empty name');
+    // eslint-disable-next-line no-control-regex -- NUL is what PostgreSQL text cannot hold
+    if (/\u0000/.test(name)) throw new InvalidArgumentError('A lock name cannot contain U+0000, which PostgreSQL text cannot store');
+    this.#assertOpen();
+    const { signal } = options;
+    signal?.throwIfAborted();
+    return new Promise<Lease>((resolve, reject) => {
+      let settled = false;
+      const settle = (): boolean => {
+        if (settled) return false;
+        settled = true;
+        signal?.removeEventListener('abort', onAbort);
+        this.#dequeue(request);
+        return true;
+      };
+      const request: Request = {
+        name,
+        key: lockKey(name, this.schema),
+        waiting: false,
+        onWaiting: options.onWaiting,
+        grant: (lease) => {
+          if (settle()) resolve(lease);
+        },
+        fail: (error) => {
+          if (settle()) reject(error);
+        },
+      };
+      const onAbort = (): void => {
+        request.fail(signal?.reason);
+        this.#idleCheck();
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      let queue = this.#requests.get(name);
+      if (!queue) {
+        queue = [];
+        this.#requests.set(name, queue);
+      }
+      queue.push(request);
+      clearTimeout(this.#lingerTimer);
+      this.#lingerTimer = undefined;
+      // Held by this registry already: a session lock is re-entrant, so asking the server would grant
+      // it twice. Wait for the local release instead.
+      if (this.#held.has(name)) this.#markWaiting(request, 'this node holds it already');
+      this.#kick();
+    });
+  }
+
+  /**
+   * Releases every lease (one round trip, waking the standbys), fails pending `acquire` calls with
+   * `ESKIT_LOCK_UNAVAILABLE`, and closes the connection. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    clearTimeout(this.#pollTimer);
+    clearTimeout(this.#retryTimer);
+    clearTimeout(this.#lingerTimer);
+    for (const queue of [...this.#requests.values()]) {
+      for (const request of [...queue]) request.fail(new LockUnavailableError('The lock registry was closed while this node waited for the lock.'));
+    }
+    const leases = [...this.#held.values()];
+    this.#held.clear();
+    for (const lease of leases) lease.end(new LockUnavailableError(`The lease on "${lease.name}" (fencing token ${lease.fencingToken}) was released: the lock registry closed.`));
+    const connection = await this.#connecting?.catch(() => undefined) ?? this.#connection;
+    if (connection && !connection.dead) {
+      const keys = leases.filter((lease) => lease.connection === connection).map((lease) => lease.key);
+      if (keys.length > 0) {
+        try {
+          await this.#query(connection, this.#sql.releaseAll, [keys]);
+        } catch {
+          // Ending the session below frees them all the same; only the standbys' instant wake-up is lost.
+        }
+      }
+    }
+    if (connection) await this.#disconnect(connection);
+  }
+
+  #assertOpen(): void {
+    if (this.#closing !== undefined) throw new LockUnavailableError('The lock registry is closed; create a new one.');
+  }
+
+  #dequeue(request: Request): void {
+    const queue = this.#requests.get(request.name);
+    if (!queue) return;
+    const index = queue.indexOf(request);
+    if (index >= 0) queue.splice(index, 1);
+    if (queue.length === 0) this.#requests.delete(request.name);
+  }
+
+  #markWaiting(request: Request, why: string): void {
+    if (request.waiting) return;
+    request.waiting = true;
+    this.#logger.warn(
+      { lock: request.name, holder: this.holderId, schema: this.schema },
+      `Lock "${request.name}" is held elsewhere (${why}); this node stands by and takes over when it is free`,
+    );
+    try {
+      request.onWaiting?.();
+    } catch (error) {
+      this.#logger.warn({ lock: request.name, err: error }, `The onWaiting callback of lock "${request.name}" threw; ignored`);
+    }
+  }
+
+  /** Runs an attempt for every awaited lock now, or right after the one in flight. */
+  #kick(): void {
+    if (this.#flushing) {
+      this.#again = true;
+      return;
+    }
+    void this.#flush();
+  }
+
+  /**
+   * Tries every lock with pending requests that this registry does not hold, in one query per pass,
+   * one pass at a time (two attempts for one name in flight at once would both be granted: session
+   * locks are re-entrant).
+   */
+  async #flush(): Promise<void> {
+    this.#flushing = true;
+    try {
+      do {
+        this.#again = false;
+        if (this.#closing) return;
+        const names = [...this.#requests.keys()].filter((name) => !this.#held.has(name));
+        if (names.length === 0) break;
+        let connection: Connection;
+        try {
+          connection = await this.#connect();
+        } catch (error) {
+          this.#connectFailed(names, error);
+          return;
+        }
+        const keys = names.map((name) => lockKey(name, this.schema));
+        let rows: unknown[][];
+        try {
+          rows = await this.#query(connection, this.#sql.take, [names, keys, this.holderId]);
+        } catch (error) {
+          if (isConnectionFailure(error, connection)) {
+            // The session is gone and with it anything this statement took; ask again on a new one.
+            this.#lost(connection, error);
+            this.#scheduleRetry();
+            return;
+          }
+          await this.#query(connection, this.#sql.unlock, [keys]).catch(() => undefined);
+          const failure = isEskitError(translateError(error, this.schema))
+            ? translateError(error, this.schema)
+            : new LockUnavailableError(`Taking lock(s) ${names.map((n) => `"${n}"`).join(', ')} failed: ${describeError(error)}`, { cause: error });
+          for (const name of names) for (const request of [...(this.#requests.get(name) ?? [])]) request.fail(failure);
+          continue;
+        }
+        this.#failures = 0;
+        for (const row of rows) this.#granted(connection, row[0] as string, Number(row[1]));
+        for (const name of names) {
+          for (const request of this.#requests.get(name) ?? []) this.#markWaiting(request, 'another node holds it');
+        }
+      } while (this.#again);
+    } finally {
+      this.#flushing = false;
+    }
+    this.#schedulePoll();
+    this.#idleCheck();
+  }
+
+  #granted(connection: Connection, name: string, fencingToken: number): void {
+    const key = lockKey(name, this.schema);
+    const request = this.#requests.get(name)?.[0];
+    if (!request) {
+      // Every request for it was aborted while the attempt was in flight: give it straight back.
+      void this.#query(connection, this.#sql.release, [key]).catch(() => undefined);
+      return;
+    }
+    const lease = new PgLease(name, key, fencingToken, connection, (released) => this.#release(released));
+    this.#held.set(name, lease);
+    if (request.waiting) {
+      this.#logger.warn({ lock: name, fencingToken, holder: this.holderId }, `Lock "${name}" acquired after waiting (fencing token ${fencingToken})`);
+    } else {
+      this.#logger.info({ lock: name, fencingToken, holder: this.holderId }, `Lock "${name}" acquired (fencing token ${fencingToken})`);
+    }
+    request.grant(lease);
+    // Further acquires of the same name in this process now wait for this lease.
+    for (const other of this.#requests.get(name) ?? []) this.#markWaiting(other, 'this node holds it already');
+  }
+
+  async #release(lease: PgLease): Promise<void> {
+    if (this.#held.get(lease.name) === lease) this.#held.delete(lease.name);
+    const connection = lease.connection;
+    try {
+      if (connection === this.#connection && !connection.dead) {
+        const rows = await this.#query(connection, this.#sql.release, [lease.key]);
+        if (rows[0]?.[0] !== true) {
+          this.#logger.warn({ lock: lease.name, fencingToken: lease.fencingToken }, `Lock "${lease.name}" was no longer held when released`);
+        }
+      }
+    } catch (error) {
+      // A failed connection took the lock with it; anything else is worth knowing.
+      if (!isConnectionFailure(error, connection)) throw translateError(error, this.schema);
+      this.#lost(connection, error);
+    } finally {
+      this.#logger.info({ lock: lease.name, fencingToken: lease.fencingToken }, `Lock "${lease.name}" released`);
+      if (this.#requests.has(lease.name)) this.#kick();
+      this.#idleCheck();
+    }
+  }
+
+  #connect(): Promise<Connection> {
+    if (this.#connection && !this.#connection.dead) return Promise.resolve(this.#connection);
+    this.#connecting ??= this.#open().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  async #open(): Promise<Connection> {
+    const client = new pg.Client(this.#config);
+    const connection: Connection = { client, pid: 0, dead: false };
+    client.on('error', (error) => this.#lost(connection, error));
+    client.on('end', () => this.#lost(connection, new Error('the lock connection ended')));
+    client.on('notification', (message) => {
+      if (message.channel === this.#channel && this.#awaits(message.payload)) this.#kick();
+    });
+    try {
+      await client.connect();
+      const keepAliveSeconds = Math.max(1, Math.ceil(this.sessionTimeoutMs / 3000));
+      const results = (await client.query(
+        // Server side: end this session when it stays silent (frozen or vanished holder: its locks go
+        // with it), and notice a dead peer through keepalives and unacknowledged data.
+        `SET idle_session_timeout = ${this.sessionTimeoutMs};
+         SET tcp_keepalives_idle = ${keepAliveSeconds};
+         SET tcp_keepalives_interval = ${Math.max(1, Math.ceil(keepAliveSeconds / 3))};
+         SET tcp_keepalives_count = 3;
+         SET tcp_user_timeout = ${this.sessionTimeoutMs};
+         LISTEN "${this.#channel}";
+         SELECT pg_backend_pid() AS pid`,
+      )) as unknown as pg.QueryResult<{ pid: number }>[];
+      connection.pid = Number(results[results.length - 1]?.rows[0]?.pid);
+      if (this.#autoMigrate && !this.#migrated) {
+        await migrateOnClient(client, this.schema);
+        this.#migrated = true;
+      }
+    } catch (error) {
+      connection.dead = true;
+      await client.end().catch(() => undefined);
+      throw error;
+    }
+    if (connection.dead) throw new LockUnavailableError('The lock connection failed right after connecting.');
+    if (this.#closing) {
+      await this.#disconnect(connection);
+      throw new LockUnavailableError('The lock registry was closed while connecting.');
+    }
+    this.#connection = connection;
+    this.#lastOk = performance.now();
+    this.#startHeartbeat(connection);
+    this.#logger.debug({ pid: connection.pid, applicationName: this.applicationName }, 'Lock connection open');
+    return connection;
+  }
+
+  async #query(connection: Connection, statement: pg.QueryArrayConfig, values: unknown[]): Promise<unknown[][]> {
+    const started = performance.now();
+    const result = await connection.client.query<unknown[]>({ ...statement, values });
+    if (connection === this.#connection) this.#lastOk = Math.max(this.#lastOk, started);
+    return result.rows;
+  }
+
+  #awaits(key: string | undefined): boolean {
+    for (const [name, queue] of this.#requests) if (!this.#held.has(name) && queue[0]?.key === key) return true;
+    return false;
+  }
+
+  #startHeartbeat(connection: Connection): void {
+    clearInterval(this.#heartbeatTimer);
+    const every = Math.max(1, Math.floor(this.sessionTimeoutMs / 4));
+    this.#heartbeatTimer = setInterval(() => void this.#heartbeat(connection), every);
+    // The socket keeps the process alive while it is open; the timer need not.
+    this.#heartbeatTimer.unref();
+  }
+
+  async #heartbeat(connection: Connection): Promise<void> {
+    if (connection.dead || connection !== this.#connection) return;
+    // A process stalled longer than the timeout (SIGSTOP, a debugger, a blocked event loop) must assume
+    // the server ended its session and a standby took over, before any more of its work runs.
+    if (performance.now() - this.#lastOk > this.sessionTimeoutMs) {
+      this.#lost(connection, new Error(`no round trip on the lock connection for over ${this.sessionTimeoutMs} ms (was this process stalled?)`));
+      return;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), Math.floor(this.sessionTimeoutMs / 2));
+    });
+    try {
+      const outcome = await Promise.race([this.#query(connection, { text: 'SELECT 1', rowMode: 'array' }, []), deadline]);
+      if (outcome === 'late') {
+        this.#lost(connection, new Error(`a heartbeat on the lock connection went unanswered for ${Math.floor(this.sessionTimeoutMs / 2)} ms`));
+      }
+    } catch (error) {
+      this.#lost(connection, error);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The lock connection failed: every lease through it is gone; waiting acquires go on over a new one. */
+  #lost(connection: Connection, error: unknown): void {
+    const wasCurrent = !connection.dead && connection === this.#connection;
+    connection.dead = true;
+    if (!wasCurrent) return;
+    this.#connection = undefined;
+    clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = undefined;
+    void this.#disconnect(connection);
+    const lost = [...this.#held.values()].filter((lease) => lease.connection === connection);
+    for (const lease of lost) {
+      this.#held.delete(lease.name);
+      const reason = new LockUnavailableError(
+        `Lost the lease on "${lease.name}" (fencing token ${lease.fencingToken}): its lock connection failed (${describeError(error)}), ` +
+          'which ends the session and frees the lock for a standby. Stop work guarded by it; acquire the lock again to go on.',
+        { cause: error },
+      );
+      this.#logger.error({ lock: lease.name, fencingToken: lease.fencingToken, err: error }, reason.message);
+      lease.end(reason);
+    }
+    if (this.#requests.size > 0 && !this.#closing) {
+      if (lost.length === 0) this.#logger.warn({ err: error }, `The lock connection failed (${describeError(error)}); reconnecting to go on waiting`);
+      this.#scheduleRetry();
+    } else if (lost.length === 0) {
+      this.#logger.debug({ err: error }, 'The idle lock connection ended');
+    }
+  }
+
+  #connectFailed(names: string[], error: unknown): void {
+    const failure = isEskitError(error)
+      ? error
+      : new LockUnavailableError(`Could not open the lock connection to PostgreSQL: ${describeError(error)}. Check the connection settings.`, { cause: error });
+    // A first attempt reports it; standbys already waiting keep trying, so that a database restart
+    // does not turn every standby into a failure.
+    for (const name of names) {
+      for (const request of [...(this.#requests.get(name) ?? [])]) if (!request.waiting) request.fail(failure);
+    }
+    if (this.#requests.size > 0) {
+      this.#logger.warn({ err: error }, `Could not open the lock connection (${describeError(error)}); trying again`);
+      this.#scheduleRetry();
+    }
+  }
+
+  #scheduleRetry(): void {
+    if (this.#retryTimer || this.#closing) return;
+    this.#failures += 1;
+    // At once after a first failure (a killed backend), then backing off with jitter.
+    const ceiling = Math.min(MAX_RETRY_MS, this.pollIntervalMs * 2 ** (this.#failures - 2));
+    const wait = this.#failures === 1 ? 0 : ceiling / 2 + (Math.random() * ceiling) / 2;
+    // Ref'd on purpose: a standby whose only job is to wait must not exit while the database is away.
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#kick();
+    }, wait);
+  }
+
+  #schedulePoll(): void {
+    if (this.#pollTimer || this.#closing) return;
+    const awaited = [...this.#requests.keys()].some((name) => !this.#held.has(name));
+    if (!awaited) return;
+    this.#pollTimer = setTimeout(() => {
+      this.#pollTimer = undefined;
+      this.#kick();
+    }, this.pollIntervalMs);
+    this.#pollTimer.unref();
+  }
+
+  /**
+   * Holding and awaiting nothing: close the connection after a while (the heartbeat keeps it alive
+   * meanwhile), so that a registry in an idle process holds no server session and no event loop open.
+   */
+  #idleCheck(): void {
+    if (this.#held.size > 0 || this.#requests.size > 0 || this.#lingerTimer || !this.#connection) return;
+    this.#lingerTimer = setTimeout(() => {
+      this.#lingerTimer = undefined;
+      const connection = this.#connection;
+      if (!connection || this.#held.size > 0 || this.#requests.size > 0 || this.#flushing) return;
+      this.#connection = undefined;
+      connection.dead = true;
+      clearInterval(this.#heartbeatTimer);
+      this.#heartbeatTimer = undefined;
+      void this.#disconnect(connection);
+    }, this.sessionTimeoutMs);
+    this.#lingerTimer.unref();
+  }
+
+  async #disconnect(connection: Connection): Promise<void> {
+    connection.dead = true;
+    if (this.#connection === connection) {
+      this.#connection = undefined;
+      clearInterval(this.#heartbeatTimer);
+      this.#heartbeatTimer = undefined;
+    }
+    await connection.client.end().catch(() => undefined);
+  }
+}
+
+class PgLease implements Lease {
+  readonly #controller = new AbortController();
+  #released: Promise<void> | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly key: string,
+    readonly fencingToken: number,
+    /** The connection whose session holds the advisory lock. */
+    readonly connection: Connection,
+    private readonly onRelease: (lease: PgLease) => Promise<void>,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Aborts the signal (released, lost, or closed); the lock itself is dealt with by the registry. */
+  end(reason: Error): void {
+    if (!this.#controller.signal.aborted) this.#controller.abort(reason);
+  }
+
+  release(): Promise<void> {
+    if (this.#released) return this.#released;
+    const wasLive = !this.#controller.signal.aborted;
+    this.end(new LockUnavailableError(`The lease on "${this.name}" (fencing token ${this.fencingToken}) was released.`));
+    // Lost or closed already: the registry has dealt with the lock.
+    this.#released = wasLive ? this.onRelease(this) : Promise.resolve();
+    return this.#released;
+  }
+}
