@@ -7,3 +7,4 @@ export type * from './checkpoint.js';
 export type * from './lock.js';
 export * from './logger.js';
 export * from './retry.js';
+export type * from './dead-letter.js';

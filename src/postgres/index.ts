@@ -1,6 +1,10 @@
 // The `eskit/postgres` entry point: the PostgreSQL adapter.
 export * from './postgres-event-store.js';
+export { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
+export type { PostgresCheckpointStoreOptions, PostgresStoreHandle } from './postgres-checkpoint-store.js';
+export { PgLockRegistry } from './pg-lock-registry.js';
+export type { PgLockRegistryOptions } from './pg-lock-registry.js';
 export { migratePostgres, POSTGRES_MIGRATIONS } from './migrations.js';
 export type { PostgresMigration } from './migrations.js';
-export { advisoryKey, DEFAULT_SCHEMA } from './schema.js';
-export type { AdvisoryPurpose } from './schema.js';
+export { advisoryKey, DEFAULT_SCHEMA, lockKey, notifyChannel } from './schema.js';
+export type { AdvisoryPurpose, ChannelPurpose } from './schema.js';

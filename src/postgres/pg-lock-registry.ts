@@ -180,7 +180,7 @@ export class PgLockRegistry implements LockRegistry {
           ON CONFLICT (name) DO UPDATE SET fencing_token = l.fencing_token + 1, holder = excluded.holder, acquired_at = excluded.acquired_at
           RETURNING name, fencing_token`,
       },
-      release: { name: name('release'), rowMode: array, text: `SELECT pg_advisory_unlock($1::bigint), pg_notify('${this.#channel}', $1::text)` },
+      release: { name: name('release'), rowMode: array, text: `SELECT pg_advisory_unlock($1::bigint), pg_notify('${this.#channel}', $1::bigint::text)` },
       releaseAll: {
         name: name('release_all'),
         rowMode: array,
@@ -374,7 +374,7 @@ export class PgLockRegistry implements LockRegistry {
     const lease = new PgLease(name, key, fencingToken, connection, (released) => this.#release(released));
     this.#held.set(name, lease);
     if (request.waiting) {
-      this.#logger.warn({ lock: name, fencingToken, holder: this.holderId }, `Lock "${name}" acquired after waiting (fencing token ${fencingToken})`);
+      this.#logger.info({ lock: name, fencingToken, holder: this.holderId }, `Lock "${name}" acquired after waiting (fencing token ${fencingToken})`);
     } else {
       this.#logger.info({ lock: name, fencingToken, holder: this.holderId }, `Lock "${name}" acquired (fencing token ${fencingToken})`);
     }

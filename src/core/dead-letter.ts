@@ -1,0 +1,85 @@
+/** One failed attempt, as the dead-letter queue keeps it. */
+export interface FailedAttempt {
+  at: Date;
+  /** A readable description of what was thrown (any value, not only an Error). */
+  error: string;
+}
+
+/**
+ * Where the failure happened:
+ * - 'execute': an automation's side effect for one to-do item,
+ * - 'trigger': an automation's trigger for an event (a poison event),
+ * - 'handler': a subscription's handler for an event.
+ */
+export type DeadLetterStage = 'execute' | 'trigger' | 'handler';
+
+/** 'dead' waits for an operator; 'redrive' is picked up by the leading node and run again. */
+export type DeadLetterStatus = 'dead' | 'redrive';
+
+export interface NewDeadLetter {
+  /** The automation or subscription it belongs to. */
+  source: string;
+  stage: DeadLetterStage;
+  /** The to-do item's key ('' for trigger and handler failures). */
+  key: string;
+  /** The to-do item's payload (null for trigger and handler failures). JSON. */
+  payload: unknown;
+  eventId: string;
+  eventType: string;
+  eventPosition: number;
+  streamId: string;
+  attempts: FailedAttempt[];
+}
+
+export interface DeadLetter extends NewDeadLetter {
+  /** UUIDv7. */
+  id: string;
+  status: DeadLetterStatus;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface DeadLetterQuery {
+  source?: string;
+  status?: DeadLetterStatus;
+  /** Default 100. */
+  limit?: number;
+  /** Pages by id (ids are UUIDv7, so this is creation order). */
+  afterId?: string;
+}
+
+export type DeadLetterSelector = { id: string } | { source: string };
+
+/**
+ * The durable dead-letter queue: nothing a node gave up on is lost, and an operator can list, redrive
+ * or discard it. Stored in the same database as the events.
+ */
+export interface DeadLetterStore {
+  add(letter: NewDeadLetter): Promise<DeadLetter>;
+  /** Oldest first. */
+  list(query?: DeadLetterQuery): Promise<DeadLetter[]>;
+  count(query?: Omit<DeadLetterQuery, 'limit' | 'afterId'>): Promise<number>;
+  get(id: string): Promise<DeadLetter | undefined>;
+  /** Marks letters for redrive; the leading node of their source runs them again. Returns how many. */
+  redrive(selector: DeadLetterSelector): Promise<number>;
+  /**
+   * Ends a redrive: success removes the letter; failure puts it back to 'dead' with the new attempts
+   * appended. Only a letter in 'redrive' status is changed (a concurrent discard wins).
+   */
+  settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void>;
+  /** Removes letters for good. Returns how many. */
+  discard(selector: DeadLetterSelector): Promise<number>;
+}
+
+/**
+ * Remembers which to-do items have run, so a replay from the checkpoint after a crash runs only what
+ * had not completed. An item is identified by the position of its event and an id unique within that
+ * event.
+ */
+export interface CompletionStore {
+  markCompleted(source: string, position: number, itemId: string): Promise<void>;
+  /** Ids (`${position}/${itemId}`) of the items completed after `position`. */
+  completedAfter(source: string, position: number): Promise<Set<string>>;
+  /** Forgets completions at or below `position`: the checkpoint has passed them. */
+  prune(source: string, position: number): Promise<void>;
+}
