@@ -47,18 +47,18 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
 
   protected async readStreamRows(streamId: string, fromVersion: number, direction: ReadDirection, limit: number): Promise<StoredEventRow[]> {
     const stream = this.#streams.get(streamId) ?? [];
-    if (direction === 'forward') return stream.slice(fromVersion - 1, fromVersion - 1 + limit);
+    if (direction === 'forward') return copies(stream.slice(fromVersion - 1, fromVersion - 1 + limit));
     const end = Math.min(fromVersion, stream.length);
-    return stream.slice(Math.max(0, end - limit), end).reverse();
+    return copies(stream.slice(Math.max(0, end - limit), end).reverse());
   }
 
   protected async readAllRows(after: number, limit: number, types: readonly string[] | undefined): Promise<StoredEventRow[]> {
-    if (!types) return this.#log.slice(after, after + limit);
+    if (!types) return copies(this.#log.slice(after, after + limit));
     const wanted = new Set(types);
     const out: StoredEventRow[] = [];
     for (let i = after; i < this.#log.length && out.length < limit; i++) {
       const row = this.#log[i] as StoredEventRow;
-      if (wanted.has(row.type)) out.push(row);
+      if (wanted.has(row.type)) out.push({ ...row });
     }
     return out;
   }
@@ -78,4 +78,9 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
     const row = this.#log[position - 1];
     if (row) Object.assign(row, patch);
   }
+}
+
+/** Readers get rows of their own: the base turns them into events in place. */
+function copies(rows: StoredEventRow[]): StoredEventRow[] {
+  return rows.map((row) => ({ ...row }));
 }

@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
-import { waitUntil } from '../../src/testing/wait.js';
 import { assertRun, elected, ev, Harness, ms, now, positions, range, tokens } from './fixtures/harness.js';
 import type { HandledRow, LeaderNode } from './fixtures/harness.js';
 import { firstOf } from './fixtures/processes.js';
@@ -65,6 +64,7 @@ describe('Leadership failover across processes (PostgreSQL)', () => {
     assertRun(twice, c + 1, k, 'duplicates are exactly the suffix the dead leader handled above its checkpoint');
     assert.deepEqual([...new Set(positions(rows))].sort((a, b) => a - b), range(1, 60), 'no event lost');
     assert.equal(rows.length, k + (60 - c));
+    assert.deepEqual(await db.lease(), { token: newToken, holder: next.label });
     const third = standbys.find((node) => node !== next) as LeaderNode;
     assert.equal(by(rows, third).length, 0);
     assert.equal(third.find(ev('leading')).length, 0);
@@ -133,6 +133,7 @@ describe('Leadership failover across processes (PostgreSQL)', () => {
       'the stale leader saved nothing after it froze',
     );
     assert.equal(leader.find(ev('leading')).length, 1, 'and did not lead again');
+    assert.deepEqual(await db.lease(), { token: newToken, holder: next.label });
     assert.equal(statusAfter(leader, noticedAt, (l) => l.state === 'leading').length, 0);
 
     const takeover = leading.t - stoppedAt;
@@ -147,7 +148,7 @@ describe('Leadership failover across processes (PostgreSQL)', () => {
     const appending = db.append(60, 5);
     await db.waitForRows((rows) => rows.length >= 15, 'the leader is under way');
 
-    const pid = await lockConnectionPid(db, leader);
+    const pid = await lockConnectionPid(db, leader, leader.find(ev('leading'))[0] as Line);
     const before = new Map(nodes.map((node) => [node, node.lines.length]));
     const terminatedAt = now();
     await db.terminate(pid);
@@ -185,17 +186,18 @@ describe('Leadership failover across processes (PostgreSQL)', () => {
   });
 });
 
-/** The backend of `node`'s PgLockRegistry that holds the advisory lock. */
-async function lockConnectionPid(db: Harness, node: LeaderNode): Promise<number> {
-  return waitUntil(
-    async () => {
-      const result = await db.schema.pool.query<{ pid: number }>(
-        `SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
-          WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE $1`,
-        [`%${node.label}%`],
-      );
-      return result.rows.length === 1 ? result.rows[0]?.pid : undefined;
-    },
-    { timeoutMs: 5_000, message: `the lock connection of ${node.label}` },
+/** The backend whose session holds `node`'s advisory lock: the pid it printed, checked against pg_locks. */
+async function lockConnectionPid(db: Harness, node: LeaderNode, leading: Line): Promise<number> {
+  const pid = leading.lockPid as number;
+  const result = await db.schema.pool.query<{ application_name: string }>(
+    `SELECT a.application_name FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+      WHERE l.locktype = 'advisory' AND l.granted AND a.pid = $1`,
+    [pid],
   );
+  assert.deepEqual(
+    result.rows.map((row) => row.application_name),
+    [`eskit-test-lock-${node.label}`],
+    `backend ${pid} is ${node.label}'s lock connection and holds one advisory lock`,
+  );
+  return pid;
 }

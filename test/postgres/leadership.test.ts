@@ -54,6 +54,8 @@ describe('Leadership across processes (PostgreSQL)', () => {
       'every checkpoint write carried the token',
     );
 
+    assert.deepEqual(await db.lease(), { token, holder: leader.label }, 'the lease row names the leader');
+
     // Standbys first, so that none of them takes over while the test shuts down.
     for (const node of [...standbys, leader]) await stopGracefully(node);
     assert.deepEqual(positions(await db.rows()), range(1, 60));
@@ -95,6 +97,7 @@ describe('Leadership across processes (PostgreSQL)', () => {
     const released = leader.find(ev('released'))[0];
     assert.ok(released, `the old leader released its lease\n${leader.output()}`);
     assert.equal(leader.find(ev('lease-lost')).length, 0, 'a release is not reported as a lost lease');
+    assert.deepEqual(await db.lease(), { token: leading.token, holder: next.label });
     const third = standbys.find((node) => node !== next) as LeaderNode;
     assert.equal(third.find(ev('leading')).length, 0);
     assert.equal(rows.filter((row) => row.node === third.label).length, 0);
@@ -103,7 +106,7 @@ describe('Leadership across processes (PostgreSQL)', () => {
     const stopped = leader.find(ev('stopped'))[0] as { t: number };
     const handoff = leading.t - released.t;
     t.diagnostic(`graceful handoff, release → standby holds the lock: ${ms(handoff)}`);
-    t.diagnostic(`release → standby handled its first event: ${ms(firstHandled.t - released.t)}`);
+    t.diagnostic(`release → standby handled its first event: ${ms(firstHandled.t - released.t)} (holds → claimed ${ms(claimed.t - leading.t)}, claimed → first handled ${ms(firstHandled.t - claimed.t)})`);
     t.diagnostic(`old leader printed "stopped" → standby's first handled event: ${ms(firstHandled.t - stopped.t)} (negative: the standby was already at work)`);
     t.diagnostic(`SIGTERM → standby's first handled event: ${ms(firstHandled.t - termAt)}`);
     // Far below the lock poll (200 ms): the release reached the standby by notification.
@@ -171,8 +174,8 @@ describe('Leadership across processes (PostgreSQL)', () => {
 /** The backend of `node`'s store that LISTENs for appends (identified by the pool's application_name). */
 async function listenerPid(db: Harness, node: LeaderNode): Promise<number | undefined> {
   const result = await db.schema.pool.query<{ pid: number }>(
-    `SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1 AND query ILIKE 'LISTEN%'`,
-    [`%${node.label}%`],
+    `SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN "eskit_appended_%'`,
+    [`eskit-test-${node.label}`],
   );
   return result.rows.length === 1 ? result.rows[0]?.pid : undefined;
 }
