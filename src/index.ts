@@ -3,3 +3,4 @@ export * from './core/index.js';
 export * from './decider/index.js';
 export * from './memory/index.js';
 export * from './subscription/index.js';
+export * from './automation/index.js';

@@ -77,7 +77,8 @@ export interface DeadLetterStore {
  * event.
  */
 export interface CompletionStore {
-  markCompleted(source: string, position: number, itemId: string): Promise<void>;
+  /** Records completed items; recording one twice is harmless. */
+  markCompleted(source: string, items: ReadonlyArray<{ position: number; itemId: string }>): Promise<void>;
   /** Ids (`${position}/${itemId}`) of the items completed after `position`. */
   completedAfter(source: string, position: number): Promise<Set<string>>;
   /** Forgets completions at or below `position`: the checkpoint has passed them. */

@@ -16,6 +16,8 @@ export const ErrorCode = {
   AlreadyStarted: 'ESKIT_ALREADY_STARTED',
   HandlerFailed: 'ESKIT_HANDLER_FAILED',
   LockUnavailable: 'ESKIT_LOCK_UNAVAILABLE',
+  Timeout: 'ESKIT_TIMEOUT',
+  PermanentFailure: 'ESKIT_PERMANENT_FAILURE',
   Migration: 'ESKIT_MIGRATION',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -182,5 +184,21 @@ export function describeError(error: unknown): string {
     return typeof error === 'string' ? error : (JSON.stringify(error) ?? String(error));
   } catch {
     return String(error);
+  }
+}
+
+export class TimeoutError extends EskitError {
+  constructor(what: string, readonly timeoutMs: number) {
+    super(ErrorCode.Timeout, `${what} did not finish within ${timeoutMs} ms.`);
+  }
+}
+
+/**
+ * Thrown by an automation's `execute` (or a subscription's handler) to say "retrying will not help":
+ * the item goes straight to the dead-letter queue.
+ */
+export class PermanentFailure extends EskitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.PermanentFailure, message, options);
   }
 }

@@ -1,5 +1,6 @@
 import type { CheckpointStore } from '../core/checkpoint.js';
-import { AlreadyStartedError, HandlerFailedError, InvalidArgumentError, isEskitError, ErrorCode } from '../core/errors.js';
+import type { DeadLetterStore, FailedAttempt } from '../core/dead-letter.js';
+import { AlreadyStartedError, HandlerFailedError, InvalidArgumentError, describeError, isEskitError, ErrorCode } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Lease, LockRegistry } from '../core/lock.js';
@@ -45,6 +46,8 @@ export interface OutstandingWork {
   earliestPending(): number | undefined;
   /** `listener` is called when work finished (so the checkpoint may move while no events arrive). */
   onProgress(listener: () => void): () => void;
+  /** The checkpoint was saved at `position`. */
+  checkpointed?(position: number): void;
   /**
    * Leadership ends. 'stopped': let work in flight finish (and stop starting more) before resolving.
    * 'lost': abandon it at once; the next leader redoes what was not checkpointed.
@@ -71,6 +74,11 @@ export interface SubscriptionOptions<E extends EventShape> {
    * `ESKIT_HANDLER_FAILED`. An automation's dead-letter queue plugs in here ('skip' = it was stored).
    */
   onHandlerFailure?: FailureAction<E>;
+  /**
+   * After the last attempt, store the event here (stage 'handler') and go on, instead of stopping.
+   * Ignored when `onHandlerFailure` is given.
+   */
+  deadLetters?: DeadLetterStore;
   /** The safety net behind append notifications. Default 500 ms. */
   pollIntervalMs?: number;
   /**
@@ -286,6 +294,7 @@ export class Subscription<E extends EventShape = EventShape> {
       if (result === 'saved') {
         saved = to;
         this.#position = saved;
+        work?.checkpointed?.(saved);
       }
       return result === 'saved' || result === 'unsaved' ? undefined : result;
     };
@@ -354,6 +363,31 @@ export class Subscription<E extends EventShape = EventShape> {
     }
   }
 
+  /** Stores a failed event in the dead-letter queue, retrying while the queue is down (until stop). */
+  readonly #deadLetter: FailureAction<E> = async ({ event, error, attempts }) => {
+    const deadLetters = this.#options.deadLetters as DeadLetterStore;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await deadLetters.add({
+          source: this.name,
+          stage: 'handler',
+          key: '',
+          payload: null,
+          eventId: event.id,
+          eventType: event.type,
+          eventPosition: event.position,
+          streamId: event.streamId,
+          attempts: describeAttempts(attempts, error),
+        });
+        this.#logger.warn({ subscription: this.name, position: event.position, err: error }, `Subscription "${this.name}": event dead-lettered`);
+        return 'skip';
+      } catch (storeError) {
+        this.#logger.warn({ subscription: this.name, err: storeError }, `Subscription "${this.name}": storing a dead letter failed; retrying`);
+        await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)), this.#stop.signal);
+      }
+    }
+  };
+
   #lostLeadership(reason: unknown): LeadOutcome {
     this.#logger.warn(
       { subscription: this.name, err: reason },
@@ -417,7 +451,7 @@ export class Subscription<E extends EventShape = EventShape> {
         return 'done';
       } catch (error) {
         if (signal.aborted) return 'aborted';
-        if (attempt >= this.#retry.maxAttempts) return this.#afterLastAttempt(event, error, attempt, fencingToken);
+        if (attempt >= this.#retry.maxAttempts || isEskitError(error, ErrorCode.PermanentFailure)) return this.#afterLastAttempt(event, error, attempt, fencingToken, signal);
         this.#logger.warn(
           { subscription: this.name, position: event.position, attempt, err: error },
           `Subscription "${this.name}": handler failed; retrying`,
@@ -436,9 +470,21 @@ export class Subscription<E extends EventShape = EventShape> {
     error: unknown,
     attempts: number,
     fencingToken: number | undefined,
-  ): Promise<'done' | { error: unknown }> {
-    const onFailure = this.#options.onHandlerFailure;
-    if (onFailure && (await onFailure({ event, error, attempts, fencingToken })) === 'skip') return 'done';
+    signal: AbortSignal,
+  ): Promise<'done' | 'aborted' | { error: unknown }> {
+    const onFailure = this.#options.onHandlerFailure ?? (this.#options.deadLetters ? this.#deadLetter : undefined);
+    if (onFailure) {
+      let decision: 'skip' | 'stop';
+      try {
+        decision = await onFailure({ event, error, attempts, fencingToken });
+      } catch (failureError) {
+        // Stopping while the failure was being recorded: the event is delivered again later.
+        if (signal.aborted) return 'aborted';
+        throw failureError;
+      }
+      if (decision === 'skip') return 'done';
+      if (signal.aborted) return 'aborted';
+    }
     return { error: new HandlerFailedError(this.name, event.position, attempts, error) };
   }
 }
@@ -446,6 +492,10 @@ export class Subscription<E extends EventShape = EventShape> {
 /** Failures that can heal by waiting: anything that is not an eskit error, and a busy database. */
 function isTransient(error: unknown): boolean {
   return !isEskitError(error) || isEskitError(error, ErrorCode.StoreBusy);
+}
+
+function describeAttempts(attempts: number, error: unknown): FailedAttempt[] {
+  return Array.from({ length: attempts }, () => ({ at: new Date(), error: describeError(error) }));
 }
 
 function positiveInteger(name: string, value: number): number {

@@ -1,0 +1,555 @@
+import type { CheckpointStore } from '../core/checkpoint.js';
+import type { CompletionStore, DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
+import { ErrorCode, InvalidArgumentError, TimeoutError, describeError, isEskitError } from '../core/errors.js';
+import type { EventShape, Recorded, RecordedEvent } from '../core/event.js';
+import type { LockRegistry } from '../core/lock.js';
+import { consoleLogger } from '../core/logger.js';
+import type { Logger } from '../core/logger.js';
+import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
+import type { RetryPolicy } from '../core/retry.js';
+import type { EventStore } from '../core/store.js';
+import { Subscription } from '../subscription/subscription.js';
+import type { OutstandingWork, StartFrom, SubscriptionStatus } from '../subscription/subscription.js';
+
+/** One thing to do because of an event. Items with the same key run one at a time, in event order. */
+export interface TodoItem<P = unknown> {
+  key: string;
+  payload: P;
+}
+
+export interface ExecuteContext {
+  automation: string;
+  /** The lease's token while leader election is on: pass it to systems that can check it. */
+  fencingToken: number | undefined;
+  /** 1 on the first attempt. */
+  attempt: number;
+  /** Fires when the attempt timed out or leadership was lost: stop the side effect if you can. */
+  signal: AbortSignal;
+  /** The event that produced the item. */
+  event: RecordedEvent;
+  /** True when an operator asked to run a dead letter again. */
+  redrive: boolean;
+}
+
+export type Trigger<E extends EventShape, P> = (
+  event: Recorded<E>,
+) => TodoItem<P> | readonly TodoItem<P>[] | undefined | null | Promise<TodoItem<P> | readonly TodoItem<P>[] | undefined | null>;
+
+export interface AutomationOptions<E extends EventShape, P> {
+  /** Names the checkpoint, the lock and the dead letters. */
+  name: string;
+  store: EventStore<E>;
+  checkpoints: CheckpointStore;
+  deadLetters: DeadLetterStore;
+  /** Without it, a crash re-runs every item after the checkpoint, completed or not. */
+  completions?: CompletionStore;
+  /** Turns an event into to-do items (none is fine). A trigger that keeps throwing dead-letters the event. */
+  trigger: Trigger<E, P>;
+  /** Runs the side effect. Throw `PermanentFailure` to skip the remaining retries. */
+  execute: (item: TodoItem<P>, context: ExecuteContext) => unknown;
+  types?: readonly E['type'][];
+  leaderLock?: LockRegistry;
+  /** Items of different keys running at once. Default 8. */
+  concurrency?: number;
+  /** Per attempt. Default 30 s. */
+  timeoutMs?: number;
+  /** Retries of `execute`. Default 5 attempts, 200 ms doubling up to 30 s, full jitter. */
+  retry?: Partial<RetryPolicy>;
+  /** Retries of `trigger` before its event is dead-lettered. Default 3 attempts. */
+  triggerRetry?: Partial<RetryPolicy>;
+  /** Reading pauses while this many items wait. Default 1000. */
+  maxPending?: number;
+  batchSize?: number;
+  pollIntervalMs?: number;
+  startFrom?: StartFrom;
+  logger?: Logger;
+}
+
+export interface AutomationStatus extends SubscriptionStatus {
+  /** Items triggered and not finished on this node. */
+  pending: number;
+  /** Items executing right now. */
+  running: number;
+}
+
+interface Item<P> {
+  key: string;
+  payload: P;
+  /** Unique within its event: the key plus its occurrence among the event's items. */
+  itemId: string;
+  event: RecordedEvent;
+  /** The position the item holds the checkpoint at; undefined for redrives (already behind it). */
+  position: number | undefined;
+  redriveOf: DeadLetter | undefined;
+  failures: FailedAttempt[];
+}
+
+/** One leadership period's to-do list. A new period starts from scratch at the checkpoint. */
+class Period<P> {
+  readonly queues = new Map<string, Item<P>[]>();
+  readonly readyKeys: string[] = [];
+  running = 0;
+  pending = 0;
+  /** Positions with unfinished items, ascending (events arrive in order), and their counts. */
+  readonly positions: number[] = [];
+  readonly counts = new Map<number, number>();
+  readonly inFlight = new Set<Promise<void>>();
+  readonly redriving = new Set<string>();
+  /** Completed items not yet recorded, above the saved checkpoint. */
+  unrecorded: Array<{ position: number; itemId: string }> = [];
+  savedPosition: number;
+  stopping = false;
+  /** Aborts backoff waits and capacity waits (stop or loss). */
+  readonly halt = new AbortController();
+  /** Aborts the side effects themselves (loss only: a stop lets them finish). */
+  readonly lose = new AbortController();
+  timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly fencingToken: number | undefined,
+    readonly completed: Set<string>,
+    position: number,
+  ) {
+    this.savedPosition = position;
+  }
+
+  get ended(): boolean {
+    return this.halt.signal.aborted;
+  }
+}
+
+const defaultRetry: RetryPolicy = { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 30_000 };
+const defaultTriggerRetry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 5_000 };
+
+/**
+ * Event → to-do items → side effects, with retries, per-key order, a dead-letter queue, and a
+ * checkpoint that never passes an item that has not finished (run, or dead-lettered).
+ *
+ * Delivery: `execute` runs at least once per item. An item whose completion was recorded (recording
+ * happens at every checkpoint save and poll tick) is not run again after a crash; one that completed
+ * after the last record may be.
+ */
+export class Automation<E extends EventShape = EventShape, P = unknown> {
+  readonly name: string;
+  readonly #options: AutomationOptions<E, P>;
+  readonly #subscription: Subscription<E>;
+  readonly #retry: RetryPolicy;
+  readonly #concurrency: number;
+  readonly #timeoutMs: number;
+  readonly #maxPending: number;
+  readonly #pollIntervalMs: number;
+  readonly #logger: Logger;
+  readonly #progressListeners = new Set<() => void>();
+  #period: Period<P> | undefined;
+  #capacityWaiters: Array<() => void> = [];
+
+  constructor(options: AutomationOptions<E, P>) {
+    if (typeof options.trigger !== 'function' || typeof options.execute !== 'function') {
+      throw new InvalidArgumentError(`Automation "${String(options.name)}" needs trigger and execute functions.`);
+    }
+    if (!options.deadLetters) throw new InvalidArgumentError(`Automation "${String(options.name)}" needs a dead-letter store (deadLetters).`);
+    this.name = options.name;
+    this.#options = options;
+    this.#retry = retryPolicy(options.retry, defaultRetry);
+    this.#concurrency = positive('concurrency', options.concurrency ?? 8);
+    this.#timeoutMs = positive('timeoutMs', options.timeoutMs ?? 30_000);
+    this.#maxPending = positive('maxPending', options.maxPending ?? 1000);
+    this.#pollIntervalMs = positive('pollIntervalMs', options.pollIntervalMs ?? 500);
+    this.#logger = options.logger ?? consoleLogger();
+
+    const work: OutstandingWork = {
+      begin: (context) => this.#begin(context.position, context.fencingToken),
+      earliestPending: () => this.#earliestPending(),
+      onProgress: (listener) => {
+        this.#progressListeners.add(listener);
+        return () => this.#progressListeners.delete(listener);
+      },
+      checkpointed: (position) => this.#checkpointed(position),
+      end: (reason) => this.#end(reason),
+    };
+    this.#subscription = new Subscription<E>({
+      name: options.name,
+      store: options.store,
+      checkpoints: options.checkpoints,
+      types: options.types,
+      batchSize: options.batchSize,
+      startFrom: options.startFrom,
+      pollIntervalMs: this.#pollIntervalMs,
+      leaderLock: options.leaderLock,
+      logger: this.#logger,
+      retry: retryPolicy(options.triggerRetry, defaultTriggerRetry),
+      outstandingWork: work,
+      handler: (event, context) => this.#enqueue(event, context.signal),
+      onHandlerFailure: async ({ event, error, attempts }) => {
+        await this.#deadLetterUntilStored(this.#letter('trigger', '', null, event, attempts, error), this.#period?.halt.signal);
+        return 'skip';
+      },
+    });
+  }
+
+  /** Starts in the background (standing by while another node holds the lock). */
+  start(): Promise<void> {
+    return this.#subscription.start();
+  }
+
+  /** Lets running side effects finish, records them, saves the checkpoint, releases leadership. */
+  stop(): Promise<void> {
+    return this.#subscription.stop();
+  }
+
+  async whenStopped(): Promise<AutomationStatus> {
+    await this.#subscription.whenStopped();
+    return this.status();
+  }
+
+  async status(): Promise<AutomationStatus> {
+    const status = await this.#subscription.status();
+    return { ...status, pending: this.#period?.pending ?? 0, running: this.#period?.running ?? 0 };
+  }
+
+  // ---- leadership period -------------------------------------------------------------------------
+
+  async #begin(position: number, fencingToken: number | undefined): Promise<void> {
+    const { completions } = this.#options;
+    let completed = new Set<string>();
+    if (completions) {
+      completed = await completions.completedAfter(this.name, position);
+      completions.prune(this.name, position).catch((error: unknown) => this.#warn('pruning completion records failed', error));
+    }
+    const period = new Period<P>(fencingToken, completed, position);
+    this.#period = period;
+    const tick = (): void => {
+      if (period.ended) return;
+      void Promise.all([this.#recordCompletions(period), this.#pickUpRedrives(period)]).finally(() => {
+        if (!period.ended) period.timer = setTimeout(tick, this.#pollIntervalMs);
+      });
+    };
+    period.timer = setTimeout(tick, this.#pollIntervalMs);
+  }
+
+  async #end(reason: 'stopped' | 'lost'): Promise<void> {
+    const period = this.#period;
+    if (!period) return;
+    period.stopping = true;
+    clearTimeout(period.timer);
+    if (reason === 'lost') period.lose.abort(new Error(`Automation "${this.name}" lost leadership`));
+    period.halt.abort(new Error(`Automation "${this.name}" is stopping`));
+    this.#wakeCapacityWaiters();
+    // A stop drains what runs; a loss abandons it (the new leader redoes what was not checkpointed).
+    if (reason === 'stopped') await Promise.allSettled([...period.inFlight]);
+    if (reason === 'stopped') await this.#recordCompletions(period);
+    if (this.#period === period) this.#period = undefined;
+  }
+
+  #checkpointed(position: number): void {
+    const period = this.#period;
+    if (!period) return;
+    period.savedPosition = position;
+    if (period.unrecorded.length > 0) period.unrecorded = period.unrecorded.filter((c) => c.position > position);
+  }
+
+  /** Writes completion records for items above the saved checkpoint (below it they are covered). */
+  async #recordCompletions(period: Period<P>): Promise<void> {
+    const { completions } = this.#options;
+    if (!completions) return;
+    const batch = period.unrecorded.filter((c) => c.position > period.savedPosition);
+    period.unrecorded = [];
+    if (batch.length === 0) return;
+    try {
+      await completions.markCompleted(this.name, batch);
+    } catch (error) {
+      // Not fatal: without the record an item may run again after a crash (at least once).
+      period.unrecorded.push(...batch);
+      this.#warn('recording completed items failed; will retry', error);
+    }
+  }
+
+  #earliestPending(): number | undefined {
+    const period = this.#period;
+    if (!period) return undefined;
+    const { positions, counts } = period;
+    while (positions.length > 0 && !counts.has(positions[0] as number)) positions.shift();
+    return positions[0];
+  }
+
+  // ---- triggering ------------------------------------------------------------------------------
+
+  async #enqueue(event: Recorded<E>, signal: AbortSignal): Promise<void> {
+    const period = this.#period;
+    if (!period) return;
+    const items = normalise(await this.#options.trigger(event));
+    const occurrences = new Map<string, number>();
+    for (const { key, payload } of items) {
+      const n = (occurrences.get(key) ?? 0) + 1;
+      occurrences.set(key, n);
+      const itemId = n === 1 ? key : `${key}#${n}`;
+      if (period.completed.has(`${event.position}/${itemId}`)) continue;
+      this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: [] });
+    }
+    this.#pump(period);
+    // Back-pressure: reading pauses while the to-do list is full (a stop or a loss ends the wait).
+    while (period.pending >= this.#maxPending && !signal.aborted && !period.ended) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          signal.removeEventListener('abort', done);
+          resolve();
+        };
+        signal.addEventListener('abort', done, { once: true });
+        this.#capacityWaiters.push(done);
+      });
+    }
+  }
+
+  #add(period: Period<P>, item: Item<P>): void {
+    if (item.position !== undefined) {
+      const count = period.counts.get(item.position);
+      if (count === undefined) period.positions.push(item.position);
+      period.counts.set(item.position, (count ?? 0) + 1);
+    }
+    period.pending += 1;
+    const queue = period.queues.get(item.key);
+    if (queue) {
+      queue.push(item);
+    } else {
+      period.queues.set(item.key, [item]);
+      period.readyKeys.push(item.key);
+    }
+  }
+
+  #finish(period: Period<P>, item: Item<P>): void {
+    period.pending -= 1;
+    if (item.position !== undefined) {
+      const count = (period.counts.get(item.position) ?? 1) - 1;
+      if (count === 0) period.counts.delete(item.position);
+      else period.counts.set(item.position, count);
+    }
+    if (period.pending < this.#maxPending) this.#wakeCapacityWaiters();
+    for (const listener of this.#progressListeners) listener();
+  }
+
+  #wakeCapacityWaiters(): void {
+    const waiters = this.#capacityWaiters;
+    this.#capacityWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  // ---- executing -------------------------------------------------------------------------------
+
+  /** Starts keys while there are free slots. Each key runs its items one after another. */
+  #pump(period: Period<P>): void {
+    while (!period.ended && period.running < this.#concurrency && period.readyKeys.length > 0) {
+      const key = period.readyKeys.shift() as string;
+      period.running += 1;
+      const run = this.#runKey(period, key).finally(() => {
+        period.running -= 1;
+        period.inFlight.delete(run);
+        this.#pump(period);
+      });
+      period.inFlight.add(run);
+    }
+  }
+
+  async #runKey(period: Period<P>, key: string): Promise<void> {
+    const queue = period.queues.get(key) as Item<P>[];
+    while (queue.length > 0) {
+      const item = queue[0] as Item<P>;
+      const outcome = await this.#runItem(period, item);
+      // Abandoned: the item stays pending (holding the checkpoint) until this period ends.
+      if (outcome === 'abandoned') return;
+      queue.shift();
+      this.#finish(period, item);
+    }
+    period.queues.delete(key);
+  }
+
+  async #runItem(period: Period<P>, item: Item<P>): Promise<'done' | 'abandoned'> {
+    for (let attempt = item.failures.length + 1; ; attempt++) {
+      if (period.ended) return 'abandoned';
+      const error = await this.#attempt(period, item, attempt);
+      if (error === undefined) {
+        if (period.lose.signal.aborted) return 'abandoned';
+        await this.#completed(period, item);
+        return 'done';
+      }
+      if (period.lose.signal.aborted) return 'abandoned';
+      item.failures.push({ at: new Date(), error: describeError(error) });
+      const permanent = isEskitError(error, ErrorCode.PermanentFailure);
+      if (permanent || attempt >= this.#retry.maxAttempts) {
+        return (await this.#givenUp(period, item, error)) ? 'done' : 'abandoned';
+      }
+      this.#logger.warn(
+        { automation: this.name, key: item.key, position: item.event.position, attempt, err: error },
+        `Automation "${this.name}": execute failed; retrying`,
+      );
+      try {
+        await delay(backoffDelay(this.#retry, attempt), period.halt.signal);
+      } catch {
+        return 'abandoned';
+      }
+    }
+  }
+
+  /** One attempt; resolves with the error, or undefined on success. Never waits past the timeout. */
+  async #attempt(period: Period<P>, item: Item<P>, attempt: number): Promise<unknown> {
+    const timeout = new AbortController();
+    const signal = AbortSignal.any([period.lose.signal, timeout.signal]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<unknown>((resolve) => {
+      timer = setTimeout(() => {
+        const error = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
+        timeout.abort(error);
+        resolve(error);
+      }, this.#timeoutMs);
+    });
+    const context: ExecuteContext = {
+      automation: this.name,
+      fencingToken: period.fencingToken,
+      attempt,
+      signal,
+      event: item.event,
+      redrive: item.redriveOf !== undefined,
+    };
+    try {
+      const run = (async () => {
+        await this.#options.execute({ key: item.key, payload: item.payload }, context);
+        return undefined;
+      })().catch((error: unknown) => error ?? new Error('execute threw a nullish value'));
+      return await Promise.race([run, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #completed(period: Period<P>, item: Item<P>): Promise<void> {
+    if (item.redriveOf) {
+      await this.#settleRedrive(period, item.redriveOf, { ok: true });
+      return;
+    }
+    if (this.#options.completions && item.position !== undefined && item.position > period.savedPosition) {
+      period.unrecorded.push({ position: item.position, itemId: item.itemId });
+    }
+  }
+
+  /** After the last attempt: the dead-letter queue. False when the period ended before it was stored. */
+  async #givenUp(period: Period<P>, item: Item<P>, error: unknown): Promise<boolean> {
+    if (item.redriveOf) {
+      await this.#settleRedrive(period, item.redriveOf, { ok: false, attempts: item.failures });
+      return true;
+    }
+    const letter: NewDeadLetter = {
+      ...this.#letter('execute', item.key, item.payload, item.event, item.failures.length, error),
+      attempts: item.failures,
+    };
+    return this.#deadLetterUntilStored(letter, period.halt.signal);
+  }
+
+  #letter(stage: NewDeadLetter['stage'], key: string, payload: unknown, event: RecordedEvent, attempts: number, error: unknown): NewDeadLetter {
+    return {
+      source: this.name,
+      stage,
+      key,
+      payload,
+      eventId: event.id,
+      eventType: event.type,
+      eventPosition: event.position,
+      streamId: event.streamId,
+      attempts: Array.from({ length: Math.max(1, attempts) }, () => ({ at: new Date(), error: describeError(error) })),
+    };
+  }
+
+  /**
+   * Stores a dead letter, retrying while the dead-letter store is down: the item keeps holding the
+   * checkpoint meanwhile, so nothing is lost. False when stopped before it was stored.
+   */
+  async #deadLetterUntilStored(letter: NewDeadLetter, halt: AbortSignal | undefined): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#options.deadLetters.add(letter);
+        this.#logger.warn(
+          { automation: this.name, key: letter.key, position: letter.eventPosition, stage: letter.stage },
+          `Automation "${this.name}": gave up after ${letter.attempts.length} attempt(s); dead-lettered`,
+        );
+        return true;
+      } catch (error) {
+        this.#warn('storing a dead letter failed; retrying', error);
+        try {
+          await delay(Math.min(this.#pollIntervalMs * 4, backoffDelay(this.#retry, attempt)), halt);
+        } catch {
+          if (letter.stage === 'trigger') throw error;
+          return false;
+        }
+      }
+    }
+  }
+
+  // ---- redrive ---------------------------------------------------------------------------------
+
+  async #pickUpRedrives(period: Period<P>): Promise<void> {
+    let letters: DeadLetter[];
+    try {
+      letters = await this.#options.deadLetters.list({ source: this.name, status: 'redrive', limit: 100 });
+    } catch (error) {
+      this.#warn('reading redrive requests failed', error);
+      return;
+    }
+    for (const letter of letters) {
+      if (period.ended || period.redriving.has(letter.id)) continue;
+      period.redriving.add(letter.id);
+      const event = await this.#eventAt(letter.eventPosition);
+      if (!event) {
+        await this.#settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: `event at position ${letter.eventPosition} not found` }] });
+        continue;
+      }
+      if (letter.stage === 'execute') {
+        this.#add(period, { key: letter.key, payload: letter.payload as P, itemId: letter.key, event, position: undefined, redriveOf: letter, failures: [] });
+        continue;
+      }
+      // A trigger (or handler) failure: run the trigger again; its items then run like any others.
+      try {
+        for (const { key, payload } of normalise(await this.#options.trigger(event as Recorded<E>))) {
+          this.#add(period, { key, payload, itemId: key, event, position: undefined, redriveOf: undefined, failures: [] });
+        }
+        await this.#settleRedrive(period, letter, { ok: true });
+      } catch (error) {
+        await this.#settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: describeError(error) }] });
+      }
+    }
+    this.#pump(period);
+  }
+
+  async #settleRedrive(period: Period<P>, letter: DeadLetter, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void> {
+    try {
+      await this.#options.deadLetters.settleRedrive(letter.id, outcome);
+    } catch (error) {
+      this.#warn('settling a redrive failed; it will be picked up again', error);
+    }
+    period.redriving.delete(letter.id);
+  }
+
+  async #eventAt(position: number): Promise<RecordedEvent | undefined> {
+    for await (const event of this.#options.store.readAll({ after: position - 1, limit: 1, raw: true })) {
+      return event.position === position ? event : undefined;
+    }
+    return undefined;
+  }
+
+  #warn(message: string, error: unknown): void {
+    this.#logger.warn({ automation: this.name, err: error }, `Automation "${this.name}": ${message}`);
+  }
+}
+
+function normalise<P>(result: TodoItem<P> | readonly TodoItem<P>[] | undefined | null): readonly TodoItem<P>[] {
+  if (result === undefined || result === null) return [];
+  const items = Array.isArray(result) ? (result as readonly TodoItem<P>[]) : [result as TodoItem<P>];
+  for (const item of items) {
+    if (typeof item !== 'object' || item === null || typeof item.key !== 'string' || item.key.length === 0) {
+      throw new InvalidArgumentError('trigger must return to-do items ({ key: non-empty string, payload }), an array of them, or nothing');
+    }
+  }
+  return items;
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
+  return value;
+}
