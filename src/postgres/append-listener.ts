@@ -20,6 +20,8 @@ export interface AppendListenerOptions {
 interface Connection {
   client: pg.Client;
   dead: boolean;
+  /** LISTEN is in place. */
+  listening: boolean;
 }
 
 const FIRST_RETRY_MS = 50;
@@ -65,16 +67,16 @@ export class AppendListener {
     await Promise.all([...this.#ending]);
   }
 
-  /** True while the LISTEN connection is up. */
+  /** True while the LISTEN connection is up and listening. */
   get connected(): boolean {
-    return this.#connection !== undefined && !this.#connection.dead;
+    return this.#connection !== undefined && !this.#connection.dead && this.#connection.listening;
   }
 
   async #connect(): Promise<void> {
     this.#retry = undefined;
     if (!this.#running) return;
     const { channel, logger } = this.#options;
-    const connection: Connection = { client: new pg.Client(this.#options.connection()), dead: false };
+    const connection: Connection = { client: new pg.Client(this.#options.connection()), dead: false, listening: false };
     const { client } = connection;
     this.#connection = connection;
     client.on('error', (error) => this.#lost(connection, error));
@@ -93,6 +95,7 @@ export class AppendListener {
       return;
     }
     if (connection.dead || this.#connection !== connection) return;
+    connection.listening = true;
     if (this.#failures > 0) logger.info({ channel }, `Listening for appends on "${channel}" again`);
     this.#failures = 0;
     this.#options.onListening();

@@ -41,6 +41,17 @@ export interface PgLockRegistryOptions {
    * `eskit-lock <pid>/<random>`. An application_name inside the connection string wins over this.
    */
   applicationName?: string;
+  /**
+   * Default false: the token bump of an acquire commits asynchronously (`synchronous_commit = off` on
+   * the lock connection), so acquiring costs one round trip and no WAL flush. Why that is safe: the
+   * bump's WAL comes before that of anything done after it, so the first synchronous commit anywhere
+   * on the server (a subscription's checkpoint claim, which comes before any handler runs) makes it
+   * durable, and the WAL writer does within ~3 x wal_writer_delay (600 ms) anyway. Only a server crash
+   * inside that window can lose a bump, and that crash also ends the holder's session and aborts its
+   * lease; the next holder then gets the same number again. With true every acquire waits for its
+   * WAL flush: set it if you hand tokens to another system before writing anything to this database.
+   */
+  durableTokens?: boolean;
   /** Default true: the first connection migrates the schema (creates `leases`). */
   migrate?: boolean;
   /** Default: warnings and errors as JSON lines on stderr. Denials and losses are warnings. */
@@ -51,6 +62,8 @@ interface Connection {
   client: pg.Client;
   pid: number;
   dead: boolean;
+  /** The last statement queued: statements run one after another (pg deprecates queueing on a client). */
+  tail: Promise<unknown>;
 }
 
 interface Request {
@@ -106,6 +119,7 @@ export class PgLockRegistry implements LockRegistry {
   readonly applicationName: string;
   readonly sessionTimeoutMs: number;
   readonly pollIntervalMs: number;
+  readonly durableTokens: boolean;
   readonly #config: pg.ClientConfig;
   readonly #logger: Logger;
   readonly #autoMigrate: boolean;
@@ -153,6 +167,7 @@ export class PgLockRegistry implements LockRegistry {
     this.applicationName = options.applicationName ?? `eskit-lock ${unique}`;
     this.#logger = options.logger ?? consoleLogger();
     this.#autoMigrate = options.migrate ?? true;
+    this.durableTokens = options.durableTokens ?? false;
     this.#channel = notifyChannel('released', this.schema);
     const keepAliveSeconds = Math.max(1, Math.ceil(this.sessionTimeoutMs / 3000));
     this.#config = {
@@ -332,7 +347,7 @@ export class PgLockRegistry implements LockRegistry {
           this.#connectFailed(names, error);
           return;
         }
-        const keys = names.map((name) => lockKey(name, this.schema));
+        const keys = names.map((name) => (this.#requests.get(name) as Request[])[0]?.key as string);
         let rows: unknown[][];
         try {
           rows = await this.#query(connection, this.#sql.take, [names, keys, this.holderId]);
@@ -351,7 +366,10 @@ export class PgLockRegistry implements LockRegistry {
           continue;
         }
         this.#failures = 0;
-        for (const row of rows) this.#granted(connection, row[0] as string, Number(row[1]));
+        for (const row of rows) {
+          const name = row[0] as string;
+          this.#granted(connection, name, keys[names.indexOf(name)] as string, Number(row[1]));
+        }
         for (const name of names) {
           for (const request of this.#requests.get(name) ?? []) this.#markWaiting(request, 'another node holds it');
         }
@@ -363,8 +381,7 @@ export class PgLockRegistry implements LockRegistry {
     this.#idleCheck();
   }
 
-  #granted(connection: Connection, name: string, fencingToken: number): void {
-    const key = lockKey(name, this.schema);
+  #granted(connection: Connection, name: string, key: string, fencingToken: number): void {
     const request = this.#requests.get(name)?.[0];
     if (!request) {
       // Every request for it was aborted while the attempt was in flight: give it straight back.
@@ -414,14 +431,18 @@ export class PgLockRegistry implements LockRegistry {
 
   async #open(): Promise<Connection> {
     const client = new pg.Client(this.#config);
-    const connection: Connection = { client, pid: 0, dead: false };
+    const connection: Connection = { client, pid: 0, dead: false, tail: Promise.resolve() };
     client.on('error', (error) => this.#lost(connection, error));
     client.on('end', () => this.#lost(connection, new Error('the lock connection ended')));
     client.on('notification', (message) => {
-      if (message.channel === this.#channel && this.#awaits(message.payload)) this.#kick();
+      void message;
     });
     try {
       await client.connect();
+      if (this.#autoMigrate && !this.#migrated) {
+        await migrateOnClient(client, this.schema);
+        this.#migrated = true;
+      }
       const keepAliveSeconds = Math.max(1, Math.ceil(this.sessionTimeoutMs / 3000));
       const results = (await client.query(
         // Server side: end this session when it stays silent (frozen or vanished holder: its locks go
@@ -431,14 +452,11 @@ export class PgLockRegistry implements LockRegistry {
          SET tcp_keepalives_interval = ${Math.max(1, Math.ceil(keepAliveSeconds / 3))};
          SET tcp_keepalives_count = 3;
          SET tcp_user_timeout = ${this.sessionTimeoutMs};
+         ${this.durableTokens ? '' : 'SET synchronous_commit = off;'}
          LISTEN "${this.#channel}";
          SELECT pg_backend_pid() AS pid`,
       )) as unknown as pg.QueryResult<{ pid: number }>[];
       connection.pid = Number(results[results.length - 1]?.rows[0]?.pid);
-      if (this.#autoMigrate && !this.#migrated) {
-        await migrateOnClient(client, this.schema);
-        this.#migrated = true;
-      }
     } catch (error) {
       connection.dead = true;
       await client.end().catch(() => undefined);
@@ -456,11 +474,15 @@ export class PgLockRegistry implements LockRegistry {
     return connection;
   }
 
-  async #query(connection: Connection, statement: pg.QueryArrayConfig, values: unknown[]): Promise<unknown[][]> {
-    const started = performance.now();
-    const result = await connection.client.query<unknown[]>({ ...statement, values });
-    if (connection === this.#connection) this.#lastOk = Math.max(this.#lastOk, started);
-    return result.rows;
+  #query(connection: Connection, statement: pg.QueryArrayConfig, values: unknown[]): Promise<unknown[][]> {
+    const run = connection.tail.then(async () => {
+      const started = performance.now();
+      const result = await connection.client.query<unknown[]>({ ...statement, values });
+      if (connection === this.#connection) this.#lastOk = Math.max(this.#lastOk, started);
+      return result.rows;
+    });
+    connection.tail = run.catch(() => undefined);
+    return run;
   }
 
   #awaits(key: string | undefined): boolean {

@@ -9,3 +9,7 @@ export type { SqliteCheckpointStoreOptions } from './sqlite-checkpoint-store.js'
 export { SqliteLockRegistry } from './sqlite-lock-registry.js';
 export type { SqliteLockRegistryOptions } from './sqlite-lock-registry.js';
 export type { SqliteConnectionOptions } from './connection.js';
+export { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
+export type { SqliteDeadLetterStoreOptions } from './sqlite-dead-letter-store.js';
+export { SqliteCompletionStore } from './sqlite-completion-store.js';
+export type { SqliteCompletionStoreOptions } from './sqlite-completion-store.js';

@@ -10,7 +10,7 @@ export interface SqliteMigration {
 }
 
 /**
- * The schema, as a history. Append new migrations at the end (dead letters come next); never edit or
+ * The schema, as a history. Append new migrations at the end; never edit or
  * reorder one that has shipped, since databases in the field already ran it.
  */
 export const sqliteMigrations: readonly SqliteMigration[] = [
@@ -61,6 +61,38 @@ export const sqliteMigrations: readonly SqliteMigration[] = [
         holder        TEXT    NULL,
         expires_at    INTEGER NULL
       );
+    `,
+  },
+  {
+    version: 4,
+    name: 'dead letters and completions',
+    // Times are milliseconds since the epoch. attempts is a JSON array of {at: ms, error}; payload is
+    // JSON text ('null' for none). No CHECK on stage, so a new stage needs no table rebuild. The index
+    // serves what the leading node polls (its source's letters in 'redrive', oldest first).
+    // Completions are looked up and pruned by (source, position) ranges only, so the key is the table.
+    sql: `
+      CREATE TABLE eskit_dead_letters (
+        id             TEXT    PRIMARY KEY,
+        source         TEXT    NOT NULL,
+        stage          TEXT    NOT NULL,
+        key            TEXT    NOT NULL,
+        payload        TEXT    NOT NULL,
+        event_id       TEXT    NOT NULL,
+        event_type     TEXT    NOT NULL,
+        event_position INTEGER NOT NULL,
+        stream_id      TEXT    NOT NULL,
+        attempts       TEXT    NOT NULL,
+        status         TEXT    NOT NULL CHECK (status IN ('dead', 'redrive')),
+        created_at     INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL
+      );
+      CREATE INDEX eskit_dead_letters_source_status_id ON eskit_dead_letters (source, status, id);
+      CREATE TABLE eskit_completions (
+        source   TEXT    NOT NULL,
+        position INTEGER NOT NULL,
+        item_id  TEXT    NOT NULL,
+        PRIMARY KEY (source, position, item_id)
+      ) WITHOUT ROWID;
     `,
   },
 ];

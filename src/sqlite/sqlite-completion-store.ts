@@ -1,0 +1,78 @@
+import type Database from 'better-sqlite3';
+import { checkCompletedItems, checkPosition, checkSource, completionId } from '../core/dead-letter-checks.js';
+import type { CompletionStore } from '../core/dead-letter.js';
+import { SqliteHandle } from './handle.js';
+import type { SqliteOwnedConnectionOptions } from './handle.js';
+
+export type SqliteCompletionStoreOptions = SqliteOwnedConnectionOptions;
+
+interface Statements {
+  insert: Database.Statement<[string, number, string]>;
+  after: Database.Statement<[string, number], [number, string]>;
+  prune: Database.Statement<[string, number]>;
+}
+
+/**
+ * Completion records in the `eskit_completions` table, keyed (source, position, item_id). A batch is
+ * recorded in one `BEGIN IMMEDIATE` transaction (all or nothing); reads and prunes are one statement.
+ */
+export class SqliteCompletionStore implements CompletionStore {
+  readonly #handle: SqliteHandle;
+  #statements: Statements | undefined;
+
+  constructor(options: SqliteCompletionStoreOptions) {
+    this.#handle = new SqliteHandle(options, 'SqliteCompletionStore', 'completion store');
+  }
+
+  /** The connection the records live on (an event store's, the handle you passed, or its own file's). */
+  get database(): Database.Database {
+    return this.#handle.database;
+  }
+
+  async markCompleted(source: string, items: ReadonlyArray<{ position: number; itemId: string }>): Promise<void> {
+    checkSource(source);
+    const checked = checkCompletedItems(items);
+    if (checked.length === 0) return;
+    this.#handle.run(`record ${checked.length} completion(s) of "${source}"`, () => {
+      const { insert } = this.#prepared();
+      this.database
+        .transaction(() => {
+          for (const { position, itemId } of checked) insert.run(source, position, itemId);
+        })
+        .immediate();
+    });
+  }
+
+  async completedAfter(source: string, position: number): Promise<Set<string>> {
+    checkSource(source);
+    checkPosition(position);
+    const rows = this.#handle.run(`read the completions of "${source}"`, () => this.#prepared().after.all(source, position));
+    return new Set(rows.map(([at, itemId]) => completionId(at, itemId)));
+  }
+
+  async prune(source: string, position: number): Promise<void> {
+    checkSource(source);
+    checkPosition(position);
+    this.#handle.run(`prune the completions of "${source}"`, () => this.#prepared().prune.run(source, position));
+  }
+
+  /** Stops using the connection; closes it when the store opened it (from `path`). Safe to call twice. */
+  async close(): Promise<void> {
+    this.#handle.close();
+  }
+
+  /** Prepared on first use (see SqliteDeadLetterStore); safeIntegers(false): a shared handle may default to BigInt. */
+  #prepared(): Statements {
+    this.#statements ??= {
+      insert: this.database
+        .prepare<[string, number, string]>('INSERT INTO eskit_completions (source, position, item_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING')
+        .safeIntegers(false),
+      after: this.database
+        .prepare<[string, number], [number, string]>('SELECT position, item_id FROM eskit_completions WHERE source = ? AND position > ?')
+        .raw()
+        .safeIntegers(false),
+      prune: this.database.prepare<[string, number]>('DELETE FROM eskit_completions WHERE source = ? AND position <= ?').safeIntegers(false),
+    };
+    return this.#statements;
+  }
+}
