@@ -25,6 +25,8 @@ export interface HandlerContext {
 
 export type SubscriptionHandler<E extends EventShape> = (event: Recorded<E>, context: HandlerContext) => void | Promise<void>;
 
+export type BatchHandler<E extends EventShape> = (events: readonly Recorded<E>[], context: HandlerContext) => void | Promise<void>;
+
 /** What happens to an event whose handler failed its last attempt. */
 export type FailureAction<E extends EventShape> = (failure: {
   event: Recorded<E>;
@@ -60,7 +62,18 @@ export interface SubscriptionOptions<E extends EventShape> {
   name: string;
   store: EventStore<E>;
   checkpoints: CheckpointStore;
-  handler: SubscriptionHandler<E>;
+  /** Called once per event. Give either `handler` or `batchHandler`. */
+  handler?: SubscriptionHandler<E>;
+  /**
+   * Called once per batch instead of `handler`, for handlers that commit a batch in one transaction.
+   * A batch that keeps failing is split, so that the failure is pinned on one event.
+   */
+  batchHandler?: BatchHandler<E>;
+  /**
+   * The batch handler saves the checkpoint itself, in the same transaction as its writes (for views
+   * updated exactly once). The runner then only saves it for events it skipped.
+   */
+  checkpointsInHandler?: boolean;
   /** Only events of these types reach the handler. */
   types?: readonly E['type'][];
   /** Events read and checkpointed together. Default 100. */
@@ -143,7 +156,9 @@ export class Subscription<E extends EventShape = EventShape> {
     if (typeof options.name !== 'string' || options.name.length === 0) {
       throw new InvalidArgumentError('A subscription needs a non-empty name (it names the checkpoint and the lock).');
     }
-    if (typeof options.handler !== 'function') throw new InvalidArgumentError(`Subscription "${options.name}" needs a handler function.`);
+    if ((typeof options.handler === 'function') === (typeof options.batchHandler === 'function')) {
+      throw new InvalidArgumentError(`Subscription "${options.name}" needs either a handler or a batchHandler function.`);
+    }
     this.name = options.name;
     this.#options = options;
     this.#retry = retryPolicy(options.retry, defaultRetry);
@@ -313,15 +328,32 @@ export class Subscription<E extends EventShape = EventShape> {
           await this.#idle(signal);
           continue;
         }
-        for (const event of batch) {
-          if (signal.aborted) break;
-          const result = await this.#handle(event, token, signal);
-          if (result === 'aborted') break;
-          if (result !== 'done') {
-            failure = result.error;
-            break;
+        if (this.#options.batchHandler) {
+          const result = await this.#handleBatch(batch, token, signal, (position) => {
+            read = position;
+            if (this.#options.checkpointsInHandler && position > saved) {
+              saved = position;
+              this.#position = saved;
+            }
+          }, (position) => {
+            read = position;
+          });
+          if (result !== 'done' && result !== 'aborted') {
+            if (isEskitError(result.error, ErrorCode.Fenced)) fenced = result.error as FencedError;
+            else failure = result.error;
           }
-          read = event.position;
+          if (fenced) break;
+        } else {
+          for (const event of batch) {
+            if (signal.aborted) break;
+            const result = await this.#handle(event, token, signal);
+            if (result === 'aborted') break;
+            if (result !== 'done') {
+              failure = result.error;
+              break;
+            }
+            read = event.position;
+          }
         }
         if (lost()) break;
         fenced = await advance();
@@ -439,6 +471,62 @@ export class Subscription<E extends EventShape = EventShape> {
     });
   }
 
+  /**
+   * Hands the batch to the batch handler, retrying it whole; a batch that keeps failing is replayed
+   * one event at a time, so the failure is pinned on one event (then skipped or stopped at as
+   * configured). `committed` is told each position the handler committed, `skipped` each one skipped.
+   */
+  async #handleBatch(
+    batch: readonly Recorded<E>[],
+    fencingToken: number | undefined,
+    signal: AbortSignal,
+    committed: (position: number) => void,
+    skipped: (position: number) => void,
+  ): Promise<'done' | 'aborted' | { error: unknown }> {
+    const handler = this.#options.batchHandler as BatchHandler<E>;
+    let size = batch.length;
+    for (let index = 0; index < batch.length; ) {
+      const chunk = batch.slice(index, index + size);
+      const last = chunk[chunk.length - 1] as Recorded<E>;
+      let lastError: unknown;
+      let attempts = 0;
+      for (let attempt = 1; attempt <= this.#retry.maxAttempts; attempt++) {
+        if (signal.aborted) return 'aborted';
+        attempts = attempt;
+        try {
+          await handler(chunk, { subscription: this.name, fencingToken, attempt, signal });
+          lastError = undefined;
+          break;
+        } catch (error) {
+          if (signal.aborted) return 'aborted';
+          if (isEskitError(error, ErrorCode.Fenced)) return { error };
+          lastError = error ?? new Error('the batch handler threw a nullish value');
+          if (isEskitError(error, ErrorCode.PermanentFailure) || attempt === this.#retry.maxAttempts) break;
+          try {
+            await delay(backoffDelay(this.#retry, attempt), signal);
+          } catch {
+            return 'aborted';
+          }
+        }
+      }
+      if (lastError === undefined) {
+        this.#handled += chunk.length;
+        committed(last.position);
+        index += chunk.length;
+        continue;
+      }
+      if (chunk.length > 1) {
+        size = 1;
+        continue;
+      }
+      const outcome = await this.#afterLastAttempt(last, lastError, attempts, fencingToken, signal);
+      if (outcome !== 'done') return outcome;
+      skipped(last.position);
+      index += 1;
+    }
+    return 'done';
+  }
+
   async #handle(
     event: Recorded<E>,
     fencingToken: number | undefined,
@@ -446,7 +534,7 @@ export class Subscription<E extends EventShape = EventShape> {
   ): Promise<'done' | 'aborted' | { error: unknown }> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#options.handler(event, { subscription: this.name, fencingToken, attempt, signal });
+        await (this.#options.handler as SubscriptionHandler<E>)(event, { subscription: this.name, fencingToken, attempt, signal });
         this.#handled += 1;
         return 'done';
       } catch (error) {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import {
   MemoryCheckpointStore,
+  MemoryDeadLetterStore,
   MemoryEventStore,
   MemoryLockRegistry,
   Subscription,
@@ -181,6 +182,60 @@ describe('Subscription (memory)', () => {
     await stopped;
     assert.deepEqual(seen.map((e) => e.position), [1, 2]);
     assert.equal(await checkpoints.load('projector'), 2);
+  });
+});
+
+describe('Subscription batch handler (memory)', () => {
+  it('hands whole batches over, splits a failing batch to pin the poison event, and dead-letters it', async () => {
+    const store = new MemoryEventStore();
+    const checkpoints = new MemoryCheckpointStore();
+    const deadLetters = new MemoryDeadLetterStore();
+    const batches: number[][] = [];
+    const sub = track(
+      new Subscription({
+        name: 'batched',
+        store,
+        checkpoints,
+        deadLetters,
+        logger: silentLogger,
+        batchSize: 4,
+        retry: { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 1 },
+        batchHandler: (events) => {
+          if (events.some((e) => e.position === 6)) throw new Error('poison');
+          batches.push(events.map((e) => e.position));
+        },
+      }),
+    );
+    await appendMany(store, 10);
+    await sub.start();
+    await waitUntil(async () => (await checkpoints.load('batched')) === 10);
+    assert.deepEqual(batches, [[1, 2, 3, 4], [5], [7], [8], [9, 10]]);
+    const letters = await deadLetters.list({ source: 'batched' });
+    assert.deepEqual(letters.map((l) => [l.stage, l.eventPosition, l.attempts.length]), [['handler', 6, 2]]);
+  });
+
+  it('with checkpointsInHandler, the runner leaves saving to the handler', async () => {
+    const store = new MemoryEventStore();
+    const checkpoints = new MemoryCheckpointStore();
+    const saves: number[] = [];
+    const sub = track(
+      new Subscription({
+        name: 'self-saving',
+        store,
+        checkpoints: { ...checkpoints, load: (n) => checkpoints.load(n), claim: (n, t) => checkpoints.claim(n, t), list: () => checkpoints.list(), save: async (n, p, o) => { saves.push(p); await checkpoints.save(n, p, o); } },
+        logger: silentLogger,
+        batchSize: 3,
+        checkpointsInHandler: true,
+        batchHandler: async (events) => {
+          await checkpoints.save('self-saving', (events[events.length - 1] as RecordedEvent).position);
+        },
+      }),
+    );
+    await appendMany(store, 7);
+    await sub.start();
+    await waitUntil(async () => (await sub.status()).position === 7);
+    assert.deepEqual(saves, [], 'the runner never saved');
+    assert.equal(await checkpoints.load('self-saving'), 7);
   });
 });
 
