@@ -8,10 +8,16 @@
 import { BenchRun, runPendingCleanups } from './lib/context.js';
 import type { BenchGroup } from './lib/context.js';
 import { figuresTable } from './lib/table.js';
+import { automationBench } from './automation.js';
+import { leadershipBench } from './leadership.js';
 import { storeBench } from './store.js';
+import { subscriptionBench } from './subscription.js';
 
 const groups: Record<string, BenchGroup> = {
   store: storeBench,
+  leadership: leadershipBench,
+  subscription: subscriptionBench,
+  automation: automationBench,
 };
 
 const usage = `usage: npm run bench -- [group...] [--quick] [--filter <text>]...

@@ -4,3 +4,4 @@ export * from './decider/index.js';
 export * from './memory/index.js';
 export * from './subscription/index.js';
 export * from './automation/index.js';
+export * from './view/index.js';

@@ -84,6 +84,12 @@ interface Item<P> {
   failures: FailedAttempt[];
 }
 
+interface RunningAttempt {
+  deadline: number;
+  expire(): void;
+  expired: Error | undefined;
+}
+
 /** One leadership period's to-do list. A new period starts from scratch at the checkpoint. */
 class Period<P> {
   readonly queues = new Map<string, Item<P>[]>();
@@ -104,6 +110,8 @@ class Period<P> {
   /** Aborts the side effects themselves (loss only: a stop lets them finish). */
   readonly lose = new AbortController();
   timer: NodeJS.Timeout | undefined;
+  readonly attempts = new Set<RunningAttempt>();
+  sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     readonly fencingToken: number | undefined,
@@ -238,7 +246,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     // A stop drains what runs; a loss abandons it (the new leader redoes what was not checkpointed).
     if (reason === 'stopped') await Promise.allSettled([...period.inFlight]);
     if (reason === 'stopped') await this.#recordCompletions(period);
-    if (this.#period === period) this.#period = undefined;
+    // The period stays current until the next begins: the runner's final checkpoint save asks it for
+    // the items still pending (abandoned in a backoff wait, or never started), which must hold it back.
   }
 
   #checkpointed(position: number): void {
@@ -389,35 +398,71 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     }
   }
 
-  /** One attempt; resolves with the error, or undefined on success. Never waits past the timeout. */
-  async #attempt(period: Period<P>, item: Item<P>, attempt: number): Promise<unknown> {
-    const timeout = new AbortController();
-    const signal = AbortSignal.any([period.lose.signal, timeout.signal]);
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<unknown>((resolve) => {
-      timer = setTimeout(() => {
-        const error = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
-        timeout.abort(error);
-        resolve(error);
-      }, this.#timeoutMs);
+  /**
+   * One attempt; resolves with the error, or undefined on success. Never waits past the timeout.
+   * Cheap on the hot path: the context's signal is only built when `execute` reads it, and timeouts
+   * are found by one sweep timer per period rather than a timer per attempt.
+   */
+  #attempt(period: Period<P>, item: Item<P>, attempt: number): Promise<unknown> {
+    return new Promise<unknown>((resolve) => {
+      let settled = false;
+      let timeout: AbortController | undefined;
+      const running: RunningAttempt = {
+        deadline: Date.now() + this.#timeoutMs,
+        expire: () => {
+          const error = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
+          running.expired = error;
+          timeout?.abort(error);
+          settle(error);
+        },
+        expired: undefined,
+      };
+      const settle = (outcome: unknown): void => {
+        if (settled) return;
+        settled = true;
+        period.attempts.delete(running);
+        resolve(outcome);
+      };
+      let signal: AbortSignal | undefined;
+      const lose = period.lose.signal;
+      const context: ExecuteContext = {
+        automation: this.name,
+        fencingToken: period.fencingToken,
+        attempt,
+        get signal(): AbortSignal {
+          if (!signal) {
+            timeout = new AbortController();
+            if (running.expired) timeout.abort(running.expired);
+            signal = AbortSignal.any([lose, timeout.signal]);
+          }
+          return signal;
+        },
+        event: item.event,
+        redrive: item.redriveOf !== undefined,
+      };
+      period.attempts.add(running);
+      this.#sweepTimeouts(period);
+      const failed = (error: unknown): void => settle(error ?? new Error('execute threw a nullish value'));
+      try {
+        const result = this.#options.execute({ key: item.key, payload: item.payload }, context);
+        if (isThenable(result)) result.then(() => settle(undefined), failed);
+        else settle(undefined);
+      } catch (error) {
+        failed(error);
+      }
     });
-    const context: ExecuteContext = {
-      automation: this.name,
-      fencingToken: period.fencingToken,
-      attempt,
-      signal,
-      event: item.event,
-      redrive: item.redriveOf !== undefined,
-    };
-    try {
-      const run = (async () => {
-        await this.#options.execute({ key: item.key, payload: item.payload }, context);
-        return undefined;
-      })().catch((error: unknown) => error ?? new Error('execute threw a nullish value'));
-      return await Promise.race([run, timedOut]);
-    } finally {
-      clearTimeout(timer);
-    }
+  }
+
+  /** Keeps one timer per period while attempts run; it expires those past their deadline. */
+  #sweepTimeouts(period: Period<P>): void {
+    if (period.sweeper || period.attempts.size === 0) return;
+    const every = Math.max(5, Math.min(1000, Math.floor(this.#timeoutMs / 10)));
+    period.sweeper = setTimeout(() => {
+      period.sweeper = undefined;
+      const now = Date.now();
+      for (const running of [...period.attempts]) if (running.deadline <= now) running.expire();
+      this.#sweepTimeouts(period);
+    }, every);
   }
 
   async #completed(period: Period<P>, item: Item<P>): Promise<void> {
@@ -464,7 +509,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   async #deadLetterUntilStored(letter: NewDeadLetter, halt: AbortSignal | undefined): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#options.deadLetters.add(letter);
+        await this.#options.deadLetters.add(attempt === 1 ? letter : storable(letter));
         this.#logger.warn(
           { automation: this.name, key: letter.key, position: letter.eventPosition, stage: letter.stage },
           `Automation "${this.name}": gave up after ${letter.attempts.length} attempt(s); dead-lettered`,
@@ -536,6 +581,28 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   #warn(message: string, error: unknown): void {
     this.#logger.warn({ automation: this.name, err: error }, `Automation "${this.name}": ${message}`);
   }
+}
+
+/**
+ * A letter the queue can always take: a payload the store refused (not JSON, or NUL for PostgreSQL)
+ * is replaced by null, with the reason kept in the attempts. Harmless for a payload that was fine.
+ */
+function storable(letter: NewDeadLetter): NewDeadLetter {
+  try {
+    JSON.stringify(letter.payload);
+    if (letter.payload !== undefined && !/\\u0000/.test(JSON.stringify(letter.payload) ?? '')) return letter;
+  } catch {
+    // fall through
+  }
+  return {
+    ...letter,
+    payload: null,
+    attempts: [...letter.attempts, { at: new Date(), error: 'the payload could not be stored in the dead-letter queue; it was replaced by null' }],
+  };
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
 
 function normalise<P>(result: TodoItem<P> | readonly TodoItem<P>[] | undefined | null): readonly TodoItem<P>[] {

@@ -36,7 +36,7 @@ export class MemoryDeadLetterStore implements DeadLetterStore {
   async list(query?: DeadLetterQuery): Promise<DeadLetter[]> {
     const { source, status, limit, afterId } = checkDeadLetterQuery(query);
     return this.#select(source, status)
-      .filter((row) => afterId === undefined || row.id >= afterId)
+      .filter((row) => afterId === undefined || row.id > afterId)
       .slice(0, limit)
       .map(decodeDeadLetter);
   }

@@ -8,3 +8,4 @@ export { migratePostgres, POSTGRES_MIGRATIONS } from './migrations.js';
 export type { PostgresMigration } from './migrations.js';
 export { advisoryKey, DEFAULT_SCHEMA, lockKey, notifyChannel } from './schema.js';
 export type { AdvisoryPurpose, ChannelPurpose } from './schema.js';
+export * from './postgres-view.js';

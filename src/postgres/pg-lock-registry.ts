@@ -85,12 +85,21 @@ function positiveInteger(name: string, value: unknown, minimum = 1): number {
   return value;
 }
 
+/**
+ * True for errors that waiting can heal: no SQLSTATE (a socket or driver error: refused, reset, timed
+ * out), 08 connection exception, 57 operator intervention (terminated, shutting down, starting up,
+ * idle_session_timeout), 53 insufficient resources (too many connections).
+ */
+function isTransient(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || code.length !== 5) return !isEskitError(error);
+  return code.startsWith('08') || code.startsWith('57') || code.startsWith('53');
+}
+
 /** True for a failure of the connection itself (it is gone or going), not an error of one statement. */
 function isConnectionFailure(error: unknown, connection: Connection): boolean {
   if (connection.dead) return true;
   const code = (error as { code?: unknown } | null)?.code;
-  // No SQLSTATE: a socket or driver error. 08: connection exception. 57P: terminated by an operator,
-  // a shutdown, or idle_session_timeout (57P05).
   return typeof code !== 'string' || code.length !== 5 || code.startsWith('08') || code.startsWith('57P');
 }
 
@@ -129,6 +138,7 @@ export class PgLockRegistry implements LockRegistry {
   #connection: Connection | undefined;
   #connecting: Promise<Connection> | undefined;
   #migrated = false;
+  #everConnected = false;
   readonly #held = new Map<string, PgLease>();
   /** Pending acquires per name, oldest first; a name is present only while its queue is non-empty. */
   readonly #requests = new Map<string, Request[]>();
@@ -254,7 +264,7 @@ export class PgLockRegistry implements LockRegistry {
       this.#lingerTimer = undefined;
       // Held by this registry already: a session lock is re-entrant, so asking the server would grant
       // it twice. Wait for the local release instead.
-      if (this.#held.has(name)) this.#markWaiting(request, 'this node holds it already');
+      if (this.#held.has(name)) this.#markWaiting(request, 'by this node, through another lease');
       this.#kick();
     });
   }
@@ -309,7 +319,7 @@ export class PgLockRegistry implements LockRegistry {
     request.waiting = true;
     this.#logger.warn(
       { lock: request.name, holder: this.holderId, schema: this.schema },
-      `Lock "${request.name}" is held elsewhere (${why}); this node stands by and takes over when it is free`,
+      `Lock "${request.name}" is held ${why}; this node stands by and takes over when it is free`,
     );
     try {
       request.onWaiting?.();
@@ -371,7 +381,7 @@ export class PgLockRegistry implements LockRegistry {
           this.#granted(connection, name, keys[names.indexOf(name)] as string, Number(row[1]));
         }
         for (const name of names) {
-          for (const request of this.#requests.get(name) ?? []) this.#markWaiting(request, 'another node holds it');
+          for (const request of this.#requests.get(name) ?? []) this.#markWaiting(request, 'by another node');
         }
       } while (this.#again);
     } finally {
@@ -397,7 +407,7 @@ export class PgLockRegistry implements LockRegistry {
     }
     request.grant(lease);
     // Further acquires of the same name in this process now wait for this lease.
-    for (const other of this.#requests.get(name) ?? []) this.#markWaiting(other, 'this node holds it already');
+    for (const other of this.#requests.get(name) ?? []) this.#markWaiting(other, 'by this node, through another lease');
   }
 
   async #release(lease: PgLease): Promise<void> {
@@ -435,7 +445,7 @@ export class PgLockRegistry implements LockRegistry {
     client.on('error', (error) => this.#lost(connection, error));
     client.on('end', () => this.#lost(connection, new Error('the lock connection ended')));
     client.on('notification', (message) => {
-      void message;
+      if (message.channel === this.#channel && this.#awaits(message.payload)) this.#kick();
     });
     try {
       await client.connect();
@@ -462,12 +472,14 @@ export class PgLockRegistry implements LockRegistry {
       await client.end().catch(() => undefined);
       throw error;
     }
-    if (connection.dead) throw new LockUnavailableError('The lock connection failed right after connecting.');
+    // A plain error: a connection that died at once is worth another try (isTransient).
+    if (connection.dead) throw new Error('the lock connection failed right after connecting');
     if (this.#closing) {
       await this.#disconnect(connection);
       throw new LockUnavailableError('The lock registry was closed while connecting.');
     }
     this.#connection = connection;
+    this.#everConnected = true;
     this.#lastOk = performance.now();
     this.#startHeartbeat(connection);
     this.#logger.debug({ pid: connection.pid, applicationName: this.applicationName }, 'Lock connection open');
@@ -550,14 +562,21 @@ export class PgLockRegistry implements LockRegistry {
     }
   }
 
+  /**
+   * Errors waiting will not heal (authentication, a missing database, a failed migration) fail every
+   * request. A transient one (refused, reset, starting up) fails only new requests of a registry that
+   * has never connected (most likely wrong settings); otherwise requests keep trying, so that a
+   * database restart, which also takes the leases, leaves standbys waiting instead of failed.
+   */
   #connectFailed(names: string[], error: unknown): void {
     const failure = isEskitError(error)
       ? error
       : new LockUnavailableError(`Could not open the lock connection to PostgreSQL: ${describeError(error)}. Check the connection settings.`, { cause: error });
-    // A first attempt reports it; standbys already waiting keep trying, so that a database restart
-    // does not turn every standby into a failure.
+    const transient = isTransient(error);
     for (const name of names) {
-      for (const request of [...(this.#requests.get(name) ?? [])]) if (!request.waiting) request.fail(failure);
+      for (const request of [...(this.#requests.get(name) ?? [])]) {
+        if (!transient || (!request.waiting && !this.#everConnected)) request.fail(failure);
+      }
     }
     if (this.#requests.size > 0) {
       this.#logger.warn({ err: error }, `Could not open the lock connection (${describeError(error)}); trying again`);
@@ -619,6 +638,20 @@ export class PgLockRegistry implements LockRegistry {
   }
 }
 
+/**
+ * An error without a stack trace: the reason of a deliberate release points at no bug, and capturing a
+ * stack would be most of what a release costs in this process.
+ */
+function stackless<T extends Error>(create: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return create();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 class PgLease implements Lease {
   readonly #controller = new AbortController();
   #released: Promise<void> | undefined;
@@ -644,7 +677,7 @@ class PgLease implements Lease {
   release(): Promise<void> {
     if (this.#released) return this.#released;
     const wasLive = !this.#controller.signal.aborted;
-    this.end(new LockUnavailableError(`The lease on "${this.name}" (fencing token ${this.fencingToken}) was released.`));
+    this.end(stackless(() => new LockUnavailableError(`The lease on "${this.name}" (fencing token ${this.fencingToken}) was released.`)));
     // Lost or closed already: the registry has dealt with the lock.
     this.#released = wasLive ? this.onRelease(this) : Promise.resolve();
     return this.#released;

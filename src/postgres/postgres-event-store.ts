@@ -164,7 +164,9 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
    * commit, and the first listener starts ONE dedicated LISTEN connection (not from the pool), which
    * stops when the last listener leaves or the store closes. It reconnects by itself after a failure
    * and then wakes every listener once, as appends made meanwhile announced nothing. Notifications are
-   * hints: subscribers poll as well, so a lost one delays an event and never loses it.
+   * hints: subscribers poll as well, so a lost one delays an event and never loses it. Writers whose
+   * connections set `eskit.notify = off` do not announce their appends (see the append functions in
+   * migrations.ts for why you might want that); LISTEN does not work behind a transaction-pooling proxy.
    */
   override onAppend(listener: (position: number) => void): () => void {
     const remove = super.onAppend(listener);

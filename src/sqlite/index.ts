@@ -13,3 +13,4 @@ export { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
 export type { SqliteDeadLetterStoreOptions } from './sqlite-dead-letter-store.js';
 export { SqliteCompletionStore } from './sqlite-completion-store.js';
 export type { SqliteCompletionStoreOptions } from './sqlite-completion-store.js';
+export * from './sqlite-view.js';

@@ -54,6 +54,11 @@ async function rejectsWith(promise: () => Promise<unknown>, code: string, messag
 
 const ids = (letters: DeadLetter[]): string[] => letters.map((l) => l.id);
 
+/** Waits (for the clock, not a guessed time) until a change made now is stamped later than `time`. */
+async function clockPast(time: Date): Promise<void> {
+  while (Date.now() <= time.getTime() + 2) await new Promise((resolve) => setTimeout(resolve, 1));
+}
+
 function assertTimeBetween(date: unknown, before: number, after: number, what: string): void {
   assert.ok(date instanceof Date, `${what} is a Date`);
   const time = date.getTime();
@@ -122,7 +127,7 @@ export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness
     test('payload JSON round-trips (nested, unicode, null, scalars) and callers get their own copies', async ({ deadLetters }) => {
       const payloads: unknown[] = [
         { a: { b: { c: [1, 2, { d: [true, false, null] }] } }, empty: {}, list: [], num: -12.5e-3, big: 9_007_199_254_740_991 },
-        { text: 'héllo wörld — 日本語 — 🎉👩‍👩‍👧 — \u0000 nul — \u2028\u2029 — "quotes" \\ backslash', 'ключ с пробелом': 'значение' },
+        { text: 'héllo wörld — 日本語 — 🎉👩‍👩‍👧 \u2028\u2029 — "quotes" \\ backslash', 'ключ с пробелом': 'значение' },
         null,
         'just a string',
         42,
@@ -142,6 +147,61 @@ export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness
       const got = await deadLetters.get(added.id);
       assert.deepEqual(got?.payload, { nested: { value: 1 } }, 'mutating the input or the result does not change the stored letter');
       assert.equal(got?.attempts.length, 1);
+    });
+
+    test("'\\u0000' in a text either round trips or is refused with a typed error, storing nothing", async ({ deadLetters, completions }) => {
+      // PostgreSQL cannot store NUL in jsonb or text, so an adapter may refuse it; it must not store part
+      // of a letter or leak a driver error.
+      const nul = 'a\u0000b';
+      const cases: Array<[string, () => Promise<unknown>, () => Promise<unknown>]> = [];
+      const fields: Array<[string, Partial<Record<keyof NewDeadLetter, unknown>>]> = [
+        ['payload', { payload: { text: nul } }],
+        ['payload key', { payload: { [nul]: 1 } }],
+        ['attempt error', { attempts: [{ at: new Date(1), error: nul }] }],
+        ['source', { source: nul }],
+        ['key', { key: nul }],
+        ['eventType', { eventType: nul }],
+        ['streamId', { streamId: nul }],
+      ];
+      for (const [name, overrides] of fields) {
+        const input = letter(overrides);
+        cases.push([
+          name,
+          async () => {
+            const added = await deadLetters.add(input);
+            assert.deepEqual(await deadLetters.get(added.id), { ...input, id: added.id, status: 'dead', createdAt: added.createdAt, updatedAt: added.updatedAt });
+            assert.equal(await deadLetters.discard({ id: added.id }), 1);
+          },
+          async () => assert.equal(await deadLetters.count(), 0, `a refused NUL in ${name} stored nothing`),
+        ]);
+      }
+      for (const [name, source, itemId] of [['completion source', nul, 'x'], ['completion itemId', 'mailer', nul]] as const) {
+        cases.push([
+          name,
+          async () => {
+            await completions.markCompleted(source, [{ position: 1, itemId: 'ok' }, { position: 2, itemId }]);
+            assert.deepEqual(await completions.completedAfter(source, 0), new Set(['1/ok', `2/${itemId}`]));
+            await completions.prune(source, 2);
+          },
+          async () => assert.deepEqual(await completions.completedAfter('mailer', 0), new Set(), `a refused NUL in ${name} recorded nothing`),
+        ]);
+      }
+      for (const [name, attempt, unchanged] of cases) {
+        let refused: unknown;
+        try {
+          await attempt();
+        } catch (error) {
+          if (error instanceof assert.AssertionError) throw error;
+          refused = error;
+        }
+        if (refused !== undefined) {
+          assert.ok(
+            isEskitError(refused, ErrorCode.Serialization) || isEskitError(refused, ErrorCode.InvalidArgument),
+            `NUL in ${name}: refused with ${String(refused)}, expected ESKIT_SERIALIZATION or ESKIT_INVALID_ARGUMENT`,
+          );
+          await unchanged();
+        }
+      }
     });
 
     test('list is oldest first, filtered by source and status, with limit and afterId paging', async ({ deadLetters }) => {
@@ -167,8 +227,9 @@ export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness
       // Paging by afterId visits every letter once, in order.
       const paged: string[] = [];
       let page = await deadLetters.list({ limit: 3 });
-      while (page.length > 0) {
-        assert.ok(page.length <= 3);
+      for (let pages = 1; page.length > 0; pages++) {
+        // Bounded: an afterId that returned its own letter again would page forever.
+        assert.ok(pages <= 3 && page.length <= 3, 'seven letters take three pages of three');
         paged.push(...ids(page));
         page = await deadLetters.list({ limit: 3, afterId: page[page.length - 1]?.id });
       }
@@ -221,12 +282,14 @@ export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness
       const a2 = await deadLetters.add(letter({ source: 'a' }));
       const a3 = await deadLetters.add(letter({ source: 'a' }));
       const b1 = await deadLetters.add(letter({ source: 'b' }));
+      await clockPast(b1.createdAt);
       const before = Date.now();
       assert.equal(await deadLetters.redrive({ id: a1.id }), 1);
       const after = Date.now();
       const redriven = await deadLetters.get(a1.id);
       assert.equal(redriven?.status, 'redrive');
       assertTimeBetween(redriven?.updatedAt, before, after, 'updatedAt after redrive');
+      assert.ok((redriven?.updatedAt.getTime() ?? 0) > a1.createdAt.getTime(), 'redrive moves updatedAt');
       assert.deepEqual({ ...redriven, status: 'dead', updatedAt: a1.updatedAt }, a1, 'redrive changes only status and updatedAt');
       assert.equal(await deadLetters.redrive({ id: a1.id }), 0, 'a letter already in redrive is not counted again');
       assert.equal(await deadLetters.redrive({ id: uuidv7() }), 0, 'an unknown id changes nothing');
@@ -264,6 +327,8 @@ export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness
       const other = await deadLetters.add(letter());
       await deadLetters.redrive({ source: 'mailer' });
       const again: FailedAttempt[] = [{ at: new Date(1_700_000_100_003), error: 'Error: three — still 💥' }];
+      const redriven = await deadLetters.get(added.id);
+      await clockPast(redriven?.updatedAt ?? new Date());
       const before = Date.now();
       await deadLetters.settleRedrive(added.id, { ok: false, attempts: again });
       const after = Date.now();
@@ -271,6 +336,7 @@ export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness
       assert.equal(got?.status, 'dead');
       assert.deepEqual(got?.attempts, [...first, ...again]);
       assertTimeBetween(got?.updatedAt, before, after, 'updatedAt after a failed redrive');
+      assert.ok((got?.updatedAt.getTime() ?? 0) > (redriven?.updatedAt.getTime() ?? 0), 'a failed redrive moves updatedAt');
       assert.deepEqual({ ...got, attempts: first, updatedAt: added.updatedAt }, added, 'only status, attempts and updatedAt change');
       assert.equal((await deadLetters.get(other.id))?.status, 'redrive', 'other letters are untouched');
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
-import type pg from 'pg';
+import pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
@@ -71,15 +71,16 @@ describe('PostgreSQL LISTEN/NOTIFY wake-up', () => {
     a.onAppend(() => undefined);
     await waitUntil(async () => (await listeners(schema)).length === 1, { message: 'a LISTEN connection again' });
     await a.close();
-    assert.deepEqual(await listeners(schema), [], 'close() ended it');
     assert.equal(a.listening, false);
+    // The backend leaves pg_stat_activity a moment after the client has closed its socket.
+    await waitUntil(async () => (await listeners(schema)).length === 0, { message: 'close() to end the LISTEN connection' });
   });
 
   it('only committed appends are announced: a refused batch is not', async () => {
     const { schema, a, b } = await twoStores();
     const heard: number[] = [];
     a.onAppend((position) => heard.push(position));
-    await waitUntil(() => a.listening, { message: 'store A to LISTEN' });
+    await waitUntil(() => a.listening && heard.length > 0, { message: 'store A to LISTEN, and its wake-up' });
     const id = uuidv7();
     await b.append('s', [{ ...event(1), id }]);
     // A duplicate id fails after the batch drew its positions: those positions must never be announced.
@@ -90,6 +91,24 @@ describe('PostgreSQL LISTEN/NOTIFY wake-up', () => {
     assert.ok(!heard.includes(2) && !heard.includes(3), `heard ${heard.join(',')}`);
     const channel = notifyChannel('appended', schema.name);
     assert.equal(channel, `eskit_appended_${schema.name}`);
+  });
+
+  it('writers whose connection sets eskit.notify = off append without announcing it', async () => {
+    const { schema, a, b } = await twoStores();
+    const quietPool = new pg.Pool({ connectionString: schema.connectionString, max: 1, options: '-c eskit.notify=off' });
+    cleanups.push(() => quietPool.end());
+    const quiet = new PostgresEventStore({ pool: quietPool, schema: schema.name, logger: silentLogger });
+    cleanups.push(() => quiet.close());
+    const heard: number[] = [];
+    a.onAppend((position) => heard.push(position));
+    // The wake-up that follows every (re)connect reads the head: let it pass before appending.
+    await waitUntil(() => a.listening && heard.length > 0, { message: 'store A to LISTEN, and its wake-up' });
+    const silent = await quiet.append('s', [event(1)]);
+    const loud = await b.append('s', [event(2)]);
+    // Notifications of one channel arrive in commit order: once the second is heard, the first would have been.
+    await waitUntil(() => heard.includes(loud.position), { message: 'the announced append' });
+    assert.ok(!heard.includes(silent.position), `heard ${heard.join(',')}`);
+    assert.equal(await a.headPosition(), loud.position, 'the quiet append was stored all the same');
   });
 
   it('a subscriber on store A is woken by an append on store B well before its 60 s poll', { timeout: 10_000 }, async (t: TestContext) => {

@@ -1,0 +1,130 @@
+// The `automation` group: an Automation executing one no-op to-do item per event from a backlog,
+// beside a plain Subscription catching up the same events on the same backend in the same run (the
+// automation is a subscription plus its to-do list, so the ratio is the cost of that list: keys,
+// per-key order, timeouts, completion records, the checkpoint held back by pending items).
+import type { CompletionStore, DeadLetterStore } from '../src/core/dead-letter.js';
+import { Automation } from '../src/automation/index.js';
+import { MemoryCompletionStore, MemoryDeadLetterStore } from '../src/memory/index.js';
+import * as postgresAdapter from '../src/postgres/index.js';
+import { SqliteCompletionStore, SqliteDeadLetterStore } from '../src/sqlite/index.js';
+import type { BenchContext, BenchGroup } from './lib/context.js';
+import { sequential } from './lib/measure.js';
+import { benchLogger, catchUpOp, openPostgresBackend, openSqliteBackend, seed, STREAM_LENGTH, within } from './subscription.js';
+import type { Adapter, Backend, PostgresBackend, SqliteBackend } from './subscription.js';
+
+interface AutomationStores {
+  deadLetters: DeadLetterStore;
+  completions: CompletionStore;
+  /** Where the stores are not on the backend itself, said in the figure's note. */
+  caveat?: string;
+}
+
+export const automationBench: BenchGroup = async (ctx) => {
+  for (const adapter of ['sqlite', 'postgres'] as const satisfies readonly Adapter[]) {
+    const bench = `automation.throughput.${adapter}`;
+    if (!ctx.selected(bench)) continue;
+    let backend: Backend | undefined;
+    try {
+      if (adapter === 'sqlite') {
+        const sqlite = await openSqliteBackend(ctx);
+        backend = sqlite;
+        await throughputFigure(ctx, sqlite, sqliteStores(sqlite));
+      } else {
+        const postgres = await openPostgresBackend(ctx, 'auto');
+        backend = postgres;
+        await throughputFigure(ctx, postgres, postgresStores(postgres));
+      }
+    } catch (error) {
+      ctx.fail(bench, error);
+    } finally {
+      await backend?.close();
+    }
+  }
+};
+
+function sqliteStores(backend: SqliteBackend): AutomationStores {
+  return { deadLetters: new SqliteDeadLetterStore({ store: backend.store }), completions: new SqliteCompletionStore({ store: backend.store }) };
+}
+
+type PostgresStoreClass<T> = new (options: { store: postgresAdapter.PostgresEventStore }) => T;
+
+/**
+ * The PostgreSQL dead-letter and completion stores when the adapter has them (looked up at run time,
+ * so this file compiles before and after they land), else the memory ones, and the note says so.
+ */
+function postgresStores(backend: PostgresBackend): AutomationStores {
+  const exported = postgresAdapter as unknown as Record<string, unknown>;
+  const DeadLetters = exported.PostgresDeadLetterStore as PostgresStoreClass<DeadLetterStore> | undefined;
+  const Completions = exported.PostgresCompletionStore as PostgresStoreClass<CompletionStore> | undefined;
+  const missing = [DeadLetters ? undefined : 'PostgresDeadLetterStore', Completions ? undefined : 'PostgresCompletionStore'].filter(Boolean);
+  return {
+    deadLetters: DeadLetters ? new DeadLetters({ store: backend.store }) : new MemoryDeadLetterStore(),
+    completions: Completions ? new Completions({ store: backend.store }) : new MemoryCompletionStore(),
+    caveat: missing.length === 0 ? undefined : `${missing.join(' and ')} not in src/postgres yet: the memory one(s) stood in`,
+  };
+}
+
+async function throughputFigure(ctx: BenchContext, backend: Backend, stores: AutomationStores): Promise<void> {
+  const total = ctx.pick(20_000, 100_000);
+  ctx.log(`${backend.adapter}: seeding ${total} events`);
+  const head = await seed(backend, total);
+  if (stores.caveat) ctx.log(`automation.throughput.${backend.adapter}: ${stores.caveat}`);
+  await ctx.measure({
+    bench: `automation.throughput.${backend.adapter}`,
+    unit: 'items/s',
+    ops: 1,
+    warmupOps: 1,
+    // One op is a whole catch-up (~0.1-1 s): more rounds than the default, for a steadier median.
+    rounds: ctx.pick(5, 7),
+    eskit: sequential(automationOp(ctx, backend, stores, head)),
+    baseline: sequential(catchUpOp(ctx, backend, head, 'baseline')),
+    baselineLabel: `${backend.adapter}: Subscription catch-up, no-op handler`,
+    target: 0.5,
+    note:
+      `op = ${head} events → ${head} items (key = stream id, ${STREAM_LENGTH} events per stream), no-op execute, default settings ` +
+      `(concurrency 8, maxPending 1000), dead letters and completions on the same backend; timed from start() to stop() resolved` +
+      (stores.caveat ? `; ${stores.caveat}` : ''),
+  });
+}
+
+/**
+ * One run per call: a new Automation (a fresh name, so no checkpoint and no completions) from start()
+ * until every item has executed and stop() has recorded them and saved the checkpoint. Returns the
+ * items executed.
+ */
+function automationOp(ctx: BenchContext, backend: Backend, stores: AutomationStores, head: number): () => Promise<number> {
+  let runs = 0;
+  const logger = benchLogger(ctx);
+  return async () => {
+    let executed = 0;
+    let finished!: () => void;
+    const done = new Promise<void>((resolve) => (finished = resolve));
+    const automation = new Automation({
+      name: `automation-${runs++}`,
+      store: backend.store,
+      checkpoints: backend.checkpoints,
+      deadLetters: stores.deadLetters,
+      completions: stores.completions,
+      logger,
+      trigger: (event) => ({ key: event.streamId, payload: null }),
+      execute: () => {
+        if (++executed === head) finished();
+      },
+    });
+    await automation.start();
+    const failed = automation.whenStopped().then((status) => {
+      if (status.state === 'failed') throw status.error ?? new Error(`automation ${automation.name} failed`);
+    });
+    await within(Promise.race([done, failed]), 300_000, `${automation.name} to execute ${head} items`);
+    await automation.stop();
+    await failed;
+    const status = await automation.status();
+    const dead = await stores.deadLetters.count({ source: automation.name });
+    if (executed !== head || status.position !== head || dead !== 0) {
+      throw new Error(
+        `${automation.name} executed ${executed} items, checkpointed ${String(status.position)}, dead-lettered ${dead}; expected ${head}, ${head}, 0`,
+      );
+    }
+    return executed;
+  };
+}

@@ -1,0 +1,394 @@
+// The `leadership` group (PostgreSQL): what leader election costs and how fast a standby takes over.
+//
+// - lock.acquireRelease: PgLockRegistry acquire + release beside a raw pg_advisory_lock/unlock pair.
+// - leadership.handoff: two Subscriptions in this process, each with its own registry, store and pool;
+//   from the leader's stop() call to the standby's first handled event (an event is appended right
+//   after stop() is called, so there is work for the standby). Baseline: raw unlock → a waiting raw
+//   pg_advisory_lock returns.
+// - leadership.failover.kill / .freeze: the leader is a child process (fixtures/leader.ts) killed with
+//   SIGKILL or frozen with SIGSTOP; from the signal to the standby's first handled event, every
+//   registry at its default settings. Baseline: the same signal to a child holding a raw advisory lock
+//   (for the freeze, with the idle_session_timeout the registry sets), until a raw waiter holds it.
+import { spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { lockKey, PgLockRegistry, PostgresCheckpointStore } from '../src/postgres/index.js';
+import type { PostgresEventStore } from '../src/postgres/index.js';
+import { Subscription } from '../src/subscription/index.js';
+import type { LeaderOptions } from './fixtures/leader.js';
+import type { BenchContext, BenchGroup } from './lib/context.js';
+import { sequential } from './lib/measure.js';
+import { benchLogger, EVENT, measureLatency, openPostgresBackend, until, within } from './subscription.js';
+import type { LatencyRound, PostgresBackend } from './subscription.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const LEADER = fileURLToPath(new URL('./fixtures/leader.ts', import.meta.url));
+
+const LOCK = 'lock.acquireRelease.postgres';
+const HANDOFF = 'leadership.handoff.postgres';
+const KILL = 'leadership.failover.kill.postgres';
+const FREEZE = 'leadership.failover.freeze.postgres';
+
+export const leadershipBench: BenchGroup = async (ctx) => {
+  const figures: Array<[string, (ctx: BenchContext, backend: PostgresBackend) => Promise<void>]> = [
+    [LOCK, lockFigure],
+    [HANDOFF, handoffFigure],
+    [KILL, (c, b) => failoverFigure(c, b, 'SIGKILL')],
+    [FREEZE, (c, b) => failoverFigure(c, b, 'SIGSTOP')],
+  ];
+  if (!figures.some(([name]) => ctx.selected(name))) return;
+  const backend = await openPostgresBackend(ctx, 'lead');
+  try {
+    for (const [name, run] of figures) {
+      if (!ctx.selected(name)) continue;
+      try {
+        await run(ctx, backend);
+      } catch (error) {
+        ctx.fail(name, error);
+      }
+    }
+  } finally {
+    await backend.close();
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Raw advisory locks
+
+const rawLock = { name: 'bench_raw_lock', rowMode: 'array' as const, text: 'SELECT pg_advisory_lock($1::bigint)' };
+const rawUnlock = { name: 'bench_raw_unlock', rowMode: 'array' as const, text: 'SELECT pg_advisory_unlock($1::bigint)' };
+
+async function backendPid(client: pg.Client): Promise<number> {
+  return Number((await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid);
+}
+
+/** Waits until the session `pid` is queued for an advisory lock (its pg_advisory_lock is blocked). */
+async function untilWaiting(backend: PostgresBackend, pid: number): Promise<void> {
+  await until(
+    async () => ((await backend.pool.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = $1 AND NOT granted", [pid])).rowCount ?? 0) > 0,
+    `session ${pid} to wait for the advisory lock`,
+    10_000,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Nodes in this process
+
+/** A Subscription with its own registry, store and pool: one node. `nextHandled` resolves at its next handled event. */
+interface Node {
+  subscription: Subscription;
+  registry: PgLockRegistry;
+  nextHandled(): Promise<number>;
+  position(): Promise<number | undefined>;
+  /** Stops the subscription and closes the registry (the backend closes the store). */
+  close(): Promise<void>;
+}
+
+function openNode(ctx: BenchContext, backend: PostgresBackend, name: string): Node {
+  const store: PostgresEventStore = backend.openStore();
+  const logger = benchLogger(ctx);
+  const registry = new PgLockRegistry({ connectionString: backend.connectionString, schema: backend.schema, logger });
+  let waiter: ((at: number) => void) | undefined;
+  const subscription = new Subscription({
+    name,
+    store,
+    checkpoints: new PostgresCheckpointStore({ store }),
+    leaderLock: registry,
+    logger,
+    handler: () => {
+      const at = performance.now();
+      const resolve = waiter;
+      waiter = undefined;
+      resolve?.(at);
+    },
+  });
+  const close = ctx.defer(async () => {
+    await subscription.stop();
+    await registry.close();
+  });
+  return {
+    close,
+    subscription,
+    registry,
+    nextHandled: () => new Promise<number>((resolve) => (waiter = resolve)),
+    position: async () => (await subscription.status()).position,
+  };
+}
+
+async function untilLeading(node: Node): Promise<void> {
+  await until(async () => (await node.subscription.status()).state === 'leading', 'a node to lead', 30_000, 2);
+}
+
+async function untilStandby(node: Node): Promise<void> {
+  await until(async () => (await node.subscription.status()).lockDenied, 'a node to stand by', 30_000, 2);
+}
+
+async function untilCheckpointed(node: Node, position: number): Promise<void> {
+  await until(async () => ((await node.position()) ?? 0) >= position, `a checkpoint at ${position}`, 30_000, 2);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// lock.acquireRelease
+
+async function lockFigure(ctx: BenchContext, backend: PostgresBackend): Promise<void> {
+  const registry = new PgLockRegistry({ connectionString: backend.connectionString, schema: backend.schema, logger: benchLogger(ctx) });
+  const closeRegistry = ctx.defer(() => registry.close());
+  try {
+    const raw = await backend.client();
+    const key = lockKey('bench-raw-lock', backend.schema);
+    await ctx.measure({
+      bench: LOCK,
+      unit: 'ops/s',
+      ops: ctx.pick(1000, 3000),
+      rounds: ctx.pick(3, 7),
+      eskit: sequential(async () => {
+        const lease = await registry.acquire('bench-lock');
+        await lease.release();
+        return 1;
+      }),
+      baseline: sequential(async () => {
+        await raw.query({ ...rawLock, values: [key] });
+        await raw.query({ ...rawUnlock, values: [key] });
+        return 1;
+      }),
+      baselineLabel: 'pg: pg_advisory_lock + pg_advisory_unlock, dedicated client',
+      target: 0.77,
+      note: 'op = acquire + release of one free lock; eskit: try-lock + fencing-token bump in one statement, then unlock + NOTIFY',
+    });
+  } finally {
+    await closeRegistry();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// leadership.handoff
+
+async function handoffFigure(ctx: BenchContext, backend: PostgresBackend): Promise<void> {
+  const nodes = [openNode(ctx, backend, 'handoff'), openNode(ctx, backend, 'handoff')] as const;
+  try {
+    await handoff(ctx, backend, ...nodes);
+  } finally {
+    await Promise.all(nodes.map((node) => node.close()));
+  }
+}
+
+async function handoff(ctx: BenchContext, backend: PostgresBackend, first: Node, second: Node): Promise<void> {
+  const writer = backend.openStore();
+  let leader = first;
+  let standby = second;
+  await leader.subscription.start();
+  await untilLeading(leader);
+  await standby.subscription.start();
+  await untilStandby(standby);
+
+  let appended = 0;
+  const eskit: LatencyRound = async (samples) => {
+    const out: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      const handled = standby.nextHandled();
+      const start = performance.now();
+      const stopping = leader.subscription.stop();
+      // stop() has aborted the leader synchronously: this event is the standby's to handle.
+      const appending = writer.append(`handoff-${appended++}`, [EVENT]);
+      const end = await within(handled, 30_000, 'the standby to handle its first event');
+      out.push(end - start);
+      await stopping;
+      const { position } = await appending;
+      // Untimed: the new leader checkpoints, the old one comes back as its standby.
+      await untilCheckpointed(standby, position);
+      await leader.subscription.start();
+      await untilStandby(leader);
+      [leader, standby] = [standby, leader];
+    }
+    return out;
+  };
+
+  const clients = [await backend.client(), await backend.client()] as const;
+  const pids = [await backendPid(clients[0]), await backendPid(clients[1])];
+  const key = lockKey('bench-raw-handoff', backend.schema);
+  await clients[0].query({ ...rawLock, values: [key] });
+  let holder = 0;
+  const baseline: LatencyRound = async (samples) => {
+    const out: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      const waiter = 1 - holder;
+      const granted = (clients[waiter] as pg.Client).query({ ...rawLock, values: [key] }).then(() => performance.now());
+      await untilWaiting(backend, pids[waiter] as number);
+      const start = performance.now();
+      await (clients[holder] as pg.Client).query({ ...rawUnlock, values: [key] });
+      out.push((await within(granted, 10_000, 'the raw waiter to get the lock')) - start);
+      holder = waiter;
+    }
+    return out;
+  };
+
+  await measureLatency(ctx, {
+    bench: HANDOFF,
+    samples: ctx.pick(5, 10),
+    rounds: 4,
+    warmupSamples: 2,
+    eskit,
+    baseline,
+    baselineLabel: 'pg: unlock → a blocked pg_advisory_lock returns (two raw clients)',
+    targetMs: 5,
+    note: 'leader stop() called → standby handler runs; one event appended right after stop(); registries at default settings',
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// leadership.failover.kill / .freeze
+
+/** A leader child process (fixtures/leader.ts) and the JSON lines it printed. */
+class Leader {
+  readonly lines: Array<Record<string, unknown>> = [];
+  readonly exited: Promise<void>;
+  stderr = '';
+  readonly #child: ChildProcessWithoutNullStreams;
+  #waiters = new Set<() => void>();
+  #exited = false;
+
+  constructor(ctx: BenchContext, options: LeaderOptions) {
+    this.#child = spawn(process.execPath, ['--import', 'tsx', LEADER, JSON.stringify(options)], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.#child.stdout.setEncoding('utf8');
+    this.#child.stderr.setEncoding('utf8');
+    let pending = '';
+    this.#child.stdout.on('data', (chunk: string) => {
+      pending += chunk;
+      for (let newline = pending.indexOf('\n'); newline >= 0; newline = pending.indexOf('\n')) {
+        const text = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        try {
+          this.lines.push(JSON.parse(text) as Record<string, unknown>);
+        } catch {
+          this.stderr += `[stdout] ${text}\n`;
+        }
+      }
+      for (const wake of this.#waiters) wake();
+    });
+    this.#child.stderr.on('data', (chunk: string) => (this.stderr += chunk));
+    this.exited = new Promise((resolve) =>
+      this.#child.once('close', () => {
+        this.#exited = true;
+        for (const wake of this.#waiters) wake();
+        resolve();
+      }),
+    );
+    const end = ctx.defer(() => this.end());
+    void this.exited.then(end);
+  }
+
+  async waitFor(predicate: (line: Record<string, unknown>) => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+    const found = (): boolean => this.lines.some(predicate);
+    const wait = (async () => {
+      while (!found()) {
+        if (this.#exited) throw new Error(`the leader process exited before ${what}:\n${this.stderr}`);
+        await new Promise<void>((resolve) => {
+          const wake = (): void => {
+            this.#waiters.delete(wake);
+            resolve();
+          };
+          this.#waiters.add(wake);
+        });
+      }
+    })();
+    await within(wait, timeoutMs, `${what} (leader output: ${this.stderr.slice(-2000)})`);
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    if (!this.#exited) this.#child.kill(signal);
+  }
+
+  /** SIGCONT for a frozen one, then SIGKILL; resolves once it has exited. */
+  async end(): Promise<void> {
+    this.signal('SIGCONT');
+    this.signal('SIGKILL');
+    await this.exited;
+  }
+}
+
+async function failoverFigure(ctx: BenchContext, backend: PostgresBackend, how: 'SIGKILL' | 'SIGSTOP'): Promise<void> {
+  const name = how === 'SIGKILL' ? 'failover-kill' : 'failover-freeze';
+  const standby = openNode(ctx, backend, name);
+  try {
+    await failover(ctx, backend, how, name, standby);
+  } finally {
+    await standby.close();
+  }
+}
+
+async function failover(ctx: BenchContext, backend: PostgresBackend, how: 'SIGKILL' | 'SIGSTOP', name: string, standby: Node): Promise<void> {
+  const bench = how === 'SIGKILL' ? KILL : FREEZE;
+  const writer = backend.openStore();
+  let appended = 0;
+  const timeoutMs = how === 'SIGKILL' ? 30_000 : 120_000;
+
+  const eskit: LatencyRound = async (samples) => {
+    const out: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      const head = await writer.headPosition();
+      const leader = new Leader(ctx, { mode: 'eskit', connectionString: backend.connectionString, schema: backend.schema, name });
+      try {
+        await leader.waitFor((l) => l.ev === 'leading', 'the child to lead');
+        await leader.waitFor((l) => (l.ev === 'claimed' || l.ev === 'saved') && Number(l.position) >= head, `the child to checkpoint ${head}`);
+        await standby.subscription.start();
+        await untilStandby(standby);
+        const handled = standby.nextHandled();
+        const start = performance.now();
+        leader.signal(how);
+        const appending = writer.append(`${name}-${appended++}`, [EVENT]);
+        out.push((await within(handled, timeoutMs, `the standby to take over after ${how}`)) - start);
+        const { position } = await appending;
+        await untilCheckpointed(standby, position);
+      } finally {
+        await leader.end();
+        await standby.subscription.stop();
+      }
+    }
+    return out;
+  };
+
+  const waiter = await backend.client();
+  const waiterPid = await backendPid(waiter);
+  const key = lockKey(`bench-raw-${name}`, backend.schema);
+  // What the registry asks of the server for its own lock session.
+  const idleSessionTimeoutMs = how === 'SIGSTOP' ? standby.registry.sessionTimeoutMs : undefined;
+  const baseline: LatencyRound = async (samples) => {
+    const out: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      const leader = new Leader(ctx, { mode: 'raw', connectionString: backend.connectionString, schema: backend.schema, key, idleSessionTimeoutMs });
+      try {
+        await leader.waitFor((l) => l.ev === 'locked', 'the raw child to lock');
+        const granted = waiter.query({ ...rawLock, values: [key] }).then(() => performance.now());
+        await untilWaiting(backend, waiterPid);
+        const start = performance.now();
+        leader.signal(how);
+        out.push((await within(granted, timeoutMs, `the raw waiter to get the lock after ${how}`)) - start);
+        await waiter.query({ ...rawUnlock, values: [key] });
+      } finally {
+        await leader.end();
+      }
+    }
+    return out;
+  };
+
+  const kill = how === 'SIGKILL';
+  await measureLatency(ctx, {
+    bench,
+    samples: 1,
+    rounds: kill ? ctx.pick(3, 5) : ctx.pick(1, 2),
+    warmupSamples: 0,
+    eskit,
+    baseline,
+    baselineLabel: kill
+      ? 'pg: SIGKILL of a raw lock holder → blocked pg_advisory_lock returns'
+      : `pg: SIGSTOP of a raw lock holder with idle_session_timeout ${idleSessionTimeoutMs} ms → blocked pg_advisory_lock returns`,
+    targetMs: kill ? 1000 : 15_000,
+    note: kill
+      ? `${how} of the leader process → the standby's first handled event; default settings. The signal comes right after the standby's ` +
+        `first denied try, so it waits out nearly a whole lock poll (${standby.registry.pollIntervalMs} ms): close to the worst case`
+      : `${how} of the leader process → the standby's first handled event; default settings (sessionTimeoutMs ${standby.registry.sessionTimeoutMs}, ` +
+        `poll ${standby.registry.pollIntervalMs} ms). Frozen just after its lock round trip: close to the worst case (a freeze later in a heartbeat ` +
+        'period is freed up to sessionTimeoutMs/4 sooner). A raw session lock without a timeout is never freed',
+  });
+}

@@ -1,0 +1,308 @@
+import type pg from 'pg';
+import type { CheckpointInfo } from '../core/checkpoint.js';
+import type { EventShape, Recorded } from '../core/event.js';
+import type { EventStore } from '../core/store.js';
+import { ViewFencedError } from '../view/errors.js';
+import { checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
+import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
+import { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
+import type { PostgresStoreHandle } from './postgres-checkpoint-store.js';
+import { advisoryKey, quoteSchema } from './schema.js';
+
+/** What `evolve` writes with: a connection inside the view's transaction. */
+export interface PostgresViewTx {
+  /** In a transaction: do not COMMIT or ROLLBACK it yourself. */
+  readonly client: pg.PoolClient;
+  /** The table (or index) `name` as SQL text, schema-qualified: the live table, or its shadow copy during a rebuild. */
+  table(name: string): string;
+}
+
+export interface PostgresViewOptions<E extends EventShape> extends SqlViewOptions<E> {
+  /** A `PostgresEventStore`: the view's tables and checkpoint live in its schema, and it uses its pool. */
+  store: EventStore<E> & PostgresStoreHandle;
+  /** Applies one event with `tx.client`, inside the transaction that also saves the checkpoint; a throw rolls the batch back. */
+  evolve: (event: Recorded<E>, tx: PostgresViewTx) => void | Promise<void>;
+}
+
+/**
+ * A read model in PostgreSQL tables (in the event store's schema), updated exactly once per event:
+ * each batch's writes and the view's checkpoint commit in one transaction, and the checkpoint write is
+ * fenced by the leader's token, so a crash, a kill or a stale leader leaves all of a batch or none.
+ *
+ * ```ts
+ * const carts = new PostgresView<CartEvent>({
+ *   name: 'carts',
+ *   store,
+ *   types: ['ItemAdded'],
+ *   leaderLock,
+ *   setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('carts')} (id text PRIMARY KEY, items int NOT NULL)`] },
+ *   evolve: async (event, { client, table }) => {
+ *     await client.query(`INSERT INTO ${table('carts')} (id, items) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET items = ${table('carts')}.items + 1`, [event.streamId]);
+ *   },
+ * });
+ * ```
+ */
+export class PostgresView<E extends EventShape = EventShape> extends SqlView<E> {
+  constructor(options: PostgresViewOptions<E>) {
+    checkSqlViewOptions('PostgresView', options);
+    super(options, new PostgresViewBackend(options));
+  }
+}
+
+class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
+  readonly #store: PostgresStoreHandle;
+  readonly #pool: pg.Pool;
+  readonly #schema: string;
+  readonly #s: string;
+  readonly #name: string;
+  readonly #setup: SqlViewSetup;
+  readonly #evolve: (event: Recorded<E>, tx: PostgresViewTx) => void | Promise<void>;
+  readonly #types: string[] | undefined;
+  readonly #checkpoints: PostgresCheckpointStore;
+  readonly #generationQuery: pg.QueryArrayConfig;
+  readonly #live: (name: string) => string;
+
+  constructor(options: PostgresViewOptions<E>) {
+    this.#store = options.store;
+    this.#pool = options.store.pool;
+    this.#schema = options.store.schema;
+    this.#s = quoteSchema(this.#schema);
+    this.#name = options.name;
+    this.#setup = options.setup;
+    this.#evolve = options.evolve;
+    this.#types = options.types && [...new Set<string>(options.types)];
+    this.#checkpoints = new PostgresCheckpointStore({ store: options.store });
+    this.#generationQuery = {
+      name: `eskit.${this.#schema}.view_generation`,
+      rowMode: 'array',
+      // FOR SHARE: a swap (FOR UPDATE) waits for this transaction, and this one for a swap.
+      text: `SELECT generation FROM ${this.#s}.view_versions WHERE name = $1 FOR SHARE`,
+    };
+    this.#live = (name) => this.#qualified(checkTableName(this.#name, name));
+  }
+
+  table(name: string): string {
+    return this.#qualified(name);
+  }
+
+  async ensureSetup(version: number): Promise<ViewMeta> {
+    await this.#store.migrate();
+    const [lockClass, lockObject] = advisoryKey('migrate', this.#schema);
+    return this.#transaction(async (client) => {
+      // Serialises set-ups in this schema (and with migrations); the catalog is read under it, not
+      // through IF NOT EXISTS, whose name lookup may not see what the previous holder just created.
+      await client.query('SELECT pg_advisory_xact_lock($1, $2)', [lockClass, lockObject]);
+      const found = await client.query(
+        `SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = 'view_versions'`,
+        [this.#schema],
+      );
+      if (found.rowCount === 0) {
+        // generation: incremented by every swap. tables: the live tables' names. rebuild_id: the
+        // rebuild that owns the shadow tables right now (NULL when none runs).
+        await client.query(`
+          CREATE TABLE ${this.#s}.view_versions (
+            name text PRIMARY KEY,
+            version integer NOT NULL,
+            generation bigint NOT NULL,
+            tables text[] NOT NULL,
+            rebuild_id text NULL,
+            updated_at timestamptz NOT NULL
+          )`);
+      }
+      const existing = await this.#meta(client, '');
+      if (existing) return existing;
+      const tables = await this.#create(client, (name) => name);
+      await client.query(
+        `INSERT INTO ${this.#s}.view_versions (name, version, generation, tables, rebuild_id, updated_at) VALUES ($1, $2, 0, $3, NULL, clock_timestamp())`,
+        [this.#name, version, tables],
+      );
+      return { version, generation: 0, tables };
+    });
+  }
+
+  async readMeta(): Promise<ViewMeta | undefined> {
+    try {
+      return await this.#meta(this.#pool, '');
+    } catch (error) {
+      // undefined_table: no view was ever set up in this schema.
+      if ((error as { code?: unknown }).code === '42P01') return undefined;
+      throw error;
+    }
+  }
+
+  loadCheckpoint(): Promise<number | undefined> {
+    return this.#checkpoints.load(this.#name);
+  }
+
+  claimCheckpoint(fencingToken: number): Promise<number | undefined> {
+    return this.#checkpoints.claim(this.#name, fencingToken);
+  }
+
+  listCheckpoints(): Promise<CheckpointInfo[]> {
+    return this.#checkpoints.list();
+  }
+
+  async applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void> {
+    await this.#transaction(async (client) => {
+      await this.#checkGeneration(client, generation);
+      const tx: PostgresViewTx = { client, table: this.#live };
+      for (const event of events) await this.#evolve(event, tx);
+      const position = (events[events.length - 1] as Recorded<E>).position;
+      await savePostgresCheckpoint(client, this.#name, position, { fencingToken, schema: this.#schema });
+    });
+  }
+
+  async saveCheckpoint(position: number, generation: number, fencingToken: number | undefined): Promise<void> {
+    await this.#transaction(async (client) => {
+      await this.#checkGeneration(client, generation);
+      await savePostgresCheckpoint(client, this.#name, position, { fencingToken, schema: this.#schema });
+    });
+  }
+
+  async lastRelevant(after: number, upTo: number): Promise<number> {
+    if (this.#types === undefined) return upTo > after ? upTo : 0;
+    const result = await this.#pool.query<[string]>({
+      rowMode: 'array',
+      text: `SELECT coalesce(max(position), 0) FROM ${this.#s}.events WHERE position > $1 AND position <= $2 AND type = ANY($3::text[])`,
+      values: [after, upTo, this.#types],
+    });
+    return Number((result.rows[0] as [string])[0]);
+  }
+
+  async countRelevant(after: number, upTo: number): Promise<number> {
+    const types = this.#types === undefined ? '' : ' AND type = ANY($3::text[])';
+    const result = await this.#pool.query<[string]>({
+      rowMode: 'array',
+      text: `SELECT count(*) FROM ${this.#s}.events WHERE position > $1 AND position <= $2${types}`,
+      values: this.#types === undefined ? [after, upTo] : [after, upTo, this.#types],
+    });
+    return Number((result.rows[0] as [string])[0]);
+  }
+
+  async beginRebuild(rebuildId: string): Promise<number> {
+    return this.#transaction(async (client) => {
+      const meta = await this.#meta(client, ' FOR UPDATE');
+      if (!meta) throw new ViewFencedError(this.#name, 'superseded');
+      const generation = meta.generation + 1;
+      await client.query(`UPDATE ${this.#s}.view_versions SET rebuild_id = $2 WHERE name = $1`, [this.#name, rebuildId]);
+      await this.#dropShadow(client, generation);
+      await this.#create(client, (name) => shadowName(name, generation));
+      return generation;
+    });
+  }
+
+  async applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void> {
+    const tx = (client: pg.PoolClient): PostgresViewTx => ({ client, table: (name) => this.#qualified(shadowName(checkTableName(this.#name, name), generation)) });
+    await this.#transaction(async (client) => {
+      await this.#checkRebuild(client, rebuildId, ' FOR SHARE');
+      const shadow = tx(client);
+      for (const event of events) await this.#evolve(event, shadow);
+    });
+  }
+
+  async swap(rebuildId: string, generation: number, position: number, version: number): Promise<'swapped' | 'behind'> {
+    return this.#transaction(async (client) => {
+      // FOR UPDATE first: live transactions (FOR SHARE) in flight finish before, later ones wait until after.
+      const meta = await this.#checkRebuild(client, rebuildId, ' FOR UPDATE');
+      const live = await client.query<[string | null]>({ rowMode: 'array', text: `SELECT position FROM ${this.#s}.checkpoints WHERE name = $1`, values: [this.#name] });
+      if (Number(live.rows[0]?.[0] ?? 0) > position) return 'behind';
+      const names = setupNames(this.#name, this.#setup);
+      const shadowTables = await this.#tables(client, names.map((name) => shadowName(name, generation)));
+      const tables = names.filter((name) => shadowTables.has(shadowName(name, generation)));
+      const liveTables = await this.#tables(client, [...new Set([...meta.tables, ...tables])]);
+      for (const name of liveTables) await client.query(`DROP TABLE ${this.#qualified(name)}`);
+      for (const name of tables) await client.query(`ALTER TABLE ${this.#qualified(shadowName(name, generation))} RENAME TO "${name}"`);
+      await client.query(
+        `UPDATE ${this.#s}.view_versions SET version = $2, generation = $3, tables = $4, rebuild_id = NULL, updated_at = clock_timestamp() WHERE name = $1`,
+        [this.#name, version, generation, tables],
+      );
+      // No token: the swap is not the leader. The leader's next write fails the generation check.
+      await savePostgresCheckpoint(client, this.#name, position, { schema: this.#schema });
+      return 'swapped';
+    });
+  }
+
+  async abandonRebuild(rebuildId: string, generation: number): Promise<void> {
+    await this.#transaction(async (client) => {
+      const meta = await this.#meta(client, ' FOR UPDATE');
+      if (meta?.rebuildId !== rebuildId) return;
+      await this.#dropShadow(client, generation);
+      await client.query(`UPDATE ${this.#s}.view_versions SET rebuild_id = NULL WHERE name = $1`, [this.#name]);
+    });
+  }
+
+  #qualified(name: string): string {
+    return `${this.#s}."${name}"`;
+  }
+
+  async #meta(client: pg.Pool | pg.ClientBase, lock: '' | ' FOR UPDATE' | ' FOR SHARE'): Promise<(ViewMeta & { rebuildId: string | null }) | undefined> {
+    const result = await client.query<{ version: number; generation: string; tables: string[]; rebuild_id: string | null }>(
+      `SELECT version, generation, tables, rebuild_id FROM ${this.#s}.view_versions WHERE name = $1${lock}`,
+      [this.#name],
+    );
+    const row = result.rows[0];
+    return row && { version: row.version, generation: Number(row.generation), tables: row.tables, rebuildId: row.rebuild_id };
+  }
+
+  async #checkGeneration(client: pg.PoolClient, generation: number): Promise<void> {
+    const result = await client.query<[string]>({ ...this.#generationQuery, values: [this.#name] });
+    const current = result.rows[0]?.[0];
+    if (current === undefined || Number(current) !== generation) throw new ViewFencedError(this.#name, 'swapped');
+  }
+
+  async #checkRebuild(client: pg.PoolClient, rebuildId: string, lock: ' FOR UPDATE' | ' FOR SHARE'): Promise<ViewMeta> {
+    const meta = await this.#meta(client, lock);
+    if (!meta || meta.rebuildId !== rebuildId) throw new ViewFencedError(this.#name, 'superseded');
+    return meta;
+  }
+
+  /** Runs the setup with `map` naming the objects; returns the (unmapped) names that became tables. */
+  async #create(client: pg.PoolClient, map: (name: string) => string): Promise<string[]> {
+    const names: string[] = [];
+    const statements = this.#setup.statements((name) => {
+      checkTableName(this.#name, name);
+      if (!names.includes(name)) names.push(name);
+      return this.#qualified(map(name));
+    });
+    for (const statement of statements) await client.query(statement);
+    const tables = await this.#tables(client, names.map(map));
+    return names.filter((name) => tables.has(map(name)));
+  }
+
+  async #dropShadow(client: pg.PoolClient, generation: number): Promise<void> {
+    const shadows = await this.#tables(client, setupNames(this.#name, this.#setup).map((name) => shadowName(name, generation)));
+    for (const shadow of shadows) await client.query(`DROP TABLE ${this.#qualified(shadow)}`);
+  }
+
+  /** Which of `names` are tables in the schema (read from the catalog, under the caller's locks). */
+  async #tables(client: pg.PoolClient, names: readonly string[]): Promise<Set<string>> {
+    if (names.length === 0) return new Set();
+    const result = await client.query<{ relname: string }>(
+      `SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind IN ('r', 'p')`,
+      [this.#schema, names],
+    );
+    return new Set(result.rows.map((row) => row.relname));
+  }
+
+  /** One transaction on a connection of the pool; a connection that fails to roll back is discarded. */
+  async #transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.#pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollbackError) {
+        broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
+      }
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+}

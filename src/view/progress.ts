@@ -1,0 +1,146 @@
+import { TimeoutError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+
+export interface WaitForOptions {
+  /** Give up after this long with `ESKIT_TIMEOUT`. Default 5000. */
+  timeoutMs?: number;
+  /** Stop waiting (rejects with the signal's reason). */
+  signal?: AbortSignal;
+}
+
+interface Waiter {
+  target: number;
+  resolve: () => void;
+}
+
+export interface ProgressTrackerOptions {
+  view: string;
+  /** Reads the view's durable checkpoint (another process may be the one moving it). */
+  read: () => Promise<number | undefined>;
+  /** How often the checkpoint is read while someone waits or follows. */
+  pollIntervalMs: number;
+  /** The checkpoint moved from `from` to `to`, as a poll saw it (not through `advance`). */
+  onPolled?: (from: number, to: number) => void;
+  logger: Logger;
+}
+
+/**
+ * What a view knows of its checkpoint, and who waits for it to reach a position. Progress made in
+ * this process arrives through `advance` at once; progress made elsewhere (a view run by another
+ * process, a rebuild swapped in by another process) is found by reading the checkpoint every
+ * `pollIntervalMs`, but only while someone waits or follows.
+ */
+export class ProgressTracker {
+  readonly #options: ProgressTrackerOptions;
+  readonly #waiters = new Set<Waiter>();
+  #known: number | undefined;
+  #followers = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #polling: Promise<void> | undefined;
+
+  constructor(options: ProgressTrackerOptions) {
+    this.#options = options;
+  }
+
+  /** The highest checkpoint seen (undefined before the first commit or read). */
+  get position(): number | undefined {
+    return this.#known;
+  }
+
+  /** The checkpoint reached `position` (in this process: just committed). */
+  advance(position: number): void {
+    if (this.#known !== undefined && position <= this.#known) return;
+    this.#known = position;
+    for (const waiter of [...this.#waiters]) {
+      if (position >= waiter.target) waiter.resolve();
+    }
+  }
+
+  /** Reads the checkpoint now; returns the highest position known after it. */
+  async refresh(): Promise<number | undefined> {
+    if (this.#polling) {
+      await this.#polling;
+      return this.#known;
+    }
+    this.#polling = this.#poll().finally(() => (this.#polling = undefined));
+    await this.#polling;
+    return this.#known;
+  }
+
+  /** Keeps polling while the returned function has not been called (a change feed with listeners). */
+  follow(): () => void {
+    this.#followers += 1;
+    this.#schedule();
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#followers -= 1;
+    };
+  }
+
+  /** Resolves once the checkpoint reaches `target`; `describe` explains a timeout. */
+  wait(target: number, options: WaitForOptions & { describe: () => string }): Promise<void> {
+    if (this.#known !== undefined && this.#known >= target) return Promise.resolve();
+    const timeoutMs = options.timeoutMs ?? 5000;
+    const signal = options.signal;
+    return new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const settle = (): boolean => {
+        if (!this.#waiters.delete(waiter)) return false;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        return true;
+      };
+      const onAbort = (): void => {
+        if (settle()) reject(signal?.reason);
+      };
+      const waiter: Waiter = {
+        target,
+        resolve: () => {
+          if (settle()) resolve();
+        },
+      };
+      const timer = setTimeout(() => {
+        if (settle()) reject(new TimeoutError(options.describe(), timeoutMs));
+      }, timeoutMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.add(waiter);
+      this.#schedule();
+    });
+  }
+
+  #interested(): boolean {
+    return this.#waiters.size > 0 || this.#followers > 0;
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined || !this.#interested()) return;
+    this.#timer = setTimeout(() => {
+      void this.refresh().finally(() => {
+        this.#timer = undefined;
+        this.#schedule();
+      });
+    }, this.#options.pollIntervalMs);
+    // Waiters hold their own timeout timer; a follower alone must not keep the process alive.
+    this.#timer.unref();
+  }
+
+  async #poll(): Promise<void> {
+    let position: number | undefined;
+    try {
+      position = await this.#options.read();
+    } catch (error) {
+      // The next poll tries again; a waiter's timeout bounds how long that can go on.
+      this.#options.logger.warn({ view: this.#options.view, err: error }, `View "${this.#options.view}": reading its checkpoint failed`);
+      return;
+    }
+    if (position === undefined) return;
+    const before = this.#known;
+    this.advance(position);
+    if (before !== undefined && position > before) this.#options.onPolled?.(before, position);
+  }
+}

@@ -1,0 +1,163 @@
+import { InvalidArgumentError } from '../core/errors.js';
+import type { EventShape, Recorded } from '../core/event.js';
+import type { Logger } from '../core/logger.js';
+import type { EventStore } from '../core/store.js';
+import { ChangeFeed } from './change-feed.js';
+import { ProgressTracker } from './progress.js';
+import type { WaitForOptions } from './progress.js';
+
+/** The keys of a view's state an event changed (for the change feed); `[]` when it changed none. */
+export type KeysOf<E extends EventShape> = (event: Recorded<E>) => string | readonly string[];
+
+export interface ViewSignalsOptions<E extends EventShape> {
+  view: string;
+  store: EventStore<E>;
+  types: readonly string[] | undefined;
+  keysOf: KeysOf<E> | undefined;
+  debounceMs: number | undefined;
+  maxKeys: number | undefined;
+  pollIntervalMs: number;
+  logger: Logger;
+  /** The durable checkpoint. */
+  readCheckpoint: () => Promise<number | undefined>;
+  /** The position of the last event of the view's types in (after, upTo]; 0 when there is none. */
+  lastRelevant?: (after: number, upTo: number) => Promise<number>;
+  /** True while this process runs the view (its own commits then feed the change feed). */
+  isLeading: () => boolean;
+}
+
+/** Events read to work out which keys another process changed, before giving up and saying "everything". */
+const MAX_REMOTE_EVENTS = 1000;
+
+/**
+ * What every kind of view shares around its state: the change feed, read-your-writes waiting, and
+ * following a view that another process runs.
+ */
+export class ViewSignals<E extends EventShape> {
+  readonly changes: ChangeFeed;
+  readonly #options: ViewSignalsOptions<E>;
+  readonly #tracker: ProgressTracker;
+
+  constructor(options: ViewSignalsOptions<E>) {
+    this.#options = options;
+    this.changes = new ChangeFeed({ view: options.view, debounceMs: options.debounceMs, maxKeys: options.maxKeys, logger: options.logger });
+    this.#tracker = new ProgressTracker({
+      view: options.view,
+      read: options.readCheckpoint,
+      pollIntervalMs: options.pollIntervalMs,
+      logger: options.logger,
+      onPolled: (from, to) => {
+        if (!options.isLeading() && this.changes.listenerCount > 0) void this.#remoteChange(from, to);
+      },
+    });
+    let unfollow: (() => void) | undefined;
+    this.changes.onActivity((active) => {
+      unfollow?.();
+      unfollow = active ? this.#tracker.follow() : undefined;
+    });
+  }
+
+  /** The highest checkpoint this process knows of. */
+  get position(): number | undefined {
+    return this.#tracker.position;
+  }
+
+  /** `events` were committed with the checkpoint at `position`. */
+  committed(events: readonly Recorded<E>[], position: number): void {
+    this.#tracker.advance(position);
+    if (this.changes.listenerCount === 0) return;
+    this.changes.publish(this.#keys(events), position);
+  }
+
+  /** The checkpoint moved without events being applied here (skipped events). */
+  advanced(position: number): void {
+    this.#tracker.advance(position);
+  }
+
+  /** The whole state was replaced (a rebuild was swapped in). */
+  replaced(position: number): void {
+    this.#tracker.advance(position);
+    this.changes.publish(undefined, position);
+  }
+
+  /**
+   * Resolves once the view reflects every event up to `position` (the position an append returned):
+   * its checkpoint reached it, or reached the last event of the view's types before it.
+   */
+  async waitFor(position: number, options: WaitForOptions = {}): Promise<void> {
+    if (!Number.isSafeInteger(position) || position < 0) {
+      throw new InvalidArgumentError(`waitFor needs a non-negative integer position (what an append returned), got ${String(position)}`);
+    }
+    const timeoutMs = options.timeoutMs ?? 5000;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) {
+      throw new InvalidArgumentError(`timeoutMs must be a non-negative integer, got ${String(timeoutMs)}`);
+    }
+    options.signal?.throwIfAborted();
+    const started = performance.now();
+    let known = this.#tracker.position;
+    // Leading here, every commit arrives through `committed`; otherwise only a read can tell.
+    if (known === undefined || (known < position && !this.#options.isLeading())) known = await this.#tracker.refresh();
+    const at = known ?? 0;
+    if (at >= position) return;
+    let target = position;
+    if (this.#options.types !== undefined) {
+      target = await (this.#options.lastRelevant ?? ((after, upTo) => this.#lastRelevant(after, upTo)))(at, position);
+      if (target <= at) return;
+    }
+    const view = this.#options.view;
+    await this.#tracker.wait(target, {
+      timeoutMs: Math.max(0, Math.round(timeoutMs - (performance.now() - started))),
+      signal: options.signal,
+      describe: () =>
+        `waitFor: view "${view}" reaching position ${position} (its checkpoint is at ${String(this.#tracker.position ?? 'none')}; ` +
+        'is the view started, and is some node leading it?)',
+    });
+  }
+
+  #keys(events: readonly Recorded<E>[]): Iterable<string> | undefined {
+    const keysOf = this.#options.keysOf;
+    if (!keysOf) return undefined;
+    const keys = new Set<string>();
+    try {
+      for (const event of events) {
+        const result = keysOf(event);
+        if (typeof result === 'string') keys.add(result);
+        else for (const key of result) keys.add(key);
+      }
+    } catch (error) {
+      this.#options.logger.warn({ view: this.#options.view, err: error }, `View "${this.#options.view}": keysOf threw; reporting that everything changed`);
+      return undefined;
+    }
+    return keys;
+  }
+
+  /** Another process moved the view: work out the keys from the events in between when that is cheap. */
+  async #remoteChange(from: number, to: number): Promise<void> {
+    const { store, types, keysOf } = this.#options;
+    if (!keysOf) {
+      this.changes.publish(undefined, to);
+      return;
+    }
+    const events: Recorded<E>[] = [];
+    try {
+      for await (const event of store.readAll({ after: from, types, limit: MAX_REMOTE_EVENTS + 1 })) {
+        if (event.position > to) break;
+        events.push(event);
+      }
+    } catch {
+      this.changes.publish(undefined, to);
+      return;
+    }
+    this.changes.publish(events.length > MAX_REMOTE_EVENTS ? undefined : this.#keys(events), to);
+  }
+
+  /** The generic way: read the view's events after `after` (fine for the memory store and small lags). */
+  async #lastRelevant(after: number, upTo: number): Promise<number> {
+    let last = 0;
+    for await (const event of this.#options.store.readAll({ after, types: this.#options.types, raw: true })) {
+      if (event.position > upTo) break;
+      last = event.position;
+    }
+    return last;
+  }
+}

@@ -1,0 +1,461 @@
+import { randomUUID } from 'node:crypto';
+import type { CheckpointInfo, CheckpointStore } from '../core/checkpoint.js';
+import type { DeadLetter } from '../core/dead-letter.js';
+import { AlreadyStartedError, describeError, ErrorCode, InvalidArgumentError, isEskitError, MigrationError } from '../core/errors.js';
+import type { EventShape, Recorded } from '../core/event.js';
+import type { Lease, LockRegistry } from '../core/lock.js';
+import { consoleLogger } from '../core/logger.js';
+import type { Logger } from '../core/logger.js';
+import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
+import type { RetryPolicy } from '../core/retry.js';
+import { Subscription } from '../subscription/subscription.js';
+import type { ChangeFeed } from './change-feed.js';
+import { RebuildFailedError } from './errors.js';
+import type { WaitForOptions } from './progress.js';
+import { ViewSignals } from './signals.js';
+import type { Observable, RebuildProgress, ViewOptions, ViewStatus, Waitable } from './types.js';
+
+/** A SQL view's tables and indexes, versioned. */
+export interface SqlViewSetup {
+  /**
+   * A positive integer. Raise it whenever the statements or `evolve` change what the tables hold:
+   * `rebuildIfChanged()` then rebuilds the view, and `start()` refuses to run on tables of another version.
+   */
+  version: number;
+  /**
+   * The CREATE TABLE / CREATE INDEX statements. Every table AND index name must come from `table()`
+   * (lower-case identifiers of at most 40 characters), because a rebuild creates the same objects
+   * under shadow names first. Called more than once: it must only build strings.
+   */
+  statements: (table: (name: string) => string) => readonly string[];
+}
+
+export interface SqlViewOptions<E extends EventShape> extends ViewOptions<E> {
+  setup: SqlViewSetup;
+  /** Turns leader election on: one node updates the view; the others stand by (and can still read it). */
+  leaderLock?: LockRegistry;
+}
+
+export interface RebuildOptions {
+  /** Called as events are applied to the shadow tables (for a progress bar). */
+  onProgress?: (progress: RebuildProgress) => void;
+  /** Stops the rebuild; the shadow tables are dropped and the live view stays as it was. */
+  signal?: AbortSignal;
+  /** Events per shadow transaction. Default 1000. */
+  batchSize?: number;
+}
+
+export interface RebuildResult {
+  /** The checkpoint the rebuilt view was swapped in at. */
+  position: number;
+  /** Events applied. */
+  events: number;
+  /** Incremented by every swap. */
+  generation: number;
+  durationMs: number;
+}
+
+/** What the view versions table says about a view. */
+export interface ViewMeta {
+  version: number;
+  /** Incremented by every swap; the live runner's writes check it. */
+  generation: number;
+  /** The names (unquoted, unsuffixed) of the live tables. */
+  tables: readonly string[];
+}
+
+/**
+ * What a SQL adapter implements for `SqlView`. Every method that writes runs in one transaction of its
+ * own; `applyLive` and `saveCheckpoint` check the generation (and `applyShadow` and `swap` the rebuild
+ * id) inside that transaction, and throw `ViewFencedError` when it changed.
+ */
+export interface SqlViewBackend<E extends EventShape> {
+  /** The live table `name`, ready for SQL text. */
+  table(name: string): string;
+  /** Creates the versions table and, for a view never set up, its tables (at `version`). */
+  ensureSetup(version: number): Promise<ViewMeta>;
+  readMeta(): Promise<ViewMeta | undefined>;
+  loadCheckpoint(): Promise<number | undefined>;
+  claimCheckpoint(fencingToken: number): Promise<number | undefined>;
+  listCheckpoints(): Promise<CheckpointInfo[]>;
+  /** evolve for each event, then the checkpoint (fenced by the token), in one transaction. */
+  applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void>;
+  saveCheckpoint(position: number, generation: number, fencingToken: number | undefined): Promise<void>;
+  /** The position of the last event of the view's types in (after, upTo]; 0 when there is none. */
+  lastRelevant(after: number, upTo: number): Promise<number>;
+  /** Events of the view's types in (after, upTo]. */
+  countRelevant(after: number, upTo: number): Promise<number>;
+  /** Claims the rebuild for `rebuildId`, (re)creates the shadow tables; returns their generation. */
+  beginRebuild(rebuildId: string): Promise<number>;
+  applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void>;
+  /**
+   * Swaps the shadow tables in and sets the checkpoint to `position`, in one transaction; 'behind'
+   * (changing nothing) when the live checkpoint is already past `position`.
+   */
+  swap(rebuildId: string, generation: number, position: number, version: number): Promise<'swapped' | 'behind'>;
+  /** Drops the shadow tables if the rebuild is still ours. */
+  abandonRebuild(rebuildId: string, generation: number): Promise<void>;
+}
+
+// Room for the shadow suffix (`__rebuild_<generation>`) within PostgreSQL's 63-byte identifiers.
+const TABLE_NAME = /^[a-z_][a-z0-9_]{0,39}$/;
+
+/** Checks a name given to `table()`; returns it. */
+export function checkTableName(view: string, name: unknown): string {
+  if (typeof name !== 'string' || !TABLE_NAME.test(name) || name.includes('__rebuild_')) {
+    throw new InvalidArgumentError(
+      `View "${view}": table(${JSON.stringify(name) ?? String(name)}) needs a lower-case SQL identifier of at most 40 characters ` +
+        '(a-z, 0-9, _; not starting with a digit; without "__rebuild_").',
+    );
+  }
+  return name;
+}
+
+/**
+ * The shadow name of `name` for the rebuild that produces `generation`. The suffix carries the
+ * generation so that index names (which live on after the table is renamed) never collide with the
+ * next rebuild's.
+ */
+export function shadowName(name: string, generation: number): string {
+  return `${name}__rebuild_${generation}`;
+}
+
+/** The names the setup passes to `table()`, in order. */
+export function setupNames(view: string, setup: SqlViewSetup): string[] {
+  const names = new Set<string>();
+  setup.statements((name) => {
+    names.add(checkTableName(view, name));
+    return name;
+  });
+  return [...names];
+}
+
+/** Checks what every SQL view needs before an adapter builds its backend. */
+export function checkSqlViewOptions(kind: string, options: { name?: unknown; setup?: unknown; evolve?: unknown }): void {
+  if (typeof options.name !== 'string' || options.name.length === 0) throw new InvalidArgumentError(`${kind} needs a non-empty name.`);
+  if (typeof options.evolve !== 'function') throw new InvalidArgumentError(`${kind} "${options.name}" needs an evolve(event, tx) function.`);
+  const setup = options.setup as SqlViewSetup | undefined;
+  if (typeof setup !== 'object' || setup === null || typeof setup.statements !== 'function') {
+    throw new InvalidArgumentError(`${kind} "${options.name}" needs setup: { version, statements: (table) => [...] }.`);
+  }
+  if (!Number.isSafeInteger(setup.version) || setup.version < 1) {
+    throw new InvalidArgumentError(`${kind} "${options.name}": setup.version must be a positive integer, got ${String(setup.version)}`);
+  }
+  const statements = setup.statements((name) => checkTableName(options.name as string, name));
+  if (!Array.isArray(statements) || statements.some((statement) => typeof statement !== 'string')) {
+    throw new InvalidArgumentError(`${kind} "${options.name}": setup.statements must return an array of SQL strings.`);
+  }
+}
+
+const defaultRebuildRetry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 50, maxDelayMs: 1000 };
+
+/**
+ * The engine of the SQL views (`SqliteView`, `PostgresView`): a subscription whose batch handler
+ * applies `evolve` and saves the checkpoint in one transaction, rebuilds into shadow tables swapped in
+ * atomically, read-your-writes waiting and a change feed.
+ *
+ * How the live view and a rebuild stay out of each other's way: the versions table holds a generation
+ * number that every swap increments. The live runner reads it together with its checkpoint, and every
+ * transaction it commits checks it first. After a swap, the runner's next transaction is refused
+ * (`ViewFencedError`, treated like lost leadership): it rolls back, reloads the checkpoint the swap
+ * set, and carries on from there against the new tables. A swap waits until the shadow has caught up
+ * with the live checkpoint, so the view's checkpoint never moves backwards.
+ */
+export abstract class SqlView<E extends EventShape = EventShape> implements Waitable, Observable {
+  readonly name: string;
+  readonly #options: SqlViewOptions<E>;
+  readonly #backend: SqlViewBackend<E>;
+  readonly #subscription: Subscription<E>;
+  readonly #signals: ViewSignals<E>;
+  readonly #logger: Logger;
+  #generation: number | undefined;
+  #leading = false;
+  #rebuilding: RebuildProgress | undefined;
+
+  protected constructor(options: SqlViewOptions<E>, backend: SqlViewBackend<E>) {
+    this.name = options.name;
+    this.#options = options;
+    this.#backend = backend;
+    this.#logger = options.logger ?? consoleLogger();
+    const checkpoints: CheckpointStore = {
+      load: () => this.#resume(() => backend.loadCheckpoint()),
+      claim: (_name, fencingToken) => this.#resume(() => backend.claimCheckpoint(fencingToken)),
+      save: async (_name, position, saveOptions = {}) => {
+        // Only for events the runner skipped (dead-lettered): the handler saves everything else.
+        await backend.saveCheckpoint(position, this.#generation ?? -1, saveOptions.fencingToken);
+        this.#signals.advanced(position);
+      },
+      list: () => backend.listCheckpoints(),
+    };
+    this.#subscription = new Subscription<E>({
+      name: options.name,
+      store: options.store,
+      checkpoints,
+      types: options.types,
+      batchSize: options.batchSize,
+      retry: options.retry,
+      deadLetters: options.deadLetters,
+      onHandlerFailure: options.onHandlerFailure,
+      pollIntervalMs: options.pollIntervalMs,
+      leaderLock: options.leaderLock && this.#watchLeadership(options.leaderLock),
+      logger: this.#logger,
+      checkpointsInHandler: true,
+      batchHandler: async (events, context) => {
+        await backend.applyLive(events, this.#generation ?? -1, context.fencingToken);
+        this.#signals.committed(events, (events[events.length - 1] as Recorded<E>).position);
+      },
+    });
+    this.#signals = new ViewSignals<E>({
+      view: options.name,
+      store: options.store,
+      types: options.types,
+      keysOf: options.keysOf,
+      debounceMs: options.debounceMs,
+      maxKeys: options.maxKeys,
+      pollIntervalMs: options.checkpointPollMs ?? 50,
+      logger: this.#logger,
+      readCheckpoint: () => backend.loadCheckpoint(),
+      lastRelevant: (after, upTo) => backend.lastRelevant(after, upTo),
+      isLeading: () => this.#leading,
+    });
+  }
+
+  /** "View changed" notifications, with the affected keys when the view has `keysOf`. */
+  get changes(): ChangeFeed {
+    return this.#signals.changes;
+  }
+
+  /** The live table `name` as SQL text, for queries that read the view. */
+  table(name: string): string {
+    return this.#backend.table(checkTableName(this.name, name));
+  }
+
+  /**
+   * Creates the view's tables if it was never set up, then follows the log in the background (standing
+   * by while another node holds the leader lock). Fails with `ESKIT_MIGRATION` when the stored tables
+   * are of another setup version: call `rebuildIfChanged()` first.
+   */
+  async start(): Promise<void> {
+    const meta = await this.#backend.ensureSetup(this.#options.setup.version);
+    this.#checkVersion(meta);
+    await this.#subscription.start();
+    void this.#subscription.whenStopped().then(
+      () => (this.#leading = false),
+      () => (this.#leading = false),
+    );
+  }
+
+  /** Lets the batch in flight commit, releases leadership. Safe to call twice. */
+  async stop(): Promise<void> {
+    await this.#subscription.stop();
+    this.#leading = false;
+  }
+
+  /** Resolves when the view stopped or failed (the status says which, and why). */
+  async whenStopped(): Promise<ViewStatus> {
+    await this.#subscription.whenStopped();
+    return this.status();
+  }
+
+  async status(): Promise<ViewStatus> {
+    const status = await this.#subscription.status();
+    const rebuilding = this.#rebuilding && { ...this.#rebuilding };
+    return { ...status, setupVersion: this.#options.setup.version, rebuilding };
+  }
+
+  /** The setup version the stored tables were built with (undefined before the first start or rebuild). */
+  async storedVersion(): Promise<number | undefined> {
+    return (await this.#backend.readMeta())?.version;
+  }
+
+  /**
+   * Resolves once the view reflects every event up to `position` (the position an append or a command
+   * returned), in this process or any other. Rejects with `ESKIT_TIMEOUT` after `timeoutMs` (default 5000).
+   */
+  waitFor(position: number, options?: WaitForOptions): Promise<void> {
+    return this.#signals.waitFor(position, options);
+  }
+
+  /** Rebuilds the view when the stored setup version differs from this code's. Returns undefined when it did not. */
+  async rebuildIfChanged(options: RebuildOptions = {}): Promise<RebuildResult | undefined> {
+    const meta = await this.#backend.ensureSetup(this.#options.setup.version);
+    if (meta.version === this.#options.setup.version) return undefined;
+    this.#logger.info(
+      { view: this.name, from: meta.version, to: this.#options.setup.version },
+      `View "${this.name}": setup version changed from ${meta.version} to ${this.#options.setup.version}; rebuilding`,
+    );
+    return this.rebuild(options);
+  }
+
+  /**
+   * Replays every event into shadow tables while the live view keeps serving (and keeps being updated,
+   * on whichever node leads it), catches up with the head, then swaps the shadow tables in and sets the
+   * checkpoint in one transaction. Readers see the old view or the new one, never a part-built one.
+   * Can run on any node; one rebuild per view at a time (a second one takes over from the first).
+   */
+  async rebuild(options: RebuildOptions = {}): Promise<RebuildResult> {
+    if (this.#rebuilding) throw new AlreadyStartedError(`A rebuild of view "${this.name}"`);
+    const batchSize = options.batchSize ?? 1000;
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${String(batchSize)}`);
+    const progress: RebuildProgress = { done: 0, total: 0 };
+    this.#rebuilding = progress;
+    const report = (): void => {
+      try {
+        options.onProgress?.({ ...progress });
+      } catch (error) {
+        this.#logger.warn({ view: this.name, err: error }, `View "${this.name}": the rebuild progress callback threw`);
+      }
+    };
+    const started = performance.now();
+    const rebuildId = randomUUID();
+    const { signal } = options;
+    const version = this.#options.setup.version;
+    let generation: number | undefined;
+    let swapped = false;
+    try {
+      signal?.throwIfAborted();
+      await this.#backend.ensureSetup(version);
+      generation = await this.#backend.beginRebuild(rebuildId);
+      let position = 0;
+      for (;;) {
+        const head = await this.#options.store.headPosition();
+        progress.total = progress.done + (await this.#backend.countRelevant(position, head));
+        report();
+        for (;;) {
+          signal?.throwIfAborted();
+          const batch: Recorded<E>[] = [];
+          for await (const event of this.#options.store.readAll({ after: position, limit: batchSize, types: this.#options.types })) batch.push(event);
+          if (batch.length > 0) {
+            await this.#applyShadow(batch, rebuildId, generation, signal);
+            position = (batch[batch.length - 1] as Recorded<E>).position;
+            progress.done += batch.length;
+            progress.total = Math.max(progress.total, progress.done);
+            report();
+            // A synchronous driver (SQLite) would otherwise hold the event loop for the whole replay.
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+          if (batch.length < batchSize) break;
+        }
+        // The last read began after `head` was read, so every event up to `head` has been applied.
+        position = Math.max(position, head);
+        signal?.throwIfAborted();
+        if ((await this.#backend.swap(rebuildId, generation, position, version)) === 'swapped') break;
+        // The live view got further than the shadow meanwhile: catch up with it, then try again.
+      }
+      swapped = true;
+      progress.total = progress.done;
+      report();
+      this.#signals.replaced(position);
+      const result: RebuildResult = { position, events: progress.done, generation, durationMs: performance.now() - started };
+      this.#logger.info({ view: this.name, ...result }, `View "${this.name}": rebuilt and swapped in at position ${position}`);
+      return result;
+    } finally {
+      this.#rebuilding = undefined;
+      if (!swapped && generation !== undefined) {
+        await this.#backend.abandonRebuild(rebuildId, generation).catch((error: unknown) => {
+          this.#logger.warn({ view: this.name, err: error }, `View "${this.name}": dropping the shadow tables of a failed rebuild failed`);
+        });
+      }
+    }
+  }
+
+  /** Applies a batch to the shadow tables; a failing batch is replayed event by event to pin the failure. */
+  async #applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number, signal: AbortSignal | undefined): Promise<void> {
+    if (events.length > 1) {
+      try {
+        await this.#backend.applyShadow(events, rebuildId, generation);
+        return;
+      } catch (error) {
+        if (isEskitError(error, ErrorCode.Fenced)) throw error;
+      }
+    }
+    const policy = retryPolicy(this.#options.retry, defaultRebuildRetry);
+    for (const event of events) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.#backend.applyShadow([event], rebuildId, generation);
+          break;
+        } catch (error) {
+          if (isEskitError(error, ErrorCode.Fenced)) throw error;
+          if (attempt < policy.maxAttempts && !isEskitError(error, ErrorCode.PermanentFailure)) {
+            await delay(backoffDelay(policy, attempt), signal);
+            continue;
+          }
+          await this.#rebuildFailure(event, error, attempt);
+          break;
+        }
+      }
+    }
+  }
+
+  /** An event evolve keeps failing on during a rebuild: skipped like the live view would, or the end of the rebuild. */
+  async #rebuildFailure(event: Recorded<E>, error: unknown, attempts: number): Promise<void> {
+    const { onHandlerFailure, deadLetters } = this.#options;
+    if (onHandlerFailure) {
+      if ((await onHandlerFailure({ event, error, attempts, fencingToken: undefined })) === 'skip') return;
+      throw new RebuildFailedError(this.name, event.position, error);
+    }
+    if (!deadLetters) throw new RebuildFailedError(this.name, event.position, error);
+    if (!(await this.#deadLettered(event.position))) {
+      await deadLetters.add({
+        source: this.name,
+        stage: 'handler',
+        key: '',
+        payload: null,
+        eventId: event.id,
+        eventType: event.type,
+        eventPosition: event.position,
+        streamId: event.streamId,
+        attempts: Array.from({ length: attempts }, () => ({ at: new Date(), error: describeError(error) })),
+      });
+    }
+    this.#logger.warn({ view: this.name, position: event.position, err: error }, `View "${this.name}": rebuild skipped a failing event (dead-lettered)`);
+  }
+
+  async #deadLettered(position: number): Promise<boolean> {
+    const deadLetters = this.#options.deadLetters;
+    if (!deadLetters) return false;
+    let afterId: string | undefined;
+    for (;;) {
+      const page: DeadLetter[] = await deadLetters.list({ source: this.name, limit: 500, afterId });
+      if (page.some((letter) => letter.eventPosition === position)) return true;
+      if (page.length < 500) return false;
+      afterId = (page[page.length - 1] as DeadLetter).id;
+    }
+  }
+
+  /** Reads the generation, then the checkpoint: a swap between the two only costs one more reload. */
+  async #resume(read: () => Promise<number | undefined>): Promise<number | undefined> {
+    const meta = await this.#backend.readMeta();
+    if (meta === undefined) {
+      throw new MigrationError(`View "${this.name}" has no tables: start() creates them; was the versions table dropped?`);
+    }
+    this.#checkVersion(meta);
+    const position = await read();
+    this.#generation = meta.generation;
+    this.#leading = true;
+    if (position !== undefined) this.#signals.advanced(position);
+    return position;
+  }
+
+  #checkVersion(meta: ViewMeta): void {
+    const version = this.#options.setup.version;
+    if (meta.version === version) return;
+    throw new MigrationError(
+      `View "${this.name}" is stored at setup version ${meta.version}, but this code declares version ${version}: ` +
+        'call rebuildIfChanged() (it rebuilds while the old view keeps serving) before start(), and stop nodes running the old code.',
+    );
+  }
+
+  /** The leader lock, watched so that the view knows when this node stops leading. */
+  #watchLeadership(registry: LockRegistry): LockRegistry {
+    return {
+      acquire: async (name, acquireOptions): Promise<Lease> => {
+        const lease = await registry.acquire(name, acquireOptions);
+        lease.signal.addEventListener('abort', () => (this.#leading = false), { once: true });
+        return lease;
+      },
+      close: () => registry.close(),
+    };
+  }
+}
