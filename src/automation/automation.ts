@@ -286,12 +286,14 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   async #enqueue(event: Recorded<E>, signal: AbortSignal): Promise<void> {
     const period = this.#period;
     if (!period) return;
-    const items = normalise(await this.#options.trigger(event));
-    const occurrences = new Map<string, number>();
+    const triggered = this.#options.trigger(event);
+    const items = normalise(isThenable(triggered) ? await triggered : triggered);
+    const occurrences = items.length > 1 ? new Map<string, number>() : undefined;
     for (const { key, payload } of items) {
-      const n = (occurrences.get(key) ?? 0) + 1;
-      occurrences.set(key, n);
-      const itemId = n === 1 ? key : `${key}#${n}`;
+      const n = (occurrences?.get(key) ?? 0) + 1;
+      occurrences?.set(key, n);
+      // The occurrence number first keeps ids unambiguous whatever the key contains.
+      const itemId = `${n}:${key}`;
       if (period.completed.has(`${event.position}/${itemId}`)) continue;
       this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: [] });
     }
@@ -585,20 +587,30 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
 
 /**
  * A letter the queue can always take: a payload the store refused (not JSON, or NUL for PostgreSQL)
- * is replaced by null, with the reason kept in the attempts. Harmless for a payload that was fine.
+ * is replaced by null, with the reason kept in the attempts; error texts lose NUL and lone surrogates.
  */
 function storable(letter: NewDeadLetter): NewDeadLetter {
+  const attempts = letter.attempts.map((a) => ({ at: a.at, error: cleanText(a.error) }));
+  let json: string | undefined;
   try {
-    JSON.stringify(letter.payload);
-    if (letter.payload !== undefined && !/\\u0000/.test(JSON.stringify(letter.payload) ?? '')) return letter;
+    json = JSON.stringify(letter.payload);
   } catch {
-    // fall through
+    json = undefined;
   }
+  if (json !== undefined && !UNSTORABLE_ESCAPE.test(json)) return { ...letter, attempts };
   return {
     ...letter,
     payload: null,
-    attempts: [...letter.attempts, { at: new Date(), error: 'the payload could not be stored in the dead-letter queue; it was replaced by null' }],
+    attempts: [...attempts, { at: new Date(), error: 'the payload could not be stored in the dead-letter queue; it was replaced by null' }],
   };
+}
+
+/** An escaped NUL or lone surrogate in JSON text (not preceded by an escaping backslash). */
+const UNSTORABLE_ESCAPE = /(?<!\\)(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/i;
+
+/** Text every backend can store: no NUL, no lone surrogates. */
+function cleanText(text: string): string {
+  return text.replaceAll('\u0000', '\\0').toWellFormed();
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
@@ -611,6 +623,9 @@ function normalise<P>(result: TodoItem<P> | readonly TodoItem<P>[] | undefined |
   for (const item of items) {
     if (typeof item !== 'object' || item === null || typeof item.key !== 'string' || item.key.length === 0) {
       throw new InvalidArgumentError('trigger must return to-do items ({ key: non-empty string, payload }), an array of them, or nothing');
+    }
+    if (item.key !== cleanText(item.key)) {
+      throw new InvalidArgumentError(`to-do key ${JSON.stringify(item.key)} contains NUL or a lone surrogate, which databases cannot store`);
     }
   }
   return items;

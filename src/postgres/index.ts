@@ -2,6 +2,10 @@
 export * from './postgres-event-store.js';
 export { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
 export type { PostgresCheckpointStoreOptions, PostgresStoreHandle } from './postgres-checkpoint-store.js';
+export { PostgresDeadLetterStore } from './postgres-dead-letter-store.js';
+export type { PostgresDeadLetterStoreOptions } from './postgres-dead-letter-store.js';
+export { PostgresCompletionStore } from './postgres-completion-store.js';
+export type { PostgresCompletionStoreOptions } from './postgres-completion-store.js';
 export { PgLockRegistry } from './pg-lock-registry.js';
 export type { PgLockRegistryOptions } from './pg-lock-registry.js';
 export { migratePostgres, POSTGRES_MIGRATIONS } from './migrations.js';

@@ -157,7 +157,7 @@ export class Subscription<E extends EventShape = EventShape> {
   #run: Promise<void> | undefined;
   #stop = new AbortController();
   #wake: (() => void) | undefined;
-  #appendedSinceRead = false;
+  #wakeRequested = false;
 
   constructor(options: SubscriptionOptions<E>) {
     if (typeof options.name !== 'string' || options.name.length === 0) {
@@ -221,8 +221,7 @@ export class Subscription<E extends EventShape = EventShape> {
 
   async #loop(): Promise<void> {
     const unsubscribe = this.#options.store.onAppend(() => {
-      this.#appendedSinceRead = true;
-      this.#wake?.();
+      this.#requestWake();
     });
     try {
       while (!this.#stop.signal.aborted) {
@@ -326,13 +325,25 @@ export class Subscription<E extends EventShape = EventShape> {
       }
       return result === 'saved' || result === 'unsaved' ? undefined : result;
     };
-    const stopWatching = work?.onProgress(() => this.#wake?.());
+    // Finished work only moves the checkpoint: coalesce bursts of completions into one wake-up (each
+    // wake-up may save, and a save is a durable commit).
+    let progressTimer: NodeJS.Timeout | undefined;
+    const stopProgress = work?.onProgress(() => {
+      progressTimer ??= setTimeout(() => {
+        progressTimer = undefined;
+        this.#requestWake();
+      }, Math.min(this.#checkpointIntervalMs, 10));
+    });
+    const stopWatching = (): void => {
+      stopProgress?.();
+      clearTimeout(progressTimer);
+    };
 
     let failure: unknown;
     let fenced: FencedError | undefined;
     try {
       while (!signal.aborted && failure === undefined) {
-        this.#appendedSinceRead = false;
+        this.#wakeRequested = false;
         const batch = await this.#readBatch(read, signal);
         if (batch === undefined) continue;
         if (batch.length === 0) {
@@ -376,7 +387,7 @@ export class Subscription<E extends EventShape = EventShape> {
         if (fenced) break;
       }
     } finally {
-      stopWatching?.();
+      stopWatching();
     }
 
     if (fenced || lost()) {
@@ -471,9 +482,15 @@ export class Subscription<E extends EventShape = EventShape> {
     }
   }
 
+  /** New events or finished work: run the loop again now (remembered if the loop is busy). */
+  #requestWake(): void {
+    this.#wakeRequested = true;
+    this.#wake?.();
+  }
+
   /** Sleeps until an append is signalled, the poll interval passes, or the signal fires. */
   async #idle(signal: AbortSignal): Promise<void> {
-    if (this.#appendedSinceRead || signal.aborted) return;
+    if (this.#wakeRequested || signal.aborted) return;
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);

@@ -2,3 +2,4 @@
 export * from './conformance.js';
 export * from './decider-spec.js';
 export * from './wait.js';
+export * from './dead-letter-conformance.js';

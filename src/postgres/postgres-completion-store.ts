@@ -1,0 +1,99 @@
+import type pg from 'pg';
+import { checkCompletedItems, checkPosition, checkSource, completionId } from '../core/dead-letter-checks.js';
+import type { CompletionStore } from '../core/dead-letter.js';
+import { assertStorableText, PostgresTableAccess, unstorableText } from './postgres-dead-letter-store.js';
+import type { PostgresDeadLetterStoreOptions } from './postgres-dead-letter-store.js';
+import { quoteSchema } from './schema.js';
+
+/** Where the completion records live: as for `PostgresCheckpointStore` and `PostgresDeadLetterStore`. */
+export type PostgresCompletionStoreOptions = PostgresDeadLetterStoreOptions;
+
+interface Statements {
+  mark: pg.QueryArrayConfig;
+  after: pg.QueryArrayConfig;
+  prune: pg.QueryArrayConfig;
+}
+
+// Prepared per schema (the name says which), shared by every completion store of the process.
+const cache = new Map<string, Statements>();
+
+function statements(schema: string): Statements {
+  let cached = cache.get(schema);
+  if (cached) return cached;
+  const s = quoteSchema(schema);
+  const statement = (what: string, text: string): pg.QueryArrayConfig => ({ name: `eskit.${schema}.completions_${what}`, rowMode: 'array', text });
+  cached = {
+    // A whole batch in one statement: all of it is recorded or none. DO NOTHING (unlike DO UPDATE)
+    // also takes an item that appears twice in the batch.
+    mark: statement(
+      'mark',
+      `INSERT INTO ${s}.completions (source, position, item_id)
+       SELECT $1::text, u.position, u.item_id FROM unnest($2::bigint[], $3::text[]) AS u(position, item_id)
+       ON CONFLICT DO NOTHING`,
+    ),
+    after: statement('after', `SELECT position, item_id FROM ${s}.completions WHERE source = $1 AND position > $2`),
+    prune: statement('prune', `DELETE FROM ${s}.completions WHERE source = $1 AND position <= $2`),
+  };
+  cache.set(schema, cached);
+  return cached;
+}
+
+/**
+ * Completion records in `<schema>.completions`, keyed (source, position, item_id), next to the events.
+ * Every call is one statement in autocommit: a batch is recorded whole or not at all.
+ *
+ * A `source` or item id with U+0000 or a lone UTF-16 surrogate (which PostgreSQL text cannot store) is
+ * refused by `markCompleted` with ESKIT_INVALID_ARGUMENT, recording nothing of the batch; such a source
+ * has no records to read or prune.
+ *
+ * ```ts
+ * const completions = new PostgresCompletionStore({ store }); // shares the event store's pool and schema
+ * ```
+ */
+export class PostgresCompletionStore implements CompletionStore {
+  readonly #access: PostgresTableAccess;
+
+  /** `schema` may also be given as the second argument, as for `PostgresCheckpointStore`. */
+  constructor(options: PostgresCompletionStoreOptions, schema?: string) {
+    this.#access = new PostgresTableAccess(options, schema, 'PostgresCompletionStore', 'completion store');
+  }
+
+  get schema(): string {
+    return this.#access.schema;
+  }
+
+  /** The pool the store runs on (yours, the event store's, or the one it created). */
+  get pool(): pg.Pool {
+    return this.#access.pool;
+  }
+
+  async markCompleted(source: string, items: ReadonlyArray<{ position: number; itemId: string }>): Promise<void> {
+    checkSource(source);
+    const checked = checkCompletedItems(items);
+    assertStorableText(source, 'source');
+    checked.forEach((item, index) => assertStorableText(item.itemId, `items[${index}].itemId`));
+    if (checked.length === 0) return;
+    await this.#access.query(statements(this.schema).mark, [source, checked.map((i) => i.position), checked.map((i) => i.itemId)]);
+  }
+
+  async completedAfter(source: string, position: number): Promise<Set<string>> {
+    checkSource(source);
+    checkPosition(position);
+    if (unstorableText(source)) return new Set();
+    const result = await this.#access.query(statements(this.schema).after, [source, position]);
+    // Positions are bigints, which arrive as text: Number() gives the same digits completionId would.
+    return new Set(result.rows.map(([at, itemId]) => completionId(Number(at), itemId as string)));
+  }
+
+  async prune(source: string, position: number): Promise<void> {
+    checkSource(source);
+    checkPosition(position);
+    if (unstorableText(source)) return;
+    await this.#access.query(statements(this.schema).prune, [source, position]);
+  }
+
+  /** Ends the pool if this store created it (from `connectionString`); later calls fail with ESKIT_STORE_CLOSED. Safe to call twice. */
+  async close(): Promise<void> {
+    await this.#access.close();
+  }
+}
