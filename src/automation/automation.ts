@@ -81,6 +81,8 @@ interface Item<P> {
   /** The position the item holds the checkpoint at; undefined for redrives (already behind it). */
   position: number | undefined;
   redriveOf: DeadLetter | undefined;
+  /** For items of a redriven trigger letter: the letter is settled once all of them finished. */
+  group?: { letter: DeadLetter; remaining: number };
   failures: FailedAttempt[];
 }
 
@@ -188,8 +190,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       retry: retryPolicy(options.triggerRetry, defaultTriggerRetry),
       outstandingWork: work,
       handler: (event, context) => this.#enqueue(event, context.signal),
-      onHandlerFailure: async ({ event, error, attempts }) => {
-        await this.#deadLetterUntilStored(this.#letter('trigger', '', null, event, attempts, error), this.#period?.halt.signal);
+      onHandlerFailure: async ({ event, error, attempts, signal }) => {
+        await this.#deadLetterUntilStored(this.#letter('trigger', '', null, event, attempts, error), signal);
         return 'skip';
       },
     });
@@ -369,6 +371,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       if (outcome === 'abandoned') return;
       queue.shift();
       this.#finish(period, item);
+      if (item.group && --item.group.remaining === 0) await this.#settleRedrive(period, item.group.letter, { ok: true });
     }
     period.queues.delete(key);
   }
@@ -551,12 +554,15 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         this.#add(period, { key: letter.key, payload: letter.payload as P, itemId: letter.key, event, position: undefined, redriveOf: letter, failures: [] });
         continue;
       }
-      // A trigger (or handler) failure: run the trigger again; its items then run like any others.
+      // A trigger (or handler) failure: run the trigger again; its items then run like any others, and
+      // the letter goes only once they all finished (if this node stops first, the next one redoes it).
       try {
-        for (const { key, payload } of normalise(await this.#options.trigger(event as Recorded<E>))) {
-          this.#add(period, { key, payload, itemId: key, event, position: undefined, redriveOf: undefined, failures: [] });
+        const items = normalise(await this.#options.trigger(event as Recorded<E>));
+        if (items.length === 0) await this.#settleRedrive(period, letter, { ok: true });
+        const group = { letter, remaining: items.length };
+        for (const { key, payload } of items) {
+          this.#add(period, { key, payload, itemId: key, event, position: undefined, redriveOf: undefined, group, failures: [] });
         }
-        await this.#settleRedrive(period, letter, { ok: true });
       } catch (error) {
         await this.#settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: describeError(error) }] });
       }

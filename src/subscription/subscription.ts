@@ -33,6 +33,8 @@ export type FailureAction<E extends EventShape> = (failure: {
   error: unknown;
   attempts: number;
   fencingToken: number | undefined;
+  /** Fires when the node must stop (stop() or lost leadership): give up waiting, e.g. for a store that is down. */
+  signal: AbortSignal;
 }) => Promise<'skip' | 'stop'>;
 
 export type StartFrom = 'beginning' | 'end' | { after: number };
@@ -344,7 +346,15 @@ export class Subscription<E extends EventShape = EventShape> {
     try {
       while (!signal.aborted && failure === undefined) {
         this.#wakeRequested = false;
-        const batch = await this.#readBatch(read, signal);
+        let batch: Recorded<E>[] | undefined;
+        try {
+          batch = await this.#readBatch(read, signal);
+        } catch (error) {
+          // An event that cannot be read (corrupt, unknown type): stop, but through the same exit as
+          // any failure, so outstanding work is settled and the checkpoint saved up to it.
+          failure = error;
+          break;
+        }
         if (batch === undefined) continue;
         if (batch.length === 0) {
           fenced = await advance();
@@ -423,7 +433,7 @@ export class Subscription<E extends EventShape = EventShape> {
   }
 
   /** Stores a failed event in the dead-letter queue, retrying while the queue is down (until stop). */
-  readonly #deadLetter: FailureAction<E> = async ({ event, error, attempts }) => {
+  readonly #deadLetter: FailureAction<E> = async ({ event, error, attempts, signal }) => {
     const deadLetters = this.#options.deadLetters as DeadLetterStore;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -442,7 +452,7 @@ export class Subscription<E extends EventShape = EventShape> {
         return 'skip';
       } catch (storeError) {
         this.#logger.warn({ subscription: this.name, err: storeError }, `Subscription "${this.name}": storing a dead letter failed; retrying`);
-        await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)), this.#stop.signal);
+        await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)), signal);
       }
     }
   };
@@ -597,7 +607,7 @@ export class Subscription<E extends EventShape = EventShape> {
     if (onFailure) {
       let decision: 'skip' | 'stop';
       try {
-        decision = await onFailure({ event, error, attempts, fencingToken });
+        decision = await onFailure({ event, error, attempts, fencingToken, signal });
       } catch (failureError) {
         // Stopping while the failure was being recorded: the event is delivered again later.
         if (signal.aborted) return 'aborted';

@@ -89,10 +89,13 @@ export interface SqlViewBackend<E extends EventShape> {
   beginRebuild(rebuildId: string): Promise<number>;
   applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void>;
   /**
-   * Swaps the shadow tables in and sets the checkpoint to `position`, in one transaction; 'behind'
-   * (changing nothing) when the live checkpoint is already past `position`.
+   * In one transaction: applies to the shadow tables the events the live view has applied beyond
+   * `position` (the live view is kept from moving meanwhile, or the swap notices that it did), swaps
+   * the shadow tables in, and sets the checkpoint where the shadow got. Returns that position and the
+   * events applied here, or 'behind' (changing nothing) when it has to be tried again after another
+   * round of catching up.
    */
-  swap(rebuildId: string, generation: number, position: number, version: number): Promise<'swapped' | 'behind'>;
+  swap(rebuildId: string, generation: number, position: number, version: number): Promise<{ position: number; applied: number } | 'behind'>;
   /** Drops the shadow tables if the rebuild is still ours. */
   abandonRebuild(rebuildId: string, generation: number): Promise<void>;
 }
@@ -339,8 +342,13 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
         // The last read began after `head` was read, so every event up to `head` has been applied.
         position = Math.max(position, head);
         signal?.throwIfAborted();
-        if ((await this.#backend.swap(rebuildId, generation, position, version)) === 'swapped') break;
-        // The live view got further than the shadow meanwhile: catch up with it, then try again.
+        const swap = await this.#backend.swap(rebuildId, generation, position, version);
+        if (swap !== 'behind') {
+          position = swap.position;
+          progress.done += swap.applied;
+          break;
+        }
+        // The live view got further than the shadow in between: catch up with it, then try again.
       }
       swapped = true;
       progress.total = progress.done;
@@ -392,7 +400,7 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
   async #rebuildFailure(event: Recorded<E>, error: unknown, attempts: number): Promise<void> {
     const { onHandlerFailure, deadLetters } = this.#options;
     if (onHandlerFailure) {
-      if ((await onHandlerFailure({ event, error, attempts, fencingToken: undefined })) === 'skip') return;
+      if ((await onHandlerFailure({ event, error, attempts, fencingToken: undefined, signal: new AbortController().signal })) === 'skip') return;
       throw new RebuildFailedError(this.name, event.position, error);
     }
     if (!deadLetters) throw new RebuildFailedError(this.name, event.position, error);

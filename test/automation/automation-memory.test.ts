@@ -15,14 +15,17 @@ import { waitUntil } from '../../src/testing/wait.js';
 
 type Payload = { n: number };
 const cleanups: Array<() => unknown> = [];
+const gates: Array<() => void> = [];
 afterEach(async () => {
+  // Open every gate first: a stop waits for the side effects in flight.
+  for (const open of gates.splice(0)) open();
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
 function gate(): { wait: Promise<void>; open: () => void } {
   let open!: () => void;
   const wait = new Promise<void>((resolve) => (open = resolve));
-  cleanups.push(() => open());
+  gates.push(() => open());
   return { wait, open };
 }
 

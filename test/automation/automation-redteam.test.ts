@@ -307,17 +307,45 @@ describe('Automation red team', () => {
     assert.equal(triggerCalls.get(4), 3, 'the flaky trigger healed on its third attempt');
   });
 
-  it('5b. a corrupt event stops the automation visibly; nothing at or after it runs, the checkpoint stays below it', async () => {
-    const t = setup();
-    await appendKeys(t.store, ['a', 'b', 'c']);
-    t.store.corruptForTesting(2, { data: '{not json' });
+  it('5b. a corrupt event stops the automation visibly and wholly: nothing at or after it runs, no polling, no redrives', async () => {
+    let healthy = false;
+    const t = setup({
+      retry: { maxAttempts: 1, initialDelayMs: 1, maxDelayMs: 1 },
+      execute: (item) => {
+        if (item.key === 'bad' && !healthy) throw new Error('bounce');
+        t.ran.push({ key: item.key, n: item.payload.n, attempt: 1, token: undefined, node: 'a' });
+      },
+    });
+    await appendKeys(t.store, ['bad', 'a']);
     const automation = t.make();
+    await automation.start();
+    await waitForCheckpoint(t.checkpoint, 2);
+    assert.equal(await t.deadLetters.count({ source: NAME }), 1);
+
+    // Stopped while the event is written and damaged, so that it cannot be read before it is corrupt.
+    await automation.stop();
+    await appendKeys(t.store, ['c', 'd']);
+    t.store.corruptForTesting(3, { data: '{not json' });
     await automation.start();
     const status = await automation.whenStopped();
     assert.equal(status.state, 'failed');
     assert.ok(isEskitError(status.error, 'ESKIT_CORRUPT_EVENT'), `failed with ${String(status.error)}`);
-    assert.ok(t.ran.every((r) => r.n < 2), 'nothing at or after the corrupt event ran');
-    assert.ok(((await t.checkpoint()) ?? 0) < 2);
+    assert.deepEqual(t.ran.map((r) => r.n), [2], 'nothing at or after the corrupt event ran');
+    assert.equal(await t.checkpoint(), 2);
+
+    // A failed automation no longer leads: it must not keep polling, nor run redrives (with leader
+    // election another node may lead by now). Another automation's poll ticks serve as the clock.
+    // (Should it keep polling, the hanging list() below ends its timer chain, so the file can exit.)
+    openers.push(() => (t.deadLetters.list = () => new Promise(() => {})));
+    const ticksAtFailure = t.deadLetters.ticks;
+    healthy = true;
+    assert.equal(await t.deadLetters.redrive({ source: NAME }), 1);
+    const clock = setup();
+    await clock.make().start();
+    await clock.ticks(10);
+    assert.equal(t.deadLetters.ticks, ticksAtFailure, 'the failed automation is still polling');
+    assert.deepEqual(t.ran.map((r) => r.n), [2], 'the failed automation ran a redrive');
+    assert.equal((await t.deadLetters.list({ source: NAME }))[0]?.status, 'redrive', 'the redrive waits for a leading node');
   });
 
   it('6a. a trigger returning garbage dead-letters its event whole (no partial items) and the automation goes on', async () => {
@@ -678,7 +706,7 @@ describe('Automation red team', () => {
 
     down = false;
     await waitForCheckpoint(t.checkpoint, 5);
-    const letters = await t.deadLetters.list({ source: NAME });
+    const letters = (await t.deadLetters.list({ source: NAME })).sort((x, y) => x.eventPosition - y.eventPosition);
     assert.deepEqual(letters.map((l) => [l.eventPosition, l.stage]), [
       [2, 'execute'],
       [4, 'trigger'],
