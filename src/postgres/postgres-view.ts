@@ -49,8 +49,18 @@ export class PostgresView<E extends EventShape = EventShape> extends SqlView<E> 
   }
 }
 
+/** How long a swap waits for readers to let go of the live tables before it tries again. */
+const SWAP_LOCK_TIMEOUT_MS = 200;
+
+/** evolve failed on an event applied during the swap. */
+class TailFailed extends Error {
+  constructor(readonly error: unknown) {
+    super('evolve failed on an event applied during the swap', { cause: error });
+  }
+}
+
 class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
-  readonly #store: PostgresStoreHandle;
+  readonly #store: EventStore<E> & PostgresStoreHandle;
   readonly #pool: pg.Pool;
   readonly #schema: string;
   readonly #s: string;
@@ -192,34 +202,65 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   async applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void> {
-    const tx = (client: pg.PoolClient): PostgresViewTx => ({ client, table: (name) => this.#qualified(shadowName(checkTableName(this.#name, name), generation)) });
     await this.#transaction(async (client) => {
       await this.#checkRebuild(client, rebuildId, ' FOR SHARE');
-      const shadow = tx(client);
+      const shadow = this.#shadowTx(client, generation);
       for (const event of events) await this.#evolve(event, shadow);
     });
   }
 
-  async swap(rebuildId: string, generation: number, position: number, version: number): Promise<'swapped' | 'behind'> {
-    return this.#transaction(async (client) => {
-      // FOR UPDATE first: live transactions (FOR SHARE) in flight finish before, later ones wait until after.
-      const meta = await this.#checkRebuild(client, rebuildId, ' FOR UPDATE');
-      const live = await client.query<[string | null]>({ rowMode: 'array', text: `SELECT position FROM ${this.#s}.checkpoints WHERE name = $1`, values: [this.#name] });
-      if (Number(live.rows[0]?.[0] ?? 0) > position) return 'behind';
-      const names = setupNames(this.#name, this.#setup);
-      const shadowTables = await this.#tables(client, names.map((name) => shadowName(name, generation)));
-      const tables = names.filter((name) => shadowTables.has(shadowName(name, generation)));
-      const liveTables = await this.#tables(client, [...new Set([...meta.tables, ...tables])]);
-      for (const name of liveTables) await client.query(`DROP TABLE ${this.#qualified(name)}`);
-      for (const name of tables) await client.query(`ALTER TABLE ${this.#qualified(shadowName(name, generation))} RENAME TO "${name}"`);
-      await client.query(
-        `UPDATE ${this.#s}.view_versions SET version = $2, generation = $3, tables = $4, rebuild_id = NULL, updated_at = clock_timestamp() WHERE name = $1`,
-        [this.#name, version, generation, tables],
-      );
-      // No token: the swap is not the leader. The leader's next write fails the generation check.
-      await savePostgresCheckpoint(client, this.#name, position, { schema: this.#schema });
-      return 'swapped';
-    });
+  async swap(rebuildId: string, generation: number, position: number, version: number): Promise<{ position: number; applied: number } | 'behind'> {
+    // The live view may be ahead of the shadow by what was appended during the last round. Those events
+    // are read first, holding no connection (reading them inside the transaction would need a second
+    // connection while live transactions wait on this one: a small pool could run dry), and applied
+    // inside the swap's transaction. If the live view got further still in between, 'behind'.
+    const head = await this.#store.headPosition();
+    const tail: Recorded<E>[] = [];
+    for await (const event of this.#store.readAll({ after: position, types: this.#types })) tail.push(event);
+    const upTo = Math.max(position, head, tail[tail.length - 1]?.position ?? 0);
+    try {
+      return await this.#transaction(async (client) => {
+        // FOR UPDATE first: live transactions (FOR SHARE) in flight finish before, later ones wait
+        // until after, so the live checkpoint read next stays where it is until the swap commits.
+        const meta = await this.#checkRebuild(client, rebuildId, ' FOR UPDATE');
+        const live = await client.query<[string | null]>({ rowMode: 'array', text: `SELECT position FROM ${this.#s}.checkpoints WHERE name = $1`, values: [this.#name] });
+        if (Number(live.rows[0]?.[0] ?? 0) > upTo) return 'behind';
+        const shadow = this.#shadowTx(client, generation);
+        try {
+          for (const event of tail) await this.#evolve(event, shadow);
+        } catch (error) {
+          throw new TailFailed(error);
+        }
+        const names = setupNames(this.#name, this.#setup);
+        const shadowTables = await this.#tables(client, names.map((name) => shadowName(name, generation)));
+        const tables = names.filter((name) => shadowTables.has(shadowName(name, generation)));
+        const liveTables = [...(await this.#tables(client, [...new Set([...meta.tables, ...tables])]))];
+        if (liveTables.length > 0) {
+          // Readers of two view tables can hold one while waiting for the other; a swap waiting for
+          // the first while holding the second would deadlock with them. So the swap takes every live
+          // table at once, and gives up (to try again) well before deadlock detection would pick a
+          // victim, which could be a reader.
+          await client.query(`SET LOCAL lock_timeout = '${SWAP_LOCK_TIMEOUT_MS}ms'`);
+          await client.query(`LOCK TABLE ${liveTables.map((name) => this.#qualified(name)).join(', ')} IN ACCESS EXCLUSIVE MODE`);
+        }
+        for (const name of liveTables) await client.query(`DROP TABLE ${this.#qualified(name)}`);
+        for (const name of tables) await client.query(`ALTER TABLE ${this.#qualified(shadowName(name, generation))} RENAME TO "${name}"`);
+        await client.query(
+          `UPDATE ${this.#s}.view_versions SET version = $2, generation = $3, tables = $4, rebuild_id = NULL, updated_at = clock_timestamp() WHERE name = $1`,
+          [this.#name, version, generation, tables],
+        );
+        // No token: the swap is not the leader. The leader's next write fails the generation check.
+        await savePostgresCheckpoint(client, this.#name, upTo, { schema: this.#schema });
+        return { position: upTo, applied: tail.length };
+      });
+    } catch (error) {
+      // Rolled back with the rest; the next round applies these events with the view's failure handling.
+      if (error instanceof TailFailed) return 'behind';
+      // lock_not_available, deadlock_detected: readers held the live tables; try again after a round.
+      const code = (error as { code?: unknown }).code;
+      if (code === '55P03' || code === '40P01') return 'behind';
+      throw error;
+    }
   }
 
   async abandonRebuild(rebuildId: string, generation: number): Promise<void> {
@@ -229,6 +270,10 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       await this.#dropShadow(client, generation);
       await client.query(`UPDATE ${this.#s}.view_versions SET rebuild_id = NULL WHERE name = $1`, [this.#name]);
     });
+  }
+
+  #shadowTx(client: pg.PoolClient, generation: number): PostgresViewTx {
+    return { client, table: (name) => this.#qualified(shadowName(checkTableName(this.#name, name), generation)) };
   }
 
   #qualified(name: string): string {
@@ -259,11 +304,14 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   /** Runs the setup with `map` naming the objects; returns the (unmapped) names that became tables. */
   async #create(client: pg.PoolClient, map: (name: string) => string): Promise<string[]> {
     const names: string[] = [];
+    // Unqualified names, with the view's schema first on the search path for this transaction:
+    // PostgreSQL refuses a schema-qualified index name.
     const statements = this.#setup.statements((name) => {
       checkTableName(this.#name, name);
       if (!names.includes(name)) names.push(name);
-      return this.#qualified(map(name));
+      return `"${map(name)}"`;
     });
+    await client.query(`SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), true)`, [this.#s]);
     for (const statement of statements) await client.query(statement);
     const tables = await this.#tables(client, names.map(map));
     return names.filter((name) => tables.has(map(name)));

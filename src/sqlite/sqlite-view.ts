@@ -84,12 +84,20 @@ const MAX_CACHED_STATEMENTS = 1000;
 
 const quote = (name: string): string => `"${name}"`;
 
+/** evolve failed on an event of the swap's tail. */
+class TailFailed extends Error {
+  constructor(readonly error: unknown) {
+    super('evolve failed on an event applied during the swap', { cause: error });
+  }
+}
+
 class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #db: Database.Database;
   readonly #name: string;
   readonly #setup: SqlViewSetup;
   readonly #evolve: (event: Recorded<E>, tx: SqliteViewTx) => void;
   readonly #types: readonly string[] | undefined;
+  readonly #store: EventStore<E>;
   readonly #checkpoints: SqliteCheckpointStore;
   readonly #statements = new Map<string, Database.Statement>();
   readonly #live: SqliteViewTx;
@@ -102,6 +110,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     this.#setup = options.setup;
     this.#evolve = options.evolve;
     this.#types = options.types;
+    this.#store = options.store;
     this.#checkpoints = new SqliteCheckpointStore({ store: { database: this.#db }, migrate: false });
     this.#live = this.#tx((name) => name);
   }
@@ -206,8 +215,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   async applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void> {
-    if (this.#shadow?.generation !== generation) this.#shadow = { generation, tx: this.#tx((name) => shadowName(name, generation)) };
-    const tx = this.#shadow.tx;
+    const tx = this.#shadowTx(generation);
     this.#run(`rebuild view "${this.#name}"`, () =>
       this.#db
         .transaction(() => {
@@ -218,32 +226,51 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     );
   }
 
-  async swap(rebuildId: string, generation: number, position: number, version: number): Promise<'swapped' | 'behind'> {
-    const outcome = this.#run(`swap in the rebuilt view "${this.#name}"`, () =>
-      this.#db
-        .transaction((): 'swapped' | 'behind' => {
-          const meta = this.#checkRebuild(rebuildId);
-          const live = this.#prepare('SELECT position FROM eskit_checkpoints WHERE name = ?').pluck().get(this.#name) as number | null | undefined;
-          if ((live ?? 0) > position) return 'behind';
-          const tables = setupNames(this.#name, this.#setup).filter((name) => this.#kind(shadowName(name, generation)) === 'table');
-          for (const name of new Set([...meta.tables, ...tables])) {
-            if (this.#kind(name) === 'table') this.#db.exec(`DROP TABLE ${quote(name)}`);
-          }
-          for (const name of tables) this.#db.exec(`ALTER TABLE ${quote(shadowName(name, generation))} RENAME TO ${quote(name)}`);
-          this.#prepare(`UPDATE ${VERSIONS} SET version = ?, generation = ?, tables = ?, rebuild_id = NULL, updated_at = ${SQLITE_NOW_MS} WHERE name = ?`).run(
-            version,
-            generation,
-            JSON.stringify(tables),
-            this.#name,
-          );
-          // No token: the swap is not the leader. The leader's next write fails the generation check.
-          saveCheckpointSync(this.#db, this.#name, position);
-          return 'swapped';
-        })
-        .immediate(),
-    );
-    if (outcome === 'swapped') this.#shadow = undefined;
+  async swap(rebuildId: string, generation: number, position: number, version: number): Promise<{ position: number; applied: number } | 'behind'> {
+    // The live view may be ahead of the shadow by what was appended during the last round. Those events
+    // are read here and applied inside the swap's transaction. Between this read and that transaction
+    // only microtasks run (the driver is synchronous), so nothing in this process can append or move
+    // the live view; another process doing so shows up as 'behind', and the rebuild goes round again.
+    const head = await this.#store.headPosition();
+    const tail: Recorded<E>[] = [];
+    for await (const event of this.#store.readAll({ after: position, types: this.#types })) tail.push(event);
+    const upTo = Math.max(position, head, tail[tail.length - 1]?.position ?? 0);
+    let outcome: { position: number; applied: number } | 'behind';
+    try {
+      outcome = this.#run(`swap in the rebuilt view "${this.#name}"`, () => this.#db.transaction(() => this.#swap(rebuildId, generation, upTo, version, tail)).immediate());
+    } catch (error) {
+      // Rolled back with the rest; the next round applies these events with the view's failure handling.
+      if (error instanceof TailFailed) return 'behind';
+      throw error;
+    }
+    if (outcome !== 'behind') this.#shadow = undefined;
     return outcome;
+  }
+
+  #swap(rebuildId: string, generation: number, upTo: number, version: number, tail: readonly Recorded<E>[]): { position: number; applied: number } | 'behind' {
+    const meta = this.#checkRebuild(rebuildId);
+    const live = this.#prepare('SELECT position FROM eskit_checkpoints WHERE name = ?').pluck().get(this.#name) as number | null | undefined;
+    if ((live ?? 0) > upTo) return 'behind';
+    const tx = this.#shadowTx(generation);
+    try {
+      for (const event of tail) this.#apply(event, tx);
+    } catch (error) {
+      throw new TailFailed(error);
+    }
+    const tables = setupNames(this.#name, this.#setup).filter((name) => this.#kind(shadowName(name, generation)) === 'table');
+    for (const name of new Set([...meta.tables, ...tables])) {
+      if (this.#kind(name) === 'table') this.#db.exec(`DROP TABLE ${quote(name)}`);
+    }
+    for (const name of tables) this.#db.exec(`ALTER TABLE ${quote(shadowName(name, generation))} RENAME TO ${quote(name)}`);
+    this.#prepare(`UPDATE ${VERSIONS} SET version = ?, generation = ?, tables = ?, rebuild_id = NULL, updated_at = ${SQLITE_NOW_MS} WHERE name = ?`).run(
+      version,
+      generation,
+      JSON.stringify(tables),
+      this.#name,
+    );
+    // No token: the swap is not the leader. The leader's next write fails the generation check.
+    saveCheckpointSync(this.#db, this.#name, upTo);
+    return { position: upTo, applied: tail.length };
   }
 
   async abandonRebuild(rebuildId: string, generation: number): Promise<void> {
@@ -257,6 +284,11 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
         })
         .immediate(),
     );
+  }
+
+  #shadowTx(generation: number): SqliteViewTx {
+    if (this.#shadow?.generation !== generation) this.#shadow = { generation, tx: this.#tx((name) => shadowName(name, generation)) };
+    return this.#shadow.tx;
   }
 
   #meta(): (ViewMeta & { rebuildId: string | null }) | undefined {

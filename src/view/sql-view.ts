@@ -25,7 +25,9 @@ export interface SqlViewSetup {
   /**
    * The CREATE TABLE / CREATE INDEX statements. Every table AND index name must come from `table()`
    * (lower-case identifiers of at most 40 characters), because a rebuild creates the same objects
-   * under shadow names first. Called more than once: it must only build strings.
+   * under shadow names first. Called more than once: it must only build strings. (PostgreSQL: here
+   * `table()` gives unqualified names, and the statements run with the view's schema first on the
+   * search path, since an index name cannot be schema-qualified; in `evolve` it gives qualified ones.)
    */
   statements: (table: (name: string) => string) => readonly string[];
 }
