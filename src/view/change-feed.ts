@@ -206,7 +206,6 @@ export class ChangeFeed {
     if (this.#timer === undefined) {
       // Not rearmed by later changes: a steady stream is delivered every debounceMs, not never.
       this.#timer = setTimeout(() => this.#flush(), this.#debounceMs);
-      this.#timer.unref();
     }
   }
 

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { SqliteDeadLetterStore, SqliteEventStore } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import type { Line, NodeConfig } from './fixtures/automation-node.js';
-import { ChildNode, killAll } from '../sqlite/fixtures/processes.js';
+import { ChildNode, killAll } from '../support/processes.js';
 import { removeDatabase, tempDatabasePath } from '../sqlite/helpers.js';
 
 type AutomationNode = ChildNode<Line>;

@@ -7,7 +7,7 @@ import { afterEach, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import { assertRun, elected, ev, Harness, ms, now, positions, range, tokens } from './fixtures/harness.js';
 import type { HandledRow, LeaderNode } from './fixtures/harness.js';
-import { firstOf } from './fixtures/processes.js';
+import { firstOf } from '../support/processes.js';
 import type { Line } from './fixtures/protocol.js';
 
 const TEST_TIMEOUT = 30_000;

@@ -9,7 +9,7 @@ import type { TestContext } from 'node:test';
 import { waitUntil } from '../../src/testing/wait.js';
 import { assertRun, elected, ev, Harness, ms, now, positions, range, stopGracefully, tokens } from './fixtures/harness.js';
 import type { LeaderNode } from './fixtures/harness.js';
-import { firstOf } from './fixtures/processes.js';
+import { firstOf } from '../support/processes.js';
 import type { Line } from './fixtures/protocol.js';
 
 const TEST_TIMEOUT = 30_000;

@@ -7,7 +7,7 @@ import type { FencedError } from '../../src/core/errors.js';
 import { MemoryCheckpointStore } from '../../src/memory/index.js';
 import { saveCheckpointSync, SqliteCheckpointStore, SqliteEventStore } from '../../src/sqlite/index.js';
 import type { Op } from './fixtures/checkpoint-ops.js';
-import { ChildNode, fixturePath } from './fixtures/processes.js';
+import { ChildNode, fixturePath } from '../support/processes.js';
 import { removeDatabase, tempDatabasePath } from './helpers.js';
 
 const closers: Array<() => unknown> = [];
@@ -169,7 +169,7 @@ describe('SqliteCheckpointStore: fencing', () => {
       { op: 'claim', name: 'job', token: 6 },
       { op: 'save', name: 'job', position: 12, token: 6 },
     ];
-    const child = new ChildNode<unknown[]>('ops', fixturePath('checkpoint-ops.ts'), [path, JSON.stringify(ops)]);
+    const child = new ChildNode<unknown[]>('ops', fixturePath('./fixtures/checkpoint-ops.ts', import.meta.url), [path, JSON.stringify(ops)]);
     const outcomes = await child.waitFor(() => true, 'the outcomes', { timeoutMs: 20_000 });
     assert.equal((await child.exited).code, 0, child.stderr);
     assert.deepEqual(outcomes, [

@@ -8,7 +8,7 @@ import type { TestContext } from 'node:test';
 import { SqliteEventStore } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import type { LeaderConfig, Line } from './fixtures/leader.js';
-import { ChildNode, firstOf, fixturePath, killAll } from './fixtures/processes.js';
+import { ChildNode, firstOf, fixturePath, killAll } from '../support/processes.js';
 import { removeDatabase, tempDatabasePath } from './helpers.js';
 
 type LeaderNode = ChildNode<Line>;
@@ -20,7 +20,7 @@ interface HandledRow {
   at: number;
 }
 
-const LEADER = fixturePath('leader.ts');
+const LEADER = fixturePath('./fixtures/leader.ts', import.meta.url);
 const NAME = 'leadership';
 const TEST_TIMEOUT = 30_000;
 

@@ -9,10 +9,10 @@ import { silentLogger } from '../../src/core/logger.js';
 import { SqliteEventStore, SqliteLockRegistry } from '../../src/sqlite/index.js';
 import type { SqliteLockRegistryOptions } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
-import { ChildNode, fixturePath, killAll } from './fixtures/processes.js';
+import { ChildNode, fixturePath, killAll } from '../support/processes.js';
 import { removeDatabase, tempDatabasePath } from './helpers.js';
 
-const LOCK_CHILD = fixturePath('lock-child.ts');
+const LOCK_CHILD = fixturePath('./fixtures/lock-child.ts', import.meta.url);
 
 const closers: Array<() => unknown> = [];
 const children: ChildNode<Record<string, unknown>>[] = [];

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, it } from 'node:test';
 import { PostgresEventStore } from '../../src/postgres/index.js';
 import { SqliteEventStore } from '../../src/sqlite/index.js';
-import { ChildNode, killAll } from '../sqlite/fixtures/processes.js';
+import { ChildNode, killAll } from '../support/processes.js';
 import { removeDatabase, tempDatabasePath } from '../sqlite/helpers.js';
 import { createTestSchema } from '../support/postgres.js';
 import { appendMany, expectedPgCounter, expectedSqliteCounter, readPgCounter, readSqliteCounter } from './helpers.js';
