@@ -89,8 +89,10 @@ interface Item<P> {
 interface RunningAttempt {
   deadline: number;
   expire(): void;
-  expired: Error | undefined;
 }
+
+/** What an attempt that succeeded synchronously resolves with (no error). */
+const SUCCEEDED: Promise<unknown> = Promise.resolve(undefined);
 
 /** One leadership period's to-do list. A new period starts from scratch at the checkpoint. */
 class Period<P> {
@@ -382,7 +384,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       const error = await this.#attempt(period, item, attempt);
       if (error === undefined) {
         if (period.lose.signal.aborted) return 'abandoned';
-        await this.#completed(period, item);
+        if (item.redriveOf) await this.#settleRedrive(period, item.redriveOf, { ok: true });
+        else this.#completed(period, item);
         return 'done';
       }
       if (period.lose.signal.aborted) return 'abandoned';
@@ -409,52 +412,56 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
    * are found by one sweep timer per period rather than a timer per attempt.
    */
   #attempt(period: Period<P>, item: Item<P>, attempt: number): Promise<unknown> {
+    let signal: AbortSignal | undefined;
+    let timeout: AbortController | undefined;
+    let expired: Error | undefined;
+    const lose = period.lose.signal;
+    const context: ExecuteContext = {
+      automation: this.name,
+      fencingToken: period.fencingToken,
+      attempt,
+      get signal(): AbortSignal {
+        if (!signal) {
+          timeout = new AbortController();
+          if (expired) timeout.abort(expired);
+          signal = AbortSignal.any([lose, timeout.signal]);
+        }
+        return signal;
+      },
+      event: item.event,
+      redrive: item.redriveOf !== undefined,
+    };
+    let result: unknown;
+    try {
+      result = this.#options.execute({ key: item.key, payload: item.payload }, context);
+    } catch (error) {
+      return Promise.resolve(error ?? new Error('execute threw a nullish value'));
+    }
+    // A synchronous execute has finished: nothing to time out.
+    if (!isThenable(result)) return SUCCEEDED;
+    const running = result;
     return new Promise<unknown>((resolve) => {
       let settled = false;
-      let timeout: AbortController | undefined;
-      const running: RunningAttempt = {
+      const tracked: RunningAttempt = {
         deadline: Date.now() + this.#timeoutMs,
         expire: () => {
-          const error = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
-          running.expired = error;
-          timeout?.abort(error);
-          settle(error);
+          expired = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
+          timeout?.abort(expired);
+          settle(expired);
         },
-        expired: undefined,
       };
       const settle = (outcome: unknown): void => {
         if (settled) return;
         settled = true;
-        period.attempts.delete(running);
+        period.attempts.delete(tracked);
         resolve(outcome);
       };
-      let signal: AbortSignal | undefined;
-      const lose = period.lose.signal;
-      const context: ExecuteContext = {
-        automation: this.name,
-        fencingToken: period.fencingToken,
-        attempt,
-        get signal(): AbortSignal {
-          if (!signal) {
-            timeout = new AbortController();
-            if (running.expired) timeout.abort(running.expired);
-            signal = AbortSignal.any([lose, timeout.signal]);
-          }
-          return signal;
-        },
-        event: item.event,
-        redrive: item.redriveOf !== undefined,
-      };
-      period.attempts.add(running);
+      period.attempts.add(tracked);
       this.#sweepTimeouts(period);
-      const failed = (error: unknown): void => settle(error ?? new Error('execute threw a nullish value'));
-      try {
-        const result = this.#options.execute({ key: item.key, payload: item.payload }, context);
-        if (isThenable(result)) result.then(() => settle(undefined), failed);
-        else settle(undefined);
-      } catch (error) {
-        failed(error);
-      }
+      running.then(
+        () => settle(undefined),
+        (error: unknown) => settle(error ?? new Error('execute threw a nullish value')),
+      );
     });
   }
 
@@ -470,11 +477,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     }, every);
   }
 
-  async #completed(period: Period<P>, item: Item<P>): Promise<void> {
-    if (item.redriveOf) {
-      await this.#settleRedrive(period, item.redriveOf, { ok: true });
-      return;
-    }
+  /** Remembers a completed item, to record it unless the checkpoint passes it first. */
+  #completed(period: Period<P>, item: Item<P>): void {
     if (this.#options.completions && item.position !== undefined && item.position > period.savedPosition) {
       period.unrecorded.push({ position: item.position, itemId: item.itemId });
     }

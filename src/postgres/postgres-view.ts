@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { CheckpointInfo } from '../core/checkpoint.js';
 import type { EventShape, Recorded } from '../core/event.js';
+import { InvalidArgumentError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
 import { ViewFencedError } from '../view/errors.js';
 import { checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
@@ -20,8 +21,18 @@ export interface PostgresViewTx {
 export interface PostgresViewOptions<E extends EventShape> extends SqlViewOptions<E> {
   /** A `PostgresEventStore`: the view's tables and checkpoint live in its schema, and it uses its pool. */
   store: EventStore<E> & PostgresStoreHandle;
-  /** Applies one event with `tx.client`, inside the transaction that also saves the checkpoint; a throw rolls the batch back. */
-  evolve: (event: Recorded<E>, tx: PostgresViewTx) => void | Promise<void>;
+  /**
+   * Applies one event with `tx.client`, inside the transaction that also saves the checkpoint; a throw
+   * rolls the batch back. Each statement is a round trip: for more than a few thousand events per
+   * second, give `evolveBatch` instead.
+   */
+  evolve?: (event: Recorded<E>, tx: PostgresViewTx) => void | Promise<void>;
+  /**
+   * Instead of `evolve`: applies a batch of events (in log order) at once, for example with one
+   * multi-row statement over `unnest($1::text[], ...)`. Same transaction, same guarantees; a batch that
+   * keeps failing is retried one event at a time, so it must also work for a single event.
+   */
+  evolveBatch?: (events: readonly Recorded<E>[], tx: PostgresViewTx) => void | Promise<void>;
 }
 
 /**
@@ -44,7 +55,10 @@ export interface PostgresViewOptions<E extends EventShape> extends SqlViewOption
  */
 export class PostgresView<E extends EventShape = EventShape> extends SqlView<E> {
   constructor(options: PostgresViewOptions<E>) {
-    checkSqlViewOptions('PostgresView', options);
+    if (options.evolve !== undefined && options.evolveBatch !== undefined) {
+      throw new InvalidArgumentError(`PostgresView "${String(options.name)}" takes evolve or evolveBatch, not both.`);
+    }
+    checkSqlViewOptions('PostgresView', { ...options, evolve: options.evolve ?? options.evolveBatch });
     super(options, new PostgresViewBackend(options));
   }
 }
@@ -66,7 +80,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #s: string;
   readonly #name: string;
   readonly #setup: SqlViewSetup;
-  readonly #evolve: (event: Recorded<E>, tx: PostgresViewTx) => void | Promise<void>;
+  readonly #evolve: (events: readonly Recorded<E>[], tx: PostgresViewTx) => Promise<void>;
   readonly #types: string[] | undefined;
   readonly #checkpoints: PostgresCheckpointStore;
   readonly #generationQuery: pg.QueryArrayConfig;
@@ -79,7 +93,12 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     this.#s = quoteSchema(this.#schema);
     this.#name = options.name;
     this.#setup = options.setup;
-    this.#evolve = options.evolve;
+    const { evolve, evolveBatch } = options;
+    this.#evolve = evolveBatch
+      ? async (events, tx) => void (await evolveBatch(events, tx))
+      : async (events, tx) => {
+          for (const event of events) await (evolve as NonNullable<typeof evolve>)(event, tx);
+        };
     this.#types = options.types && [...new Set<string>(options.types)];
     this.#checkpoints = new PostgresCheckpointStore({ store: options.store });
     this.#generationQuery = {
@@ -156,7 +175,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     await this.#transaction(async (client) => {
       await this.#checkGeneration(client, generation);
       const tx: PostgresViewTx = { client, table: this.#live };
-      for (const event of events) await this.#evolve(event, tx);
+      await this.#evolve(events, tx);
       const position = (events[events.length - 1] as Recorded<E>).position;
       await savePostgresCheckpoint(client, this.#name, position, { fencingToken, schema: this.#schema });
     });
@@ -205,7 +224,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     await this.#transaction(async (client) => {
       await this.#checkRebuild(client, rebuildId, ' FOR SHARE');
       const shadow = this.#shadowTx(client, generation);
-      for (const event of events) await this.#evolve(event, shadow);
+      await this.#evolve(events, shadow);
     });
   }
 
@@ -227,7 +246,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
         if (Number(live.rows[0]?.[0] ?? 0) > upTo) return 'behind';
         const shadow = this.#shadowTx(client, generation);
         try {
-          for (const event of tail) await this.#evolve(event, shadow);
+          if (tail.length > 0) await this.#evolve(tail, shadow);
         } catch (error) {
           throw new TailFailed(error);
         }

@@ -442,9 +442,12 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
     }
     this.#checkVersion(meta);
     const position = await read();
+    const swapped = this.#generation !== undefined && this.#generation !== meta.generation;
     this.#generation = meta.generation;
     this.#leading = true;
-    if (position !== undefined) this.#signals.advanced(position);
+    // A rebuild swapped in elsewhere: what this node's listeners were shown may all have changed.
+    if (swapped) this.#signals.replaced(position ?? 0);
+    else if (position !== undefined) this.#signals.advanced(position);
     return position;
   }
 

@@ -75,7 +75,7 @@ export function sqliteCounter(
   });
 }
 
-type PgCommon = Omit<PostgresViewOptions<TestEvent>, 'name' | 'store' | 'setup' | 'evolve'>;
+type PgCommon = Omit<PostgresViewOptions<TestEvent>, 'name' | 'store' | 'setup' | 'evolve' | 'evolveBatch'>;
 
 function pgStatements(prefix: string, withMax: boolean) {
   return (t: (name: string) => string): string[] => [
@@ -87,17 +87,48 @@ function pgStatements(prefix: string, withMax: boolean) {
 
 export function pgCounter(
   store: EventStore<TestEvent> & PostgresStoreHandle,
-  options: Omit<CounterOptions, 'before'> & { before?: (event: Recorded<TestEvent>) => void | Promise<void> } & PgCommon = {},
+  options: Omit<CounterOptions, 'before'> & {
+    before?: (event: Recorded<TestEvent>) => void | Promise<void>;
+    /** Use evolveBatch (one multi-row statement per table and batch) instead of evolve. */
+    batched?: boolean;
+  } & PgCommon = {},
 ): PostgresView<TestEvent> {
-  const { name = 'counter', prefix = '', version = 1, withMax = false, before, throwOnBad, ...rest } = options;
-  return new PostgresView<TestEvent>({
+  const { name = 'counter', prefix = '', version = 1, withMax = false, before, throwOnBad, batched, ...rest } = options;
+  const common = {
     name,
     store,
-    types: ['Counted'],
+    types: ['Counted'] as const,
     logger: silentLogger,
     retry: { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 5 },
     ...rest,
     setup: { version, statements: pgStatements(prefix, withMax) },
+  };
+  if (batched) {
+    // The same view, one round trip per table per batch (unnest), not per event.
+    return new PostgresView<TestEvent>({
+      ...common,
+      evolveBatch: async (events, { client, table }) => {
+        for (const event of events) await before?.(event);
+        const mine = events.filter((event) => event.type === 'Counted');
+        const positions = mine.map((event) => event.position);
+        const streams = mine.map((event) => event.streamId);
+        const ns = mine.map((event) => (event.type === 'Counted' ? event.data.n : 0));
+        await client.query(`INSERT INTO ${table(`${prefix}seen`)} (position, stream) SELECT * FROM unnest($1::bigint[], $2::text[])`, [positions, streams]);
+        if (throwOnBad && mine.some((event) => event.type === 'Counted' && event.data.bad)) throw new Error('bad event in the batch');
+        const counts = table(`${prefix}counts`);
+        await client.query(
+          withMax
+            ? `INSERT INTO ${counts} (stream, events, total, max_n) SELECT stream, count(*), sum(n), max(n) FROM unnest($1::text[], $2::bigint[]) AS t(stream, n) GROUP BY stream
+               ON CONFLICT (stream) DO UPDATE SET events = ${counts}.events + excluded.events, total = ${counts}.total + excluded.total, max_n = greatest(${counts}.max_n, excluded.max_n)`
+            : `INSERT INTO ${counts} (stream, events, total) SELECT stream, count(*), sum(n) FROM unnest($1::text[], $2::bigint[]) AS t(stream, n) GROUP BY stream
+               ON CONFLICT (stream) DO UPDATE SET events = ${counts}.events + excluded.events, total = ${counts}.total + excluded.total`,
+          [streams, ns],
+        );
+      },
+    });
+  }
+  return new PostgresView<TestEvent>({
+    ...common,
     evolve: async (event, { client, table }) => {
       await before?.(event);
       if (event.type !== 'Counted') return;
