@@ -287,11 +287,22 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
 
   // ---- triggering ------------------------------------------------------------------------------
 
-  async #enqueue(event: Recorded<E>, signal: AbortSignal): Promise<void> {
+  /** The subscription's handler: trigger, queue the items, start them. Synchronous unless it must wait. */
+  #enqueue(event: Recorded<E>, signal: AbortSignal): void | Promise<void> {
     const period = this.#period;
     if (!period) return;
     const triggered = this.#options.trigger(event);
-    const items = normalise(isThenable(triggered) ? await triggered : triggered);
+    if (isThenable(triggered)) return Promise.resolve(triggered).then((result) => this.#queue(period, event, result, signal));
+    return this.#queue(period, event, triggered, signal);
+  }
+
+  #queue(
+    period: Period<P>,
+    event: Recorded<E>,
+    triggered: TodoItem<P> | readonly TodoItem<P>[] | undefined | null,
+    signal: AbortSignal,
+  ): void | Promise<void> {
+    const items = normalise(triggered);
     const occurrences = items.length > 1 ? new Map<string, number>() : undefined;
     for (const { key, payload } of items) {
       const n = (occurrences?.get(key) ?? 0) + 1;
@@ -302,7 +313,11 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: [] });
     }
     this.#pump(period);
-    // Back-pressure: reading pauses while the to-do list is full (a stop or a loss ends the wait).
+    if (period.pending >= this.#maxPending) return this.#waitForCapacity(period, signal);
+  }
+
+  /** Back-pressure: reading pauses while the to-do list is full (a stop or a loss ends the wait). */
+  async #waitForCapacity(period: Period<P>, signal: AbortSignal): Promise<void> {
     while (period.pending >= this.#maxPending && !signal.aborted && !period.ended) {
       await new Promise<void>((resolve) => {
         const done = (): void => {
