@@ -309,7 +309,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       occurrences?.set(key, n);
       // The occurrence number first keeps ids unambiguous whatever the key contains.
       const itemId = `${n}:${key}`;
-      if (period.completed.has(`${event.position}/${itemId}`)) continue;
+      if (period.completed.size > 0 && period.completed.has(`${event.position}/${itemId}`)) continue;
       this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: [] });
     }
     this.#pump(period);
@@ -358,6 +358,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   }
 
   #wakeCapacityWaiters(): void {
+    if (this.#capacityWaiters.length === 0) return;
     const waiters = this.#capacityWaiters;
     this.#capacityWaiters = [];
     for (const wake of waiters) wake();
@@ -383,7 +384,12 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     const queue = period.queues.get(key) as Item<P>[];
     while (queue.length > 0) {
       const item = queue[0] as Item<P>;
-      const outcome = await this.#runItem(period, item);
+      // The common case, a synchronous side effect that succeeds at once, costs no promise at all.
+      const first = period.ended ? undefined : this.#attempt(period, item, item.failures.length + 1);
+      const outcome =
+        first === SUCCEEDED && !item.redriveOf && !period.lose.signal.aborted
+          ? this.#succeeded(period, item)
+          : await this.#runItem(period, item, first);
       // Abandoned: the item stays pending (holding the checkpoint) until this period ends.
       if (outcome === 'abandoned') return;
       queue.shift();
@@ -393,15 +399,19 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     period.queues.delete(key);
   }
 
-  async #runItem(period: Period<P>, item: Item<P>): Promise<'done' | 'abandoned'> {
+  /** Runs the item to its end (success, or dead letter), retrying; `first` is an attempt already started. */
+  async #runItem(period: Period<P>, item: Item<P>, first: Promise<unknown> | undefined): Promise<'done' | 'abandoned'> {
     for (let attempt = item.failures.length + 1; ; attempt++) {
       if (period.ended) return 'abandoned';
-      const error = await this.#attempt(period, item, attempt);
+      const error = await (attempt === item.failures.length + 1 && first ? first : this.#attempt(period, item, attempt));
+      first = undefined;
       if (error === undefined) {
         if (period.lose.signal.aborted) return 'abandoned';
-        if (item.redriveOf) await this.#settleRedrive(period, item.redriveOf, { ok: true });
-        else this.#completed(period, item);
-        return 'done';
+        if (item.redriveOf) {
+          await this.#settleRedrive(period, item.redriveOf, { ok: true });
+          return 'done';
+        }
+        return this.#succeeded(period, item);
       }
       if (period.lose.signal.aborted) return 'abandoned';
       item.failures.push({ at: new Date(), error: describeError(error) });
@@ -493,10 +503,11 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   }
 
   /** Remembers a completed item, to record it unless the checkpoint passes it first. */
-  #completed(period: Period<P>, item: Item<P>): void {
+  #succeeded(period: Period<P>, item: Item<P>): 'done' {
     if (this.#options.completions && item.position !== undefined && item.position > period.savedPosition) {
       period.unrecorded.push({ position: item.position, itemId: item.itemId });
     }
+    return 'done';
   }
 
   /** After the last attempt: the dead-letter queue. False when the period ended before it was stored. */
