@@ -1,32 +1,14 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { CheckpointInfo, CheckpointStore } from '../core/checkpoint.js';
 import { FencedError, InvalidArgumentError } from '../core/errors.js';
 import { translateError } from './errors.js';
-import { migratePostgres } from './migrations.js';
 import { DEFAULT_SCHEMA, quoteSchema } from './schema.js';
+import { PostgresTableAccess } from './table-access.js';
+import type { PostgresTableOptions } from './table-access.js';
 
-/** What the checkpoint store needs of a `PostgresEventStore`: its pool, its schema, and its migration. */
-export interface PostgresStoreHandle {
-  readonly pool: pg.Pool;
-  readonly schema: string;
-  migrate(): Promise<void>;
-}
+export type { PostgresStoreHandle } from './table-access.js';
 
-export interface PostgresCheckpointStoreOptions {
-  /** A pool you own: the checkpoint store uses it and leaves it open on close(). */
-  pool?: pg.Pool;
-  /** The checkpoint store creates its own pool from this, and ends it on close(). */
-  connectionString?: string;
-  /**
-   * The event store whose pool and schema to share (the usual choice: checkpoints next to the events,
-   * so a handler can commit its writes and the checkpoint together). Its migration is reused.
-   */
-  store?: PostgresStoreHandle;
-  /** Ignored with `store` (its schema is used). Default 'eskit'. */
-  schema?: string;
-  /** Default true: the first call migrates the schema. With false, migrate it yourself first. */
-  migrate?: boolean;
-}
+export type PostgresCheckpointStoreOptions = PostgresTableOptions;
 
 // Bigints arrive as text; positions and tokens stay far below 2^53.
 type CheckpointRow = [position: string | null, fencingToken: string];
@@ -168,59 +150,18 @@ export async function savePostgresCheckpoint(
 export class PostgresCheckpointStore implements CheckpointStore {
   readonly schema: string;
   readonly pool: pg.Pool;
-  readonly #ownsPool: boolean;
-  readonly #migrate: (() => Promise<void>) | undefined;
-  #migrated: Promise<void> | undefined;
-  #closed = false;
+  readonly #access: PostgresTableAccess;
 
   /** `schema` may also be given as the second argument (as in `new PostgresCheckpointStore({ pool }, 'tenant_a')`). */
   constructor(options: PostgresCheckpointStoreOptions, schema?: string) {
-    if (typeof options !== 'object' || options === null) {
-      throw new InvalidArgumentError('PostgresCheckpointStore needs an options object with `store`, `pool` or `connectionString`.');
-    }
-    const given = [options.store, options.pool, options.connectionString].filter((x) => x !== undefined).length;
-    if (given !== 1) {
-      throw new InvalidArgumentError(
-        'PostgresCheckpointStore needs exactly one of `store` (a PostgresEventStore), `pool` (a pg.Pool you own) or `connectionString`.',
-      );
-    }
-    if (options.migrate !== undefined && typeof options.migrate !== 'boolean') {
-      throw new InvalidArgumentError(`migrate must be true or false, got ${String(options.migrate)}`);
-    }
-    const autoMigrate = options.migrate ?? true;
-    if (options.store) {
-      const store = options.store;
-      if (schema !== undefined && schema !== store.schema) {
-        throw new InvalidArgumentError(`The checkpoint store shares the event store's schema "${store.schema}"; drop the schema argument "${schema}".`);
-      }
-      this.schema = store.schema;
-      this.pool = store.pool;
-      this.#ownsPool = false;
-      this.#migrate = autoMigrate ? () => store.migrate() : undefined;
-    } else {
-      this.schema = schema ?? options.schema ?? DEFAULT_SCHEMA;
-      quoteSchema(this.schema);
-      if (options.pool) {
-        this.pool = options.pool;
-        this.#ownsPool = false;
-      } else {
-        if (typeof options.connectionString !== 'string' || options.connectionString === '') {
-          throw new InvalidArgumentError('connectionString must be a non-empty string such as postgres://user@host:5432/db');
-        }
-        this.pool = new pg.Pool({ connectionString: options.connectionString, max: 2 });
-        // An idle connection that dies must not crash the process; the next query reports it.
-        this.pool.on('error', () => undefined);
-        this.#ownsPool = true;
-      }
-      const pool = this.pool;
-      const name = this.schema;
-      this.#migrate = autoMigrate ? async () => void (await migratePostgres(pool, name)) : undefined;
-    }
+    this.#access = new PostgresTableAccess(options, schema, 'PostgresCheckpointStore', 'checkpoint store');
+    this.schema = this.#access.schema;
+    this.pool = this.#access.pool;
   }
 
   async load(name: string): Promise<number | undefined> {
     assertName(name);
-    await this.#ready();
+    await this.#access.ready();
     const rows = await run(this.pool, this.schema, statements(this.schema).load, [name]);
     const position = rows[0]?.[0];
     return position === undefined || position === null ? undefined : Number(position);
@@ -229,7 +170,7 @@ export class PostgresCheckpointStore implements CheckpointStore {
   async claim(name: string, fencingToken: number): Promise<number | undefined> {
     assertName(name);
     assertCount('fencingToken', fencingToken);
-    await this.#ready();
+    await this.#access.ready();
     const rows = await run(this.pool, this.schema, statements(this.schema).claim, [name, fencingToken]);
     const [position, current] = rows[0] as CheckpointRow;
     if (Number(current) > fencingToken) throw new FencedError(name, fencingToken, Number(current));
@@ -238,7 +179,7 @@ export class PostgresCheckpointStore implements CheckpointStore {
 
   async save(name: string, position: number, options: { fencingToken?: number } = {}): Promise<void> {
     assertName(name);
-    await this.#ready();
+    await this.#access.ready();
     await save(this.pool, this.schema, name, position, options.fencingToken);
   }
 
@@ -250,7 +191,7 @@ export class PostgresCheckpointStore implements CheckpointStore {
   }
 
   async list(): Promise<CheckpointInfo[]> {
-    await this.#ready();
+    await this.#access.ready();
     const rows = await run(this.pool, this.schema, statements(this.schema).list, []);
     return rows.map((row) => ({
       name: row[0] as string,
@@ -261,18 +202,7 @@ export class PostgresCheckpointStore implements CheckpointStore {
   }
 
   /** Ends the pool if this store created it (from `connectionString`). Safe to call twice. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#ownsPool) await this.pool.end();
-  }
-
-  async #ready(): Promise<void> {
-    if (!this.#migrate) return;
-    this.#migrated ??= this.#migrate().catch((error: unknown) => {
-      this.#migrated = undefined;
-      throw error;
-    });
-    await this.#migrated;
+  close(): Promise<void> {
+    return this.#access.close();
   }
 }

@@ -1,12 +1,13 @@
 import type pg from 'pg';
 import { checkCompletedItems, checkPosition, checkSource, completionId } from '../core/dead-letter-checks.js';
 import type { CompletionStore } from '../core/dead-letter.js';
-import { assertStorableText, PostgresTableAccess, unstorableText } from './postgres-dead-letter-store.js';
-import type { PostgresDeadLetterStoreOptions } from './postgres-dead-letter-store.js';
+import { assertStorableText, unstorableText } from './postgres-dead-letter-store.js';
+import { PostgresTableAccess } from './table-access.js';
+import type { PostgresTableOptions } from './table-access.js';
 import { quoteSchema } from './schema.js';
 
 /** Where the completion records live: as for `PostgresCheckpointStore` and `PostgresDeadLetterStore`. */
-export type PostgresCompletionStoreOptions = PostgresDeadLetterStoreOptions;
+export type PostgresCompletionStoreOptions = PostgresTableOptions;
 
 interface Statements {
   mark: pg.QueryArrayConfig;

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import {
   checkDeadLetterCountQuery,
@@ -11,25 +11,13 @@ import {
 } from '../core/dead-letter-checks.js';
 import type { CheckedSelector, StoredDeadLetterRow } from '../core/dead-letter-checks.js';
 import type { DeadLetter, DeadLetterQuery, DeadLetterSelector, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
-import { InvalidArgumentError, SerializationError, StoreClosedError } from '../core/errors.js';
-import { translateError } from './errors.js';
-import { migratePostgres } from './migrations.js';
-import type { PostgresStoreHandle } from './postgres-checkpoint-store.js';
-import { DEFAULT_SCHEMA, quoteSchema } from './schema.js';
+import { InvalidArgumentError, SerializationError } from '../core/errors.js';
+import { PostgresTableAccess } from './table-access.js';
+import type { PostgresTableOptions } from './table-access.js';
+import { quoteSchema } from './schema.js';
 
 /** Where a dead-letter or completion store finds its tables: as for `PostgresCheckpointStore`. */
-export interface PostgresDeadLetterStoreOptions {
-  /** A pool you own: the store uses it and leaves it open on close(). */
-  pool?: pg.Pool;
-  /** The store creates its own pool from this, and ends it on close(). */
-  connectionString?: string;
-  /** The event store whose pool and schema to share (the usual choice). Its migration is reused. */
-  store?: PostgresStoreHandle;
-  /** Ignored with `store` (its schema is used). Default 'eskit'. */
-  schema?: string;
-  /** Default true: the first call migrates the schema. With false, migrate it yourself first. */
-  migrate?: boolean;
-}
+export type PostgresDeadLetterStoreOptions = PostgresTableOptions;
 
 // Text PostgreSQL cannot hold: NUL, and lone surrogates (the driver would silently turn them into U+FFFD).
 // eslint-disable-next-line no-control-regex -- NUL is exactly what this looks for
@@ -44,93 +32,6 @@ export function unstorableText(text: string): boolean {
 export function assertStorableText(text: string, what: string): void {
   if (UNSTORABLE_TEXT.test(text)) {
     throw new InvalidArgumentError(`${what} contains U+0000 or a lone UTF-16 surrogate, which PostgreSQL text cannot store; nothing was stored.`);
-  }
-}
-
-/**
- * The connection side shared by `PostgresDeadLetterStore` and `PostgresCompletionStore` (not exported
- * from the package): options checked as `PostgresCheckpointStore` checks them, the lazy migration, the
- * pool it may own, and refusal once closed.
- */
-export class PostgresTableAccess {
-  readonly schema: string;
-  readonly pool: pg.Pool;
-  readonly #what: string;
-  readonly #ownsPool: boolean;
-  readonly #migrate: (() => Promise<void>) | undefined;
-  #migrated: Promise<void> | undefined;
-  #closed = false;
-
-  constructor(options: PostgresDeadLetterStoreOptions, schema: string | undefined, className: string, what: string) {
-    this.#what = what;
-    if (typeof options !== 'object' || options === null) {
-      throw new InvalidArgumentError(`${className} needs an options object with \`store\`, \`pool\` or \`connectionString\`.`);
-    }
-    const given = [options.store, options.pool, options.connectionString].filter((x) => x !== undefined).length;
-    if (given !== 1) {
-      throw new InvalidArgumentError(
-        `${className} needs exactly one of \`store\` (a PostgresEventStore), \`pool\` (a pg.Pool you own) or \`connectionString\`.`,
-      );
-    }
-    if (options.migrate !== undefined && typeof options.migrate !== 'boolean') {
-      throw new InvalidArgumentError(`migrate must be true or false, got ${String(options.migrate)}`);
-    }
-    const autoMigrate = options.migrate ?? true;
-    if (options.store) {
-      const store = options.store;
-      if (schema !== undefined && schema !== store.schema) {
-        throw new InvalidArgumentError(`The ${what} shares the event store's schema "${store.schema}"; drop the schema argument "${schema}".`);
-      }
-      this.schema = store.schema;
-      this.pool = store.pool;
-      this.#ownsPool = false;
-      this.#migrate = autoMigrate ? () => store.migrate() : undefined;
-    } else {
-      this.schema = schema ?? options.schema ?? DEFAULT_SCHEMA;
-      quoteSchema(this.schema);
-      if (options.pool) {
-        this.pool = options.pool;
-        this.#ownsPool = false;
-      } else {
-        if (typeof options.connectionString !== 'string' || options.connectionString === '') {
-          throw new InvalidArgumentError('connectionString must be a non-empty string such as postgres://user@host:5432/db');
-        }
-        this.pool = new pg.Pool({ connectionString: options.connectionString, max: 2 });
-        // An idle connection that dies must not crash the process; the next query reports it.
-        this.pool.on('error', () => undefined);
-        this.#ownsPool = true;
-      }
-      const pool = this.pool;
-      const name = this.schema;
-      this.#migrate = autoMigrate ? async () => void (await migratePostgres(pool, name)) : undefined;
-    }
-  }
-
-  /** One statement in autocommit. `translate` turns errors it knows into eskit errors (else undefined). */
-  async query(statement: pg.QueryArrayConfig, values: unknown[], translate?: (error: unknown) => Error | undefined): Promise<pg.QueryArrayResult> {
-    if (this.#closed) throw new StoreClosedError(this.#what);
-    await this.#ready();
-    try {
-      return await this.pool.query<unknown[]>({ ...statement, values });
-    } catch (error) {
-      throw translate?.(error) ?? translateError(error, this.schema);
-    }
-  }
-
-  /** Ends the pool if the store created it (from `connectionString`). Safe to call twice. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#ownsPool) await this.pool.end();
-  }
-
-  async #ready(): Promise<void> {
-    if (!this.#migrate) return;
-    this.#migrated ??= this.#migrate().catch((error: unknown) => {
-      this.#migrated = undefined;
-      throw error;
-    });
-    await this.#migrated;
   }
 }
 

@@ -58,6 +58,26 @@ describe('PostgresView: exactly once', () => {
   });
 });
 
+describe('PostgresView: evolveBatch', () => {
+  it('applies whole batches in one statement per table; a failing batch is pinned to its event and dead-lettered', async () => {
+    const { schema, store } = await setup();
+    const deadLetters = new MemoryDeadLetterStore();
+    await appendMany(store, 300);
+    const bad = (await store.append('bad', [counted(1000, true)])).position;
+    const head = await appendMany(store, 100);
+    const view = track(pgCounter(store, { batched: true, batchSize: 64, throwOnBad: true, deadLetters }));
+    await view.start();
+    await view.waitFor(head);
+    assert.deepEqual(
+      (await deadLetters.list({ source: 'counter' })).map((letter) => letter.eventPosition),
+      [bad],
+    );
+    const expected = await expectedPgCounter(schema.pool, schema.name);
+    assert.deepEqual(await readPgCounter(schema.pool, schema.name), { seen: expected.seen - 1, distinct: expected.seen - 1, events: expected.seen - 1, total: expected.total - 1000 });
+    assert.throws(() => pgCounter(store, { batched: true, evolve: async () => undefined } as never), /evolve or evolveBatch, not both/);
+  });
+});
+
 describe('PostgresView: a failing evolve', () => {
   it('rolls back and stops the view (state failed) without a dead-letter store', async () => {
     const { schema, store } = await setup();
