@@ -146,6 +146,9 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
    */
   async migrate(): Promise<void> {
     this.assertOpen();
+    // Done once per store: the checkpoint and other stores sharing it call this on their first use,
+    // and a leader taking over should not pay for a catalog check.
+    if (this.#migrated) return;
     this.#migrating ??= migratePostgres(this.pool, this.schema).then(
       () => {
         this.#migrated = true;
