@@ -80,7 +80,7 @@ export class ProgressTracker {
   }
 
   /** Resolves once the checkpoint reaches `target`; `describe` explains a timeout. */
-  wait(target: number, options: WaitForOptions & { describe: () => string }): Promise<void> {
+  wait(target: number, options: WaitForOptions & { describe: () => string; reportedTimeoutMs?: number }): Promise<void> {
     if (this.#known !== undefined && this.#known >= target) return Promise.resolve();
     const timeoutMs = options.timeoutMs ?? 5000;
     const signal = options.signal;
@@ -105,7 +105,7 @@ export class ProgressTracker {
         },
       };
       const timer = setTimeout(() => {
-        if (settle()) reject(new TimeoutError(options.describe(), timeoutMs));
+        if (settle()) reject(new TimeoutError(options.describe(), options.reportedTimeoutMs ?? timeoutMs));
       }, timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.add(waiter);

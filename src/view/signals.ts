@@ -107,6 +107,7 @@ export class ViewSignals<E extends EventShape> {
     const view = this.#options.view;
     await this.#tracker.wait(target, {
       timeoutMs: Math.max(0, Math.round(timeoutMs - (performance.now() - started))),
+      reportedTimeoutMs: timeoutMs,
       signal: options.signal,
       describe: () =>
         `waitFor: view "${view}" reaching position ${position} (its checkpoint is at ${String(this.#tracker.position ?? 'none')}; ` +
