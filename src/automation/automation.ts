@@ -1,3 +1,4 @@
+import { positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import type { CompletionStore, DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
 import { ErrorCode, InvalidArgumentError, TimeoutError, describeError, isEskitError } from '../core/errors.js';
@@ -163,10 +164,10 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     this.name = options.name;
     this.#options = options;
     this.#retry = retryPolicy(options.retry, defaultRetry);
-    this.#concurrency = positive('concurrency', options.concurrency ?? 8);
-    this.#timeoutMs = positive('timeoutMs', options.timeoutMs ?? 30_000);
-    this.#maxPending = positive('maxPending', options.maxPending ?? 1000);
-    this.#pollIntervalMs = positive('pollIntervalMs', options.pollIntervalMs ?? 500);
+    this.#concurrency = positiveInteger('concurrency', options.concurrency ?? 8);
+    this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? 30_000);
+    this.#maxPending = positiveInteger('maxPending', options.maxPending ?? 1000);
+    this.#pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 500);
     this.#logger = options.logger ?? consoleLogger();
 
     const work: OutstandingWork = {
@@ -667,7 +668,3 @@ function normalise<P>(result: TodoItem<P> | readonly TodoItem<P>[] | undefined |
   return items;
 }
 
-function positive(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
-  return value;
-}

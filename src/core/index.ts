@@ -8,3 +8,4 @@ export type * from './lock.js';
 export * from './logger.js';
 export * from './retry.js';
 export type * from './dead-letter.js';
+export * from './validate.js';

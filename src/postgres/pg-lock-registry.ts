@@ -1,3 +1,4 @@
+import { positiveInteger } from '../core/validate.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
@@ -78,12 +79,6 @@ interface Request {
 
 const MAX_RETRY_MS = 5_000;
 
-function positiveInteger(name: string, value: unknown, minimum = 1): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < minimum) {
-    throw new InvalidArgumentError(`${name} must be an integer number of milliseconds >= ${minimum}, got ${String(value)}`);
-  }
-  return value;
-}
 
 /**
  * True for errors that waiting can heal: no SQLSTATE (a socket or driver error: refused, reset, timed

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import type Database from 'better-sqlite3';
+import { positiveInteger } from '../core/validate.js';
 import { InvalidArgumentError, isEskitError, LockUnavailableError } from '../core/errors.js';
 import type { AcquireOptions, Lease, LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
@@ -75,10 +76,6 @@ function listen(key: string, waiter: () => void): () => void {
   };
 }
 
-function positiveInteger(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer number of milliseconds, got ${String(value)}`);
-  return value;
-}
 
 interface Waiter {
   fail(error: Error): void;

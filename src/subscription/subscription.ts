@@ -1,3 +1,4 @@
+import { positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import type { DeadLetterStore, FailedAttempt } from '../core/dead-letter.js';
 import { AlreadyStartedError, HandlerFailedError, InvalidArgumentError, describeError, isEskitError, ErrorCode } from '../core/errors.js';
@@ -629,7 +630,3 @@ function describeAttempts(attempts: number, error: unknown): FailedAttempt[] {
   return Array.from({ length: attempts }, () => ({ at: new Date(), error: describeError(error) }));
 }
 
-function positiveInteger(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
-  return value;
-}
