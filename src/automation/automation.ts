@@ -1,5 +1,6 @@
 import { positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
+import { deadLetterFor } from '../core/dead-letter-checks.js';
 import type { CompletionStore, DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
 import { ErrorCode, InvalidArgumentError, TimeoutError, describeError, isEskitError } from '../core/errors.js';
 import type { EventShape, Recorded, RecordedEvent } from '../core/event.js';
@@ -194,7 +195,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       outstandingWork: work,
       handler: (event, context) => this.#enqueue(event, context.signal),
       onHandlerFailure: async ({ event, error, attempts, signal }) => {
-        await this.#deadLetterUntilStored(this.#letter('trigger', '', null, event, attempts, error), signal);
+        await this.#deadLetterUntilStored(deadLetterFor(this.name, 'trigger', event, attempts, error), signal);
         return 'skip';
       },
     });
@@ -518,25 +519,12 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       return true;
     }
     const letter: NewDeadLetter = {
-      ...this.#letter('execute', item.key, item.payload, item.event, item.failures.length, error),
+      ...deadLetterFor(this.name, 'execute', item.event, item.failures.length, error, item),
       attempts: item.failures,
     };
     return this.#deadLetterUntilStored(letter, period.halt.signal);
   }
 
-  #letter(stage: NewDeadLetter['stage'], key: string, payload: unknown, event: RecordedEvent, attempts: number, error: unknown): NewDeadLetter {
-    return {
-      source: this.name,
-      stage,
-      key,
-      payload,
-      eventId: event.id,
-      eventType: event.type,
-      eventPosition: event.position,
-      streamId: event.streamId,
-      attempts: Array.from({ length: Math.max(1, attempts) }, () => ({ at: new Date(), error: describeError(error) })),
-    };
-  }
 
   /**
    * Stores a dead letter, retrying while the dead-letter store is down: the item keeps holding the

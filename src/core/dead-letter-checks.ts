@@ -1,5 +1,6 @@
-import { InvalidArgumentError, SerializationError } from './errors.js';
-import type { DeadLetter, DeadLetterQuery, DeadLetterStage, DeadLetterStatus, FailedAttempt } from './dead-letter.js';
+import { InvalidArgumentError, SerializationError, describeError } from './errors.js';
+import type { DeadLetter, DeadLetterQuery, DeadLetterStage, DeadLetterStatus, FailedAttempt, NewDeadLetter } from './dead-letter.js';
+import type { RecordedEvent } from './event.js';
 
 /*
  * Argument checks and encodings shared by every DeadLetterStore / CompletionStore adapter, so that
@@ -245,5 +246,32 @@ export function decodeDeadLetter(row: StoredDeadLetterRow): DeadLetter {
     status: row.status as DeadLetterStatus,
     createdAt: new Date(row.createdAt),
     updatedAt: new Date(row.updatedAt),
+  };
+}
+
+/**
+ * The letter for an event that failed `attempts` times with `error` (what each attempt threw is not
+ * kept separately there, so every attempt records the last error). `item` for an automation's to-do item.
+ */
+export function deadLetterFor(
+  source: string,
+  stage: DeadLetterStage,
+  event: RecordedEvent,
+  attempts: number,
+  error: unknown,
+  item: { key: string; payload: unknown } = { key: '', payload: null },
+): NewDeadLetter {
+  const at = new Date();
+  const text = describeError(error);
+  return {
+    source,
+    stage,
+    key: item.key,
+    payload: item.payload,
+    eventId: event.id,
+    eventType: event.type,
+    eventPosition: event.position,
+    streamId: event.streamId,
+    attempts: Array.from({ length: Math.max(1, attempts) }, () => ({ at, error: text })),
   };
 }

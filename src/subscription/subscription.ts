@@ -1,7 +1,8 @@
 import { positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
-import type { DeadLetterStore, FailedAttempt } from '../core/dead-letter.js';
-import { AlreadyStartedError, HandlerFailedError, InvalidArgumentError, describeError, isEskitError, ErrorCode } from '../core/errors.js';
+import { deadLetterFor } from '../core/dead-letter-checks.js';
+import type { DeadLetterStore } from '../core/dead-letter.js';
+import { AlreadyStartedError, HandlerFailedError, InvalidArgumentError, isEskitError, ErrorCode } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Lease, LockRegistry } from '../core/lock.js';
@@ -438,17 +439,7 @@ export class Subscription<E extends EventShape = EventShape> {
     const deadLetters = this.#options.deadLetters as DeadLetterStore;
     for (let attempt = 1; ; attempt++) {
       try {
-        await deadLetters.add({
-          source: this.name,
-          stage: 'handler',
-          key: '',
-          payload: null,
-          eventId: event.id,
-          eventType: event.type,
-          eventPosition: event.position,
-          streamId: event.streamId,
-          attempts: describeAttempts(attempts, error),
-        });
+        await deadLetters.add(deadLetterFor(this.name, 'handler', event, attempts, error));
         this.#logger.warn({ subscription: this.name, position: event.position, err: error }, `Subscription "${this.name}": event dead-lettered`);
         return 'skip';
       } catch (storeError) {
@@ -624,9 +615,5 @@ export class Subscription<E extends EventShape = EventShape> {
 /** Failures that can heal by waiting: anything that is not an eskit error, and a busy database. */
 function isTransient(error: unknown): boolean {
   return !isEskitError(error) || isEskitError(error, ErrorCode.StoreBusy);
-}
-
-function describeAttempts(attempts: number, error: unknown): FailedAttempt[] {
-  return Array.from({ length: attempts }, () => ({ at: new Date(), error: describeError(error) }));
 }
 

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { deadLetterFor } from '../core/dead-letter-checks.js';
 import type { CheckpointInfo, CheckpointStore } from '../core/checkpoint.js';
 import type { DeadLetter } from '../core/dead-letter.js';
-import { AlreadyStartedError, describeError, ErrorCode, InvalidArgumentError, isEskitError, MigrationError } from '../core/errors.js';
+import { AlreadyStartedError, ErrorCode, InvalidArgumentError, isEskitError, MigrationError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Lease, LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
@@ -407,17 +408,7 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
     }
     if (!deadLetters) throw new RebuildFailedError(this.name, event.position, error);
     if (!(await this.#deadLettered(event.position))) {
-      await deadLetters.add({
-        source: this.name,
-        stage: 'handler',
-        key: '',
-        payload: null,
-        eventId: event.id,
-        eventType: event.type,
-        eventPosition: event.position,
-        streamId: event.streamId,
-        attempts: Array.from({ length: attempts }, () => ({ at: new Date(), error: describeError(error) })),
-      });
+      await deadLetters.add(deadLetterFor(this.name, 'handler', event, attempts, error));
     }
     this.#logger.warn({ view: this.name, position: event.position, err: error }, `View "${this.name}": rebuild skipped a failing event (dead-lettered)`);
   }
