@@ -12,12 +12,14 @@ import { automationBench } from './automation.js';
 import { leadershipBench } from './leadership.js';
 import { storeBench } from './store.js';
 import { subscriptionBench } from './subscription.js';
+import { viewBench } from './view.js';
 
 const groups: Record<string, BenchGroup> = {
   store: storeBench,
   leadership: leadershipBench,
   subscription: subscriptionBench,
   automation: automationBench,
+  view: viewBench,
 };
 
 const usage = `usage: npm run bench -- [group...] [--quick] [--filter <text>]...

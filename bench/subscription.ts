@@ -425,8 +425,6 @@ async function liveFigure(ctx: BenchContext, backend: PostgresBackend): Promise<
       wake?.();
     },
   });
-  const listener = await backend.client();
-  const notifier = await backend.client();
   const stop = ctx.defer(() => subscription.stop());
   try {
     await subscription.start();
@@ -446,25 +444,7 @@ async function liveFigure(ctx: BenchContext, backend: PostgresBackend): Promise<
       }
       return out;
     };
-    const channel = `bench_live_${process.pid}`;
-    let pending: ((at: number) => void) | undefined;
-    listener.on('notification', (message) => {
-      const at = performance.now();
-      if (message.channel === channel) pending?.(at);
-    });
-    await listener.query(`LISTEN ${channel}`);
-    const baseline: LatencyRound = async (samples) => {
-      const out: number[] = [];
-      for (let i = 0; i < samples; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 2));
-        const received = new Promise<number>((resolve) => (pending = resolve));
-        const start = performance.now();
-        await notifier.query({ name: 'bench_notify', text: 'SELECT pg_notify($1, $2)', values: [channel, String(i)] });
-        out.push((await within(received, 10_000, 'the notification')) - start);
-        pending = undefined;
-      }
-      return out;
-    };
+    const baseline = await notifyRoundTrip(backend);
     await measureLatency(ctx, {
       bench: 'subscription.live.postgres',
       samples: ctx.pick(100, 300),
@@ -479,4 +459,32 @@ async function liveFigure(ctx: BenchContext, backend: PostgresBackend): Promise<
   } finally {
     await stop();
   }
+}
+
+/**
+ * The raw floor of any cross-connection wake-up: a NOTIFY from one raw connection to a raw LISTEN on
+ * another, from the query call to the notification (2 ms apart, like the eskit side's samples).
+ */
+export async function notifyRoundTrip(backend: PostgresBackend): Promise<LatencyRound> {
+  const listener = await backend.client();
+  const notifier = await backend.client();
+  const channel = `bench_notify_${process.pid}`;
+  let pending: ((at: number) => void) | undefined;
+  listener.on('notification', (message) => {
+    const at = performance.now();
+    if (message.channel === channel) pending?.(at);
+  });
+  await listener.query(`LISTEN ${channel}`);
+  return async (samples) => {
+    const out: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      const received = new Promise<number>((resolve) => (pending = resolve));
+      const start = performance.now();
+      await notifier.query({ name: 'bench_notify', text: 'SELECT pg_notify($1, $2)', values: [channel, String(i)] });
+      out.push((await within(received, 10_000, 'the notification')) - start);
+      pending = undefined;
+    }
+    return out;
+  };
 }

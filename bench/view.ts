@@ -1,0 +1,208 @@
+// The `view` group: a state view with one upsert per event catching up a backlog, beside a plain
+// Subscription catching up the same events on the same backend in the same run (a view is a
+// subscription whose batches commit together with its checkpoint, so the ratio is the cost of those
+// transactions and of the view's own writes); a rebuild into shadow tables; and read-your-writes
+// (append → `waitFor` resolving) beside a raw NOTIFY → LISTEN round trip.
+import type { EventShape, Recorded } from '../src/core/event.js';
+import { PostgresView } from '../src/postgres/index.js';
+import { SqliteView } from '../src/sqlite/index.js';
+import type { SqlView } from '../src/view/index.js';
+import type { BenchContext, BenchGroup } from './lib/context.js';
+import { sequential } from './lib/measure.js';
+import { benchLogger, catchUpOp, EVENT, measureLatency, notifyRoundTrip, openPostgresBackend, openSqliteBackend, seed, STREAM_LENGTH, within } from './subscription.js';
+import type { Backend, LatencyRound, PostgresBackend, SqliteBackend } from './subscription.js';
+
+/**
+ * The view every figure uses: one row per cart (stream), one upsert per event. Table names are global
+ * to a database, so each view gets its own (`carts_<view name>`).
+ */
+const tableOf = (view: string): string => `carts_${view}`;
+const setupOf = (view: string) => ({
+  version: 1,
+  statements: (t: (name: string) => string) => [`CREATE TABLE ${t(tableOf(view))} (cart text PRIMARY KEY, events bigint NOT NULL, quantity bigint NOT NULL)`],
+});
+const upsert = (table: string, placeholder: (n: number) => string): string =>
+  `INSERT INTO ${table} (cart, events, quantity) VALUES (${placeholder(1)}, 1, ${placeholder(2)})
+   ON CONFLICT (cart) DO UPDATE SET events = ${table}.events + 1, quantity = ${table}.quantity + excluded.quantity`;
+const quantityOf = (event: Recorded<EventShape>): number => (event.data as { quantity: number }).quantity;
+
+type Evolve = 'evolve' | 'evolveBatch';
+
+function sqliteView(ctx: BenchContext, backend: SqliteBackend, name: string): SqlView {
+  return new SqliteView({
+    name,
+    store: backend.store,
+    setup: setupOf(name),
+    logger: benchLogger(ctx),
+    evolve: (event, { prepare, table }) => {
+      prepare(upsert(table(tableOf(name)), () => '?')).run(event.streamId, quantityOf(event));
+    },
+  });
+}
+
+function postgresView(ctx: BenchContext, backend: PostgresBackend, name: string, mode: Evolve): SqlView {
+  const common = { name, store: backend.store, setup: setupOf(name), logger: benchLogger(ctx) };
+  if (mode === 'evolve') {
+    return new PostgresView({
+      ...common,
+      evolve: async (event, { client, table }) => {
+        await client.query({ text: upsert(table(tableOf(name)), (n) => `$${n}`), values: [event.streamId, quantityOf(event)] });
+      },
+    });
+  }
+  // The same view, one multi-row upsert per batch: rows of one cart are summed first, because one
+  // INSERT ... ON CONFLICT may not touch a row twice.
+  return new PostgresView({
+    ...common,
+    evolveBatch: async (events, { client, table }) => {
+      const t = table(tableOf(name));
+      await client.query({
+        text: `INSERT INTO ${t} (cart, events, quantity)
+               SELECT cart, count(*), sum(quantity) FROM unnest($1::text[], $2::bigint[]) AS e(cart, quantity) GROUP BY cart
+               ON CONFLICT (cart) DO UPDATE SET events = ${t}.events + excluded.events, quantity = ${t}.quantity + excluded.quantity`,
+        values: [events.map((event) => event.streamId), events.map(quantityOf)],
+      });
+    },
+  });
+}
+
+export const viewBench: BenchGroup = async (ctx) => {
+  const figures = ['view.update.sqlite', 'view.update.postgres', 'view.update.postgres.batched', 'view.rebuild.postgres', 'view.readYourWrites.postgres'];
+  if (ctx.selected('view.update.sqlite')) {
+    let backend: SqliteBackend | undefined;
+    try {
+      backend = await openSqliteBackend(ctx);
+      const sqlite = backend;
+      const head = await seedFor(ctx, backend);
+      await updateFigure(ctx, backend, head, 'view.update.sqlite', (name) => sqliteView(ctx, sqlite, name), 'evolve: one prepared upsert per event');
+    } catch (error) {
+      ctx.fail('view.update.sqlite', error);
+    } finally {
+      await backend?.close();
+    }
+  }
+  if (!figures.slice(1).some((bench) => ctx.selected(bench))) return;
+  let backend: PostgresBackend | undefined;
+  try {
+    backend = await openPostgresBackend(ctx, 'view');
+    const postgres = backend;
+    const head = await seedFor(ctx, backend);
+    await updateFigure(ctx, backend, head, 'view.update.postgres', (name) => postgresView(ctx, postgres, name, 'evolve'), 'evolve: one upsert statement (a round trip) per event');
+    await updateFigure(
+      ctx,
+      backend,
+      head,
+      'view.update.postgres.batched',
+      (name) => postgresView(ctx, postgres, name, 'evolveBatch'),
+      'evolveBatch: one multi-row upsert (unnest, GROUP BY cart) per batch of 100',
+    );
+    await rebuildFigure(ctx, backend, head);
+    await readYourWritesFigure(ctx, backend);
+  } catch (error) {
+    ctx.fail('view (postgres)', error);
+  } finally {
+    await backend?.close();
+  }
+};
+
+async function seedFor(ctx: BenchContext, backend: Backend): Promise<number> {
+  const total = ctx.pick(20_000, 100_000);
+  ctx.log(`${backend.adapter}: seeding ${total} events`);
+  return seed(backend, total);
+}
+
+/** A view from nothing (a fresh name: new tables, no checkpoint) until it reflects the head. */
+async function updateFigure(ctx: BenchContext, backend: Backend, head: number, bench: string, open: (name: string) => SqlView, how: string): Promise<void> {
+  if (!ctx.selected(bench)) return;
+  let runs = 0;
+  // Short: view and table names share PostgreSQL's 63-byte identifiers with the shadow suffix.
+  const prefix = bench.split('.').slice(1).join('_');
+  await ctx.measure({
+    bench,
+    unit: 'events/s',
+    ops: 1,
+    warmupOps: 1,
+    rounds: ctx.pick(5, 7),
+    eskit: sequential(async () => {
+      const view = open(`${prefix}_${runs++}`);
+      await view.start();
+      try {
+        await within(view.waitFor(head, { timeoutMs: 600_000 }), 600_000, `${view.name} to reach ${head}`);
+      } finally {
+        await view.stop();
+      }
+      return head;
+    }),
+    baseline: sequential(catchUpOp(ctx, backend, head, `${prefix}_baseline`)),
+    baselineLabel: `${backend.adapter}: Subscription catch-up, no-op handler`,
+    target: 0.5,
+    note: `op = ${head} events into a new view (${STREAM_LENGTH} events per cart), default batch size, timed from start() to waitFor(head); ${how}`,
+  });
+}
+
+/** Rebuilds one view again and again: every op replays the whole log into shadow tables and swaps them in. */
+async function rebuildFigure(ctx: BenchContext, backend: PostgresBackend, head: number): Promise<void> {
+  const bench = 'view.rebuild.postgres';
+  if (!ctx.selected(bench)) return;
+  const view = postgresView(ctx, backend, 'rebuild', 'evolveBatch');
+  await view.start();
+  const stop = ctx.defer(() => view.stop());
+  try {
+    await view.waitFor(head, { timeoutMs: 600_000 });
+    await ctx.measure({
+      bench,
+      unit: 'events/s',
+      ops: 1,
+      warmupOps: 1,
+      rounds: ctx.pick(3, 5),
+      eskit: sequential(async () => {
+        const result = await view.rebuild();
+        if (result.events !== head) throw new Error(`the rebuild applied ${result.events} events, expected ${head}`);
+        return result.events;
+      }),
+      baseline: sequential(catchUpOp(ctx, backend, head, 'view_rebuild_baseline')),
+      baselineLabel: 'postgres: Subscription catch-up, no-op handler',
+      note: `op = rebuild of ${head} events into shadow tables (evolveBatch, batches of 1000) and the swap, while the live view runs`,
+    });
+  } finally {
+    await stop();
+  }
+}
+
+/** append (another store, another pool) → `waitFor(position)` resolving, the view idle at the head. */
+async function readYourWritesFigure(ctx: BenchContext, backend: PostgresBackend): Promise<void> {
+  const bench = 'view.readYourWrites.postgres';
+  if (!ctx.selected(bench)) return;
+  const writer = backend.openStore();
+  const view = postgresView(ctx, backend, 'ryw', 'evolve');
+  await view.start();
+  const stop = ctx.defer(() => view.stop());
+  try {
+    await view.waitFor(await backend.store.headPosition(), { timeoutMs: 600_000 });
+    let appended = 0;
+    const eskit: LatencyRound = async (samples) => {
+      const out: number[] = [];
+      for (let i = 0; i < samples; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        const start = performance.now();
+        const { position } = await writer.append(`ryw-${appended++ % 10}`, [EVENT]);
+        await view.waitFor(position, { timeoutMs: 10_000 });
+        out.push(performance.now() - start);
+      }
+      return out;
+    };
+    await measureLatency(ctx, {
+      bench,
+      samples: ctx.pick(100, 300),
+      rounds: ctx.pick(3, 5),
+      warmupSamples: 5,
+      eskit,
+      baseline: await notifyRoundTrip(backend),
+      baselineLabel: 'pg: NOTIFY → LISTEN on two raw connections',
+      targetMs: 10,
+      note: 'from the append call to waitFor resolving: append, notification, the view transaction (one upsert + checkpoint), the view signal',
+    });
+  } finally {
+    await stop();
+  }
+}
