@@ -65,6 +65,15 @@ interface Connection {
   dead: boolean;
   /** The last statement queued: statements run one after another (pg deprecates queueing on a client). */
   tail: Promise<unknown>;
+  /** Names whose waiter lock this session holds (shared): releasers on other nodes see it and NOTIFY. */
+  readonly waitingFor: Set<string>;
+}
+
+interface Keys {
+  /** The lock's advisory key. */
+  key: string;
+  /** The key standbys hold shared while they wait, so a release sends its NOTIFY only when someone waits. */
+  waitKey: string;
 }
 
 interface Request {
@@ -128,7 +137,15 @@ export class PgLockRegistry implements LockRegistry {
   readonly #logger: Logger;
   readonly #autoMigrate: boolean;
   readonly #channel: string;
-  readonly #sql: { take: pg.QueryArrayConfig; release: pg.QueryArrayConfig; releaseAll: pg.QueryArrayConfig; unlock: pg.QueryArrayConfig };
+  readonly #sql: {
+    take: pg.QueryArrayConfig;
+    release: pg.QueryArrayConfig;
+    releaseAll: pg.QueryArrayConfig;
+    unlock: pg.QueryArrayConfig;
+    wait: pg.QueryArrayConfig;
+    stopWaiting: pg.QueryArrayConfig;
+  };
+  readonly #keys = new Map<string, Keys>();
 
   #connection: Connection | undefined;
   #connecting: Promise<Connection> | undefined;
@@ -200,7 +217,19 @@ export class PgLockRegistry implements LockRegistry {
           ON CONFLICT (name) DO UPDATE SET fencing_token = l.fencing_token + 1, holder = excluded.holder, acquired_at = excluded.acquired_at
           RETURNING name, fencing_token`,
       },
-      release: { name: name('release'), rowMode: array, text: `SELECT pg_advisory_unlock($1::bigint), pg_notify('${this.#channel}', $1::bigint::text)` },
+      // Unlocks, THEN looks for waiters (the MATERIALIZED CTE orders the two): a standby takes its
+      // waiter lock before its next try, so either this sees the waiter and wakes it, or the waiter's
+      // try comes after the unlock and succeeds. The exclusive try on the waiter key fails while any
+      // standby holds it shared; it is a transaction lock, gone when this statement's transaction ends.
+      // No waiter, no NOTIFY: a NOTIFY serialises on a database-wide lock at commit.
+      release: {
+        name: name('release'),
+        rowMode: array,
+        text: `
+          WITH unlocked AS MATERIALIZED (SELECT pg_advisory_unlock($1::bigint) AS released)
+          SELECT released, CASE WHEN pg_try_advisory_xact_lock($2::bigint) THEN false ELSE pg_notify('${this.#channel}', $1::bigint::text) IS NULL END
+          FROM unlocked`,
+      },
       releaseAll: {
         name: name('release_all'),
         rowMode: array,
@@ -208,6 +237,9 @@ export class PgLockRegistry implements LockRegistry {
       },
       // Undoes locks a failed take may have been granted: session locks survive the statement's rollback.
       unlock: { name: name('unlock'), rowMode: array, text: 'SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k' },
+      // A try: a releaser holds the key exclusively for an instant; the name is then tried again anyway.
+      wait: { name: name('wait'), rowMode: array, text: 'SELECT pg_try_advisory_lock_shared(k) FROM unnest($1::bigint[]) AS k' },
+      stopWaiting: { name: name('stop_waiting'), rowMode: array, text: 'SELECT pg_advisory_unlock_shared(k) FROM unnest($1::bigint[]) AS k' },
     };
   }
 
@@ -234,7 +266,7 @@ export class PgLockRegistry implements LockRegistry {
       };
       const request: Request = {
         name,
-        key: lockKey(name, this.schema),
+        key: this.#keysOf(name).key,
         waiting: false,
         onWaiting: options.onWaiting,
         grant: (lease) => {
@@ -297,6 +329,16 @@ export class PgLockRegistry implements LockRegistry {
     if (connection) await this.#disconnect(connection);
   }
 
+  #keysOf(name: string): Keys {
+    let keys = this.#keys.get(name);
+    if (!keys) {
+      // A lock name cannot contain NUL, so no name's key is a waiter key.
+      keys = { key: lockKey(name, this.schema), waitKey: lockKey(`waiting\u0000${name}`, this.schema) };
+      this.#keys.set(name, keys);
+    }
+    return keys;
+  }
+
   #assertOpen(): void {
     if (this.#closing !== undefined) throw new LockUnavailableError('The lock registry is closed; create a new one.');
   }
@@ -306,7 +348,17 @@ export class PgLockRegistry implements LockRegistry {
     if (!queue) return;
     const index = queue.indexOf(request);
     if (index >= 0) queue.splice(index, 1);
-    if (queue.length === 0) this.#requests.delete(request.name);
+    if (queue.length === 0) {
+      this.#requests.delete(request.name);
+      this.#stopWaiting(request.name);
+    }
+  }
+
+  /** Gives up the waiter lock of `name` (granted, or nobody here waits for it any more). Not awaited. */
+  #stopWaiting(name: string): void {
+    const connection = this.#connection;
+    if (!connection || connection.dead || !connection.waitingFor.delete(name)) return;
+    void this.#query(connection, this.#sql.stopWaiting, [[this.#keysOf(name).waitKey]]).catch(() => undefined);
   }
 
   #markWaiting(request: Request, why: string): void {
@@ -375,8 +427,21 @@ export class PgLockRegistry implements LockRegistry {
           const name = row[0] as string;
           this.#granted(connection, name, keys[names.indexOf(name)] as string, Number(row[1]));
         }
+        const denied: string[] = [];
         for (const name of names) {
-          for (const request of this.#requests.get(name) ?? []) this.#markWaiting(request, 'by another node');
+          const queue = this.#requests.get(name);
+          if (!queue || this.#held.has(name)) continue;
+          for (const request of queue) this.#markWaiting(request, 'by another node');
+          if (!connection.waitingFor.has(name)) denied.push(name);
+        }
+        if (denied.length > 0) {
+          // Say we wait, then try once more at once: a release between our try and this saw no waiter.
+          const taken = await this.#query(connection, this.#sql.wait, [denied.map((name) => this.#keysOf(name).waitKey)]).catch(() => []);
+          denied.forEach((name, i) => {
+            if (taken[i]?.[0] !== true) return;
+            connection.waitingFor.add(name);
+            this.#again = true;
+          });
         }
       } while (this.#again);
     } finally {
@@ -395,6 +460,7 @@ export class PgLockRegistry implements LockRegistry {
     }
     const lease = new PgLease(name, key, fencingToken, connection, (released) => this.#release(released));
     this.#held.set(name, lease);
+    this.#stopWaiting(name);
     if (request.waiting) {
       this.#logger.info({ lock: name, fencingToken, holder: this.holderId }, `Lock "${name}" acquired after waiting (fencing token ${fencingToken})`);
     } else {
@@ -410,7 +476,7 @@ export class PgLockRegistry implements LockRegistry {
     const connection = lease.connection;
     try {
       if (connection === this.#connection && !connection.dead) {
-        const rows = await this.#query(connection, this.#sql.release, [lease.key]);
+        const rows = await this.#query(connection, this.#sql.release, [lease.key, this.#keysOf(lease.name).waitKey]);
         if (rows[0]?.[0] !== true) {
           this.#logger.warn({ lock: lease.name, fencingToken: lease.fencingToken }, `Lock "${lease.name}" was no longer held when released`);
         }
@@ -436,7 +502,7 @@ export class PgLockRegistry implements LockRegistry {
 
   async #open(): Promise<Connection> {
     const client = new pg.Client(this.#config);
-    const connection: Connection = { client, pid: 0, dead: false, tail: Promise.resolve() };
+    const connection: Connection = { client, pid: 0, dead: false, tail: Promise.resolve(), waitingFor: new Set() };
     client.on('error', (error) => this.#lost(connection, error));
     client.on('end', () => this.#lost(connection, new Error('the lock connection ended')));
     client.on('notification', (message) => {
@@ -648,7 +714,10 @@ function stackless<T extends Error>(create: () => T): T {
 }
 
 class PgLease implements Lease {
-  readonly #controller = new AbortController();
+  // Made when first asked for: an acquire + release that never looks at the signal (a short critical
+  // section) then costs no AbortController and no abort reason.
+  #controller: AbortController | undefined;
+  #endReason: (() => Error) | undefined;
   #released: Promise<void> | undefined;
 
   constructor(
@@ -661,18 +730,24 @@ class PgLease implements Lease {
   ) {}
 
   get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#endReason) this.#controller.abort(this.#endReason());
+    }
     return this.#controller.signal;
   }
 
   /** Aborts the signal (released, lost, or closed); the lock itself is dealt with by the registry. */
-  end(reason: Error): void {
-    if (!this.#controller.signal.aborted) this.#controller.abort(reason);
+  end(reason: Error | (() => Error)): void {
+    if (this.#endReason) return;
+    this.#endReason = typeof reason === 'function' ? reason : () => reason;
+    this.#controller?.abort(this.#endReason());
   }
 
   release(): Promise<void> {
     if (this.#released) return this.#released;
-    const wasLive = !this.#controller.signal.aborted;
-    this.end(stackless(() => new LockUnavailableError(`The lease on "${this.name}" (fencing token ${this.fencingToken}) was released.`)));
+    const wasLive = this.#endReason === undefined;
+    this.end(() => stackless(() => new LockUnavailableError(`The lease on "${this.name}" (fencing token ${this.fencingToken}) was released.`)));
     // Lost or closed already: the registry has dealt with the lock.
     this.#released = wasLive ? this.onRelease(this) : Promise.resolve();
     return this.#released;

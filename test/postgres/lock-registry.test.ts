@@ -9,6 +9,7 @@ import type { Lease } from '../../src/core/lock.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { Logger } from '../../src/core/logger.js';
 import { lockKey, PgLockRegistry, PostgresEventStore } from '../../src/postgres/index.js';
+import { notifyChannel } from '../../src/postgres/schema.js';
 import type { PgLockRegistryOptions } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
@@ -74,13 +75,31 @@ async function lockBackend(schema: TestSchema, locks: PgLockRegistry): Promise<n
 }
 
 /** Advisory locks granted to `pid` in the single-bigint key space (objsubid 1), as signed keys. */
-async function heldKeys(schema: TestSchema, pid: number): Promise<string[]> {
+/** The advisory keys session `pid` holds exclusively (locks), or shared (a standby's waiter keys). */
+async function heldKeys(schema: TestSchema, pid: number, mode: 'ExclusiveLock' | 'ShareLock' = 'ExclusiveLock'): Promise<string[]> {
   const result = await schema.pool.query<{ key: string }>(
     `SELECT ((classid::bigint << 32) | objid::bigint)::text AS key FROM pg_locks
-      WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = $1 ORDER BY 1`,
-    [pid],
+      WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = $1 AND mode = $2 ORDER BY 1`,
+    [pid, mode],
   );
   return result.rows.map((r) => r.key);
+}
+
+/** Counts the lock registry's release notifications on `schema`, from a raw LISTEN. */
+async function countReleaseNotifications(schema: TestSchema): Promise<{ count(): number; close(): Promise<void> }> {
+  const client = await schema.pool.connect();
+  let count = 0;
+  client.on('notification', (message) => {
+    if (message.channel === notifyChannel('released', schema.name)) count++;
+  });
+  await client.query(`LISTEN "${notifyChannel('released', schema.name)}"`);
+  return {
+    count: () => count,
+    async close() {
+      await client.query('UNLISTEN *');
+      client.release();
+    },
+  };
 }
 
 async function token(schema: TestSchema, name: string): Promise<{ token: number; holder: string } | undefined> {
@@ -142,6 +161,7 @@ describe('PgLockRegistry: exclusivity and fencing tokens', () => {
     assert.equal(waitingCalls, 1, 'onWaiting is called once, not per poll');
     assert.deepEqual(await heldKeys(schema, await lockBackend(schema, a)), [lockKey('job', schema.name)]);
     assert.deepEqual(await heldKeys(schema, await lockBackend(schema, b)), []);
+    assert.equal((await heldKeys(schema, await lockBackend(schema, b), 'ShareLock')).length, 1, 'B holds the waiter key of "job" while it waits');
 
     await lease.release();
     assert.equal(lease.signal.aborted, true, 'release aborts the lease signal');
@@ -150,6 +170,9 @@ describe('PgLockRegistry: exclusivity and fencing tokens', () => {
     assert.equal(waitingCalls, 1);
     assert.deepEqual(await heldKeys(schema, await lockBackend(schema, a)), []);
     assert.deepEqual(await heldKeys(schema, await lockBackend(schema, b)), [lockKey('job', schema.name)]);
+    await waitUntil(async () => (await heldKeys(schema, await lockBackend(schema, b), 'ShareLock')).length === 0, {
+      message: 'B to give up its waiter key once it holds the lock',
+    });
   });
 
   it('the token grows with every new holder: release and reacquire, and across registries; leases records the holder', async () => {
@@ -244,6 +267,27 @@ describe('PgLockRegistry: handover', () => {
     t.diagnostic(`release → waiter holds: min ${samples[0]?.toFixed(2)} ms, median ${samples[2]?.toFixed(2)} ms, max ${samples[4]?.toFixed(2)} ms`);
     // Generous: the real figure is in the benchmark; this only proves it is not the 60 s poll.
     assert.ok((samples[2] as number) < 500, `median handover ${samples[2]} ms`);
+  });
+
+  it('a release notifies only when a standby waits for the lock', { timeout: 10_000 }, async () => {
+    const schema = await testSchema();
+    const notifications = await countReleaseNotifications(schema);
+    try {
+      const a = registry(schema);
+      const b = registry(schema, { pollIntervalMs: 60_000 });
+      for (let i = 0; i < 3; i++) await (await a.acquire('quiet')).release();
+      // Sent after the three releases on A's connection: once it arrives, theirs would have too.
+      const marker = await a.acquire('other');
+      let waiting = false;
+      const next = pending(b.acquire('other', { onWaiting: () => void (waiting = true) }));
+      await waitUntil(() => waiting, { message: 'B to stand by' });
+      await marker.release();
+      assert.equal((await next.settled).fencingToken, 2, 'the standby was woken by the release (its poll is 60 s)');
+      await waitUntil(() => notifications.count() >= 1, { message: 'the release notification' });
+      assert.equal(notifications.count(), 1, 'only the release with a standby waiting sent a NOTIFY');
+    } finally {
+      await notifications.close();
+    }
   });
 
   it('pg_terminate_backend of the holder lock connection aborts its lease at once; another registry then gets the lock', async () => {
