@@ -154,7 +154,7 @@ async function lockFigure(ctx: BenchContext, backend: PostgresBackend): Promise<
       }),
       baselineLabel: 'pg: pg_advisory_lock + pg_advisory_unlock, dedicated client',
       target: 0.77,
-      note: 'op = acquire + release of one free lock; eskit: try-lock + fencing-token bump in one statement, then unlock + NOTIFY',
+      note: 'op = acquire + release of one free lock; eskit: try-lock + nextval for the token in one statement, then unlock + a try of the waiter key (no waiter, so no NOTIFY)',
     });
   } finally {
     await closeRegistry();

@@ -247,12 +247,27 @@ CREATE TABLE ${s}.completions (
 `,
 };
 
+const leaseTokensMigration: PostgresMigration = {
+  version: 5,
+  name: 'lease_tokens',
+  sql: (s) => `
+-- PgLockRegistry's fencing tokens: one sequence per schema, drawn once per granted lock. A token only
+-- has to grow with every new holder of a name; a sequence does that for every name at once without a
+-- row to update (and vacuum) per acquire. It starts above every token handed out or claimed so far.
+-- The leases table stays for nodes of older versions during a rolling deploy; their tokens can be
+-- lower than the sequence's, so such a node is fenced (and stands by) after a newer one took over.
+CREATE SEQUENCE ${s}.lease_tokens AS bigint MINVALUE 1;
+SELECT setval('${s}.lease_tokens', GREATEST((SELECT max(fencing_token) FROM ${s}.leases), (SELECT max(fencing_token) FROM ${s}.checkpoints), 0) + 1, false);
+`,
+};
+
 /** Every step, in order. Later adapters' tables are added here as new versions. */
 export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   eventsMigration,
   checkpointsAndLeasesMigration,
   appendNotifyMigration,
   deadLettersAndCompletionsMigration,
+  leaseTokensMigration,
 ];
 
 /**

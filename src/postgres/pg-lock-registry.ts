@@ -20,7 +20,7 @@ export interface PgLockRegistryOptions {
   connectionString?: string;
   /** pg client settings, for what a connection string cannot say (ssl objects, password functions). */
   connection?: pg.ClientConfig;
-  /** Where the `leases` table lives (it keeps fencing tokens growing). Default 'eskit'. */
+  /** Where the `lease_tokens` sequence lives (it keeps fencing tokens growing). Default 'eskit'. */
   schema?: string;
   /**
    * The bound on how long a frozen holder (stopped process, lost host, cut network) keeps a lock: the
@@ -35,25 +35,26 @@ export interface PgLockRegistryOptions {
    * (crash, kill, timeout). Default 200.
    */
   pollIntervalMs?: number;
-  /** Names this node in `<schema>.leases.holder`. Default `<host>/<pid>/<random>`. */
+  /** Names this node in logs and in the default `applicationName`. Default `<host>/<pid>/<random>`. */
   holderId?: string;
   /**
-   * The lock connection's application_name, to find it in pg_stat_activity. Default
-   * `eskit-lock <pid>/<random>`. An application_name inside the connection string wins over this.
+   * The lock connection's application_name, to find it (and who holds a lock) in pg_stat_activity.
+   * Default `eskit-lock <holderId>`. An application_name inside the connection string wins over this.
    */
   applicationName?: string;
   /**
-   * Default false: the token bump of an acquire commits asynchronously (`synchronous_commit = off` on
-   * the lock connection), so acquiring costs one round trip and no WAL flush. Why that is safe: the
-   * bump's WAL comes before that of anything done after it, so the first synchronous commit anywhere
-   * on the server (a subscription's checkpoint claim, which comes before any handler runs) makes it
-   * durable, and the WAL writer does within ~3 x wal_writer_delay (600 ms) anyway. Only a server crash
-   * inside that window can lose a bump, and that crash also ends the holder's session and aborts its
-   * lease; the next holder then gets the same number again. With true every acquire waits for its
-   * WAL flush: set it if you hand tokens to another system before writing anything to this database.
+   * Default false: the token sequence's WAL (written once per 32 tokens, ahead of them) commits
+   * asynchronously (`synchronous_commit = off` on the lock connection), so acquiring costs one round
+   * trip and no WAL flush. Why that is safe: that WAL comes before that of anything done after it, so
+   * the first synchronous commit anywhere on the server (a subscription's checkpoint claim, which
+   * comes before any handler runs) makes it durable, and the WAL writer does within ~3 x
+   * wal_writer_delay (600 ms) anyway. Only a server crash inside that window can lose it, and that
+   * crash also ends the holder's session and aborts its lease; a later holder may then get the same
+   * number again. With true, drawing a new batch of tokens waits for its WAL flush: set it if you hand
+   * tokens to another system before writing anything to this database.
    */
   durableTokens?: boolean;
-  /** Default true: the first connection migrates the schema (creates `leases`). */
+  /** Default true: the first connection migrates the schema (creates `lease_tokens`). */
   migrate?: boolean;
   /** Default: warnings and errors as JSON lines on stderr. Denials and losses are warnings. */
   logger?: Logger;
@@ -108,11 +109,13 @@ function isConnectionFailure(error: unknown, connection: Connection): boolean {
 }
 
 /**
- * Leader election on PostgreSQL session advisory locks, with fencing tokens kept in `<schema>.leases`.
+ * Leader election on PostgreSQL session advisory locks, with fencing tokens drawn from the sequence
+ * `<schema>.lease_tokens`. Who holds a lock is the advisory lock itself: `pg_locks` joined with
+ * `pg_stat_activity` names the holder's session (its application_name says `eskit-lock <holderId>`).
  *
  * - ONE dedicated connection per registry, whatever the number of locks held or awaited: O(1)
- *   connections per node. Acquiring is one round trip (try the lock and, only if granted, bump the
- *   token); releasing is one round trip (unlock and notify the waiters).
+ *   connections per node. Acquiring is one round trip (try the lock and, only if granted, draw a
+ *   token); releasing is one round trip (unlock, and notify when a standby waits).
  * - A standby waits by LISTENing on the schema's `released` channel (a graceful release hands over in
  *   about one round trip) and by polling every `pollIntervalMs` with one query for all the locks it
  *   waits for (a holder whose session ended without a release: crash, kill, network).
@@ -186,7 +189,8 @@ export class PgLockRegistry implements LockRegistry {
     const unique = `${process.pid}/${randomBytes(4).toString('hex')}`;
     this.holderId = options.holderId ?? `${hostname()}/${unique}`;
     if (typeof this.holderId !== 'string' || this.holderId.length === 0) throw new InvalidArgumentError('holderId must be a non-empty string');
-    this.applicationName = options.applicationName ?? `eskit-lock ${unique}`;
+    // PostgreSQL keeps 63 bytes of it: enough for a host name and the pid.
+    this.applicationName = options.applicationName ?? `eskit-lock ${this.holderId}`.slice(0, 63);
     this.#logger = options.logger ?? consoleLogger();
     this.#autoMigrate = options.migrate ?? true;
     this.durableTokens = options.durableTokens ?? false;
@@ -203,19 +207,12 @@ export class PgLockRegistry implements LockRegistry {
     const name = (what: string): string => `eskit.${this.schema}.lock_${what}`;
     const array = 'array' as const;
     this.#sql = {
-      // ONE round trip for any number of locks. The token is bumped only for the locks granted. The CTE
-      // with a volatile function is evaluated once per row and is not inlined.
+      // ONE round trip for any number of locks, and no row written: the WHERE runs before the select
+      // list, so a token is drawn only for the locks granted.
       take: {
         name: name('take'),
         rowMode: array,
-        text: `
-          WITH granted AS (
-            SELECT w.name FROM unnest($1::text[], $2::bigint[]) AS w(name, key) WHERE pg_try_advisory_lock(w.key)
-          )
-          INSERT INTO ${s}.leases AS l (name, fencing_token, holder, acquired_at)
-          SELECT name, 1, $3, clock_timestamp() FROM granted
-          ON CONFLICT (name) DO UPDATE SET fencing_token = l.fencing_token + 1, holder = excluded.holder, acquired_at = excluded.acquired_at
-          RETURNING name, fencing_token`,
+        text: `SELECT w.name, nextval('${s}.lease_tokens') FROM unnest($1::text[], $2::bigint[]) AS w(name, key) WHERE pg_try_advisory_lock(w.key)`,
       },
       // Unlocks, THEN looks for waiters (the MATERIALIZED CTE orders the two): a standby takes its
       // waiter lock before its next try, so either this sees the waiter and wakes it, or the waiter's
@@ -407,7 +404,7 @@ export class PgLockRegistry implements LockRegistry {
         const keys = names.map((name) => (this.#requests.get(name) as Request[])[0]?.key as string);
         let rows: unknown[][];
         try {
-          rows = await this.#query(connection, this.#sql.take, [names, keys, this.holderId]);
+          rows = await this.#query(connection, this.#sql.take, [names, keys]);
         } catch (error) {
           if (isConnectionFailure(error, connection)) {
             // The session is gone and with it anything this statement took; ask again on a new one.

@@ -8,7 +8,7 @@ import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import type { Lease } from '../../src/core/lock.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { Logger } from '../../src/core/logger.js';
-import { lockKey, PgLockRegistry, PostgresEventStore } from '../../src/postgres/index.js';
+import { lockKey, migratePostgres, PgLockRegistry, POSTGRES_MIGRATIONS, PostgresEventStore } from '../../src/postgres/index.js';
 import { notifyChannel } from '../../src/postgres/schema.js';
 import type { PgLockRegistryOptions } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
@@ -102,10 +102,15 @@ async function countReleaseNotifications(schema: TestSchema): Promise<{ count():
   };
 }
 
-async function token(schema: TestSchema, name: string): Promise<{ token: number; holder: string } | undefined> {
-  const result = await schema.pool.query<{ fencing_token: string; holder: string }>(`SELECT fencing_token, holder FROM "${schema.name}".leases WHERE name = $1`, [
-    name,
-  ]);
+/** The last token drawn in the schema, and the application_name of the session holding `name` now. */
+async function token(schema: TestSchema, name: string): Promise<{ token: number; holder: string | null } | undefined> {
+  const result = await schema.pool.query<{ fencing_token: string; holder: string | null }>(
+    `SELECT (SELECT last_value FROM "${schema.name}".lease_tokens) AS fencing_token,
+            (SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+              WHERE l.locktype = 'advisory' AND l.mode = 'ExclusiveLock' AND l.granted AND l.objsubid = 1
+                AND ((l.classid::bigint << 32) | l.objid::bigint) = $1::bigint) AS holder`,
+    [lockKey(name, schema.name)],
+  );
   const row = result.rows[0];
   return row && { token: Number(row.fencing_token), holder: row.holder };
 }
@@ -175,25 +180,39 @@ describe('PgLockRegistry: exclusivity and fencing tokens', () => {
     });
   });
 
-  it('the token grows with every new holder: release and reacquire, and across registries; leases records the holder', async () => {
+  it('the token grows with every new holder: release and reacquire, and across registries; pg_stat_activity names the holder', async () => {
     const schema = await testSchema();
     const a = registry(schema, { holderId: 'node-a' });
     const b = registry(schema, { holderId: 'node-b' });
     const tokens: number[] = [];
-    for (const locks of [a, a, b, a, b, b]) {
+    for (const locks of [a, a, b, a, b]) {
       const lease = await locks.acquire('t');
       tokens.push(lease.fencingToken);
       await lease.release();
     }
+    const held = await b.acquire('t');
+    tokens.push(held.fencingToken);
     assert.deepEqual(tokens, [1, 2, 3, 4, 5, 6]);
-    assert.deepEqual(await token(schema, 't'), { token: 6, holder: 'node-b' });
-    // Tokens are per name.
-    assert.equal((await a.acquire('other')).fencingToken, 1);
-    // And they survive the registries: a new one goes on from the table.
+    assert.deepEqual(await token(schema, 't'), { token: 6, holder: b.applicationName });
+    await held.release();
+    assert.deepEqual(await token(schema, 't'), { token: 6, holder: null });
+    // One sequence for every name of the schema: a token grows with every new holder of any name.
+    assert.equal((await a.acquire('other')).fencingToken, 7);
+    // And they survive the registries: a new one goes on from the sequence.
     await a.close();
     await b.close();
     const c = registry(schema);
-    assert.equal((await c.acquire('t')).fencingToken, 7);
+    assert.equal((await c.acquire('t')).fencingToken, 8);
+  });
+
+  it('a schema migrated before the token sequence goes on above every token handed out or claimed', async () => {
+    const schema = await testSchema();
+    const pool = schema.pool;
+    await migratePostgres(pool, schema.name, POSTGRES_MIGRATIONS.filter((m) => m.version < 5));
+    await pool.query(`INSERT INTO "${schema.name}".leases (name, fencing_token) VALUES ('old', 41)`);
+    await pool.query(`INSERT INTO "${schema.name}".checkpoints (name, position, fencing_token, updated_at) VALUES ('sub', 3, 57, now())`);
+    const a = registry(schema);
+    assert.equal((await a.acquire('old')).fencingToken, 58);
   });
 
   it('a second acquire of a name this registry holds waits for the local release (session locks are re-entrant)', async () => {
@@ -206,7 +225,7 @@ describe('PgLockRegistry: exclusivity and fencing tokens', () => {
     assert.equal(second.state.lease, undefined);
     await first.release();
     const lease = await second.settled;
-    assert.equal(lease.fencingToken, 2);
+    assert.equal(lease.fencingToken, first.fencingToken + 1);
     const pid = await lockBackend(schema, a);
     assert.deepEqual(await heldKeys(schema, pid), [lockKey('x', schema.name)]);
     await lease.release();
@@ -282,7 +301,7 @@ describe('PgLockRegistry: handover', () => {
       const next = pending(b.acquire('other', { onWaiting: () => void (waiting = true) }));
       await waitUntil(() => waiting, { message: 'B to stand by' });
       await marker.release();
-      assert.equal((await next.settled).fencingToken, 2, 'the standby was woken by the release (its poll is 60 s)');
+      assert.equal((await next.settled).fencingToken, marker.fencingToken + 1, 'the standby was woken by the release (its poll is 60 s)');
       await waitUntil(() => notifications.count() >= 1, { message: 'the release notification' });
       assert.equal(notifications.count(), 1, 'only the release with a standby waiting sent a NOTIFY');
     } finally {
@@ -310,13 +329,13 @@ describe('PgLockRegistry: handover', () => {
     assert.ok(logger.lines.some((l) => l.level === 'error' && /Lost the lease on "x"/.test(l.message)), 'the loss is logged as an error');
 
     const taken = await b.acquire('x');
-    assert.equal(taken.fencingToken, 2);
+    assert.equal(taken.fencingToken, other.fencingToken + 1);
     await lease.release(); // nothing to do, and must not disturb B
     assert.equal(taken.signal.aborted, false);
 
     // A later acquire reconnects on a new session.
     const again = await a.acquire('z');
-    assert.equal(again.fencingToken, 1);
+    assert.equal(again.fencingToken, taken.fencingToken + 1);
     assert.notEqual(await lockBackend(schema, a), pid);
   });
 
@@ -332,7 +351,7 @@ describe('PgLockRegistry: handover', () => {
     await terminate(schema, await lockBackend(schema, a));
     await aborted(lease.signal);
     const taken = await next.settled;
-    assert.equal(taken.fencingToken, 2);
+    assert.equal(taken.fencingToken, lease.fencingToken + 1);
     assert.ok((next.state.at as number) - killedAt < 5_000);
   });
 
@@ -353,7 +372,7 @@ describe('PgLockRegistry: handover', () => {
     assert.ok(second);
     assert.equal(next.state.lease, undefined, 'still waiting');
     await lease.release();
-    assert.equal((await next.settled).fencingToken, 2);
+    assert.equal((await next.settled).fencingToken, lease.fencingToken + 1);
     assert.equal(waiting, 1, 'a reconnect does not count as a new denial');
   });
 
@@ -371,7 +390,7 @@ describe('PgLockRegistry: handover', () => {
     await assert.rejects(waiter.settled, (e: unknown) => e === reason);
     await lease.release();
     const c = registry(schema);
-    assert.equal((await c.acquire('x')).fencingToken, 2, 'the aborted waiter did not take it in between');
+    assert.equal((await c.acquire('x')).fencingToken, lease.fencingToken + 1, 'the aborted waiter did not take it in between');
     await assert.rejects(b.acquire('x', { signal: AbortSignal.abort(reason) }), (e: unknown) => e === reason);
   });
 });
@@ -393,10 +412,11 @@ describe('PgLockRegistry: connections and sessions', () => {
 
     await Promise.all(held.map((lease) => lease.release()));
     const leases = await Promise.all(waiters.map((w) => w.settled));
-    assert.deepEqual(
-      leases.map((lease) => lease.fencingToken),
-      names.map(() => 2),
-    );
+    // Every new holder drew a token of its own, above every token of the first holders.
+    const first = Math.max(...held.map((lease) => lease.fencingToken));
+    const tokens = leases.map((lease) => lease.fencingToken);
+    assert.equal(new Set(tokens).size, 20);
+    assert.ok(tokens.every((token) => token > first));
     assert.equal((await heldKeys(schema, await lockBackend(schema, b))).length, 20);
     assert.equal((await backends(schema, b.applicationName)).length, 1);
   });
@@ -440,7 +460,7 @@ describe('PgLockRegistry: connections and sessions', () => {
     const taken = await next.settled;
     const takenAfter = (next.state.at as number) - cutAt;
     t.diagnostic(`holder gave up after ${lostAfter.toFixed(0)} ms; standby holds after ${takenAfter.toFixed(0)} ms (sessionTimeoutMs ${sessionTimeoutMs})`);
-    assert.equal(taken.fencingToken, 2);
+    assert.equal(taken.fencingToken, lease.fencingToken + 1);
     assert.ok(lostAfter < takenAfter, 'the silent holder gave its lease up before the standby took over');
     // The server cannot end the session before it has been idle for the whole timeout; the last
     // heartbeat came at most a quarter of it before the cut.
@@ -460,7 +480,7 @@ describe('PgLockRegistry: connections and sessions', () => {
     const b = registry(schema, { pollIntervalMs: 60_000 });
     const held = await a.acquire('held');
     const other = registry(schema);
-    await other.acquire('busy');
+    const busy = await other.acquire('busy');
     const waiter = pending(a.acquire('busy'));
     let standby = false;
     const next = pending(b.acquire('held', { onWaiting: () => void (standby = true) }));
@@ -469,7 +489,7 @@ describe('PgLockRegistry: connections and sessions', () => {
     await a.close();
     await assert.rejects(waiter.settled, code(ErrorCode.LockUnavailable));
     assert.equal(held.signal.aborted, true);
-    assert.equal((await next.settled).fencingToken, 2, 'the standby was woken by the release on close (its poll is 60 s)');
+    assert.equal((await next.settled).fencingToken, Math.max(held.fencingToken, busy.fencingToken) + 1, 'the standby was woken by the release on close (its poll is 60 s)');
     await held.release();
     await assert.rejects(a.acquire('held'), code(ErrorCode.LockUnavailable));
     await waitUntil(async () => (await backends(schema, a.applicationName)).length === 0, { message: 'the lock connection to close' });
@@ -495,7 +515,7 @@ describe('PgLockRegistry: connections and sessions', () => {
     assert.equal(again.state.error, undefined, 'a refused connection does not fail the acquire of a registry that was connected before');
     assert.equal(again.state.lease, undefined);
     down = false;
-    assert.equal((await again.settled).fencingToken, 2);
+    assert.equal((await again.settled).fencingToken, lease.fencingToken + 1);
   });
 
   it('an unreachable database fails a first acquire with ESKIT_LOCK_UNAVAILABLE', async () => {
