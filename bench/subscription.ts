@@ -381,7 +381,7 @@ async function catchUpFigure(ctx: BenchContext, backend: Backend): Promise<void>
     baselineLabel: `${backend.adapter}: store.readAll() over the same events`,
     target: 0.7,
     note:
-      `op = one catch-up of ${head} events from 0 (a new subscription, default settings: batches of 100, a checkpoint save per batch), ` +
+      `op = one catch-up of ${head} events from 0 (a new subscription, default settings: batches of 500, a checkpoint save every 250 ms), ` +
       'timed from start() to stop() resolved; baseline reads them in pages of 500',
   });
 }

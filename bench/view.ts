@@ -94,7 +94,7 @@ export const viewBench: BenchGroup = async (ctx) => {
       head,
       'view.update.postgres.batched',
       (name) => postgresView(ctx, postgres, name, 'evolveBatch'),
-      'evolveBatch: one multi-row upsert (unnest, GROUP BY cart) per batch of 100',
+      'evolveBatch: one multi-row upsert (unnest, GROUP BY cart) per batch (default 500)',
     );
     await rebuildFigure(ctx, backend, head);
     await readYourWritesFigure(ctx, backend);

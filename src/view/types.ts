@@ -15,7 +15,7 @@ export interface ViewOptions<E extends EventShape> {
   store: EventStore<E>;
   /** Only events of these types reach `evolve`. */
   types?: readonly E['type'][];
-  /** Events applied per transaction. Default 100. */
+  /** Events applied per transaction (at most: a batch is what the log has, up to this). Default 500. */
   batchSize?: number;
   /**
    * Retries of a failing `evolve` (each attempt in a new transaction). Default 5 attempts, 100 ms
