@@ -1,0 +1,221 @@
+// Picks the database from the environment and opens every store the demo needs on it:
+// SQLite under ./data by default, PostgreSQL when DATABASE_URL=postgres://... is set.
+// This is the only file of the demo that knows which backend it runs on.
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { consoleLogger } from '../../src/index.js';
+import type { CheckpointStore, CompletionStore, DeadLetterStore, EventStore, LockRegistry, Logger, SqlView } from '../../src/index.js';
+import { PgLockRegistry, PostgresCheckpointStore, PostgresCompletionStore, PostgresDeadLetterStore, PostgresEventStore } from '../../src/postgres/index.js';
+import {
+  SqliteCheckpointStore,
+  SqliteCompletionStore,
+  SqliteDeadLetterStore,
+  SqliteEventStore,
+  SqliteLockRegistry,
+} from '../../src/sqlite/index.js';
+import { registry } from './domain.js';
+import type { ConcertEvent } from './domain.js';
+import type { Confirmation, Mailbox } from './mailer.js';
+import { postgresSalesView, sqliteSalesView } from './views.js';
+import type { SalesViewOptions } from './views.js';
+
+/** A mistake in how the demo was started (exit code 2). */
+export class UsageError extends Error {
+  readonly code = 'DEMO_USAGE';
+}
+
+export type DemoConfig =
+  | { kind: 'sqlite'; dir: string; file: string }
+  | { kind: 'postgres'; url: string; schema: string };
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/**
+ * DATABASE_URL=postgres://... selects PostgreSQL (schema ESKIT_DEMO_SCHEMA, default eskit_demo);
+ * otherwise SQLite in ESKIT_DEMO_DIR (default ./data).
+ */
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): DemoConfig {
+  const url = env.DATABASE_URL;
+  if (url !== undefined && url !== '') {
+    if (!/^postgres(ql)?:\/\//.test(url)) {
+      throw new UsageError(`DATABASE_URL must be a PostgreSQL URL (postgres://user@host:5432/db), got "${url}". Unset it to run on SQLite.`);
+    }
+    const schema = env.ESKIT_DEMO_SCHEMA ?? 'eskit_demo';
+    if (!SCHEMA_NAME.test(schema)) throw new UsageError(`ESKIT_DEMO_SCHEMA must be a lower-case identifier such as eskit_demo, got "${schema}".`);
+    return { kind: 'postgres', url, schema };
+  }
+  const dir = env.ESKIT_DEMO_DIR ?? 'data';
+  return { kind: 'sqlite', dir, file: join(dir, 'demo.db') };
+}
+
+/** The URL without its password, for messages. */
+export function safeUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return 'DATABASE_URL';
+  }
+}
+
+export interface MailRow {
+  orderId: string;
+  recipient: string;
+  /** How many times the mail was delivered: 1 is right, more is a duplicate. */
+  sends: number;
+  sentBy: string;
+}
+
+export interface SalesRow {
+  concert: string;
+  sold: number;
+  orders: number;
+}
+
+export interface OrderRow {
+  orderId: string;
+  concert: string;
+  customer: string;
+  quantity: number;
+  status: string;
+}
+
+export interface Backend {
+  readonly config: DemoConfig;
+  /** "SQLite (data/demo.db)" or "PostgreSQL (schema eskit_demo at postgres://...)". */
+  readonly label: string;
+  /** Where to look afterwards, as a command line. */
+  readonly inspect: string;
+  readonly store: EventStore<ConcertEvent>;
+  readonly checkpoints: CheckpointStore;
+  readonly deadLetters: DeadLetterStore;
+  readonly completions: CompletionStore;
+  readonly mailbox: Mailbox & { rows(): Promise<MailRow[]>; count(): Promise<number> };
+  salesView(options?: SalesViewOptions): SqlView<ConcertEvent>;
+  readSales(view: SqlView<ConcertEvent>): Promise<SalesRow[]>;
+  readOrder(view: SqlView<ConcertEvent>, orderId: string): Promise<OrderRow | undefined>;
+  /** One registry per process serves every subscription in it. */
+  lockRegistry(holderId: string): LockRegistry;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** Start from an empty database (the process that owns the run does this, once). */
+  reset: boolean;
+  logger?: Logger;
+}
+
+export function openBackend(config: DemoConfig, options: OpenOptions): Promise<Backend> {
+  return config.kind === 'sqlite' ? openSqlite(config, options) : openPostgres(config, options);
+}
+
+const MAILS_TABLE = (table: string): string =>
+  `CREATE TABLE IF NOT EXISTS ${table} (order_id TEXT PRIMARY KEY, recipient TEXT NOT NULL, sends INTEGER NOT NULL, sent_by TEXT NOT NULL)`;
+const DELIVER = (table: string, p: (n: number) => string): string =>
+  `INSERT INTO ${table} AS m (order_id, recipient, sends, sent_by) VALUES (${p(1)}, ${p(2)}, 1, ${p(3)})
+   ON CONFLICT (order_id) DO UPDATE SET sends = m.sends + 1, sent_by = m.sent_by || ',' || excluded.sent_by`;
+const MAIL_ROWS = (table: string): string => `SELECT order_id AS "orderId", recipient, sends, sent_by AS "sentBy" FROM ${table} ORDER BY order_id`;
+const SALES_ROWS = (table: string): string => `SELECT concert, sold, orders FROM ${table} ORDER BY concert`;
+const ORDER_ROW = (table: string, p: string): string =>
+  `SELECT order_id AS "orderId", concert, customer, quantity, status FROM ${table} WHERE order_id = ${p}`;
+
+async function openSqlite(config: Extract<DemoConfig, { kind: 'sqlite' }>, options: OpenOptions): Promise<Backend> {
+  const logger = options.logger ?? consoleLogger('error');
+  mkdirSync(config.dir, { recursive: true });
+  if (options.reset) for (const suffix of ['', '-wal', '-shm']) rmSync(config.file + suffix, { force: true });
+  const store = new SqliteEventStore<ConcertEvent>({ path: config.file, registry });
+  const db = store.database;
+  db.exec(MAILS_TABLE('demo_mails'));
+  const deliver = db.prepare(DELIVER('demo_mails', () => '?'));
+  const checkpoints = new SqliteCheckpointStore({ store });
+  const deadLetters = new SqliteDeadLetterStore({ store });
+  const completions = new SqliteCompletionStore({ store });
+  const registries: LockRegistry[] = [];
+  return {
+    config,
+    label: `SQLite (${config.file})`,
+    inspect: `sqlite3 ${config.file} "select key, attempts from eskit_dead_letters"`,
+    store,
+    checkpoints,
+    deadLetters,
+    completions,
+    mailbox: {
+      deliver: async (mail: Confirmation, sentBy: string) => void deliver.run(mail.orderId, mail.to, sentBy),
+      rows: async () => db.prepare(MAIL_ROWS('demo_mails')).all() as MailRow[],
+      count: async () => db.prepare('SELECT count(*) FROM demo_mails').pluck().get() as number,
+    },
+    salesView: (viewOptions) => sqliteSalesView(store, { logger, ...viewOptions }),
+    readSales: async (view) => db.prepare(SALES_ROWS(view.table('sales'))).all() as SalesRow[],
+    readOrder: async (view, orderId) => db.prepare(ORDER_ROW(view.table('orders'), '?')).get(orderId) as OrderRow | undefined,
+    lockRegistry: (holderId) => {
+      // Waiters in other processes poll for a released lease; 20 ms keeps the handoff quick.
+      const locks = new SqliteLockRegistry({ store, holderId, pollIntervalMs: 20, logger });
+      registries.push(locks);
+      return locks;
+    },
+    close: async () => {
+      await Promise.all(registries.map((locks) => locks.close()));
+      // The checkpoint store has nothing of its own to close: it uses the event store's connection.
+      await Promise.all([deadLetters.close(), completions.close()]);
+      await store.close();
+    },
+  };
+}
+
+async function openPostgres(config: Extract<DemoConfig, { kind: 'postgres' }>, options: OpenOptions): Promise<Backend> {
+  const logger = options.logger ?? consoleLogger('error');
+  // A small pool per process: the demo may run four processes on one server.
+  const pool = new pg.Pool({ connectionString: config.url, max: 10, connectionTimeoutMillis: 5_000 });
+  pool.on('error', () => undefined);
+  try {
+    await pool.query('SELECT 1');
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw new UsageError(
+      `PostgreSQL at ${safeUrl(config.url)} is not reachable (${error instanceof Error ? error.message : String(error)}). ` +
+        'Start it or fix DATABASE_URL; unset DATABASE_URL to run on SQLite.',
+    );
+  }
+  const s = `"${config.schema}"`;
+  // Everything the demo writes lives in its own schema, so dropping it is a clean slate.
+  if (options.reset) await pool.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+  const store = new PostgresEventStore<ConcertEvent>({ pool, schema: config.schema, registry, logger });
+  await store.migrate();
+  await pool.query(MAILS_TABLE(`${s}.demo_mails`));
+  const deliver = DELIVER(`${s}.demo_mails`, (n) => `$${n}`);
+  const checkpoints = new PostgresCheckpointStore({ store });
+  const deadLetters = new PostgresDeadLetterStore({ store });
+  const completions = new PostgresCompletionStore({ store });
+  const registries: LockRegistry[] = [];
+  const where = new URL(config.url);
+  return {
+    config,
+    label: `PostgreSQL (schema ${config.schema} at ${where.host}${where.pathname})`,
+    inspect: `psql "${safeUrl(config.url)}" -c "select key, attempts from ${config.schema}.dead_letters"`,
+    store,
+    checkpoints,
+    deadLetters,
+    completions,
+    mailbox: {
+      deliver: async (mail: Confirmation, sentBy: string) => void (await pool.query(deliver, [mail.orderId, mail.to, sentBy])),
+      rows: async () => (await pool.query<MailRow>(MAIL_ROWS(`${s}.demo_mails`))).rows,
+      count: async () => Number((await pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${s}.demo_mails`)).rows[0]?.n ?? 0),
+    },
+    salesView: (viewOptions) => postgresSalesView(store, { logger, ...viewOptions }),
+    readSales: async (view) => (await pool.query<SalesRow>(SALES_ROWS(view.table('sales')))).rows,
+    readOrder: async (view, orderId) => (await pool.query<OrderRow>(ORDER_ROW(view.table('orders'), '$1'), [orderId])).rows[0],
+    lockRegistry: (holderId) => {
+      const locks = new PgLockRegistry({ connectionString: config.url, schema: config.schema, holderId, logger });
+      registries.push(locks);
+      return locks;
+    },
+    close: async () => {
+      await Promise.all(registries.map((locks) => locks.close()));
+      await Promise.all([checkpoints.close(), deadLetters.close(), completions.close()]);
+      await store.close();
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,230 @@
+// `npm start -- --workers N`: this process prepares the database, places the orders and watches; N
+// worker processes (worker.ts) run the sales view and the mailer under leader election. Midway, the
+// leader of the mailer is stopped (SIGTERM, as a deploy would) and a standby takes over.
+import { fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { openBackend } from './backend.js';
+import type { DemoConfig } from './backend.js';
+import { LiveDisplay } from './display.js';
+import { MAILER } from './mailer.js';
+import { lastBoughtPosition, ProgressReader, statusLines } from './progress.js';
+import { buildReport } from './report.js';
+import type { Handoff, Lead, ReadBack, Report } from './report.js';
+import { planOrders, runShop } from './shop.js';
+import type { ShopTally } from './shop.js';
+import type { RunOptions } from './single.js';
+import { SALES_VIEW } from './views.js';
+import { waitForWork } from './wait.js';
+import type { WorkerMessage } from './worker.js';
+
+const WORKER_SCRIPT = fileURLToPath(new URL('./worker.ts', import.meta.url));
+const SUBSCRIPTIONS = [SALES_VIEW, MAILER];
+
+interface Worker {
+  index: number;
+  child: ChildProcess;
+  ready: boolean;
+  busy: number;
+  /** We asked it to stop (an exit before that is a crash). */
+  stopRequested: boolean;
+  exit: { code: number | null; signal: string | null } | undefined;
+  exited: Promise<void>;
+}
+
+/** Resolves when `condition()` holds, checked on every message and every 50 ms; rejects on failure or timeout. */
+function until(condition: () => boolean, what: string, failure: Promise<never>, timeoutMs: number): Promise<void> {
+  return Promise.race([
+    failure,
+    new Promise<void>((resolve, reject) => {
+      const deadline = Date.now() + timeoutMs;
+      const timer = setInterval(() => {
+        if (condition()) {
+          clearInterval(timer);
+          resolve();
+        } else if (Date.now() > deadline) {
+          clearInterval(timer);
+          reject(new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`));
+        }
+      }, 20);
+    }),
+  ]);
+}
+
+export async function runCluster(config: DemoConfig, options: RunOptions & { workers: number }): Promise<Report> {
+  const backend = await openBackend(config, { reset: true });
+  const workers: Worker[] = [];
+  let fail: (error: Error) => void = () => undefined;
+  const failure = new Promise<never>((_, reject) => (fail = reject));
+  failure.catch(() => undefined);
+  let display: LiveDisplay | undefined;
+  const log = (line: string): void => (display ? display.log(line) : options.log(line));
+  try {
+    options.log(`eskit ticket-shop demo on ${backend.label}`);
+    options.log(`${options.orders} orders from 8 shoppers in this process; ${options.workers} worker processes run the sales view and the mailer,`);
+    options.log('one leader each (the others stand by). The mailer\'s leader is stopped halfway through.\n');
+    const started = performance.now();
+
+    // Leadership as the workers report it. A lead ends when its worker lets go (or loses the lock).
+    const leads: Lead[] = [];
+    const handoffs: Handoff[] = [];
+    /** Set when the run is over and the workers are being stopped. */
+    let finishing = false;
+    const announced = new Set<string>();
+    const leaderOf = (name: string): Lead | undefined => leads.filter((l) => l.name === name && l.to === undefined).sort((a, b) => b.token - a.token)[0];
+    const announce = (): void => {
+      for (const name of SUBSCRIPTIONS) {
+        const chain = leads.filter((l) => l.name === name).sort((a, b) => a.token - b.token);
+        chain.forEach((lead, i) => {
+          const id = `${name}/${lead.token}`;
+          if (announced.has(id)) return;
+          const before = chain[i - 1];
+          if (!before) {
+            announced.add(id);
+            log(`  worker ${lead.worker} leads ${name} (fencing token ${lead.token}); the others stand by`);
+          } else if (before.to !== undefined) {
+            announced.add(id);
+            const gapMs = Math.max(0, lead.from - before.to);
+            handoffs.push({ name, from: before.worker, to: lead.worker, token: lead.token, gapMs });
+            log(`  worker ${lead.worker} took over ${name} ${gapMs} ms after worker ${before.worker} let go (fencing token ${lead.token})`);
+          }
+        });
+      }
+    };
+
+    const onMessage = (w: Worker, message: WorkerMessage): void => {
+      switch (message.type) {
+        case 'ready':
+          w.ready = true;
+          break;
+        case 'leadership': {
+          const { change } = message;
+          if (change.kind === 'lead') leads.push({ name: change.name, worker: w.index, token: change.token, from: change.at, to: undefined, how: undefined });
+          if (change.kind === 'end') {
+            const lead = leads.find((l) => l.name === change.name && l.token === change.token && l.worker === w.index);
+            if (lead) Object.assign(lead, { to: change.at, how: change.how });
+            if (change.how === 'lost') log(`  worker ${w.index} LOST the lock of ${change.name} (token ${change.token})`);
+          }
+          announce();
+          break;
+        }
+        case 'stats':
+        case 'stopped':
+          w.busy = message.busy;
+          if (message.type === 'stopped') log(`  worker ${w.index} stopped cleanly in ${message.stopMs} ms: in-flight work finished, checkpoints saved, locks released`);
+          break;
+        case 'failed':
+          fail(new Error(`worker ${w.index}: ${message.message}`));
+          break;
+      }
+    };
+
+    // Workers run the TypeScript sources through tsx, like this process.
+    const execArgv = ['--import', import.meta.resolve('tsx')];
+    for (let index = 1; index <= options.workers; index++) {
+      const child = fork(WORKER_SCRIPT, ['--worker', String(index)], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const w: Worker = { index, child, ready: false, busy: 0, stopRequested: false, exit: undefined, exited: Promise.resolve() };
+      w.exited = new Promise((resolve) =>
+        child.once('exit', (code, signal) => {
+          w.exit = { code, signal };
+          if (!w.stopRequested) fail(new Error(`worker ${index} exited unexpectedly (code ${String(code)}, signal ${String(signal)})`));
+          resolve();
+        }),
+      );
+      child.on('message', (message) => onMessage(w, message as WorkerMessage));
+      workers.push(w);
+    }
+    await until(() => workers.every((w) => w.ready) && SUBSCRIPTIONS.every((name) => leaderOf(name)), 'the workers to start and elect leaders', failure, 60_000);
+
+    const tally: ShopTally = { placed: 0, bought: 0, refunded: 0, soldOut: 0 };
+    const reader = new ProgressReader(backend);
+    const leaderLine = (): string =>
+      `  leaders ${SUBSCRIPTIONS.map((name) => {
+        const lead = leaderOf(name);
+        return `${name}: ${lead ? `worker ${lead.worker} (token ${lead.token})` : finishing ? 'stopped' : 'handing over'}`;
+      }).join(', ')}`;
+    display = new LiveDisplay({
+      tty: options.tty,
+      render: () => statusLines(options.orders, tally, reader.current, workers.reduce((sum, w) => sum + w.busy, 0), [leaderLine()]),
+      progress: () => tally.placed / options.orders,
+    });
+    const polling = setInterval(() => void reader.read().catch(() => undefined), 100);
+    display.start();
+
+    // This process does not run the view: waitFor reads its checkpoint (every 10 ms while waiting).
+    const view = backend.salesView({ checkpointPollMs: 10 });
+    const readBacks: ReadBack[] = [];
+    let stopped: Worker | undefined;
+    const stopLeader = (): void => {
+      const lead = leaderOf(MAILER);
+      stopped = workers.find((w) => w.index === lead?.worker);
+      if (!stopped) return fail(new Error(`no worker leads ${MAILER} halfway through`));
+      const held = SUBSCRIPTIONS.filter((name) => leaderOf(name)?.worker === stopped?.index);
+      log(`  halfway: stopping worker ${stopped.index} (SIGTERM), the leader of ${held.join(' and ')}`);
+      stopped.stopRequested = true;
+      stopped.child.kill('SIGTERM');
+    };
+    try {
+      const shop = runShop({
+        store: backend.store,
+        orders: planOrders(options.orders),
+        onOrder: (now) => {
+          Object.assign(tally, now);
+          if (!stopped && now.placed >= options.orders / 2) stopLeader();
+        },
+        readBack: async (order, position) => {
+          const before = performance.now();
+          await view.waitFor(position, { timeoutMs: 10_000 });
+          const ms = performance.now() - before;
+          const row = await backend.readOrder(view, order.orderId);
+          readBacks.push({ orderId: order.orderId, ms, visible: row?.status === 'bought' });
+        },
+      });
+      Object.assign(tally, await Promise.race([shop, failure]));
+      const lastBought = await lastBoughtPosition(backend);
+      await waitForWork(reader, lastBought, failure);
+      // The stopped worker is gone and every subscription it led has a new leader.
+      await until(
+        () => stopped?.exit !== undefined && SUBSCRIPTIONS.every((name) => leaderOf(name) !== undefined),
+        'the handoff to finish',
+        failure,
+        30_000,
+      );
+    } finally {
+      clearInterval(polling);
+      finishing = true;
+      log(`  all done: stopping the workers`);
+      // Standbys first, then the leaders: so no standby takes a lock over just to hand it back.
+      const leading = new Set(SUBSCRIPTIONS.map((name) => leaderOf(name)?.worker));
+      const stopAll = async (group: Worker[]): Promise<void> => {
+        for (const w of group) {
+          w.stopRequested = true;
+          if (w.exit === undefined) w.child.kill('SIGTERM');
+        }
+        await Promise.all(group.map((w) => w.exited));
+      };
+      const timeout = setTimeout(() => workers.forEach((w) => w.exit === undefined && w.child.kill('SIGKILL')), 30_000);
+      await stopAll(workers.filter((w) => !leading.has(w.index)));
+      await stopAll(workers);
+      clearTimeout(timeout);
+      await reader.read().catch(() => undefined);
+      display.stop();
+      display = undefined;
+    }
+    return await buildReport({
+      backend,
+      view,
+      workers: options.workers,
+      seconds: (performance.now() - started) / 1000,
+      tally,
+      readBacks,
+      retried: workers.reduce((sum, w) => sum + w.busy, 0),
+      leads,
+      handoffs,
+      workerExits: workers.map((w) => ({ worker: w.index, code: w.exit?.code ?? null, signal: w.exit?.signal ?? null })),
+    });
+  } finally {
+    for (const w of workers) if (w.exit === undefined) w.child.kill('SIGKILL');
+    await backend.close();
+  }
+}

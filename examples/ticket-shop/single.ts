@@ -1,0 +1,65 @@
+// One process does everything: shoppers place orders, the sales view and the mailer follow the log.
+import { openBackend } from './backend.js';
+import type { DemoConfig } from './backend.js';
+import { LiveDisplay } from './display.js';
+import { lastBoughtPosition, ProgressReader, statusLines } from './progress.js';
+import { startProcessing } from './processing.js';
+import { buildReport } from './report.js';
+import type { ReadBack, Report } from './report.js';
+import { planOrders, runShop } from './shop.js';
+import type { ShopTally } from './shop.js';
+import { waitForWork } from './wait.js';
+
+export interface RunOptions {
+  orders: number;
+  tty: boolean;
+  log: (line: string) => void;
+}
+
+export async function runSingle(config: DemoConfig, options: RunOptions): Promise<Report> {
+  const backend = await openBackend(config, { reset: true });
+  try {
+    options.log(`eskit ticket-shop demo on ${backend.label}`);
+    options.log(`${options.orders} orders from 8 shoppers; a sales view and a confirmation mailer follow the log.\n`);
+    const started = performance.now();
+    const processing = await startProcessing(backend, { sentBy: 'demo' });
+    const { view, server } = processing;
+    const tally: ShopTally = { placed: 0, bought: 0, refunded: 0, soldOut: 0 };
+    const reader = new ProgressReader(backend);
+    const display = new LiveDisplay({
+      tty: options.tty,
+      render: () => statusLines(options.orders, tally, reader.current, server.busy),
+      progress: () => tally.placed / options.orders,
+    });
+    const polling = setInterval(() => void reader.read().catch(() => undefined), 100);
+    display.start();
+    const readBacks: ReadBack[] = [];
+    try {
+      const shop = runShop({
+        store: backend.store,
+        orders: planOrders(options.orders),
+        onOrder: (now) => Object.assign(tally, now),
+        // Read your own writes: wait until the view has the order's event, then read its row.
+        readBack: async (order, position) => {
+          const before = performance.now();
+          await view.waitFor(position, { timeoutMs: 10_000 });
+          const ms = performance.now() - before;
+          const row = await backend.readOrder(view, order.orderId);
+          readBacks.push({ orderId: order.orderId, ms, visible: row?.status === 'bought' });
+        },
+      });
+      Object.assign(tally, await Promise.race([shop, processing.failure]));
+      const lastBought = await lastBoughtPosition(backend);
+      await waitForWork(reader, lastBought, processing.failure);
+      await processing.stop();
+    } finally {
+      clearInterval(polling);
+      await reader.read().catch(() => undefined);
+      display.stop();
+      await processing.stop();
+    }
+    return await buildReport({ backend, view, workers: 0, seconds: (performance.now() - started) / 1000, tally, readBacks, retried: server.busy });
+  } finally {
+    await backend.close();
+  }
+}
