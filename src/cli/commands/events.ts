@@ -1,0 +1,169 @@
+import type { RecordedEvent } from '../../core/event.js';
+import type { EventStore } from '../../core/store.js';
+import { CliError, ExitCode, UsageError } from '../errors.js';
+import type { CommandSpec } from '../command.js';
+import { flag, integerOption, stringsOption } from '../command.js';
+
+/** One line per event: position, stream@version, type, time, data as JSON. */
+export function eventLine(event: RecordedEvent, asJson: boolean): string {
+  if (asJson) {
+    const { position, streamId, streamVersion, id, type, timestamp, data, metadata } = event;
+    return `${JSON.stringify({ position, streamId, streamVersion, id, type, timestamp, data, metadata })}\n`;
+  }
+  return `${event.position}  ${event.streamId}@${event.streamVersion}  ${event.type}  ${event.timestamp.toISOString()}  ${JSON.stringify(event.data)}\n`;
+}
+
+const read: CommandSpec = {
+  name: 'events read',
+  summary: 'the events of one stream',
+  help: `Usage: eskit events read <stream> [--from <version>] [--limit <n>] [--backward] [--json]
+
+Prints a stream's events, one per line:
+
+  <position>  <stream>@<version>  <type>  <time>  <data as JSON>
+
+Events are printed as stored (no registry, no upcasting). Exit 1 when the stream has no events.
+
+Options:
+  --from <version>   start at this stream version (default: the first, or the last with --backward)
+  --limit <n>        at most n events
+  --backward         newest first
+  --json             one JSON object per line (position, streamId, streamVersion, id, type,
+                     timestamp, data, metadata)
+`,
+  options: { from: { type: 'string' }, limit: { type: 'string' }, backward: { type: 'boolean' }, json: { type: 'boolean' } },
+  positionals: { min: 1, max: 1, names: '<stream>' },
+  async run(context) {
+    const stream = context.args[0] as string;
+    const fromVersion = integerOption(context.values, 'from', { min: 1 });
+    const limit = integerOption(context.values, 'limit', { min: 1 });
+    const asJson = flag(context.values, 'json');
+    const db = await context.open();
+    const version = await db.store.streamVersion(stream);
+    if (version === 0) {
+      throw new CliError(`no stream "${stream}" (it has no events)`, { hint: 'Stream ids are case-sensitive; `eskit events tail --from 1 --no-follow` lists the whole log.' });
+    }
+    const direction = flag(context.values, 'backward') ? 'backward' : 'forward';
+    for await (const event of db.store.readStream(stream, { fromVersion, limit, direction, raw: true })) {
+      if (context.signal.aborted) break;
+      context.out(eventLine(event, asJson));
+    }
+    return ExitCode.Ok;
+  },
+};
+
+/** Resolves after `ms`, or at once when woken or aborted. */
+function pause(ms: number, signal: AbortSignal, onWake: (wake: (() => void) | undefined) => void): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      onWake(undefined);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+    onWake(done);
+  });
+}
+
+/**
+ * Prints the events after `after` and then follows the log: it wakes on the store's append hint
+ * (LISTEN/NOTIFY on PostgreSQL) and polls every `intervalMs` as well (SQLite only hears its own
+ * process's appends, and a notification can be lost). Returns when `limit` events were printed, the
+ * signal fires, or (without `follow`) the log is read to its end.
+ */
+export async function followLog(
+  store: EventStore,
+  options: { after: number; types: readonly string[] | undefined; limit: number | undefined; follow: boolean; intervalMs: number; signal: AbortSignal },
+  emit: (event: RecordedEvent) => void,
+): Promise<number> {
+  const { types, limit, signal } = options;
+  let after = options.after;
+  let printed = 0;
+  let woken = false;
+  let wake: (() => void) | undefined;
+  const unsubscribe = options.follow
+    ? store.onAppend(() => {
+        woken = true;
+        wake?.();
+      })
+    : () => undefined;
+  const pageSize = 500;
+  try {
+    while (!signal.aborted) {
+      woken = false;
+      // Every event up to this head is visible now, so none can appear at or before it later: with a
+      // type filter, the next read can start after it even when no event of those types was there.
+      const head = types === undefined ? undefined : await store.headPosition();
+      let read = 0;
+      for await (const event of store.readAll({ after, limit: pageSize, types, raw: true })) {
+        emit(event);
+        after = event.position;
+        read += 1;
+        printed += 1;
+        if (limit !== undefined && printed >= limit) return printed;
+      }
+      if (read === pageSize) continue;
+      if (head !== undefined) after = Math.max(after, head);
+      if (!options.follow) return printed;
+      if (woken) continue;
+      await pause(options.intervalMs, signal, (next) => (wake = next));
+    }
+    return printed;
+  } finally {
+    unsubscribe();
+  }
+}
+
+const tail: CommandSpec = {
+  name: 'events tail',
+  summary: 'follow the log live (Ctrl-C to stop)',
+  help: `Usage: eskit events tail [--from <position>] [--type <type>]... [--limit <n>] [--no-follow] [--json]
+
+Follows the global log and prints each new event as it is appended, one per line, until Ctrl-C:
+
+  <position>  <stream>@<version>  <type>  <time>  <data as JSON>
+
+It wakes on append notifications (LISTEN/NOTIFY on PostgreSQL) and polls as well (on SQLite,
+polling is how it sees other processes' appends).
+
+Options:
+  --from <position>   first print the events from this global position on (1: the whole log);
+                      default: only events appended from now on
+  --type <type>       only events of this type (repeatable)
+  --limit <n>         exit after n events
+  --no-follow         exit at the end of the log instead of following (needs --from)
+  --interval <ms>     how often to poll (default 500)
+  --json              one JSON object per line
+`,
+  options: {
+    from: { type: 'string' },
+    type: { type: 'string', multiple: true },
+    limit: { type: 'string' },
+    'no-follow': { type: 'boolean' },
+    interval: { type: 'string' },
+    json: { type: 'boolean' },
+  },
+  positionals: { min: 0, max: 0, names: '' },
+  async run(context) {
+    const from = integerOption(context.values, 'from', { min: 1 });
+    const limit = integerOption(context.values, 'limit', { min: 1 });
+    const intervalMs = integerOption(context.values, 'interval', { min: 1, default: 500 }) as number;
+    const follow = !flag(context.values, 'no-follow');
+    if (!follow && from === undefined) throw new UsageError('--no-follow needs --from <position>', { hint: 'Without --from, tail starts at the end of the log.' });
+    const types = stringsOption(context.values, 'type');
+    const asJson = flag(context.values, 'json');
+    const db = await context.open();
+    const after = from === undefined ? await db.store.headPosition() : from - 1;
+    if (follow && context.io.stderr.isTTY) context.err(`Following ${db.target.display} after position ${after} (Ctrl-C to stop)\n`);
+    await followLog(
+      db.store,
+      { after, types: types.length === 0 ? undefined : types, limit, follow, intervalMs, signal: context.signal },
+      (event) => context.out(eventLine(event, asJson)),
+    );
+    return ExitCode.Ok;
+  },
+};
+
+export const eventCommands: CommandSpec[] = [read, tail];

@@ -1,0 +1,3 @@
+import { cliSuite } from './suite.js';
+
+cliSuite('postgres');
