@@ -5,3 +5,4 @@ export * from './memory/index.js';
 export * from './subscription/index.js';
 export * from './automation/index.js';
 export * from './view/index.js';
+export * from './telemetry/index.js';

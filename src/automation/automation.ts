@@ -1,3 +1,4 @@
+import type { Attributes, Span } from '@opentelemetry/api';
 import { positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
@@ -12,6 +13,7 @@ import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
 import { Subscription } from '../subscription/subscription.js';
 import type { OutstandingWork, StartFrom, SubscriptionStatus } from '../subscription/subscription.js';
+import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments } from '../telemetry/telemetry.js';
 
 /** One thing to do because of an event. Items with the same key run one at a time, in event order. */
 export interface TodoItem<P = unknown> {
@@ -156,6 +158,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   readonly #progressListeners = new Set<() => void>();
   #period: Period<P> | undefined;
   #capacityWaiters: Array<() => void> = [];
+  /** Metric attributes, made once. */
+  readonly #attributes: Attributes;
 
   constructor(options: AutomationOptions<E, P>) {
     if (typeof options.trigger !== 'function' || typeof options.execute !== 'function') {
@@ -170,6 +174,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     this.#maxPending = positiveInteger('maxPending', options.maxPending ?? 1000);
     this.#pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 500);
     this.#logger = options.logger ?? consoleLogger();
+    this.#attributes = Object.freeze({ [TelemetryAttribute.Automation]: this.name });
 
     const work: OutstandingWork = {
       begin: (context) => this.#begin(context.position, context.fencingToken),
@@ -421,6 +426,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       if (permanent || attempt >= this.#retry.maxAttempts) {
         return (await this.#givenUp(period, item, error)) ? 'done' : 'abandoned';
       }
+      instruments().handlerRetries.add(1, this.#attributes);
       this.#logger.warn(
         { automation: this.name, key: item.key, position: item.event.position, attempt, err: error },
         `Automation "${this.name}": execute failed; retrying`,
@@ -458,14 +464,22 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       event: item.event,
       redrive: item.redriveOf !== undefined,
     };
+    // One root span per attempt, only when a tracer provider is installed (see src/telemetry).
+    const span = activeTracer()?.startSpan(SpanName.Execute, { root: true, attributes: this.#executeAttributes(item, attempt) });
     let result: unknown;
     try {
-      result = this.#options.execute({ key: item.key, payload: item.payload }, context);
+      const todo: TodoItem<P> = { key: item.key, payload: item.payload };
+      result = span ? callInSpan(span, this.#options.execute, this.#options, todo, context) : this.#options.execute(todo, context);
     } catch (error) {
-      return Promise.resolve(error ?? new Error('execute threw a nullish value'));
+      const failure = error ?? new Error('execute threw a nullish value');
+      if (span) endSpan(span, failure);
+      return Promise.resolve(failure);
     }
     // A synchronous execute has finished: nothing to time out.
-    if (!isThenable(result)) return SUCCEEDED;
+    if (!isThenable(result)) {
+      span?.end();
+      return SUCCEEDED;
+    }
     const running = result;
     return new Promise<unknown>((resolve) => {
       let settled = false;
@@ -481,6 +495,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         if (settled) return;
         settled = true;
         period.attempts.delete(tracked);
+        if (span) endSpan(span, outcome);
         resolve(outcome);
       };
       period.attempts.add(tracked);
@@ -490,6 +505,17 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         (error: unknown) => settle(error ?? new Error('execute threw a nullish value')),
       );
     });
+  }
+
+  #executeAttributes(item: Item<P>, attempt: number): Attributes {
+    return {
+      [TelemetryAttribute.Automation]: this.name,
+      [TelemetryAttribute.ItemKey]: item.key,
+      [TelemetryAttribute.Attempt]: attempt,
+      [TelemetryAttribute.Position]: item.event.position,
+      [TelemetryAttribute.EventType]: item.event.type,
+      [TelemetryAttribute.Redrive]: item.redriveOf !== undefined,
+    };
   }
 
   /** Keeps one timer per period while attempts run; it expires those past their deadline. */
@@ -534,6 +560,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#options.deadLetters.add(attempt === 1 ? letter : storable(letter));
+        instruments().deadLetters.add(1, { ...this.#attributes, [TelemetryAttribute.Stage]: letter.stage });
         this.#logger.warn(
           { automation: this.name, key: letter.key, position: letter.eventPosition, stage: letter.stage },
           `Automation "${this.name}": gave up after ${letter.attempts.length} attempt(s); dead-lettered`,
@@ -636,6 +663,12 @@ const UNSTORABLE_ESCAPE = /(?<!\\)(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/i;
 /** Text every backend can store: no NUL, no lone surrogates. */
 function cleanText(text: string): string {
   return text.replaceAll('\u0000', '\\0').toWellFormed();
+}
+
+/** Ends an execute span; `error` undefined means the attempt succeeded. */
+function endSpan(span: Span, error: unknown): void {
+  if (error !== undefined) failSpan(span, error);
+  span.end();
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

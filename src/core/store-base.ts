@@ -1,4 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
+import { activeTracer, inSpan, SpanName, TelemetryAttribute } from '../telemetry/telemetry.js';
 import { CorruptEventError, InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
 import type { EventShape, Metadata, NewEvent, Recorded, RecordedEvent } from './event.js';
 import type { EventRegistry } from './registry.js';
@@ -91,7 +92,25 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     if (this.#closed) throw new StoreClosedError();
   }
 
-  async append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}): Promise<AppendResult<E>> {
+  append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}): Promise<AppendResult<E>> {
+    // Without a tracer provider this is one check: no span, attributes or closure per append.
+    const tracer = activeTracer();
+    if (tracer === undefined) return this.#append(streamId, events, options);
+    const expected: unknown = options?.expectedVersion ?? 'any';
+    const attributes = {
+      [TelemetryAttribute.StreamId]: String(streamId),
+      [TelemetryAttribute.EventCount]: Array.isArray(events) ? events.length : 0,
+      [TelemetryAttribute.ExpectedVersion]: typeof expected === 'number' ? expected : String(expected),
+    };
+    return inSpan(tracer, SpanName.Append, { attributes }, async (span) => {
+      const result = await this.#append(streamId, events, options);
+      span.setAttribute(TelemetryAttribute.Position, result.position);
+      span.setAttribute(TelemetryAttribute.StreamVersion, result.nextExpectedVersion);
+      return result;
+    });
+  }
+
+  async #append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}): Promise<AppendResult<E>> {
     this.assertOpen();
     assertStreamId(streamId);
     const expected = options.expectedVersion ?? 'any';

@@ -5,6 +5,7 @@ import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import { assertExpectedVersion } from '../core/store.js';
 import type { EventStore, ExpectedVersion } from '../core/store.js';
+import { activeTracer, inSpan, SpanName, TelemetryAttribute } from '../telemetry/telemetry.js';
 import { decidedEvents, initialStateOf } from './decider.js';
 import type { Decider } from './decider.js';
 
@@ -86,7 +87,32 @@ export class CommandHandler<S, C, E extends EventShape> {
     return this.#decider;
   }
 
-  async handle(streamId: string, command: C, options: HandleOptions = {}): Promise<HandleResult<S, E>> {
+  handle(streamId: string, command: C, options: HandleOptions = {}): Promise<HandleResult<S, E>> {
+    const tracer = activeTracer();
+    if (tracer === undefined) return this.#handle(streamId, command, options, undefined);
+    const type = (command as { type?: unknown } | null | undefined)?.type;
+    const attributes = {
+      [TelemetryAttribute.StreamId]: String(streamId),
+      ...(typeof type === 'string' ? { [TelemetryAttribute.CommandType]: type } : {}),
+    };
+    // The appends (one per attempt) become children of this span: it is active while they run.
+    return inSpan(tracer, SpanName.Command, { attributes }, async (span) => {
+      const result = await this.#handle(streamId, command, options, (attempts) => {
+        span.setAttribute(TelemetryAttribute.CommandAttempts, attempts);
+      });
+      span.setAttribute(TelemetryAttribute.EventCount, result.events.length);
+      span.setAttribute(TelemetryAttribute.StreamVersion, result.nextExpectedVersion);
+      if (result.position !== undefined) span.setAttribute(TelemetryAttribute.Position, result.position);
+      return result;
+    });
+  }
+
+  async #handle(
+    streamId: string,
+    command: C,
+    options: HandleOptions,
+    attempted: ((attempts: number) => void) | undefined,
+  ): Promise<HandleResult<S, E>> {
     const { signal, expectedVersion } = options;
     const metadata = this.#metadataFor(options);
     // The caller's version is a statement about the state it saw; re-deciding on a newer state would
@@ -94,6 +120,7 @@ export class CommandHandler<S, C, E extends EventShape> {
     const maxAttempts = expectedVersion === undefined ? this.#retry.maxAttempts : 1;
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
+      attempted?.(attempt);
       const outcome = await this.#attempt(streamId, command, metadata, expectedVersion);
       if (!('conflict' in outcome)) return outcome;
       if (attempt >= maxAttempts) throw outcome.conflict;

@@ -1,3 +1,4 @@
+import type { Attributes, Span } from '@opentelemetry/api';
 import { positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
@@ -11,6 +12,7 @@ import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
+import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, recordFailure, reportLag } from '../telemetry/telemetry.js';
 
 export interface HandlerContext {
   subscription: string;
@@ -162,6 +164,15 @@ export class Subscription<E extends EventShape = EventShape> {
   #stop = new AbortController();
   #wake: (() => void) | undefined;
   #wakeRequested = false;
+  /** Metric attributes, made once: metrics are recorded per batch or per rare event with them. */
+  readonly #attributes: Attributes;
+  readonly #deadLetterAttributes: Attributes;
+  /** The span of the batch being handled, when tracing is on. */
+  #span: Span | undefined;
+  /** Since when this node has gone without leading (refused the lock, or lost its lease); see MetricName.HandoffDuration. */
+  #leaderlessSince: number | undefined;
+  /** This leading period ended in a loss (counted already), not a release. */
+  #leaseLost = false;
 
   constructor(options: SubscriptionOptions<E>) {
     if (typeof options.name !== 'string' || options.name.length === 0) {
@@ -180,6 +191,8 @@ export class Subscription<E extends EventShape = EventShape> {
     }
     this.#pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 500);
     this.#logger = options.logger ?? consoleLogger();
+    this.#attributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name });
+    this.#deadLetterAttributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name, [TelemetryAttribute.Stage]: 'handler' });
   }
 
   /** Starts in the background: leading at once without a lock, else standing by until the lock is free. */
@@ -227,6 +240,7 @@ export class Subscription<E extends EventShape = EventShape> {
     const unsubscribe = this.#options.store.onAppend(() => {
       this.#requestWake();
     });
+    const stopReporting = reportLag({ attributes: this.#attributes, lag: () => this.#lag() });
     try {
       while (!this.#stop.signal.aborted) {
         const lease = await this.#becomeLeader();
@@ -247,9 +261,18 @@ export class Subscription<E extends EventShape = EventShape> {
       this.#error = error instanceof Error ? error : new Error(String(error));
       this.#logger.error({ subscription: this.name, err: this.#error }, `Subscription "${this.name}" failed`);
     } finally {
+      stopReporting();
       unsubscribe();
+      this.#leaderlessSince = undefined;
       this.#run = undefined;
     }
+  }
+
+  /** For the lag gauge: only the leader reports, so that standbys do not add stale values. */
+  async #lag(): Promise<number | undefined> {
+    if (this.#state !== 'leading') return undefined;
+    const head = await this.#options.store.headPosition();
+    return Math.max(0, head - (this.#position ?? 0));
   }
 
   /** Waits for the lock (when leader election is on). `ok: false` when stopped while waiting. */
@@ -261,6 +284,8 @@ export class Subscription<E extends EventShape = EventShape> {
         signal: this.#stop.signal,
         onWaiting: () => {
           this.#lockDenied = true;
+          this.#leaderlessSince ??= performance.now();
+          instruments().lockDenied.add(1, this.#attributes);
           this.#logger.warn(
             { subscription: this.name },
             `Subscription "${this.name}": another node holds its lock; this node stands by and takes over when it is released`,
@@ -268,6 +293,13 @@ export class Subscription<E extends EventShape = EventShape> {
         },
       });
       this.#lockDenied = false;
+      this.#leaseLost = false;
+      const metrics = instruments();
+      metrics.leadershipChanges.add(1, { ...this.#attributes, [TelemetryAttribute.LeadershipChange]: 'acquired' });
+      if (this.#leaderlessSince !== undefined) {
+        metrics.handoffDuration.record(performance.now() - this.#leaderlessSince, this.#attributes);
+        this.#leaderlessSince = undefined;
+      }
       this.#logger.info({ subscription: this.name, fencingToken: lease.fencingToken }, `Subscription "${this.name}": leading`);
       return { ok: true, lease };
     } catch (error) {
@@ -278,6 +310,9 @@ export class Subscription<E extends EventShape = EventShape> {
 
   async #release(lease: Lease | undefined): Promise<void> {
     if (!lease) return;
+    if (!this.#leaseLost) {
+      instruments().leadershipChanges.add(1, { ...this.#attributes, [TelemetryAttribute.LeadershipChange]: 'released' });
+    }
     try {
       await lease.release();
     } catch (error) {
@@ -359,36 +394,67 @@ export class Subscription<E extends EventShape = EventShape> {
         }
         if (batch === undefined) continue;
         if (batch.length === 0) {
+          // Once per idle poll: registers the lag gauge with a meter provider installed after start().
+          instruments();
           fenced = await advance();
           if (fenced) break;
           await this.#idle(signal);
           continue;
         }
-        if (this.#options.batchHandler) {
-          const result = await this.#handleBatch(batch, token, signal, (position) => {
-            read = position;
-            if (this.#options.checkpointsInHandler && position > saved) {
-              saved = position;
-              this.#position = saved;
+        const handledBefore = this.#handled;
+        const tracer = activeTracer();
+        const span = tracer?.startSpan(SpanName.Handle, {
+          root: true,
+          attributes: {
+            [TelemetryAttribute.Subscription]: this.name,
+            [TelemetryAttribute.EventCount]: batch.length,
+            [TelemetryAttribute.FirstPosition]: (batch[0] as Recorded<E>).position,
+            [TelemetryAttribute.LastPosition]: (batch[batch.length - 1] as Recorded<E>).position,
+            ...(token === undefined ? {} : { [TelemetryAttribute.FencingToken]: token }),
+          },
+        });
+        this.#span = span;
+        try {
+          if (this.#options.batchHandler) {
+            const result = await this.#handleBatch(batch, token, signal, (position) => {
+              read = position;
+              if (this.#options.checkpointsInHandler && position > saved) {
+                saved = position;
+                this.#position = saved;
+              }
+            }, (position) => {
+              read = position;
+            });
+            if (result !== 'done' && result !== 'aborted') {
+              if (isEskitError(result.error, ErrorCode.Fenced)) fenced = result.error as FencedError;
+              else failure = result.error;
             }
-          }, (position) => {
-            read = position;
-          });
-          if (result !== 'done' && result !== 'aborted') {
-            if (isEskitError(result.error, ErrorCode.Fenced)) fenced = result.error as FencedError;
-            else failure = result.error;
+            if (fenced) break;
+          } else {
+            for (const event of batch) {
+              if (signal.aborted) break;
+              const result = await this.#handle(event, token, signal);
+              if (result === 'aborted') break;
+              if (result !== 'done') {
+                failure = result.error;
+                break;
+              }
+              read = event.position;
+            }
           }
-          if (fenced) break;
-        } else {
-          for (const event of batch) {
-            if (signal.aborted) break;
-            const result = await this.#handle(event, token, signal);
-            if (result === 'aborted') break;
-            if (result !== 'done') {
-              failure = result.error;
-              break;
-            }
-            read = event.position;
+        } catch (error) {
+          if (span) failSpan(span, error);
+          throw error;
+        } finally {
+          this.#span = undefined;
+          // Per batch, not per event: even a no-op counter costs a call.
+          const handled = this.#handled - handledBefore;
+          if (handled > 0) instruments().eventsHandled.add(handled, this.#attributes);
+          if (span) {
+            // A handler's failure was recorded where it happened (#afterLastAttempt).
+            if (fenced) failSpan(span, fenced);
+            span.setAttribute(TelemetryAttribute.Position, read);
+            span.end();
           }
         }
         if (lost()) break;
@@ -440,6 +506,7 @@ export class Subscription<E extends EventShape = EventShape> {
     for (let attempt = 1; ; attempt++) {
       try {
         await deadLetters.add(deadLetterFor(this.name, 'handler', event, attempts, error));
+        instruments().deadLetters.add(1, this.#deadLetterAttributes);
         this.#logger.warn({ subscription: this.name, position: event.position, err: error }, `Subscription "${this.name}": event dead-lettered`);
         return 'skip';
       } catch (storeError) {
@@ -450,6 +517,11 @@ export class Subscription<E extends EventShape = EventShape> {
   };
 
   #lostLeadership(reason: unknown): LeadOutcome {
+    if (!this.#leaseLost) {
+      this.#leaseLost = true;
+      instruments().leadershipChanges.add(1, { ...this.#attributes, [TelemetryAttribute.LeadershipChange]: 'lost' });
+      if (!this.#stop.signal.aborted) this.#leaderlessSince = performance.now();
+    }
     this.#logger.warn(
       { subscription: this.name, err: reason },
       `Subscription "${this.name}": leadership lost; stopped processing and standing by`,
@@ -529,7 +601,8 @@ export class Subscription<E extends EventShape = EventShape> {
         if (signal.aborted) return 'aborted';
         attempts = attempt;
         try {
-          await handler(chunk, { subscription: this.name, fencingToken, attempt, signal });
+          const context: HandlerContext = { subscription: this.name, fencingToken, attempt, signal };
+          await (this.#span ? callInSpan(this.#span, handler, undefined, chunk, context) : handler(chunk, context));
           lastError = undefined;
           break;
         } catch (error) {
@@ -537,6 +610,7 @@ export class Subscription<E extends EventShape = EventShape> {
           if (isEskitError(error, ErrorCode.Fenced)) return { error };
           lastError = error ?? new Error('the batch handler threw a nullish value');
           if (isEskitError(error, ErrorCode.PermanentFailure) || attempt === this.#retry.maxAttempts) break;
+          this.#retried(error, chunk.length === 1 ? last.position : undefined, attempt);
           try {
             await delay(backoffDelay(this.#retry, attempt), signal);
           } catch {
@@ -569,12 +643,15 @@ export class Subscription<E extends EventShape = EventShape> {
   ): Promise<'done' | 'aborted' | { error: unknown }> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await (this.#options.handler as SubscriptionHandler<E>)(event, { subscription: this.name, fencingToken, attempt, signal });
+        const context: HandlerContext = { subscription: this.name, fencingToken, attempt, signal };
+        const handler = this.#options.handler as SubscriptionHandler<E>;
+        await (this.#span ? callInSpan(this.#span, handler, this.#options, event, context) : handler.call(this.#options, event, context));
         this.#handled += 1;
         return 'done';
       } catch (error) {
         if (signal.aborted) return 'aborted';
         if (attempt >= this.#retry.maxAttempts || isEskitError(error, ErrorCode.PermanentFailure)) return this.#afterLastAttempt(event, error, attempt, fencingToken, signal);
+        this.#retried(error, event.position, attempt);
         this.#logger.warn(
           { subscription: this.name, position: event.position, attempt, err: error },
           `Subscription "${this.name}": handler failed; retrying`,
@@ -588,6 +665,17 @@ export class Subscription<E extends EventShape = EventShape> {
     }
   }
 
+  /** A failed attempt that will be tried again: counted, and recorded on the batch's span. */
+  #retried(error: unknown, position: number | undefined, attempt: number): void {
+    instruments().handlerRetries.add(1, this.#attributes);
+    if (this.#span) {
+      recordFailure(this.#span, error, {
+        [TelemetryAttribute.Attempt]: attempt,
+        ...(position === undefined ? {} : { [TelemetryAttribute.Position]: position }),
+      });
+    }
+  }
+
   async #afterLastAttempt(
     event: Recorded<E>,
     error: unknown,
@@ -595,6 +683,7 @@ export class Subscription<E extends EventShape = EventShape> {
     fencingToken: number | undefined,
     signal: AbortSignal,
   ): Promise<'done' | 'aborted' | { error: unknown }> {
+    if (this.#span) failSpan(this.#span, error, { [TelemetryAttribute.Attempt]: attempts, [TelemetryAttribute.Position]: event.position });
     const onFailure = this.#options.onHandlerFailure ?? (this.#options.deadLetters ? this.#deadLetter : undefined);
     if (onFailure) {
       let decision: 'skip' | 'stop';
