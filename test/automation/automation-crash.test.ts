@@ -284,7 +284,7 @@ for (const kind of ['sqlite', 'postgres'] as const) describe(`Automation crash r
   it('SIGKILL of the leader: the standby takes over; only items completed after the last record may run twice', { timeout: TEST_TIMEOUT }, async () => {
     const db = await setup(kind, 'kill-leader');
     const count = 60;
-    const a = startNode(db.backend, 'a', { leader: LEADER, keys: 5, concurrency: 4, delayMs: 10 });
+    const a = startNode(db.backend, 'a', { leader: LEADER, keys: 5, concurrency: 4, delayMs: 10, block: [60] });
     const aLeading = await a.waitFor((l) => l.ev === 'leading', 'a leading');
     const b = startNode(db.backend, 'b', { leader: LEADER, keys: 5, concurrency: 4 });
     await b.waitFor((l) => l.ev === 'standby', 'b standing by');
