@@ -104,8 +104,13 @@ class Period<P> {
   readonly readyKeys: string[] = [];
   running = 0;
   pending = 0;
-  /** Positions with unfinished items, ascending (events arrive in order), and their counts. */
-  readonly positions: number[] = [];
+  /**
+   * Positions with unfinished items, ascending (events arrive in order), from `positionsHead` on (a
+   * head index, not `shift()`: asked for after every event, shifting was the automation's hottest
+   * line), and their counts.
+   */
+  positions: number[] = [];
+  positionsHead = 0;
   readonly counts = new Map<number, number>();
   readonly inFlight = new Set<Promise<void>>();
   readonly redriving = new Set<string>();
@@ -288,8 +293,14 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     const period = this.#period;
     if (!period) return undefined;
     const { positions, counts } = period;
-    while (positions.length > 0 && !counts.has(positions[0] as number)) positions.shift();
-    return positions[0];
+    let head = period.positionsHead;
+    while (head < positions.length && !counts.has(positions[head] as number)) head++;
+    if (head > 1024 && head * 2 > positions.length) {
+      period.positions = positions.slice(head);
+      head = 0;
+    }
+    period.positionsHead = head;
+    return period.positions[head];
   }
 
   // ---- triggering ------------------------------------------------------------------------------
