@@ -184,12 +184,12 @@ class PostgresCliDatabase implements CliDatabase {
   }
 
   /**
-   * One transaction that locks the checkpoint and lease rows: a node taking the lock meanwhile waits
-   * for it (its token bump needs the lease row) and then gets a token above the one set here. The
-   * lease's token is raised above every one handed out and the checkpoint takes it, so the running
-   * leader's next checkpoint write (or a view's next batch) is refused: it gives up leadership, takes
-   * the lock again with a newer token and starts from the reset position. Whether the lock is held is
-   * read from pg_locks (the advisory lock itself), not from the lease row.
+   * One transaction that locks the checkpoint row and gives it a token one above the one it holds:
+   * the leader that claimed it (and every earlier one) is refused at its next checkpoint write (or a
+   * view's next batch), gives up leadership, takes the lock again with a newer token and starts from
+   * the reset position. Every later holder passes: tokens grow with every holder, so the next one's
+   * is above the claimed one. Whether the lock is held is read from pg_locks (the advisory lock
+   * itself).
    */
   async resetCheckpoint(name: string, position: number, force: boolean): Promise<ResetOutcome> {
     const views = new Set((await this.views()).map((view) => view.name));
