@@ -474,6 +474,28 @@ describe('PgLockRegistry: connections and sessions', () => {
     assert.equal(sockets[0]?.destroyed, false, 'the client never closed its socket');
   });
 
+  it('an idle registry closes its lock connection after sessionTimeoutMs of idleness, counted from the last release, and reconnects on demand', { timeout: 15_000 }, async () => {
+    const schema = await testSchema();
+    const a = registry(schema, { sessionTimeoutMs: 400 });
+    const lease = await a.acquire('x');
+    const first = await lockBackend(schema, a);
+    await lease.release();
+    const releasedAt = performance.now();
+    // Short leases in between push the close back: the one timer re-arms from the last release.
+    let lastRelease = releasedAt;
+    while (performance.now() - releasedAt < 300) {
+      await (await a.acquire('x')).release();
+      lastRelease = performance.now();
+    }
+    assert.deepEqual(await backends(schema, a.applicationName), [first], 'still connected while in use');
+    await waitUntil(async () => (await backends(schema, a.applicationName)).length === 0, { timeoutMs: 5_000, message: 'the idle lock connection to close' });
+    const idle = performance.now() - lastRelease;
+    assert.ok(idle >= 400, `closed ${idle.toFixed(0)} ms after the last release, not before sessionTimeoutMs`);
+    const again = await a.acquire('x');
+    assert.notEqual(await lockBackend(schema, a), first, 'a new session');
+    await again.release();
+  });
+
   it('close() rejects pending acquires, releases held locks to the standbys, is safe twice, and refuses new acquires', { timeout: 10_000 }, async () => {
     const schema = await testSchema();
     const a = registry(schema);
