@@ -9,7 +9,7 @@ import type { DemoConfig } from './backend.js';
 import { LiveDisplay } from './display.js';
 import { MAILER } from './mailer.js';
 import { lastBoughtPosition, ProgressReader, statusLines } from './progress.js';
-import { buildReport } from './report.js';
+import { buildReport, readBackInto } from './report.js';
 import type { Handoff, Lead, ReadBack, Report } from './report.js';
 import { planOrders, runShop } from './shop.js';
 import type { ShopTally } from './shop.js';
@@ -172,13 +172,7 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
           Object.assign(tally, now);
           if (!stopped && now.placed >= options.orders / 2) stopLeader();
         },
-        readBack: async (order, position) => {
-          const before = performance.now();
-          await view.waitFor(position, { timeoutMs: 10_000 });
-          const ms = performance.now() - before;
-          const row = await backend.readOrder(view, order.orderId);
-          readBacks.push({ orderId: order.orderId, ms, visible: row?.status === 'bought' });
-        },
+        readBack: readBackInto(backend, view, readBacks),
       });
       Object.assign(tally, await Promise.race([shop, failure]));
       const lastBought = await lastBoughtPosition(backend);

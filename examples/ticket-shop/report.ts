@@ -5,7 +5,7 @@ import type { Backend, MailRow, SalesRow } from './backend.js';
 import { CAPACITY } from './domain.js';
 import type { ConcertEvent } from './domain.js';
 import { MAILER, undeliverable } from './mailer.js';
-import type { ShopTally } from './shop.js';
+import type { PlannedOrder, ShopTally } from './shop.js';
 
 export interface Check {
   name: string;
@@ -52,6 +52,20 @@ export interface ReadBack {
   ms: number;
   /** The order's row was in the view right after `waitFor`. */
   visible: boolean;
+}
+
+/**
+ * Read your own writes: after an order was bought, wait until the view has its event (the position
+ * the command returned), read the order's row, and note whether it was there.
+ */
+export function readBackInto(backend: Backend, view: SqlView<ConcertEvent>, readBacks: ReadBack[]) {
+  return async (order: PlannedOrder, position: number): Promise<void> => {
+    const before = performance.now();
+    await view.waitFor(position, { timeoutMs: 10_000 });
+    const ms = performance.now() - before;
+    const row = await backend.readOrder(view, order.orderId);
+    readBacks.push({ orderId: order.orderId, ms, visible: row?.status === 'bought' });
+  };
 }
 
 export interface Report {

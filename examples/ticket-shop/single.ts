@@ -4,7 +4,7 @@ import type { DemoConfig } from './backend.js';
 import { LiveDisplay } from './display.js';
 import { lastBoughtPosition, ProgressReader, statusLines } from './progress.js';
 import { startProcessing } from './processing.js';
-import { buildReport } from './report.js';
+import { buildReport, readBackInto } from './report.js';
 import type { ReadBack, Report } from './report.js';
 import { planOrders, runShop } from './shop.js';
 import type { ShopTally } from './shop.js';
@@ -39,14 +39,7 @@ export async function runSingle(config: DemoConfig, options: RunOptions): Promis
         store: backend.store,
         orders: planOrders(options.orders),
         onOrder: (now) => Object.assign(tally, now),
-        // Read your own writes: wait until the view has the order's event, then read its row.
-        readBack: async (order, position) => {
-          const before = performance.now();
-          await view.waitFor(position, { timeoutMs: 10_000 });
-          const ms = performance.now() - before;
-          const row = await backend.readOrder(view, order.orderId);
-          readBacks.push({ orderId: order.orderId, ms, visible: row?.status === 'bought' });
-        },
+        readBack: readBackInto(backend, view, readBacks),
       });
       Object.assign(tally, await Promise.race([shop, processing.failure]));
       const lastBought = await lastBoughtPosition(backend);
