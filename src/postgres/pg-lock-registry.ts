@@ -452,7 +452,12 @@ export class PgLockRegistry implements LockRegistry {
     const request = this.#requests.get(name)?.[0];
     if (!request) {
       // Every request for it was aborted while the attempt was in flight: give it straight back.
-      void this.#query(connection, this.#sql.release, [key]).catch(() => undefined);
+      void this.#query(connection, this.#sql.release, [key, this.#keysOf(name).waitKey]).catch((error: unknown) => {
+        // A dead connection took the lock with it; anything else leaves it held by this session.
+        if (!isConnectionFailure(error, connection)) {
+          this.#logger.error({ lock: name, err: error }, `Giving back lock "${name}" (its acquire was aborted) failed; it stays held until the lock connection closes`);
+        }
+      });
       return;
     }
     const lease = new PgLease(name, key, fencingToken, connection, (released) => this.#release(released));

@@ -496,6 +496,31 @@ describe('PgLockRegistry: connections and sessions', () => {
     await again.release();
   });
 
+  it('an acquire aborted while its try is in flight gives the granted lock straight back', { timeout: 15_000 }, async () => {
+    const schema = await testSchema();
+    const a = registry(schema);
+    await (await a.acquire('warm-up')).release();
+    // Park the next take statement after its pg_try_advisory_lock has been granted: nextval waits
+    // while an uncommitted ALTER SEQUENCE holds the token sequence.
+    const blocker = await schema.pool.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query(`ALTER SEQUENCE "${schema.name}".lease_tokens INCREMENT BY 1`);
+      const controller = new AbortController();
+      const attempt = pending(a.acquire('x', { signal: controller.signal }));
+      const pid = await lockBackend(schema, a);
+      await waitUntil(async () => (await heldKeys(schema, pid)).includes(lockKey('x', schema.name)), { message: 'the try to be granted, its statement parked' });
+      controller.abort(new Error('no longer needed'));
+      await assert.rejects(attempt.settled, /no longer needed/);
+      await blocker.query('COMMIT');
+      await waitUntil(async () => !(await heldKeys(schema, pid)).includes(lockKey('x', schema.name)), { message: 'the lock given back' });
+    } finally {
+      blocker.release();
+    }
+    const b = registry(schema, { pollIntervalMs: 60_000 });
+    assert.ok((await b.acquire('x')).fencingToken > 0, 'another registry gets it at once');
+  });
+
   it('close() rejects pending acquires, releases held locks to the standbys, is safe twice, and refuses new acquires', { timeout: 10_000 }, async () => {
     const schema = await testSchema();
     const a = registry(schema);
