@@ -428,17 +428,25 @@ export class PgLockRegistry implements LockRegistry {
         for (const name of names) {
           const queue = this.#requests.get(name);
           if (!queue || this.#held.has(name)) continue;
-          for (const request of queue) this.#markWaiting(request, 'by another node');
-          if (!connection.waitingFor.has(name)) denied.push(name);
+          // A copy: an onWaiting callback may abort its acquire, which takes it out of the queue.
+          for (const request of [...queue]) this.#markWaiting(request, 'by another node');
+          if (this.#requests.has(name) && !connection.waitingFor.has(name)) denied.push(name);
         }
         if (denied.length > 0) {
-          // Say we wait, then try once more at once: a release between our try and this saw no waiter.
-          const taken = await this.#query(connection, this.#sql.wait, [denied.map((name) => this.#keysOf(name).waitKey)]).catch(() => []);
+          // Say we wait, then try once more at once: a release between our try and this saw no
+          // waiter. A waiter key we could not take (a releaser held it for its instant: that release
+          // has unlocked already) is one more reason to try again at once.
+          const taken = await this.#query(connection, this.#sql.wait, [denied.map((name) => this.#keysOf(name).waitKey)]).catch(() => undefined);
+          // Failed (the connection, most likely): the next take or the poll deals with it.
+          if (taken === undefined) continue;
           denied.forEach((name, i) => {
-            if (taken[i]?.[0] !== true) return;
-            connection.waitingFor.add(name);
-            this.#again = true;
+            if (taken[i]?.[0] === true) {
+              connection.waitingFor.add(name);
+              // Nobody here waits any more (aborted meanwhile): give the key back.
+              if (!this.#requests.has(name) || this.#held.has(name)) this.#stopWaiting(name);
+            }
           });
+          this.#again = true;
         }
       } while (this.#again);
     } finally {
