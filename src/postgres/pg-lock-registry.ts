@@ -168,6 +168,8 @@ export class PgLockRegistry implements LockRegistry {
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the registry last went idle (nothing held or awaited): the linger timer counts from there. */
   #idleSince = 0;
+  /** Release statements in flight. */
+  #releasing = 0;
   #closing: Promise<void> | undefined;
 
   constructor(options: PgLockRegistryOptions) {
@@ -484,6 +486,7 @@ export class PgLockRegistry implements LockRegistry {
   async #release(lease: PgLease): Promise<void> {
     if (this.#held.get(lease.name) === lease) this.#held.delete(lease.name);
     const connection = lease.connection;
+    this.#releasing += 1;
     try {
       if (connection === this.#connection && !connection.dead) {
         const rows = await this.#query(connection, this.#sql.release, [lease.key, this.#keysOf(lease.name).waitKey]);
@@ -496,6 +499,7 @@ export class PgLockRegistry implements LockRegistry {
       if (!isConnectionFailure(error, connection)) throw translateError(error, this.schema);
       this.#lost(connection, error);
     } finally {
+      this.#releasing -= 1;
       this.#logger.info({ lock: lease.name, fencingToken: lease.fencingToken }, `Lock "${lease.name}" released`);
       if (this.#requests.has(lease.name)) this.#kick();
       this.#idleCheck();
@@ -695,7 +699,8 @@ export class PgLockRegistry implements LockRegistry {
     this.#lingerTimer = setTimeout(() => {
       this.#lingerTimer = undefined;
       const connection = this.#connection;
-      if (!connection || this.#held.size > 0 || this.#requests.size > 0 || this.#flushing) return;
+      // A release in flight re-arms the timer when it is done (its NOTIFY must not die with the session).
+      if (!connection || this.#held.size > 0 || this.#requests.size > 0 || this.#flushing || this.#releasing > 0) return;
       const idleFor = performance.now() - this.#idleSince;
       if (idleFor < this.sessionTimeoutMs) {
         this.#armLinger(this.sessionTimeoutMs - idleFor);
