@@ -1,6 +1,6 @@
 import { isAbsolute, resolve } from 'node:path';
 import { DEFAULT_SCHEMA } from '../postgres/schema.js';
-import { CliError, UsageError } from './errors.js';
+import { UsageError } from './errors.js';
 
 /** Which database a command works on, from `--db` (or `DATABASE_URL`) and `--schema`. */
 export type DatabaseTarget =
@@ -30,7 +30,7 @@ export function parseTarget(url: string | undefined, schema: string | undefined,
     let path = plainPath ? text : text.slice('sqlite:'.length);
     if (path.startsWith('//')) path = path.slice(2);
     if (path === '' || path === ':memory:') {
-      throw new CliError(`"${text}" names no database file`, { hint: 'Use sqlite:<path to the file>, e.g. sqlite:data/app.db.' });
+      throw new UsageError(`"${text}" names no database file`, { hint: 'Use sqlite:<path to the file>, e.g. sqlite:data/app.db.' });
     }
     const absolute = isAbsolute(path) ? path : resolve(cwd, path);
     return { kind: 'sqlite', path: absolute, display: `sqlite:${absolute}` };
@@ -40,7 +40,7 @@ export function parseTarget(url: string | undefined, schema: string | undefined,
     try {
       parsed = new URL(text);
     } catch {
-      throw new CliError(`"${redact(text)}" is not a valid PostgreSQL URL`, { hint: 'Use postgres://user:password@host:5432/database.' });
+      throw new UsageError(`"${redact(text)}" is not a valid PostgreSQL URL`, { hint: 'Use postgres://user:password@host:5432/database.' });
     }
     const chosen = schema ?? DEFAULT_SCHEMA;
     if (!SCHEMA.test(chosen)) {
@@ -49,7 +49,7 @@ export function parseTarget(url: string | undefined, schema: string | undefined,
     if (parsed.password !== '') parsed.password = '***';
     return { kind: 'postgres', connectionString: text, schema: chosen, display: `${parsed.toString()} (schema ${chosen})` };
   }
-  throw new CliError(`"${redact(text)}" is not a database URL eskit understands`, {
+  throw new UsageError(`"${redact(text)}" is not a database URL eskit understands`, {
     hint: 'Use sqlite:<file> or postgres://user@host:5432/db.',
   });
 }

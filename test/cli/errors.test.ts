@@ -87,16 +87,16 @@ describe('eskit CLI: database URLs', () => {
     assert.equal((parseTarget('postgres://db/shop', undefined, '/') as { schema: string }).schema, 'eskit');
   });
 
-  it('exits with 1 for a URL eskit cannot use, without showing the password', async () => {
+  it('exits with 2 (usage) for a URL eskit cannot use, without showing the password', async () => {
     const mysql = await cli(['status', '--db', 'mysql://root:hunter2@db/app']);
-    assert.equal(mysql.code, FAILED);
+    assert.equal(mysql.code, USAGE);
     assert.match(mysql.stderr, /^eskit: "mysql:\/\/root:\*\*\*@db\/app" is not a database URL eskit understands\. Use sqlite:<file> or postgres:/);
     const broken = await cli(['status', '--db', 'postgres://user:pw@[::1/db']);
-    assert.equal(broken.code, FAILED);
+    assert.equal(broken.code, USAGE);
     assert.match(broken.stderr, /is not a valid PostgreSQL URL/);
     assert.doesNotMatch(broken.stderr, /pw@/);
     const memory = await cli(['status', '--db', 'sqlite::memory:']);
-    assert.equal(memory.code, FAILED);
+    assert.equal(memory.code, USAGE);
   });
 });
 

@@ -168,7 +168,13 @@ export function cliSuite(kind: 'sqlite' | 'postgres'): void {
       assert.deepEqual(notifier.map((letter) => [letter.id, letter.stage, letter.key, letter.payload]), [[world.letters.notifier, 'execute', 'order-1', { total: 10 }]]);
 
       const paged = await run('dlq', 'list', '--limit', '1');
-      assert.match(paged.stdout, /Showing 1 of 4\. Next page: eskit dlq list --after /);
+      const next = /Showing 1 of 4\. Next page: (eskit dlq list --after \S+ --limit 1)/.exec(paged.stdout);
+      assert.ok(next, paged.stdout);
+      // Every page but the last says how to get the next one, with the same page size.
+      const second = await run(...(next[1] as string).split(' ').slice(1));
+      assert.match(second.stdout, /Showing 1 of 4\. Next page: eskit dlq list --after \S+ --limit 1/);
+      const tail = await run('dlq', 'list', '--limit', '4');
+      assert.doesNotMatch(tail.stdout, /Next page/, 'the last page says nothing more');
 
       const show = await run('dlq', 'show', world.letters.notifier);
       assert.equal(show.code, 0, show.stderr);

@@ -64,7 +64,10 @@ Options:
     const afterId = after === undefined ? undefined : letterId(after);
     const db = await context.open();
     if (source !== undefined) await assertKnownSource(db, source);
-    const letters = await db.deadLetters.list({ source, status, limit, afterId });
+    // One more than shown: whether there is a next page.
+    const page = await db.deadLetters.list({ source, status, limit: limit + 1, afterId });
+    const letters = page.slice(0, limit);
+    const more = page.length > limit;
     if (flag(context.values, 'json')) {
       context.out(json(letters));
       return ExitCode.Ok;
@@ -88,9 +91,9 @@ Options:
       truncate(letter.attempts[letter.attempts.length - 1]?.error ?? '', 60),
     ]);
     context.out(table(['ID', 'SOURCE', 'STAGE', 'STATUS', 'EVENT', 'STREAM', 'KEY', 'ATTEMPTS', 'CREATED', 'LAST ERROR'], rows));
-    if (afterId === undefined && total > letters.length) {
+    if (more) {
       const last = letters[letters.length - 1] as DeadLetter;
-      const filters = `${source === undefined ? '' : ` --source ${source}`}${status === undefined ? '' : ` --status ${status}`}`;
+      const filters = `${source === undefined ? '' : ` --source ${source}`}${status === undefined ? '' : ` --status ${status}`}${limit === 50 ? '' : ` --limit ${limit}`}`;
       context.out(`\nShowing ${letters.length} of ${total}. Next page: eskit dlq list --after ${last.id}${filters}\n`);
     }
     return ExitCode.Ok;
