@@ -54,7 +54,15 @@ export function openSqlite(path: string, busyTimeoutMs: number = DEFAULT_BUSY_TI
     throw new InvalidArgumentError('path must be a non-empty file path (or ":memory:")');
   }
   assertBusyTimeout(busyTimeoutMs);
-  const database = new Database(path, { timeout: busyTimeoutMs });
+  let database: Database.Database;
+  try {
+    database = new Database(path, { timeout: busyTimeoutMs });
+  } catch (error) {
+    if (error instanceof TypeError && /directory does not exist/.test(error.message)) {
+      throw new InvalidArgumentError(`Cannot open the SQLite file "${path}": its directory does not exist. Create it first (mkdir -p), or give another path (${error.message}).`);
+    }
+    throw error;
+  }
   try {
     configureSqlite(database, busyTimeoutMs);
   } catch (error) {

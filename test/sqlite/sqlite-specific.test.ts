@@ -60,6 +60,13 @@ describe('SqliteEventStore: construction and connection', () => {
     assert.throws(() => new SqliteEventStore({ path: ':memory:', busyTimeoutMs: -1 }), (e: unknown) => isEskitError(e, ErrorCode.InvalidArgument));
   });
 
+  it('a file in a folder that does not exist: ESKIT_INVALID_ARGUMENT saying to create the folder', () => {
+    assert.throws(
+      () => new SqliteEventStore({ path: `${freshPath()}-missing-folder/app.db` }),
+      (e: unknown) => isEskitError(e, ErrorCode.InvalidArgument) && /directory does not exist\. Create it first/.test((e as Error).message),
+    );
+  });
+
   it('opens the file in WAL mode with synchronous=NORMAL and the busy timeout', async () => {
     const store = track(new SqliteEventStore({ path: freshPath(), busyTimeoutMs: 1234 }));
     assert.equal(store.database.pragma('journal_mode', { simple: true }), 'wal');
