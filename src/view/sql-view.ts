@@ -15,6 +15,7 @@ import { RebuildFailedError } from './errors.js';
 import type { WaitForOptions } from './progress.js';
 import { ViewSignals } from './signals.js';
 import type { Observable, RebuildProgress, ViewOptions, ViewStatus, Waitable } from './types.js';
+import { instruments, TelemetryAttribute } from '../telemetry/telemetry.js';
 
 /** A SQL view's tables and indexes, versioned. */
 export interface SqlViewSetup {
@@ -409,6 +410,7 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
     if (!deadLetters) throw new RebuildFailedError(this.name, event.position, error);
     if (!(await this.#deadLettered(event.position))) {
       await deadLetters.add(deadLetterFor(this.name, 'handler', event, attempts, error));
+      instruments().deadLetters.add(1, { [TelemetryAttribute.Subscription]: this.name, [TelemetryAttribute.Stage]: 'handler' });
     }
     this.#logger.warn({ view: this.name, position: event.position, err: error }, `View "${this.name}": rebuild skipped a failing event (dead-lettered)`);
   }
