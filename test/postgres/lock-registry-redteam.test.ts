@@ -9,75 +9,17 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, it } from 'node:test';
 import type pg from 'pg';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
-import type { Lease } from '../../src/core/lock.js';
-import { silentLogger } from '../../src/core/logger.js';
-import { lockKey, PgLockRegistry } from '../../src/postgres/index.js';
-import { notifyChannel } from '../../src/postgres/schema.js';
-import type { PgLockRegistryOptions } from '../../src/postgres/index.js';
+import { lockKey } from '../../src/postgres/index.js';
+import type { PgLockRegistry } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
-import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
+import { afterTest, backends, cleanUp, countReleaseNotifications, heldKeys, pending, registry, testSchema } from './lock-helpers.js';
 import type { TestSchema } from '../support/postgres.js';
 
-let cleanups: (() => Promise<unknown> | unknown)[] = [];
-afterEach(async () => {
-  const pending = cleanups.reverse();
-  cleanups = [];
-  for (const cleanup of pending) await cleanup();
-});
-
-async function testSchema(): Promise<TestSchema> {
-  const schema = await createTestSchema({ create: false, poolSize: 6 });
-  cleanups.push(() => schema.drop());
-  return schema;
-}
-
-function registry(schema: TestSchema, options: Partial<PgLockRegistryOptions> = {}): PgLockRegistry {
-  const created = new PgLockRegistry({
-    connectionString: POSTGRES_URL,
-    schema: schema.name,
-    applicationName: `eskit-lock-redteam ${randomBytes(4).toString('hex')}`,
-    logger: silentLogger,
-    ...options,
-  } as PgLockRegistryOptions);
-  cleanups.push(() => created.close());
-  return created;
-}
-
-/** A pending acquire whose outcome the test can look at without awaiting it. */
-function pending(promise: Promise<Lease>) {
-  const state: { lease?: Lease; error?: unknown } = {};
-  const settled = promise.then(
-    (lease) => {
-      state.lease = lease;
-      return lease;
-    },
-    (error: unknown) => {
-      state.error = error;
-      throw error;
-    },
-  );
-  settled.catch(() => undefined);
-  return { state, settled };
-}
-
-async function backends(schema: TestSchema, applicationName: string): Promise<number[]> {
-  const result = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid', [applicationName]);
-  return result.rows.map((r) => r.pid);
-}
+afterEach(cleanUp);
 
 /** The lock connection's backend pid, once it is up. */
 function pidOf(locks: PgLockRegistry): Promise<number> {
   return waitUntil(() => locks.connectionPid, { message: `the lock connection of ${locks.applicationName}` });
-}
-
-/** The advisory keys session `pid` holds exclusively (locks), or shared (waiter keys). */
-async function heldKeys(schema: TestSchema, pid: number, mode: 'ExclusiveLock' | 'ShareLock' = 'ExclusiveLock'): Promise<string[]> {
-  const result = await schema.pool.query<{ key: string }>(
-    `SELECT ((classid::bigint << 32) | objid::bigint)::text AS key FROM pg_locks
-      WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = $1 AND mode = $2 ORDER BY 1`,
-    [pid, mode],
-  );
-  return result.rows.map((r) => r.key);
 }
 
 const key = (schema: TestSchema, name: string): string => lockKey(name, schema.name);
@@ -86,26 +28,12 @@ const waitKey = (schema: TestSchema, name: string): string => lockKey(`waiting\u
 /** A session of the test's own (not a registry's), for playing a holder, a releaser or a blocker. */
 async function session(schema: TestSchema): Promise<pg.PoolClient> {
   const client = await schema.pool.connect();
-  cleanups.push(async () => {
+  afterTest(async () => {
     await client.query('ROLLBACK').catch(() => undefined);
     await client.query('SELECT pg_advisory_unlock_all()').catch(() => undefined);
     client.release();
   });
   return client;
-}
-
-async function countReleaseNotifications(schema: TestSchema): Promise<() => number> {
-  const client = await schema.pool.connect();
-  let count = 0;
-  client.on('notification', (message) => {
-    if (message.channel === notifyChannel('released', schema.name)) count++;
-  });
-  await client.query(`LISTEN "${notifyChannel('released', schema.name)}"`);
-  cleanups.push(async () => {
-    await client.query('UNLISTEN *');
-    client.release();
-  });
-  return () => count;
 }
 
 /** Stands `locks` by for `name` (held elsewhere); resolves once onWaiting was called. */

@@ -1,69 +1,19 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { Socket } from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import type pg from 'pg';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
-import type { Lease } from '../../src/core/lock.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { Logger } from '../../src/core/logger.js';
 import { lockKey, migratePostgres, PgLockRegistry, POSTGRES_MIGRATIONS, PostgresEventStore } from '../../src/postgres/index.js';
-import { notifyChannel } from '../../src/postgres/schema.js';
 import type { PgLockRegistryOptions } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
-import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
+import { POSTGRES_URL } from '../support/postgres.js';
+import { afterTest, backends, cleanUp, countReleaseNotifications, heldKeys, pending, registry, testSchema } from './lock-helpers.js';
 import type { TestSchema } from '../support/postgres.js';
 
-let cleanups: (() => Promise<unknown> | unknown)[] = [];
-afterEach(async () => {
-  const pending = cleanups.reverse();
-  cleanups = [];
-  for (const cleanup of pending) await cleanup();
-});
-
-async function testSchema(): Promise<TestSchema> {
-  const schema = await createTestSchema({ create: false });
-  cleanups.push(() => schema.drop());
-  return schema;
-}
-
-function registry(schema: TestSchema, options: Partial<PgLockRegistryOptions> = {}): PgLockRegistry {
-  const created = new PgLockRegistry({
-    connectionString: POSTGRES_URL,
-    schema: schema.name,
-    applicationName: `eskit-lock-test ${randomBytes(4).toString('hex')}`,
-    logger: silentLogger,
-    ...options,
-  } as PgLockRegistryOptions);
-  cleanups.push(() => created.close());
-  return created;
-}
-
-/** A pending acquire whose outcome the test can look at without awaiting it. */
-function pending(promise: Promise<Lease>) {
-  const state: { lease?: Lease; error?: unknown; at?: number } = {};
-  const settled = promise.then(
-    (lease) => {
-      state.lease = lease;
-      state.at = performance.now();
-      return lease;
-    },
-    (error: unknown) => {
-      state.error = error;
-      state.at = performance.now();
-      throw error;
-    },
-  );
-  settled.catch(() => undefined);
-  return { state, settled };
-}
-
-/** The backend pids of connections with this application_name. */
-async function backends(schema: TestSchema, applicationName: string): Promise<number[]> {
-  const result = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid', [applicationName]);
-  return result.rows.map((r) => r.pid);
-}
+afterEach(cleanUp);
 
 /** The one lock connection of `locks`, found by its application_name. */
 async function lockBackend(schema: TestSchema, locks: PgLockRegistry): Promise<number> {
@@ -75,33 +25,6 @@ async function lockBackend(schema: TestSchema, locks: PgLockRegistry): Promise<n
 }
 
 /** Advisory locks granted to `pid` in the single-bigint key space (objsubid 1), as signed keys. */
-/** The advisory keys session `pid` holds exclusively (locks), or shared (a standby's waiter keys). */
-async function heldKeys(schema: TestSchema, pid: number, mode: 'ExclusiveLock' | 'ShareLock' = 'ExclusiveLock'): Promise<string[]> {
-  const result = await schema.pool.query<{ key: string }>(
-    `SELECT ((classid::bigint << 32) | objid::bigint)::text AS key FROM pg_locks
-      WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = $1 AND mode = $2 ORDER BY 1`,
-    [pid, mode],
-  );
-  return result.rows.map((r) => r.key);
-}
-
-/** Counts the lock registry's release notifications on `schema`, from a raw LISTEN. */
-async function countReleaseNotifications(schema: TestSchema): Promise<{ count(): number; close(): Promise<void> }> {
-  const client = await schema.pool.connect();
-  let count = 0;
-  client.on('notification', (message) => {
-    if (message.channel === notifyChannel('released', schema.name)) count++;
-  });
-  await client.query(`LISTEN "${notifyChannel('released', schema.name)}"`);
-  return {
-    count: () => count,
-    async close() {
-      await client.query('UNLISTEN *');
-      client.release();
-    },
-  };
-}
-
 /** The last token drawn in the schema, and the application_name of the session holding `name` now. */
 async function token(schema: TestSchema, name: string): Promise<{ token: number; holder: string | null } | undefined> {
   const result = await schema.pool.query<{ fencing_token: string; holder: string | null }>(
@@ -251,7 +174,7 @@ describe('PgLockRegistry: exclusivity and fencing tokens', () => {
     const a = registry(schema);
     const lease = await a.acquire('append');
     const store = new PostgresEventStore({ pool: schema.pool, schema: schema.name });
-    cleanups.push(() => store.close());
+    afterTest(() => store.close());
     await store.append('s', [{ type: 'A', data: 1 }]);
     const result = await schema.pool.query<{ objsubid: number }>(`SELECT objsubid FROM pg_locks WHERE locktype = 'advisory' AND pid = $1`, [
       await lockBackend(schema, a),
@@ -291,7 +214,7 @@ describe('PgLockRegistry: handover', () => {
   it('a release notifies only when a standby waits for the lock', { timeout: 10_000 }, async () => {
     const schema = await testSchema();
     const notifications = await countReleaseNotifications(schema);
-    try {
+    {
       const a = registry(schema);
       const b = registry(schema, { pollIntervalMs: 60_000 });
       for (let i = 0; i < 3; i++) await (await a.acquire('quiet')).release();
@@ -302,10 +225,8 @@ describe('PgLockRegistry: handover', () => {
       await waitUntil(() => waiting, { message: 'B to stand by' });
       await marker.release();
       assert.equal((await next.settled).fencingToken, marker.fencingToken + 1, 'the standby was woken by the release (its poll is 60 s)');
-      await waitUntil(() => notifications.count() >= 1, { message: 'the release notification' });
-      assert.equal(notifications.count(), 1, 'only the release with a standby waiting sent a NOTIFY');
-    } finally {
-      await notifications.close();
+      await waitUntil(() => notifications() >= 1, { message: 'the release notification' });
+      assert.equal(notifications(), 1, 'only the release with a standby waiting sent a NOTIFY');
     }
   });
 
@@ -439,7 +360,7 @@ describe('PgLockRegistry: connections and sessions', () => {
       } as pg.ClientConfig,
       sessionTimeoutMs,
     });
-    cleanups.push(() => sockets.forEach((s) => s.reallyDestroy()));
+    afterTest(() => sockets.forEach((s) => s.reallyDestroy()));
     const b = registry(schema, { pollIntervalMs: 50 });
     const lease = await a.acquire('x');
     const pid = await lockBackend(schema, a);

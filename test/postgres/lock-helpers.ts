@@ -1,0 +1,96 @@
+// What the PgLockRegistry suites (lock-registry.test.ts, lock-registry-redteam.test.ts) share: a schema
+// and registries per test, closed after it, and views of the server's side (sessions, advisory locks,
+// release notifications). node:test runs each file in a process of its own, so the cleanup list is
+// per file: call `cleanUp` from its afterEach.
+import { randomBytes } from 'node:crypto';
+import type { Lease } from '../../src/core/lock.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { PgLockRegistry } from '../../src/postgres/index.js';
+import type { PgLockRegistryOptions } from '../../src/postgres/index.js';
+import { notifyChannel } from '../../src/postgres/schema.js';
+import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
+import type { TestSchema } from '../support/postgres.js';
+
+let cleanups: (() => Promise<unknown> | unknown)[] = [];
+
+/** Runs what the last test registered, newest first. */
+export async function cleanUp(): Promise<void> {
+  const pending = cleanups.reverse();
+  cleanups = [];
+  for (const cleanup of pending) await cleanup();
+}
+
+/** Runs `cleanup` after the current test. */
+export function afterTest(cleanup: () => Promise<unknown> | unknown): void {
+  cleanups.push(cleanup);
+}
+
+/** A schema name of the test's own (created by the first registry's migration), dropped after it. */
+export async function testSchema(): Promise<TestSchema> {
+  const schema = await createTestSchema({ create: false, poolSize: 6 });
+  afterTest(() => schema.drop());
+  return schema;
+}
+
+/** A registry on the test's schema with an application_name of its own, closed after the test. */
+export function registry(schema: TestSchema, options: Partial<PgLockRegistryOptions> = {}): PgLockRegistry {
+  const created = new PgLockRegistry({
+    connectionString: POSTGRES_URL,
+    schema: schema.name,
+    applicationName: `eskit-lock-test ${randomBytes(4).toString('hex')}`,
+    logger: silentLogger,
+    ...options,
+  } as PgLockRegistryOptions);
+  afterTest(() => created.close());
+  return created;
+}
+
+/** A pending acquire whose outcome (and when it came) the test can look at without awaiting it. */
+export function pending(promise: Promise<Lease>) {
+  const state: { lease?: Lease; error?: unknown; at?: number } = {};
+  const settled = promise.then(
+    (lease) => {
+      state.lease = lease;
+      state.at = performance.now();
+      return lease;
+    },
+    (error: unknown) => {
+      state.error = error;
+      state.at = performance.now();
+      throw error;
+    },
+  );
+  settled.catch(() => undefined);
+  return { state, settled };
+}
+
+/** The backend pids of connections with this application_name. */
+export async function backends(schema: TestSchema, applicationName: string): Promise<number[]> {
+  const result = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid', [applicationName]);
+  return result.rows.map((r) => r.pid);
+}
+
+/** The advisory keys session `pid` holds exclusively (locks), or shared (a standby's waiter keys). */
+export async function heldKeys(schema: TestSchema, pid: number, mode: 'ExclusiveLock' | 'ShareLock' = 'ExclusiveLock'): Promise<string[]> {
+  const result = await schema.pool.query<{ key: string }>(
+    `SELECT ((classid::bigint << 32) | objid::bigint)::text AS key FROM pg_locks
+      WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = $1 AND mode = $2 ORDER BY 1`,
+    [pid, mode],
+  );
+  return result.rows.map((r) => r.key);
+}
+
+/** Counts the registries' release notifications on `schema` from a raw LISTEN; stops after the test. */
+export async function countReleaseNotifications(schema: TestSchema): Promise<() => number> {
+  const client = await schema.pool.connect();
+  let count = 0;
+  client.on('notification', (message) => {
+    if (message.channel === notifyChannel('released', schema.name)) count++;
+  });
+  await client.query(`LISTEN "${notifyChannel('released', schema.name)}"`);
+  afterTest(async () => {
+    await client.query('UNLISTEN *');
+    client.release();
+  });
+  return () => count;
+}
