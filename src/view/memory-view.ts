@@ -6,6 +6,7 @@ import { Subscription } from '../subscription/subscription.js';
 import type { ChangeFeed } from './change-feed.js';
 import type { WaitForOptions } from './progress.js';
 import { ViewSignals } from './signals.js';
+import { subscriptionOptionsOf } from './types.js';
 import type { ViewOptions, ViewStatus } from './types.js';
 
 export interface MemoryViewOptions<S, E extends EventShape> extends ViewOptions<E> {
@@ -51,15 +52,8 @@ export class MemoryView<S, E extends EventShape = EventShape> {
       list: async () => [],
     };
     this.#subscription = new Subscription<E>({
-      name: options.name,
-      store: options.store,
+      ...subscriptionOptionsOf(options),
       checkpoints,
-      types: options.types,
-      batchSize: options.batchSize,
-      retry: options.retry,
-      deadLetters: options.deadLetters,
-      onHandlerFailure: options.onHandlerFailure,
-      pollIntervalMs: options.pollIntervalMs,
       logger,
       checkpointsInHandler: true,
       batchHandler: (events) => this.#apply(events),

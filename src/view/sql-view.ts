@@ -14,6 +14,7 @@ import type { ChangeFeed } from './change-feed.js';
 import { RebuildFailedError } from './errors.js';
 import type { WaitForOptions } from './progress.js';
 import { ViewSignals } from './signals.js';
+import { subscriptionOptionsOf } from './types.js';
 import type { Observable, RebuildProgress, ViewOptions, ViewStatus, Waitable } from './types.js';
 import { instruments, TelemetryAttribute } from '../telemetry/telemetry.js';
 
@@ -195,15 +196,8 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
       list: () => backend.listCheckpoints(),
     };
     this.#subscription = new Subscription<E>({
-      name: options.name,
-      store: options.store,
+      ...subscriptionOptionsOf(options),
       checkpoints,
-      types: options.types,
-      batchSize: options.batchSize,
-      retry: options.retry,
-      deadLetters: options.deadLetters,
-      onHandlerFailure: options.onHandlerFailure,
-      pollIntervalMs: options.pollIntervalMs,
       leaderLock: options.leaderLock && this.#watchLeadership(options.leaderLock),
       logger: this.#logger,
       checkpointsInHandler: true,

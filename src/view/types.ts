@@ -3,7 +3,7 @@ import type { EventShape } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
-import type { FailureAction, SubscriptionStatus } from '../subscription/subscription.js';
+import type { FailureAction, SubscriptionOptions, SubscriptionStatus } from '../subscription/subscription.js';
 import type { WaitForOptions } from './progress.js';
 import type { KeysOf } from './signals.js';
 import type { ChangeFeed } from './change-feed.js';
@@ -70,4 +70,12 @@ export interface Waitable {
 export interface Observable {
   readonly name: string;
   readonly changes: ChangeFeed;
+}
+
+/** The options a view hands its subscription unchanged, the same for every kind of view. */
+export function subscriptionOptionsOf<E extends EventShape>(
+  options: ViewOptions<E>,
+): Pick<SubscriptionOptions<E>, 'name' | 'store' | 'types' | 'batchSize' | 'retry' | 'deadLetters' | 'onHandlerFailure' | 'pollIntervalMs'> {
+  const { name, store, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs } = options;
+  return { name, store, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs };
 }
