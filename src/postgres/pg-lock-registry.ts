@@ -142,6 +142,7 @@ export class PgLockRegistry implements LockRegistry {
   readonly #channel: string;
   readonly #sql: {
     take: pg.QueryArrayConfig;
+    takeOne: pg.QueryArrayConfig;
     release: pg.QueryArrayConfig;
     releaseAll: pg.QueryArrayConfig;
     unlock: pg.QueryArrayConfig;
@@ -218,18 +219,26 @@ export class PgLockRegistry implements LockRegistry {
         rowMode: array,
         text: `SELECT w.name, nextval('${s}.lease_tokens') FROM unnest($1::text[], $2::bigint[]) AS w(name, key) WHERE pg_try_advisory_lock(w.key)`,
       },
-      // Unlocks, THEN looks for waiters (the MATERIALIZED CTE orders the two): a standby takes its
-      // waiter lock before its next try, so either this sees the waiter and wakes it, or the waiter's
-      // try comes after the unlock and succeeds. The exclusive try on the waiter key fails while any
-      // standby holds it shared; it is a transaction lock, gone when this statement's transaction ends.
-      // No waiter, no NOTIFY: a NOTIFY serialises on a database-wide lock at commit.
+      // The same for one name (most passes: one subscription per lock), without the arrays: the CASE
+      // draws a token only when the lock is granted.
+      takeOne: {
+        name: name('take_one'),
+        rowMode: array,
+        text: `SELECT CASE WHEN pg_try_advisory_lock($1::bigint) THEN nextval('${s}.lease_tokens') END`,
+      },
+      // Unlocks, THEN looks for waiters (a CASE evaluates its conditions in order and stops at the
+      // first true one): a standby takes its waiter lock before its next try, so either this sees the
+      // waiter and wakes it, or the waiter's try comes after the unlock and succeeds. The exclusive try
+      // on the waiter key fails while any standby holds it shared; it is a transaction lock, gone when
+      // this statement's transaction ends. No waiter, no NOTIFY: a NOTIFY serialises on a
+      // database-wide lock at commit. -1: the lock was not held; 0: released; 1: released, a standby told.
       release: {
         name: name('release'),
         rowMode: array,
         text: `
-          WITH unlocked AS MATERIALIZED (SELECT pg_advisory_unlock($1::bigint) AS released)
-          SELECT released, CASE WHEN pg_try_advisory_xact_lock($2::bigint) THEN false ELSE pg_notify('${this.#channel}', $1::bigint::text) IS NULL END
-          FROM unlocked`,
+          SELECT CASE WHEN NOT pg_advisory_unlock($1::bigint) THEN -1
+                      WHEN pg_try_advisory_xact_lock($2::bigint) THEN 0
+                      ELSE (SELECT 1 FROM pg_notify('${this.#channel}', $1::bigint::text)) END`,
       },
       releaseAll: {
         name: name('release_all'),
@@ -406,7 +415,10 @@ export class PgLockRegistry implements LockRegistry {
         const keys = names.map((name) => (this.#requests.get(name) as Request[])[0]?.key as string);
         let rows: unknown[][];
         try {
-          rows = await this.#query(connection, this.#sql.take, [names, keys]);
+          rows =
+            names.length === 1
+              ? (await this.#query(connection, this.#sql.takeOne, keys)).filter((row) => row[0] !== null).map((row) => [names[0], row[0]])
+              : await this.#query(connection, this.#sql.take, [names, keys]);
         } catch (error) {
           if (isConnectionFailure(error, connection)) {
             // The session is gone and with it anything this statement took; ask again on a new one.
@@ -490,7 +502,7 @@ export class PgLockRegistry implements LockRegistry {
     try {
       if (connection === this.#connection && !connection.dead) {
         const rows = await this.#query(connection, this.#sql.release, [lease.key, this.#keysOf(lease.name).waitKey]);
-        if (rows[0]?.[0] !== true) {
+        if (rows[0]?.[0] === -1) {
           this.#logger.warn({ lock: lease.name, fencingToken: lease.fencingToken }, `Lock "${lease.name}" was no longer held when released`);
         }
       }
