@@ -4,6 +4,8 @@ import type { EventShape, Recorded } from '../core/event.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
 import { ViewFencedError } from '../view/errors.js';
+import { jsonValue, onConflict, PendingRows, quoteColumn, rowShape } from '../view/rows.js';
+import type { RowValue, Upsert } from '../view/rows.js';
 import { checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
 import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
 import { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
@@ -12,19 +14,30 @@ import { advisoryKey, quoteSchema } from './schema.js';
 
 /** What `evolve` writes with: a connection inside the view's transaction. */
 export interface PostgresViewTx {
-  /** In a transaction: do not COMMIT or ROLLBACK it yourself. */
+  /**
+   * In a transaction: do not COMMIT or ROLLBACK it yourself. While rows queued by `upsert` wait,
+   * `client.query` throws (it would run before them): `await flush()` first.
+   */
   readonly client: pg.PoolClient;
   /** The table (or index) `name` as SQL text, schema-qualified: the live table, or its shadow copy during a rebuild. */
   table(name: string): string;
+  /**
+   * Inserts or updates one row of the view table `name` (the name given to `table()`). Queued: the
+   * rows are written when `evolve` (or `evolveBatch`) returns, one statement per table and row shape
+   * for the whole batch, so one upsert per event costs no round trip of its own.
+   */
+  readonly upsert: Upsert;
+  /** Writes the queued upserts now (to read them back, or before using `client`). */
+  flush(): Promise<void>;
 }
 
 export interface PostgresViewOptions<E extends EventShape> extends SqlViewOptions<E> {
   /** A `PostgresEventStore`: the view's tables and checkpoint live in its schema, and it uses its pool. */
   store: EventStore<E> & PostgresStoreHandle;
   /**
-   * Applies one event with `tx.client`, inside the transaction that also saves the checkpoint; a throw
-   * rolls the batch back. Each statement is a round trip: for more than a few thousand events per
-   * second, give `evolveBatch` instead.
+   * Applies one event, inside the transaction that also saves the checkpoint; a throw rolls the batch
+   * back. `tx.upsert` rows are written together per batch; each statement through `tx.client` is a
+   * round trip of its own (a few thousand events per second at most).
    */
   evolve?: (event: Recorded<E>, tx: PostgresViewTx) => void | Promise<void>;
   /**
@@ -95,9 +108,13 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     this.#setup = options.setup;
     const { evolve, evolveBatch } = options;
     this.#evolve = evolveBatch
-      ? async (events, tx) => void (await evolveBatch(events, tx))
+      ? async (events, tx) => {
+          await evolveBatch(events, tx);
+          await tx.flush();
+        }
       : async (events, tx) => {
           for (const event of events) await (evolve as NonNullable<typeof evolve>)(event, tx);
+          await tx.flush();
         };
     this.#types = options.types && [...new Set<string>(options.types)];
     this.#checkpoints = new PostgresCheckpointStore({ store: options.store });
@@ -174,8 +191,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   async applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void> {
     await this.#transaction(async (client) => {
       await this.#checkGeneration(client, generation);
-      const tx: PostgresViewTx = { client, table: this.#live };
-      await this.#evolve(events, tx);
+      await this.#evolve(events, this.#tx(client, this.#live));
       const position = (events[events.length - 1] as Recorded<E>).position;
       await savePostgresCheckpoint(client, this.#name, position, { fencingToken, schema: this.#schema });
     });
@@ -292,7 +308,42 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   #shadowTx(client: pg.PoolClient, generation: number): PostgresViewTx {
-    return { client, table: (name) => this.#qualified(shadowName(checkTableName(this.#name, name), generation)) };
+    return this.#tx(client, (name) => this.#qualified(shadowName(checkTableName(this.#name, name), generation)));
+  }
+
+  /** What evolve gets for one transaction: its connection, its tables, and a queue of upserts. */
+  #tx(client: pg.PoolClient, table: (name: string) => string): PostgresViewTx {
+    const view = this.#name;
+    const pending = new PendingRows();
+    const flush = async (): Promise<void> => {
+      for (const run of pending.take()) {
+        const columns = run.shape.columns.map(quoteColumn).join(', ');
+        // The table's own row type reads the JSON: no column types to declare, one parameter per run.
+        await client.query({
+          text: `INSERT INTO ${run.table} (${columns}) SELECT ${columns} FROM json_populate_recordset(NULL::${run.table}, $1::json) ${onConflict(run.shape, run.table)}`,
+          values: [JSON.stringify(run.rows.map(toJson))],
+        });
+      }
+    };
+    const guarded = new Proxy(client, {
+      get(target, property, receiver) {
+        if (property === 'query' && pending.pending) {
+          return () => {
+            throw new InvalidArgumentError(
+              `View "${view}": rows queued by tx.upsert are not written yet, and a query through tx.client would run before them. ` +
+                'Call `await tx.flush()` first.',
+            );
+          };
+        }
+        return Reflect.get(target, property, receiver) as unknown;
+      },
+    });
+    return {
+      client: guarded,
+      table,
+      upsert: (name, row, options) => pending.add(table(name), rowShape(view, name, row, options), row),
+      flush,
+    };
   }
 
   #qualified(name: string): string {
@@ -372,4 +423,10 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       client.release(broken);
     }
   }
+}
+
+function toJson(row: Record<string, RowValue>): Record<string, string | number | boolean | null> {
+  const out: Record<string, string | number | boolean | null> = {};
+  for (const column in row) out[column] = jsonValue(row[column] as RowValue);
+  return out;
 }

@@ -4,6 +4,8 @@ import { PermanentFailure } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { EventStore } from '../core/store.js';
 import { ViewFencedError } from '../view/errors.js';
+import { jsonValue, onConflict, quoteColumn, rowShape } from '../view/rows.js';
+import type { RowValue, Upsert } from '../view/rows.js';
 import { checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
 import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
 import { translateSqliteError } from './errors.js';
@@ -19,6 +21,11 @@ export interface SqliteViewTx {
    * view and a rebuild get statements of their own. For fixed SQL texts (the cache keeps 1000).
    */
   prepare<P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R>;
+  /**
+   * Inserts or updates one row of the view table `name` (the name given to `table()`), at once. The
+   * same call as `PostgresViewTx.upsert`, so one `evolve` can serve both backends.
+   */
+  readonly upsert: Upsert;
 }
 
 export interface SqliteViewOptions<E extends EventShape> extends SqlViewOptions<E> {
@@ -345,18 +352,32 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   #tx(map: (name: string) => string): SqliteViewTx {
     const db = this.#db;
     const cache = new Map<string, Database.Statement>();
+    const upserts = new Map<string, Database.Statement>();
     const view = this.#name;
+    const table = (name: string): string => quote(map(checkTableName(view, name)));
+    const prepare = <P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> => {
+      let statement = cache.get(sql);
+      if (statement === undefined) {
+        if (cache.size >= MAX_CACHED_STATEMENTS) cache.clear();
+        statement = db.prepare(sql);
+        cache.set(sql, statement);
+      }
+      return statement as unknown as Database.Statement<P, R>;
+    };
     return {
       db,
-      table: (name) => quote(map(checkTableName(view, name))),
-      prepare: <P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> => {
-        let statement = cache.get(sql);
-        if (statement === undefined) {
-          if (cache.size >= MAX_CACHED_STATEMENTS) cache.clear();
-          statement = db.prepare(sql);
-          cache.set(sql, statement);
+      table,
+      prepare,
+      upsert: (name, row, options) => {
+        const shape = rowShape(view, name, row, options);
+        let upsert = upserts.get(shape.signature);
+        if (upsert === undefined) {
+          const t = table(name);
+          upsert = prepare(`INSERT INTO ${t} (${shape.columns.map(quoteColumn).join(', ')}) VALUES (${shape.columns.map(() => '?').join(', ')}) ${onConflict(shape, t)}`);
+          if (upserts.size >= MAX_CACHED_STATEMENTS) upserts.clear();
+          upserts.set(shape.signature, upsert);
         }
-        return statement as unknown as Database.Statement<P, R>;
+        upsert.run(...shape.columns.map((column) => sqliteValue(row[column] as RowValue)));
       },
     };
   }
@@ -378,4 +399,11 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       throw translateSqliteError(error, this.#db, operation);
     }
   }
+}
+
+/** better-sqlite3 binds no booleans or Dates: 1/0 and ISO 8601 text, as SQLite stores them anyway. */
+function sqliteValue(value: RowValue): string | number | bigint | null {
+  if (typeof value === 'boolean') return value ? 1 : 0;
+  if (typeof value === 'bigint') return value;
+  return jsonValue(value) as string | number | null;
 }
