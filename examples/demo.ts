@@ -18,7 +18,7 @@ import { runSingle } from './ticket-shop/single.js';
 
 const HELP = `Usage: npm start -- [--workers N] [--orders N] [--json]
 
-  --workers N   run the view and the mailer in N worker processes (N >= 2) under leader election,
+  --workers N   run the view and the mailer in N worker processes (2 to 16) under leader election,
                 stop the leader midway and show the handoff
   --orders N    how many orders the shoppers place (default 400)
   --json        print a JSON summary as the last line

@@ -119,6 +119,13 @@ function findCommand(words: readonly string[]): { spec: CommandSpec } | { group:
   throw new UsageError(`unknown command "${first}"`, { hint: 'Run `eskit --help` for the list.' });
 }
 
+/** node's parseArgs messages, on one line and without its advice about positionals. */
+function parseArgsMessage(error: Error): string {
+  const ambiguous = /^Option '(-[^']+)' argument is ambiguous/.exec(error.message);
+  if (ambiguous) return `option ${ambiguous[1]} needs a value; for a value that starts with a dash, write ${ambiguous[1]}=<value>`;
+  return error.message.replace(/\.?\s*To specify a positional argument.*$/s, '').replace(/\.$/, '').replace(/\s*\n\s*/g, ' ');
+}
+
 function parseStrict(argv: readonly string[], spec: CommandSpec): { values: OptionValues; positionals: string[] } {
   try {
     const parsed = parseArgs({ args: [...argv], options: { ...GLOBAL_OPTIONS, ...spec.options }, strict: true, allowPositionals: true });
@@ -126,8 +133,7 @@ function parseStrict(argv: readonly string[], spec: CommandSpec): { values: Opti
   } catch (error) {
     const code = (error as { code?: unknown }).code;
     if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
-      const message = (error as Error).message.replace(/\.?\s*To specify a positional argument.*$/s, '').replace(/\.$/, '');
-      throw new UsageError(message, { hint: `Run \`eskit ${spec.name} --help\`.` });
+      throw new UsageError(parseArgsMessage(error as Error), { hint: `Run \`eskit ${spec.name} --help\`.` });
     }
     throw error;
   }
@@ -150,7 +156,7 @@ export async function run(argv: readonly string[], io: CliIO): Promise<number> {
       words = parsed.positionals;
       lenient = parsed.values as OptionValues;
     } catch (error) {
-      throw new UsageError((error as Error).message, { hint: 'Run `eskit --help`.' });
+      throw new UsageError(parseArgsMessage(error as Error), { hint: 'Run `eskit --help`.' });
     }
     if (words.length === 0 && lenient.version === true) {
       out(`${version()}\n`);

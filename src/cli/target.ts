@@ -5,7 +5,15 @@ import { UsageError } from './errors.js';
 /** Which database a command works on, from `--db` (or `DATABASE_URL`) and `--schema`. */
 export type DatabaseTarget =
   | { kind: 'sqlite'; /** Absolute. */ path: string; /** For messages. */ display: string }
-  | { kind: 'postgres'; connectionString: string; schema: string; /** The URL without its password, for messages. */ display: string };
+  | {
+      kind: 'postgres';
+      connectionString: string;
+      schema: string;
+      /** The URL without its password, for messages. */
+      safeUrl: string;
+      /** The same with the schema, for messages. */
+      display: string;
+    };
 
 const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
 
@@ -47,7 +55,7 @@ export function parseTarget(url: string | undefined, schema: string | undefined,
       throw new UsageError(`--schema must be a lower-case SQL identifier (a-z, 0-9, _), got "${chosen}"`);
     }
     if (parsed.password !== '') parsed.password = '***';
-    return { kind: 'postgres', connectionString: text, schema: chosen, display: `${parsed.toString()} (schema ${chosen})` };
+    return { kind: 'postgres', connectionString: text, schema: chosen, safeUrl: parsed.toString(), display: `${parsed.toString()} (schema ${chosen})` };
   }
   throw new UsageError(`"${redact(text)}" is not a database URL eskit understands`, {
     hint: 'Use sqlite:<file> or postgres://user@host:5432/db.',

@@ -63,6 +63,8 @@ describe('eskit CLI: help and usage errors', () => {
       [['dlq', 'list', '--limit', '0', '--db', 'sqlite:x.db'], /^eskit: --limit must be a positive integer, got "0"/],
       [['events', 'tail', '--from', 'x'], /^eskit: --from must be a positive integer/],
       [['events', 'tail', '--no-follow'], /^eskit: --no-follow needs --from/],
+      [['events', 'read', 's', '--from', '-1'], /^eskit: option --from needs a value; for a value that starts with a dash, write --from=<value>\. Run `eskit events read --help`/],
+      [['dlq', 'retry', 'abc', '--all'], /^eskit: give a dead letter id or --all, not both/],
       [['status'], /^eskit: no database given\. Pass --db sqlite:<file> or --db postgres:/],
       [['status', '--db', 'sqlite:x.db', '--schema', 'a'], /^eskit: --schema applies to PostgreSQL only/],
       [['status', '--db', POSTGRES_URL, '--schema', 'Bad-Name'], /^eskit: --schema must be a lower-case SQL identifier/],
@@ -83,7 +85,13 @@ describe('eskit CLI: database URLs', () => {
     assert.equal((parseTarget('sqlite:///var/app.db', undefined, '/srv') as { path: string }).path, '/var/app.db');
     assert.deepEqual(parseTarget('data/app.db', undefined, '/srv'), { kind: 'sqlite', path: '/srv/data/app.db', display: 'sqlite:/srv/data/app.db' }, 'a plain path is a SQLite file');
     const pg = parseTarget('postgresql://app:secret@db:5433/shop', 'tenant_a', '/');
-    assert.deepEqual(pg, { kind: 'postgres', connectionString: 'postgresql://app:secret@db:5433/shop', schema: 'tenant_a', display: 'postgresql://app:***@db:5433/shop (schema tenant_a)' });
+    assert.deepEqual(pg, {
+      kind: 'postgres',
+      connectionString: 'postgresql://app:secret@db:5433/shop',
+      schema: 'tenant_a',
+      safeUrl: 'postgresql://app:***@db:5433/shop',
+      display: 'postgresql://app:***@db:5433/shop (schema tenant_a)',
+    });
     assert.equal((parseTarget('postgres://db/shop', undefined, '/') as { schema: string }).schema, 'eskit');
   });
 
@@ -168,7 +176,7 @@ describe('eskit CLI: PostgreSQL servers and schemas', () => {
     const missing = uniqueSchemaName('eskit_cli');
     const absent = await cli(['status', '--db', POSTGRES_URL, '--schema', missing]);
     assert.equal(absent.code, FAILED);
-    assert.match(absent.stderr, new RegExp(`^eskit: schema "${missing}" does not exist\\. Check --schema, or run \`eskit migrate`));
+    assert.match(absent.stderr, new RegExp(`^eskit: schema "${missing}" does not exist\\. Check --schema, or run \`eskit migrate --db postgres://\\S+ --schema ${missing}\` first`));
 
     const schema = await createTestSchema({ prefix: 'eskit_cli' });
     try {

@@ -204,7 +204,9 @@ Options:
     const source = stringOption(context.values, 'source');
     const force = flag(context.values, 'force');
     const idText = context.args[0];
-    if (all === (idText !== undefined)) throw new UsageError('give a dead letter id or --all', { hint: 'See `eskit dlq retry --help`.' });
+    if (all === (idText !== undefined)) {
+      throw new UsageError(all ? 'give a dead letter id or --all, not both' : 'give a dead letter id or --all', { hint: 'See `eskit dlq retry --help`.' });
+    }
     if (source !== undefined && !all) throw new UsageError('--source goes with --all', { hint: 'Give an id, or --all --source <name>.' });
     if (!all) {
       const id = letterId(idText as string);
@@ -268,7 +270,11 @@ Options:
     const all = flag(context.values, 'all');
     const source = stringOption(context.values, 'source');
     const idText = context.args[0];
-    if (all === (idText !== undefined)) throw new UsageError('give a dead letter id or --all --source <name>', { hint: 'See `eskit dlq discard --help`.' });
+    if (all === (idText !== undefined)) {
+      throw new UsageError(all ? 'give a dead letter id or --all --source <name>, not both' : 'give a dead letter id or --all --source <name>', {
+        hint: 'See `eskit dlq discard --help`.',
+      });
+    }
     if (!all) {
       if (source !== undefined) throw new UsageError('--source goes with --all', { hint: 'Give an id, or --all --source <name> --yes.' });
       const id = letterId(idText as string);
