@@ -5,7 +5,7 @@ import { InvalidArgumentError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
 import { ViewFencedError } from '../view/errors.js';
 import { jsonValue, onConflict, PendingRows, quoteColumn, rowShape } from '../view/rows.js';
-import type { RowValue, Upsert } from '../view/rows.js';
+import type { Row, RowShape, RowValue, Upsert } from '../view/rows.js';
 import { checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
 import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
 import { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
@@ -317,12 +317,8 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     const pending = new PendingRows();
     const flush = async (): Promise<void> => {
       for (const run of pending.take()) {
-        const columns = run.shape.columns.map(quoteColumn).join(', ');
-        // The table's own row type reads the JSON: no column types to declare, one parameter per run.
-        await client.query({
-          text: `INSERT INTO ${run.table} (${columns}) SELECT ${columns} FROM json_populate_recordset(NULL::${run.table}, $1::json) ${onConflict(run.shape, run.table)}`,
-          values: [JSON.stringify(run.rows.map(toJson))],
-        });
+        const nullKey = run.rows.some((row) => run.shape.key.some((column) => row[column] === null));
+        await client.query({ text: upsertStatement(run.table, run.shape, nullKey), values: [JSON.stringify(run.rows.map(toJson))] });
       }
     };
     const guarded = new Proxy(client, {
@@ -425,8 +421,31 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 }
 
-function toJson(row: Record<string, RowValue>): Record<string, string | number | boolean | null> {
-  const out: Record<string, string | number | boolean | null> = {};
+function toJson(row: Row): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
   for (const column in row) out[column] = jsonValue(row[column] as RowValue);
   return out;
+}
+
+/**
+ * One run of upserts as one statement. The table's own row type reads the JSON (no column types to
+ * declare); the rows are grouped by key in SQL, so that one INSERT touches each row once (which
+ * ON CONFLICT requires) with the database's own idea of equal keys: increments summed in the column's
+ * type, other columns the latest value (by position in the run). A NULL in the key never meets
+ * another row, as in a unique index.
+ */
+function upsertStatement(table: string, shape: RowShape, nullKey: boolean): string {
+  const r = (column: string): string => `r.${quoteColumn(column)}`;
+  const select = shape.columns.map((column) =>
+    shape.key.includes(column) ? r(column) : shape.increment.has(column) ? `sum(${r(column)})` : `(array_agg(${r(column)} ORDER BY r.ordinality DESC))[1]`,
+  );
+  const groupBy = shape.key.map(r);
+  if (nullKey) groupBy.push(`CASE WHEN ${shape.key.map((column) => `${r(column)} IS NULL`).join(' OR ')} THEN r.ordinality END`);
+  // The position in the run, only where something needs it (a latest value, a NULL key): it costs.
+  const ordinality = nullKey || shape.columns.some((column) => !shape.key.includes(column) && !shape.increment.has(column)) ? ' WITH ORDINALITY' : '';
+  return (
+    `INSERT INTO ${table} (${shape.columns.map(quoteColumn).join(', ')}) ` +
+    `SELECT ${select.join(', ')} FROM json_populate_recordset(NULL::${table}, $1::json)${ordinality} AS r ` +
+    `GROUP BY ${groupBy.join(', ')} ${onConflict(shape, table)}`
+  );
 }

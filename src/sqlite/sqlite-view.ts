@@ -4,7 +4,7 @@ import { PermanentFailure } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { EventStore } from '../core/store.js';
 import { ViewFencedError } from '../view/errors.js';
-import { jsonValue, onConflict, quoteColumn, rowShape } from '../view/rows.js';
+import { onConflict, quoteColumn, rowShape } from '../view/rows.js';
 import type { RowValue, Upsert } from '../view/rows.js';
 import { checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
 import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
@@ -401,9 +401,15 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 }
 
-/** better-sqlite3 binds no booleans or Dates: 1/0 and ISO 8601 text, as SQLite stores them anyway. */
+/**
+ * better-sqlite3 binds no booleans, Dates or objects (1/0, ISO 8601 text, JSON text), and binds every
+ * number as a REAL: a whole number goes as an integer, so a TEXT column stores '1' (as PostgreSQL
+ * would), not '1.0'.
+ */
 function sqliteValue(value: RowValue): string | number | bigint | null {
+  if (typeof value === 'number') return Number.isSafeInteger(value) ? BigInt(value) : value;
   if (typeof value === 'boolean') return value ? 1 : 0;
-  if (typeof value === 'bigint') return value;
-  return jsonValue(value) as string | number | null;
+  if (typeof value === 'bigint' || typeof value === 'string' || value === null) return value;
+  if (value instanceof Date) return value.toISOString();
+  return JSON.stringify(value);
 }

@@ -1,7 +1,13 @@
 import { InvalidArgumentError } from '../core/errors.js';
 
-/** A column value `upsert` writes. A `Date` is written as ISO 8601 text; booleans as 1/0 in SQLite. */
-export type RowValue = string | number | bigint | boolean | Date | null;
+/** A JSON document: for json/jsonb columns (SQLite stores its text). */
+export type JsonDocument = { readonly [key: string]: unknown } | readonly unknown[];
+
+/**
+ * A column value `upsert` writes. A `Date` is written as ISO 8601 text, booleans as 1/0 in SQLite,
+ * objects and arrays as JSON (pass the object for a json/jsonb column, not its JSON.stringify text).
+ */
+export type RowValue = string | number | bigint | boolean | Date | null | JsonDocument;
 
 /** One row of a view table, by column name. */
 export type Row = Readonly<Record<string, RowValue>>;
@@ -56,7 +62,7 @@ export function rowShape(view: string, table: string, row: Row, options: UpsertO
   }
   const key = options?.key;
   const columns = Object.keys(row);
-  const id = `${view}\0${table}\0${columns.join(',')}\0${Array.isArray(key) ? key.join(',') : ''}\0${options?.increment?.join(',') ?? ''}`;
+  const id = JSON.stringify([view, table, columns, key, options?.increment ?? []]);
   let shape = shapes.get(id);
   if (shape === undefined) {
     shape = newShape(view, table, row, options, id);
@@ -70,7 +76,9 @@ export function rowShape(view: string, table: string, row: Row, options: UpsertO
         throw new InvalidArgumentError(`View "${view}": upsert into "${table}": increment column "${column}" needs a number or a bigint, got ${describe(value)}.`);
       }
     }
-    checkValue(view, table, column, value);
+    if (checkValue(view, table, column, value) && shape.key.includes(column)) {
+      throw new InvalidArgumentError(`View "${view}": upsert into "${table}": key column "${column}" needs a plain value, got ${describe(value)}.`);
+    }
   }
   return shape;
 }
@@ -98,22 +106,24 @@ function newShape(view: string, table: string, row: Row, options: UpsertOptions,
   return { columns, key: [...key], increment, signature };
 }
 
-function checkValue(view: string, table: string, column: string, value: unknown): void {
-  if (value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') {
-    if (typeof value !== 'number' || Number.isFinite(value)) return;
-  }
+/** Throws for a value upsert cannot write; true for a JSON document. */
+function checkValue(view: string, table: string, column: string, value: unknown): boolean {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean' || typeof value === 'bigint') return false;
   const where = `View "${view}": upsert into "${table}"`;
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw new InvalidArgumentError(`${where}: column "${column}" is ${value}; only finite numbers can be stored.`);
-    return;
+    return false;
   }
   if (value instanceof Date) {
     if (Number.isNaN(value.getTime())) throw new InvalidArgumentError(`${where}: column "${column}" is an invalid Date.`);
-    return;
+    return false;
+  }
+  if (Array.isArray(value) || (typeof value === 'object' && (Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null))) {
+    return true;
   }
   throw new InvalidArgumentError(
-    `${where}: column "${column}" is ${describe(value)}; upsert takes strings, numbers, bigints, booleans, Dates and null ` +
-      '(write JSON yourself with JSON.stringify, or use the connection for other types).',
+    `${where}: column "${column}" is ${describe(value)}; upsert takes strings, numbers, bigints, booleans, Dates, null, ` +
+      'and plain objects or arrays (written as JSON). Use the connection for other types.',
   );
 }
 
@@ -141,15 +151,15 @@ export function onConflict(shape: RowShape, table: string): string {
 }
 
 /**
- * Upserts waiting to be written, folded so that one statement per run touches each row once (which
- * `INSERT ... ON CONFLICT` requires). Per table, consecutive upserts of one shape form a run; within a
- * run, the upserts of one key become one row whose increment columns are summed and whose other
- * columns take the latest value. A table's runs keep their order; tables are written in the order
- * they were first touched (a view whose tables depend on each other through triggers must not rely on
- * the order of writes across tables).
+ * Upserts waiting to be written. Per table, consecutive upserts of one shape form a run, which one
+ * statement writes; a table's runs keep their order; tables are written in the order they were first
+ * touched. The statement groups a run's rows by key itself (keys equal when the database says so, sums
+ * exact in the column's type); rows are merged here first only where that is certainly the same, to
+ * send less: the same key values of the same JS types, no NULL in the key, and increments whose sum is
+ * exact in JS (safe integers, or bigints). A merged row moves to the end, where its latest values came.
  */
 export class PendingRows {
-  #tables = new Map<string, { shape: RowShape; rows: Map<string, Record<string, RowValue>> }[]>();
+  #tables = new Map<string, Run[]>();
 
   /** True while rows wait. */
   get pending(): boolean {
@@ -164,47 +174,80 @@ export class PendingRows {
     }
     let run = runs[runs.length - 1];
     if (run?.shape.signature !== shape.signature) {
-      run = { shape, rows: new Map() };
+      run = { shape, rows: [], latest: new Map() };
       runs.push(run);
     }
-    const id = rowKey(shape.key, row);
-    const existing = run.rows.get(id);
-    if (existing === undefined) {
-      run.rows.set(id, { ...row });
+    const id = mergeKey(shape.key, row);
+    const at = id === undefined ? undefined : run.latest.get(id);
+    const existing = at === undefined ? undefined : run.rows[at];
+    if (id !== undefined && at !== undefined && existing !== undefined && mergeable(shape, existing, row)) {
+      for (const column of shape.columns) {
+        existing[column] = shape.increment.has(column) ? sum(existing[column] as number | bigint, row[column] as number | bigint) : (row[column] as RowValue);
+      }
+      run.rows[at] = undefined;
+      run.latest.set(id, run.rows.push(existing) - 1);
       return;
     }
-    for (const column of shape.columns) {
-      existing[column] = shape.increment.has(column) ? add(existing[column] as number | bigint, row[column] as number | bigint) : (row[column] as RowValue);
-    }
+    // A copy: the caller may change its object after the call.
+    const index = run.rows.push({ ...row }) - 1;
+    if (id !== undefined) run.latest.set(id, index);
   }
 
   /** Takes the runs out, in the order to write them; nothing waits afterwards. */
-  take(): { shape: RowShape; table: string; rows: Record<string, RowValue>[] }[] {
-    const out: { shape: RowShape; table: string; rows: Record<string, RowValue>[] }[] = [];
-    for (const [table, runs] of this.#tables) for (const run of runs) out.push({ shape: run.shape, table, rows: [...run.rows.values()] });
+  take(): { shape: RowShape; table: string; rows: Row[] }[] {
+    const out: { shape: RowShape; table: string; rows: Row[] }[] = [];
+    for (const [table, runs] of this.#tables) {
+      for (const run of runs) out.push({ shape: run.shape, table, rows: run.rows.filter((row): row is Record<string, RowValue> => row !== undefined) });
+    }
     this.#tables.clear();
     return out;
   }
 }
 
-function add(a: number | bigint, b: number | bigint): number | bigint {
-  if (typeof a === 'bigint' || typeof b === 'bigint') return BigInt(a) + BigInt(b);
-  return a + b;
+interface Run {
+  shape: RowShape;
+  /** In order; undefined where a row was merged into a later one. */
+  rows: (Record<string, RowValue> | undefined)[];
+  /** Merge key → index of the latest row with it. */
+  latest: Map<string, number>;
 }
 
-function rowKey(key: readonly string[], row: Row): string {
+/** Equal only for key values that are certainly equal (same JS type and value); undefined for a NULL key. */
+function mergeKey(key: readonly string[], row: Row): string | undefined {
   if (key.length === 1) {
     const value = row[key[0] as string];
-    // The type in front: 1 and '1' are two keys here, as they are to JSON.
     if (typeof value === 'string') return `s${value}`;
-    if (typeof value === 'number' || typeof value === 'bigint') return `n${value}`;
+    if (typeof value === 'number') return `n${value}`;
   }
-  return JSON.stringify(key.map((column) => jsonValue(row[column] as RowValue)));
+  const parts: unknown[] = [];
+  for (const column of key) {
+    const value = row[column];
+    if (value === null || value === undefined) return undefined;
+    parts.push(typeof value === 'bigint' ? ['bigint', value.toString()] : value instanceof Date ? ['date', value.toISOString()] : value);
+  }
+  return JSON.stringify(parts);
 }
 
-/** A value as JSON can carry it: PostgreSQL reads bigints and timestamps back from their text. */
-export function jsonValue(value: RowValue): string | number | boolean | null {
+function mergeable(shape: RowShape, a: Row, b: Row): boolean {
+  for (const column of shape.increment) {
+    const x = a[column];
+    const y = b[column];
+    if (typeof x === 'bigint' && typeof y === 'bigint') continue;
+    if (typeof x === 'number' && typeof y === 'number' && Number.isSafeInteger(x) && Number.isSafeInteger(y) && Number.isSafeInteger(x + y)) continue;
+    return false;
+  }
+  return true;
+}
+
+function sum(a: number | bigint, b: number | bigint): number | bigint {
+  return typeof a === 'bigint' ? a + (b as bigint) : a + (b as number);
+}
+
+/** A value as JSON carries it to PostgreSQL, which reads bigints and timestamps back from their text. */
+export function jsonValue(value: RowValue): unknown {
   if (typeof value === 'bigint') return value.toString();
   if (value instanceof Date) return value.toISOString();
+  // A lone surrogate is invalid JSON to PostgreSQL; the pg driver binds it as U+FFFD, so does this.
+  if (typeof value === 'string') return value.toWellFormed();
   return value;
 }
