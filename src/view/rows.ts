@@ -62,8 +62,16 @@ export function rowShape(view: string, table: string, row: Row, options: UpsertO
   }
   const key = options?.key;
   const columns = Object.keys(row);
-  const id = JSON.stringify([view, table, columns, key, options?.increment ?? []]);
+  const increment = options?.increment;
+  // NUL cannot be in a name of a cached (checked) shape, and the counts must match: so a name with a
+  // NUL in it, or with the separator of another encoding, can never pass for a cached shape.
+  const keys = Array.isArray(key) ? key : [];
+  const increments = Array.isArray(increment) ? increment : [];
+  const id = `${view}\0${table}\0${columns.join('\0')}\0\0${keys.join('\0')}\0\0${increments.join('\0')}`;
   let shape = shapes.get(id);
+  if (shape !== undefined && (shape.key.length !== keys.length || shape.increment.size !== increments.length || shape.columns.length !== columns.length)) {
+    shape = undefined;
+  }
   if (shape === undefined) {
     shape = newShape(view, table, row, options, id);
     if (shapes.size >= MAX_SHAPES) shapes.clear();
