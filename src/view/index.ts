@@ -10,4 +10,4 @@ export { SqlView } from './sql-view.js';
 export type { RebuildOptions, RebuildResult, SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from './sql-view.js';
 export type { Observable, RebuildProgress, ViewOptions, ViewStatus, Waitable } from './types.js';
 export { waitFor } from './wait-for.js';
-export type { Row, RowValue, Upsert, UpsertOptions } from './rows.js';
+export type { JsonDocument, Row, RowValue, Upsert, UpsertOptions } from './rows.js';
