@@ -406,7 +406,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       const first = period.ended ? undefined : this.#attempt(period, item, item.failures.length + 1);
       const outcome =
         first === SUCCEEDED && !item.redriveOf && !period.lose.signal.aborted
-          ? this.#succeeded(period, item)
+          ? this.#settled(period, item)
           : await this.#runItem(period, item, first);
       // Abandoned: the item stays pending (holding the checkpoint) until this period ends.
       if (outcome === 'abandoned') return;
@@ -429,13 +429,15 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
           await this.#settleRedrive(period, item.redriveOf, { ok: true });
           return 'done';
         }
-        return this.#succeeded(period, item);
+        return this.#settled(period, item);
       }
       if (period.lose.signal.aborted) return 'abandoned';
       item.failures.push({ at: new Date(), error: describeError(error) });
       const permanent = isEskitError(error, ErrorCode.PermanentFailure);
       if (permanent || attempt >= this.#retry.maxAttempts) {
-        return (await this.#givenUp(period, item, error)) ? 'done' : 'abandoned';
+        if (!(await this.#givenUp(period, item, error))) return 'abandoned';
+        // Recorded like a completion: a new leader must not run it (and dead-letter it) again.
+        return item.redriveOf ? 'done' : this.#settled(period, item);
       }
       instruments().handlerRetries.add(1, this.#attributes);
       this.#logger.warn(
@@ -541,8 +543,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     }, every);
   }
 
-  /** Remembers a completed item, to record it unless the checkpoint passes it first. */
-  #succeeded(period: Period<P>, item: Item<P>): 'done' {
+  /** Remembers an item that completed or was dead-lettered, to record it unless the checkpoint passes it first. */
+  #settled(period: Period<P>, item: Item<P>): 'done' {
     if (this.#options.completions && item.position !== undefined && item.position > period.savedPosition) {
       period.unrecorded.push({ position: item.position, itemId: item.itemId });
     }

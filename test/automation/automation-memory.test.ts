@@ -233,6 +233,41 @@ describe('Automation (memory)', () => {
     );
   });
 
+  it('after a restart, does not run again an item that was dead-lettered above the checkpoint', async () => {
+    const blocker = gate();
+    const first = setup({
+      concurrency: 4,
+      execute: async (item) => {
+        if (item.key === 'slow') await blocker.wait;
+        first.executed.push({ key: item.key, n: item.payload.n, attempt: 1 });
+        if (item.key === 'bad') throw new PermanentFailure('550 no such domain');
+      },
+    });
+    await appendKeys(first.store, ['slow', 'bad', 'a']);
+    await first.automation.start();
+    await waitUntil(async () => (await first.deadLetters.count({ source: 'mailer' })) === 1 && first.executed.length === 2);
+    // Its record is written on the next poll tick, like a completion's.
+    await waitUntil(async () => (await first.completions.completedAfter('mailer', 0)).size === 2);
+    const second = track(
+      new Automation<EventShape, Payload>({
+        ...first.options,
+        execute: (item) => {
+          first.executed.push({ key: `second:${item.key}`, n: item.payload.n, attempt: 1 });
+          if (item.key === 'bad') throw new PermanentFailure('550 no such domain');
+        },
+      }),
+    );
+    assert.equal(await first.checkpoints.load('mailer'), undefined, 'nothing checkpointed while slow holds it');
+    await second.start();
+    await waitUntil(async () => (await first.checkpoints.load('mailer')) === 3);
+    assert.deepEqual(
+      first.executed.filter((e) => e.key.startsWith('second:')).map((e) => e.key),
+      ['second:slow'],
+      'bad was dead-lettered and a completed: only slow runs again',
+    );
+    assert.equal(await first.deadLetters.count({ source: 'mailer' }), 1, 'one dead letter, not one per leader');
+  });
+
   it('redrives dead letters: success removes them, failure puts them back with the new attempts', async () => {
     let healthy = false;
     const { store, checkpoints, deadLetters, executed, automation } = setup({
