@@ -78,6 +78,7 @@ async function untilWaiting(backend: PostgresBackend, pid: number): Promise<void
 /** A Subscription with its own registry, store and pool: one node. `nextHandled` resolves at its next handled event. */
 interface Node {
   subscription: Subscription;
+  store: PostgresEventStore;
   registry: PgLockRegistry;
   nextHandled(): Promise<number>;
   position(): Promise<number | undefined>;
@@ -110,6 +111,7 @@ function openNode(ctx: BenchContext, backend: PostgresBackend, name: string): No
   return {
     close,
     subscription,
+    store,
     registry,
     nextHandled: () => new Promise<number>((resolve) => (waiter = resolve)),
     position: async () => (await subscription.status()).position,
@@ -120,8 +122,9 @@ async function untilLeading(node: Node): Promise<void> {
   await until(async () => (await node.subscription.status()).state === 'leading', 'a node to lead', 30_000, 2);
 }
 
+/** Denied the lock, and at rest: its store's LISTEN connection is up (a fresh one forks a server process). */
 async function untilStandby(node: Node): Promise<void> {
-  await until(async () => (await node.subscription.status()).lockDenied, 'a node to stand by', 30_000, 2);
+  await until(async () => (await node.subscription.status()).lockDenied && node.store.listening, 'a node to stand by', 30_000, 2);
 }
 
 async function untilCheckpointed(node: Node, position: number): Promise<void> {
