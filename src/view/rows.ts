@@ -127,6 +127,11 @@ function checkValue(view: string, table: string, column: string, value: unknown)
     return false;
   }
   if (Array.isArray(value) || (typeof value === 'object' && (Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null))) {
+    try {
+      JSON.stringify(value);
+    } catch (error) {
+      throw new InvalidArgumentError(`${where}: column "${column}" cannot be written as JSON (${error instanceof Error ? error.message : String(error)}).`);
+    }
     return true;
   }
   throw new InvalidArgumentError(
@@ -190,14 +195,24 @@ export class PendingRows {
     const existing = at === undefined ? undefined : run.rows[at];
     if (id !== undefined && at !== undefined && existing !== undefined && mergeable(shape, existing, row)) {
       for (const column of shape.columns) {
-        existing[column] = shape.increment.has(column) ? sum(existing[column] as number | bigint, row[column] as number | bigint) : (row[column] as RowValue);
+        const value = row[column] as RowValue;
+        existing[column] = shape.increment.has(column)
+          ? sum(existing[column] as number | bigint, value as number | bigint)
+          : typeof value === 'object' && value !== null && !(value instanceof Date)
+            ? (JSON.parse(JSON.stringify(value)) as JsonDocument)
+            : value;
       }
       run.rows[at] = undefined;
       run.latest.set(id, run.rows.push(existing) - 1);
       return;
     }
-    // A copy: the caller may change its object after the call.
-    const index = run.rows.push({ ...row }) - 1;
+    // A copy, JSON documents included: the caller may change its objects before the rows are written.
+    const copy: Record<string, RowValue> = { ...row };
+    for (const column in copy) {
+      const value = copy[column];
+      if (typeof value === 'object' && value !== null && !(value instanceof Date)) copy[column] = JSON.parse(JSON.stringify(value)) as JsonDocument;
+    }
+    const index = run.rows.push(copy) - 1;
     if (id !== undefined) run.latest.set(id, index);
   }
 

@@ -171,6 +171,32 @@ describe('upsert on PostgreSQL', () => {
     assert.deepEqual(live, expected(await readAllEvents(store)));
   });
 
+  it('writes a JSON document as it was at the upsert, even if the caller changes it before the batch ends', async () => {
+    const { schema, store } = await postgres();
+    const head = (await store.append('s', [{ type: 'ItemAdded', data: { cart: 'a', qty: 1 } }, { type: 'ItemAdded', data: { cart: 'b', qty: 2 } }])).position;
+    const doc: { qty: number; tags: string[] } = { qty: 0, tags: [] };
+    const view = new PostgresView<CartEvent>({
+      name: 'docs',
+      store,
+      setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('docs')} (cart text PRIMARY KEY, body jsonb NOT NULL)`] },
+      logger: silentLogger,
+      evolve: (event, { upsert }) => {
+        if (event.type !== 'ItemAdded') return;
+        doc.qty = event.data.qty;
+        doc.tags.push(event.data.cart);
+        upsert('docs', { cart: event.data.cart, body: doc }, { key: ['cart'] });
+      },
+    });
+    cleanups.push(() => view.stop());
+    await view.start();
+    await view.waitFor(head);
+    const rows = await schema.pool.query<{ cart: string; body: unknown }>(`SELECT cart, body FROM "${schema.name}".docs ORDER BY cart`);
+    assert.deepEqual(rows.rows, [
+      { cart: 'a', body: { qty: 1, tags: ['a'] } },
+      { cart: 'b', body: { qty: 2, tags: ['a', 'b'] } },
+    ]);
+  });
+
   it('refuses a query through tx.client while upserts wait, and reads them after flush()', async () => {
     const { store } = await postgres();
     const head = (await store.append('s', [{ type: 'ItemAdded', data: { cart: 'a', qty: 3 } }])).position;
@@ -274,6 +300,7 @@ describe('upsert arguments', () => {
       [shape({ id: 1, v: Number.NaN }, { key: ['id'] }), /column "v" is NaN/],
       [shape({ id: 1, v: new Date(Number.NaN) }, { key: ['id'] }), /invalid Date/],
       [shape(null as never, { key: ['id'] }), /needs a row object/],
+      [shape({ id: 1, v: { n: 1n } }, { key: ['id'] }), /column "v" cannot be written as JSON \(Do not know how to serialize a BigInt\)/],
     ];
     for (const [call, message] of cases) {
       assert.throws(call, (error: unknown) => isEskitError(error, ErrorCode.InvalidArgument) && message.test((error as Error).message), String(message));
