@@ -185,6 +185,29 @@ describe('Automation (memory)', () => {
     assert.deepEqual(executed.map((e) => e.key).sort(), ['a', 'b']);
   });
 
+  it('refuses a to-do key with NUL or a lone surrogate (no database can store it): the event is dead-lettered', async () => {
+    const { store, checkpoints, deadLetters, executed, automation } = setup({
+      triggerRetry: { maxAttempts: 1, initialDelayMs: 1, maxDelayMs: 1 },
+      trigger: (event) => {
+        const key = (event.data as { key: string }).key;
+        return { key: key === 'nul' ? 'a\u0000b' : key === 'half' ? 'x\ud83c' : key, payload: { n: event.position } };
+      },
+    });
+    await appendKeys(store, ['a', 'nul', 'half', 'ok \ud83c\udf89']);
+    await automation.start();
+    await waitUntil(async () => (await checkpoints.load('mailer')) === 4);
+    const letters = await deadLetters.list();
+    assert.deepEqual(
+      letters.map((letter) => [letter.stage, letter.eventPosition]),
+      [
+        ['trigger', 2],
+        ['trigger', 3],
+      ],
+    );
+    for (const letter of letters) assert.match(letter.attempts[0]?.error ?? '', /contains NUL or a lone surrogate/);
+    assert.deepEqual(executed.map((e) => e.key).sort(), ['a', 'ok \ud83c\udf89'], 'a whole emoji is fine');
+  });
+
   it('runs two items with the same key from one event, in order, as distinct items', async () => {
     const { store, checkpoints, executed, automation, completions } = setup({
       trigger: (event) => [
