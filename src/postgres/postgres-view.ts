@@ -320,15 +320,28 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   #tx(client: pg.PoolClient, table: (name: string) => string): PostgresViewTx {
     const view = this.#name;
     const pending = new PendingRows();
-    const flush = async (): Promise<void> => {
-      for (const run of pending.take()) {
-        const nullKey = run.rows.some((row) => run.shape.key.some((column) => row[column] === null));
-        await client.query({ ...upsertStatement(run.table, run.shape, nullKey), values: [JSON.stringify(run.rows.map(toJson))] });
-      }
+    // Flushes run one after another, and the view's own statements (checkpoint, COMMIT) wait for the
+    // last one: a flush that evolve did not await must not let them queue between its statements.
+    let flushing: Promise<void> = Promise.resolve();
+    let writing = false;
+    const write = async (): Promise<void> => {
+      for (const run of pending.take()) await client.query(upsertQuery(run));
+    };
+    const flush = (): Promise<void> => {
+      const next = flushing.then(write);
+      flushing = next;
+      writing = true;
+      const settle = (): void => {
+        if (flushing === next) writing = false;
+      };
+      // Handled here so that a flush nobody awaited cannot crash the process; the view awaits the
+      // last flush (which carries the first failure) before it commits.
+      next.then(settle, settle);
+      return next;
     };
     const guarded = new Proxy(client, {
       get(target, property, receiver) {
-        if (property === 'query' && pending.pending) {
+        if (property === 'query' && (pending.pending || writing)) {
           return () => {
             throw new InvalidArgumentError(
               `View "${view}": rows queued by tx.upsert are not written yet, and a query through tx.client would run before them. ` +
@@ -439,6 +452,18 @@ function toJson(row: Row): Record<string, unknown> {
  * type, other columns the latest value (by position in the run). A NULL in the key never meets
  * another row, as in a unique index.
  */
+function upsertQuery(run: { table: string; shape: RowShape; rows: Row[] }): pg.QueryConfig {
+  const nullKey = run.rows.some((row) => run.shape.key.some((column) => row[column] === null));
+  return { ...upsertStatement(run.table, run.shape, nullKey), values: [JSON.stringify(run.rows.map(toJson))] };
+}
+
+/**
+ * One run of upserts as one statement. The table's own row type reads the JSON (no column types to
+ * declare); rows are merged by key in SQL, so that one INSERT touches each row once (which
+ * ON CONFLICT requires) with the database's own idea of equal keys: increments summed in the column's
+ * type, every other column from the run's latest row. A NULL in the key never meets another row, as
+ * in a unique index.
+ */
 function upsertStatement(table: string, shape: RowShape, nullKey: boolean): { name: string; text: string } {
   const cacheKey = `${nullKey ? 1 : 0}${shape.signature}\0${table}`;
   let statement = upsertStatements.get(cacheKey);
@@ -456,16 +481,23 @@ const upsertStatements = new Map<string, { name: string; text: string }>();
 
 function upsertText(table: string, shape: RowShape, nullKey: boolean): string {
   const r = (column: string): string => `r.${quoteColumn(column)}`;
-  const select = shape.columns.map((column) =>
-    shape.key.includes(column) ? r(column) : shape.increment.has(column) ? `sum(${r(column)})` : `(array_agg(${r(column)} ORDER BY r.ordinality DESC))[1]`,
-  );
-  const groupBy = shape.key.map(r);
-  if (nullKey) groupBy.push(`CASE WHEN ${shape.key.map((column) => `${r(column)} IS NULL`).join(' OR ')} THEN r.ordinality END`);
-  // The position in the run, only where something needs it (a latest value, a NULL key): it costs.
-  const ordinality = nullKey || shape.columns.some((column) => !shape.key.includes(column) && !shape.increment.has(column)) ? ' WITH ORDINALITY' : '';
+  const insert = `INSERT INTO ${table} (${shape.columns.map(quoteColumn).join(', ')}) `;
+  const conflict = onConflict(shape, table);
+  const key = shape.key.map(r);
+  const ordered = nullKey || shape.columns.some((column) => !shape.key.includes(column) && !shape.increment.has(column));
+  if (!ordered) {
+    // Only keys and increments: grouping needs no order (the cheaper plan, and the common counter view).
+    const select = shape.columns.map((column) => (shape.increment.has(column) ? `sum(${r(column)})` : r(column)));
+    return `${insert}SELECT ${select.join(', ')} FROM json_populate_recordset(NULL::${table}, $1::json) AS r GROUP BY ${key.join(', ')} ${conflict}`;
+  }
+  // The latest row of each key whole (DISTINCT ON, not an aggregate per column: array_agg of an array
+  // column would build a 2-D array), with the increments summed over all of the key's rows. The
+  // position comes from the JSON array, under names of our own: a table may have any column names.
+  if (nullKey) key.push(`CASE WHEN ${shape.key.map((column) => `${r(column)} IS NULL`).join(' OR ')} THEN e.eskit_at END`);
+  const select = shape.columns.map((column) => (shape.increment.has(column) ? `sum(${r(column)}) OVER (PARTITION BY ${key.join(', ')})` : r(column)));
   return (
-    `INSERT INTO ${table} (${shape.columns.map(quoteColumn).join(', ')}) ` +
-    `SELECT ${select.join(', ')} FROM json_populate_recordset(NULL::${table}, $1::json)${ordinality} AS r ` +
-    `GROUP BY ${groupBy.join(', ')} ${onConflict(shape, table)}`
+    `${insert}SELECT DISTINCT ON (${key.join(', ')}) ${select.join(', ')} ` +
+    `FROM json_array_elements($1::json) WITH ORDINALITY AS e(eskit_row, eskit_at) CROSS JOIN LATERAL json_populate_record(NULL::${table}, e.eskit_row) AS r ` +
+    `ORDER BY ${key.join(', ')}, e.eskit_at DESC ${conflict}`
   );
 }

@@ -196,22 +196,14 @@ export class PendingRows {
     if (id !== undefined && at !== undefined && existing !== undefined && mergeable(shape, existing, row)) {
       for (const column of shape.columns) {
         const value = row[column] as RowValue;
-        existing[column] = shape.increment.has(column)
-          ? sum(existing[column] as number | bigint, value as number | bigint)
-          : typeof value === 'object' && value !== null && !(value instanceof Date)
-            ? (JSON.parse(JSON.stringify(value)) as JsonDocument)
-            : value;
+        existing[column] = shape.increment.has(column) ? sum(existing[column] as number | bigint, value as number | bigint) : snapshot(value);
       }
       run.rows[at] = undefined;
       run.latest.set(id, run.rows.push(existing) - 1);
       return;
     }
-    // A copy, JSON documents included: the caller may change its objects before the rows are written.
     const copy: Record<string, RowValue> = { ...row };
-    for (const column in copy) {
-      const value = copy[column];
-      if (typeof value === 'object' && value !== null && !(value instanceof Date)) copy[column] = JSON.parse(JSON.stringify(value)) as JsonDocument;
-    }
+    for (const column in copy) copy[column] = snapshot(copy[column] as RowValue);
     const index = run.rows.push(copy) - 1;
     if (id !== undefined) run.latest.set(id, index);
   }
@@ -225,6 +217,13 @@ export class PendingRows {
     this.#tables.clear();
     return out;
   }
+}
+
+/** A value as it is now: the caller may change its Dates and objects before the rows are written. */
+function snapshot(value: RowValue): RowValue {
+  if (typeof value !== 'object' || value === null) return value;
+  if (value instanceof Date) return new Date(value.getTime());
+  return JSON.parse(JSON.stringify(value)) as JsonDocument;
 }
 
 interface Run {

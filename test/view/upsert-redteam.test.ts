@@ -1,8 +1,8 @@
 // Red-team tests of tx.upsert. The promise: the tables end as if every upsert had run one at a time,
 // in order (increment columns stored + given, other columns the given value, insert when missing), on
 // SQLite and on PostgreSQL, where a batch's upserts are written by one
-// `INSERT ... SELECT FROM json_populate_recordset(...) GROUP BY <key> ON CONFLICT` per run. The second
-// group holds what a red-team pass found wrong in the first version (which folded rows in JS).
+// `INSERT ... SELECT ... ON CONFLICT` per run. The later groups hold what red-team passes found wrong
+// in earlier versions.
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import type { DeadLetter } from '../../src/core/dead-letter.js';
@@ -436,4 +436,102 @@ describe('upsert red team: found and fixed', () => {
       assert.throws(() => rowShape(view, 't', { a: 1, b: 2 }, { key: ['a,b'] }), refused);
     },
   );
+});
+
+describe('upsert red team: found and fixed in a second review', () => {
+  it('array columns take the latest value (one row, several rows of one key, keys equal only to PostgreSQL), NULL and empty arrays included', async () => {
+    const pg = await onPostgres({
+      count: 1,
+      tables: (t) => [`CREATE TABLE ${t('tags')} (id text PRIMARY KEY, tags text[], n integer NOT NULL)`],
+      apply: (_, upsert) => {
+        upsert('tags', { id: 'one', tags: ['x', 'y'], n: 1 }, { key: ['id'], increment: ['n'] });
+        upsert('tags', { id: 'many', tags: ['a'], n: 1 }, { key: ['id'], increment: ['n'] });
+        upsert('tags', { id: 'many', tags: ['b', 'c'], n: 1 }, { key: ['id'], increment: ['n'] });
+        upsert('tags', { id: 'none', tags: ['gone'], n: 1 }, { key: ['id'], increment: ['n'] });
+        upsert('tags', { id: 'none', tags: null, n: 1 }, { key: ['id'], increment: ['n'] });
+        upsert('tags', { id: 'empty', tags: [], n: 1 }, { key: ['id'], increment: ['n'] });
+        // 1 and '1' are one text key to PostgreSQL, two to JS: merged by the statement itself.
+        upsert('tags', { id: 1, tags: ['first'], n: 1 }, { key: ['id'], increment: ['n'] });
+        upsert('tags', { id: '1', tags: ['second'], n: 1 }, { key: ['id'], increment: ['n'] });
+      },
+    });
+    assert.deepEqual(
+      (await pg.letters()).map((letter) => letter.attempts.at(-1)?.error),
+      [],
+    );
+    assert.deepEqual(await pg.query((t) => `SELECT id, tags, n FROM ${t('tags')} ORDER BY id`), [
+      { id: '1', tags: ['second'], n: 2 },
+      { id: 'empty', tags: [], n: 1 },
+      { id: 'many', tags: ['b', 'c'], n: 2 },
+      { id: 'none', tags: null, n: 2 },
+      { id: 'one', tags: ['x', 'y'], n: 1 },
+    ]);
+  });
+
+  it('a table may have columns named like the statement\'s own helpers (ordinality, eskit_at, eskit_row)', async () => {
+    const pg = await onPostgres({
+      count: 1,
+      tables: (t) => [`CREATE TABLE ${t('odd')} (id text UNIQUE, ordinality integer, eskit_at integer, eskit_row text)`],
+      apply: (_, upsert) => {
+        upsert('odd', { id: 'a', ordinality: 1, eskit_at: 1, eskit_row: 'first' }, { key: ['id'] });
+        upsert('odd', { id: 'a', ordinality: 2, eskit_at: 2, eskit_row: 'second' }, { key: ['id'] });
+        upsert('odd', { id: null, ordinality: 3, eskit_at: 3, eskit_row: 'null key' }, { key: ['id'] });
+      },
+    });
+    assert.deepEqual(
+      (await pg.letters()).map((letter) => letter.attempts.at(-1)?.error),
+      [],
+    );
+    assert.deepEqual(await pg.query((t) => `SELECT id, ordinality, eskit_at, eskit_row FROM ${t('odd')} ORDER BY ordinality`), [
+      { id: 'a', ordinality: 2, eskit_at: 2, eskit_row: 'second' },
+      { id: null, ordinality: 3, eskit_at: 3, eskit_row: 'null key' },
+    ]);
+  });
+
+  it('a flush evolve did not await still runs inside the batch: its failure rolls the whole batch back, and tx.client waits for it', async () => {
+    let clientRefused = false;
+    const pg = await onPostgres({
+      count: 1,
+      tables: (t) => [`CREATE TABLE ${t('a')} (id text PRIMARY KEY)`, `CREATE TABLE ${t('b')} (id text PRIMARY KEY, n integer NOT NULL)`],
+      evolve: (_, tx) => {
+        tx.upsert('a', { id: 'written first' }, { key: ['id'] });
+        // NOT NULL breaks: the second statement of the flush fails.
+        tx.upsert('b', { id: 'x', n: null }, { key: ['id'] });
+        void tx.flush();
+        try {
+          void tx.client.query('SELECT 1');
+        } catch {
+          clientRefused = true;
+        }
+      },
+    });
+    assert.equal(clientRefused, true);
+    const letters = await pg.letters();
+    assert.equal(letters.length, 1);
+    assert.match(letters[0]?.attempts.at(-1)?.error ?? '', /null value in column "n"/);
+    assert.deepEqual(await pg.query((t) => `SELECT id FROM ${t('a')}`), []);
+  });
+
+  it('a Date changed after its upsert is written as it was at the call, on both backends', async () => {
+    const when = new Date(Date.UTC(2026, 10, 28, 12, 0, 0));
+    const apply: Apply = (_, upsert) => {
+      const at = new Date(when.getTime());
+      upsert('d', { id: 'a', at }, { key: ['id'] });
+      at.setTime(0);
+      const merged = new Date(when.getTime());
+      upsert('d', { id: 'b', at: new Date(0) }, { key: ['id'] });
+      upsert('d', { id: 'b', at: merged }, { key: ['id'] });
+      merged.setTime(0);
+    };
+    const pg = await onPostgres({ count: 1, apply, tables: (t) => [`CREATE TABLE ${t('d')} (id text PRIMARY KEY, at timestamptz NOT NULL)`] });
+    assert.deepEqual(await pg.query((t) => `SELECT id, at FROM ${t('d')} ORDER BY id`), [
+      { id: 'a', at: when },
+      { id: 'b', at: when },
+    ]);
+    const lite = await onSqlite({ count: 1, apply, tables: (t) => [`CREATE TABLE ${t('d')} (id TEXT PRIMARY KEY, at TEXT NOT NULL)`] });
+    assert.deepEqual(lite.all('SELECT id, at FROM d ORDER BY id'), [
+      { id: 'a', at: when.toISOString() },
+      { id: 'b', at: when.toISOString() },
+    ]);
+  });
 });
