@@ -42,7 +42,7 @@ export async function openPostgresDatabase(target: PostgresTarget, options: Open
           : version === 0
             ? `schema "${target.schema}" has no eskit tables (it was never migrated)`
             : `schema "${target.schema}" is at version ${version}, this eskit needs ${LATEST}`;
-      throw new CliError(what, { hint: `Check --schema, or run \`eskit migrate --db ${target.safeUrl} --schema ${target.schema}\` first.` });
+      throw new CliError(what, { hint: `Check --schema, or run \`eskit migrate --db '${target.safeUrl.replaceAll("'", "'\\''")}' --schema ${target.schema}\` first.` });
     }
   } catch (error) {
     await pool.end().catch(() => undefined);

@@ -55,6 +55,8 @@ export function parseTarget(url: string | undefined, schema: string | undefined,
       throw new UsageError(`--schema must be a lower-case SQL identifier (a-z, 0-9, _), got "${chosen}"`);
     }
     if (parsed.password !== '') parsed.password = '***';
+    // libpq also takes the password as a query parameter.
+    if (parsed.searchParams.has('password')) parsed.searchParams.set('password', '***');
     return { kind: 'postgres', connectionString: text, schema: chosen, safeUrl: parsed.toString(), display: `${parsed.toString()} (schema ${chosen})` };
   }
   throw new UsageError(`"${redact(text)}" is not a database URL eskit understands`, {

@@ -93,6 +93,9 @@ describe('eskit CLI: database URLs', () => {
       display: 'postgresql://app:***@db:5433/shop (schema tenant_a)',
     });
     assert.equal((parseTarget('postgres://db/shop', undefined, '/') as { schema: string }).schema, 'eskit');
+    const query = parseTarget('postgres://app@db/shop?password=secret&sslmode=require', undefined, '/') as { safeUrl: string; display: string };
+    assert.equal(query.safeUrl, 'postgres://app@db/shop?password=***&sslmode=require', 'a password given as a query parameter is hidden too');
+    assert.doesNotMatch(query.display, /secret/);
   });
 
   it('exits with 2 (usage) for a URL eskit cannot use, without showing the password', async () => {
@@ -176,7 +179,7 @@ describe('eskit CLI: PostgreSQL servers and schemas', () => {
     const missing = uniqueSchemaName('eskit_cli');
     const absent = await cli(['status', '--db', POSTGRES_URL, '--schema', missing]);
     assert.equal(absent.code, FAILED);
-    assert.match(absent.stderr, new RegExp(`^eskit: schema "${missing}" does not exist\\. Check --schema, or run \`eskit migrate --db postgres://\\S+ --schema ${missing}\` first`));
+    assert.match(absent.stderr, new RegExp(`^eskit: schema "${missing}" does not exist\\. Check --schema, or run \`eskit migrate --db 'postgres://\\S+' --schema ${missing}\` first`));
 
     const schema = await createTestSchema({ prefix: 'eskit_cli' });
     try {
