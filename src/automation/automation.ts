@@ -87,7 +87,8 @@ interface Item<P> {
   redriveOf: DeadLetter | undefined;
   /** For items of a redriven trigger letter: the letter is settled once all of them finished. */
   group?: { letter: DeadLetter; remaining: number };
-  failures: FailedAttempt[];
+  /** NO_FAILURES until the first failure (most items never fail: no array each). */
+  failures: readonly FailedAttempt[];
 }
 
 interface RunningAttempt {
@@ -97,6 +98,7 @@ interface RunningAttempt {
 
 /** What an attempt that succeeded synchronously resolves with (no error). */
 const SUCCEEDED: Promise<unknown> = Promise.resolve(undefined);
+const NO_FAILURES: readonly FailedAttempt[] = Object.freeze([]);
 
 /** One leadership period's to-do list. A new period starts from scratch at the checkpoint. */
 class Period<P> {
@@ -117,7 +119,8 @@ class Period<P> {
   /** Completed items not yet recorded, above the saved checkpoint. */
   unrecorded: Array<{ position: number; itemId: string }> = [];
   savedPosition: number;
-  stopping = false;
+  /** The saved position when completions were last recorded: whether the checkpoint has moved since. */
+  savedAtLastRecord: number;
   /** Aborts backoff waits and capacity waits (stop or loss). */
   readonly halt = new AbortController();
   /** Aborts the side effects themselves (loss only: a stop lets them finish). */
@@ -132,10 +135,20 @@ class Period<P> {
     position: number,
   ) {
     this.savedPosition = position;
+    this.savedAtLastRecord = position;
   }
 
-  get ended(): boolean {
-    return this.halt.signal.aborted;
+  /** `halt` aborted / `lose` aborted, as fields: read for every item, where a signal's getter shows in profiles. */
+  ended = false;
+  lost = false;
+
+  end(reason: 'stopped' | 'lost', name: string): void {
+    if (reason === 'lost') {
+      this.lost = true;
+      this.lose.abort(new Error(`Automation "${name}" lost leadership`));
+    }
+    this.ended = true;
+    this.halt.abort(new Error(`Automation "${name}" is stopping`));
   }
 }
 
@@ -254,10 +267,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   async #end(reason: 'stopped' | 'lost'): Promise<void> {
     const period = this.#period;
     if (!period) return;
-    period.stopping = true;
     clearTimeout(period.timer);
-    if (reason === 'lost') period.lose.abort(new Error(`Automation "${this.name}" lost leadership`));
-    period.halt.abort(new Error(`Automation "${this.name}" is stopping`));
+    period.end(reason, this.name);
     this.#wakeCapacityWaiters();
     // A stop drains what runs; a loss abandons it (the new leader redoes what was not checkpointed).
     if (reason === 'stopped') await Promise.allSettled([...period.inFlight]);
@@ -273,12 +284,26 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     if (period.unrecorded.length > 0) period.unrecorded = period.unrecorded.filter((c) => c.position > position);
   }
 
-  /** Writes completion records for items above the saved checkpoint (below it they are covered). */
+  /**
+   * Writes completion records for items above the saved checkpoint (below it they are covered). Items
+   * below the earliest pending one are left to the checkpoint when a save is coming: the one that
+   * follows a stop, or the next one while the checkpoint moves (it did since the last tick). One row
+   * then covers what would be thousands of completion rows a tick when catching up. They stay listed
+   * until a save passes them, so if the checkpoint stops moving, the next tick records them.
+   */
   async #recordCompletions(period: Period<P>): Promise<void> {
     const { completions } = this.#options;
     if (!completions) return;
-    const batch = period.unrecorded.filter((c) => c.position > period.savedPosition);
-    period.unrecorded = [];
+    const saveComing = period.ended || period.savedPosition !== period.savedAtLastRecord;
+    period.savedAtLastRecord = period.savedPosition;
+    const covered = saveComing ? (this.#earliestPending() ?? Number.POSITIVE_INFINITY) : Number.NEGATIVE_INFINITY;
+    const batch: Array<{ position: number; itemId: string }> = [];
+    const left: Array<{ position: number; itemId: string }> = [];
+    for (const completion of period.unrecorded) {
+      if (completion.position <= period.savedPosition) continue;
+      (completion.position < covered ? left : batch).push(completion);
+    }
+    period.unrecorded = left;
     if (batch.length === 0) return;
     try {
       await completions.markCompleted(this.name, batch);
@@ -320,7 +345,18 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     triggered: TodoItem<P> | readonly TodoItem<P>[] | undefined | null,
     signal: AbortSignal,
   ): void | Promise<void> {
-    const items = normalise(triggered);
+    if (triggered !== undefined && triggered !== null && !Array.isArray(triggered)) {
+      // The common trigger result, one item: no array, no occurrence count.
+      const { key, payload } = checkItem(triggered as TodoItem<P>);
+      const itemId = `1:${key}`;
+      if (period.completed.size === 0 || !period.completed.has(`${event.position}/${itemId}`)) {
+        this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: NO_FAILURES });
+      }
+      this.#pump(period);
+      if (period.pending >= this.#maxPending) return this.#waitForCapacity(period, signal);
+      return;
+    }
+    const items = normalise<P>(triggered);
     const occurrences = items.length > 1 ? new Map<string, number>() : undefined;
     for (const { key, payload } of items) {
       const n = (occurrences?.get(key) ?? 0) + 1;
@@ -328,7 +364,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       // The occurrence number first keeps ids unambiguous whatever the key contains.
       const itemId = `${n}:${key}`;
       if (period.completed.size > 0 && period.completed.has(`${event.position}/${itemId}`)) continue;
-      this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: [] });
+      this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: NO_FAILURES });
     }
     this.#pump(period);
     if (period.pending >= this.#maxPending) return this.#waitForCapacity(period, signal);
@@ -405,7 +441,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       // The common case, a synchronous side effect that succeeds at once, costs no promise at all.
       const first = period.ended ? undefined : this.#attempt(period, item, item.failures.length + 1);
       const outcome =
-        first === SUCCEEDED && !item.redriveOf && !period.lose.signal.aborted
+        first === SUCCEEDED && !item.redriveOf && !period.lost
           ? this.#settled(period, item)
           : await this.#runItem(period, item, first);
       // Abandoned: the item stays pending (holding the checkpoint) until this period ends.
@@ -424,15 +460,15 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       const error = await (attempt === item.failures.length + 1 && first ? first : this.#attempt(period, item, attempt));
       first = undefined;
       if (error === undefined) {
-        if (period.lose.signal.aborted) return 'abandoned';
+        if (period.lost) return 'abandoned';
         if (item.redriveOf) {
           await this.#settleRedrive(period, item.redriveOf, { ok: true });
           return 'done';
         }
         return this.#settled(period, item);
       }
-      if (period.lose.signal.aborted) return 'abandoned';
-      item.failures.push({ at: new Date(), error: describeError(error) });
+      if (period.lost) return 'abandoned';
+      item.failures = [...item.failures, { at: new Date(), error: describeError(error) }];
       const permanent = isEskitError(error, ErrorCode.PermanentFailure);
       if (permanent || attempt >= this.#retry.maxAttempts) {
         if (!(await this.#givenUp(period, item, error))) return 'abandoned';
@@ -458,25 +494,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
    * are found by one sweep timer per period rather than a timer per attempt.
    */
   #attempt(period: Period<P>, item: Item<P>, attempt: number): Promise<unknown> {
-    let signal: AbortSignal | undefined;
-    let timeout: AbortController | undefined;
-    let expired: Error | undefined;
-    const lose = period.lose.signal;
-    const context: ExecuteContext = {
-      automation: this.name,
-      fencingToken: period.fencingToken,
-      attempt,
-      get signal(): AbortSignal {
-        if (!signal) {
-          timeout = new AbortController();
-          if (expired) timeout.abort(expired);
-          signal = AbortSignal.any([lose, timeout.signal]);
-        }
-        return signal;
-      },
-      event: item.event,
-      redrive: item.redriveOf !== undefined,
-    };
+    const context = new AttemptContext(this.name, period, attempt, item.event, item.redriveOf !== undefined);
     // One root span per attempt, only when a tracer provider is installed (see src/telemetry).
     const span = activeTracer()?.startSpan(SpanName.Execute, { root: true, attributes: this.#executeAttributes(item, attempt) });
     let result: unknown;
@@ -499,8 +517,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       const tracked: RunningAttempt = {
         deadline: Date.now() + this.#timeoutMs,
         expire: () => {
-          expired = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
-          timeout?.abort(expired);
+          const expired = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
+          context.expire(expired);
           settle(expired);
         },
       };
@@ -554,12 +572,12 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   /** After the last attempt: the dead-letter queue. False when the period ended before it was stored. */
   async #givenUp(period: Period<P>, item: Item<P>, error: unknown): Promise<boolean> {
     if (item.redriveOf) {
-      await this.#settleRedrive(period, item.redriveOf, { ok: false, attempts: item.failures });
+      await this.#settleRedrive(period, item.redriveOf, { ok: false, attempts: [...item.failures] });
       return true;
     }
     const letter: NewDeadLetter = {
       ...deadLetterFor(this.name, 'execute', item.event, item.failures.length, error, item),
-      attempts: item.failures,
+      attempts: [...item.failures],
     };
     return this.#deadLetterUntilStored(letter, period.halt.signal);
   }
@@ -610,7 +628,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         continue;
       }
       if (letter.stage === 'execute') {
-        this.#add(period, { key: letter.key, payload: letter.payload as P, itemId: letter.key, event, position: undefined, redriveOf: letter, failures: [] });
+        this.#add(period, { key: letter.key, payload: letter.payload as P, itemId: letter.key, event, position: undefined, redriveOf: letter, failures: NO_FAILURES });
         continue;
       }
       // A trigger (or handler) failure: run the trigger again; its items then run like any others, and
@@ -620,7 +638,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         if (items.length === 0) await this.#settleRedrive(period, letter, { ok: true });
         const group = { letter, remaining: items.length };
         for (const { key, payload } of items) {
-          this.#add(period, { key, payload, itemId: key, event, position: undefined, redriveOf: undefined, group, failures: [] });
+          this.#add(period, { key, payload, itemId: key, event, position: undefined, redriveOf: undefined, group, failures: NO_FAILURES });
         }
       } catch (error) {
         await this.#settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: describeError(error) }] });
@@ -678,6 +696,44 @@ function cleanText(text: string): string {
   return text.replaceAll('\u0000', '\\0').toWellFormed();
 }
 
+/**
+ * What `execute` gets. A class, not a literal with a getter: one is made per attempt, and the signal
+ * (an AbortController and AbortSignal.any) only when `execute` reads it.
+ */
+class AttemptContext implements ExecuteContext {
+  #signal: AbortSignal | undefined;
+  #timeout: AbortController | undefined;
+  #expired: Error | undefined;
+  readonly #lose: AbortSignal;
+  readonly fencingToken: number | undefined;
+
+  constructor(
+    readonly automation: string,
+    period: { readonly fencingToken: number | undefined; readonly lose: AbortController },
+    readonly attempt: number,
+    readonly event: RecordedEvent,
+    readonly redrive: boolean,
+  ) {
+    this.fencingToken = period.fencingToken;
+    this.#lose = period.lose.signal;
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#signal) {
+      this.#timeout = new AbortController();
+      if (this.#expired) this.#timeout.abort(this.#expired);
+      this.#signal = AbortSignal.any([this.#lose, this.#timeout.signal]);
+    }
+    return this.#signal;
+  }
+
+  /** The attempt timed out: fires the signal if `execute` took it (or when it does). */
+  expire(error: Error): void {
+    this.#expired = error;
+    this.#timeout?.abort(error);
+  }
+}
+
 /** Ends an execute span; `error` undefined means the attempt succeeded. */
 function endSpan(span: Span, error: unknown): void {
   if (error !== undefined) failSpan(span, error);
@@ -688,18 +744,22 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
 
+/** A trigger's result as checked items. */
 function normalise<P>(result: TodoItem<P> | readonly TodoItem<P>[] | undefined | null): readonly TodoItem<P>[] {
   if (result === undefined || result === null) return [];
   const items = Array.isArray(result) ? (result as readonly TodoItem<P>[]) : [result as TodoItem<P>];
-  for (const item of items) {
-    if (typeof item !== 'object' || item === null || typeof item.key !== 'string' || item.key.length === 0) {
-      throw new InvalidArgumentError('trigger must return to-do items ({ key: non-empty string, payload }), an array of them, or nothing');
-    }
-    // Checked without building a copy: this runs for every item.
-    if (item.key.includes('\u0000') || !item.key.isWellFormed()) {
-      throw new InvalidArgumentError(`to-do key ${JSON.stringify(item.key)} contains NUL or a lone surrogate, which databases cannot store`);
-    }
-  }
+  for (const item of items) checkItem(item);
   return items;
+}
+
+function checkItem<P>(item: TodoItem<P>): TodoItem<P> {
+  if (typeof item !== 'object' || item === null || typeof item.key !== 'string' || item.key.length === 0) {
+    throw new InvalidArgumentError('trigger must return to-do items ({ key: non-empty string, payload }), an array of them, or nothing');
+  }
+  // Checked without building a copy: this runs for every item.
+  if (item.key.includes('\u0000') || !item.key.isWellFormed()) {
+    throw new InvalidArgumentError(`to-do key ${JSON.stringify(item.key)} contains NUL or a lone surrogate, which databases cannot store`);
+  }
+  return item;
 }
 

@@ -256,6 +256,38 @@ describe('Automation (memory)', () => {
     );
   });
 
+  it('records completed items below a pending one while the checkpoint cannot move (reading paused by back-pressure)', async () => {
+    // The checkpoint would cover a and b, but it is saved at the end of a batch, and the batch waits
+    // for capacity behind the blocked "slow" items: a tick must record them instead.
+    const blocker = gate();
+    const first = setup({
+      maxPending: 2,
+      execute: async (item) => {
+        if (item.key === 'slow') await blocker.wait;
+        first.executed.push({ key: item.key, n: item.payload.n, attempt: 1 });
+      },
+    });
+    await appendKeys(first.store, ['a', 'b', 'slow', 'slow']);
+    await first.automation.start();
+    await waitUntil(async () => (await first.completions.completedAfter('mailer', 0)).size === 2, { message: 'completion records of a and b' });
+    assert.equal(await first.checkpoints.load('mailer'), undefined, 'nothing checkpointed: the batch is still waiting for capacity');
+    const second = track(
+      new Automation<EventShape, Payload>({
+        ...first.options,
+        execute: (item) => {
+          first.executed.push({ key: `second:${item.key}`, n: item.payload.n, attempt: 1 });
+        },
+      }),
+    );
+    await second.start();
+    await waitUntil(async () => (await first.checkpoints.load('mailer')) === 4);
+    assert.deepEqual(
+      first.executed.filter((e) => e.key.startsWith('second:')).map((e) => e.n),
+      [3, 4],
+      'a and b had completed: only the slow items run again',
+    );
+  });
+
   it('after a restart, does not run again an item that was dead-lettered above the checkpoint', async () => {
     const blocker = gate();
     const first = setup({
