@@ -13,7 +13,7 @@ import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
 import { Subscription } from '../subscription/subscription.js';
 import type { OutstandingWork, StartFrom, SubscriptionStatus } from '../subscription/subscription.js';
-import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments } from '../telemetry/telemetry.js';
+import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, linksToEvents } from '../telemetry/telemetry.js';
 
 /** One thing to do because of an event. Items with the same key run one at a time, in event order. */
 export interface TodoItem<P = unknown> {
@@ -496,7 +496,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   #attempt(period: Period<P>, item: Item<P>, attempt: number): Promise<unknown> {
     const context = new AttemptContext(this.name, period, attempt, item.event, item.redriveOf !== undefined);
     // One root span per attempt, only when a tracer provider is installed (see src/telemetry).
-    const span = activeTracer()?.startSpan(SpanName.Execute, { root: true, attributes: this.#executeAttributes(item, attempt) });
+    const tracer = activeTracer();
+    const span = tracer?.startSpan(SpanName.Execute, { root: true, attributes: this.#executeAttributes(item, attempt), links: linksToEvents([item.event]) });
     let result: unknown;
     try {
       const todo: TodoItem<P> = { key: item.key, payload: item.payload };

@@ -1,5 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
-import { activeTracer, inSpan, SpanName, TelemetryAttribute } from '../telemetry/telemetry.js';
+import { activeTracer, inSpan, SpanName, TelemetryAttribute, TRACE_METADATA, traceMetadata } from '../telemetry/telemetry.js';
 import { CorruptEventError, InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
 import type { EventShape, Metadata, NewEvent, Recorded, RecordedEvent } from './event.js';
 import type { EventRegistry } from './registry.js';
@@ -103,14 +103,15 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       [TelemetryAttribute.ExpectedVersion]: typeof expected === 'number' ? expected : String(expected),
     };
     return inSpan(tracer, SpanName.Append, { attributes }, async (span) => {
-      const result = await this.#append(streamId, events, options);
+      const result = await this.#append(streamId, events, options, traceMetadata(span));
       span.setAttribute(TelemetryAttribute.Position, result.position);
       span.setAttribute(TelemetryAttribute.StreamVersion, result.nextExpectedVersion);
       return result;
     });
   }
 
-  async #append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}): Promise<AppendResult<E>> {
+  /** `trace`: the append span's context, added to each event's metadata that does not carry one. */
+  async #append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}, trace?: Metadata): Promise<AppendResult<E>> {
     this.assertOpen();
     assertStreamId(streamId);
     const expected = options.expectedVersion ?? 'any';
@@ -118,7 +119,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     if (!Array.isArray(events) || events.length === 0) {
       throw new InvalidArgumentError('append needs at least one event; to check a version without writing, use streamVersion()');
     }
-    const prepared = events.map((event, index) => this.#prepare(event, index));
+    const prepared = events.map((event, index) => this.#prepare(event, index, trace));
     const written = await this.writeEvents(streamId, prepared, expected);
     this.notifyAppended(written.positions[written.positions.length - 1] as number);
     // Data and metadata are parsed back from the JSON written, so the result equals what a read returns
@@ -294,7 +295,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     await this.closeResources();
   }
 
-  #prepare(event: NewEvent<E>, index: number): PreparedEvent {
+  #prepare(event: NewEvent<E>, index: number, trace: Metadata | undefined): PreparedEvent {
     if (typeof event !== 'object' || event === null) {
       throw new InvalidArgumentError(`event ${index} must be an object with a type and data`);
     }
@@ -306,10 +307,12 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     if (typeof id !== 'string' || !UUID.test(id)) {
       throw new InvalidArgumentError(`event ${index} has id ${String(id)}, which is not a UUID`);
     }
-    const metadata = event.metadata ?? {};
+    let metadata = event.metadata ?? {};
     if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
       throw new InvalidArgumentError(`event ${index} metadata must be a plain object`);
     }
+    // A context the caller set (an event forwarded from elsewhere) is kept.
+    if (trace && metadata[TRACE_METADATA.traceparent] === undefined) metadata = { ...metadata, ...trace };
     const data = this.#registry ? this.#registry.encode(type, event.data) : event.data;
     return { id, type, data: toJson(data, `data of event ${index} (${type})`), metadata: toJson(metadata, `metadata of event ${index} (${type})`) };
   }

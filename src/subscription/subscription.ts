@@ -12,7 +12,7 @@ import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
-import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, recordFailure, reportLag } from '../telemetry/telemetry.js';
+import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, linksToEvents, recordFailure, reportLag } from '../telemetry/telemetry.js';
 
 export interface HandlerContext {
   subscription: string;
@@ -412,6 +412,7 @@ export class Subscription<E extends EventShape = EventShape> {
             [TelemetryAttribute.LastPosition]: (batch[batch.length - 1] as Recorded<E>).position,
             ...(token === undefined ? {} : { [TelemetryAttribute.FencingToken]: token }),
           },
+          links: linksToEvents(batch),
         });
         this.#span = span;
         try {

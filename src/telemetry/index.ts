@@ -1,2 +1,2 @@
 // The public names of eskit's spans, metrics and attributes; the helpers stay internal.
-export { MetricName, SpanName, TELEMETRY_SCOPE, TelemetryAttribute } from './telemetry.js';
+export { eventSpanContext, MetricName, SpanName, TELEMETRY_SCOPE, TelemetryAttribute, TRACE_METADATA } from './telemetry.js';

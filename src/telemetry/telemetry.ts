@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
-import { ProxyTracerProvider, ROOT_CONTEXT, SpanStatusCode, ValueType, context, metrics, trace } from '@opentelemetry/api';
-import type { Attributes, Context, Counter, Histogram, Meter, MeterProvider, Span, SpanOptions, Tracer, TracerProvider } from '@opentelemetry/api';
+import { ProxyTracerProvider, ROOT_CONTEXT, SpanStatusCode, ValueType, context, createTraceState, isSpanContextValid, metrics, trace } from '@opentelemetry/api';
+import type { Attributes, Context, Counter, Histogram, Link, Meter, MeterProvider, Span, SpanContext, SpanOptions, Tracer, TracerProvider } from '@opentelemetry/api';
+import type { Metadata, RecordedEvent } from '../core/event.js';
 
 /**
  * eskit's OpenTelemetry instrumentation, through `@opentelemetry/api` only: without an SDK installed
@@ -137,6 +138,65 @@ export function rootContextWith(span: Span): Context {
 /** Calls `fn` with `span` active, so spans the application starts inside become its children. */
 export function callInSpan<A extends unknown[], R>(span: Span, fn: (...args: A) => R, thisArg: unknown, ...args: A): R {
   return context.with(rootContextWith(span), fn, thisArg, ...args);
+}
+
+/** The metadata keys an event's creation context is stored under (W3C Trace Context's header names). */
+export const TRACE_METADATA = { traceparent: 'traceparent', tracestate: 'tracestate' } as const;
+
+/**
+ * The W3C Trace Context of `span`, written into the metadata of the events appended inside it, so that
+ * whoever handles them later can link back to where they came from. Formatted here rather than by the
+ * application's propagator: the stored form stays the same whatever propagators (B3, baggage) the
+ * process runs, and nothing else (baggage) ends up stored in the log.
+ */
+export function traceMetadata(span: Span): Metadata | undefined {
+  const spanContext = span.spanContext();
+  if (!isSpanContextValid(spanContext)) return undefined;
+  const traceparent = `00-${spanContext.traceId}-${spanContext.spanId}-0${(spanContext.traceFlags & 1).toString(16)}`;
+  const tracestate = spanContext.traceState?.serialize();
+  return tracestate ? { [TRACE_METADATA.traceparent]: traceparent, [TRACE_METADATA.tracestate]: tracestate } : { [TRACE_METADATA.traceparent]: traceparent };
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+/** The creation context stored in an event's metadata; undefined when absent or malformed. */
+export function eventSpanContext(metadata: Metadata): SpanContext | undefined {
+  const traceparent = metadata[TRACE_METADATA.traceparent];
+  if (typeof traceparent !== 'string') return undefined;
+  const match = TRACEPARENT.exec(traceparent);
+  if (!match) return undefined;
+  const tracestate = metadata[TRACE_METADATA.tracestate];
+  const spanContext: SpanContext = {
+    traceId: match[1] as string,
+    spanId: match[2] as string,
+    traceFlags: Number.parseInt(match[3] as string, 16) & 1,
+    isRemote: true,
+    ...(typeof tracestate === 'string' && tracestate !== '' ? { traceState: createTraceState(tracestate) } : {}),
+  };
+  return isSpanContextValid(spanContext) ? spanContext : undefined;
+}
+
+/** At most this many links per span (the SDK's default limit is 128): one per distinct creation context. */
+export const MAX_EVENT_LINKS = 32;
+
+/**
+ * Links from a handling span to the spans that appended `events` (OpenTelemetry's messaging
+ * conventions: a consumer links to the messages' creation contexts rather than joining their traces,
+ * which a replay months later would stretch). Events of one append share a context: one link.
+ */
+export function linksToEvents(events: readonly RecordedEvent[]): Link[] {
+  const links: Link[] = [];
+  let seen: Set<string> | undefined;
+  for (const event of events) {
+    const spanContext = eventSpanContext(event.metadata);
+    if (!spanContext) continue;
+    seen ??= new Set();
+    if (seen.has(spanContext.spanId)) continue;
+    seen.add(spanContext.spanId);
+    links.push({ context: spanContext });
+    if (links.length === MAX_EVENT_LINKS) break;
+  }
+  return links;
 }
 
 /** Adds an `exception` event (OpenTelemetry's exception conventions) without failing the span. */

@@ -23,6 +23,8 @@ import {
   Subscription,
   TELEMETRY_SCOPE,
   TelemetryAttribute,
+  TRACE_METADATA,
+  eventSpanContext,
   silentLogger,
 } from '../../src/index.js';
 import type { CheckpointStore, DeadLetterStore, EventStore, RecordedEvent, SubscriptionOptions } from '../../src/index.js';
@@ -169,6 +171,7 @@ describe('telemetry before an SDK is installed', () => {
     await subscription.start();
     await appendTicks(store, 3);
     await waitUntil(() => handled === 3);
+    for await (const event of store.readAll()) assert.deepEqual(event.metadata, {}, 'no SDK: nothing is added to the metadata');
 
     installSdk();
     assert.notEqual(activeTracer(), undefined);
@@ -215,6 +218,75 @@ for (const backendCase of backends) {
       assert.equal(append.attributes[TelemetryAttribute.ExpectedVersion], 0);
       assert.equal(append.attributes[TelemetryAttribute.StreamVersion], 1);
       assert.equal(append.attributes[TelemetryAttribute.Position], await backend.store.headPosition());
+    });
+
+    it('events carry the trace context of their append; the batch that handles them and the items they trigger link to it', async () => {
+      const handler = new CommandHandler({ store: backend.store, decider: account });
+      const stream = `traced-${label}`;
+      await handler.handle(stream, { type: 'Open', owner: 'ann' });
+      await handler.handle(stream, { type: 'Deposit', amount: 5 });
+      const appends = finished(SpanName.Append, { [TelemetryAttribute.StreamId]: stream });
+      assert.equal(appends.length, 2);
+      const events: RecordedEvent[] = [];
+      for await (const event of backend.store.readStream(stream)) events.push(event);
+      assert.deepEqual(
+        events.map((event) => event.metadata[TRACE_METADATA.traceparent]),
+        appends.map((append) => `00-${append.spanContext().traceId}-${append.spanContext().spanId}-01`),
+        'each event names the append span that wrote it',
+      );
+      assert.equal(eventSpanContext(events[0]?.metadata ?? {})?.spanId, appends[0]?.spanContext().spanId);
+
+      const subscription = track(new Subscription({ name: `linked-${label}`, store: backend.store, checkpoints: backend.checkpoints, logger: silentLogger, handler: () => {} }));
+      await subscription.start();
+      await waitUntil(async () => (await subscription.status()).position === events[1]?.position);
+      const links = finished(SpanName.Handle, { [TelemetryAttribute.Subscription]: `linked-${label}` }).flatMap((span) => span.links);
+      assert.deepEqual(
+        links.map((link) => link.context.spanId).sort(),
+        appends.map((append) => append.spanContext().spanId).sort(),
+        'one link per append, not per event',
+      );
+      assert.ok(links.every((link) => link.context.isRemote));
+
+      const executed: string[] = [];
+      const automation = track(new Automation({
+        name: `linked-auto-${label}`,
+        store: backend.store,
+        checkpoints: backend.checkpoints,
+        deadLetters: backend.deadLetters,
+        logger: silentLogger,
+        trigger: (event) => (event.streamId === stream ? { key: event.id, payload: null } : undefined),
+        execute: (item) => {
+          executed.push(item.key);
+        },
+      }));
+      await automation.start();
+      await waitUntil(() => executed.length === 2);
+      const executes = finished(SpanName.Execute, { [TelemetryAttribute.Automation]: `linked-auto-${label}` });
+      assert.deepEqual(
+        executes.map((span) => span.links.map((link) => link.context.spanId)).sort(),
+        appends.map((append) => [append.spanContext().spanId]).sort(),
+        'each item links to the append of its event',
+      );
+    });
+
+    it('a trace context the caller put in the metadata is kept; a malformed one links nowhere', async () => {
+      const forwarded = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+      await backend.store.append(`kept-${label}`, [
+        { type: 'Tick', data: {}, metadata: { traceparent: forwarded, tracestate: 'vendor=1' } },
+        { type: 'Tick', data: {}, metadata: { traceparent: '00-not-a-context-01' } },
+        { type: 'Tick', data: {}, metadata: { traceparent: 42 } },
+      ]);
+      const events: RecordedEvent[] = [];
+      for await (const event of backend.store.readStream(`kept-${label}`)) events.push(event);
+      assert.deepEqual(events.map((event) => event.metadata[TRACE_METADATA.traceparent]), [forwarded, '00-not-a-context-01', 42]);
+      assert.equal(eventSpanContext(events[0]?.metadata ?? {})?.traceState?.get('vendor'), '1');
+      assert.equal(eventSpanContext(events[1]?.metadata ?? {}), undefined);
+
+      const subscription = track(new Subscription({ name: `kept-${label}`, store: backend.store, checkpoints: backend.checkpoints, logger: silentLogger, handler: () => {} }));
+      await subscription.start();
+      await waitUntil(async () => (await subscription.status()).position === events[2]?.position);
+      const links = finished(SpanName.Handle, { [TelemetryAttribute.Subscription]: `kept-${label}` }).flatMap((span) => span.links);
+      assert.deepEqual(links.map((link) => `${link.context.traceId}/${link.context.spanId}`), ['0af7651916cd43dd8448eb211c80319c/b7ad6b7169203331']);
     });
 
     it('a conflict shows as a failed child append and a second attempt', async () => {
