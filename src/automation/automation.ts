@@ -203,6 +203,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       },
       checkpointed: (position) => this.#checkpointed(position),
       end: (reason) => this.#end(reason),
+      // After the stop's checkpoint save, whether it happened or not: what it did not cover is recorded.
+      finished: () => this.#recordCompletions(this.#period, 'all'),
     };
     this.#subscription = new Subscription<E>({
       name: options.name,
@@ -272,7 +274,6 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     this.#wakeCapacityWaiters();
     // A stop drains what runs; a loss abandons it (the new leader redoes what was not checkpointed).
     if (reason === 'stopped') await Promise.allSettled([...period.inFlight]);
-    if (reason === 'stopped') await this.#recordCompletions(period);
     // The period stays current until the next begins: the runner's final checkpoint save asks it for
     // the items still pending (abandoned in a backoff wait, or never started), which must hold it back.
   }
@@ -285,16 +286,18 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   }
 
   /**
-   * Writes completion records for items above the saved checkpoint (below it they are covered). Items
-   * below the earliest pending one are left to the checkpoint when a save is coming: the one that
-   * follows a stop, or the next one while the checkpoint moves (it did since the last tick). One row
-   * then covers what would be thousands of completion rows a tick when catching up. They stay listed
-   * until a save passes them, so if the checkpoint stops moving, the next tick records them.
+   * Writes completion records for items above the saved checkpoint (below it they are covered). At a
+   * tick, items below the earliest pending one are left to the checkpoint while it moves (it did since
+   * the last tick): its next save covers them all with one row, where catching up would write
+   * thousands of completion rows a tick. They stay listed until a save passes them, so if the
+   * checkpoint stops moving, the next tick records them. A stop records what its final save did not
+   * cover ('all', after that save), so a save that failed or was skipped (leadership lost while
+   * draining) leaves nothing unrecorded.
    */
-  async #recordCompletions(period: Period<P>): Promise<void> {
+  async #recordCompletions(period: Period<P> | undefined, which: 'uncoverable' | 'all' = 'uncoverable'): Promise<void> {
     const { completions } = this.#options;
-    if (!completions) return;
-    const saveComing = period.ended || period.savedPosition !== period.savedAtLastRecord;
+    if (!completions || !period) return;
+    const saveComing = which === 'uncoverable' && period.savedPosition !== period.savedAtLastRecord;
     period.savedAtLastRecord = period.savedPosition;
     const covered = saveComing ? (this.#earliestPending() ?? Number.POSITIVE_INFINITY) : Number.NEGATIVE_INFINITY;
     const batch: Array<{ position: number; itemId: string }> = [];

@@ -61,6 +61,11 @@ export interface OutstandingWork {
    * 'lost': abandon it at once; the next leader redoes what was not checkpointed.
    */
   end(reason: 'stopped' | 'lost'): Promise<void>;
+  /**
+   * After a 'stopped' end, once the final checkpoint save was tried (saved, fenced, failed, or skipped
+   * because leadership was lost meanwhile), before leadership is released.
+   */
+  finished?(): Promise<void>;
 }
 
 export interface SubscriptionOptions<E extends EventShape> {
@@ -475,7 +480,11 @@ export class Subscription<E extends EventShape = EventShape> {
     }
     // Stopping or failing: let outstanding work settle, then record everything that completed.
     await work?.end('stopped');
-    fenced = lost() ? undefined : await advance();
+    try {
+      fenced = lost() ? undefined : await advance();
+    } finally {
+      await work?.finished?.();
+    }
     if (fenced) return this.#lostLeadership(fenced);
     if (failure !== undefined) throw failure;
     return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';

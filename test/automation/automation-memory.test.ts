@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import {
   Automation,
+  FencedError,
   MemoryCheckpointStore,
   MemoryCompletionStore,
   MemoryDeadLetterStore,
@@ -286,6 +287,46 @@ describe('Automation (memory)', () => {
       [3, 4],
       'a and b had completed: only the slow items run again',
     );
+  });
+
+  it('an item that completed while stopping is recorded when the final checkpoint save does not happen (fenced)', async () => {
+    const blocker = gate();
+    let fenceSaves = false;
+    const first = setup({
+      execute: async (item) => {
+        if (item.key === 'slow') await blocker.wait;
+        first.executed.push({ key: item.key, n: item.payload.n, attempt: 1 });
+      },
+    });
+    // The stop's own save is refused, as when a newer leader took over during the drain.
+    const real = first.checkpoints;
+    const refusing: CheckpointStore = {
+      load: (name) => real.load(name),
+      claim: (name, token) => real.claim(name, token),
+      list: () => real.list(),
+      save: (name, position, options) => (fenceSaves ? Promise.reject(new FencedError(name, 0, 1)) : real.save(name, position, options)),
+    };
+    const automation = track(new Automation<EventShape, Payload>({ ...first.options, checkpoints: refusing }));
+    await appendKeys(first.store, ['a', 'slow']);
+    await automation.start();
+    await waitUntil(async () => first.executed.length === 1 && (await real.load('mailer')) === 1, { message: 'a done and checkpointed' });
+    const stopping = automation.stop();
+    fenceSaves = true;
+    blocker.open();
+    await stopping;
+    assert.equal(await real.load('mailer'), 1, 'the final save was refused');
+
+    const second = track(
+      new Automation<EventShape, Payload>({
+        ...first.options,
+        execute: (item) => {
+          first.executed.push({ key: `second:${item.key}`, n: item.payload.n, attempt: 1 });
+        },
+      }),
+    );
+    await second.start();
+    await waitUntil(async () => (await real.load('mailer')) === 2);
+    assert.deepEqual(first.executed.map((e) => e.key), ['a', 'slow'], 'slow completed under the first node: its completion was recorded, not run again');
   });
 
   it('after a restart, does not run again an item that was dead-lettered above the checkpoint', async () => {
