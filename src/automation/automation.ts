@@ -27,8 +27,12 @@ export interface ExecuteContext {
   fencingToken: number | undefined;
   /** 1 on the first attempt. */
   attempt: number;
-  /** Fires when the attempt timed out or leadership was lost: stop the side effect if you can. */
-  signal: AbortSignal;
+  /**
+   * Fires when the attempt timed out or leadership was lost: stop the side effect if you can. Made
+   * when first read (a getter of the context, so `{ ...context }` does not carry it): pass
+   * `context.signal` itself.
+   */
+  readonly signal: AbortSignal;
   /** The event that produced the item. */
   event: RecordedEvent;
   /** True when an operator asked to run a dead letter again. */
@@ -522,7 +526,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         deadline: Date.now() + this.#timeoutMs,
         expire: () => {
           const expired = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
-          context.expire(expired);
+          AttemptContext.expire(context, expired);
           settle(expired);
         },
       };
@@ -731,10 +735,10 @@ class AttemptContext implements ExecuteContext {
     return this.#signal;
   }
 
-  /** The attempt timed out: fires the signal if `execute` took it (or when it does). */
-  expire(error: Error): void {
-    this.#expired = error;
-    this.#timeout?.abort(error);
+  /** The attempt timed out: fires the signal if `execute` took it (or when it does). Static: not on the context users see. */
+  static expire(context: AttemptContext, error: Error): void {
+    context.#expired = error;
+    context.#timeout?.abort(error);
   }
 }
 

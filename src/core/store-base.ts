@@ -307,14 +307,15 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     if (typeof id !== 'string' || !UUID.test(id)) {
       throw new InvalidArgumentError(`event ${index} has id ${String(id)}, which is not a UUID`);
     }
-    let metadata = event.metadata ?? {};
+    const metadata = event.metadata ?? {};
     if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
       throw new InvalidArgumentError(`event ${index} metadata must be a plain object`);
     }
-    // A context the caller set (an event forwarded from elsewhere) is kept.
-    if (trace && metadata[TRACE_METADATA.traceparent] === undefined) metadata = { ...metadata, ...trace };
+
     const data = this.#registry ? this.#registry.encode(type, event.data) : event.data;
-    return { id, type, data: toJson(data, `data of event ${index} (${type})`), metadata: toJson(metadata, `metadata of event ${index} (${type})`) };
+    let json = toJson(metadata, `metadata of event ${index} (${type})`);
+    if (trace) json = withTrace(json, trace);
+    return { id, type, data: toJson(data, `data of event ${index} (${type})`), metadata: json };
   }
 
   #decode(row: StoredEventRow, raw: boolean): RecordedEvent {
@@ -370,4 +371,15 @@ function optionalCount(name: string, value: unknown): number | undefined {
     throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
   }
   return value;
+}
+
+/**
+ * The metadata (as stored, JSON text) with the append's trace context added, unless the caller put
+ * one there (an event forwarded from elsewhere keeps its origin; a lone `tracestate` of theirs is not
+ * paired with our `traceparent`). Applied to the JSON form, so metadata with a `toJSON` is read as stored.
+ */
+function withTrace(json: string, trace: Metadata): string {
+  const metadata = JSON.parse(json) as Metadata;
+  if (metadata[TRACE_METADATA.traceparent] !== undefined || metadata[TRACE_METADATA.tracestate] !== undefined) return json;
+  return JSON.stringify({ ...metadata, ...trace });
 }

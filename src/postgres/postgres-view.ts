@@ -94,7 +94,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #s: string;
   readonly #name: string;
   readonly #setup: SqlViewSetup;
-  readonly #evolve: (events: readonly Recorded<E>[], tx: PostgresViewTx) => Promise<void>;
+  readonly #evolve: (events: readonly Recorded<E>[], tx: ViewTx) => Promise<void>;
   readonly #types: string[] | undefined;
   readonly #checkpoints: PostgresCheckpointStore;
   readonly #generationQuery: pg.QueryArrayConfig;
@@ -108,19 +108,26 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     this.#name = options.name;
     this.#setup = options.setup;
     const { evolve, evolveBatch } = options;
-    this.#evolve = evolveBatch
-      ? async (events, tx) => {
-          await evolveBatch(events, tx);
-          await tx.flush();
-        }
-      : async (events, tx) => {
+    const apply = evolveBatch
+      ? (events: readonly Recorded<E>[], tx: PostgresViewTx) => evolveBatch(events, tx)
+      : async (events: readonly Recorded<E>[], tx: PostgresViewTx) => {
           for (const event of events) {
             // A synchronous evolve (upserts only) costs no promise per event.
             const applied = (evolve as NonNullable<typeof evolve>)(event, tx);
             if (applied) await applied;
           }
-          await tx.flush();
         };
+    this.#evolve = async (events, { tx, settled }) => {
+      try {
+        await apply(events, tx);
+        await tx.flush();
+      } catch (error) {
+        // A flush evolve started and did not await may still be sending statements: the ROLLBACK
+        // must come after them, not between them (they would then run outside the transaction).
+        await settled();
+        throw error;
+      }
+    };
     this.#types = options.types && [...new Set<string>(options.types)];
     this.#checkpoints = new PostgresCheckpointStore({ store: options.store });
     this.#generationQuery = {
@@ -312,12 +319,12 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     });
   }
 
-  #shadowTx(client: pg.PoolClient, generation: number): PostgresViewTx {
+  #shadowTx(client: pg.PoolClient, generation: number): ViewTx {
     return this.#tx(client, (name) => this.#qualified(shadowName(checkTableName(this.#name, name), generation)));
   }
 
   /** What evolve gets for one transaction: its connection, its tables, and a queue of upserts. */
-  #tx(client: pg.PoolClient, table: (name: string) => string): PostgresViewTx {
+  #tx(client: pg.PoolClient, table: (name: string) => string): ViewTx {
     const view = this.#name;
     const pending = new PendingRows();
     // Flushes run one after another, and the view's own statements (checkpoint, COMMIT) wait for the
@@ -352,11 +359,15 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
         return Reflect.get(target, property, receiver) as unknown;
       },
     });
+    const noop = (): void => undefined;
     return {
-      client: guarded,
-      table,
-      upsert: (name, row, options) => pending.add(table(name), rowShape(view, name, row, options), row),
-      flush,
+      tx: {
+        client: guarded,
+        table,
+        upsert: (name, row, options) => pending.add(table(name), rowShape(view, name, row, options), row),
+        flush,
+      },
+      settled: () => flushing.then(noop, noop),
     };
   }
 
@@ -437,6 +448,12 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       client.release(broken);
     }
   }
+}
+
+/** A transaction's PostgresViewTx, and a way to wait until no flush of it is sending statements. */
+interface ViewTx {
+  tx: PostgresViewTx;
+  settled(): Promise<void>;
 }
 
 function toJson(row: Row): Record<string, unknown> {

@@ -275,16 +275,19 @@ for (const backendCase of backends) {
         { type: 'Tick', data: {}, metadata: { traceparent: forwarded, tracestate: 'vendor=1' } },
         { type: 'Tick', data: {}, metadata: { traceparent: '00-not-a-context-01' } },
         { type: 'Tick', data: {}, metadata: { traceparent: 42 } },
+        // Their tracestate alone: ours is not added beside it (the pair would name two traces).
+        { type: 'Tick', data: {}, metadata: { tracestate: 'mine=1' } },
       ]);
       const events: RecordedEvent[] = [];
       for await (const event of backend.store.readStream(`kept-${label}`)) events.push(event);
-      assert.deepEqual(events.map((event) => event.metadata[TRACE_METADATA.traceparent]), [forwarded, '00-not-a-context-01', 42]);
+      assert.deepEqual(events.map((event) => event.metadata[TRACE_METADATA.traceparent]), [forwarded, '00-not-a-context-01', 42, undefined]);
+      assert.deepEqual(events[3]?.metadata, { tracestate: 'mine=1' });
       assert.equal(eventSpanContext(events[0]?.metadata ?? {})?.traceState?.get('vendor'), '1');
       assert.equal(eventSpanContext(events[1]?.metadata ?? {}), undefined);
 
       const subscription = track(new Subscription({ name: `kept-${label}`, store: backend.store, checkpoints: backend.checkpoints, logger: silentLogger, handler: () => {} }));
       await subscription.start();
-      await waitUntil(async () => (await subscription.status()).position === events[2]?.position);
+      await waitUntil(async () => (await subscription.status()).position === events[3]?.position);
       const links = finished(SpanName.Handle, { [TelemetryAttribute.Subscription]: `kept-${label}` }).flatMap((span) => span.links);
       assert.deepEqual(links.map((link) => `${link.context.traceId}/${link.context.spanId}`), ['0af7651916cd43dd8448eb211c80319c/b7ad6b7169203331']);
     });

@@ -512,6 +512,21 @@ describe('upsert red team: found and fixed in a second review', () => {
     assert.deepEqual(await pg.query((t) => `SELECT id FROM ${t('a')}`), []);
   });
 
+  it('a flush evolve did not await, then evolve throws: nothing of the event is written (the rollback waits for the flush)', async () => {
+    const pg = await onPostgres({
+      count: 1,
+      tables: (t) => [`CREATE TABLE ${t('a')} (id text PRIMARY KEY)`, `CREATE TABLE ${t('b')} (id text PRIMARY KEY, n integer NOT NULL)`],
+      evolve: (_, tx) => {
+        tx.upsert('a', { id: 'x' }, { key: ['id'] });
+        tx.upsert('b', { id: 'x', n: 1 }, { key: ['id'], increment: ['n'] });
+        void tx.flush();
+        throw new Error('evolve fails after starting a flush');
+      },
+    });
+    assert.equal((await pg.letters()).length, 1);
+    assert.deepEqual(await pg.query((t) => `SELECT id FROM ${t('a')} UNION ALL SELECT id FROM ${t('b')}`), []);
+  });
+
   it('a Date changed after its upsert is written as it was at the call, on both backends', async () => {
     const when = new Date(Date.UTC(2026, 10, 28, 12, 0, 0));
     const apply: Apply = (_, upsert) => {
