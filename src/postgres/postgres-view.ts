@@ -7,7 +7,7 @@ import type { EventStore } from '../core/store.js';
 import { ViewFencedError } from '../view/errors.js';
 import { jsonValue, onConflict, PendingRows, quoteColumn, rowShape } from '../view/rows.js';
 import type { Row, RowShape, RowValue, Upsert } from '../view/rows.js';
-import { checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
+import { assertOwnTables, checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
 import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
 import { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
 import type { PostgresStoreHandle } from './postgres-checkpoint-store.js';
@@ -243,7 +243,9 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       const generation = meta.generation + 1;
       await client.query(`UPDATE ${this.#s}.view_versions SET rebuild_id = $2 WHERE name = $1`, [this.#name, rebuildId]);
       await this.#dropShadow(client, generation);
-      await this.#create(client, (name) => shadowName(name, generation));
+      const tables = await this.#create(client, (name) => shadowName(name, generation));
+      const live = await this.#tables(client, tables);
+      assertOwnTables(this.#name, tables, meta.tables, (name) => live.has(name));
       return generation;
     });
   }
@@ -281,7 +283,9 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
         const names = setupNames(this.#name, this.#setup);
         const shadowTables = await this.#tables(client, names.map((name) => shadowName(name, generation)));
         const tables = names.filter((name) => shadowTables.has(shadowName(name, generation)));
-        const liveTables = [...(await this.#tables(client, [...new Set([...meta.tables, ...tables])]))];
+        const existing = await this.#tables(client, [...new Set([...meta.tables, ...tables])]);
+        assertOwnTables(this.#name, tables, meta.tables, (name) => existing.has(name));
+        const liveTables = [...existing];
         if (liveTables.length > 0) {
           // Readers of two view tables can hold one while waiting for the other; a swap waiting for
           // the first while holding the second would deadlock with them. So the swap takes every live

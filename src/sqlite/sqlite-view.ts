@@ -6,7 +6,7 @@ import type { EventStore } from '../core/store.js';
 import { ViewFencedError } from '../view/errors.js';
 import { onConflict, quoteColumn, rowShape } from '../view/rows.js';
 import type { RowValue, Upsert } from '../view/rows.js';
-import { checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
+import { assertOwnTables, checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
 import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
 import { translateSqliteError } from './errors.js';
 import { saveCheckpointSync, SQLITE_NOW_MS, SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
@@ -214,7 +214,8 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
           const generation = meta.generation + 1;
           this.#prepare(`UPDATE ${VERSIONS} SET rebuild_id = ? WHERE name = ?`).run(rebuildId, this.#name);
           this.#dropShadow(generation);
-          this.#create((name) => shadowName(name, generation));
+          const tables = this.#create((name) => shadowName(name, generation));
+          assertOwnTables(this.#name, tables, meta.tables, (name) => this.#kind(name) === 'table');
           return generation;
         })
         .immediate(),
@@ -265,6 +266,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       throw new TailFailed(error);
     }
     const tables = setupNames(this.#name, this.#setup).filter((name) => this.#kind(shadowName(name, generation)) === 'table');
+    assertOwnTables(this.#name, tables, meta.tables, (name) => this.#kind(name) === 'table');
     for (const name of new Set([...meta.tables, ...tables])) {
       if (this.#kind(name) === 'table') this.#db.exec(`DROP TABLE ${quote(name)}`);
     }

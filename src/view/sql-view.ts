@@ -128,6 +128,21 @@ export function shadowName(name: string, generation: number): string {
   return `${name}__rebuild_${generation}`;
 }
 
+/**
+ * A rebuild swaps its new tables in under their live names, dropping the live tables first: only
+ * tables this view owns may be dropped. A new name that is already a table of someone else's (another
+ * view, or the application) is refused.
+ */
+export function assertOwnTables(view: string, newTables: readonly string[], ownTables: readonly string[], isLiveTable: (name: string) => boolean): void {
+  const taken = newTables.filter((name) => !ownTables.includes(name) && isLiveTable(name));
+  if (taken.length > 0) {
+    throw new InvalidArgumentError(
+      `View "${view}": its new setup creates table(s) ${taken.map((name) => `"${name}"`).join(', ')}, which already exist and are not this view's ` +
+        '(another view or the application owns them). A rebuild would replace them; rename the table(s) in the setup.',
+    );
+  }
+}
+
 /** The names the setup passes to `table()`, in order. */
 export function setupNames(view: string, setup: SqlViewSetup): string[] {
   const names = new Set<string>();
