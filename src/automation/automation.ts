@@ -1,5 +1,5 @@
 import type { Attributes, Span } from '@opentelemetry/api';
-import { positiveInteger } from '../core/validate.js';
+import { milliseconds, positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
 import type { CompletionStore, DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
@@ -192,9 +192,9 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     this.#options = options;
     this.#retry = retryPolicy(options.retry, defaultRetry);
     this.#concurrency = positiveInteger('concurrency', options.concurrency ?? 8);
-    this.#timeoutMs = positiveInteger('timeoutMs', options.timeoutMs ?? 30_000);
+    this.#timeoutMs = milliseconds('timeoutMs', options.timeoutMs ?? 30_000);
     this.#maxPending = positiveInteger('maxPending', options.maxPending ?? 1000);
-    this.#pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 500);
+    this.#pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500);
     this.#logger = options.logger ?? consoleLogger();
     this.#attributes = Object.freeze({ [TelemetryAttribute.Automation]: this.name });
 

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from './errors.js';
+import { MAX_TIMER_MS } from './validate.js';
 
 /** How often and how patiently to retry. Delays grow exponentially, with full jitter. */
 export interface RetryPolicy {
@@ -15,8 +16,8 @@ export function retryPolicy(overrides: Partial<RetryPolicy> | undefined, default
   }
   for (const key of ['initialDelayMs', 'maxDelayMs'] as const) {
     const value = policy[key];
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-      throw new InvalidArgumentError(`retry.${key} must be a non-negative number of milliseconds, got ${String(value)}`);
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS) {
+      throw new InvalidArgumentError(`retry.${key} must be a number of milliseconds from 0 to ${MAX_TIMER_MS} (a Node.js timer's limit), got ${String(value)}`);
     }
   }
   return policy;

@@ -1,4 +1,4 @@
-import { positiveInteger } from '../core/validate.js';
+import { milliseconds } from '../core/validate.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
@@ -189,8 +189,8 @@ export class PgLockRegistry implements LockRegistry {
     }
     this.schema = options.schema ?? DEFAULT_SCHEMA;
     const s = quoteSchema(this.schema);
-    this.sessionTimeoutMs = positiveInteger('sessionTimeoutMs', options.sessionTimeoutMs ?? 10_000, 100);
-    this.pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 200);
+    this.sessionTimeoutMs = milliseconds('sessionTimeoutMs', options.sessionTimeoutMs ?? 10_000, 100);
+    this.pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 200);
     const unique = `${process.pid}/${randomBytes(4).toString('hex')}`;
     this.holderId = options.holderId ?? `${hostname()}/${unique}`;
     if (typeof this.holderId !== 'string' || this.holderId.length === 0) throw new InvalidArgumentError('holderId must be a non-empty string');

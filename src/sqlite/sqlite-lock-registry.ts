@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import type Database from 'better-sqlite3';
-import { positiveInteger } from '../core/validate.js';
+import { milliseconds } from '../core/validate.js';
 import { InvalidArgumentError, isEskitError, LockUnavailableError } from '../core/errors.js';
 import type { AcquireOptions, Lease, LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
@@ -109,12 +109,12 @@ export class SqliteLockRegistry implements LockRegistry {
   #closing: Promise<void> | undefined;
 
   constructor(options: SqliteLockRegistryOptions) {
-    this.ttlMs = positiveInteger('ttlMs', options.ttlMs ?? 5000);
-    this.renewIntervalMs = positiveInteger('renewIntervalMs', options.renewIntervalMs ?? Math.max(1, Math.floor(this.ttlMs / 3)));
+    this.ttlMs = milliseconds('ttlMs', options.ttlMs ?? 5000);
+    this.renewIntervalMs = milliseconds('renewIntervalMs', options.renewIntervalMs ?? Math.max(1, Math.floor(this.ttlMs / 3)));
     if (this.renewIntervalMs >= this.ttlMs) {
       throw new InvalidArgumentError(`renewIntervalMs (${this.renewIntervalMs}) must be below ttlMs (${this.ttlMs}), or every lease would expire between renewals`);
     }
-    this.pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 100);
+    this.pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 100);
     const holderId = options.holderId ?? `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
     if (typeof holderId !== 'string' || holderId.length === 0) throw new InvalidArgumentError('holderId must be a non-empty string');
     this.holderId = holderId;

@@ -1,10 +1,9 @@
 import type { Attributes, Span } from '@opentelemetry/api';
-import { positiveInteger } from '../core/validate.js';
+import { milliseconds, positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
 import type { DeadLetterStore } from '../core/dead-letter.js';
-import { AlreadyStartedError, HandlerFailedError, InvalidArgumentError, isEskitError, ErrorCode } from '../core/errors.js';
-import type { FencedError } from '../core/errors.js';
+import { AlreadyStartedError, ErrorCode, FencedError, HandlerFailedError, InvalidArgumentError, isEskitError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Lease, LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
@@ -190,11 +189,8 @@ export class Subscription<E extends EventShape = EventShape> {
     this.#options = options;
     this.#retry = retryPolicy(options.retry, defaultRetry);
     this.#batchSize = positiveInteger('batchSize', options.batchSize ?? 500);
-    this.#checkpointIntervalMs = options.checkpointIntervalMs ?? 250;
-    if (!Number.isSafeInteger(this.#checkpointIntervalMs) || this.#checkpointIntervalMs < 0) {
-      throw new InvalidArgumentError(`checkpointIntervalMs must be a non-negative integer, got ${String(options.checkpointIntervalMs)}`);
-    }
-    this.#pollIntervalMs = positiveInteger('pollIntervalMs', options.pollIntervalMs ?? 500);
+    this.#checkpointIntervalMs = milliseconds('checkpointIntervalMs', options.checkpointIntervalMs ?? 250, 0);
+    this.#pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500);
     this.#logger = options.logger ?? consoleLogger();
     this.#attributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name });
     this.#deadLetterAttributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name, [TelemetryAttribute.Stage]: 'handler' });
@@ -328,20 +324,15 @@ export class Subscription<E extends EventShape = EventShape> {
 
   /** Processes events while this node leads. Throws only for failures that must stop the subscription. */
   async #lead(lease: Lease | undefined): Promise<LeadOutcome> {
-    const { checkpoints } = this.#options;
     const work = this.#options.outstandingWork;
     const token = lease?.fencingToken;
     const signal = lease ? AbortSignal.any([this.#stop.signal, lease.signal]) : this.#stop.signal;
     const lost = (): boolean => lease?.signal.aborted === true;
 
-    let saved: number;
-    try {
-      const stored = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
-      saved = stored ?? (await this.#startPosition());
-    } catch (error) {
-      if (isEskitError(error, ErrorCode.Fenced)) return this.#lostLeadership(error);
-      throw error;
-    }
+    const start = await this.#loadStart(token, signal);
+    if (start === 'stopped') return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';
+    if (start instanceof FencedError) return this.#lostLeadership(start);
+    let saved = start;
     this.#position = saved;
     this.#fencingToken = token;
     this.#state = 'leading';
@@ -488,6 +479,29 @@ export class Subscription<E extends EventShape = EventShape> {
     if (fenced) return this.#lostLeadership(fenced);
     if (failure !== undefined) throw failure;
     return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';
+  }
+
+  /**
+   * Where this leadership starts: the checkpoint (claimed with the token), or the start position when
+   * there is none. Transient failures (a dropped connection, a busy SQLite file, a database restarting
+   * while a standby takes over) are retried with backoff until stopped or the lease is lost: a new
+   * leader must not fail for good over one of them.
+   */
+  async #loadStart(token: number | undefined, signal: AbortSignal): Promise<number | FencedError | 'stopped'> {
+    const { checkpoints } = this.#options;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const stored = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
+        return stored ?? (await this.#startPosition());
+      } catch (error) {
+        if (isEskitError(error, ErrorCode.Fenced)) return error as FencedError;
+        if (!isTransient(error)) throw error;
+        this.#logger.warn({ subscription: this.name, attempt, err: error }, `Subscription "${this.name}": reading its checkpoint failed; retrying`);
+      }
+      if (signal.aborted) return 'stopped';
+      await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)), signal).catch(() => undefined);
+      if (signal.aborted) return 'stopped';
+    }
   }
 
   /**

@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from '../core/errors.js';
 import { consoleLogger } from '../core/logger.js';
+import { milliseconds } from '../core/validate.js';
 import type { Logger } from '../core/logger.js';
 
 /** "View X changed": what a listener of a view's change feed receives. */
@@ -116,7 +117,7 @@ export class ChangeFeed {
 
   constructor(options: ChangeFeedOptions) {
     this.view = options.view;
-    this.#debounceMs = nonNegative('debounceMs', options.debounceMs ?? 10);
+    this.#debounceMs = milliseconds('debounceMs', options.debounceMs ?? 10, 0);
     this.#maxKeys = nonNegative('maxKeys', options.maxKeys ?? 1000);
     this.#logger = options.logger ?? consoleLogger();
   }

@@ -2,6 +2,7 @@ import { InvalidArgumentError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
 import type { EventStore } from '../core/store.js';
+import { milliseconds } from '../core/validate.js';
 import { ChangeFeed } from './change-feed.js';
 import { ProgressTracker } from './progress.js';
 import type { WaitForOptions } from './progress.js';
@@ -89,9 +90,7 @@ export class ViewSignals<E extends EventShape> {
       throw new InvalidArgumentError(`waitFor needs a non-negative integer position (what an append returned), got ${String(position)}`);
     }
     const timeoutMs = options.timeoutMs ?? 5000;
-    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) {
-      throw new InvalidArgumentError(`timeoutMs must be a non-negative integer, got ${String(timeoutMs)}`);
-    }
+    milliseconds('timeoutMs', timeoutMs, 0);
     options.signal?.throwIfAborted();
     const started = performance.now();
     let known = this.#tracker.position;

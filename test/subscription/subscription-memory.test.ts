@@ -5,11 +5,12 @@ import {
   MemoryDeadLetterStore,
   MemoryEventStore,
   MemoryLockRegistry,
+  MemoryView,
   Subscription,
   silentLogger,
   isEskitError,
 } from '../../src/index.js';
-import type { EventStore, HandlerContext, LockRegistry, RecordedEvent, SubscriptionOptions } from '../../src/index.js';
+import type { CheckpointStore, EventStore, HandlerContext, LockRegistry, RecordedEvent, SubscriptionOptions } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 
 // Stop everything a test started, even when it failed half-way, so the file's process can exit.
@@ -46,6 +47,40 @@ function setup(overrides: Partial<SubscriptionOptions<{ type: string; data: unkn
 }
 
 describe('Subscription (memory)', () => {
+  it('durations past a Node.js timer\'s limit (2^31 - 1 ms) are refused, not turned into a 1 ms busy loop', async () => {
+    const tooLong = 2 ** 31;
+    const refused = (error: unknown): boolean => isEskitError(error, 'ESKIT_INVALID_ARGUMENT') && /from \d+ to 2147483647/.test((error as Error).message);
+    const store = new MemoryEventStore();
+    const base = { name: 'limits', store, checkpoints: new MemoryCheckpointStore(), logger: silentLogger, handler: () => {} };
+    assert.throws(() => new Subscription({ ...base, pollIntervalMs: tooLong }), refused);
+    assert.throws(() => new Subscription({ ...base, checkpointIntervalMs: tooLong }), refused);
+    assert.throws(() => new Subscription({ ...base, retry: { maxDelayMs: tooLong } }), (error: unknown) => isEskitError(error, 'ESKIT_INVALID_ARGUMENT'));
+    assert.ok(new Subscription({ ...base, pollIntervalMs: tooLong - 1 }), 'the limit itself is fine');
+    const view = new MemoryView({ name: 'limits-view', store, initialState: 0, evolve: (n: number) => n + 1, logger: silentLogger });
+    await assert.rejects(view.waitFor(1, { timeoutMs: 2 ** 32 }), refused);
+  });
+
+  it('a checkpoint that cannot be read for a moment (connection dropped, database busy) is retried, not fatal: without and with a leader lock', async () => {
+    for (const leaderLock of [undefined, new MemoryLockRegistry()]) {
+      const real = new MemoryCheckpointStore();
+      let failures = 2;
+      const flaky = (): Promise<never> | undefined => (failures-- > 0 ? Promise.reject(new Error('connection terminated unexpectedly')) : undefined);
+      const checkpoints: CheckpointStore = {
+        load: (name) => flaky() ?? real.load(name),
+        claim: (name, token) => flaky() ?? real.claim(name, token),
+        save: (name, position, options) => real.save(name, position, options),
+        list: () => real.list(),
+      };
+      const { store, seen, subscription } = setup({ checkpoints, ...(leaderLock ? { leaderLock } : {}) });
+      await appendMany(store, 3);
+      await subscription.start();
+      await waitUntil(() => seen.length === 3, { message: `handled after the retries (${leaderLock ? 'claim' : 'load'})` });
+      assert.equal(failures, -1, 'both failures were met');
+      assert.equal((await subscription.status()).state, 'leading');
+      await subscription.stop();
+    }
+  });
+
   it('catches up from the beginning, then follows live appends, in global order', async () => {
     const { store, checkpoints, seen, subscription } = setup();
     await appendMany(store, 10);
