@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import type { CheckpointInfo } from '../core/checkpoint.js';
-import { PermanentFailure } from '../core/errors.js';
+import { InvalidArgumentError, PermanentFailure } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { EventStore } from '../core/store.js';
 import { ViewFencedError } from '../view/errors.js';
@@ -379,7 +379,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
           if (upserts.size >= MAX_CACHED_STATEMENTS) upserts.clear();
           upserts.set(shape.signature, upsert);
         }
-        upsert.run(...shape.columns.map((column) => sqliteValue(row[column] as RowValue)));
+        upsert.run(...shape.columns.map((column) => sqliteValue(row[column] as RowValue, () => `View "${view}", table "${name}", column "${column}"`)));
       },
     };
   }
@@ -403,14 +403,20 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 }
 
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
 /**
  * better-sqlite3 binds no booleans, Dates or objects (1/0, ISO 8601 text, JSON text), and binds every
  * number as a REAL: a whole number goes as an integer, so a TEXT column stores '1' (as PostgreSQL
  * would), not '1.0'.
  */
-function sqliteValue(value: RowValue): string | number | bigint | null {
+function sqliteValue(value: RowValue, where: () => string): string | number | bigint | null {
   if (typeof value === 'number') return Number.isSafeInteger(value) ? BigInt(value) : value;
   if (typeof value === 'boolean') return value ? 1 : 0;
+  if (typeof value === 'bigint' && (value < INT64_MIN || value > INT64_MAX)) {
+    throw new InvalidArgumentError(`${where()}: ${value} is beyond SQLite's 64-bit integers; write it as a string into a TEXT column instead.`);
+  }
   if (typeof value === 'bigint' || typeof value === 'string' || value === null) return value;
   if (value instanceof Date) return value.toISOString();
   return JSON.stringify(value);

@@ -527,6 +527,17 @@ describe('upsert red team: found and fixed in a second review', () => {
     assert.deepEqual(await pg.query((t) => `SELECT id FROM ${t('a')} UNION ALL SELECT id FROM ${t('b')}`), []);
   });
 
+  it('SQLite: a bigint beyond 64 bits is an InvalidArgumentError naming the column (not the driver\'s RangeError)', async () => {
+    const lite = await onSqlite({
+      count: 1,
+      tables: (t) => [`CREATE TABLE ${t('big')} (id TEXT PRIMARY KEY, n INTEGER)`],
+      apply: (_, upsert) => upsert('big', { id: 'a', n: 2n ** 64n }, { key: ['id'] }),
+    });
+    const errors = (await lite.letters()).map((letter) => letter.attempts.at(-1)?.error ?? '');
+    assert.equal(errors.length, 1);
+    assert.match(errors[0] ?? '', /View "redteam", table "big", column "n": 18446744073709551616 is beyond SQLite's 64-bit integers/);
+  });
+
   it('a Date changed after its upsert is written as it was at the call, on both backends', async () => {
     const when = new Date(Date.UTC(2026, 10, 28, 12, 0, 0));
     const apply: Apply = (_, upsert) => {
