@@ -3,7 +3,8 @@ import { milliseconds, positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
 import type { DeadLetterStore } from '../core/dead-letter.js';
-import { AlreadyStartedError, ErrorCode, FencedError, HandlerFailedError, InvalidArgumentError, isEskitError } from '../core/errors.js';
+import { AlreadyStartedError, ErrorCode, HandlerFailedError, InvalidArgumentError, isEskitError } from '../core/errors.js';
+import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Lease, LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
@@ -331,7 +332,7 @@ export class Subscription<E extends EventShape = EventShape> {
 
     const start = await this.#loadStart(token, signal);
     if (start === 'stopped') return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';
-    if (start instanceof FencedError) return this.#lostLeadership(start);
+    if (typeof start !== 'number') return this.#lostLeadership(start.fenced);
     let saved = start;
     this.#position = saved;
     this.#fencingToken = token;
@@ -487,14 +488,14 @@ export class Subscription<E extends EventShape = EventShape> {
    * while a standby takes over) are retried with backoff until stopped or the lease is lost: a new
    * leader must not fail for good over one of them.
    */
-  async #loadStart(token: number | undefined, signal: AbortSignal): Promise<number | FencedError | 'stopped'> {
+  async #loadStart(token: number | undefined, signal: AbortSignal): Promise<number | { fenced: FencedError } | 'stopped'> {
     const { checkpoints } = this.#options;
     for (let attempt = 1; ; attempt++) {
       try {
         const stored = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
         return stored ?? (await this.#startPosition());
       } catch (error) {
-        if (isEskitError(error, ErrorCode.Fenced)) return error as FencedError;
+        if (isEskitError(error, ErrorCode.Fenced)) return { fenced: error as FencedError };
         if (!isTransient(error)) throw error;
         this.#logger.warn({ subscription: this.name, attempt, err: error }, `Subscription "${this.name}": reading its checkpoint failed; retrying`);
       }
