@@ -403,15 +403,17 @@ export class PgLockRegistry implements LockRegistry {
       do {
         this.#again = false;
         if (this.#closing) return;
-        const names = [...this.#requests.keys()].filter((name) => !this.#held.has(name));
-        if (names.length === 0) break;
+        if (this.#awaited().length === 0) break;
         let connection: Connection;
         try {
           connection = await this.#connect();
         } catch (error) {
-          this.#connectFailed(names, error);
+          this.#connectFailed(this.#awaited(), error);
           return;
         }
+        // Acquires may have been aborted while the connection opened.
+        const names = this.#awaited();
+        if (names.length === 0) break;
         const keys = names.map((name) => (this.#requests.get(name) as Request[])[0]?.key as string);
         let rows: unknown[][];
         try {
@@ -468,6 +470,11 @@ export class PgLockRegistry implements LockRegistry {
     }
     this.#schedulePoll();
     this.#idleCheck();
+  }
+
+  /** Names with pending acquires that this registry does not hold. */
+  #awaited(): string[] {
+    return [...this.#requests.keys()].filter((name) => !this.#held.has(name));
   }
 
   #granted(connection: Connection, name: string, key: string, fencingToken: number): void {
@@ -686,8 +693,7 @@ export class PgLockRegistry implements LockRegistry {
 
   #schedulePoll(): void {
     if (this.#pollTimer || this.#closing) return;
-    const awaited = [...this.#requests.keys()].some((name) => !this.#held.has(name));
-    if (!awaited) return;
+    if (this.#awaited().length === 0) return;
     this.#pollTimer = setTimeout(() => {
       this.#pollTimer = undefined;
       this.#kick();

@@ -223,6 +223,28 @@ describe('PgLockRegistry red team: waiter keys and aborted acquires', () => {
     },
   );
 
+  it('an acquire aborted while the lock connection opens: rejected, nothing thrown into the process, and the registry still grants', { timeout: 15_000 }, async () => {
+    const schema = await testSchema();
+    const locks = registry(schema);
+    // It crashed the process: the pass that opened the connection looked up the aborted request.
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason);
+    };
+    process.on('unhandledRejection', onUnhandled);
+    afterTest(() => process.off('unhandledRejection', onUnhandled));
+    const controller = new AbortController();
+    const aborted = locks.acquire('x', { signal: controller.signal });
+    controller.abort();
+    await assert.rejects(aborted, (e: unknown) => (e as Error).name === 'AbortError');
+    const lease = await locks.acquire('y', { signal: AbortSignal.timeout(5_000) });
+    assert.deepEqual(await heldKeys(schema, await pidOf(locks)), [key(schema, 'y')], 'only "y" is held: the aborted "x" was never taken');
+    // An unhandled rejection is reported after the microtasks of the tick it happened in.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(unhandled, []);
+    await lease.release();
+  });
+
   it('close() while waiting rejects the acquire, ends the session with its waiter key, and the holder then sends no NOTIFY', { timeout: 15_000 }, async () => {
     const schema = await testSchema();
     const a = registry(schema);
