@@ -4,8 +4,7 @@
 // per-key order, timeouts, completion records, the checkpoint held back by pending items).
 import type { CompletionStore, DeadLetterStore } from '../src/core/dead-letter.js';
 import { Automation } from '../src/automation/index.js';
-import { MemoryCompletionStore, MemoryDeadLetterStore } from '../src/memory/index.js';
-import * as postgresAdapter from '../src/postgres/index.js';
+import { PostgresCompletionStore, PostgresDeadLetterStore } from '../src/postgres/index.js';
 import { SqliteCompletionStore, SqliteDeadLetterStore } from '../src/sqlite/index.js';
 import type { BenchContext, BenchGroup } from './lib/context.js';
 import { sequential } from './lib/measure.js';
@@ -15,8 +14,6 @@ import type { Adapter, Backend, PostgresBackend, SqliteBackend } from './subscri
 interface AutomationStores {
   deadLetters: DeadLetterStore;
   completions: CompletionStore;
-  /** Where the stores are not on the backend itself, said in the figure's note. */
-  caveat?: string;
 }
 
 export const automationBench: BenchGroup = async (ctx) => {
@@ -46,29 +43,14 @@ function sqliteStores(backend: SqliteBackend): AutomationStores {
   return { deadLetters: new SqliteDeadLetterStore({ store: backend.store }), completions: new SqliteCompletionStore({ store: backend.store }) };
 }
 
-type PostgresStoreClass<T> = new (options: { store: postgresAdapter.PostgresEventStore }) => T;
-
-/**
- * The PostgreSQL dead-letter and completion stores when the adapter has them (looked up at run time,
- * so this file compiles before and after they land), else the memory ones, and the note says so.
- */
 function postgresStores(backend: PostgresBackend): AutomationStores {
-  const exported = postgresAdapter as unknown as Record<string, unknown>;
-  const DeadLetters = exported.PostgresDeadLetterStore as PostgresStoreClass<DeadLetterStore> | undefined;
-  const Completions = exported.PostgresCompletionStore as PostgresStoreClass<CompletionStore> | undefined;
-  const missing = [DeadLetters ? undefined : 'PostgresDeadLetterStore', Completions ? undefined : 'PostgresCompletionStore'].filter(Boolean);
-  return {
-    deadLetters: DeadLetters ? new DeadLetters({ store: backend.store }) : new MemoryDeadLetterStore(),
-    completions: Completions ? new Completions({ store: backend.store }) : new MemoryCompletionStore(),
-    caveat: missing.length === 0 ? undefined : `${missing.join(' and ')} not in src/postgres yet: the memory one(s) stood in`,
-  };
+  return { deadLetters: new PostgresDeadLetterStore({ store: backend.store }), completions: new PostgresCompletionStore({ store: backend.store }) };
 }
 
 async function throughputFigure(ctx: BenchContext, backend: Backend, stores: AutomationStores): Promise<void> {
   const total = ctx.pick(20_000, 100_000);
   ctx.log(`${backend.adapter}: seeding ${total} events`);
   const head = await seed(backend, total);
-  if (stores.caveat) ctx.log(`automation.throughput.${backend.adapter}: ${stores.caveat}`);
   await ctx.measure({
     bench: `automation.throughput.${backend.adapter}`,
     unit: 'items/s',
@@ -82,8 +64,7 @@ async function throughputFigure(ctx: BenchContext, backend: Backend, stores: Aut
     target: 0.5,
     note:
       `op = ${head} events → ${head} items (key = stream id, ${STREAM_LENGTH} events per stream), no-op execute, default settings ` +
-      `(concurrency 8, maxPending 1000), dead letters and completions on the same backend; timed from start() to stop() resolved` +
-      (stores.caveat ? `; ${stores.caveat}` : ''),
+      '(concurrency 8, maxPending 1000), dead letters and completions on the same backend; timed from start() to stop() resolved',
   });
 }
 
