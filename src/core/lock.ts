@@ -4,7 +4,8 @@
 export interface LockRegistry {
   /**
    * Waits until this node holds the lock `name`, or `signal` aborts (then rejects with the abort reason).
-   * `onWaiting` is called once when the lock is held elsewhere, so a standby can say it is one.
+   * `onWaiting` is called once when the lock is held elsewhere, so a standby can say it is one; it may
+   * abort the signal (a try-lock), and if it throws, the acquire rejects with what it threw.
    */
   acquire(name: string, options?: AcquireOptions): Promise<Lease>;
   /** Releases every lease and resources (connections). Safe to call twice. */

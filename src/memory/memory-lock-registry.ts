@@ -48,24 +48,34 @@ export class MemoryLockRegistry implements LockRegistry {
     options.signal?.throwIfAborted();
     const state = this.#state(name);
     if (!state.holder) return this.#grant(name, state);
-    options.onWaiting?.();
     return new Promise<Lease>((resolve, reject) => {
+      let settled = false;
+      const settle = (): boolean => {
+        if (settled) return false;
+        settled = true;
+        options.signal?.removeEventListener('abort', onAbort);
+        state.waiters = state.waiters.filter((w) => w !== waiter);
+        return true;
+      };
       const waiter: Waiter = {
         grant: (lease) => {
-          options.signal?.removeEventListener('abort', onAbort);
-          resolve(lease);
+          if (settle()) resolve(lease);
         },
         fail: (error) => {
-          options.signal?.removeEventListener('abort', onAbort);
-          reject(error);
+          if (settle()) reject(error);
         },
       };
-      const onAbort = (): void => {
-        state.waiters = state.waiters.filter((w) => w !== waiter);
-        reject(options.signal?.reason);
-      };
+      const onAbort = (): void => waiter.fail(options.signal?.reason as Error);
       options.signal?.addEventListener('abort', onAbort, { once: true });
       state.waiters.push(waiter);
+      // Called once the waiter is queued and listening: an abort, a release or a close() from inside
+      // onWaiting is heard, instead of leaving the acquire pending for good. A throw fails the acquire
+      // unless it was granted meanwhile.
+      try {
+        options.onWaiting?.();
+      } catch (error) {
+        waiter.fail(error as Error);
+      }
     });
   }
 

@@ -171,6 +171,11 @@ export class PgLockRegistry implements LockRegistry {
   #idleSince = 0;
   /** Release statements in flight. */
   #releasing = 0;
+  /**
+   * Set the moment close() is called, before it ends any lease: a lease's abort listener runs inside
+   * close() and may acquire again, which must be refused rather than granted on a closing connection.
+   */
+  #closed = false;
   #closing: Promise<void> | undefined;
 
   constructor(options: PgLockRegistryOptions) {
@@ -309,7 +314,10 @@ export class PgLockRegistry implements LockRegistry {
    * `ESKIT_LOCK_UNAVAILABLE`, and closes the connection. Safe to call twice.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#close();
+    if (!this.#closing) {
+      this.#closed = true;
+      this.#closing = this.#close();
+    }
     return this.#closing;
   }
 
@@ -334,7 +342,11 @@ export class PgLockRegistry implements LockRegistry {
         }
       }
     }
-    if (connection) await this.#disconnect(connection);
+    if (connection) {
+      // A release in flight (its lease already off #held) carries the standbys' wake-up: let it land.
+      if (!connection.dead) await connection.tail;
+      await this.#disconnect(connection);
+    }
   }
 
   #keysOf(name: string): Keys {
@@ -348,7 +360,7 @@ export class PgLockRegistry implements LockRegistry {
   }
 
   #assertOpen(): void {
-    if (this.#closing !== undefined) throw new LockUnavailableError('The lock registry is closed; create a new one.');
+    if (this.#closed) throw new LockUnavailableError('The lock registry is closed; create a new one.');
   }
 
   #dequeue(request: Request): void {
@@ -379,7 +391,7 @@ export class PgLockRegistry implements LockRegistry {
     try {
       request.onWaiting?.();
     } catch (error) {
-      this.#logger.warn({ lock: request.name, err: error }, `The onWaiting callback of lock "${request.name}" threw; ignored`);
+      request.fail(error);
     }
   }
 
@@ -402,7 +414,7 @@ export class PgLockRegistry implements LockRegistry {
     try {
       do {
         this.#again = false;
-        if (this.#closing) return;
+        if (this.#closed) return;
         if (this.#awaited().length === 0) break;
         let connection: Connection;
         try {
@@ -435,6 +447,9 @@ export class PgLockRegistry implements LockRegistry {
           for (const name of names) for (const request of [...(this.#requests.get(name) ?? [])]) request.fail(failure);
           continue;
         }
+        // The session ended right after answering (its FATAL came in the same read, and #lost has run):
+        // whatever it granted went with it, and #lost has scheduled the retry.
+        if (connection.dead) return;
         this.#failures = 0;
         for (const row of rows) {
           const name = row[0] as string;
@@ -568,7 +583,7 @@ export class PgLockRegistry implements LockRegistry {
     }
     // A plain error: a connection that died at once is worth another try (isTransient).
     if (connection.dead) throw new Error('the lock connection failed right after connecting');
-    if (this.#closing) {
+    if (this.#closed) {
       await this.#disconnect(connection);
       throw new LockUnavailableError('The lock registry was closed while connecting.');
     }
@@ -648,7 +663,7 @@ export class PgLockRegistry implements LockRegistry {
       this.#logger.error({ lock: lease.name, fencingToken: lease.fencingToken, err: error }, reason.message);
       lease.end(reason);
     }
-    if (this.#requests.size > 0 && !this.#closing) {
+    if (this.#requests.size > 0 && !this.#closed) {
       if (lost.length === 0) this.#logger.warn({ err: error }, `The lock connection failed (${describeError(error)}); reconnecting to go on waiting`);
       this.#scheduleRetry();
     } else if (lost.length === 0) {
@@ -679,7 +694,7 @@ export class PgLockRegistry implements LockRegistry {
   }
 
   #scheduleRetry(): void {
-    if (this.#retryTimer || this.#closing) return;
+    if (this.#retryTimer || this.#closed) return;
     this.#failures += 1;
     // At once after a first failure (a killed backend), then backing off with jitter.
     const ceiling = Math.min(MAX_RETRY_MS, this.pollIntervalMs * 2 ** (this.#failures - 2));
@@ -692,7 +707,7 @@ export class PgLockRegistry implements LockRegistry {
   }
 
   #schedulePoll(): void {
-    if (this.#pollTimer || this.#closing) return;
+    if (this.#pollTimer || this.#closed) return;
     if (this.#awaited().length === 0) return;
     this.#pollTimer = setTimeout(() => {
       this.#pollTimer = undefined;
@@ -728,7 +743,9 @@ export class PgLockRegistry implements LockRegistry {
       connection.dead = true;
       clearInterval(this.#heartbeatTimer);
       this.#heartbeatTimer = undefined;
-      void this.#disconnect(connection);
+      // After what is still queued on it (a lock given back, a waiter key given up): its NOTIFY or
+      // unlock must not die with the session.
+      void connection.tail.then(() => this.#disconnect(connection));
     }, ms);
     this.#lingerTimer.unref();
   }

@@ -106,6 +106,11 @@ export class SqliteLockRegistry implements LockRegistry {
   readonly #held = new Set<SqliteLease>();
   readonly #waiters = new Set<Waiter>();
   #statements: Statements | undefined;
+  /**
+   * Set before close() starts: releasing a lease runs its abort listeners synchronously, and one that
+   * acquires again must be refused, not granted a lease that close() has already passed over.
+   */
+  #closed = false;
   #closing: Promise<void> | undefined;
 
   constructor(options: SqliteLockRegistryOptions) {
@@ -132,7 +137,6 @@ export class SqliteLockRegistry implements LockRegistry {
     const first = this.#tryTake(name);
     if (first instanceof SqliteLease) return first;
     if (first instanceof Error) throw first;
-    options.onWaiting?.();
     this.#logger.debug({ lock: name, holder: this.holderId }, `Lock "${name}" is held by another node; waiting for it`);
     return new Promise<Lease>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -170,8 +174,13 @@ export class SqliteLockRegistry implements LockRegistry {
       this.#waiters.add(waiter);
       options.signal?.addEventListener('abort', onAbort, { once: true });
       timer = setTimeout(attempt, this.pollIntervalMs);
-      // onWaiting may itself have aborted the signal, before the listener was there to hear it.
-      if (options.signal?.aborted) onAbort();
+      // Called once the waiter listens: an abort, a release or a close() from inside onWaiting is heard
+      // at once, instead of at the next poll or never. A throw fails the acquire unless it was granted.
+      try {
+        options.onWaiting?.();
+      } catch (error) {
+        waiter.fail(error as Error);
+      }
     });
   }
 
@@ -181,7 +190,10 @@ export class SqliteLockRegistry implements LockRegistry {
    * Safe to call twice.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#close();
+    if (this.#closing === undefined) {
+      this.#closed = true;
+      this.#closing = this.#close();
+    }
     return this.#closing;
   }
 
@@ -198,7 +210,7 @@ export class SqliteLockRegistry implements LockRegistry {
   }
 
   #assertOpen(): void {
-    if (this.#closing !== undefined) throw new LockUnavailableError('The lock registry is closed; create a new one.');
+    if (this.#closed) throw new LockUnavailableError('The lock registry is closed; create a new one.');
   }
 
   #prepare(): Statements {
@@ -240,7 +252,7 @@ export class SqliteLockRegistry implements LockRegistry {
    * heal. A busy database counts as held: the next poll tries again.
    */
   #tryTake(name: string): SqliteLease | Error | undefined {
-    if (this.#closing !== undefined) return new LockUnavailableError('The lock registry was closed while this node waited for a lock.');
+    if (this.#closed) return new LockUnavailableError('The lock registry was closed while this node waited for a lock.');
     const started = performance.now();
     let token: number | undefined;
     try {

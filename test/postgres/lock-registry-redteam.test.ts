@@ -5,6 +5,7 @@
  * key), fixed since; they stay as regression tests.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, it } from 'node:test';
 import type pg from 'pg';
@@ -13,6 +14,7 @@ import { lockKey } from '../../src/postgres/index.js';
 import type { PgLockRegistry } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { afterTest, backends, cleanUp, countReleaseNotifications, heldKeys, pending, registry, testSchema } from './lock-helpers.js';
+import { POSTGRES_URL } from '../support/postgres.js';
 import type { TestSchema } from '../support/postgres.js';
 
 afterEach(cleanUp);
@@ -194,6 +196,27 @@ describe('PgLockRegistry red team: waiter keys and aborted acquires', () => {
     },
   );
 
+  it('an onWaiting that throws rejects its acquire with that error and leaves no waiter key behind', { timeout: 15_000 }, async () => {
+    const schema = await testSchema();
+    const a = registry(schema);
+    const b = registry(schema);
+    const lease = await a.acquire('x');
+    const thrown = new Error('onWaiting broke');
+    await assert.rejects(
+      b.acquire('x', {
+        onWaiting: () => {
+          throw thrown;
+        },
+      }),
+      (e: unknown) => e === thrown,
+    );
+    await barrier(b);
+    assert.deepEqual(await heldKeys(schema, await pidOf(b), 'ShareLock'), [], 'B waits for nothing');
+    await lease.release();
+    await barrier(a);
+    assert.deepEqual(await heldKeys(schema, await pidOf(b)), [], 'nor does it take x once free');
+  });
+
   it(
     'an acquire aborted while its take is in flight gives the granted lock straight back',
     { timeout: 15_000 },
@@ -365,5 +388,62 @@ describe('PgLockRegistry red team: linger timer', () => {
     await waitUntil(async () => (await backends(schema, a.applicationName)).length === 0, { timeoutMs: 5_000, message: 'the idle connection to close' });
     const idleFor = performance.now() - lastRelease;
     assert.ok(idleFor >= T, `closed ${idleFor.toFixed(0)} ms after the last release, not before ${T}`);
+  });
+});
+
+describe('PgLockRegistry red team: close() and a dying connection', () => {
+  it('a lease abort listener that acquires again inside close() is refused, and the lock is free for another node', { timeout: 15_000 }, async () => {
+    const schema = await testSchema();
+    const a = registry(schema);
+    const b = registry(schema);
+    const lease = await a.acquire('x');
+    let again: Promise<unknown> | undefined;
+    lease.signal.addEventListener('abort', () => {
+      again = a.acquire('x');
+      again.catch(() => undefined);
+    });
+    await a.close();
+    assert.ok(again, 'the listener ran inside close()');
+    await assert.rejects(again, code(ErrorCode.LockUnavailable));
+    const taken = await b.acquire('x', { signal: AbortSignal.timeout(5_000) });
+    assert.ok(taken.fencingToken > lease.fencingToken);
+  });
+
+  it('close() right after a release lets that release (and its NOTIFY) land: the standby is woken, not left to its poll', { timeout: 15_000 }, async () => {
+    const schema = await testSchema();
+    const a = registry(schema);
+    const b = registry(schema, { pollIntervalMs: 60_000 });
+    const lease = await a.acquire('x');
+    const other = await a.acquire('z');
+    const standby = await standBy(b, 'x');
+    await sharedKeysBecome(schema, await pidOf(b), [waitKey(schema, 'x')], 'B holds the waiter key');
+    // z's release is on the wire, x's waits behind it; close() sees no lease left to release itself.
+    const first = other.release();
+    const released = lease.release();
+    await a.close();
+    await Promise.all([first, released]);
+    const taken = await Promise.race([standby.settled, new Promise<undefined>((resolve) => setTimeout(resolve, WAKE_MS, undefined))]);
+    assert.ok(taken, `the standby was not woken within ${WAKE_MS} ms: the release died with the session`);
+  });
+
+  it('a take answered just before the session was terminated grants nothing on the dead connection: the lease comes from a live session', { timeout: 20_000 }, async () => {
+    const schema = await testSchema();
+    const a = registry(schema);
+    await (await a.acquire('warm-up')).release(); // connected and migrated
+    const pid = await pidOf(a);
+    const acquired = a.acquire('x');
+    // The take is on the wire after this tick's microtasks. Blocking the event loop while the server
+    // answers it and is then terminated puts the answer and the FATAL in one socket read.
+    await new Promise<void>((resolve) =>
+      setImmediate(() => {
+        execFileSync('psql', [POSTGRES_URL, '-qAtc', `SELECT pg_sleep(0.3); SELECT pg_terminate_backend(${pid}); SELECT pg_sleep(0.2);`]);
+        resolve();
+      }),
+    );
+    const lease = await acquired;
+    assert.equal(lease.signal.aborted, false);
+    const now = await pidOf(a);
+    assert.notEqual(now, pid, 'the lease is on a new session');
+    assert.deepEqual(await heldKeys(schema, now), [key(schema, 'x')], 'the live session holds x');
   });
 });
