@@ -122,6 +122,8 @@ class Period<P> {
   readonly redriving = new Set<string>();
   /** Completed items not yet recorded, above the saved checkpoint. */
   unrecorded: Array<{ position: number; itemId: string }> = [];
+  /** The latest completion write: writes run one after another (see #recordCompletions). */
+  recording: Promise<void> = Promise.resolve();
   savedPosition: number;
   /** The saved position when completions were last recorded: whether the checkpoint has moved since. */
   savedAtLastRecord: number;
@@ -263,9 +265,12 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     this.#period = period;
     const tick = (): void => {
       if (period.ended) return;
-      void Promise.all([this.#recordCompletions(period), this.#pickUpRedrives(period)]).finally(() => {
-        if (!period.ended) period.timer = setTimeout(tick, this.#pollIntervalMs);
-      });
+      // A timer's promise has nobody to reject to: a failure here would crash the process.
+      void Promise.all([this.#recordCompletions(period), this.#pickUpRedrives(period)])
+        .catch((error: unknown) => this.#warn('a poll tick failed; the next one tries again', error))
+        .finally(() => {
+          if (!period.ended) period.timer = setTimeout(tick, this.#pollIntervalMs);
+        });
     };
     period.timer = setTimeout(tick, this.#pollIntervalMs);
   }
@@ -297,10 +302,20 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
    * checkpoint stops moving, the next tick records them. A stop records what its final save did not
    * cover ('all', after that save), so a save that failed or was skipped (leadership lost while
    * draining) leaves nothing unrecorded.
+   *
+   * One write at a time per period: the stop's must wait for a tick's still in flight, which would
+   * otherwise land after the lease is released (the next leader re-running its items), or fail with
+   * no write after it to take its items back.
    */
-  async #recordCompletions(period: Period<P> | undefined, which: 'uncoverable' | 'all' = 'uncoverable'): Promise<void> {
-    const { completions } = this.#options;
-    if (!completions || !period) return;
+  #recordCompletions(period: Period<P> | undefined, which: 'uncoverable' | 'all' = 'uncoverable'): Promise<void> {
+    if (!this.#options.completions || !period) return Promise.resolve();
+    const write = period.recording.then(() => this.#writeCompletions(period, which));
+    period.recording = write.catch(() => undefined);
+    return write;
+  }
+
+  async #writeCompletions(period: Period<P>, which: 'uncoverable' | 'all'): Promise<void> {
+    const completions = this.#options.completions as CompletionStore;
     const saveComing = which === 'uncoverable' && period.savedPosition !== period.savedAtLastRecord;
     period.savedAtLastRecord = period.savedPosition;
     const covered = saveComing ? (this.#earliestPending() ?? Number.POSITIVE_INFINITY) : Number.NEGATIVE_INFINITY;
@@ -630,7 +645,15 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     for (const letter of letters) {
       if (period.ended || period.redriving.has(letter.id)) continue;
       period.redriving.add(letter.id);
-      const event = await this.#eventAt(letter.eventPosition);
+      let event: RecordedEvent | undefined;
+      try {
+        event = await this.#eventAt(letter.eventPosition);
+      } catch (error) {
+        // A tick's promise has no one to reject to (that would crash the process): a later tick retries.
+        period.redriving.delete(letter.id);
+        this.#warn('reading a redriven event failed; it will be picked up again', error);
+        continue;
+      }
       if (!event) {
         await this.#settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: `event at position ${letter.eventPosition} not found` }] });
         continue;

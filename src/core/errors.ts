@@ -179,11 +179,19 @@ export class LockUnavailableError extends EskitError {
 
 /** A readable one-line description of any thrown value. */
 export function describeError(error: unknown): string {
-  if (error instanceof Error) return `${error.name}: ${error.message}`;
   try {
-    return typeof error === 'string' ? error : (JSON.stringify(error) ?? String(error));
+    if (error instanceof Error) return `${error.name}: ${error.message}`;
+    if (typeof error === 'string') return error;
+    const json = JSON.stringify(error);
+    if (json !== undefined) return json;
   } catch {
+    // A cycle, a BigInt, a getter that throws: fall back to the plain forms below.
+  }
+  // Describing a failure must not fail: String() throws for an object without a prototype.
+  try {
     return String(error);
+  } catch {
+    return Object.prototype.toString.call(error);
   }
 }
 

@@ -3,7 +3,7 @@ import { milliseconds, positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
 import type { DeadLetterStore } from '../core/dead-letter.js';
-import { AlreadyStartedError, ErrorCode, HandlerFailedError, InvalidArgumentError, isEskitError } from '../core/errors.js';
+import { AlreadyStartedError, describeError, ErrorCode, HandlerFailedError, InvalidArgumentError, isEskitError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Lease, LockRegistry } from '../core/lock.js';
@@ -16,7 +16,10 @@ import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instr
 
 export interface HandlerContext {
   subscription: string;
-  /** The lease's fencing token while leader election is on; pass it to systems that can check it. */
+  /**
+   * The lease's fencing token while leader election is on; pass it to systems that can check it. A
+   * `FencedError` they raise makes this node step down (the event is not retried nor dead-lettered).
+   */
   fencingToken: number | undefined;
   /** 1 on the first attempt at this event. */
   attempt: number;
@@ -58,7 +61,8 @@ export interface OutstandingWork {
   checkpointed?(position: number): void;
   /**
    * Leadership ends. 'stopped': let work in flight finish (and stop starting more) before resolving.
-   * 'lost': abandon it at once; the next leader redoes what was not checkpointed.
+   * 'lost': abandon it at once; the next leader redoes what was not checkpointed. A 'lost' end may
+   * come while a 'stopped' one is still waiting: the lease was lost while the work finished.
    */
   end(reason: 'stopped' | 'lost'): Promise<void>;
   /**
@@ -244,12 +248,25 @@ export class Subscription<E extends EventShape = EventShape> {
     });
     const stopReporting = reportLag({ attributes: this.#attributes, lag: () => this.#lag() });
     try {
+      // Leaderships in a row that were fenced (a write rejected while the lease still held, or without
+      // a lease at all) before handling anything. One is normal (a view rebuilt under this node, a
+      // checkpoint reset): lead again at once from the new checkpoint. Two mean the next leadership
+      // would be fenced too, and the lock comes straight back: without a pause that loop would spin
+      // (on the memory registry in microtasks alone, so that no timer, not even a stop(), ever ran).
+      let fencedInARow = 0;
       while (!this.#stop.signal.aborted) {
+        if (fencedInARow >= 2) {
+          await delay(this.#pollIntervalMs, this.#stop.signal).catch(() => undefined);
+          if (this.#stop.signal.aborted) break;
+        }
         const lease = await this.#becomeLeader();
         if (!lease.ok) break;
+        const handledBefore = this.#handled;
         let outcome: LeadOutcome;
         try {
           outcome = await this.#lead(lease.lease);
+          const fenced = outcome === 'lost' && lease.lease?.signal.aborted !== true;
+          fencedInARow = !fenced ? 0 : this.#handled > handledBefore ? 1 : fencedInARow + 1;
         } finally {
           this.#fencingToken = undefined;
           await this.#release(lease.lease);
@@ -260,7 +277,7 @@ export class Subscription<E extends EventShape = EventShape> {
       this.#state = 'stopped';
     } catch (error) {
       this.#state = 'failed';
-      this.#error = error instanceof Error ? error : new Error(String(error));
+      this.#error = error instanceof Error ? error : new Error(describeError(error), { cause: error });
       this.#logger.error({ subscription: this.name, err: this.#error }, `Subscription "${this.name}" failed`);
     } finally {
       stopReporting();
@@ -375,7 +392,8 @@ export class Subscription<E extends EventShape = EventShape> {
       clearTimeout(progressTimer);
     };
 
-    let failure: unknown;
+    // Boxed: a failure may be any thrown value, undefined included.
+    let failure: { error: unknown } | undefined;
     let fenced: FencedError | undefined;
     try {
       while (!signal.aborted && failure === undefined) {
@@ -386,7 +404,7 @@ export class Subscription<E extends EventShape = EventShape> {
         } catch (error) {
           // An event that cannot be read (corrupt, unknown type): stop, but through the same exit as
           // any failure, so outstanding work is settled and the checkpoint saved up to it.
-          failure = error;
+          failure = { error };
           break;
         }
         if (batch === undefined) continue;
@@ -425,21 +443,22 @@ export class Subscription<E extends EventShape = EventShape> {
             });
             if (result !== 'done' && result !== 'aborted') {
               if (isEskitError(result.error, ErrorCode.Fenced)) fenced = result.error as FencedError;
-              else failure = result.error;
+              else failure = { error: result.error };
             }
-            if (fenced) break;
           } else {
             for (const event of batch) {
               if (signal.aborted) break;
               const result = await this.#handle(event, token, signal);
               if (result === 'aborted') break;
               if (result !== 'done') {
-                failure = result.error;
+                if (isEskitError(result.error, ErrorCode.Fenced)) fenced = result.error as FencedError;
+                else failure = { error: result.error };
                 break;
               }
               read = event.position;
             }
           }
+          if (fenced) break;
         } catch (error) {
           if (span) failSpan(span, error);
           throw error;
@@ -462,6 +481,10 @@ export class Subscription<E extends EventShape = EventShape> {
         fenced = await advance();
         if (fenced) break;
       }
+    } catch (error) {
+      // A save that fails for good, or a failure action that throws: the same exit as any failure,
+      // so that outstanding work is ended (else it would go on running without the lease).
+      failure = { error };
     } finally {
       stopWatching();
     }
@@ -470,15 +493,29 @@ export class Subscription<E extends EventShape = EventShape> {
       await work?.end('lost');
       return this.#lostLeadership(fenced ?? lease?.signal.reason);
     }
-    // Stopping or failing: let outstanding work settle, then record everything that completed.
-    await work?.end('stopped');
+    // Stopping or failing: let outstanding work settle, then record everything that completed. A
+    // lease lost while it settles makes it a loss: what still runs must be abandoned, not awaited.
+    const abandon = (): void => {
+      work?.end('lost').catch((error: unknown) => {
+        this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": abandoning outstanding work failed`);
+      });
+    };
+    lease?.signal.addEventListener('abort', abandon, { once: true });
+    try {
+      await work?.end('stopped');
+    } finally {
+      lease?.signal.removeEventListener('abort', abandon);
+    }
     try {
       fenced = lost() ? undefined : await advance();
+    } catch (error) {
+      // After a failure, the save failing too is its echo: the first failure is the one to report.
+      if (failure === undefined) throw error;
     } finally {
       await work?.finished?.();
     }
     if (fenced) return this.#lostLeadership(fenced);
-    if (failure !== undefined) throw failure;
+    if (failure !== undefined) throw failure.error;
     return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';
   }
 
@@ -675,6 +712,9 @@ export class Subscription<E extends EventShape = EventShape> {
         return 'done';
       } catch (error) {
         if (signal.aborted) return 'aborted';
+        // A newer token won downstream (or a view was rebuilt under this node): step down and lead again
+        // from the checkpoint, as the batch path does; retrying or dead-lettering it would be wrong.
+        if (isEskitError(error, ErrorCode.Fenced)) return { error };
         if (attempt >= this.#retry.maxAttempts || isEskitError(error, ErrorCode.PermanentFailure)) return this.#afterLastAttempt(event, error, attempt, fencingToken, signal);
         this.#retried(error, event.position, attempt);
         this.#logger.warn(
