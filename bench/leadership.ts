@@ -24,6 +24,14 @@ import { benchLogger, EVENT, measureLatency, openPostgresBackend, until, within 
 import type { LatencyRound, PostgresBackend } from './subscription.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * Milliseconds on CLOCK_MONOTONIC, which every process on the host reads alike: a child's time of an
+ * event compares with this process's (performance.now() counts from each process's own start).
+ */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
 const LEADER = fileURLToPath(new URL('./fixtures/leader.ts', import.meta.url));
 
 const LOCK = 'lock.acquireRelease.postgres';
@@ -78,7 +86,7 @@ async function untilWaiting(backend: PostgresBackend, pid: number): Promise<void
 // ---------------------------------------------------------------------------------------------------
 // Nodes in this process
 
-/** A Subscription with its own registry, store and pool: one node. `nextHandled` resolves at its next handled event. */
+/** A Subscription with its own registry, store and pool: one node. `nextHandled` resolves at its next handled event (monotonicMs). */
 interface Node {
   subscription: Subscription;
   store: PostgresEventStore;
@@ -101,7 +109,7 @@ function openNode(ctx: BenchContext, backend: PostgresBackend, name: string): No
     leaderLock: registry,
     logger,
     handler: () => {
-      const at = performance.now();
+      const at = monotonicMs();
       const resolve = waiter;
       waiter = undefined;
       resolve?.(at);
@@ -172,9 +180,8 @@ async function lockFigure(ctx: BenchContext, backend: PostgresBackend): Promise<
 
 /**
  * The leader is a child process holding an event in its handler (work in flight when the deploy
- * stops it); the standby is a node in this process. From the moment this process tells the child to
- * stop() (a line on its stdin: the figure includes that pipe) to the standby handling the event the
- * old leader gave up on.
+ * stops it); the standby is a node in this process. From the child's stop() call (it prints the time
+ * on CLOCK_MONOTONIC) to the standby handling the event the old leader gave up.
  */
 async function handoffFigure(ctx: BenchContext, backend: PostgresBackend): Promise<void> {
   const name = 'handoff';
@@ -195,11 +202,12 @@ async function handoffFigure(ctx: BenchContext, backend: PostgresBackend): Promi
         await leader.waitFor((l) => l.ev === 'holding' && l.position === position, `the child leader to hold event ${position}`, 30_000, from);
         from = leader.lines.length;
         const handled = standby.nextHandled();
-        const start = performance.now();
         leader.send('stop');
-        out.push((await within(handled, 30_000, 'the standby to handle the event the old leader gave up')) - start);
+        const end = await within(handled, 30_000, 'the standby to handle the event the old leader gave up');
         // Untimed: hand leadership back, so that the next sample starts as this one did.
         await leader.waitFor((l) => l.ev === 'stopped', 'the old leader to stop', 30_000, from);
+        const stopping = leader.lines.slice(from).find((l) => l.ev === 'stopping');
+        out.push(end - Number(stopping?.at));
         await untilCheckpointed(standby, position);
         from = leader.lines.length;
         leader.send('start');
@@ -221,8 +229,8 @@ async function handoffFigure(ctx: BenchContext, backend: PostgresBackend): Promi
       baselineLabel: 'pg: unlock → a blocked pg_advisory_lock returns (two raw clients)',
       targetMs: 5,
       note:
-        'the leader (a child process) holds an event in its handler when told to stop() → the standby in this process handles that event; ' +
-        'measured from writing the command to the child\'s stdin; registries at default settings',
+        'the leader (a child process) holds an event in its handler when its stop() is called → the standby in this process handles that event ' +
+        '(both times on CLOCK_MONOTONIC); registries at default settings',
     });
   } finally {
     await leader.end();
@@ -285,7 +293,7 @@ async function handoffAppendAfterStop(ctx: BenchContext, backend: PostgresBacken
     const out: number[] = [];
     for (let i = 0; i < samples; i++) {
       const handled = standby.nextHandled();
-      const start = performance.now();
+      const start = monotonicMs();
       const stopping = leader.subscription.stop();
       // stop() has aborted the leader synchronously: this event is the standby's to handle.
       const appending = writer.append(`handoff-append-${appended++}`, [EVENT]);
@@ -421,7 +429,7 @@ async function failover(ctx: BenchContext, backend: PostgresBackend, how: 'SIGKI
         await standby.subscription.start();
         await untilStandby(standby);
         const handled = standby.nextHandled();
-        const start = performance.now();
+        const start = monotonicMs();
         leader.signal(how);
         const appending = writer.append(`${name}-${appended++}`, [EVENT]);
         out.push((await within(handled, timeoutMs, `the standby to take over after ${how}`)) - start);
