@@ -14,6 +14,8 @@ export interface AppendListenerOptions {
    * was no LISTEN (before the first connect, or while reconnecting) announced nothing.
    */
   onListening: () => void;
+  /** How long the connection stays up after `idle()` (nobody listens), for the next listener. */
+  lingerMs: number;
   logger: Logger;
 }
 
@@ -43,21 +45,45 @@ export class AppendListener {
   #retry: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
   #ending = new Set<Promise<void>>();
+  #linger: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: AppendListenerOptions) {
     this.#options = options;
   }
 
-  /** Connects in the background unless already running. */
+  /** Connects in the background unless already running (or still lingering). */
   start(): void {
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
     if (this.#running) return;
     this.#running = true;
     this.#failures = 0;
     void this.#connect();
   }
 
+  /**
+   * Nobody listens any more: disconnect after `lingerMs`, unless someone listens again meanwhile. A
+   * subscription that stops (a leadership handoff) then does not end a server session right behind
+   * its release, while a standby takes over, and a restart does not connect again.
+   */
+  idle(): void {
+    if (!this.#running || this.#linger) return;
+    if (this.#options.lingerMs === 0) {
+      void this.stop();
+      return;
+    }
+    this.#linger = setTimeout(() => {
+      this.#linger = undefined;
+      void this.stop();
+    }, this.#options.lingerMs);
+    // The connection's socket keeps the process up while it lingers, as a pool's idle clients do.
+    this.#linger.unref();
+  }
+
   /** Disconnects; resolves when the connection is closed. Safe to call at any time, and twice. */
   async stop(): Promise<void> {
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
     this.#running = false;
     clearTimeout(this.#retry);
     this.#retry = undefined;

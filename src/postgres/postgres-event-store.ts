@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { InvalidArgumentError } from '../core/errors.js';
+import { milliseconds } from '../core/validate.js';
 import type { EventShape } from '../core/event.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
@@ -26,6 +27,12 @@ export interface PostgresEventStoreOptions<E extends EventShape> extends EventSt
   migrate?: boolean;
   /** Where the LISTEN connection reports trouble. Default: warnings and errors as JSON lines on stderr. */
   logger?: Logger;
+  /**
+   * How long the LISTEN connection stays up after its last listener left (a subscription stopped), so
+   * that a restart reuses it, and a stop that hands leadership over ends no server session while the
+   * standby takes over. close() ends it at once. Default 10 000 ms; 0: close with the last listener.
+   */
+  listenLingerMs?: number;
 }
 
 // Text PostgreSQL cannot hold: NUL, and lone surrogates (the driver would silently turn them into U+FFFD).
@@ -103,6 +110,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       channel: notifyChannel('appended', this.schema),
       onAppended: (position) => this.notifyAppended(position),
       onListening: () => void this.#wakeAfterListening(),
+      lingerMs: milliseconds('listenLingerMs', options.listenLingerMs ?? 10_000, 0),
       logger: options.logger ?? consoleLogger(),
     });
     // Named statements are parsed once per connection. The schema is in the name: one pool may serve stores of several schemas.
@@ -165,7 +173,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   /**
    * Also hears of appends by other processes and stores: every append notifies the schema's channel on
    * commit, and the first listener starts ONE dedicated LISTEN connection (not from the pool), which
-   * stops when the last listener leaves or the store closes. It reconnects by itself after a failure
+   * stops `listenLingerMs` after the last listener left, or when the store closes. It reconnects by itself after a failure
    * and then wakes every listener once, as appends made meanwhile announced nothing. Notifications are
    * hints: subscribers poll as well, so a lost one delays an event and never loses it. Writers whose
    * connections set `eskit.notify = off` do not announce their appends (see the append functions in
@@ -180,7 +188,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       if (removed) return;
       removed = true;
       remove();
-      if (this.appendListenerCount === 0) void this.#listener.stop();
+      if (this.appendListenerCount === 0) this.#listener.idle();
     };
   }
 

@@ -20,12 +20,12 @@ afterEach(async () => {
 });
 
 /** Store A (the listener) on the schema's pool, store B (the writer) on a pool of its own. */
-async function twoStores(): Promise<{ schema: TestSchema; a: PostgresEventStore; b: PostgresEventStore; otherPool: pg.Pool }> {
+async function twoStores(options: { listenLingerMs?: number } = {}): Promise<{ schema: TestSchema; a: PostgresEventStore; b: PostgresEventStore; otherPool: pg.Pool }> {
   const schema = await createTestSchema({ create: false });
   cleanups.push(() => schema.drop());
   const otherPool = await connectTestPool(2);
   cleanups.push(() => otherPool.end());
-  const a = new PostgresEventStore({ pool: schema.pool, schema: schema.name, logger: silentLogger });
+  const a = new PostgresEventStore({ pool: schema.pool, schema: schema.name, logger: silentLogger, ...options });
   cleanups.push(() => a.close());
   const b = new PostgresEventStore({ pool: otherPool, schema: schema.name, logger: silentLogger });
   cleanups.push(() => b.close());
@@ -56,8 +56,8 @@ describe('PostgreSQL LISTEN/NOTIFY wake-up', () => {
     remove();
   });
 
-  it('the LISTEN connection starts with the first listener, stops with the last, and with close()', async () => {
-    const { schema, a } = await twoStores();
+  it('the LISTEN connection starts with the first listener, stops listenLingerMs after the last, and with close()', async () => {
+    const { schema, a } = await twoStores({ listenLingerMs: 50 });
     await a.headPosition();
     assert.deepEqual(await listeners(schema), [], 'no LISTEN connection without listeners');
     const first = a.onAppend(() => undefined);
@@ -73,6 +73,23 @@ describe('PostgreSQL LISTEN/NOTIFY wake-up', () => {
     await a.close();
     assert.equal(a.listening, false);
     // The backend leaves pg_stat_activity a moment after the client has closed its socket.
+    await waitUntil(async () => (await listeners(schema)).length === 0, { message: 'close() to end the LISTEN connection' });
+  });
+
+  it('a listener that comes back while the LISTEN connection lingers (a subscription restarted) reuses it; close() ends it at once', async () => {
+    const { schema, a, b } = await twoStores();
+    const first = a.onAppend(() => undefined);
+    await waitUntil(async () => a.listening && (await listeners(schema)).length === 1, { message: 'one LISTEN connection' });
+    const [pid] = await listeners(schema);
+    first();
+    const heard: number[] = [];
+    a.onAppend((position) => heard.push(position));
+    assert.equal(a.listening, true, 'still up: it lingers (default 10 s)');
+    const written = await b.append('s', [event(1)]);
+    await waitUntil(() => heard.includes(written.position), { message: 'the returning listener to hear an append' });
+    assert.deepEqual(await listeners(schema), [pid], 'the same server session');
+    await a.close();
+    assert.equal(a.listening, false);
     await waitUntil(async () => (await listeners(schema)).length === 0, { message: 'close() to end the LISTEN connection' });
   });
 
