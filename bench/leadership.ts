@@ -37,6 +37,7 @@ const LEADER = fileURLToPath(new URL('./fixtures/leader.ts', import.meta.url));
 const LOCK = 'lock.acquireRelease.postgres';
 const HANDOFF = 'leadership.handoff.postgres';
 const HANDOFF_APPEND = 'leadership.handoff.postgres.appendAfterStop';
+const HANDOFF_EXIT = 'leadership.handoff.postgres.exit';
 const KILL = 'leadership.failover.kill.postgres';
 const FREEZE = 'leadership.failover.freeze.postgres';
 
@@ -44,6 +45,7 @@ export const leadershipBench: BenchGroup = async (ctx) => {
   const figures: Array<[string, (ctx: BenchContext, backend: PostgresBackend) => Promise<void>]> = [
     [LOCK, lockFigure],
     [HANDOFF, handoffFigure],
+    [HANDOFF_EXIT, handoffExitFigure],
     [HANDOFF_APPEND, handoffAppendAfterStopFigure],
     [KILL, (c, b) => failoverFigure(c, b, 'SIGKILL')],
     [FREEZE, (c, b) => failoverFigure(c, b, 'SIGSTOP')],
@@ -236,6 +238,67 @@ async function handoffFigure(ctx: BenchContext, backend: PostgresBackend): Promi
     await leader.end();
     await standby.close();
   }
+}
+
+/**
+ * A deploy: a new leader process per sample, holding an event, is sent SIGTERM (stop, close, exit);
+ * from its stop() call to the standby in this process handling that event. The old process's
+ * connections close while the standby takes over.
+ */
+async function handoffExitFigure(ctx: BenchContext, backend: PostgresBackend): Promise<void> {
+  const name = 'handoff-exit';
+  const standby = openNode(ctx, backend, name);
+  const writer = backend.openStore();
+  try {
+    let appended = 0;
+    const eskit: LatencyRound = async (samples) => {
+      const out: number[] = [];
+      for (let i = 0; i < samples; i++) {
+        // Untimed: this node leads, a new process stands by, takes over, and holds the next event.
+        await standby.subscription.start();
+        await untilLeading(standby);
+        const leader = new Leader(ctx, { mode: 'eskit', connectionString: backend.connectionString, schema: backend.schema, name, holdEvents: true });
+        try {
+          await until(async () => (await backends(backend, 'eskit-bench-leader')) > 0, 'the child to stand by', 30_000, 2);
+          await standby.subscription.stop();
+          await leader.waitFor((l) => l.ev === 'claimed', 'the child to lead');
+          await standby.subscription.start();
+          await untilStandby(standby);
+          const from = leader.lines.length;
+          const { position } = await writer.append(`${name}-${appended++}`, [EVENT]);
+          await leader.waitFor((l) => l.ev === 'holding' && l.position === position, `the child leader to hold event ${position}`, 30_000, from);
+          const handled = standby.nextHandled();
+          leader.signal('SIGTERM');
+          const end = await within(handled, 30_000, 'the standby to handle the event the exiting leader gave up');
+          await leader.exited;
+          const stopping = leader.lines.slice(from).find((l) => l.ev === 'stopping');
+          out.push(end - Number(stopping?.at));
+          await untilCheckpointed(standby, position);
+        } finally {
+          await leader.end();
+          await standby.subscription.stop();
+        }
+      }
+      return out;
+    };
+    await measureLatency(ctx, {
+      bench: HANDOFF_EXIT,
+      samples: ctx.pick(3, 6),
+      rounds: 2,
+      warmupSamples: 1,
+      eskit,
+      baseline: rawHandoffBaseline(backend, 'bench-raw-handoff-exit'),
+      baselineLabel: 'pg: unlock → a blocked pg_advisory_lock returns (two raw clients)',
+      note: 'a deploy: SIGTERM to the leader process (stop(), close the registry and the store, exit) → the standby in this process handles the event it gave up; from its stop() call; no target',
+    });
+  } finally {
+    await standby.close();
+  }
+}
+
+/** Server sessions whose application_name is `name`. */
+async function backends(backend: PostgresBackend, name: string): Promise<number> {
+  return (await backend.pool.query('SELECT 1 FROM pg_stat_activity WHERE application_name = $1', [name])).rowCount ?? 0;
 }
 
 /** Raw unlock → a blocked pg_advisory_lock on another raw client returns, turn and turn about. */
