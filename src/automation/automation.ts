@@ -4,6 +4,7 @@ import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
 import type { CompletionStore, DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
 import { ErrorCode, InvalidArgumentError, TimeoutError, describeError, isEskitError } from '../core/errors.js';
+import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded, RecordedEvent } from '../core/event.js';
 import type { LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
@@ -53,7 +54,11 @@ export interface AutomationOptions<E extends EventShape, P> {
   completions?: CompletionStore;
   /** Turns an event into to-do items (none is fine). A trigger that keeps throwing dead-letters the event. */
   trigger: Trigger<E, P>;
-  /** Runs the side effect. Throw `PermanentFailure` to skip the remaining retries. */
+  /**
+   * Runs the side effect. Throw `PermanentFailure` to skip the remaining retries. A `FencedError` (the
+   * downstream system saw a newer `ctx.fencingToken`) makes this node step down: the item is neither
+   * retried nor dead-lettered here, and runs again under the next leadership.
+   */
   execute: (item: TodoItem<P>, context: ExecuteContext) => unknown;
   types?: readonly E['type'][];
   leaderLock?: LockRegistry;
@@ -139,6 +144,8 @@ class Period<P> {
     readonly fencingToken: number | undefined,
     readonly completed: Set<string>,
     position: number,
+    /** Ends the leadership: a side effect met a newer fencing token downstream. */
+    readonly fenced: (error: FencedError) => void,
   ) {
     this.savedPosition = position;
     this.savedAtLastRecord = position;
@@ -201,7 +208,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     this.#attributes = Object.freeze({ [TelemetryAttribute.Automation]: this.name });
 
     const work: OutstandingWork = {
-      begin: (context) => this.#begin(context.position, context.fencingToken),
+      begin: (context) => this.#begin(context.position, context.fencingToken, context.fenced),
       earliestPending: () => this.#earliestPending(),
       onProgress: (listener) => {
         this.#progressListeners.add(listener);
@@ -254,14 +261,14 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
 
   // ---- leadership period -------------------------------------------------------------------------
 
-  async #begin(position: number, fencingToken: number | undefined): Promise<void> {
+  async #begin(position: number, fencingToken: number | undefined, fenced: (error: FencedError) => void): Promise<void> {
     const { completions } = this.#options;
     let completed = new Set<string>();
     if (completions) {
       completed = await completions.completedAfter(this.name, position);
       completions.prune(this.name, position).catch((error: unknown) => this.#warn('pruning completion records failed', error));
     }
-    const period = new Period<P>(fencingToken, completed, position);
+    const period = new Period<P>(fencingToken, completed, position, fenced);
     this.#period = period;
     const tick = (): void => {
       if (period.ended) return;
@@ -490,6 +497,13 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         return this.#settled(period, item);
       }
       if (period.lost) return 'abandoned';
+      if (isEskitError(error, ErrorCode.Fenced)) {
+        // A newer leader's token won downstream: not the item's fault, so neither retried nor
+        // dead-lettered. It stays pending (holding the checkpoint) while this node steps down; the
+        // next leadership runs it with a newer token.
+        period.fenced(error as FencedError);
+        return 'abandoned';
+      }
       item.failures = [...item.failures, { at: new Date(), error: describeError(error) }];
       const permanent = isEskitError(error, ErrorCode.PermanentFailure);
       if (permanent || attempt >= this.#retry.maxAttempts) {

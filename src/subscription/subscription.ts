@@ -52,7 +52,16 @@ export type StartFrom = 'beginning' | 'end' | { after: number };
  */
 export interface OutstandingWork {
   /** Leadership (or the run, without a lock) begins at the checkpoint `position`. */
-  begin(context: { position: number; fencingToken: number | undefined; signal: AbortSignal }): Promise<void>;
+  begin(context: {
+    position: number;
+    fencingToken: number | undefined;
+    signal: AbortSignal;
+    /**
+     * The work met a newer fencing token downstream (a `FencedError`): this leadership ends as if the
+     * lease was lost, and the node leads again once it holds a newer token.
+     */
+    fenced(error: FencedError): void;
+  }): Promise<void>;
   /** The lowest event position whose work is not finished, or undefined when none is outstanding. */
   earliestPending(): number | undefined;
   /** `listener` is called when work finished (so the checkpoint may move while no events arrive). */
@@ -344,17 +353,21 @@ export class Subscription<E extends EventShape = EventShape> {
   async #lead(lease: Lease | undefined): Promise<LeadOutcome> {
     const work = this.#options.outstandingWork;
     const token = lease?.fencingToken;
-    const signal = lease ? AbortSignal.any([this.#stop.signal, lease.signal]) : this.#stop.signal;
-    const lost = (): boolean => lease?.signal.aborted === true;
+    // Leadership ends when the lease is lost, or when outstanding work is fenced downstream.
+    const fencedByWork = work ? new AbortController() : undefined;
+    const enders = [lease?.signal, fencedByWork?.signal].filter((s): s is AbortSignal => s !== undefined);
+    const ended = enders.length > 1 ? AbortSignal.any(enders) : enders[0];
+    const signal = ended ? AbortSignal.any([this.#stop.signal, ended]) : this.#stop.signal;
+    const lost = (): boolean => ended?.aborted === true;
 
     const start = await this.#loadStart(token, signal);
-    if (start === 'stopped') return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';
+    if (start === 'stopped') return lost() ? this.#lostLeadership(ended?.reason) : 'stopped';
     if (typeof start !== 'number') return this.#lostLeadership(start.fenced);
     let saved = start;
     this.#position = saved;
     this.#fencingToken = token;
     this.#state = 'leading';
-    await work?.begin({ position: saved, fencingToken: token, signal });
+    await work?.begin({ position: saved, fencingToken: token, signal, fenced: (error) => fencedByWork?.abort(error) });
 
     // Every event up to `read` has been handed to the handler. The checkpoint may move to `read`,
     // except past outstanding work. Both are read in one synchronous step, so no work can slip in
@@ -491,7 +504,7 @@ export class Subscription<E extends EventShape = EventShape> {
 
     if (fenced || lost()) {
       await work?.end('lost');
-      return this.#lostLeadership(fenced ?? lease?.signal.reason);
+      return this.#lostLeadership(fenced ?? ended?.reason);
     }
     // Stopping or failing: let outstanding work settle, then record everything that completed. A
     // lease lost while it settles makes it a loss: what still runs must be abandoned, not awaited.
@@ -500,11 +513,11 @@ export class Subscription<E extends EventShape = EventShape> {
         this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": abandoning outstanding work failed`);
       });
     };
-    lease?.signal.addEventListener('abort', abandon, { once: true });
+    ended?.addEventListener('abort', abandon, { once: true });
     try {
       await work?.end('stopped');
     } finally {
-      lease?.signal.removeEventListener('abort', abandon);
+      ended?.removeEventListener('abort', abandon);
     }
     try {
       fenced = lost() ? undefined : await advance();
@@ -516,7 +529,7 @@ export class Subscription<E extends EventShape = EventShape> {
     }
     if (fenced) return this.#lostLeadership(fenced);
     if (failure !== undefined) throw failure.error;
-    return lost() ? this.#lostLeadership(lease?.signal.reason) : 'stopped';
+    return lost() ? this.#lostLeadership(ended?.reason) : 'stopped';
   }
 
   /**

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import {
   Automation,
+  FencedError,
   MemoryCheckpointStore,
   MemoryCompletionStore,
   MemoryDeadLetterStore,
@@ -251,5 +252,36 @@ describe('Automation lifecycle red team', () => {
     assert.deepEqual(t.started, [2], 'item 2 ran once, on a; b found its record');
     assert.deepEqual([...(await inner.completedAfter(NAME, 0))], ['2/1:x']);
     assert.equal((await t.checkpoints.load(NAME)) ?? 0, 0, 'item 1 still holds the checkpoint');
+  });
+
+  it('5. an execute fenced downstream (a newer token won there) steps the node down: not retried, not dead-lettered; the next leadership runs it with a newer token', async () => {
+    for (const leaderLock of [new MemoryLockRegistry(), undefined]) {
+      // The downstream system already saw token 2 from a newer leader (or, without leader election,
+      // some other writer); this node's first leadership holds token 1 (or none).
+      const downstream = { token: 2 };
+      const calls: Array<number | undefined> = [];
+      const t = setup({
+        leaderLock,
+        execute: (item, context) => {
+          calls.push(context.fencingToken);
+          const token = context.fencingToken ?? 0;
+          if (token < downstream.token) {
+            if (!leaderLock) downstream.token = 0; // without a lock, a later try gets through
+            throw new FencedError(NAME, token, 2);
+          }
+          t.ran.push({ n: item.payload.n, token: context.fencingToken });
+        },
+      });
+      const automation = t.make();
+      await appendKeys(t.store, ['a']);
+      await automation.start();
+      await waitUntil(async () => (await t.checkpoints.load(NAME)) === 1, { message: 'the item to run and be checkpointed' });
+      const what = leaderLock ? 'with a lock' : 'without one';
+      assert.equal(await t.deadLetters.count({ source: NAME }), 0, `${what}: a fenced side effect is not the item's fault`);
+      assert.deepEqual(calls, leaderLock ? [1, 2] : [undefined, undefined], `${what}: one attempt per leadership, none retried`);
+      assert.deepEqual(t.ran, [{ n: 1, token: leaderLock ? 2 : undefined }], what);
+      assert.equal((await automation.status()).state, 'leading', what);
+      await automation.stop();
+    }
   });
 });
