@@ -3,7 +3,7 @@
 // synchronisation: every wait is for a condition, and "time has passed inside the engine" is measured
 // in its own poll ticks (each tick lists redrive requests from the dead-letter store).
 import assert from 'node:assert/strict';
-import { afterEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import {
   Automation,
   MemoryCheckpointStore,
@@ -28,34 +28,13 @@ import type {
   TodoItem,
 } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
+import { gate, openAfterTest, openGatesThenStopAfterEach, stopAfterTest, until } from '../support/gates.js';
 
 const NAME = 'auto';
 type Payload = { n: number };
 type Options = AutomationOptions<EventShape, Payload>;
 
-// Gates are opened before automations are stopped, so no cleanup waits on a side effect held shut.
-const openers: Array<() => void> = [];
-const stoppers: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const open of openers.splice(0)) open();
-  for (const stop of stoppers.splice(0).reverse()) await stop();
-});
-
-function gate(): { wait: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const wait = new Promise<void>((resolve) => (open = resolve));
-  openers.push(open);
-  return { wait, open };
-}
-
-/** Waits for `gate`, or rejects when the attempt's signal fires (leadership lost, or timed out). */
-function until(wait: Promise<void>, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-    void wait.then(resolve);
-  });
-}
+openGatesThenStopAfterEach();
 
 /** A dead-letter store that counts poll ticks (the engine lists redrive requests once per tick). */
 class TickingDeadLetters implements DeadLetterStore {
@@ -98,7 +77,7 @@ function setup(overrides: Partial<Options> = {}) {
   };
   const make = (extra: Partial<Options> = {}): Automation<EventShape, Payload> => {
     const automation = new Automation<EventShape, Payload>({ ...options, ...extra });
-    stoppers.push(() => automation.stop());
+    stopAfterTest(() => automation.stop());
     return automation;
   };
   const checkpoint = (): Promise<number | undefined> => checkpoints.load(NAME);
@@ -336,7 +315,7 @@ describe('Automation red team', () => {
     // A failed automation no longer leads: it must not keep polling, nor run redrives (with leader
     // election another node may lead by now). Another automation's poll ticks serve as the clock.
     // (Should it keep polling, the hanging list() below ends its timer chain, so the file can exit.)
-    openers.push(() => (t.deadLetters.list = () => new Promise(() => {})));
+    openAfterTest(() => (t.deadLetters.list = () => new Promise(() => {})));
     const ticksAtFailure = t.deadLetters.ticks;
     healthy = true;
     assert.equal(await t.deadLetters.redrive({ source: NAME }), 1);
@@ -688,7 +667,7 @@ describe('Automation red team', () => {
         t.ran.push({ key: item.key, n: item.payload.n, attempt: 1, token: undefined, node: 'a' });
       },
     });
-    openers.push(() => (down = false)); // so that cleanup never waits on a store that stays down
+    openAfterTest(() => (down = false)); // so that cleanup never waits on a store that stays down
     const add = t.deadLetters.add;
     t.deadLetters.add = async (letter) => {
       if (down) {
@@ -718,7 +697,7 @@ describe('Automation red team', () => {
   it('11b. stop() while a poison event waits for a dead-letter store that is down completes, and loses nothing', async () => {
     let down = true;
     let refused = 0;
-    openers.push(() => (down = false));
+    openAfterTest(() => (down = false));
     const t = setup({
       trigger: (event) => {
         const key = (event.data as { key: string }).key;

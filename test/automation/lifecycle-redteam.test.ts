@@ -1,7 +1,7 @@
 // Red team: lifecycle races in the automation engine (failures, stops and lease losses while its
 // to-do list has work in flight). On the memory adapters; interleavings are forced with gates.
 import assert from 'node:assert/strict';
-import { afterEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import {
   Automation,
   FencedError,
@@ -17,33 +17,13 @@ import {
 } from '../../src/index.js';
 import type { AutomationOptions, CheckpointStore, CompletionStore, DeadLetterStore, EventShape, StoredEventRow } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
+import { gate, openAfterTest, openGatesThenStopAfterEach, stopAfterTest, until } from '../support/gates.js';
 
 const NAME = 'auto';
 type Payload = { n: number };
 type Options = AutomationOptions<EventShape, Payload>;
 
-const openers: Array<() => void> = [];
-const stoppers: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const open of openers.splice(0)) open();
-  for (const stop of stoppers.splice(0).reverse()) await stop();
-});
-
-function gate(): { wait: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const wait = new Promise<void>((resolve) => (open = resolve));
-  openers.push(open);
-  return { wait, open };
-}
-
-/** Waits for `wait`, or rejects when the attempt's signal fires. */
-function until(wait: Promise<void>, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-    void wait.then(resolve);
-  });
-}
+openGatesThenStopAfterEach();
 
 /** An event store whose single-event reads (the redrive path's) can be made to fail, as a dropped connection would. */
 class FlakyPointReads extends MemoryEventStore {
@@ -84,7 +64,7 @@ function setup(overrides: Partial<Options> = {}) {
   };
   const make = (extra: Partial<Options> = {}): Automation<EventShape, Payload> => {
     const automation = new Automation<EventShape, Payload>({ ...options, ...extra });
-    stoppers.push(() => automation.stop());
+    stopAfterTest(() => automation.stop());
     return automation;
   };
   const recorded = async (): Promise<number[]> =>
@@ -208,7 +188,7 @@ describe('Automation lifecycle red team', () => {
     const inner = new MemoryCompletionStore();
     let releaseWrite!: (outcome: Error | undefined) => void;
     const heldWrite = new Promise<Error | undefined>((resolve) => (releaseWrite = resolve));
-    openers.push(() => releaseWrite(undefined));
+    openAfterTest(() => releaseWrite(undefined));
     let writes = 0;
     const completions: CompletionStore = {
       async markCompleted(source, items) {

@@ -1,28 +1,16 @@
 import assert from 'node:assert/strict';
-import { afterEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { SqliteCompletionStore, SqliteEventStore } from '../../src/sqlite/index.js';
-import { removeDatabase, tempDatabasePath } from './helpers.js';
+import { databasesAfterEach } from './helpers.js';
 
 // The shared behaviour is in the conformance suite (run in dead-letters.test.ts); this is SQLite's own.
 
-const closers: Array<() => unknown> = [];
-const files: string[] = [];
-
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-  for (const path of files.splice(0)) removeDatabase(path);
-});
-
-function freshPath(): string {
-  const path = tempDatabasePath('completions');
-  files.push(path);
-  return path;
-}
+const { freshPath, closeAfterTest } = databasesAfterEach('completions');
 
 function track<T extends { close(): unknown }>(handle: T): T {
-  closers.push(() => handle.close());
+  closeAfterTest(() => handle.close());
   return handle;
 }
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import type { NewDeadLetter } from '../../src/core/dead-letter.js';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
@@ -12,7 +12,7 @@ import {
   sqliteSchemaVersion,
 } from '../../src/sqlite/index.js';
 import { deadLetterStoreConformance } from '../../src/testing/dead-letter-conformance.js';
-import { removeDatabase, tempDatabasePath } from './helpers.js';
+import { databasesAfterEach, removeDatabase, tempDatabasePath } from './helpers.js';
 
 deadLetterStoreConformance({
   name: 'sqlite, sharing an event store connection',
@@ -48,22 +48,10 @@ deadLetterStoreConformance({
   },
 });
 
-const closers: Array<() => unknown> = [];
-const files: string[] = [];
-
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-  for (const path of files.splice(0)) removeDatabase(path);
-});
-
-function freshPath(): string {
-  const path = tempDatabasePath('dead-letters');
-  files.push(path);
-  return path;
-}
+const { freshPath, closeAfterTest } = databasesAfterEach('dead-letters');
 
 function track<T extends { close(): unknown }>(handle: T): T {
-  closers.push(() => handle.close());
+  closeAfterTest(() => handle.close());
   return handle;
 }
 
@@ -287,7 +275,7 @@ describe('SqliteDeadLetterStore: connections and lifecycle', () => {
 
   it('close() leaves a shared connection open; a closed event store makes calls fail with ESKIT_STORE_CLOSED', async () => {
     const store = new SqliteEventStore({ path: freshPath() });
-    closers.push(() => store.close());
+    closeAfterTest(() => store.close());
     const deadLetters = new SqliteDeadLetterStore({ store });
     const completions = new SqliteCompletionStore({ store });
     await deadLetters.close();

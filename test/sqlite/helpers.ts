@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 /** A path for a fresh database file under the OS temp directory (not created yet). */
@@ -13,6 +14,29 @@ export function tempDatabasePath(label = 'test'): string {
 /** Deletes a database file and its WAL companions. */
 export function removeDatabase(path: string): void {
   for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(path + suffix, { force: true });
+}
+
+/**
+ * Database files and handles of a test file, cleaned up after each test: handles closed newest first,
+ * then the files removed. Call once at the top of a file; `freshPath()` names a file that goes too.
+ */
+export function databasesAfterEach(label: string): { freshPath(): string; closeAfterTest(close: () => unknown): void } {
+  const closers: Array<() => unknown> = [];
+  const files: string[] = [];
+  afterEach(async () => {
+    for (const close of closers.splice(0).reverse()) await close();
+    for (const path of files.splice(0)) removeDatabase(path);
+  });
+  return {
+    freshPath() {
+      const path = tempDatabasePath(label);
+      files.push(path);
+      return path;
+    },
+    closeAfterTest(close) {
+      closers.push(close);
+    },
+  };
 }
 
 export interface ChildResult {

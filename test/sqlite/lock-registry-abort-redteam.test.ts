@@ -10,31 +10,19 @@
  * acquire would only have settled at a poll.
  */
 import assert from 'node:assert/strict';
-import { afterEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import type { Lease } from '../../src/core/lock.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { SqliteEventStore, SqliteLockRegistry } from '../../src/sqlite/index.js';
 import type { SqliteLockRegistryOptions } from '../../src/sqlite/index.js';
-import { removeDatabase, tempDatabasePath } from './helpers.js';
+import { databasesAfterEach } from './helpers.js';
 
-const closers: Array<() => unknown> = [];
-const files: string[] = [];
-
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-  for (const path of files.splice(0)) removeDatabase(path);
-});
-
-function freshPath(): string {
-  const path = tempDatabasePath('locks-abort');
-  files.push(path);
-  return path;
-}
+const { freshPath, closeAfterTest } = databasesAfterEach('locks-abort');
 
 function registry(options: SqliteLockRegistryOptions): SqliteLockRegistry {
   const created = new SqliteLockRegistry({ logger: silentLogger, pollIntervalMs: 60_000, ...options });
-  closers.push(() => created.close());
+  closeAfterTest(() => created.close());
   return created;
 }
 
@@ -49,7 +37,7 @@ describe('SqliteLockRegistry red team: callbacks that change the state', () => {
     const path = freshPath();
     // A shared connection stays open after close(): a lease leaked past it would be renewed for good.
     const store = new SqliteEventStore({ path });
-    closers.push(() => store.close());
+    closeAfterTest(() => store.close());
     const locks = registry({ store });
     const lease = await locks.acquire('x');
     let again: Promise<Lease> | undefined;

@@ -1,7 +1,7 @@
 // Red team: lifecycle races in the subscription runner (stop, start, lease loss and store failures at
 // each await). Interleavings are forced with gates the test opens, on the memory adapters; no sleeps.
 import assert from 'node:assert/strict';
-import { afterEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import {
   FencedError,
   MemoryCheckpointStore,
@@ -15,23 +15,11 @@ import {
 } from '../../src/index.js';
 import type { CheckpointStore, EventShape, LockRegistry, OutstandingWork, RecordedEvent, SubscriptionOptions } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
+import { gate, openAfterTest, openGatesThenStopAfterEach, stopAfterTest } from '../support/gates.js';
 
 const NAME = 'lifecycle';
 
-// Gates are opened before subscriptions are stopped, so that no cleanup waits on a gate held shut.
-const openers: Array<() => void> = [];
-const stoppers: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const open of openers.splice(0)) open();
-  for (const stop of stoppers.splice(0).reverse()) await stop();
-});
-
-function gate(): { wait: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const wait = new Promise<void>((resolve) => (open = resolve));
-  openers.push(open);
-  return { wait, open };
-}
+openGatesThenStopAfterEach();
 
 /** A checkpoint store whose claims and saves can be held at the door, and that logs what reached it. */
 class ControlledCheckpoints implements CheckpointStore {
@@ -115,7 +103,7 @@ function setup(overrides: Partial<SubscriptionOptions<EventShape>> = {}) {
       ...overrides,
       ...extra,
     });
-    stoppers.push(() => subscription.stop());
+    stopAfterTest(() => subscription.stop());
     return subscription;
   };
   const state = async (subscription: Subscription): Promise<string> => (await subscription.status()).state;
@@ -281,7 +269,7 @@ describe('Subscription lifecycle red team', () => {
     const inner = new MemoryDeadLetterStore();
     let down = true;
     let refused = 0;
-    openers.push(() => (down = false));
+    openAfterTest(() => (down = false));
     const deadLetters = Object.create(inner) as MemoryDeadLetterStore;
     deadLetters.add = async (letter) => {
       if (down) {
