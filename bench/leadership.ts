@@ -29,7 +29,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
  * Milliseconds on CLOCK_MONOTONIC, which every process on the host reads alike: a child's time of an
  * event compares with this process's (performance.now() counts from each process's own start).
  */
-export function monotonicMs(): number {
+function monotonicMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
 }
 const LEADER = fileURLToPath(new URL('./fixtures/leader.ts', import.meta.url));
@@ -208,8 +208,7 @@ async function handoffFigure(ctx: BenchContext, backend: PostgresBackend): Promi
         const end = await within(handled, 30_000, 'the standby to handle the event the old leader gave up');
         // Untimed: hand leadership back, so that the next sample starts as this one did.
         await leader.waitFor((l) => l.ev === 'stopped', 'the old leader to stop', 30_000, from);
-        const stopping = leader.lines.slice(from).find((l) => l.ev === 'stopping');
-        out.push(end - Number(stopping?.at));
+        out.push(end - stoppedAt(leader, from));
         await untilCheckpointed(standby, position);
         from = leader.lines.length;
         leader.send('start');
@@ -271,8 +270,7 @@ async function handoffExitFigure(ctx: BenchContext, backend: PostgresBackend): P
           leader.signal('SIGTERM');
           const end = await within(handled, 30_000, 'the standby to handle the event the exiting leader gave up');
           await leader.exited;
-          const stopping = leader.lines.slice(from).find((l) => l.ev === 'stopping');
-          out.push(end - Number(stopping?.at));
+          out.push(end - stoppedAt(leader, from));
           await untilCheckpointed(standby, position);
         } finally {
           await leader.end();
@@ -294,6 +292,13 @@ async function handoffExitFigure(ctx: BenchContext, backend: PostgresBackend): P
   } finally {
     await standby.close();
   }
+}
+
+/** When the child called stop() (monotonicMs), from its 'stopping' line after index `from`. */
+function stoppedAt(leader: Leader, from: number): number {
+  const at = Number(leader.lines.slice(from).find((l) => l.ev === 'stopping')?.at);
+  if (!Number.isFinite(at)) throw new Error(`the leader printed no stopping time:\n${leader.stderr}`);
+  return at;
 }
 
 /** Server sessions whose application_name is `name`. */
