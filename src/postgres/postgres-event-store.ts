@@ -173,11 +173,12 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   /**
    * Also hears of appends by other processes and stores: every append notifies the schema's channel on
    * commit, and the first listener starts ONE dedicated LISTEN connection (not from the pool), which
-   * stops `listenLingerMs` after the last listener left, or when the store closes. It reconnects by itself after a failure
-   * and then wakes every listener once, as appends made meanwhile announced nothing. Notifications are
-   * hints: subscribers poll as well, so a lost one delays an event and never loses it. Writers whose
-   * connections set `eskit.notify = off` do not announce their appends (see the append functions in
-   * migrations.ts for why you might want that); LISTEN does not work behind a transaction-pooling proxy.
+   * stops `listenLingerMs` after the last listener left, or when the store closes. It reconnects by
+   * itself after a failure and then wakes every listener once, as appends made meanwhile announced
+   * nothing. Notifications are hints: subscribers poll as well, so a lost one delays an event and
+   * never loses it. Writers whose connections set `eskit.notify = off` do not announce their appends
+   * (see the append functions in migrations.ts for why you might want that); LISTEN does not work
+   * behind a transaction-pooling proxy.
    */
   override onAppend(listener: (position: number) => void): () => void {
     const remove = super.onAppend(listener);
