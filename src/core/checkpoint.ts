@@ -29,3 +29,21 @@ export interface CheckpointInfo {
   fencingToken: number;
   updatedAt: Date;
 }
+
+/**
+ * A write made on behalf of a leader (a dead letter, a completion record, a redrive's settlement):
+ * applied only while no newer token has claimed the checkpoint `checkpoint`, else it changes nothing
+ * and throws `FencedError`. The check is part of the write itself (one statement, or one transaction
+ * that locks the checkpoint row), so a claim is ordered with it: either the write lands before the
+ * claim, and the new leader reads it after claiming, or the write is fenced.
+ */
+export interface WriteFence {
+  /** The checkpoint whose claim the leader holds (a subscription's or an automation's name). */
+  checkpoint: string;
+  fencingToken: number;
+}
+
+/** Options of a write that a leader makes: see `WriteFence`. Without a fence the write is unconditional. */
+export interface FencedWriteOptions {
+  fence?: WriteFence;
+}

@@ -1,3 +1,5 @@
+import type { FencedWriteOptions } from './checkpoint.js';
+
 /** One failed attempt, as the dead-letter queue keeps it. */
 export interface FailedAttempt {
   at: Date;
@@ -55,7 +57,8 @@ export type DeadLetterSelector = { id: string } | { source: string };
  * or discard it. Stored in the same database as the events.
  */
 export interface DeadLetterStore {
-  add(letter: NewDeadLetter): Promise<DeadLetter>;
+  /** With `fence`, stored only while the fence holds (else `FencedError`, nothing stored). */
+  add(letter: NewDeadLetter, options?: FencedWriteOptions): Promise<DeadLetter>;
   /** Oldest first. */
   list(query?: DeadLetterQuery): Promise<DeadLetter[]>;
   count(query?: Omit<DeadLetterQuery, 'limit' | 'afterId'>): Promise<number>;
@@ -64,9 +67,10 @@ export interface DeadLetterStore {
   redrive(selector: DeadLetterSelector): Promise<number>;
   /**
    * Ends a redrive: success removes the letter; failure puts it back to 'dead' with the new attempts
-   * appended. Only a letter in 'redrive' status is changed (a concurrent discard wins).
+   * appended. Only a letter in 'redrive' status is changed (a concurrent discard wins). With `fence`,
+   * nothing changes unless the fence holds (else `FencedError`).
    */
-  settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void>;
+  settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }, options?: FencedWriteOptions): Promise<void>;
   /** Removes letters for good. Returns how many. */
   discard(selector: DeadLetterSelector): Promise<number>;
 }
@@ -77,8 +81,11 @@ export interface DeadLetterStore {
  * event.
  */
 export interface CompletionStore {
-  /** Records completed items; recording one twice is harmless. */
-  markCompleted(source: string, items: ReadonlyArray<{ position: number; itemId: string }>): Promise<void>;
+  /**
+   * Records completed items, all or none; recording one twice is harmless. With `fence`, nothing is
+   * recorded unless the fence holds (else `FencedError`).
+   */
+  markCompleted(source: string, items: ReadonlyArray<{ position: number; itemId: string }>, options?: FencedWriteOptions): Promise<void>;
   /** Ids (`${position}/${itemId}`) of the items completed after `position`. */
   completedAfter(source: string, position: number): Promise<Set<string>>;
   /** Forgets completions at or below `position`: the checkpoint has passed them. */

@@ -3,3 +3,6 @@ export * from './conformance.js';
 export * from './decider-spec.js';
 export * from './wait.js';
 export * from './dead-letter-conformance.js';
+export * from './checkpoint-conformance.js';
+export * from './completion-conformance.js';
+export * from './lock-registry-conformance.js';

@@ -1,0 +1,2 @@
+// Placeholder: filled in by the conformance work of issue 13.
+export {};
