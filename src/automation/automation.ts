@@ -2,6 +2,7 @@ import type { Attributes, Span } from '@opentelemetry/api';
 import { milliseconds, positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
+import { addDeadLetter } from '../core/storable-letter.js';
 import type { CompletionStore, DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
 import { ErrorCode, InvalidArgumentError, TimeoutError, describeError, isEskitError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
@@ -627,7 +628,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   async #deadLetterUntilStored(letter: NewDeadLetter, halt: AbortSignal | undefined): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#options.deadLetters.add(attempt === 1 ? letter : storable(letter));
+        await addDeadLetter(this.#options.deadLetters, letter);
         instruments().deadLetters.add(1, { ...this.#attributes, [TelemetryAttribute.Stage]: letter.stage });
         this.#logger.warn(
           { automation: this.name, key: letter.key, position: letter.eventPosition, stage: letter.stage },
@@ -711,34 +712,6 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   #warn(message: string, error: unknown): void {
     this.#logger.warn({ automation: this.name, err: error }, `Automation "${this.name}": ${message}`);
   }
-}
-
-/**
- * A letter the queue can always take: a payload the store refused (not JSON, or NUL for PostgreSQL)
- * is replaced by null, with the reason kept in the attempts; error texts lose NUL and lone surrogates.
- */
-function storable(letter: NewDeadLetter): NewDeadLetter {
-  const attempts = letter.attempts.map((a) => ({ at: a.at, error: cleanText(a.error) }));
-  let json: string | undefined;
-  try {
-    json = JSON.stringify(letter.payload);
-  } catch {
-    json = undefined;
-  }
-  if (json !== undefined && !UNSTORABLE_ESCAPE.test(json)) return { ...letter, attempts };
-  return {
-    ...letter,
-    payload: null,
-    attempts: [...attempts, { at: new Date(), error: 'the payload could not be stored in the dead-letter queue; it was replaced by null' }],
-  };
-}
-
-/** An escaped NUL or lone surrogate in JSON text (not preceded by an escaping backslash). */
-const UNSTORABLE_ESCAPE = /(?<!\\)(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/i;
-
-/** Text every backend can store: no NUL, no lone surrogates. */
-function cleanText(text: string): string {
-  return text.replaceAll('\u0000', '\\0').toWellFormed();
 }
 
 /**

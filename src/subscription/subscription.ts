@@ -2,6 +2,7 @@ import type { Attributes, Span } from '@opentelemetry/api';
 import { milliseconds, positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
+import { addDeadLetter } from '../core/storable-letter.js';
 import type { DeadLetterStore } from '../core/dead-letter.js';
 import { AlreadyStartedError, describeError, ErrorCode, HandlerFailedError, InvalidArgumentError, isEskitError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
@@ -543,7 +544,13 @@ export class Subscription<E extends EventShape = EventShape> {
     for (let attempt = 1; ; attempt++) {
       try {
         const stored = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
-        return stored ?? (await this.#startPosition());
+        if (stored !== undefined) return stored;
+        const start = await this.#startPosition();
+        // 'end' is the head NOW: saved before anything is read, or a stop or crash before the first
+        // event would let the next start take a later head and skip what was appended in between.
+        // The other start positions come out the same every time.
+        if (this.#options.startFrom === 'end') await checkpoints.save(this.name, start, { fencingToken: token });
+        return start;
       } catch (error) {
         if (isEskitError(error, ErrorCode.Fenced)) return { fenced: error as FencedError };
         if (!isTransient(error)) throw error;
@@ -580,7 +587,7 @@ export class Subscription<E extends EventShape = EventShape> {
     const deadLetters = this.#options.deadLetters as DeadLetterStore;
     for (let attempt = 1; ; attempt++) {
       try {
-        await deadLetters.add(deadLetterFor(this.name, 'handler', event, attempts, error));
+        await addDeadLetter(deadLetters, deadLetterFor(this.name, 'handler', event, attempts, error));
         instruments().deadLetters.add(1, this.#deadLetterAttributes);
         this.#logger.warn({ subscription: this.name, position: event.position, err: error }, `Subscription "${this.name}": event dead-lettered`);
         return 'skip';

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
+import { addDeadLetter } from '../core/storable-letter.js';
 import type { CheckpointInfo, CheckpointStore } from '../core/checkpoint.js';
 import type { DeadLetter } from '../core/dead-letter.js';
 import { AlreadyStartedError, ErrorCode, InvalidArgumentError, isEskitError, MigrationError } from '../core/errors.js';
@@ -418,7 +419,7 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
     }
     if (!deadLetters) throw new RebuildFailedError(this.name, event.position, error);
     if (!(await this.#deadLettered(event.position))) {
-      await deadLetters.add(deadLetterFor(this.name, 'handler', event, attempts, error));
+      await addDeadLetter(deadLetters, deadLetterFor(this.name, 'handler', event, attempts, error));
       instruments().deadLetters.add(1, { [TelemetryAttribute.Subscription]: this.name, [TelemetryAttribute.Stage]: 'handler' });
     }
     this.#logger.warn({ view: this.name, position: event.position, err: error }, `View "${this.name}": rebuild skipped a failing event (dead-lettered)`);
