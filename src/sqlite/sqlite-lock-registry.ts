@@ -31,10 +31,18 @@ export interface SqliteLockRegistryOptions extends SqliteConnectionOptions {
 
 type Statement<P extends unknown[], R = unknown> = Database.Statement<P, R>;
 
+interface LeaseRow {
+  holder: string | null;
+  token: number;
+  expiresAt: number | null;
+  /** The database's clock when the row was read, in ms. */
+  now: number;
+}
+
 interface Statements {
-  /** 1 when the lease can be taken by the database's clock; no row when it never existed. */
-  free: Statement<[string], number>;
-  take: Statement<[{ name: string; holder: string; ttl: number }], number>;
+  /** The lease row with the database's time; no row when the lock was never taken. */
+  look: Statement<[string], LeaseRow>;
+  take: Statement<[{ name: string; holder: string; ttl: number; token: number | null; expiresAt: number | null }], number>;
   renew: Statement<[{ name: string; holder: string; token: number; ttl: number }]>;
   release: Statement<[string, number]>;
 }
@@ -81,6 +89,16 @@ interface Waiter {
   fail(error: Error): void;
 }
 
+/** A lease held by another node, as this registry first saw it (unchanged since: not renewed). */
+interface Watch {
+  token: number;
+  expiresAt: number;
+  /** performance.now() when this registry first saw the row so. */
+  since: number;
+  /** How long the row must stay so, on this registry's monotonic clock, before it may be taken. */
+  waitMs: number;
+}
+
 /**
  * Leader election on a SQLite file: one row per lock in `eskit_leases`, holding the newest fencing
  * token, the holder and an expiry. Every decision about expiry is made by SQLite's clock inside the
@@ -89,10 +107,29 @@ interface Waiter {
  * (WAL needs shared memory), so this is that host's clock for every node.
  *
  * The holder renews every `renewIntervalMs`. It gives the lease up (aborting `lease.signal`) as soon as
- * a renewal finds the row taken or expired, two renewals in a row fail, or `ttlMs` has passed on its
- * own monotonic clock since the last successful renewal began, which is never later than the expiry the
- * database judges by. A frozen or killed holder is replaced within `ttlMs` (plus one poll); a graceful
- * release hands over at once in-process and within one `pollIntervalMs` across processes.
+ * a renewal finds the row taken or expired by the database's clock, two renewals in a row fail, or
+ * `ttlMs` less a margin (a tenth of it, less if `renewIntervalMs` leaves no room) has passed on its own
+ * monotonic clock since the last successful renewal began, whichever comes first. A frozen or killed
+ * holder is replaced within `ttlMs` (plus one poll); a graceful release hands over at once in-process
+ * and within one `pollIntervalMs` across processes.
+ *
+ * Clock steps. SQLite's clock is the wall clock, which an NTP step, a resumed VM or an operator can move
+ * at once; the monotonic clocks cannot be moved. So a node takes a lease another node holds only when
+ * the database's clock says it expired AND the node has itself seen it unrenewed (same token, same
+ * expiry) for a ttl (or the longer time the row had left when first seen) on its own monotonic clock.
+ * The holder's monotonic deadline lies the margin before a ttl after its last renewal, which came before
+ * that sighting: so by then the holder has given the lease up, whatever the wall clock did (unless its
+ * event loop was blocked past the margin: a frozen process, which fencing tokens are for).
+ * - A forward step can make the database call a live holder's lease expired early. The holder learns at
+ *   its next renewal and gives the lease up; no other node takes it before that, or before the
+ *   holder's own deadline. It cannot give the lease to two holders at once.
+ * - A backward step makes leases look longer-lived. It cannot cause two holders either. A live holder
+ *   keeps its lease (its renewals write the stepped time plus a ttl); one that dies before its next
+ *   renewal is replaced later by up to the size of the step.
+ * - The price: a node that first sees a lease when its holder is already gone (starting after a crash)
+ *   waits a ttl before taking it, as it cannot tell a dead holder from a live one behind a step; a
+ *   standby that was watching takes over at most one poll later than the expiry. A released lease has
+ *   no holder and is taken at once. Nodes sharing a lock should use the same `ttlMs`.
  */
 export class SqliteLockRegistry implements LockRegistry {
   readonly database: Database.Database;
@@ -101,10 +138,17 @@ export class SqliteLockRegistry implements LockRegistry {
   readonly renewIntervalMs: number;
   readonly pollIntervalMs: number;
   readonly #owned: boolean;
+  /** How long before its ttl a holder whose renewals did not land gives its lease up. */
+  readonly #marginMs: number;
   readonly #logger: Logger;
   readonly #key: string;
   readonly #held = new Set<SqliteLease>();
   readonly #waiters = new Set<Waiter>();
+  /**
+   * Per lock name, the lease held elsewhere as this registry first saw it. Kept across acquire calls,
+   * so that a try-lock repeated until it succeeds can take a dead holder's lease.
+   */
+  readonly #watches = new Map<string, Watch>();
   #statements: Statements | undefined;
   /**
    * Set before close() starts: releasing a lease runs its abort listeners synchronously, and one that
@@ -120,6 +164,8 @@ export class SqliteLockRegistry implements LockRegistry {
       throw new InvalidArgumentError(`renewIntervalMs (${this.renewIntervalMs}) must be below ttlMs (${this.ttlMs}), or every lease would expire between renewals`);
     }
     this.pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 100);
+    // At most half the gap between renewals and the ttl: a holder renewing on time never reaches it.
+    this.#marginMs = Math.min(Math.floor(this.ttlMs / 10), Math.floor((this.ttlMs - this.renewIntervalMs) / 2));
     const holderId = options.holderId ?? `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
     if (typeof holderId !== 'string' || holderId.length === 0) throw new InvalidArgumentError('holderId must be a non-empty string');
     this.holderId = holderId;
@@ -217,23 +263,24 @@ export class SqliteLockRegistry implements LockRegistry {
     const db = this.database;
     // safeIntegers(false): a shared handle may have turned on BigInt results by default.
     const statements: Statements = {
-      free: db
-        .prepare<[string], number>(
-          `SELECT holder IS NULL OR expires_at IS NULL OR expires_at < ${SQLITE_NOW_MS} FROM eskit_leases WHERE name = ?`,
+      look: db
+        .prepare<[string], LeaseRow>(
+          `SELECT holder, fencing_token AS token, expires_at AS expiresAt, ${SQLITE_NOW_MS} AS now FROM eskit_leases WHERE name = ?`,
         )
-        .pluck()
         .safeIntegers(false),
-      // Atomic on its own: the row is taken only if it is free by the database's clock at the moment
-      // the statement holds the write lock; otherwise nothing changes and no row comes back.
+      // Atomic on its own: the row is taken only if, at the moment the statement holds the write lock,
+      // it is free, or it is still the expired row the caller watched (:token, :expiresAt) and expired
+      // by the database's clock; otherwise nothing changes and no row comes back.
       take: db
-        .prepare<[{ name: string; holder: string; ttl: number }], number>(`
+        .prepare<[{ name: string; holder: string; ttl: number; token: number | null; expiresAt: number | null }], number>(`
           INSERT INTO eskit_leases (name, fencing_token, holder, expires_at)
           VALUES (:name, 1, :holder, ${SQLITE_NOW_MS} + :ttl)
           ON CONFLICT (name) DO UPDATE SET
             fencing_token = eskit_leases.fencing_token + 1,
             holder = excluded.holder,
             expires_at = excluded.expires_at
-          WHERE eskit_leases.holder IS NULL OR eskit_leases.expires_at IS NULL OR eskit_leases.expires_at < ${SQLITE_NOW_MS}
+          WHERE eskit_leases.holder IS NULL OR eskit_leases.expires_at IS NULL
+             OR (eskit_leases.expires_at < ${SQLITE_NOW_MS} AND eskit_leases.fencing_token = :token AND eskit_leases.expires_at = :expiresAt)
           RETURNING fencing_token`)
         .pluck()
         .safeIntegers(false),
@@ -248,6 +295,20 @@ export class SqliteLockRegistry implements LockRegistry {
   }
 
   /**
+   * The watch on a row held elsewhere, started anew when the row changed (renewed, or taken by another
+   * holder). It lasts a ttl, or what the row had left by the database's clock if that is longer (a
+   * holder with a longer ttl); a row already expired when first seen gets a full ttl too: its holder
+   * may be alive behind a forward step of the clock.
+   */
+  #watch(name: string, row: LeaseRow & { expiresAt: number }, seenAt: number): Watch {
+    const seen = this.#watches.get(name);
+    if (seen !== undefined && seen.token === row.token && seen.expiresAt === row.expiresAt) return seen;
+    const watch: Watch = { token: row.token, expiresAt: row.expiresAt, since: seenAt, waitMs: Math.max(this.ttlMs, row.expiresAt - row.now) };
+    this.#watches.set(name, watch);
+    return watch;
+  }
+
+  /**
    * One attempt: a lease, undefined when another node holds the lock, or an error that waiting will not
    * heal. A busy database counts as held: the next poll tries again.
    */
@@ -258,8 +319,15 @@ export class SqliteLockRegistry implements LockRegistry {
     try {
       const statements = this.#statements ?? this.#prepare();
       // A read first, so that standbys polling a held lock never take the write lock from appenders.
-      if (statements.free.get(name) === 0) return undefined;
-      token = statements.take.get({ name, holder: this.holderId, ttl: this.ttlMs });
+      const row = statements.look.get(name);
+      let watched: Watch | undefined;
+      if (row !== undefined && row.holder !== null && row.expiresAt !== null) {
+        // Read after the row: a renewal that committed just before it began no earlier.
+        const seenAt = performance.now();
+        watched = this.#watch(name, { ...row, expiresAt: row.expiresAt }, seenAt);
+        if (row.expiresAt >= row.now || seenAt - watched.since < watched.waitMs) return undefined;
+      }
+      token = statements.take.get({ name, holder: this.holderId, ttl: this.ttlMs, token: watched?.token ?? null, expiresAt: watched?.expiresAt ?? null });
     } catch (error) {
       const translated = translateSqliteError(error, this.database, `take lock "${name}"`);
       if (isEskitError(translated, 'ESKIT_STORE_BUSY')) {
@@ -269,7 +337,8 @@ export class SqliteLockRegistry implements LockRegistry {
       return translated instanceof Error ? translated : new LockUnavailableError(`Taking lock "${name}" failed: ${String(translated)}`);
     }
     if (token === undefined) return undefined;
-    const lease = new SqliteLease(name, token, started + this.ttlMs, {
+    this.#watches.delete(name);
+    const lease = new SqliteLease(name, token, started + this.ttlMs - this.#marginMs, {
       renew: () => {
         const statements = this.#statements ?? this.#prepare();
         return statements.renew.run({ name, holder: this.holderId, token: token as number, ttl: this.ttlMs }).changes === 1;
@@ -285,6 +354,7 @@ export class SqliteLockRegistry implements LockRegistry {
       translate: (error, what) => translateSqliteError(error, this.database, what),
       logger: this.#logger,
       ttlMs: this.ttlMs,
+      marginMs: this.#marginMs,
       renewIntervalMs: this.renewIntervalMs,
     });
     this.#held.add(lease);
@@ -301,13 +371,17 @@ interface LeaseBackend {
   translate(error: unknown, what: string): unknown;
   logger: Logger;
   ttlMs: number;
+  marginMs: number;
   renewIntervalMs: number;
 }
 
 class SqliteLease implements Lease {
   readonly #controller = new AbortController();
   readonly #backend: LeaseBackend;
-  /** performance.now() after which the database may consider the lease expired. */
+  /**
+   * performance.now() at which this holder gives the lease up: a margin before another node may take it
+   * (a ttl after its last renewal began, by the database's clock and by the other node's own).
+   */
   #deadline: number;
   #failures = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -351,7 +425,7 @@ class SqliteLease implements Lease {
     if (this.#ended) return;
     const started = performance.now();
     if (started >= this.#deadline) {
-      this.#lose(`it was not renewed within its ttl of ${this.#backend.ttlMs} ms (was this process frozen, starved or blocked?)`);
+      this.#lose(`it was not renewed within its ttl of ${this.#ttl()} (was this process frozen, starved or blocked?)`);
       return;
     }
     let renewed: boolean;
@@ -373,13 +447,18 @@ class SqliteLease implements Lease {
       return;
     }
     this.#failures = 0;
-    this.#deadline = started + this.#backend.ttlMs;
+    this.#deadline = started + this.#backend.ttlMs - this.#backend.marginMs;
     // A renewal that waited on a busy database may come back too late to count.
     if (performance.now() >= this.#deadline) {
-      this.#lose(`its renewal took longer than its ttl of ${this.#backend.ttlMs} ms`);
+      this.#lose(`its renewal took longer than its ttl of ${this.#ttl()}`);
       return;
     }
     this.#schedule();
+  }
+
+  #ttl(): string {
+    const { ttlMs, marginMs } = this.#backend;
+    return marginMs > 0 ? `${ttlMs} ms less a margin of ${marginMs} ms` : `${ttlMs} ms`;
   }
 
   #end(reason: Error): void {

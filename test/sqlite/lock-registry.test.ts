@@ -308,6 +308,21 @@ describe('SqliteLockRegistry: losing a lease', () => {
     assert.deepEqual([row?.token, row?.holder], [2, 'waiter']);
   });
 
+  it('a holder gives its lease up a margin before its ttl, ahead of any node that could take it over', async () => {
+    const path = freshPath();
+    // Margin: a tenth of the ttl, 100 ms.
+    const holder = registry({ path, holderId: 'holder', ttlMs: 1000, renewIntervalMs: 100 });
+    const lease = await holder.acquire('job');
+    const first = leaseRow(holder.database, 'job')?.expiresAt;
+    await waitUntil(() => leaseRow(holder.database, 'job')?.expiresAt !== first, { intervalMs: 1, message: 'a renewal' });
+    // Just after a renewal: blocked past ttl - margin, not past the ttl, so the renewal due meanwhile
+    // would still land in time without the margin.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 950);
+    await waitUntil(() => lease.signal.aborted, { message: 'the lease to be given up' });
+    assert.match((lease.signal.reason as Error).message, /not renewed within its ttl of 1000 ms less a margin of 100 ms/);
+    assert.deepEqual(leaseRow(holder.database, 'job'), { token: 1, holder: null, expiresAt: null }, 'and freed its row');
+  });
+
   it('two failed renewals in a row (database locked by a long writer) lose the lease and say why', async () => {
     const path = freshPath();
     const { logger, entries } = capturingLogger();
