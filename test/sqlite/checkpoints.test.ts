@@ -48,52 +48,10 @@ async function expectFenced(fn: () => unknown, name: string, token: number, curr
 
 const isCode = (code: string) => (error: unknown) => isEskitError(error, code);
 
+// The behaviour every CheckpointStore shares is in the conformance suite (checkpoint-conformance.test.ts);
+// this is SQLite's own.
+
 describe('SqliteCheckpointStore: fencing', () => {
-  it('load is undefined until the first save, even after a claim; claim returns the saved position', async () => {
-    const { store, checkpoints } = fresh();
-    assert.equal(await checkpoints.load('p'), undefined);
-    assert.equal(await checkpoints.claim('p', 1), undefined);
-    assert.equal(await checkpoints.load('p'), undefined);
-    assert.deepEqual(row(store.database, 'p'), { position: null, token: 1 });
-    assert.deepEqual(await checkpoints.list(), []);
-    await checkpoints.save('p', 10, { fencingToken: 1 });
-    assert.equal(await checkpoints.load('p'), 10);
-    assert.equal(await checkpoints.claim('p', 3), 10);
-    assert.deepEqual(row(store.database, 'p'), { position: 10, token: 3 });
-  });
-
-  it('rejects a save or claim with an older token, with the current token, and changes nothing', async () => {
-    const { store, checkpoints } = fresh();
-    await checkpoints.claim('p', 3);
-    await checkpoints.save('p', 10, { fencingToken: 3 });
-    await expectFenced(() => checkpoints.save('p', 11, { fencingToken: 2 }), 'p', 2, 3);
-    await expectFenced(() => checkpoints.claim('p', 2), 'p', 2, 3);
-    assert.deepEqual(row(store.database, 'p'), { position: 10, token: 3 });
-    // The same token may claim again and save; a newer token may save without claiming, and moves the fence.
-    assert.equal(await checkpoints.claim('p', 3), 10);
-    await checkpoints.save('p', 12, { fencingToken: 3 });
-    await checkpoints.save('p', 13, { fencingToken: 5 });
-    assert.deepEqual(row(store.database, 'p'), { position: 13, token: 5 });
-    await expectFenced(() => checkpoints.save('p', 14, { fencingToken: 4 }), 'p', 4, 5);
-    await expectFenced(() => checkpoints.save('p', 14, { fencingToken: 0 }), 'p', 0, 5);
-    assert.equal(await checkpoints.load('p'), 13);
-    // Fencing is per checkpoint.
-    await checkpoints.save('q', 1, { fencingToken: 1 });
-    assert.deepEqual(row(store.database, 'q'), { position: 1, token: 1 });
-  });
-
-  it('a save without a token is unconditional and keeps the highest token', async () => {
-    const { store, checkpoints } = fresh();
-    await checkpoints.save('u', 5);
-    assert.deepEqual(row(store.database, 'u'), { position: 5, token: 0 });
-    await checkpoints.claim('u', 4);
-    await checkpoints.save('u', 7);
-    assert.deepEqual(row(store.database, 'u'), { position: 7, token: 4 });
-    await checkpoints.save('u', 3); // even backwards: this is the caller's explicit reset
-    assert.deepEqual(row(store.database, 'u'), { position: 3, token: 4 });
-    await expectFenced(() => checkpoints.save('u', 8, { fencingToken: 3 }), 'u', 3, 4);
-  });
-
   it('behaves exactly like MemoryCheckpointStore over a long random sequence of operations', async () => {
     const { checkpoints } = fresh();
     const memory = new MemoryCheckpointStore();
@@ -263,15 +221,5 @@ describe('SqliteCheckpointStore: connections and errors', () => {
     await assert.rejects(checkpoints.load('x'), isCode(ErrorCode.StoreClosed));
     await assert.rejects(checkpoints.save('x', 2), isCode(ErrorCode.StoreClosed));
     await assert.rejects(checkpoints.claim('x', 1), isCode(ErrorCode.StoreClosed));
-  });
-
-  it('checks its arguments', async () => {
-    const { checkpoints } = fresh();
-    const invalid = isCode(ErrorCode.InvalidArgument);
-    await assert.rejects(checkpoints.load(''), invalid);
-    await assert.rejects(checkpoints.claim('x', -1), invalid);
-    await assert.rejects(checkpoints.claim('x', 0.5), invalid);
-    await assert.rejects(checkpoints.save('x', -1), invalid);
-    await assert.rejects(checkpoints.save('x', 1, { fencingToken: Number.NaN }), invalid);
   });
 });
