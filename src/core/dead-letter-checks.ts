@@ -1,4 +1,5 @@
-import { InvalidArgumentError, SerializationError, describeError } from './errors.js';
+import type { WriteFence } from './checkpoint.js';
+import { FencedError, InvalidArgumentError, SerializationError, describeError } from './errors.js';
 import type { DeadLetter, DeadLetterQuery, DeadLetterStage, DeadLetterStatus, FailedAttempt, NewDeadLetter } from './dead-letter.js';
 import type { RecordedEvent } from './event.js';
 
@@ -175,6 +176,40 @@ export function checkCompletedItems(items: unknown): Array<{ position: number; i
     if (!isRecord(item)) throw new InvalidArgumentError(`items[${index}] must be { position, itemId }, got ${show(item)}`);
     return { position: checkPosition(item.position, `items[${index}].position`), itemId: checkString(item.itemId, `items[${index}].itemId`) };
   });
+}
+
+/**
+ * The fence of a leader's write (`FencedWriteOptions`), checked before anything is written; undefined
+ * when there is none (the write is unconditional).
+ */
+export function checkFence(options: unknown): WriteFence | undefined {
+  if (options === undefined) return undefined;
+  if (!isRecord(options)) {
+    throw new InvalidArgumentError(`The options of a fenced write must be an object such as { fence: { checkpoint, fencingToken } }, got ${show(options)}`);
+  }
+  const fence = options.fence;
+  if (fence === undefined) return undefined;
+  if (!isRecord(fence)) {
+    throw new InvalidArgumentError(
+      `fence must be { checkpoint, fencingToken }: the checkpoint the leader claimed and the token of its lease (leave it out for no fence), got ${show(fence)}`,
+    );
+  }
+  const { checkpoint, fencingToken } = fence;
+  if (typeof checkpoint !== 'string' || checkpoint.length === 0) {
+    throw new InvalidArgumentError(`fence.checkpoint must be the non-empty name of the checkpoint the leader claimed, got ${show(checkpoint)}`);
+  }
+  if (typeof fencingToken !== 'number' || !Number.isSafeInteger(fencingToken) || fencingToken < 0) {
+    throw new InvalidArgumentError(`fence.fencingToken must be a non-negative integer (the fencing token of the leader's lease), got ${String(fencingToken)}`);
+  }
+  return { checkpoint, fencingToken };
+}
+
+/**
+ * Throws `FencedError` unless `fence` holds: `current` is the token on its checkpoint row, undefined
+ * when there is no row (nobody claimed it, so nobody newer did either).
+ */
+export function assertFenceHolds(fence: WriteFence, current: number | undefined): void {
+  if (current !== undefined && current > fence.fencingToken) throw new FencedError(fence.checkpoint, fence.fencingToken, current);
 }
 
 /** How `CompletionStore.completedAfter` names an item. */
