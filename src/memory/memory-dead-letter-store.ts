@@ -1,8 +1,11 @@
 import { v7 as uuidv7 } from 'uuid';
+import type { FencedWriteOptions } from '../core/checkpoint.js';
 import {
+  assertFenceHolds,
   checkDeadLetterCountQuery,
   checkDeadLetterId,
   checkDeadLetterQuery,
+  checkFence,
   checkNewDeadLetter,
   checkOutcome,
   checkSelector,
@@ -10,16 +13,49 @@ import {
 } from '../core/dead-letter-checks.js';
 import type { CheckedSelector, StoredDeadLetterRow } from '../core/dead-letter-checks.js';
 import type { DeadLetter, DeadLetterQuery, DeadLetterSelector, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
+import { InvalidArgumentError } from '../core/errors.js';
+import { MemoryCheckpointStore } from './memory-checkpoint-store.js';
+
+/** Options of `MemoryDeadLetterStore` and `MemoryCompletionStore`. */
+export interface MemoryFencedStoreOptions {
+  /**
+   * The checkpoints whose tokens the fences of `FencedWriteOptions` are checked against: the store the
+   * leaders claim. Without it a fence cannot be checked (it is still validated), and a fenced write is
+   * applied as an unfenced one would be.
+   */
+  checkpoints?: MemoryCheckpointStore;
+}
+
+/** The checkpoint store of `options`, refusing anything that is not a `MemoryCheckpointStore`. */
+export function memoryFenceCheckpoints(options: MemoryFencedStoreOptions | undefined, className: string): MemoryCheckpointStore | undefined {
+  const checkpoints = options?.checkpoints;
+  if (checkpoints !== undefined && !(checkpoints instanceof MemoryCheckpointStore)) {
+    throw new InvalidArgumentError(
+      `${className} checks fences against a MemoryCheckpointStore (in the same process); pass the one the leaders claim as { checkpoints }, or leave it out.`,
+    );
+  }
+  return checkpoints;
+}
 
 /**
  * The dead-letter queue in a Map, for the memory store, tests and examples. Letters are kept as the
  * database adapters keep them (JSON text), so callers get their own copies and the same errors.
+ *
+ * Fenced writes (`add` and `settleRedrive` with `{ fence }`) are checked against the
+ * `MemoryCheckpointStore` given as `{ checkpoints }`, in the same synchronous step as the write, so no
+ * claim can come between. Without `checkpoints` a fence cannot be checked and the write is applied.
  */
 export class MemoryDeadLetterStore implements DeadLetterStore {
   readonly #rows = new Map<string, StoredDeadLetterRow>();
+  readonly #checkpoints: MemoryCheckpointStore | undefined;
 
-  async add(letter: NewDeadLetter): Promise<DeadLetter> {
+  constructor(options?: MemoryFencedStoreOptions) {
+    this.#checkpoints = memoryFenceCheckpoints(options, 'MemoryDeadLetterStore');
+  }
+
+  async add(letter: NewDeadLetter, options?: FencedWriteOptions): Promise<DeadLetter> {
     const checked = checkNewDeadLetter(letter);
+    this.#checkFence(options);
     const now = Date.now();
     const row: StoredDeadLetterRow = {
       ...checked,
@@ -63,9 +99,10 @@ export class MemoryDeadLetterStore implements DeadLetterStore {
     return changed;
   }
 
-  async settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void> {
+  async settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }, options?: FencedWriteOptions): Promise<void> {
     const key = checkDeadLetterId(id);
     const checked = checkOutcome(outcome);
+    this.#checkFence(options);
     const row = this.#rows.get(key);
     if (row?.status !== 'redrive') return;
     if (checked.ok) {
@@ -81,6 +118,11 @@ export class MemoryDeadLetterStore implements DeadLetterStore {
     const rows = this.#matching(checkSelector(selector));
     for (const row of rows) this.#rows.delete(row.id);
     return rows.length;
+  }
+
+  #checkFence(options: unknown): void {
+    const fence = checkFence(options);
+    if (fence !== undefined && this.#checkpoints !== undefined) assertFenceHolds(fence, this.#checkpoints.fencingToken(fence.checkpoint));
   }
 
   /** Oldest first: ids are UUIDv7 from one generator, so their order is the order of creation. */

@@ -1,7 +1,8 @@
 import type pg from 'pg';
+import type { FencedWriteOptions } from '../core/checkpoint.js';
 import { checkCompletedItems, checkPosition, checkSource, completionId } from '../core/dead-letter-checks.js';
 import type { CompletionStore } from '../core/dead-letter.js';
-import { assertStorableText, unstorableText } from './postgres-dead-letter-store.js';
+import { assertFenceHoldsFor, assertStorableText, checkPostgresFence, fenceCte, fenceHolds, unstorableText } from './postgres-dead-letter-store.js';
 import { PostgresTableAccess } from './table-access.js';
 import type { PostgresTableOptions } from './table-access.js';
 import { quoteSchema } from './schema.js';
@@ -11,6 +12,8 @@ export type PostgresCompletionStoreOptions = PostgresTableOptions;
 
 interface Statements {
   mark: pg.QueryArrayConfig;
+  /** As `mark`, with the fence ($4 checkpoint, $5 token): returns the checkpoint's token. */
+  markFenced: pg.QueryArrayConfig;
   after: pg.QueryArrayConfig;
   prune: pg.QueryArrayConfig;
 }
@@ -23,15 +26,14 @@ function statements(schema: string): Statements {
   if (cached) return cached;
   const s = quoteSchema(schema);
   const statement = (what: string, text: string): pg.QueryArrayConfig => ({ name: `eskit.${schema}.completions_${what}`, rowMode: 'array', text });
+  const insert = (where: string): string => `INSERT INTO ${s}.completions (source, position, item_id)
+       SELECT $1::text, u.position, u.item_id FROM unnest($2::bigint[], $3::text[]) AS u(position, item_id) ${where}
+       ON CONFLICT DO NOTHING`;
   cached = {
     // A whole batch in one statement: all of it is recorded or none. DO NOTHING (unlike DO UPDATE)
     // also takes an item that appears twice in the batch.
-    mark: statement(
-      'mark',
-      `INSERT INTO ${s}.completions (source, position, item_id)
-       SELECT $1::text, u.position, u.item_id FROM unnest($2::bigint[], $3::text[]) AS u(position, item_id)
-       ON CONFLICT DO NOTHING`,
-    ),
+    mark: statement('mark', insert('')),
+    markFenced: statement('mark_fenced', `WITH ${fenceCte(schema, '$4')}, marked AS (${insert(`WHERE ${fenceHolds('$5')}`)}) SELECT (SELECT fencing_token FROM fence)`),
     after: statement('after', `SELECT position, item_id FROM ${s}.completions WHERE source = $1 AND position > $2`),
     prune: statement('prune', `DELETE FROM ${s}.completions WHERE source = $1 AND position <= $2`),
   };
@@ -41,7 +43,9 @@ function statements(schema: string): Statements {
 
 /**
  * Completion records in `<schema>.completions`, keyed (source, position, item_id), next to the events.
- * Every call is one statement in autocommit: a batch is recorded whole or not at all.
+ * Every call is one statement in autocommit: a batch is recorded whole or not at all. A fenced batch is
+ * still one statement, which locks the fence's checkpoint row FOR SHARE to read its token, as a fenced
+ * dead-letter write does, so a concurrent claim is ordered with it.
  *
  * A `source` or item id with U+0000 or a lone UTF-16 surrogate (which PostgreSQL text cannot store) is
  * refused by `markCompleted` with ESKIT_INVALID_ARGUMENT, recording nothing of the batch; such a source
@@ -68,13 +72,19 @@ export class PostgresCompletionStore implements CompletionStore {
     return this.#access.pool;
   }
 
-  async markCompleted(source: string, items: ReadonlyArray<{ position: number; itemId: string }>): Promise<void> {
+  async markCompleted(source: string, items: ReadonlyArray<{ position: number; itemId: string }>, options?: FencedWriteOptions): Promise<void> {
     checkSource(source);
     const checked = checkCompletedItems(items);
+    const fence = checkPostgresFence(options);
     assertStorableText(source, 'source');
     checked.forEach((item, index) => assertStorableText(item.itemId, `items[${index}].itemId`));
-    if (checked.length === 0) return;
-    await this.#access.query(statements(this.schema).mark, [source, checked.map((i) => i.position), checked.map((i) => i.itemId)]);
+    const values = [source, checked.map((i) => i.position), checked.map((i) => i.itemId)];
+    if (fence === undefined) {
+      if (checked.length > 0) await this.#access.query(statements(this.schema).mark, values);
+      return;
+    }
+    const result = await this.#access.query(statements(this.schema).markFenced, [...values, fence.checkpoint, fence.fencingToken]);
+    assertFenceHoldsFor(fence, (result.rows[0] as unknown[])[0]);
   }
 
   async completedAfter(source: string, position: number): Promise<Set<string>> {

@@ -1,9 +1,12 @@
 import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
+import type { FencedWriteOptions, WriteFence } from '../core/checkpoint.js';
 import {
+  assertFenceHolds,
   checkDeadLetterCountQuery,
   checkDeadLetterId,
   checkDeadLetterQuery,
+  checkFence,
   checkNewDeadLetter,
   checkOutcome,
   checkSelector,
@@ -35,6 +38,40 @@ export function assertStorableText(text: string, what: string): void {
   }
 }
 
+/**
+ * The fence of a leader's write, checked (and refused, like any text PostgreSQL cannot store, when its
+ * checkpoint name holds NUL or a lone surrogate: no leader can have claimed such a checkpoint).
+ */
+export function checkPostgresFence(options: unknown): WriteFence | undefined {
+  const fence = checkFence(options);
+  if (fence !== undefined) assertStorableText(fence.checkpoint, 'fence.checkpoint');
+  return fence;
+}
+
+/**
+ * The CTE a fenced write starts with: the token of the checkpoint named by the parameter `name` (such as
+ * '$11'), with its row locked FOR SHARE.
+ * A claim or save of that checkpoint (an upsert, which locks the row for update) waits for the write's
+ * transaction to end, and a write that comes while an upsert is uncommitted waits for it and then reads
+ * the committed token (READ COMMITTED re-reads a row it locks). So a claim is ordered with the write:
+ * the write lands before the claim, and the new leader sees it; or it sees the claim and is fenced.
+ * Without a row, nobody claimed the checkpoint, and the write goes through (a first claim, which
+ * inserts the row, is not ordered with a write that races it; a leader claims before it writes).
+ */
+export function fenceCte(schema: string, name: string): string {
+  return `fence AS MATERIALIZED (SELECT fencing_token FROM ${quoteSchema(schema)}.checkpoints WHERE name = ${name} FOR SHARE)`;
+}
+
+/** The condition that gates a fenced write: no token newer than the parameter `token` holds the checkpoint. */
+export function fenceHolds(token: string): string {
+  return `NOT EXISTS (SELECT FROM fence WHERE fencing_token > ${token}::bigint)`;
+}
+
+/** Throws `FencedError` when the token a fenced statement returned (bigint as text; null: no row) is newer than the fence's. */
+export function assertFenceHoldsFor(fence: WriteFence, token: unknown): void {
+  assertFenceHolds(fence, token === null || token === undefined ? undefined : Number(token));
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 // Times are the server's clock, cut to the millisecond: what is stored is exactly what callers get.
@@ -47,11 +84,16 @@ type Filter = { source: string | undefined; status: string | undefined; afterId?
 
 interface Statements {
   add: pg.QueryArrayConfig;
+  /** As `add`, with the fence ($11 checkpoint, $12 token): returns the checkpoint's token, then created_at (null when fenced). */
+  addFenced: pg.QueryArrayConfig;
   get: pg.QueryArrayConfig;
   redriveById: pg.QueryArrayConfig;
   redriveBySource: pg.QueryArrayConfig;
   settleOk: pg.QueryArrayConfig;
   settleFailed: pg.QueryArrayConfig;
+  /** As the settlements, with the fence (checkpoint and token after the other parameters): return the checkpoint's token. */
+  settleOkFenced: pg.QueryArrayConfig;
+  settleFailedFenced: pg.QueryArrayConfig;
   discardById: pg.QueryArrayConfig;
   discardBySource: pg.QueryArrayConfig;
   /** One per combination of filters, made on first use: a filter left out is left out of the SQL, so each uses the index. */
@@ -71,15 +113,19 @@ function statements(schema: string): Statements {
   if (cached) return cached;
   const s = quoteSchema(schema);
   const statement = (what: string, text: string): pg.QueryArrayConfig => ({ name: statementName(schema, what), rowMode: 'array', text });
-  cached = {
-    // A SELECT rather than VALUES, so that created_at and updated_at are one reading of the clock.
-    add: statement(
-      'add',
-      `INSERT INTO ${s}.dead_letters
+  const insert = `INSERT INTO ${s}.dead_letters
          (id, source, stage, key, payload, event_id, event_type, event_position, stream_id, attempts, status, created_at, updated_at)
        SELECT $1::uuid, $2::text, $3::text, $4::text, $5::jsonb, $6::uuid, $7::text, $8::bigint, $9::text, $10::jsonb, 'dead', t.at, t.at
-         FROM (SELECT ${NOW} AS at) t
-       RETURNING ${MILLIS('created_at')}`,
+         FROM (SELECT ${NOW} AS at) t`;
+  const settleOk = `DELETE FROM ${s}.dead_letters WHERE id = $1 AND status = 'redrive'`;
+  const settleFailed = `UPDATE ${s}.dead_letters SET status = 'dead', attempts = attempts || $2::jsonb, updated_at = ${NOW} WHERE id = $1 AND status = 'redrive'`;
+  cached = {
+    // A SELECT rather than VALUES, so that created_at and updated_at are one reading of the clock.
+    add: statement('add', `${insert} RETURNING ${MILLIS('created_at')}`),
+    addFenced: statement(
+      'add_fenced',
+      `WITH ${fenceCte(schema, '$11')}, added AS (${insert} WHERE ${fenceHolds('$12')} RETURNING created_at)
+       SELECT (SELECT fencing_token FROM fence), (SELECT ${MILLIS('created_at')} FROM added)`,
     ),
     get: statement('get', `SELECT ${COLUMNS} FROM ${s}.dead_letters WHERE id = $1`),
     redriveById: statement('redrive_id', `UPDATE ${s}.dead_letters SET status = 'redrive', updated_at = ${NOW} WHERE id = $1 AND status = 'dead'`),
@@ -87,12 +133,17 @@ function statements(schema: string): Statements {
       'redrive_source',
       `UPDATE ${s}.dead_letters SET status = 'redrive', updated_at = ${NOW} WHERE source = $1 AND status = 'dead'`,
     ),
-    settleOk: statement('settle_ok', `DELETE FROM ${s}.dead_letters WHERE id = $1 AND status = 'redrive'`),
+    settleOk: statement('settle_ok', settleOk),
     // One statement, so reading the attempts and writing them back cannot interleave with a discard
     // or another settlement: a concurrent change makes PostgreSQL re-check the WHERE on the new row.
-    settleFailed: statement(
-      'settle_failed',
-      `UPDATE ${s}.dead_letters SET status = 'dead', attempts = attempts || $2::jsonb, updated_at = ${NOW} WHERE id = $1 AND status = 'redrive'`,
+    settleFailed: statement('settle_failed', settleFailed),
+    settleOkFenced: statement(
+      'settle_ok_fenced',
+      `WITH ${fenceCte(schema, '$2')}, settled AS (${settleOk} AND ${fenceHolds('$3')}) SELECT (SELECT fencing_token FROM fence)`,
+    ),
+    settleFailedFenced: statement(
+      'settle_failed_fenced',
+      `WITH ${fenceCte(schema, '$3')}, settled AS (${settleFailed} AND ${fenceHolds('$4')}) SELECT (SELECT fencing_token FROM fence)`,
     ),
     discardById: statement('discard_id', `DELETE FROM ${s}.dead_letters WHERE id = $1`),
     discardBySource: statement('discard_source', `DELETE FROM ${s}.dead_letters WHERE source = $1`),
@@ -211,6 +262,10 @@ function jsonbRefusal(error: unknown, fields: ReadonlyArray<[what: string, json:
  * ESKIT_SERIALIZATION; either way nothing is stored. `eventId` must be a UUID (as every event id is);
  * it is stored, and returned, in lower case.
  *
+ * A fenced `add` or `settleRedrive` is still one statement: it reads the token of the fence's checkpoint
+ * in `<schema>.checkpoints` (this store's schema) with the row locked FOR SHARE, and writes only if no
+ * newer token holds it, so a concurrent claim is ordered with the write (see `fenceCte`).
+ *
  * ```ts
  * const deadLetters = new PostgresDeadLetterStore({ store }); // shares the event store's pool and schema
  * ```
@@ -232,8 +287,9 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
     return this.#access.pool;
   }
 
-  async add(letter: NewDeadLetter): Promise<DeadLetter> {
+  async add(letter: NewDeadLetter, options?: FencedWriteOptions): Promise<DeadLetter> {
     const checked = checkNewDeadLetter(letter);
+    const fence = checkPostgresFence(options);
     if (!UUID.test(checked.eventId)) {
       throw new InvalidArgumentError(`eventId must be the id of the event (a UUID), got ${JSON.stringify(checked.eventId)}`);
     }
@@ -249,8 +305,17 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
       ['The dead letter payload', checked.payload],
       ['An attempt error', attempts],
     ];
-    const result = await this.#access.query(statements(this.schema).add, values, (error) => jsonbRefusal(error, fields));
-    const now = Number((result.rows[0] as unknown[])[0]);
+    const sql = statements(this.schema);
+    let now: number;
+    if (fence === undefined) {
+      const result = await this.#access.query(sql.add, values, (error) => jsonbRefusal(error, fields));
+      now = Number((result.rows[0] as unknown[])[0]);
+    } else {
+      const result = await this.#access.query(sql.addFenced, [...values, fence.checkpoint, fence.fencingToken], (error) => jsonbRefusal(error, fields));
+      const [token, createdAt] = result.rows[0] as unknown[];
+      assertFenceHoldsFor(fence, token);
+      now = Number(createdAt);
+    }
     return decodeDeadLetter({ ...checked, id, eventId, attempts, status: 'dead', createdAt: now, updatedAt: now });
   }
 
@@ -283,16 +348,22 @@ export class PostgresDeadLetterStore implements DeadLetterStore {
     return this.#bySelector(checked, sql.redriveById, sql.redriveBySource);
   }
 
-  async settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void> {
+  async settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }, options?: FencedWriteOptions): Promise<void> {
     const key = checkDeadLetterId(id);
     const checked = checkOutcome(outcome);
+    const fence = checkPostgresFence(options);
     const sql = statements(this.schema);
+    const fenceValues = fence === undefined ? [] : [fence.checkpoint, fence.fencingToken];
+    let result: pg.QueryArrayResult;
     if (checked.ok) {
-      await this.#access.query(sql.settleOk, [key]);
-      return;
+      result = await this.#access.query(fence === undefined ? sql.settleOk : sql.settleOkFenced, [key, ...fenceValues]);
+    } else {
+      const attempts = JSON.stringify(checked.attempts);
+      result = await this.#access.query(fence === undefined ? sql.settleFailed : sql.settleFailedFenced, [key, attempts, ...fenceValues], (error) =>
+        jsonbRefusal(error, [['An attempt error', attempts]]),
+      );
     }
-    const attempts = JSON.stringify(checked.attempts);
-    await this.#access.query(sql.settleFailed, [key, attempts], (error) => jsonbRefusal(error, [['An attempt error', attempts]]));
+    if (fence !== undefined) assertFenceHoldsFor(fence, (result.rows[0] as unknown[])[0]);
   }
 
   async discard(selector: DeadLetterSelector): Promise<number> {

@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
-import { checkCompletedItems, checkPosition, checkSource, completionId } from '../core/dead-letter-checks.js';
+import type { FencedWriteOptions } from '../core/checkpoint.js';
+import { assertFenceHolds, checkCompletedItems, checkFence, checkPosition, checkSource, completionId } from '../core/dead-letter-checks.js';
 import type { CompletionStore } from '../core/dead-letter.js';
 import { SqliteHandle } from './handle.js';
 import type { SqliteOwnedConnectionOptions } from './handle.js';
@@ -10,11 +11,14 @@ interface Statements {
   insert: Database.Statement<[string, number, string]>;
   after: Database.Statement<[string, number], [number, string]>;
   prune: Database.Statement<[string, number]>;
+  fenceToken: Database.Statement<[string], number>;
 }
 
 /**
  * Completion records in the `eskit_completions` table, keyed (source, position, item_id). A batch is
  * recorded in one `BEGIN IMMEDIATE` transaction (all or nothing); reads and prunes are one statement.
+ * A fenced batch reads the token of the fence's checkpoint in `eskit_checkpoints` first, in that same
+ * transaction: a claim on any connection to the file comes wholly before it (and fences it) or after it.
  */
 export class SqliteCompletionStore implements CompletionStore {
   readonly #handle: SqliteHandle;
@@ -29,14 +33,17 @@ export class SqliteCompletionStore implements CompletionStore {
     return this.#handle.database;
   }
 
-  async markCompleted(source: string, items: ReadonlyArray<{ position: number; itemId: string }>): Promise<void> {
+  async markCompleted(source: string, items: ReadonlyArray<{ position: number; itemId: string }>, options?: FencedWriteOptions): Promise<void> {
     checkSource(source);
     const checked = checkCompletedItems(items);
-    if (checked.length === 0) return;
+    const fence = checkFence(options);
+    if (checked.length === 0 && fence === undefined) return;
     this.#handle.run(`record ${checked.length} completion(s) of "${source}"`, () => {
-      const { insert } = this.#prepared();
+      const { insert, fenceToken } = this.#prepared();
       this.database
         .transaction(() => {
+          // A FencedError rolls the transaction back before any item is written.
+          if (fence !== undefined) assertFenceHolds(fence, fenceToken.get(fence.checkpoint));
           for (const { position, itemId } of checked) insert.run(source, position, itemId);
         })
         .immediate();
@@ -72,6 +79,7 @@ export class SqliteCompletionStore implements CompletionStore {
         .raw()
         .safeIntegers(false),
       prune: this.database.prepare<[string, number]>('DELETE FROM eskit_completions WHERE source = ? AND position <= ?').safeIntegers(false),
+      fenceToken: this.database.prepare<[string], number>('SELECT fencing_token FROM eskit_checkpoints WHERE name = ?').pluck().safeIntegers(false),
     };
     return this.#statements;
   }

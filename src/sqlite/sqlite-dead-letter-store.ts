@@ -1,9 +1,12 @@
 import type Database from 'better-sqlite3';
 import { v7 as uuidv7 } from 'uuid';
+import type { FencedWriteOptions, WriteFence } from '../core/checkpoint.js';
 import {
+  assertFenceHolds,
   checkDeadLetterCountQuery,
   checkDeadLetterId,
   checkDeadLetterQuery,
+  checkFence,
   checkNewDeadLetter,
   checkOutcome,
   checkSelector,
@@ -28,6 +31,10 @@ const COLUMNS = `id, source, stage, key, payload, event_id AS eventId, event_typ
  * single statement, except a failed redrive's settlement (read the attempts, append, write back),
  * which is one `BEGIN IMMEDIATE` transaction: processes sharing the file see each operation whole.
  * Times are this process's clock, in milliseconds.
+ *
+ * A fenced `add` or `settleRedrive` reads the token of the fence's checkpoint in `eskit_checkpoints`
+ * and writes in one `BEGIN IMMEDIATE` transaction: SQLite runs one writer at a time, so a claim on any
+ * connection to the file either committed before (and the write is fenced) or waits until after it.
  */
 export class SqliteDeadLetterStore implements DeadLetterStore {
   readonly #handle: SqliteHandle;
@@ -42,18 +49,21 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
     return this.#handle.database;
   }
 
-  async add(letter: NewDeadLetter): Promise<DeadLetter> {
+  async add(letter: NewDeadLetter, options?: FencedWriteOptions): Promise<DeadLetter> {
     const checked = checkNewDeadLetter(letter);
+    const fence = checkFence(options);
     const now = Date.now();
     const row: StoredDeadLetterRow = { ...checked, id: uuidv7(), attempts: JSON.stringify(checked.attempts), status: 'dead', createdAt: now, updatedAt: now };
-    this.#handle.run(`store a dead letter of "${checked.source}"`, () =>
-      this.#statement(
+    this.#handle.run(`store a dead letter of "${checked.source}"`, () => {
+      const insert = this.#statement(
         'add',
         `INSERT INTO eskit_dead_letters
            (id, source, stage, key, payload, event_id, event_type, event_position, stream_id, attempts, status, created_at, updated_at)
          VALUES (:id, :source, :stage, :key, :payload, :eventId, :eventType, :eventPosition, :streamId, :attempts, :status, :createdAt, :updatedAt)`,
-      ).run(row),
-    );
+      );
+      if (fence === undefined) insert.run(row);
+      else this.#fenced(fence, () => insert.run(row));
+    });
     return decodeDeadLetter(row);
   }
 
@@ -93,12 +103,15 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
     ).changes;
   }
 
-  async settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void> {
+  async settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }, options?: FencedWriteOptions): Promise<void> {
     const key = checkDeadLetterId(id);
     const checked = checkOutcome(outcome);
+    const fence = checkFence(options);
     this.#handle.run(`settle the redrive of dead letter ${key}`, () => {
       if (checked.ok) {
-        this.#statement('settle-ok', "DELETE FROM eskit_dead_letters WHERE id = ? AND status = 'redrive'").run(key);
+        const remove = this.#statement('settle-ok', "DELETE FROM eskit_dead_letters WHERE id = ? AND status = 'redrive'");
+        if (fence === undefined) remove.run(key);
+        else this.#fenced(fence, () => remove.run(key));
         return;
       }
       const read = this.#statement('settle-read', "SELECT attempts FROM eskit_dead_letters WHERE id = ? AND status = 'redrive'", true);
@@ -107,14 +120,12 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
         "UPDATE eskit_dead_letters SET status = 'dead', attempts = :attempts, updated_at = :now WHERE id = :id AND status = 'redrive'",
       );
       // Immediate: the write lock is taken before the read, so no other process can discard or settle in between.
-      this.database
-        .transaction(() => {
-          const stored = read.get(key) as string | undefined;
-          if (stored === undefined) return;
-          const previous = decodeAttempts(stored, key).map((a): StoredAttempt => ({ at: a.at.getTime(), error: a.error }));
-          write.run({ id: key, attempts: JSON.stringify([...previous, ...checked.attempts]), now: Date.now() });
-        })
-        .immediate();
+      this.#fenced(fence, () => {
+        const stored = read.get(key) as string | undefined;
+        if (stored === undefined) return;
+        const previous = decodeAttempts(stored, key).map((a): StoredAttempt => ({ at: a.at.getTime(), error: a.error }));
+        write.run({ id: key, attempts: JSON.stringify([...previous, ...checked.attempts]), now: Date.now() });
+      });
     });
   }
 
@@ -129,6 +140,20 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
   /** Stops using the connection; closes it when the store opened it (from `path`). Safe to call twice. */
   async close(): Promise<void> {
     this.#handle.close();
+  }
+
+  /**
+   * Runs `write` in one `BEGIN IMMEDIATE` transaction (a savepoint inside a caller's), after checking
+   * `fence` in it: a `FencedError` rolls it back before anything is written.
+   */
+  #fenced(fence: WriteFence | undefined, write: () => void): void {
+    const token = fence && this.#statement('fence-token', 'SELECT fencing_token FROM eskit_checkpoints WHERE name = ?', true);
+    this.database
+      .transaction(() => {
+        if (fence !== undefined) assertFenceHolds(fence, token?.get(fence.checkpoint) as number | undefined);
+        write();
+      })
+      .immediate();
   }
 
   /**

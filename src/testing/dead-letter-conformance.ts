@@ -1,13 +1,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { v7 as uuidv7 } from 'uuid';
-import type { CompletionStore, DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
+import type { CheckpointStore, FencedWriteOptions } from '../core/checkpoint.js';
+import type { DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
 import { ErrorCode, isEskitError } from '../core/errors.js';
+import { assertFenced } from './checkpoint-conformance.js';
+import { MALFORMED_FENCES } from './completion-conformance.js';
 
 /** The stores under test, on fresh, empty storage. */
 export interface DeadLetterStores {
   deadLetters: DeadLetterStore;
-  completions: CompletionStore;
+  /**
+   * A checkpoint store on the same storage, whose checkpoints the dead-letter store's fences name: the
+   * tests claim a checkpoint with a newer token through it and expect a stale write to be refused.
+   */
+  checkpoints: CheckpointStore;
   /** Releases what `create` opened (connections, files, schemas). */
   close(): Promise<void>;
 }
@@ -54,6 +61,8 @@ async function rejectsWith(promise: () => Promise<unknown>, code: string, messag
 
 const ids = (letters: DeadLetter[]): string[] => letters.map((l) => l.id);
 
+const fence = (checkpoint: string, fencingToken: number): FencedWriteOptions => ({ fence: { checkpoint, fencingToken } });
+
 /** Waits (for the clock, not a guessed time) until a change made now is stamped later than `time`. */
 async function clockPast(time: Date): Promise<void> {
   while (Date.now() <= time.getTime() + 2) await new Promise((resolve) => setTimeout(resolve, 1));
@@ -66,15 +75,17 @@ function assertTimeBetween(date: unknown, before: number, after: number, what: s
 }
 
 /**
- * Registers the DeadLetterStore and CompletionStore conformance tests (node:test `describe`/`it`) for
- * one adapter. Every adapter in eskit runs it, and so can third-party ones:
+ * Registers the DeadLetterStore conformance tests (node:test `describe`/`it`) for one adapter: the
+ * queue's operations, and the fenced `add` and `settleRedrive` of a leader (a stale leader changes
+ * nothing once a newer token has claimed its checkpoint). The CompletionStore has its own suite,
+ * `completionStoreConformance`. Every adapter in eskit runs it, and so can third-party ones:
  *
  * ```ts
  * deadLetterStoreConformance({
  *   name: 'my-adapter',
  *   create: async () => {
  *     const db = await freshDatabase();
- *     return { deadLetters: new MyDeadLetters(db), completions: new MyCompletions(db), close: () => db.drop() };
+ *     return { deadLetters: new MyDeadLetters(db), checkpoints: new MyCheckpoints(db), close: () => db.drop() };
  *   },
  * });
  * ```
@@ -149,7 +160,7 @@ export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness
       assert.equal(got?.attempts.length, 1);
     });
 
-    test("'\\u0000' in a text either round trips or is refused with a typed error, storing nothing", async ({ deadLetters, completions }) => {
+    test("'\\u0000' in a text either round trips or is refused with a typed error, storing nothing", async ({ deadLetters }) => {
       // PostgreSQL cannot store NUL in jsonb or text, so an adapter may refuse it; it must not store part
       // of a letter or leak a driver error.
       const nul = 'a\u0000b';
@@ -173,17 +184,6 @@ export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness
             assert.equal(await deadLetters.discard({ id: added.id }), 1);
           },
           async () => assert.equal(await deadLetters.count(), 0, `a refused NUL in ${name} stored nothing`),
-        ]);
-      }
-      for (const [name, source, itemId] of [['completion source', nul, 'x'], ['completion itemId', 'mailer', nul]] as const) {
-        cases.push([
-          name,
-          async () => {
-            await completions.markCompleted(source, [{ position: 1, itemId: 'ok' }, { position: 2, itemId }]);
-            assert.deepEqual(await completions.completedAfter(source, 0), new Set(['1/ok', `2/${itemId}`]));
-            await completions.prune(source, 2);
-          },
-          async () => assert.deepEqual(await completions.completedAfter('mailer', 0), new Set(), `a refused NUL in ${name} recorded nothing`),
         ]);
       }
       for (const [name, attempt, unchanged] of cases) {
@@ -451,70 +451,76 @@ export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness
       assert.deepEqual((await deadLetters.get(added.id))?.attempts, added.attempts);
     });
 
-    test('completions: markCompleted is idempotent; completedAfter and prune work per source and position', async ({ completions }) => {
-      const items = [
-        { position: 1, itemId: 'x' },
-        { position: 2, itemId: 'y' },
-        { position: 2, itemId: 'z' },
-        { position: 3, itemId: 'x' },
-        { position: 5, itemId: 'with/slash ü 🎉' },
-      ];
-      assert.deepEqual(await completions.completedAfter('mailer', 0), new Set());
-      await completions.markCompleted('mailer', items);
-      await completions.markCompleted('mailer', items);
-      await completions.markCompleted('mailer', [{ position: 2, itemId: 'y' }, { position: 2, itemId: 'y' }]);
-      await completions.markCompleted('mailer', []);
-      await completions.markCompleted('billing', [{ position: 2, itemId: 'x' }, { position: 4, itemId: 'y' }]);
-      await completions.markCompleted('mailer', [{ position: 2 ** 40, itemId: '' }]);
+    test('fenced add: stored while the fence holds (an equal or newer token, or a checkpoint nobody claimed); refused whole after a newer claim', async ({ deadLetters, checkpoints }) => {
+      await checkpoints.claim('mailer-cp', 5);
+      const a = await deadLetters.add(letter(), fence('mailer-cp', 5));
+      assert.deepEqual(await deadLetters.get(a.id), a);
+      const b = await deadLetters.add(letter(), fence('mailer-cp', 6));
+      const c = await deadLetters.add(letter(), fence('never-claimed', 0));
+      assert.equal(await checkpoints.claim('mailer-cp', 5), undefined, 'a write with a newer token does not claim the checkpoint');
+      assert.deepEqual(await checkpoints.list(), [], 'fenced writes save no checkpoint');
+      assert.equal(await checkpoints.load('never-claimed'), undefined);
 
-      assert.deepEqual(await completions.completedAfter('mailer', 0), new Set(['1/x', '2/y', '2/z', '3/x', '5/with/slash ü 🎉', `${2 ** 40}/`]));
-      assert.deepEqual(await completions.completedAfter('mailer', 1), new Set(['2/y', '2/z', '3/x', '5/with/slash ü 🎉', `${2 ** 40}/`]));
-      assert.deepEqual(await completions.completedAfter('mailer', 2), new Set(['3/x', '5/with/slash ü 🎉', `${2 ** 40}/`]));
-      assert.deepEqual(await completions.completedAfter('mailer', 2 ** 40), new Set());
-      assert.deepEqual(await completions.completedAfter('billing', 0), new Set(['2/x', '4/y']));
-      assert.deepEqual(await completions.completedAfter('billing', 3), new Set(['4/y']));
-      assert.deepEqual(await completions.completedAfter('nobody', 0), new Set());
-
-      await completions.prune('mailer', 2);
-      assert.deepEqual(await completions.completedAfter('mailer', 0), new Set(['3/x', '5/with/slash ü 🎉', `${2 ** 40}/`]));
-      assert.deepEqual(await completions.completedAfter('billing', 0), new Set(['2/x', '4/y']), 'prune leaves other sources alone');
-      await completions.prune('mailer', 2);
-      await completions.prune('nobody', 100);
-      await completions.prune('billing', 0);
-      assert.deepEqual(await completions.completedAfter('billing', 0), new Set(['2/x', '4/y']));
-      await completions.prune('billing', 4);
-      assert.deepEqual(await completions.completedAfter('billing', 0), new Set());
-      // A pruned item recorded again is remembered again.
-      await completions.markCompleted('billing', [{ position: 2, itemId: 'x' }]);
-      assert.deepEqual(await completions.completedAfter('billing', 1), new Set(['2/x']));
-      const fresh = await completions.completedAfter('billing', 0);
-      fresh.add('999/mine');
-      assert.deepEqual(await completions.completedAfter('billing', 0), new Set(['2/x']), 'the returned set is the caller\'s own');
+      await checkpoints.claim('mailer-cp', 7);
+      await assertFenced(() => deadLetters.add(letter(), fence('mailer-cp', 6)), 'mailer-cp', 6, 7, 'the stale leader (token 6) after a claim with 7');
+      await assertFenced(() => deadLetters.add(letter(), fence('mailer-cp', 0)), 'mailer-cp', 0, 7);
+      // A save with a newer token moves the fence as a claim does.
+      await checkpoints.save('mailer-cp', 3, { fencingToken: 9 });
+      await assertFenced(() => deadLetters.add(letter(), fence('mailer-cp', 8)), 'mailer-cp', 8, 9);
+      assert.deepEqual(await deadLetters.list(), [a, b, c], 'nothing of a fenced add was stored');
+      assert.equal(await deadLetters.count(), 3);
+      const d = await deadLetters.add(letter(), fence('mailer-cp', 9));
+      assert.deepEqual(ids(await deadLetters.list()), ids([a, b, c, d]));
     });
 
-    test('completions reject bad input with typed errors and record nothing from a bad batch', async ({ completions }) => {
+    test('fenced settleRedrive: after a newer claim neither a success nor a failure changes anything', async ({ deadLetters, checkpoints }) => {
+      const a = await deadLetters.add(letter());
+      const b = await deadLetters.add(letter());
+      const dead = await deadLetters.add(letter({ source: 'other' }));
+      await deadLetters.redrive({ source: 'mailer' });
+      await checkpoints.claim('cp', 2);
+      const before = await deadLetters.list();
+      await clockPast(new Date(Math.max(...before.map((l) => l.updatedAt.getTime()))));
+      const again: FailedAttempt[] = [{ at: new Date(1_700_000_500_000), error: 'Error: again' }];
+      await assertFenced(() => deadLetters.settleRedrive(a.id, { ok: true }, fence('cp', 1)), 'cp', 1, 2, 'a stale success');
+      await assertFenced(() => deadLetters.settleRedrive(b.id, { ok: false, attempts: again }, fence('cp', 1)), 'cp', 1, 2, 'a stale failure');
+      await assertFenced(() => deadLetters.settleRedrive(dead.id, { ok: true }, fence('cp', 1)), 'cp', 1, 2, 'a stale settle of a letter not in redrive');
+      await assertFenced(() => deadLetters.settleRedrive(uuidv7(), { ok: true }, fence('cp', 1)), 'cp', 1, 2, 'a stale settle of an unknown letter');
+      assert.deepEqual(await deadLetters.list(), before, 'status, attempts and updatedAt unchanged');
+
+      await deadLetters.settleRedrive(a.id, { ok: true }, fence('cp', 2));
+      await deadLetters.settleRedrive(b.id, { ok: false, attempts: again }, fence('cp', 3));
+      assert.equal(await deadLetters.get(a.id), undefined, 'the current leader settles');
+      const failed = await deadLetters.get(b.id);
+      assert.equal(failed?.status, 'dead');
+      assert.deepEqual(failed?.attempts, [...b.attempts, ...again]);
+      assert.equal(await deadLetters.redrive({ id: b.id }), 1);
+      await deadLetters.settleRedrive(b.id, { ok: true }, fence('never-claimed', 0));
+      assert.equal(await deadLetters.get(b.id), undefined, 'a missing checkpoint row fences nothing');
+      await deadLetters.settleRedrive(dead.id, { ok: true }, fence('cp', 2));
+      assert.deepEqual(await deadLetters.list(), [dead], 'a settle with the fence holding still changes only a letter in redrive');
+      assert.equal(await checkpoints.claim('cp', 2), undefined, 'fenced writes do not touch the checkpoint');
+    });
+
+    test('a malformed fence is refused with ESKIT_INVALID_ARGUMENT before anything is written', async ({ deadLetters, checkpoints }) => {
+      await checkpoints.claim('cp', 1);
+      const redriven = await deadLetters.add(letter());
+      await deadLetters.redrive({ id: redriven.id });
+      const stored = await deadLetters.list();
       const bad = ErrorCode.InvalidArgument;
-      await rejectsWith(() => completions.markCompleted('', [{ position: 1, itemId: 'x' }]), bad, 'empty source');
-      await rejectsWith(() => completions.markCompleted(7 as unknown as string, [{ position: 1, itemId: 'x' }]), bad, 'non-string source');
-      const batches: unknown[] = [
-        [{ position: 1, itemId: 'ok' }, { position: 1.5, itemId: 'x' }],
-        [{ position: 1, itemId: 'ok' }, { position: -1, itemId: 'x' }],
-        [{ position: 1, itemId: 'ok' }, { position: '2', itemId: 'x' }],
-        [{ position: 1, itemId: 'ok' }, { position: 2, itemId: 3 }],
-        [{ position: 1, itemId: 'ok' }, null],
-        'items',
-        undefined,
-      ];
-      for (const batch of batches) {
-        await rejectsWith(() => completions.markCompleted('mailer', batch as []), bad, `batch ${JSON.stringify(batch)}`);
+      for (const [what, options] of MALFORMED_FENCES) {
+        await rejectsWith(() => deadLetters.add(letter(), options as FencedWriteOptions), bad, `add: ${what}`);
+        await rejectsWith(() => deadLetters.settleRedrive(redriven.id, { ok: true }, options as FencedWriteOptions), bad, `settle ok: ${what}`);
+        await rejectsWith(
+          () => deadLetters.settleRedrive(redriven.id, { ok: false, attempts: [{ at: new Date(), error: 'x' }] }, options as FencedWriteOptions),
+          bad,
+          `settle failed: ${what}`,
+        );
       }
-      assert.deepEqual(await completions.completedAfter('mailer', 0), new Set(), 'no item of a rejected batch was recorded');
-      for (const position of [1.5, -1, Number.NaN, '1', undefined]) {
-        await rejectsWith(() => completions.completedAfter('mailer', position as number), bad, `completedAfter ${String(position)}`);
-        await rejectsWith(() => completions.prune('mailer', position as number), bad, `prune ${String(position)}`);
-      }
-      await rejectsWith(() => completions.completedAfter('', 0), bad);
-      await rejectsWith(() => completions.prune('', 0), bad);
+      assert.deepEqual(await deadLetters.list(), stored, 'nothing was stored or settled');
+      const unfenced = await deadLetters.add(letter(), {});
+      await deadLetters.settleRedrive(redriven.id, { ok: true }, { fence: undefined });
+      assert.deepEqual(await deadLetters.list(), [unfenced], 'no fence: unconditional');
     });
   });
 }

@@ -4,12 +4,15 @@ import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import type { NewDeadLetter } from '../../src/core/dead-letter.js';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
+import type { FencedError } from '../../src/core/errors.js';
 import {
   migratePostgres,
   POSTGRES_MIGRATIONS,
+  PostgresCheckpointStore,
   PostgresCompletionStore,
   PostgresDeadLetterStore,
   PostgresEventStore,
+  savePostgresCheckpoint,
 } from '../../src/postgres/index.js';
 import { deadLetterStoreConformance } from '../../src/testing/dead-letter-conformance.js';
 import { waitUntil } from '../../src/testing/wait.js';
@@ -24,7 +27,7 @@ deadLetterStoreConformance({
     const store = new PostgresEventStore({ pool: schema.pool, schema: schema.name });
     return {
       deadLetters: new PostgresDeadLetterStore({ store }),
-      completions: new PostgresCompletionStore({ store }),
+      checkpoints: new PostgresCheckpointStore({ store }),
       close: async () => {
         await store.close();
         await schema.drop();
@@ -38,13 +41,13 @@ deadLetterStoreConformance({
   create: async () => {
     const schema = await createTestSchema({ create: false, poolSize: 1 });
     const deadLetters = new PostgresDeadLetterStore({ connectionString: schema.connectionString, schema: schema.name });
-    const completions = new PostgresCompletionStore({ connectionString: schema.connectionString }, schema.name);
+    const checkpoints = new PostgresCheckpointStore({ connectionString: schema.connectionString }, schema.name);
     return {
       deadLetters,
-      completions,
+      checkpoints,
       close: async () => {
         await deadLetters.close();
-        await completions.close();
+        await checkpoints.close();
         await schema.drop();
       },
     };
@@ -97,17 +100,27 @@ async function expectCode(fn: () => Promise<unknown>, code: string, message?: Re
   return caught as Error;
 }
 
-/** Waits until `count` statements on `schema`'s tables wait for a lock held by another transaction. */
-async function waitForLockWaiters(pool: pg.Pool, schema: string, count: number): Promise<void> {
+/** Waits until `count` statements on `schema`'s `table` wait for a lock held by another transaction. */
+async function waitForLockWaiters(pool: pg.Pool, schema: string, count: number, table = 'dead_letters'): Promise<void> {
   await waitUntil(
     async () => {
       const result = await pool.query<{ n: string }>(
         "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND position($1 in query) > 0",
-        [`"${schema}".dead_letters`],
+        [`"${schema}".${table}`],
       );
       return Number(result.rows[0]?.n) === count;
     },
-    { message: `${count} statement(s) waiting for the row lock` },
+    { message: `${count} statement(s) on ${table} waiting for a row lock` },
+  );
+}
+
+const fence = (checkpoint: string, fencingToken: number): { fence: { checkpoint: string; fencingToken: number } } => ({ fence: { checkpoint, fencingToken } });
+
+/** Settles to what `promise` resolved or rejected with, so a test can await it later without an unhandled rejection. */
+function outcome<T>(promise: Promise<T>): Promise<{ value: T } | { error: unknown }> {
+  return promise.then(
+    (value) => ({ value }),
+    (error: unknown) => ({ error }),
   );
 }
 
@@ -330,6 +343,107 @@ describe('PostgresDeadLetterStore: concurrent changes', () => {
     await settle;
     assert.equal(await deadLetters.get(added.id), undefined);
     assert.deepEqual((await deadLetters.list()).map((l) => l.id), [other.id]);
+  });
+
+  it('a fenced write waits for an uncommitted claim of its checkpoint, and is fenced once the claim commits', async () => {
+    const { schema, deadLetters, completions } = await setup(6);
+    const checkpoints = new PostgresCheckpointStore({ pool: schema.pool, schema: schema.name });
+    await checkpoints.claim('cp', 5);
+    const redriven = await deadLetters.add(letter());
+    await deadLetters.redrive({ id: redriven.id });
+    const before = await deadLetters.list();
+    const newLeader = await schema.pool.connect();
+    try {
+      await newLeader.query('BEGIN');
+      await savePostgresCheckpoint(newLeader, 'cp', 1, { fencingToken: 9, schema: schema.name });
+      const writes = [
+        outcome(deadLetters.add(letter({ key: 'stale' }), fence('cp', 5))),
+        outcome(deadLetters.settleRedrive(redriven.id, { ok: true }, fence('cp', 5))),
+        outcome(completions.markCompleted('mailer', [{ position: 1, itemId: 'stale' }], fence('cp', 5))),
+      ];
+      await waitForLockWaiters(schema.pool, schema.name, 3, 'checkpoints');
+      await newLeader.query('COMMIT');
+      for (const result of await Promise.all(writes)) {
+        assert.ok('error' in result && isEskitError(result.error, ErrorCode.Fenced), `fenced, got ${JSON.stringify(result)}`);
+        const error = result.error as FencedError;
+        assert.deepEqual([error.lockName, error.fencingToken, error.currentToken], ['cp', 5, 9], 'the token the claim committed');
+      }
+    } finally {
+      newLeader.release();
+    }
+    assert.deepEqual(await deadLetters.list(), before, 'no stale write landed');
+    assert.deepEqual(await completions.completedAfter('mailer', 0), new Set());
+  });
+
+  it('a fenced write that waited for a claim rolled back goes through', async () => {
+    const { schema, deadLetters, completions } = await setup(6);
+    const checkpoints = new PostgresCheckpointStore({ pool: schema.pool, schema: schema.name });
+    await checkpoints.claim('cp', 5);
+    const other = await schema.pool.connect();
+    let writes: Array<Promise<{ value: unknown } | { error: unknown }>> = [];
+    try {
+      await other.query('BEGIN');
+      await savePostgresCheckpoint(other, 'cp', 1, { fencingToken: 9, schema: schema.name });
+      writes = [
+        outcome(deadLetters.add(letter(), fence('cp', 5))),
+        outcome(completions.markCompleted('mailer', [{ position: 1, itemId: 'a' }], fence('cp', 5))),
+      ];
+      await waitForLockWaiters(schema.pool, schema.name, 2, 'checkpoints');
+      await other.query('ROLLBACK');
+    } finally {
+      other.release();
+    }
+    for (const result of await Promise.all(writes)) assert.ok('value' in result, `applied, got ${String((result as { error: unknown }).error)}`);
+    assert.equal(await deadLetters.count(), 1);
+    assert.deepEqual(await completions.completedAfter('mailer', 0), new Set(['1/a']));
+  });
+
+  it('a claim waits for a fenced write in flight; the new leader then reads what it wrote', async () => {
+    const { schema, completions } = await setup(6);
+    const checkpoints = new PostgresCheckpointStore({ pool: schema.pool, schema: schema.name });
+    await checkpoints.claim('cp', 5);
+    // An uncommitted completion of the same item holds the fenced write inside its statement, after its
+    // check has locked the checkpoint row.
+    const holder = await schema.pool.connect();
+    let mark: Promise<{ value: unknown } | { error: unknown }> | undefined;
+    let claim: Promise<{ value: unknown } | { error: unknown }> | undefined;
+    let claimed = false;
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`INSERT INTO "${schema.name}".completions (source, position, item_id) VALUES ('mailer', 2, 'b')`);
+      mark = outcome(completions.markCompleted('mailer', [{ position: 1, itemId: 'a' }, { position: 2, itemId: 'b' }], fence('cp', 5)));
+      await waitForLockWaiters(schema.pool, schema.name, 1, 'completions');
+      claim = outcome(
+        checkpoints.claim('cp', 6).then(async (position) => {
+          claimed = true;
+          return { position, seen: await completions.completedAfter('mailer', 0) };
+        }),
+      );
+      await waitForLockWaiters(schema.pool, schema.name, 2, 'checkpoints');
+      assert.equal(claimed, false, 'the claim waits for the fenced write');
+      await holder.query('COMMIT');
+    } finally {
+      holder.release();
+    }
+    assert.ok(mark && 'value' in (await mark), 'the fenced write went through: it checked the fence before the claim');
+    const result = await claim;
+    assert.ok(result && 'value' in result, `claimed, got ${JSON.stringify(result)}`);
+    assert.deepEqual(result.value, { position: undefined, seen: new Set(['1/a', '2/b']) });
+    await assert.rejects(completions.markCompleted('mailer', [{ position: 3, itemId: 'c' }], fence('cp', 5)), (e: unknown) => isEskitError(e, ErrorCode.Fenced));
+  });
+
+  it('a fence naming a checkpoint PostgreSQL cannot store is refused before any query', async () => {
+    const { deadLetters, completions } = await setup();
+    const added = await deadLetters.add(letter());
+    await deadLetters.redrive({ id: added.id });
+    for (const checkpoint of ['cp\u0000', 'cp\ud800']) {
+      await expectCode(() => deadLetters.add(letter(), fence(checkpoint, 1)), ErrorCode.InvalidArgument, /fence\.checkpoint contains U\+0000/);
+      await expectCode(() => deadLetters.settleRedrive(added.id, { ok: true }, fence(checkpoint, 1)), ErrorCode.InvalidArgument);
+      await expectCode(() => completions.markCompleted('mailer', [{ position: 1, itemId: 'x' }], fence(checkpoint, 1)), ErrorCode.InvalidArgument);
+    }
+    assert.equal(await deadLetters.count(), 1);
+    assert.equal((await deadLetters.get(added.id))?.status, 'redrive');
+    assert.deepEqual(await completions.completedAfter('mailer', 0), new Set());
   });
 
   it('stores of several schemas share one pool: the named statements do not collide', async () => {

@@ -5,6 +5,7 @@ import type { NewDeadLetter } from '../../src/core/dead-letter.js';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import {
   migrateSqlite,
+  SqliteCheckpointStore,
   SqliteCompletionStore,
   SqliteDeadLetterStore,
   SqliteEventStore,
@@ -21,7 +22,7 @@ deadLetterStoreConformance({
     const store = new SqliteEventStore({ path });
     return {
       deadLetters: new SqliteDeadLetterStore({ store }),
-      completions: new SqliteCompletionStore({ store }),
+      checkpoints: new SqliteCheckpointStore({ store }),
       close: async () => {
         await store.close();
         removeDatabase(path);
@@ -31,17 +32,17 @@ deadLetterStoreConformance({
 });
 
 deadLetterStoreConformance({
-  name: 'sqlite, each store on its own connection to one file',
+  name: 'sqlite, the dead letters and the checkpoints on their own connections to one file',
   create: async () => {
     const path = tempDatabasePath('dead-letters');
     const deadLetters = new SqliteDeadLetterStore({ path });
-    const completions = new SqliteCompletionStore({ path });
+    const checkpointConnection = new Database(path);
     return {
       deadLetters,
-      completions,
+      checkpoints: new SqliteCheckpointStore({ database: checkpointConnection }),
       close: async () => {
         await deadLetters.close();
-        await completions.close();
+        checkpointConnection.close();
         removeDatabase(path);
       },
     };
