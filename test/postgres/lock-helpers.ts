@@ -2,12 +2,16 @@
 // and registries per test, closed after it, and views of the server's side (sessions, advisory locks,
 // release notifications). node:test runs each file in a process of its own, so the cleanup list is
 // per file: call `cleanUp` from its afterEach.
+import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import type pg from 'pg';
 import type { Lease } from '../../src/core/lock.js';
 import { silentLogger } from '../../src/core/logger.js';
+import type { Logger } from '../../src/core/logger.js';
 import { PgLockRegistry } from '../../src/postgres/index.js';
 import type { PgLockRegistryOptions } from '../../src/postgres/index.js';
 import { notifyChannel } from '../../src/postgres/schema.js';
+import { waitUntil } from '../../src/testing/wait.js';
 import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
 import type { TestSchema } from '../support/postgres.js';
 
@@ -64,6 +68,20 @@ export function pending(promise: Promise<Lease>) {
   return { state, settled };
 }
 
+/** The lock connection's backend pid, once it is up. */
+export function pidOf(locks: PgLockRegistry): Promise<number> {
+  return waitUntil(() => locks.connectionPid, { message: `the lock connection of ${locks.applicationName}` });
+}
+
+/** Stands `locks` by for `name` (held elsewhere); resolves once onWaiting was called. */
+export async function standBy(locks: PgLockRegistry, name: string, options: { signal?: AbortSignal } = {}) {
+  let waiting = false;
+  const acquire = pending(locks.acquire(name, { ...options, onWaiting: () => void (waiting = true) }));
+  await waitUntil(() => waiting || acquire.state.error !== undefined || acquire.state.lease !== undefined, { message: `${name}: stand by` });
+  assert.equal(acquire.state.lease, undefined, `${name} was held elsewhere`);
+  return acquire;
+}
+
 /** The backend pids of connections with this application_name. */
 export async function backends(schema: TestSchema, applicationName: string): Promise<number[]> {
   const result = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid', [applicationName]);
@@ -93,4 +111,28 @@ export async function countReleaseNotifications(schema: TestSchema): Promise<() 
     client.release();
   });
   return () => count;
+}
+
+/** A session of the test's own (not a registry's), for playing a holder, a releaser or a blocker. */
+export async function session(schema: TestSchema): Promise<pg.PoolClient> {
+  const client = await schema.pool.connect();
+  afterTest(async () => {
+    await client.query('ROLLBACK').catch(() => undefined);
+    await client.query('SELECT pg_advisory_unlock_all()').catch(() => undefined);
+    client.release();
+  });
+  return client;
+}
+
+export interface LogLine {
+  level: string;
+  message: string;
+  fields: Record<string, unknown>;
+}
+
+/** A logger that keeps every line, for tests that look at what was said. */
+export function capturingLogger(): Logger & { lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const at = (level: string) => (fields: Record<string, unknown>, message: string) => void lines.push({ level, message, fields });
+  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }

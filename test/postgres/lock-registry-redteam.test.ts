@@ -8,44 +8,18 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, it } from 'node:test';
-import type pg from 'pg';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { lockKey } from '../../src/postgres/index.js';
 import type { PgLockRegistry } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
-import { afterTest, backends, cleanUp, countReleaseNotifications, heldKeys, pending, registry, testSchema } from './lock-helpers.js';
+import { afterTest, backends, cleanUp, countReleaseNotifications, heldKeys, pending, pidOf, registry, session, standBy, testSchema } from './lock-helpers.js';
 import { POSTGRES_URL } from '../support/postgres.js';
 import type { TestSchema } from '../support/postgres.js';
 
 afterEach(cleanUp);
 
-/** The lock connection's backend pid, once it is up. */
-function pidOf(locks: PgLockRegistry): Promise<number> {
-  return waitUntil(() => locks.connectionPid, { message: `the lock connection of ${locks.applicationName}` });
-}
-
 const key = (schema: TestSchema, name: string): string => lockKey(name, schema.name);
 const waitKey = (schema: TestSchema, name: string): string => lockKey(`waiting\u0000${name}`, schema.name);
-
-/** A session of the test's own (not a registry's), for playing a holder, a releaser or a blocker. */
-async function session(schema: TestSchema): Promise<pg.PoolClient> {
-  const client = await schema.pool.connect();
-  afterTest(async () => {
-    await client.query('ROLLBACK').catch(() => undefined);
-    await client.query('SELECT pg_advisory_unlock_all()').catch(() => undefined);
-    client.release();
-  });
-  return client;
-}
-
-/** Stands `locks` by for `name` (held elsewhere); resolves once onWaiting was called. */
-async function standBy(locks: PgLockRegistry, name: string, options: { signal?: AbortSignal } = {}) {
-  let waiting = false;
-  const acquire = pending(locks.acquire(name, { ...options, onWaiting: () => void (waiting = true) }));
-  await waitUntil(() => waiting || acquire.state.error !== undefined || acquire.state.lease !== undefined, { message: `${name}: stand by` });
-  assert.equal(acquire.state.lease, undefined, `${name} was held elsewhere`);
-  return acquire;
-}
 
 /** Waits until `pid` holds exactly `keys` shared (waiter keys come and go fire-and-forget). */
 async function sharedKeysBecome(schema: TestSchema, pid: number, keys: string[], message: string): Promise<void> {
@@ -392,23 +366,6 @@ describe('PgLockRegistry red team: linger timer', () => {
 });
 
 describe('PgLockRegistry red team: close() and a dying connection', () => {
-  it('a lease abort listener that acquires again inside close() is refused, and the lock is free for another node', { timeout: 15_000 }, async () => {
-    const schema = await testSchema();
-    const a = registry(schema);
-    const b = registry(schema);
-    const lease = await a.acquire('x');
-    let again: Promise<unknown> | undefined;
-    lease.signal.addEventListener('abort', () => {
-      again = a.acquire('x');
-      again.catch(() => undefined);
-    });
-    await a.close();
-    assert.ok(again, 'the listener ran inside close()');
-    await assert.rejects(again, code(ErrorCode.LockUnavailable));
-    const taken = await b.acquire('x', { signal: AbortSignal.timeout(5_000) });
-    assert.ok(taken.fencingToken > lease.fencingToken);
-  });
-
   it('close() right after a release lets that release (and its NOTIFY) land: the standby is woken, not left to its poll', { timeout: 15_000 }, async () => {
     const schema = await testSchema();
     const a = registry(schema);
