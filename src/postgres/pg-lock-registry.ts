@@ -90,15 +90,49 @@ interface Request {
 const MAX_RETRY_MS = 5_000;
 
 
-/**
- * True for errors that waiting can heal: no SQLSTATE (a socket or driver error: refused, reset, timed
- * out), 08 connection exception, 57 operator intervention (terminated, shutting down, starting up,
- * idle_session_timeout), 53 insufficient resources (too many connections).
- */
-function isTransient(error: unknown): boolean {
+/** The SQLSTATE of a server error; undefined for anything else (Node's ECONNRESET is no SQLSTATE). */
+function sqlState(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string' || code.length !== 5) return !isEskitError(error);
-  return code.startsWith('08') || code.startsWith('57') || code.startsWith('53');
+  return typeof code === 'string' && code.length === 5 ? code : undefined;
+}
+
+/** describeError, with the SQLSTATE: a server error's message alone does not say which class it is. */
+function describeFailure(error: unknown): string {
+  const code = sqlState(error);
+  return code === undefined ? describeError(error) : `SQLSTATE ${code}: ${describeError(error)}`;
+}
+
+/**
+ * True for errors that waiting can heal, so that a standby goes on waiting (over a new session, with
+ * backoff) instead of failing after hours of standing by:
+ * - no SQLSTATE: a socket or driver error (refused, reset, timed out), unless eskit raised it itself;
+ * - 08 connection exception;
+ * - 25006 read_only_sql_transaction: this session landed on a standby or on a server turned read-only,
+ *   as during a failover before the replica is promoted (the rest of class 25 are bugs of the caller);
+ * - 40 transaction rollback (serialization failure, deadlock): trying again is the cure;
+ * - 53 insufficient resources (too many connections, out of memory, disk full);
+ * - 55P03 lock_not_available (a lock_timeout while an ALTER SEQUENCE held the token sequence);
+ * - 57 operator intervention (57014 statement cancelled or timed out, shutting down, starting up,
+ *   terminated, idle_session_timeout);
+ * - 58000 system_error and 58030 io_error: the host's trouble, which a failover leaves behind.
+ * Everything else is a fault of the settings or of the database that waiting will not fix: 28 (wrong
+ * credentials, no pg_hba entry), 3D000 (no such database), 3F000 and 42 (missing schema or sequence,
+ * no privilege, a setting this server does not know), 22 (the token sequence at its maximum), 0A, XX
+ * (internal error, corruption), and eskit's own errors such as a failed migration.
+ */
+export function isTransient(error: unknown): boolean {
+  const code = sqlState(error);
+  if (code === undefined) return !isEskitError(error);
+  return (
+    code.startsWith('08') ||
+    code === '25006' ||
+    code.startsWith('40') ||
+    code.startsWith('53') ||
+    code === '55P03' ||
+    code.startsWith('57') ||
+    code === '58000' ||
+    code === '58030'
+  );
 }
 
 /** True for a failure of the connection itself (it is gone or going), not an error of one statement. */
@@ -440,11 +474,7 @@ export class PgLockRegistry implements LockRegistry {
             this.#scheduleRetry();
             return;
           }
-          await this.#query(connection, this.#sql.unlock, [keys]).catch(() => undefined);
-          const failure = isEskitError(translateError(error, this.schema))
-            ? translateError(error, this.schema)
-            : new LockUnavailableError(`Taking lock(s) ${names.map((n) => `"${n}"`).join(', ')} failed: ${describeError(error)}`, { cause: error });
-          for (const name of names) for (const request of [...(this.#requests.get(name) ?? [])]) request.fail(failure);
+          if (await this.#takeFailed(connection, names, keys, error)) return;
           continue;
         }
         // The session ended right after answering (its FATAL came in the same read, and #lost has run):
@@ -485,6 +515,43 @@ export class PgLockRegistry implements LockRegistry {
     }
     this.#schedulePoll();
     this.#idleCheck();
+  }
+
+  /**
+   * A take failed on a live session. Undoes what it may have taken (session locks outlive the
+   * statement's rollback). An error that waiting heals (see isTransient) keeps the requests and tries
+   * again with backoff: over a new session when this one holds no lease (it may be on a server that is
+   * read-only, overloaded or being shut down; a new one may land on the promoted replica), over this one
+   * otherwise (ending it would give those leases away for the error of one statement). Any other error
+   * fails the requests. Returns true when the pass must end (a retry is scheduled).
+   */
+  async #takeFailed(connection: Connection, names: string[], keys: string[], error: unknown): Promise<boolean> {
+    const undone = await this.#query(connection, this.#sql.unlock, [keys]).then(
+      () => true,
+      () => false,
+    );
+    const transient = isTransient(error);
+    const holds = [...this.#held.values()].some((lease) => lease.connection === connection);
+    const locks = names.map((n) => `"${n}"`).join(', ');
+    const waits = transient ? this.#scheduleRetry() : undefined;
+    // Not undone: the session may hold a lock that no lease knows of, which only its end frees.
+    if (!undone || (transient && !holds)) this.#lost(connection, error, 'ended');
+    if (!transient) {
+      const translated = translateError(error, this.schema);
+      const failure = isEskitError(translated)
+        ? translated
+        : new LockUnavailableError(`Taking lock(s) ${locks} failed: ${describeFailure(error)}. Check the database and the role's privileges on schema "${this.schema}".`, {
+            cause: error,
+          });
+      for (const name of names) for (const request of [...(this.#requests.get(name) ?? [])]) request.fail(failure);
+      return false;
+    }
+    this.#logger.warn(
+      { locks: names, sqlstate: sqlState(error), err: error },
+      `Taking lock(s) ${locks} failed (${describeFailure(error)}), which waiting can heal; ` +
+        `trying again${waits === undefined ? '' : ` in ${Math.round(waits)} ms`} over ${this.#connection === connection ? 'the same' : 'a new'} session`,
+    );
+    return true;
   }
 
   /** Names with pending acquires that this registry does not hold. */
@@ -643,8 +710,13 @@ export class PgLockRegistry implements LockRegistry {
     }
   }
 
-  /** The lock connection failed: every lease through it is gone; waiting acquires go on over a new one. */
-  #lost(connection: Connection, error: unknown): void {
+  /**
+   * The lock session is over: the connection failed ('failed'), or this registry ends it because a
+   * statement failed in a way that may have left a lock held that no lease knows of, or because a new
+   * session may fare better ('ended'). Every lease through it is gone; waiting acquires go on over a
+   * new one.
+   */
+  #lost(connection: Connection, error: unknown, how: 'failed' | 'ended' = 'failed'): void {
     const wasCurrent = !connection.dead && connection === this.#connection;
     connection.dead = true;
     if (!wasCurrent) return;
@@ -652,21 +724,27 @@ export class PgLockRegistry implements LockRegistry {
     clearInterval(this.#heartbeatTimer);
     this.#heartbeatTimer = undefined;
     void this.#disconnect(connection);
+    const why =
+      how === 'failed'
+        ? `its lock connection failed (${describeFailure(error)}), which ends the session`
+        : `a statement on its lock connection failed (${describeFailure(error)}) and this node ended the session, as only that surely frees every lock it took`;
     const lost = [...this.#held.values()].filter((lease) => lease.connection === connection);
     for (const lease of lost) {
       this.#held.delete(lease.name);
       const reason = new LockUnavailableError(
-        `Lost the lease on "${lease.name}" (fencing token ${lease.fencingToken}): its lock connection failed (${describeError(error)}), ` +
-          'which ends the session and frees the lock for a standby. Stop work guarded by it; acquire the lock again to go on.',
+        `Lost the lease on "${lease.name}" (fencing token ${lease.fencingToken}): ${why} and frees the lock for a standby. ` +
+          'Stop work guarded by it; acquire the lock again to go on.',
         { cause: error },
       );
       this.#logger.error({ lock: lease.name, fencingToken: lease.fencingToken, err: error }, reason.message);
       lease.end(reason);
     }
     if (this.#requests.size > 0 && !this.#closed) {
-      if (lost.length === 0) this.#logger.warn({ err: error }, `The lock connection failed (${describeError(error)}); reconnecting to go on waiting`);
+      if (lost.length === 0 && how === 'failed') {
+        this.#logger.warn({ err: error }, `The lock connection failed (${describeFailure(error)}); reconnecting to go on waiting`);
+      }
       this.#scheduleRetry();
-    } else if (lost.length === 0) {
+    } else if (lost.length === 0 && how === 'failed') {
       this.#logger.debug({ err: error }, 'The idle lock connection ended');
     }
   }
@@ -680,7 +758,7 @@ export class PgLockRegistry implements LockRegistry {
   #connectFailed(names: string[], error: unknown): void {
     const failure = isEskitError(error)
       ? error
-      : new LockUnavailableError(`Could not open the lock connection to PostgreSQL: ${describeError(error)}. Check the connection settings.`, { cause: error });
+      : new LockUnavailableError(`Could not open the lock connection to PostgreSQL: ${describeFailure(error)}. Check the connection settings.`, { cause: error });
     const transient = isTransient(error);
     for (const name of names) {
       for (const request of [...(this.#requests.get(name) ?? [])]) {
@@ -688,13 +766,14 @@ export class PgLockRegistry implements LockRegistry {
       }
     }
     if (this.#requests.size > 0) {
-      this.#logger.warn({ err: error }, `Could not open the lock connection (${describeError(error)}); trying again`);
+      this.#logger.warn({ err: error }, `Could not open the lock connection (${describeFailure(error)}); trying again`);
       this.#scheduleRetry();
     }
   }
 
-  #scheduleRetry(): void {
-    if (this.#retryTimer || this.#closed) return;
+  /** Schedules the next pass after a failure; returns its delay, or undefined if one was scheduled already. */
+  #scheduleRetry(): number | undefined {
+    if (this.#retryTimer || this.#closed) return undefined;
     this.#failures += 1;
     // At once after a first failure (a killed backend), then backing off with jitter.
     const ceiling = Math.min(MAX_RETRY_MS, this.pollIntervalMs * 2 ** (this.#failures - 2));
@@ -704,6 +783,7 @@ export class PgLockRegistry implements LockRegistry {
       this.#retryTimer = undefined;
       this.#kick();
     }, wait);
+    return wait;
   }
 
   #schedulePoll(): void {

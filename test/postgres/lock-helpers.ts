@@ -136,3 +136,59 @@ export function capturingLogger(): Logger & { lines: LogLine[] } {
   const at = (level: string) => (fields: Record<string, unknown>, message: string) => void lines.push({ level, message, fields });
   return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
+
+/** The lines of `level` whose message matches `pattern`. */
+export const said = (lines: LogLine[], level: string, pattern: RegExp): LogLine[] => lines.filter((l) => l.level === level && pattern.test(l.message));
+
+// Faults injected on the server, for the registry under test only: it connects with
+// `search_path = <test schema>, pg_catalog`, so its unqualified pg_try_advisory_lock / pg_advisory_unlock
+// calls resolve to wrappers in the test's schema, which first look at the `faults` table (raise a given
+// SQLSTATE, or wait for an advisory lock the test holds). Nothing outside the schema is touched.
+
+export interface Faults {
+  /** From now on, `fn` ('take': pg_try_advisory_lock, 'unlock': pg_advisory_unlock) raises `sqlstate`, or first waits for the advisory lock `gate`. */
+  set(fn: 'take' | 'unlock', fault: { sqlstate?: string; gate?: string }): Promise<void>;
+  clear(fn: 'take' | 'unlock'): Promise<void>;
+}
+
+/** Installs the wrappers in the test's schema (migrated already). */
+export async function installFaults(schema: TestSchema): Promise<Faults> {
+  const s = `"${schema.name}"`;
+  await schema.pool.query(`
+    CREATE TABLE ${s}.faults (fn text PRIMARY KEY, sqlstate text, gate bigint);
+    CREATE FUNCTION ${s}.fault(what text) RETURNS void LANGUAGE plpgsql AS $$
+      DECLARE code text; gate_key bigint;
+      BEGIN
+        SELECT f.sqlstate, f.gate INTO code, gate_key FROM ${s}.faults f WHERE f.fn = what;
+        IF gate_key IS NOT NULL THEN PERFORM pg_catalog.pg_advisory_xact_lock_shared(gate_key); END IF;
+        IF code IS NOT NULL THEN RAISE EXCEPTION 'a fault injected by the test' USING ERRCODE = code; END IF;
+      END $$;
+    CREATE FUNCTION ${s}.pg_try_advisory_lock(key bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+      BEGIN PERFORM ${s}.fault('take'); RETURN pg_catalog.pg_try_advisory_lock(key); END $$;
+    CREATE FUNCTION ${s}.pg_advisory_unlock(key bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+      BEGIN PERFORM ${s}.fault('unlock'); RETURN pg_catalog.pg_advisory_unlock(key); END $$;`);
+  return {
+    async set(fn, fault) {
+      await schema.pool.query(
+        `INSERT INTO ${s}.faults (fn, sqlstate, gate) VALUES ($1, $2, $3) ON CONFLICT (fn) DO UPDATE SET sqlstate = excluded.sqlstate, gate = excluded.gate`,
+        [fn, fault.sqlstate ?? null, fault.gate ?? null],
+      );
+    },
+    async clear(fn) {
+      await schema.pool.query(`DELETE FROM ${s}.faults WHERE fn = $1`, [fn]);
+    },
+  };
+}
+
+/** A registry whose lock connection runs into the faults (and `settings`, as -c options). */
+export function faulty(schema: TestSchema, options: Partial<PgLockRegistryOptions> = {}, settings: string[] = []): PgLockRegistry {
+  return registry(schema, {
+    connectionString: undefined,
+    connection: {
+      connectionString: POSTGRES_URL,
+      options: [`-c search_path=${schema.name},pg_catalog`, ...settings.map((setting) => `-c ${setting}`)].join(' '),
+    } as pg.ClientConfig,
+    migrate: false,
+    ...options,
+  });
+}
