@@ -68,6 +68,8 @@ interface Connection {
   tail: Promise<unknown>;
   /** Names whose waiter lock this session holds (shared): releasers on other nodes see it and NOTIFY. */
   readonly waitingFor: Set<string>;
+  /** Set once the client is told to end: settles when its socket has closed. */
+  ended?: Promise<void>;
 }
 
 interface Keys {
@@ -564,10 +566,17 @@ export class PgLockRegistry implements LockRegistry {
     if (!request) {
       // Every request for it was aborted while the attempt was in flight: give it straight back.
       void this.#query(connection, this.#sql.release, [key, this.#keysOf(name).waitKey]).catch((error: unknown) => {
-        // A dead connection took the lock with it; anything else leaves it held by this session.
-        if (!isConnectionFailure(error, connection)) {
-          this.#logger.error({ lock: name, err: error }, `Giving back lock "${name}" (its acquire was aborted) failed; it stays held until the lock connection closes`);
+        // A dead connection took the lock with it; anything else may leave it held by this session,
+        // which only the session's end frees.
+        if (isConnectionFailure(error, connection)) {
+          this.#lost(connection, error);
+          return;
         }
+        this.#logger.error(
+          { lock: name, sqlstate: sqlState(error), err: error },
+          `Giving back lock "${name}" (its acquire was aborted) failed (${describeFailure(error)}); ending the lock session to free it`,
+        );
+        this.#lost(connection, error, 'ended');
       });
       return;
     }
@@ -596,9 +605,21 @@ export class PgLockRegistry implements LockRegistry {
         }
       }
     } catch (error) {
-      // A failed connection took the lock with it; anything else is worth knowing.
-      if (!isConnectionFailure(error, connection)) throw translateError(error, this.schema);
-      this.#lost(connection, error);
+      if (isConnectionFailure(error, connection)) {
+        // A failed connection took the lock with it.
+        this.#lost(connection, error);
+      } else {
+        // The statement failed on a live session (a statement timeout, a cancel), maybe before its
+        // unlock ran: the session may still hold the lock, and the heartbeats would keep it held for
+        // good. Only ending the session surely frees it; the other leases held through it end too.
+        this.#logger.error(
+          { lock: lease.name, fencingToken: lease.fencingToken, sqlstate: sqlState(error), err: error },
+          `Releasing lock "${lease.name}" failed (${describeFailure(error)}); ending the lock session to free it`,
+        );
+        this.#lost(connection, error, 'ended');
+        // Resolve once the session is gone: the lock is free then, which is what release() promises.
+        await connection.ended;
+      }
     } finally {
       this.#releasing -= 1;
       this.#logger.info({ lock: lease.name, fencingToken: lease.fencingToken }, `Lock "${lease.name}" released`);
@@ -837,7 +858,8 @@ export class PgLockRegistry implements LockRegistry {
       clearInterval(this.#heartbeatTimer);
       this.#heartbeatTimer = undefined;
     }
-    await connection.client.end().catch(() => undefined);
+    connection.ended ??= connection.client.end().catch(() => undefined);
+    await connection.ended;
   }
 }
 
