@@ -70,6 +70,10 @@ interface Connection {
   readonly waitingFor: Set<string>;
   /** Set once the client is told to end: settles when its socket has closed. */
   ended?: Promise<void>;
+  /** performance.now() when the last statement was sent: the server saw this session busy then. */
+  lastSent: number;
+  /** performance.now() when the statement in flight (at most one) was sent; undefined when none is. */
+  inFlightSince: number | undefined;
 }
 
 interface Keys {
@@ -197,8 +201,6 @@ export class PgLockRegistry implements LockRegistry {
   #flushing = false;
   #again = false;
   #failures = 0;
-  /** performance.now() at the start of the last query that succeeded on the current connection. */
-  #lastOk = 0;
   #pollTimer: ReturnType<typeof setTimeout> | undefined;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
@@ -638,7 +640,7 @@ export class PgLockRegistry implements LockRegistry {
 
   async #open(): Promise<Connection> {
     const client = new pg.Client(this.#config);
-    const connection: Connection = { client, pid: 0, dead: false, tail: Promise.resolve(), waitingFor: new Set() };
+    const connection: Connection = { client, pid: 0, dead: false, tail: Promise.resolve(), waitingFor: new Set(), lastSent: 0, inFlightSince: undefined };
     client.on('error', (error) => this.#lost(connection, error));
     client.on('end', () => this.#lost(connection, new Error('the lock connection ended')));
     client.on('notification', (message) => {
@@ -677,7 +679,7 @@ export class PgLockRegistry implements LockRegistry {
     }
     this.#connection = connection;
     this.#everConnected = true;
-    this.#lastOk = performance.now();
+    connection.lastSent = performance.now();
     this.#startHeartbeat(connection);
     this.#logger.debug({ pid: connection.pid, applicationName: this.applicationName }, 'Lock connection open');
     return connection;
@@ -685,10 +687,12 @@ export class PgLockRegistry implements LockRegistry {
 
   #query(connection: Connection, statement: pg.QueryArrayConfig, values: unknown[]): Promise<unknown[][]> {
     const run = connection.tail.then(async () => {
-      const started = performance.now();
-      const result = await connection.client.query<unknown[]>({ ...statement, values });
-      if (connection === this.#connection) this.#lastOk = Math.max(this.#lastOk, started);
-      return result.rows;
+      connection.lastSent = connection.inFlightSince = performance.now();
+      try {
+        return (await connection.client.query<unknown[]>({ ...statement, values })).rows;
+      } finally {
+        connection.inFlightSince = undefined;
+      }
     });
     connection.tail = run.catch(() => undefined);
     return run;
@@ -709,26 +713,61 @@ export class PgLockRegistry implements LockRegistry {
 
   async #heartbeat(connection: Connection): Promise<void> {
     if (connection.dead || connection !== this.#connection) return;
+    const timeout = this.sessionTimeoutMs;
     // A process stalled longer than the timeout (SIGSTOP, a debugger, a blocked event loop) must assume
-    // the server ended its session and a standby took over, before any more of its work runs.
-    if (performance.now() - this.#lastOk > this.sessionTimeoutMs) {
-      this.#lost(connection, new Error(`no round trip on the lock connection for over ${this.sessionTimeoutMs} ms (was this process stalled?)`));
+    // the server ended its session and a standby took over, before any more of its work runs: judged
+    // here, in the first timer after the stall, before any I/O callback. From the last statement SENT,
+    // not the last answer read: the server's idle clock restarts with every statement it receives, and
+    // a busy event loop runs its timers before it reads the answers already waiting on the socket.
+    if (performance.now() - connection.lastSent > timeout) {
+      this.#lost(connection, new Error(`nothing was sent on the lock connection for over ${timeout} ms (was this process stalled?)`));
       return;
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<'late'>((resolve) => {
-      timer = setTimeout(() => resolve('late'), Math.floor(this.sessionTimeoutMs / 2));
-    });
     try {
-      const outcome = await Promise.race([this.#query(connection, { text: 'SELECT 1', rowMode: 'array' }, []), deadline]);
-      if (outcome === 'late') {
-        this.#lost(connection, new Error(`a heartbeat on the lock connection went unanswered for ${Math.floor(this.sessionTimeoutMs / 2)} ms`));
+      const limit = Math.floor(timeout / 2);
+      if (!(await this.#answered(connection, this.#query(connection, { text: 'SELECT 1', rowMode: 'array' }, []), limit))) {
+        this.#lost(connection, new Error(`a statement on the lock connection went unanswered for ${limit} ms`));
       }
     } catch (error) {
       this.#lost(connection, error);
-    } finally {
-      clearTimeout(timer);
     }
+  }
+
+  /**
+   * Settles with true once `answer` does, or with false once the statement in flight on `connection`
+   * (that one, or one queued ahead of it) has gone unanswered for `limit` ms since it was sent: unheard
+   * that long, the server may be gone or may end the session before the next heartbeat lands. Only
+   * judged after a turn of the event loop: a busy loop runs due timers before it reads its sockets, so an
+   * answer may already be here, unread; a statement that got one is not late, however long the loop was
+   * busy. (A statement still queued is not yet sent: the clock starts when it is.)
+   */
+  #answered(connection: Connection, answer: Promise<unknown>, limit: number): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let settled = false;
+      const settle = (): boolean => {
+        if (settled) return false;
+        settled = true;
+        clearTimeout(timer);
+        return true;
+      };
+      answer.then(
+        () => settle() && resolve(true),
+        (error: unknown) => settle() && reject(error),
+      );
+      const judge = (): void => {
+        setImmediate(() => {
+          if (settled) return;
+          const left = (connection.inFlightSince ?? performance.now()) + limit - performance.now();
+          if (left <= 0) {
+            if (settle()) resolve(false);
+            return;
+          }
+          timer = setTimeout(judge, left);
+        });
+      };
+      timer = setTimeout(judge, limit);
+    });
   }
 
   /**
