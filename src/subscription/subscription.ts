@@ -1,157 +1,31 @@
 import type { Attributes, Span } from '@opentelemetry/api';
 import { milliseconds, positiveInteger } from '../core/validate.js';
-import type { CheckpointStore } from '../core/checkpoint.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
 import { addDeadLetter } from '../core/storable-letter.js';
 import type { DeadLetterStore } from '../core/dead-letter.js';
-import { AlreadyStartedError, describeError, ErrorCode, HandlerFailedError, InvalidArgumentError, isEskitError } from '../core/errors.js';
+import { unlessAborted, within } from '../core/deadline.js';
+import { AlreadyStartedError, describeError, ErrorCode, HandlerFailedError, InvalidArgumentError, isEskitError, TimeoutError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
-import type { Lease, LockRegistry } from '../core/lock.js';
+import type { Lease } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
-import type { EventStore } from '../core/store.js';
 import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, linksToEvents, recordFailure, reportLag } from '../telemetry/telemetry.js';
+import { Checkpointer, isTransient } from './checkpointing.js';
+import type {
+  BatchHandler,
+  FailureAction,
+  HandlerContext,
+  OutstandingWork,
+  SubscriptionHandler,
+  SubscriptionOptions,
+  SubscriptionState,
+  SubscriptionStatus,
+} from './types.js';
 
-export interface HandlerContext {
-  subscription: string;
-  /**
-   * The lease's fencing token while leader election is on; pass it to systems that can check it. A
-   * `FencedError` they raise makes this node step down (the event is not retried nor dead-lettered).
-   */
-  fencingToken: number | undefined;
-  /** 1 on the first attempt at this event. */
-  attempt: number;
-  /**
-   * Fires when this node must stop (stop() was called, or leadership was lost). A handler that gives
-   * up on it is not counted as failed: the event is delivered again later, here or on the new leader.
-   */
-  signal: AbortSignal;
-}
-
-export type SubscriptionHandler<E extends EventShape> = (event: Recorded<E>, context: HandlerContext) => void | Promise<void>;
-
-export type BatchHandler<E extends EventShape> = (events: readonly Recorded<E>[], context: HandlerContext) => void | Promise<void>;
-
-/** What happens to an event whose handler failed its last attempt. */
-export type FailureAction<E extends EventShape> = (failure: {
-  event: Recorded<E>;
-  error: unknown;
-  attempts: number;
-  fencingToken: number | undefined;
-  /** Fires when the node must stop (stop() or lost leadership): give up waiting, e.g. for a store that is down. */
-  signal: AbortSignal;
-}) => Promise<'skip' | 'stop'>;
-
-export type StartFrom = 'beginning' | 'end' | { after: number };
-
-/**
- * Work that outlives the handler call: the runner asks it where the checkpoint may go and tells it
- * when leadership begins and ends.
- */
-export interface OutstandingWork {
-  /** Leadership (or the run, without a lock) begins at the checkpoint `position`. */
-  begin(context: {
-    position: number;
-    fencingToken: number | undefined;
-    signal: AbortSignal;
-    /**
-     * The work met a newer fencing token downstream (a `FencedError`): this leadership ends as if the
-     * lease was lost, and the node leads again once it holds a newer token.
-     */
-    fenced(error: FencedError): void;
-  }): Promise<void>;
-  /** The lowest event position whose work is not finished, or undefined when none is outstanding. */
-  earliestPending(): number | undefined;
-  /** `listener` is called when work finished (so the checkpoint may move while no events arrive). */
-  onProgress(listener: () => void): () => void;
-  /** The checkpoint was saved at `position`. */
-  checkpointed?(position: number): void;
-  /**
-   * Leadership ends. 'stopped': let work in flight finish (and stop starting more) before resolving.
-   * 'lost': abandon it at once; the next leader redoes what was not checkpointed. A 'lost' end may
-   * come while a 'stopped' one is still waiting: the lease was lost while the work finished.
-   */
-  end(reason: 'stopped' | 'lost'): Promise<void>;
-  /**
-   * After a 'stopped' end, once the final checkpoint save was tried (saved, fenced, failed, or skipped
-   * because leadership was lost meanwhile), before leadership is released.
-   */
-  finished?(): Promise<void>;
-}
-
-export interface SubscriptionOptions<E extends EventShape> {
-  /** Unique per subscription: names its checkpoint and its leader lock. */
-  name: string;
-  store: EventStore<E>;
-  checkpoints: CheckpointStore;
-  /** Called once per event. Give either `handler` or `batchHandler`. */
-  handler?: SubscriptionHandler<E>;
-  /**
-   * Called once per batch instead of `handler`, for handlers that commit a batch in one transaction.
-   * A batch that keeps failing is split, so that the failure is pinned on one event.
-   */
-  batchHandler?: BatchHandler<E>;
-  /**
-   * The batch handler saves the checkpoint itself, in the same transaction as its writes (for views
-   * updated exactly once). The runner then only saves it for events it skipped.
-   */
-  checkpointsInHandler?: boolean;
-  /** Only events of these types reach the handler. */
-  types?: readonly E['type'][];
-  /** Events read per round trip. Default 500. */
-  batchSize?: number;
-  /**
-   * While events keep coming, the checkpoint is saved at most this often (each save is a durable
-   * commit). It is always saved when the subscription catches up, stops or fails. After a crash, at
-   * most this much work is delivered again. Default 250 ms; 0 saves after every batch.
-   */
-  checkpointIntervalMs?: number;
-  /** Where a subscription without a checkpoint begins. Default 'beginning'. */
-  startFrom?: StartFrom;
-  /** Retries of a failing handler. Default 5 attempts, 100 ms doubling up to 10 s, full jitter. */
-  retry?: Partial<RetryPolicy>;
-  /**
-   * Decides what to do after the last failed attempt. The default stops the subscription with
-   * `ESKIT_HANDLER_FAILED`. An automation's dead-letter queue plugs in here ('skip' = it was stored).
-   */
-  onHandlerFailure?: FailureAction<E>;
-  /**
-   * After the last attempt, store the event here (stage 'handler') and go on, instead of stopping.
-   * Ignored when `onHandlerFailure` is given.
-   */
-  deadLetters?: DeadLetterStore;
-  /** The safety net behind append notifications. Default 500 ms. */
-  pollIntervalMs?: number;
-  /**
-   * Work the handler started but has not finished (an automation's to-do items): the checkpoint never
-   * passes it. A plain subscription has none: its handler's return is the end of its work.
-   */
-  outstandingWork?: OutstandingWork;
-  /** Turns leader election on: only the holder of the lock named `name` processes events. */
-  leaderLock?: LockRegistry;
-  logger?: Logger;
-}
-
-export type SubscriptionState = 'idle' | 'standby' | 'leading' | 'stopped' | 'failed';
-
-export interface SubscriptionStatus {
-  name: string;
-  state: SubscriptionState;
-  /** Last checkpointed position (undefined before the first claim or save). */
-  position: number | undefined;
-  head: number;
-  /** Events behind the head (head - position), including events the type filter skips. */
-  lag: number;
-  fencingToken: number | undefined;
-  /** True while this node waits for a lock another node holds. */
-  lockDenied: boolean;
-  /** Events handled by this instance since it was created. */
-  handled: number;
-  error: Error | undefined;
-}
+export type * from './types.js';
 
 const defaultRetry: RetryPolicy = { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 10_000 };
 
@@ -171,6 +45,8 @@ export class Subscription<E extends EventShape = EventShape> {
   readonly #batchSize: number;
   readonly #checkpointIntervalMs: number;
   readonly #pollIntervalMs: number;
+  readonly #drainTimeoutMs: number;
+  readonly #stopCallTimeoutMs: number;
   readonly #logger: Logger;
 
   #state: SubscriptionState = 'idle';
@@ -181,6 +57,9 @@ export class Subscription<E extends EventShape = EventShape> {
   #error: Error | undefined;
   #run: Promise<void> | undefined;
   #stop = new AbortController();
+  /** Fires `drainTimeoutMs` after stop(): work still in flight is abandoned. */
+  #drainExpired = new AbortController();
+  #drainTimer: NodeJS.Timeout | undefined;
   #wake: (() => void) | undefined;
   #wakeRequested = false;
   /** Metric attributes, made once: metrics are recorded per batch or per rare event with them. */
@@ -206,6 +85,8 @@ export class Subscription<E extends EventShape = EventShape> {
     this.#batchSize = positiveInteger('batchSize', options.batchSize ?? 500);
     this.#checkpointIntervalMs = milliseconds('checkpointIntervalMs', options.checkpointIntervalMs ?? 250, 0);
     this.#pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500);
+    this.#drainTimeoutMs = milliseconds('drainTimeoutMs', options.drainTimeoutMs ?? 10_000);
+    this.#stopCallTimeoutMs = milliseconds('stopCallTimeoutMs', options.stopCallTimeoutMs ?? 2_000);
     this.#logger = options.logger ?? consoleLogger();
     this.#attributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name });
     this.#deadLetterAttributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name, [TelemetryAttribute.Stage]: 'handler' });
@@ -215,19 +96,27 @@ export class Subscription<E extends EventShape = EventShape> {
   async start(): Promise<void> {
     if (this.#run) throw new AlreadyStartedError(`Subscription "${this.name}"`);
     this.#stop = new AbortController();
+    this.#drainExpired = new AbortController();
     this.#error = undefined;
     this.#state = 'standby';
     this.#run = this.#loop();
   }
 
   /**
-   * Lets the event in flight finish, saves the checkpoint, releases leadership. Safe to call twice;
-   * resolves when all of that is done.
+   * Lets the work in flight finish (for up to `drainTimeoutMs`, then abandons it), saves the
+   * checkpoint, releases leadership. Safe to call twice; resolves when all of that is done or given
+   * up, within about `drainTimeoutMs` + 3 × `stopCallTimeoutMs` even when the database stopped answering.
    */
   async stop(): Promise<void> {
     const run = this.#run;
     if (!run) return;
-    this.#stop.abort();
+    if (!this.#stop.signal.aborted) {
+      this.#stop.abort();
+      const expired = this.#drainExpired;
+      this.#drainTimer = setTimeout(() => {
+        expired.abort(new TimeoutError(`Subscription "${this.name}": the work in flight at stop()`, this.#drainTimeoutMs));
+      }, this.#drainTimeoutMs);
+    }
     await run;
   }
 
@@ -290,6 +179,7 @@ export class Subscription<E extends EventShape = EventShape> {
       this.#error = error instanceof Error ? error : new Error(describeError(error), { cause: error });
       this.#logger.error({ subscription: this.name, err: this.#error }, `Subscription "${this.name}" failed`);
     } finally {
+      clearTimeout(this.#drainTimer);
       stopReporting();
       unsubscribe();
       this.#leaderlessSince = undefined;
@@ -343,7 +233,7 @@ export class Subscription<E extends EventShape = EventShape> {
       instruments().leadershipChanges.add(1, { ...this.#attributes, [TelemetryAttribute.LeadershipChange]: 'released' });
     }
     try {
-      await lease.release();
+      await within(lease.release(), this.#stopCallTimeoutMs, `Subscription "${this.name}": releasing the lock`);
     } catch (error) {
       // The lock dies with its connection anyway; a failed release only delays the standby.
       this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": releasing the lock failed`);
@@ -354,44 +244,58 @@ export class Subscription<E extends EventShape = EventShape> {
   async #lead(lease: Lease | undefined): Promise<LeadOutcome> {
     const work = this.#options.outstandingWork;
     const token = lease?.fencingToken;
-    // Leadership ends when the lease is lost, or when outstanding work is fenced downstream.
-    const fencedByWork = work ? new AbortController() : undefined;
-    const enders = [lease?.signal, fencedByWork?.signal].filter((s): s is AbortSignal => s !== undefined);
-    const ended = enders.length > 1 ? AbortSignal.any(enders) : enders[0];
-    const signal = ended ? AbortSignal.any([this.#stop.signal, ended]) : this.#stop.signal;
-    const lost = (): boolean => ended?.aborted === true;
+    // Leadership ends when the lease is lost, or when a write of this leadership is fenced (a checkpoint
+    // save, a handler, outstanding work downstream): a newer token exists somewhere.
+    const fencedHere = new AbortController();
+    const ended = lease ? AbortSignal.any([lease.signal, fencedHere.signal]) : fencedHere.signal;
+    const signal = AbortSignal.any([this.#stop.signal, ended]);
+    const lost = (): boolean => ended.aborted;
+    const fence = (error: FencedError): void => {
+      if (!fencedHere.signal.aborted) fencedHere.abort(error);
+    };
 
     const start = await this.#loadStart(token, signal);
-    if (start === 'stopped') return lost() ? this.#lostLeadership(ended?.reason) : 'stopped';
+    if (start === 'stopped') return lost() ? this.#lostLeadership(ended.reason) : 'stopped';
     if (typeof start !== 'number') return this.#lostLeadership(start.fenced);
-    let saved = start;
-    this.#position = saved;
-    this.#fencingToken = token;
-    this.#state = 'leading';
-    await work?.begin({ position: saved, fencingToken: token, signal, fenced: (error) => fencedByWork?.abort(error) });
 
     // Every event up to `read` has been handed to the handler. The checkpoint may move to `read`,
     // except past outstanding work. Both are read in one synchronous step, so no work can slip in
     // between (the race the Go original fixed by ordering two reads).
-    let read = saved;
-    const target = (): number => {
-      const earliest = work?.earliestPending();
-      return earliest === undefined ? read : Math.min(read, earliest - 1);
-    };
-    let savedAt = performance.now();
-    /** Saves the target when it moved; returns the error when this node's write was fenced. */
-    const advance = async (): Promise<FencedError | undefined> => {
-      const to = target();
-      if (to <= saved) return undefined;
-      savedAt = performance.now();
-      const result = await this.#saveCheckpoint(to, token, lost);
-      if (result === 'saved') {
-        saved = to;
-        this.#position = saved;
-        work?.checkpointed?.(saved);
-      }
-      return result === 'saved' || result === 'unsaved' ? undefined : result;
-    };
+    let read = start;
+    const checkpoint = new Checkpointer({
+      name: this.name,
+      checkpoints: this.#options.checkpoints,
+      fencingToken: token,
+      position: start,
+      target: () => {
+        const earliest = work?.earliestPending();
+        return earliest === undefined ? read : Math.min(read, earliest - 1);
+      },
+      lost,
+      stopSignal: this.#stop.signal,
+      stopCallTimeoutMs: this.#stopCallTimeoutMs,
+      retry: this.#retry,
+      pollIntervalMs: this.#pollIntervalMs,
+      logger: this.#logger,
+      onSaved: (position) => {
+        this.#position = position;
+        work?.checkpointed?.(position);
+      },
+      onFenced: fence,
+    });
+    this.#position = start;
+    this.#fencingToken = token;
+    this.#state = 'leading';
+    await work?.begin({
+      position: start,
+      fencingToken: token,
+      signal,
+      fenced: fence,
+      saveCheckpoint: async () => {
+        await checkpoint.save();
+      },
+    });
+
     // Finished work only moves the checkpoint: coalesce bursts of completions into one wake-up (each
     // wake-up may save, and a save is a durable commit).
     let progressTimer: NodeJS.Timeout | undefined;
@@ -401,14 +305,9 @@ export class Subscription<E extends EventShape = EventShape> {
         this.#requestWake();
       }, Math.min(this.#checkpointIntervalMs, 10));
     });
-    const stopWatching = (): void => {
-      stopProgress?.();
-      clearTimeout(progressTimer);
-    };
 
     // Boxed: a failure may be any thrown value, undefined included.
     let failure: { error: unknown } | undefined;
-    let fenced: FencedError | undefined;
     try {
       while (!signal.aborted && failure === undefined) {
         this.#wakeRequested = false;
@@ -425,112 +324,165 @@ export class Subscription<E extends EventShape = EventShape> {
         if (batch.length === 0) {
           // Once per idle poll: registers the lag gauge with a meter provider installed after start().
           instruments();
-          fenced = await advance();
-          if (fenced) break;
+          await checkpoint.save();
+          if (lost()) break;
           await this.#idle(signal);
           continue;
         }
-        const handledBefore = this.#handled;
-        const tracer = activeTracer();
-        const span = tracer?.startSpan(SpanName.Handle, {
-          root: true,
-          attributes: {
-            [TelemetryAttribute.Subscription]: this.name,
-            [TelemetryAttribute.EventCount]: batch.length,
-            [TelemetryAttribute.FirstPosition]: (batch[0] as Recorded<E>).position,
-            [TelemetryAttribute.LastPosition]: (batch[batch.length - 1] as Recorded<E>).position,
-            ...(token === undefined ? {} : { [TelemetryAttribute.FencingToken]: token }),
+        const result = await this.#deliver(batch, token, signal, {
+          handled: (position) => {
+            read = position;
+            if (this.#options.checkpointsInHandler) checkpoint.savedByHandler(position);
           },
-          links: linksToEvents(batch),
+          skipped: (position) => {
+            read = position;
+          },
         });
-        this.#span = span;
-        try {
-          if (this.#options.batchHandler) {
-            const result = await this.#handleBatch(batch, token, signal, (position) => {
-              read = position;
-              if (this.#options.checkpointsInHandler && position > saved) {
-                saved = position;
-                this.#position = saved;
-              }
-            }, (position) => {
-              read = position;
-            });
-            if (result !== 'done' && result !== 'aborted') {
-              if (isEskitError(result.error, ErrorCode.Fenced)) fenced = result.error as FencedError;
-              else failure = { error: result.error };
-            }
-          } else {
-            for (const event of batch) {
-              if (signal.aborted) break;
-              const result = await this.#handle(event, token, signal);
-              if (result === 'aborted') break;
-              if (result !== 'done') {
-                if (isEskitError(result.error, ErrorCode.Fenced)) fenced = result.error as FencedError;
-                else failure = { error: result.error };
-                break;
-              }
-              read = event.position;
-            }
-          }
-          if (fenced) break;
-        } catch (error) {
-          if (span) failSpan(span, error);
-          throw error;
-        } finally {
-          this.#span = undefined;
-          // Per batch, not per event: even a no-op counter costs a call.
-          const handled = this.#handled - handledBefore;
-          if (handled > 0) instruments().eventsHandled.add(handled, this.#attributes);
-          if (span) {
-            // A handler's failure was recorded where it happened (#afterLastAttempt).
-            if (fenced) failSpan(span, fenced);
-            span.setAttribute(TelemetryAttribute.Position, read);
-            span.end();
-          }
+        if (result !== undefined) {
+          if (isEskitError(result.error, ErrorCode.Fenced)) fence(result.error as FencedError);
+          else failure = result;
         }
         if (lost()) break;
         // Catching up: save on a timer, not per batch (a save is a durable commit). Failures, stops
         // and the end of the backlog (the empty read above) always save.
-        if (failure === undefined && performance.now() - savedAt < this.#checkpointIntervalMs) continue;
-        fenced = await advance();
-        if (fenced) break;
+        if (failure === undefined && !checkpoint.due(this.#checkpointIntervalMs)) continue;
+        await checkpoint.save();
       }
     } catch (error) {
       // A save that fails for good, or a failure action that throws: the same exit as any failure,
       // so that outstanding work is ended (else it would go on running without the lease).
       failure = { error };
     } finally {
-      stopWatching();
+      stopProgress?.();
+      clearTimeout(progressTimer);
     }
 
-    if (fenced || lost()) {
+    if (lost()) {
       await work?.end('lost');
-      return this.#lostLeadership(fenced ?? ended?.reason);
+      return this.#lostLeadership(ended.reason);
     }
-    // Stopping or failing: let outstanding work settle, then record everything that completed. A
-    // lease lost while it settles makes it a loss: what still runs must be abandoned, not awaited.
-    const abandon = (): void => {
-      work?.end('lost').catch((error: unknown) => {
-        this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": abandoning outstanding work failed`);
-      });
-    };
-    ended?.addEventListener('abort', abandon, { once: true });
+    // Stopping or failing: let outstanding work settle, then save the checkpoint and record what the
+    // work finished.
+    await this.#drain(work, ended);
+    let fenced: FencedError | undefined;
     try {
-      await work?.end('stopped');
-    } finally {
-      ended?.removeEventListener('abort', abandon);
-    }
-    try {
-      fenced = lost() ? undefined : await advance();
+      fenced = lost() ? undefined : await checkpoint.save();
     } catch (error) {
       // After a failure, the save failing too is its echo: the first failure is the one to report.
       if (failure === undefined) throw error;
     } finally {
-      await work?.finished?.();
+      await this.#finished(work);
     }
     if (fenced) return this.#lostLeadership(fenced);
     if (failure !== undefined) throw failure.error;
-    return lost() ? this.#lostLeadership(ended?.reason) : 'stopped';
+    return lost() ? this.#lostLeadership(ended.reason) : 'stopped';
+  }
+
+  /**
+   * Hands one batch to the handler (or the batch handler); `positions.handled` is told each position
+   * handled (or committed by a batch handler), `positions.skipped` each one skipped after its failure.
+   * Returns what ended it early: a failure, or a FencedError.
+   */
+  async #deliver(
+    batch: readonly Recorded<E>[],
+    token: number | undefined,
+    signal: AbortSignal,
+    positions: { handled(position: number): void; skipped(position: number): void },
+  ): Promise<{ error: unknown } | undefined> {
+    const handledBefore = this.#handled;
+    const tracer = activeTracer();
+    const span = tracer?.startSpan(SpanName.Handle, {
+      root: true,
+      attributes: {
+        [TelemetryAttribute.Subscription]: this.name,
+        [TelemetryAttribute.EventCount]: batch.length,
+        [TelemetryAttribute.FirstPosition]: (batch[0] as Recorded<E>).position,
+        [TelemetryAttribute.LastPosition]: (batch[batch.length - 1] as Recorded<E>).position,
+        ...(token === undefined ? {} : { [TelemetryAttribute.FencingToken]: token }),
+      },
+      links: linksToEvents(batch),
+    });
+    this.#span = span;
+    let last = (batch[0] as Recorded<E>).position - 1;
+    let ended: { error: unknown } | undefined;
+    try {
+      if (this.#options.batchHandler) {
+        const result = await this.#handleBatch(batch, token, signal, (position) => {
+          last = position;
+          positions.handled(position);
+        }, (position) => {
+          last = position;
+          positions.skipped(position);
+        });
+        if (result !== 'done' && result !== 'aborted') ended = result;
+      } else {
+        for (const event of batch) {
+          if (signal.aborted) break;
+          const result = await this.#handle(event, token, signal);
+          if (result === 'aborted') break;
+          if (result !== 'done') {
+            ended = result;
+            break;
+          }
+          last = event.position;
+          positions.handled(event.position);
+        }
+      }
+      return ended;
+    } catch (error) {
+      if (span) failSpan(span, error);
+      throw error;
+    } finally {
+      this.#span = undefined;
+      // Per batch, not per event: even a no-op counter costs a call.
+      const handled = this.#handled - handledBefore;
+      if (handled > 0) instruments().eventsHandled.add(handled, this.#attributes);
+      if (span) {
+        // A handler's failure was recorded where it happened (#afterLastAttempt).
+        if (ended && isEskitError(ended.error, ErrorCode.Fenced)) failSpan(span, ended.error);
+        span.setAttribute(TelemetryAttribute.Position, last);
+        span.end();
+      }
+    }
+  }
+
+  /**
+   * Lets outstanding work settle before the final save, for up to the drain timeout. A lease lost
+   * meanwhile, or the timeout passing, turns the wait into an abandonment: what still runs must not go
+   * on without the lease, and stop() must end.
+   */
+  async #drain(work: OutstandingWork | undefined, ended: AbortSignal): Promise<void> {
+    if (!work) return;
+    const abandon = (): void => {
+      work.end('lost').catch((error: unknown) => {
+        this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": abandoning outstanding work failed`);
+      });
+    };
+    ended.addEventListener('abort', abandon, { once: true });
+    try {
+      const drained = await unlessAborted(work.end('stopped'), this.#drainExpired.signal, 'expired' as const);
+      if (drained === 'expired') {
+        this.#logger.warn(
+          { subscription: this.name, drainTimeoutMs: this.#drainTimeoutMs },
+          `Subscription "${this.name}": work still running ${this.#drainTimeoutMs} ms after stop() was abandoned (its signal fired); ` +
+            'the checkpoint stays before it, so it runs again under the next leadership',
+        );
+        instruments().workAbandoned.add(1, this.#attributes);
+        await work.end('lost');
+      }
+    } finally {
+      ended.removeEventListener('abort', abandon);
+    }
+  }
+
+  /** The work's last step after the final save (records what it did not cover); bounded, like every call made while stopping. */
+  async #finished(work: OutstandingWork | undefined): Promise<void> {
+    if (!work?.finished) return;
+    try {
+      await within(work.finished(), this.#stopCallTimeoutMs, `Subscription "${this.name}": recording finished work while stopping`);
+    } catch (error) {
+      this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": recording finished work while stopping failed; it may run again`);
+    }
   }
 
   /**
@@ -540,17 +492,10 @@ export class Subscription<E extends EventShape = EventShape> {
    * leader must not fail for good over one of them.
    */
   async #loadStart(token: number | undefined, signal: AbortSignal): Promise<number | { fenced: FencedError } | 'stopped'> {
-    const { checkpoints } = this.#options;
     for (let attempt = 1; ; attempt++) {
       try {
-        const stored = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
-        if (stored !== undefined) return stored;
-        const start = await this.#startPosition();
-        // 'end' is the head NOW: saved before anything is read, or a stop or crash before the first
-        // event would let the next start take a later head and skip what was appended in between.
-        // The other start positions come out the same every time.
-        if (this.#options.startFrom === 'end') await checkpoints.save(this.name, start, { fencingToken: token });
-        return start;
+        // A database that stopped answering must not hold a stop(): nothing was done yet to wait for.
+        return await unlessAborted(this.#claimStart(token), signal, 'stopped' as const);
       } catch (error) {
         if (isEskitError(error, ErrorCode.Fenced)) return { fenced: error as FencedError };
         if (!isTransient(error)) throw error;
@@ -562,36 +507,31 @@ export class Subscription<E extends EventShape = EventShape> {
     }
   }
 
-  /**
-   * Saves the checkpoint, retrying transient failures (a dropped connection, a busy SQLite file).
-   * Gives up ('unsaved') when leadership is lost, or after a few tries once stopping: the events after
-   * the old checkpoint are then delivered again later, which at-least-once allows.
-   */
-  async #saveCheckpoint(position: number, fencingToken: number | undefined, lost: () => boolean): Promise<'saved' | 'unsaved' | FencedError> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.#options.checkpoints.save(this.name, position, { fencingToken });
-        return 'saved';
-      } catch (error) {
-        if (isEskitError(error, ErrorCode.Fenced)) return error as FencedError;
-        if (!isTransient(error)) throw error;
-        this.#logger.warn({ subscription: this.name, position, attempt, err: error }, `Subscription "${this.name}": saving the checkpoint failed; retrying`);
-      }
-      if (lost() || (this.#stop.signal.aborted && attempt >= 3)) return 'unsaved';
-      await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)));
-    }
+  async #claimStart(token: number | undefined): Promise<number> {
+    const { checkpoints } = this.#options;
+    const stored = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
+    if (stored !== undefined) return stored;
+    const start = await this.#startPosition();
+    // 'end' is the head NOW: saved before anything is read, or a stop or crash before the first event
+    // would let the next start take a later head and skip what was appended in between. The other
+    // start positions come out the same every time.
+    if (this.#options.startFrom === 'end') await checkpoints.save(this.name, start, { fencingToken: token });
+    return start;
   }
 
   /** Stores a failed event in the dead-letter queue, retrying while the queue is down (until stop). */
-  readonly #deadLetter: FailureAction<E> = async ({ event, error, attempts, signal }) => {
+  readonly #deadLetter: FailureAction<E> = async ({ event, error, attempts, fencingToken, signal }) => {
     const deadLetters = this.#options.deadLetters as DeadLetterStore;
+    // A stale leader's letter must not land after a newer leader handled the event.
+    const fenced = fencingToken === undefined ? undefined : { fence: { checkpoint: this.name, fencingToken } };
     for (let attempt = 1; ; attempt++) {
       try {
-        await addDeadLetter(deadLetters, deadLetterFor(this.name, 'handler', event, attempts, error));
+        await addDeadLetter(deadLetters, deadLetterFor(this.name, 'handler', event, attempts, error), fenced);
         instruments().deadLetters.add(1, this.#deadLetterAttributes);
         this.#logger.warn({ subscription: this.name, position: event.position, err: error }, `Subscription "${this.name}": event dead-lettered`);
         return 'skip';
       } catch (storeError) {
+        if (isEskitError(storeError, ErrorCode.Fenced)) throw storeError;
         this.#logger.warn({ subscription: this.name, err: storeError }, `Subscription "${this.name}": storing a dead letter failed; retrying`);
         await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)), signal);
       }
@@ -621,14 +561,14 @@ export class Subscription<E extends EventShape = EventShape> {
     return from.after;
   }
 
-  /** One page after `position`; undefined when a transient read error was waited out. */
+  /**
+   * One page after `position`; undefined when a transient read error was waited out, or when the
+   * signal fired first (a read has no effect to wait for, and a database that stopped answering must
+   * not hold a stop()).
+   */
   async #readBatch(position: number, signal: AbortSignal): Promise<Recorded<E>[] | undefined> {
-    const batch: Recorded<E>[] = [];
     try {
-      for await (const event of this.#options.store.readAll({ after: position, limit: this.#batchSize, types: this.#options.types })) {
-        batch.push(event);
-      }
-      return batch;
+      return await unlessAborted(this.#read(position), signal, undefined);
     } catch (error) {
       // Events the store cannot decode, or a closed store, will not heal by waiting.
       if (!isTransient(error)) throw error;
@@ -636,6 +576,14 @@ export class Subscription<E extends EventShape = EventShape> {
       await delay(this.#pollIntervalMs, signal).catch(() => undefined);
       return undefined;
     }
+  }
+
+  async #read(position: number): Promise<Recorded<E>[]> {
+    const batch: Recorded<E>[] = [];
+    for await (const event of this.#options.store.readAll({ after: position, limit: this.#batchSize, types: this.#options.types })) {
+      batch.push(event);
+    }
+    return batch;
   }
 
   /** New events or finished work: run the loop again now (remembered if the loop is busy). */
@@ -684,7 +632,8 @@ export class Subscription<E extends EventShape = EventShape> {
         attempts = attempt;
         try {
           const context: HandlerContext = { subscription: this.name, fencingToken, attempt, signal };
-          await (this.#span ? callInSpan(this.#span, handler, undefined, chunk, context) : handler(chunk, context));
+          const result = this.#span ? callInSpan(this.#span, handler, undefined, chunk, context) : handler(chunk, context);
+          if (isThenable(result) && (await this.#abandonedAtDrain(result, `the batch handler (events ${chunk[0]?.position} to ${last.position})`))) return 'aborted';
           lastError = undefined;
           break;
         } catch (error) {
@@ -727,7 +676,8 @@ export class Subscription<E extends EventShape = EventShape> {
       try {
         const context: HandlerContext = { subscription: this.name, fencingToken, attempt, signal };
         const handler = this.#options.handler as SubscriptionHandler<E>;
-        await (this.#span ? callInSpan(this.#span, handler, this.#options, event, context) : handler.call(this.#options, event, context));
+        const result = this.#span ? callInSpan(this.#span, handler, this.#options, event, context) : handler.call(this.#options, event, context);
+        if (isThenable(result) && (await this.#abandonedAtDrain(result, `the handler of the event at position ${event.position}`))) return 'aborted';
         this.#handled += 1;
         return 'done';
       } catch (error) {
@@ -748,6 +698,26 @@ export class Subscription<E extends EventShape = EventShape> {
         }
       }
     }
+  }
+
+  /**
+   * Awaits what a handler returned, unless stop()'s drain timeout passes first: then it is abandoned
+   * (true), named in a warning, and its event is delivered again later. A handler that ignores its
+   * signal must not hold stop() forever.
+   */
+  async #abandonedAtDrain(result: PromiseLike<unknown>, what: string): Promise<boolean> {
+    if ((await unlessAborted(Promise.resolve(result), this.#drainExpired.signal, ABANDONED)) !== ABANDONED) return false;
+    this.#warnAbandoned(what);
+    return true;
+  }
+
+  #warnAbandoned(what: string): void {
+    instruments().workAbandoned.add(1, this.#attributes);
+    this.#logger.warn(
+      { subscription: this.name, drainTimeoutMs: this.#drainTimeoutMs },
+      `Subscription "${this.name}": ${what} was still running ${this.#drainTimeoutMs} ms after stop(); abandoned it (its signal had fired). ` +
+        'The checkpoint stays before it: it is delivered again later.',
+    );
   }
 
   /** A failed attempt that will be tried again: counted, and recorded on the batch's span. */
@@ -771,13 +741,19 @@ export class Subscription<E extends EventShape = EventShape> {
     if (this.#span) failSpan(this.#span, error, { [TelemetryAttribute.Attempt]: attempts, [TelemetryAttribute.Position]: event.position });
     const onFailure = this.#options.onHandlerFailure ?? (this.#options.deadLetters ? this.#deadLetter : undefined);
     if (onFailure) {
-      let decision: 'skip' | 'stop';
+      let decision: 'skip' | 'stop' | typeof ABANDONED;
       try {
-        decision = await onFailure({ event, error, attempts, fencingToken, signal });
+        decision = await unlessAborted(onFailure({ event, error, attempts, fencingToken, signal }), this.#drainExpired.signal, ABANDONED);
       } catch (failureError) {
         // Stopping while the failure was being recorded: the event is delivered again later.
         if (signal.aborted) return 'aborted';
+        // A newer leader claimed the checkpoint: this node's dead letter was refused; it steps down.
+        if (isEskitError(failureError, ErrorCode.Fenced)) return { error: failureError };
         throw failureError;
+      }
+      if (decision === ABANDONED) {
+        this.#warnAbandoned(`recording the failure of the event at position ${event.position}`);
+        return 'aborted';
       }
       if (decision === 'skip') return 'done';
       if (signal.aborted) return 'aborted';
@@ -786,8 +762,9 @@ export class Subscription<E extends EventShape = EventShape> {
   }
 }
 
-/** Failures that can heal by waiting: anything that is not an eskit error, and a busy database. */
-function isTransient(error: unknown): boolean {
-  return !isEskitError(error) || isEskitError(error, ErrorCode.StoreBusy);
-}
+/** What a wait given up at the drain timeout resolves with. */
+const ABANDONED: unique symbol = Symbol('abandoned');
 
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
+}

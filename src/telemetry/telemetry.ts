@@ -56,6 +56,13 @@ export const MetricName = {
    * the first refusal of the lock, or from when it saw its own lease lost, until the lock was granted.
    */
   HandoffDuration: 'eskit.leadership.handoff_duration',
+  /**
+   * Counter, `{timeout}`: automation executes that passed their timeout (their signal fired). Each
+   * keeps its key busy until it settles; the status's `hung` says how many still run.
+   */
+  ExecuteTimeouts: 'eskit.execute.timeouts',
+  /** Counter, `{abandonment}`: work still running when stop()'s drain timeout passed, given up (delivered again later). */
+  WorkAbandoned: 'eskit.work.abandoned',
 } as const;
 export type MetricName = (typeof MetricName)[keyof typeof MetricName];
 
@@ -232,6 +239,8 @@ export interface Instruments {
   leadershipChanges: Counter;
   lockDenied: Counter;
   handoffDuration: Histogram;
+  executeTimeouts: Counter;
+  workAbandoned: Counter;
 }
 
 let meterProvider: MeterProvider | undefined;
@@ -291,6 +300,16 @@ function createInstruments(meter: Meter): Instruments {
       description: 'Time from being refused the lock (or losing the lease) to acquiring it',
       unit: 'ms',
       advice: { explicitBucketBoundaries: [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 3_600_000] },
+    }),
+    executeTimeouts: meter.createCounter(MetricName.ExecuteTimeouts, {
+      description: 'Automation executes that passed their timeout; each keeps its key busy until it settles',
+      unit: '{timeout}',
+      valueType: ValueType.INT,
+    }),
+    workAbandoned: meter.createCounter(MetricName.WorkAbandoned, {
+      description: "Work still running when stop()'s drain timeout passed, given up and delivered again later",
+      unit: '{abandonment}',
+      valueType: ValueType.INT,
     }),
   };
 }

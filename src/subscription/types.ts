@@ -1,0 +1,166 @@
+import type { CheckpointStore } from '../core/checkpoint.js';
+import type { DeadLetterStore } from '../core/dead-letter.js';
+import type { FencedError } from '../core/errors.js';
+import type { EventShape, Recorded } from '../core/event.js';
+import type { LockRegistry } from '../core/lock.js';
+import type { Logger } from '../core/logger.js';
+import type { RetryPolicy } from '../core/retry.js';
+import type { EventStore } from '../core/store.js';
+
+export interface HandlerContext {
+  subscription: string;
+  /**
+   * The lease's fencing token while leader election is on; pass it to systems that can check it. A
+   * `FencedError` they raise makes this node step down (the event is not retried nor dead-lettered).
+   */
+  fencingToken: number | undefined;
+  /** 1 on the first attempt at this event. */
+  attempt: number;
+  /**
+   * Fires when this node must stop (stop() was called, or leadership was lost). A handler that gives
+   * up on it is not counted as failed: the event is delivered again later, here or on the new leader.
+   */
+  signal: AbortSignal;
+}
+
+export type SubscriptionHandler<E extends EventShape> = (event: Recorded<E>, context: HandlerContext) => void | Promise<void>;
+
+export type BatchHandler<E extends EventShape> = (events: readonly Recorded<E>[], context: HandlerContext) => void | Promise<void>;
+
+/** What happens to an event whose handler failed its last attempt. */
+export type FailureAction<E extends EventShape> = (failure: {
+  event: Recorded<E>;
+  error: unknown;
+  attempts: number;
+  fencingToken: number | undefined;
+  /** Fires when the node must stop (stop() or lost leadership): give up waiting, e.g. for a store that is down. */
+  signal: AbortSignal;
+}) => Promise<'skip' | 'stop'>;
+
+export type StartFrom = 'beginning' | 'end' | { after: number };
+
+/**
+ * Work that outlives the handler call: the runner asks it where the checkpoint may go and tells it
+ * when leadership begins and ends.
+ */
+export interface OutstandingWork {
+  /** Leadership (or the run, without a lock) begins at the checkpoint `position`. */
+  begin(context: {
+    position: number;
+    fencingToken: number | undefined;
+    signal: AbortSignal;
+    /**
+     * The work met a newer fencing token downstream (a `FencedError`): this leadership ends as if the
+     * lease was lost, and the node leads again once it holds a newer token.
+     */
+    fenced(error: FencedError): void;
+    /**
+     * Saves the checkpoint now, at the furthest position the work lets it go (one save at a time,
+     * shared with the runner's own saves). For work that finished items the checkpoint can cover:
+     * once saved, they need no record of their own. Resolves when the save was tried.
+     */
+    saveCheckpoint(): Promise<void>;
+  }): Promise<void>;
+  /** The lowest event position whose work is not finished, or undefined when none is outstanding. */
+  earliestPending(): number | undefined;
+  /** `listener` is called when work finished (so the checkpoint may move while no events arrive). */
+  onProgress(listener: () => void): () => void;
+  /** The checkpoint was saved at `position`. */
+  checkpointed?(position: number): void;
+  /**
+   * Leadership ends. 'stopped': let work in flight finish (and stop starting more) before resolving.
+   * 'lost': abandon it at once (fire its signals); the next leader redoes what was not checkpointed. A
+   * 'lost' end may come while a 'stopped' one is still waiting: the lease was lost while the work
+   * finished, or the drain timeout passed.
+   */
+  end(reason: 'stopped' | 'lost'): Promise<void>;
+  /**
+   * After a 'stopped' end, once the final checkpoint save was tried (saved, fenced, failed, or skipped
+   * because leadership was lost meanwhile), before leadership is released.
+   */
+  finished?(): Promise<void>;
+}
+
+export interface SubscriptionOptions<E extends EventShape> {
+  /** Unique per subscription: names its checkpoint and its leader lock. */
+  name: string;
+  store: EventStore<E>;
+  checkpoints: CheckpointStore;
+  /** Called once per event. Give either `handler` or `batchHandler`. */
+  handler?: SubscriptionHandler<E>;
+  /**
+   * Called once per batch instead of `handler`, for handlers that commit a batch in one transaction.
+   * A batch that keeps failing is split, so that the failure is pinned on one event.
+   */
+  batchHandler?: BatchHandler<E>;
+  /**
+   * The batch handler saves the checkpoint itself, in the same transaction as its writes (for views
+   * updated exactly once). The runner then only saves it for events it skipped.
+   */
+  checkpointsInHandler?: boolean;
+  /** Only events of these types reach the handler. */
+  types?: readonly E['type'][];
+  /** Events read per round trip. Default 500. */
+  batchSize?: number;
+  /**
+   * While events keep coming, the checkpoint is saved at most this often (each save is a durable
+   * commit). It is always saved when the subscription catches up, stops or fails. After a crash, at
+   * most this much work is delivered again. Default 250 ms; 0 saves after every batch.
+   */
+  checkpointIntervalMs?: number;
+  /** Where a subscription without a checkpoint begins. Default 'beginning'. */
+  startFrom?: StartFrom;
+  /** Retries of a failing handler. Default 5 attempts, 100 ms doubling up to 10 s, full jitter. */
+  retry?: Partial<RetryPolicy>;
+  /**
+   * Decides what to do after the last failed attempt. The default stops the subscription with
+   * `ESKIT_HANDLER_FAILED`. An automation's dead-letter queue plugs in here ('skip' = it was stored).
+   */
+  onHandlerFailure?: FailureAction<E>;
+  /**
+   * After the last attempt, store the event here (stage 'handler') and go on, instead of stopping.
+   * Ignored when `onHandlerFailure` is given.
+   */
+  deadLetters?: DeadLetterStore;
+  /** The safety net behind append notifications. Default 500 ms. */
+  pollIntervalMs?: number;
+  /**
+   * Work the handler started but has not finished (an automation's to-do items): the checkpoint never
+   * passes it. A plain subscription has none: its handler's return is the end of its work.
+   */
+  outstandingWork?: OutstandingWork;
+  /** Turns leader election on: only the holder of the lock named `name` processes events. */
+  leaderLock?: LockRegistry;
+  /**
+   * How long `stop()` lets work in flight finish (a handler, an automation's side effects). After it,
+   * that work is abandoned: its signal fires, the checkpoint stays before it, a warning names it, and
+   * it is delivered again later (here or on the next leader). Default 10 000.
+   */
+  drainTimeoutMs?: number;
+  /**
+   * The longest each database call made while stopping may take (the final checkpoint save, the
+   * completion records, the lease release) before it is given up, so that a database that stopped
+   * answering cannot hold `stop()` until the OS notices (minutes). A read in flight is abandoned at
+   * once. `stop()` thus resolves within about `drainTimeoutMs` + 3 × this. Default 2 000.
+   */
+  stopCallTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export type SubscriptionState = 'idle' | 'standby' | 'leading' | 'stopped' | 'failed';
+
+export interface SubscriptionStatus {
+  name: string;
+  state: SubscriptionState;
+  /** Last checkpointed position (undefined before the first claim or save). */
+  position: number | undefined;
+  head: number;
+  /** Events behind the head (head - position), including events the type filter skips. */
+  lag: number;
+  fencingToken: number | undefined;
+  /** True while this node waits for a lock another node holds. */
+  lockDenied: boolean;
+  /** Events handled by this instance since it was created. */
+  handled: number;
+  error: Error | undefined;
+}
