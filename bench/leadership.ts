@@ -546,7 +546,7 @@ async function failover(ctx: BenchContext, backend: PostgresBackend, how: 'SIGKI
     baselineLabel: kill
       ? 'pg: SIGKILL of a raw lock holder → blocked pg_advisory_lock returns'
       : `pg: SIGSTOP of a raw lock holder with idle_session_timeout ${idleSessionTimeoutMs} ms → blocked pg_advisory_lock returns`,
-    targetMs: kill ? 1000 : 15_000,
+    targetMs: kill ? 1000 : 6_000,
     note: kill
       ? `${how} of the leader process → the standby's first handled event; default settings. The signal comes right after the standby's ` +
         `first denied try, so it waits out nearly a whole lock poll (${standby.registry.pollIntervalMs} ms): close to the worst case`

@@ -24,9 +24,21 @@ export interface PgLockRegistryOptions {
   schema?: string;
   /**
    * The bound on how long a frozen holder (stopped process, lost host, cut network) keeps a lock: the
-   * server ends a lock session that has been silent this long (`idle_session_timeout`, PostgreSQL 14+),
-   * which frees its locks; the holder heartbeats four times per period while it holds or waits. A
-   * standby takes over within about this plus `pollIntervalMs`. Default 10 000.
+   * server ends a lock session that has sent nothing this long (`idle_session_timeout`, PostgreSQL 14+;
+   * `tcp_user_timeout` for data left unacknowledged), which frees its locks. A standby takes over within
+   * about this plus `pollIntervalMs` and its checkpoint claim. Default 5 000 (measured: SIGSTOP of the
+   * leader → the standby's first event in 4.9–5.1 s).
+   *
+   * What it costs: a heartbeat (`SELECT 1`) four times per period on the lock connection while it is
+   * open, under one round trip per second at the default; and what a healthy holder must manage to
+   * keep its leases. It gives them up by itself, before a standby can take over, when a statement on
+   * the lock connection goes unanswered for half the period after it was sent, or when it sent nothing
+   * for the whole period (its process was stalled). So an event loop blocked up to half the period at
+   * a time (tested), a database answering within half of it, and a network outage shorter than that
+   * cost no lease; longer ones do, and the node stands by until it gets the lock again. Raise it where
+   * such stalls are normal (long synchronous work, GC pauses of seconds, a flaky network), at the price
+   * of a slower failover of a frozen leader. An idle registry also closes its connection after this
+   * long.
    */
   sessionTimeoutMs?: number;
   /**
@@ -162,7 +174,8 @@ function isConnectionFailure(error: unknown, connection: Connection): boolean {
  * - A frozen holder or a lost host: the server ends the lock session after `sessionTimeoutMs` of
  *   silence (`idle_session_timeout`, plus TCP keepalives and `tcp_user_timeout` for a dead peer), which
  *   frees its locks. The holder heartbeats meanwhile, and gives its leases up by itself when a
- *   heartbeat goes unanswered for half the timeout or its process was stalled longer than the timeout.
+ *   statement goes unanswered for half the timeout after it was sent, or it sent nothing for longer
+ *   than the timeout (its process was stalled): a busy event loop that still sends keeps its leases.
  * - The moment the lock connection fails ('error'/'end', e.g. `pg_terminate_backend`), every lease
  *   held through it is aborted; waiting acquires go on over a new connection.
  *
@@ -232,7 +245,7 @@ export class PgLockRegistry implements LockRegistry {
     }
     this.schema = options.schema ?? DEFAULT_SCHEMA;
     const s = quoteSchema(this.schema);
-    this.sessionTimeoutMs = milliseconds('sessionTimeoutMs', options.sessionTimeoutMs ?? 10_000, 100);
+    this.sessionTimeoutMs = milliseconds('sessionTimeoutMs', options.sessionTimeoutMs ?? 5_000, 100);
     this.pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 200);
     const unique = `${process.pid}/${randomBytes(4).toString('hex')}`;
     this.holderId = options.holderId ?? `${hostname()}/${unique}`;

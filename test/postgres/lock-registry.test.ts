@@ -464,7 +464,7 @@ describe('PgLockRegistry: connections and sessions', () => {
     assert.throws(() => new PgLockRegistry({ ...base, sessionTimeoutMs: 10 }), code(ErrorCode.InvalidArgument));
     assert.throws(() => new PgLockRegistry({ ...base, pollIntervalMs: 0 }), code(ErrorCode.InvalidArgument));
     const ok = new PgLockRegistry(base);
-    assert.equal(ok.sessionTimeoutMs, 10_000);
+    assert.equal(ok.sessionTimeoutMs, 5_000);
     assert.equal(ok.pollIntervalMs, 200);
     assert.equal(ok.schema, 'eskit');
   });
