@@ -1,5 +1,5 @@
 import type { AcquireOptions, Lease, LockRegistry } from '../core/lock.js';
-import { LockUnavailableError } from '../core/errors.js';
+import { InvalidArgumentError, LockUnavailableError } from '../core/errors.js';
 
 interface Waiter {
   grant: (lease: Lease) => void;
@@ -44,6 +44,7 @@ export class MemoryLockRegistry implements LockRegistry {
   #closed = false;
 
   async acquire(name: string, options: AcquireOptions = {}): Promise<Lease> {
+    if (typeof name !== 'string' || name.length === 0) throw new InvalidArgumentError('A lock needs a non-empty name');
     if (this.#closed) throw new LockUnavailableError('The lock registry is closed; create a new one.');
     options.signal?.throwIfAborted();
     const state = this.#state(name);
