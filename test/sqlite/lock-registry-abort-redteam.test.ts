@@ -6,8 +6,9 @@
  *   for good on a shared connection (a lock leaked by a closed registry).
  * - onWaiting ran before the waiter listened for wake-ups and for close(): a release or a close() from
  *   inside it was heard only at the next poll.
- * Both registries in a test poll once a minute, so the per-test timeout is what fails a test whose
- * acquire would only have settled at a poll.
+ * The regression tests of the second (and of onWaiting that throws) run for every registry in the
+ * LockRegistry conformance suite (lock-registry-conformance.test.ts, whose SQLite registries poll once a
+ * minute); what stays here is SQLite's own: a lease leaked on a connection shared with a store.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -51,41 +52,4 @@ describe('SqliteLockRegistry red team: callbacks that change the state', () => {
     assert.deepEqual(leaseRow(locks, 'x'), { token: 1, holder: null, expiresAt: null }, 'the row is free, not taken after close()');
   });
 
-  it('a holder released from onWaiting hands the lock to that waiter at once, not at its next poll', { timeout: 5_000 }, async () => {
-    const path = freshPath();
-    const a = registry({ path, holderId: 'a' });
-    const b = registry({ path, holderId: 'b' });
-    const held = await a.acquire('x');
-    const lease = await b.acquire('x', { onWaiting: () => void held.release() });
-    assert.equal(lease.fencingToken, 2);
-    const row = leaseRow(b, 'x') as { token: number; holder: string };
-    assert.deepEqual([row.token, row.holder], [2, 'b']);
-  });
-
-  it('close() from onWaiting fails that acquire with ESKIT_LOCK_UNAVAILABLE at once, not at its next poll', { timeout: 5_000 }, async () => {
-    const path = freshPath();
-    const a = registry({ path });
-    const b = registry({ path });
-    await a.acquire('x');
-    await assert.rejects(b.acquire('x', { onWaiting: () => void b.close() }), lockUnavailable);
-  });
-
-  it('an onWaiting that throws fails its acquire and leaves no waiter behind to take the lock later', async () => {
-    const path = freshPath();
-    const a = registry({ path });
-    const b = registry({ path });
-    const held = await a.acquire('x');
-    const boom = new Error('onWaiting failed');
-    await assert.rejects(
-      b.acquire('x', {
-        onWaiting: () => {
-          throw boom;
-        },
-      }),
-      (error) => error === boom,
-    );
-    // A release wakes in-process waiters synchronously: a waiter left listening would take the row now.
-    await held.release();
-    assert.deepEqual(leaseRow(a, 'x'), { token: 1, holder: null, expiresAt: null });
-  });
 });

@@ -137,19 +137,6 @@ describe('SqliteLockRegistry: acquiring and releasing', () => {
     assert.equal((await a.acquire('job')).fencingToken, 3);
   });
 
-  it('the same registry waits for its own lease on the same name, and other names are independent', async () => {
-    const locks = registry({ path: freshPath(), pollIntervalMs: 60_000 });
-    const first = await locks.acquire('x');
-    const other = await locks.acquire('y');
-    assert.deepEqual([first.fencingToken, other.fencingToken], [1, 1]);
-    let waited = false;
-    const second = pending(locks.acquire('x', { onWaiting: () => (waited = true) }));
-    assert.equal(waited, true);
-    await first.release();
-    assert.equal((await second.settled).fencingToken, 2);
-    assert.equal(other.signal.aborted, false);
-  });
-
   it('is exclusive across processes, and the token grows by one with every holder', { timeout: 30_000 }, async () => {
     const path = freshPath();
     const db = raw(path);
@@ -179,28 +166,6 @@ describe('SqliteLockRegistry: acquiring and releasing', () => {
     assert.equal((await locks.acquire('shared')).fencingToken, 3 * CYCLES + 1);
   });
 
-  it('an aborted acquire rejects with the abort reason and never takes the lock', async () => {
-    const path = freshPath();
-    const a = registry({ path, pollIntervalMs: 60_000 });
-    const b = registry({ path, pollIntervalMs: 60_000 });
-    const held = await a.acquire('x');
-    const controller = new AbortController();
-    const waiting = pending(b.acquire('x', { signal: controller.signal }));
-    const reason = new Error('gave up');
-    controller.abort(reason);
-    await assert.rejects(waiting.settled, (error) => error === reason);
-    await held.release();
-    assert.deepEqual(leaseRow(a.database, 'x'), { token: 1, holder: null, expiresAt: null }, 'the aborted waiter did not take it');
-    await assert.rejects(b.acquire('x', { signal: AbortSignal.abort(reason) }), (error) => error === reason);
-    const again = await a.acquire('x');
-    const impatient = new AbortController();
-    await assert.rejects(
-      b.acquire('x', { signal: impatient.signal, onWaiting: () => impatient.abort(reason) }),
-      (error) => error === reason,
-      'a signal aborted from onWaiting itself is heard too',
-    );
-    assert.equal(again.signal.aborted, false);
-  });
 });
 
 describe('SqliteLockRegistry: expiry by the database clock', () => {
