@@ -799,14 +799,14 @@ export class PgLockRegistry implements LockRegistry {
     void this.#disconnect(connection);
     const why =
       how === 'failed'
-        ? `its lock connection failed (${describeFailure(error)}), which ends the session`
-        : `a statement on its lock connection failed (${describeFailure(error)}) and this node ended the session, as only that surely frees every lock it took`;
+        ? `its lock connection failed (${describeFailure(error)}), which ends the session and frees the lock for a standby`
+        : `a statement on its lock connection failed (${describeFailure(error)}) in a way that may leave locks held, so this node ended the ` +
+          'session, which frees them for a standby';
     const lost = [...this.#held.values()].filter((lease) => lease.connection === connection);
     for (const lease of lost) {
       this.#held.delete(lease.name);
       const reason = new LockUnavailableError(
-        `Lost the lease on "${lease.name}" (fencing token ${lease.fencingToken}): ${why} and frees the lock for a standby. ` +
-          'Stop work guarded by it; acquire the lock again to go on.',
+        `Lost the lease on "${lease.name}" (fencing token ${lease.fencingToken}): ${why}. Stop work guarded by it; acquire the lock again to go on.`,
         { cause: error },
       );
       this.#logger.error({ lock: lease.name, fencingToken: lease.fencingToken, err: error }, reason.message);

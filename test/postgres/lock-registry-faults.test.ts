@@ -69,6 +69,27 @@ describe('PgLockRegistry: errors of a statement on a live lock connection', () =
     assert.deepEqual(await heldKeys(schema, pid), [lockKey('held', schema.name), lockKey('x', schema.name)].sort());
   });
 
+  it('a take whose undo fails too ends the session, which may hold a lock that no lease knows of, and the leases held through it', { timeout: 15_000 }, async () => {
+    const schema = await testSchema();
+    const a = registry(schema);
+    const lease = await a.acquire('x');
+    const faults = await installFaults(schema);
+    const b = faulty(schema, { pollIntervalMs: 20 });
+    const held = await b.acquire('held');
+    const standby = await standBy(b, 'x');
+    const pid = await pidOf(b);
+    await faults.set('unlock', { sqlstate: '57014' });
+    await faults.set('take', { sqlstate: '57014' });
+    await waitUntil(() => held.signal.aborted || standby.state.error !== undefined, { message: 'the session to end' });
+    assert.equal(standby.state.error, undefined);
+    assert.match((held.signal.reason as Error).message, /Lost the lease on "held".*may leave locks held, so this node ended the session/s);
+    await faults.clear('take');
+    await faults.clear('unlock');
+    await lease.release();
+    assert.ok((await standby.settled).fencingToken > lease.fencingToken);
+    assert.notEqual(await pidOf(b), pid);
+  });
+
   it('a standby whose take is cancelled on the server (57014, as by pg_cancel_backend or a statement_timeout) goes on waiting and takes the lock', { timeout: 15_000 }, async () => {
     const schema = await testSchema();
     const a = registry(schema);
