@@ -110,11 +110,11 @@ async function tryAcquire(registry: LockRegistry, name: string): Promise<Lease |
  * What it checks: one holder at a time per name; fencing tokens that grow with every new holder
  * (across registries, releases and restarts); `onWaiting` once per acquire that waits, and a try-lock
  * through it; abort (before, while waiting, from `onWaiting`) rejects with the signal's reason and
- * takes nothing; a released lock is free at once; two registries racing for one name; release twice;
- * close() ends leases, fails waiters, refuses new acquires and is safe twice; callbacks that release,
- * close or acquire again from inside the registry's own calls; a lost lease's signal; an empty name
- * refused with ESKIT_INVALID_ARGUMENT. After each test the suite closes every registry it got from
- * `registry()`, then calls the backend's `close()`. Tests run one after another.
+ * takes nothing; a released lock is free at once; two registries racing for one name; many names at
+ * once; release twice; close() ends leases, fails waiters, refuses new acquires and is safe twice;
+ * callbacks that release, close or acquire again from inside the registry's own calls; a lost lease's
+ * signal; an empty name refused with ESKIT_INVALID_ARGUMENT. After each test the suite closes every
+ * registry it got from `registry()`, then calls the backend's `close()`. Tests run one after another.
  */
 export function lockRegistryConformance<R extends LockRegistry>(harness: LockRegistryConformanceHarness<R>): void {
   const testTimeoutMs = harness.testTimeoutMs ?? 30_000;
@@ -295,6 +295,12 @@ export function lockRegistryConformance<R extends LockRegistry>(harness: LockReg
       await assert.rejects(promiseOf('acquire', () => b.acquire('x', { signal: AbortSignal.abort(reason) })), (error) => error === reason, 'an aborted signal rejects at once, even for a free lock');
       const again = await tryAcquire(c, 'x');
       assert.ok(again, 'the acquire with an aborted signal took nothing');
+      await again.release();
+      const late = new AbortController();
+      const kept = await b.acquire('x', { signal: late.signal });
+      late.abort(reason);
+      assert.equal(kept.signal.aborted, false, 'aborting an acquire\'s signal after it was granted leaves the lease alone');
+      assert.equal(await tryAcquire(c, 'x'), undefined, 'which still holds the lock');
     });
 
     test('an onWaiting that throws rejects its acquire with what it threw and leaves nothing waiting to take the lock later', async ({ registry }) => {
@@ -355,6 +361,25 @@ export function lockRegistryConformance<R extends LockRegistry>(harness: LockReg
       for (let i = 1; i < granted.length; i++) {
         assert.ok((granted[i] as number) > (granted[i - 1] as number), `tokens grow in grant order: ${granted.join(', ')}`);
       }
+    });
+
+    test('many names at once: each is its own lock with its own token, granted together and handed over together', async ({ registry }) => {
+      const [a, b] = [await registry(), await registry()];
+      const names = Array.from({ length: 10 }, (_, i) => `lock-${i}`);
+      const held = await Promise.all(names.map((name) => acquireSoon(a, name)));
+      assert.deepEqual(held.map((lease) => lease.name), names);
+      let denied = 0;
+      const waiters = names.map((name) => pending(acquireSoon(b, name, { onWaiting: () => void denied++ })));
+      await until(() => denied === names.length, 'every name to be denied to the other registry');
+      await Promise.all(held.slice(0, 5).map((lease) => lease.release()));
+      const firstHalf = await Promise.all(waiters.slice(0, 5).map((waiter) => waiter.settled));
+      assert.ok(waiters.slice(5).every((waiter) => waiter.state.lease === undefined), 'names still held stay held');
+      await Promise.all(held.slice(5).map((lease) => lease.release()));
+      const secondHalf = await Promise.all(waiters.slice(5).map((waiter) => waiter.settled));
+      [...firstHalf, ...secondHalf].forEach((lease, i) => {
+        assert.equal(lease.name, names[i]);
+        assert.ok(lease.fencingToken > (held[i] as Lease).fencingToken, `${lease.name}: the new holder's token is above the old one's`);
+      });
     });
 
     test('release is safe twice, also at once, and a late release never ends a later holder\'s lease', async ({ registry }) => {
