@@ -438,26 +438,28 @@ export function lockRegistryConformance<R extends LockRegistry>(harness: LockReg
       }
     });
 
-    test('a lease lost to the backend (loseLease) aborts its signal; a waiting registry takes over with a larger token; the lost lease\'s release is safe', async ({ backend, registry, t }) => {
-      const loseLease = backend.loseLease?.bind(backend);
-      if (!loseLease) {
-        t.skip('the harness has no loseLease hook');
-        return;
-      }
-      const [a, b] = [await registry(), await registry()];
-      const lease = await a.acquire('x');
-      let waiting = false;
-      const waiter = pending(acquireSoon(b, 'x', { onWaiting: () => void (waiting = true) }));
-      await until(() => waiting, 'another registry to wait');
-      await loseLease(a, lease);
-      await until(() => lease.signal.aborted, 'the lost lease\'s signal');
-      assert.ok(lease.signal.reason instanceof Error, 'aborted with an Error saying why');
-      const next = await waiter.settled;
-      assert.ok(next.fencingToken > lease.fencingToken, `the new holder's token ${next.fencingToken} is above ${lease.fencingToken}`);
-      await lease.release();
-      assert.equal(next.signal.aborted, false, 'releasing the lost lease leaves the new holder alone');
-      assert.equal(await tryAcquire(a, 'x'), undefined, 'which still holds the lock');
-    });
+    for (const waiterIn of ['another registry', 'the same registry'] as const) {
+      test(`a lease lost to the backend (loseLease) aborts its signal; a waiting acquire in ${waiterIn} takes over with a larger token; the lost lease's release is safe`, async ({ backend, registry, t }) => {
+        const loseLease = backend.loseLease?.bind(backend);
+        if (!loseLease) {
+          t.skip('the harness has no loseLease hook');
+          return;
+        }
+        const [a, b] = [await registry(), await registry()];
+        const lease = await a.acquire('x');
+        let waiting = false;
+        const waiter = pending(acquireSoon(waiterIn === 'the same registry' ? a : b, 'x', { onWaiting: () => void (waiting = true) }));
+        await until(() => waiting, 'an acquire to wait');
+        await loseLease(a, lease);
+        await until(() => lease.signal.aborted, 'the lost lease\'s signal');
+        assert.ok(lease.signal.reason instanceof Error, 'aborted with an Error saying why');
+        const next = await waiter.settled;
+        assert.ok(next.fencingToken > lease.fencingToken, `the new holder's token ${next.fencingToken} is above ${lease.fencingToken}`);
+        await lease.release();
+        assert.equal(next.signal.aborted, false, 'releasing the lost lease leaves the new holder alone');
+        assert.equal(await tryAcquire(waiterIn === 'the same registry' ? b : a, 'x'), undefined, 'which still holds the lock');
+      });
+    }
 
     test('bad input: a lock name that is empty or not a string is refused with ESKIT_INVALID_ARGUMENT, and nothing is taken', async ({ registry }) => {
       const a = await registry();
