@@ -1,6 +1,7 @@
 import type { Attributes, Span } from '@opentelemetry/api';
 import { milliseconds, positiveInteger } from '../core/validate.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
+import { unlessAborted } from '../core/deadline.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
 import { addDeadLetter } from '../core/storable-letter.js';
 import type { CompletionStore, DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
@@ -13,9 +14,18 @@ import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
+import { isTransient } from '../subscription/checkpointing.js';
 import { Subscription } from '../subscription/subscription.js';
-import type { OutstandingWork, StartFrom, SubscriptionStatus } from '../subscription/subscription.js';
+import type { HandlerContext, OutstandingWork, StartFrom, SubscriptionStatus } from '../subscription/subscription.js';
 import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, linksToEvents } from '../telemetry/telemetry.js';
+import { AttemptContext, isThenable } from './attempt.js';
+import type { ExecuteContext } from './attempt.js';
+import { CompletionRecorder } from './completions.js';
+import { registerInspection } from './inspect.js';
+import { NO_FAILURES, Period } from './period.js';
+import type { Item, RunningAttempt, Slot } from './period.js';
+
+export type { ExecuteContext } from './attempt.js';
 
 /** One thing to do because of an event. Items with the same key run one at a time, in event order. */
 export interface TodoItem<P = unknown> {
@@ -23,26 +33,15 @@ export interface TodoItem<P = unknown> {
   payload: P;
 }
 
-export interface ExecuteContext {
-  automation: string;
-  /** The lease's token while leader election is on: pass it to systems that can check it. */
-  fencingToken: number | undefined;
-  /** 1 on the first attempt. */
-  attempt: number;
-  /**
-   * Fires when the attempt timed out or leadership was lost: stop the side effect if you can. Made
-   * when first read (a getter of the context, so `{ ...context }` does not carry it): pass
-   * `context.signal` itself.
-   */
-  readonly signal: AbortSignal;
-  /** The event that produced the item. */
-  event: RecordedEvent;
-  /** True when an operator asked to run a dead letter again. */
-  redrive: boolean;
-}
+/**
+ * What a trigger gets besides its event: the automation's name (as `subscription`), the lease's token,
+ * and a signal that fires when this node must stop (stop() or lost leadership).
+ */
+export type TriggerContext = HandlerContext;
 
 export type Trigger<E extends EventShape, P> = (
   event: Recorded<E>,
+  context: TriggerContext,
 ) => TodoItem<P> | readonly TodoItem<P>[] | undefined | null | Promise<TodoItem<P> | readonly TodoItem<P>[] | undefined | null>;
 
 export interface AutomationOptions<E extends EventShape, P> {
@@ -63,9 +62,13 @@ export interface AutomationOptions<E extends EventShape, P> {
   execute: (item: TodoItem<P>, context: ExecuteContext) => unknown;
   types?: readonly E['type'][];
   leaderLock?: LockRegistry;
-  /** Items of different keys running at once. Default 8. */
+  /** Items of different keys running at once. A key waiting out a retry's backoff holds no slot. Default 8. */
   concurrency?: number;
-  /** Per attempt. Default 30 s. */
+  /**
+   * Per attempt. Default 30 s. At the timeout the attempt's signal fires and it counts as failed, but
+   * its key stays busy until it settles: the retry and the key's next item wait for it, while other
+   * keys go on (it gives its slot back, and shows in the status as `hung`).
+   */
   timeoutMs?: number;
   /** Retries of `execute`. Default 5 attempts, 200 ms doubling up to 30 s, full jitter. */
   retry?: Partial<RetryPolicy>;
@@ -73,109 +76,50 @@ export interface AutomationOptions<E extends EventShape, P> {
   triggerRetry?: Partial<RetryPolicy>;
   /** Reading pauses while this many items wait. Default 1000. */
   maxPending?: number;
+  /**
+   * With `completions`: finished items that are not yet durable (neither recorded nor passed by the
+   * saved checkpoint) past which no new item starts. Finished items are made durable continuously,
+   * so after a crash only the items in flight and at most this many finished ones run again.
+   * Default 256.
+   */
+  recordWindow?: number;
   batchSize?: number;
   pollIntervalMs?: number;
   startFrom?: StartFrom;
+  /** How long stop() lets running side effects finish before abandoning them (see SubscriptionOptions). Default 10 000. */
+  drainTimeoutMs?: number;
+  /** The bound on each database call made while stopping (see SubscriptionOptions). Default 2 000. */
+  stopCallTimeoutMs?: number;
   logger?: Logger;
 }
 
 export interface AutomationStatus extends SubscriptionStatus {
   /** Items triggered and not finished on this node. */
   pending: number;
-  /** Items executing right now. */
+  /** Items executing right now (not counting `hung` ones). */
   running: number;
-}
-
-interface Item<P> {
-  key: string;
-  payload: P;
-  /** Unique within its event: the key plus its occurrence among the event's items. */
-  itemId: string;
-  event: RecordedEvent;
-  /** The position the item holds the checkpoint at; undefined for redrives (already behind it). */
-  position: number | undefined;
-  redriveOf: DeadLetter | undefined;
-  /** For items of a redriven trigger letter: the letter is settled once all of them finished. */
-  group?: { letter: DeadLetter; remaining: number };
-  /** NO_FAILURES until the first failure (most items never fail: no array each). */
-  failures: readonly FailedAttempt[];
-}
-
-interface RunningAttempt {
-  deadline: number;
-  expire(): void;
+  /** Attempts past their timeout that have not settled yet: each holds its key. */
+  hung: number;
+  /** Finished items not yet durable (the most a crash now would run again, besides those running). */
+  unrecorded: number;
 }
 
 /** What an attempt that succeeded synchronously resolves with (no error). */
 const SUCCEEDED: Promise<unknown> = Promise.resolve(undefined);
-const NO_FAILURES: readonly FailedAttempt[] = Object.freeze([]);
-
-/** One leadership period's to-do list. A new period starts from scratch at the checkpoint. */
-class Period<P> {
-  readonly queues = new Map<string, Item<P>[]>();
-  readonly readyKeys: string[] = [];
-  running = 0;
-  pending = 0;
-  /**
-   * Positions with unfinished items, ascending (events arrive in order), from `positionsHead` on (a
-   * head index, not `shift()`: asked for after every event, shifting was the automation's hottest
-   * line), and their counts.
-   */
-  positions: number[] = [];
-  positionsHead = 0;
-  readonly counts = new Map<number, number>();
-  readonly inFlight = new Set<Promise<void>>();
-  readonly redriving = new Set<string>();
-  /** Completed items not yet recorded, above the saved checkpoint. */
-  unrecorded: Array<{ position: number; itemId: string }> = [];
-  /** The latest completion write: writes run one after another (see #recordCompletions). */
-  recording: Promise<void> = Promise.resolve();
-  savedPosition: number;
-  /** The saved position when completions were last recorded: whether the checkpoint has moved since. */
-  savedAtLastRecord: number;
-  /** Aborts backoff waits and capacity waits (stop or loss). */
-  readonly halt = new AbortController();
-  /** Aborts the side effects themselves (loss only: a stop lets them finish). */
-  readonly lose = new AbortController();
-  timer: NodeJS.Timeout | undefined;
-  readonly attempts = new Set<RunningAttempt>();
-  sweeper: NodeJS.Timeout | undefined;
-
-  constructor(
-    readonly fencingToken: number | undefined,
-    readonly completed: Set<string>,
-    position: number,
-    /** Ends the leadership: a side effect met a newer fencing token downstream. */
-    readonly fenced: (error: FencedError) => void,
-  ) {
-    this.savedPosition = position;
-    this.savedAtLastRecord = position;
-  }
-
-  /** `halt` aborted / `lose` aborted, as fields: read for every item, where a signal's getter shows in profiles. */
-  ended = false;
-  lost = false;
-
-  end(reason: 'stopped' | 'lost', name: string): void {
-    if (reason === 'lost') {
-      this.lost = true;
-      this.lose.abort(new Error(`Automation "${name}" lost leadership`));
-    }
-    this.ended = true;
-    this.halt.abort(new Error(`Automation "${name}" is stopping`));
-  }
-}
 
 const defaultRetry: RetryPolicy = { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 30_000 };
 const defaultTriggerRetry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 5_000 };
+
+/** How running one item's attempt ended, for its key's run. */
+type Outcome = 'done' | 'abandoned' | 'backoff';
 
 /**
  * Event → to-do items → side effects, with retries, per-key order, a dead-letter queue, and a
  * checkpoint that never passes an item that has not finished (run, or dead-lettered).
  *
- * Delivery: `execute` runs at least once per item. An item whose completion was recorded (recording
- * happens at every checkpoint save and poll tick) is not run again after a crash; one that completed
- * after the last record may be.
+ * Delivery: `execute` runs at least once per item. With `completions`, finished items are made durable
+ * continuously (see `recordWindow`): after a crash, only the items that were running and the few that
+ * finished in the last round trip run again.
  */
 export class Automation<E extends EventShape = EventShape, P = unknown> {
   readonly name: string;
@@ -185,6 +129,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   readonly #concurrency: number;
   readonly #timeoutMs: number;
   readonly #maxPending: number;
+  readonly #recordWindow: number;
   readonly #pollIntervalMs: number;
   readonly #logger: Logger;
   readonly #progressListeners = new Set<() => void>();
@@ -204,13 +149,14 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     this.#concurrency = positiveInteger('concurrency', options.concurrency ?? 8);
     this.#timeoutMs = milliseconds('timeoutMs', options.timeoutMs ?? 30_000);
     this.#maxPending = positiveInteger('maxPending', options.maxPending ?? 1000);
+    this.#recordWindow = positiveInteger('recordWindow', options.recordWindow ?? 256);
     this.#pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500);
     this.#logger = options.logger ?? consoleLogger();
     this.#attributes = Object.freeze({ [TelemetryAttribute.Automation]: this.name });
 
     const work: OutstandingWork = {
-      begin: (context) => this.#begin(context.position, context.fencingToken, context.fenced),
-      earliestPending: () => this.#earliestPending(),
+      begin: (context) => this.#begin(context),
+      earliestPending: () => this.#period?.positions.earliest(),
       onProgress: (listener) => {
         this.#progressListeners.add(listener);
         return () => this.#progressListeners.delete(listener);
@@ -218,7 +164,9 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       checkpointed: (position) => this.#checkpointed(position),
       end: (reason) => this.#end(reason),
       // After the stop's checkpoint save, whether it happened or not: what it did not cover is recorded.
-      finished: () => this.#recordCompletions(this.#period, 'all'),
+      finished: async () => {
+        await this.#period?.recorder?.recordAll();
+      },
     };
     this.#subscription = new Subscription<E>({
       name: options.name,
@@ -228,16 +176,20 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       batchSize: options.batchSize,
       startFrom: options.startFrom,
       pollIntervalMs: this.#pollIntervalMs,
+      drainTimeoutMs: options.drainTimeoutMs,
+      stopCallTimeoutMs: options.stopCallTimeoutMs,
       leaderLock: options.leaderLock,
       logger: this.#logger,
       retry: retryPolicy(options.triggerRetry, defaultTriggerRetry),
       outstandingWork: work,
-      handler: (event, context) => this.#enqueue(event, context.signal),
+      handler: (event, context) => this.#enqueue(event, context),
       onHandlerFailure: async ({ event, error, attempts, signal }) => {
-        await this.#deadLetterUntilStored(deadLetterFor(this.name, 'trigger', event, attempts, error), signal);
+        const period = this.#period;
+        await this.#deadLetterUntilStored(deadLetterFor(this.name, 'trigger', event, attempts, error), signal, period);
         return 'skip';
       },
     });
+    registerInspection(this, () => this.#period);
   }
 
   /** Starts in the background (standing by while another node holds the lock). */
@@ -245,7 +197,10 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     return this.#subscription.start();
   }
 
-  /** Lets running side effects finish, records them, saves the checkpoint, releases leadership. */
+  /**
+   * Lets running side effects finish (for up to `drainTimeoutMs`), records them, saves the checkpoint,
+   * releases leadership.
+   */
   stop(): Promise<void> {
     return this.#subscription.stop();
   }
@@ -257,116 +212,120 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
 
   async status(): Promise<AutomationStatus> {
     const status = await this.#subscription.status();
-    return { ...status, pending: this.#period?.pending ?? 0, running: this.#period?.running ?? 0 };
+    const period = this.#period;
+    return { ...status, pending: period?.pending ?? 0, running: period?.running ?? 0, hung: period?.hung ?? 0, unrecorded: period?.recorder?.size ?? 0 };
   }
 
   // ---- leadership period -------------------------------------------------------------------------
 
-  async #begin(position: number, fencingToken: number | undefined, fenced: (error: FencedError) => void): Promise<void> {
+  async #begin(context: Parameters<OutstandingWork['begin']>[0]): Promise<void> {
+    const { position, fencingToken, signal, fenced, saveCheckpoint } = context;
+    // Until the new period exists, nothing of the last one may hold the checkpoint back.
+    this.#period = undefined;
+    const completed = await this.#completedAfter(position, signal);
+    if (completed === undefined) return;
+    const period = new Period<P>(this.name, fencingToken, completed, position, fenced);
     const { completions } = this.#options;
-    let completed = new Set<string>();
     if (completions) {
-      completed = await completions.completedAfter(this.name, position);
-      completions.prune(this.name, position).catch((error: unknown) => this.#warn('pruning completion records failed', error));
+      period.recorder = new CompletionRecorder({
+        source: this.name,
+        store: completions,
+        fence: period.fence,
+        earliestPending: () => period.positions.earliest(),
+        saved: () => period.savedPosition,
+        saveCheckpoint,
+        onFenced: fenced,
+        onDurable: () => this.#pump(period),
+        warn: (message, error) => this.#warn(message, error),
+      });
     }
-    const period = new Period<P>(fencingToken, completed, position, fenced);
     this.#period = period;
     const tick = (): void => {
       if (period.ended) return;
-      // A timer's promise has nobody to reject to: a failure here would crash the process.
-      void Promise.all([this.#recordCompletions(period), this.#pickUpRedrives(period)])
+      // A write that failed is tried again; records the checkpoint has passed are forgotten.
+      period.recorder?.write();
+      period.recorder?.prune();
+      // Awaited by a stop (it is in flight): it must not settle a letter after stop() resolved. A timer's
+      // promise has nobody to reject to: a failure here would crash the process.
+      const redrives: Promise<void> = this.#pickUpRedrives(period)
         .catch((error: unknown) => this.#warn('a poll tick failed; the next one tries again', error))
         .finally(() => {
+          period.inFlight.delete(redrives);
           if (!period.ended) period.timer = setTimeout(tick, this.#pollIntervalMs);
         });
+      period.inFlight.add(redrives);
     };
     period.timer = setTimeout(tick, this.#pollIntervalMs);
+  }
+
+  /**
+   * The completion records after the checkpoint, retried with backoff while they cannot be read (a
+   * connection reset at takeover must not fail a new leader for good). Undefined when stopped or lost first.
+   */
+  async #completedAfter(position: number, signal: AbortSignal): Promise<Set<string> | undefined> {
+    const { completions } = this.#options;
+    if (!completions) return new Set();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const completed = await unlessAborted(completions.completedAfter(this.name, position), signal, undefined);
+        if (completed === undefined) return undefined;
+        completions.prune(this.name, position).catch((error: unknown) => this.#warn('pruning completion records failed', error));
+        return completed;
+      } catch (error) {
+        if (!isTransient(error)) throw error;
+        this.#logger.warn({ automation: this.name, attempt, err: error }, `Automation "${this.name}": reading completion records failed; retrying`);
+      }
+      try {
+        await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)), signal);
+      } catch {
+        return undefined;
+      }
+    }
   }
 
   async #end(reason: 'stopped' | 'lost'): Promise<void> {
     const period = this.#period;
     if (!period) return;
-    clearTimeout(period.timer);
-    period.end(reason, this.name);
+    if (reason === 'lost' && period.ended && !period.lost) this.#warnAbandoned(period);
+    period.end(reason);
     this.#wakeCapacityWaiters();
-    // A stop drains what runs; a loss abandons it (the new leader redoes what was not checkpointed).
-    if (reason === 'stopped') await Promise.allSettled([...period.inFlight]);
+    // A stop drains what runs (and the tick in flight); a loss abandons it (the new leader redoes what
+    // was not checkpointed).
+    if (reason === 'stopped') {
+      await Promise.allSettled([...period.inFlight]);
+      await period.recorder?.settled();
+    }
     // The period stays current until the next begins: the runner's final checkpoint save asks it for
     // the items still pending (abandoned in a backoff wait, or never started), which must hold it back.
+  }
+
+  /** A stop gave up waiting for side effects: name each one, as the runner's warning cannot. */
+  #warnAbandoned(period: Period<P>): void {
+    for (const { item } of period.attempts) {
+      this.#logger.warn(
+        { automation: this.name, key: item.key, position: item.event.position },
+        `Automation "${this.name}": the execute of key "${item.key}" (event at position ${item.event.position}) was still running when stop() ` +
+          'stopped waiting; abandoned it (its signal fired). It runs again under the next leadership.',
+      );
+    }
   }
 
   #checkpointed(position: number): void {
     const period = this.#period;
     if (!period) return;
     period.savedPosition = position;
-    if (period.unrecorded.length > 0) period.unrecorded = period.unrecorded.filter((c) => c.position > position);
-  }
-
-  /**
-   * Writes completion records for items above the saved checkpoint (below it they are covered). At a
-   * tick, items below the earliest pending one are left to the checkpoint while it moves (it did since
-   * the last tick): its next save covers them all with one row, where catching up would write
-   * thousands of completion rows a tick. They stay listed until a save passes them, so if the
-   * checkpoint stops moving, the next tick records them. A stop records what its final save did not
-   * cover ('all', after that save), so a save that failed or was skipped (leadership lost while
-   * draining) leaves nothing unrecorded.
-   *
-   * One write at a time per period: the stop's must wait for a tick's still in flight, which would
-   * otherwise land after the lease is released (the next leader re-running its items), or fail with
-   * no write after it to take its items back.
-   */
-  #recordCompletions(period: Period<P> | undefined, which: 'uncoverable' | 'all' = 'uncoverable'): Promise<void> {
-    if (!this.#options.completions || !period) return Promise.resolve();
-    const write = period.recording.then(() => this.#writeCompletions(period, which));
-    period.recording = write.catch(() => undefined);
-    return write;
-  }
-
-  async #writeCompletions(period: Period<P>, which: 'uncoverable' | 'all'): Promise<void> {
-    const completions = this.#options.completions as CompletionStore;
-    const saveComing = which === 'uncoverable' && period.savedPosition !== period.savedAtLastRecord;
-    period.savedAtLastRecord = period.savedPosition;
-    const covered = saveComing ? (this.#earliestPending() ?? Number.POSITIVE_INFINITY) : Number.NEGATIVE_INFINITY;
-    const batch: Array<{ position: number; itemId: string }> = [];
-    const left: Array<{ position: number; itemId: string }> = [];
-    for (const completion of period.unrecorded) {
-      if (completion.position <= period.savedPosition) continue;
-      (completion.position < covered ? left : batch).push(completion);
-    }
-    period.unrecorded = left;
-    if (batch.length === 0) return;
-    try {
-      await completions.markCompleted(this.name, batch);
-    } catch (error) {
-      // Not fatal: without the record an item may run again after a crash (at least once).
-      period.unrecorded.push(...batch);
-      this.#warn('recording completed items failed; will retry', error);
-    }
-  }
-
-  #earliestPending(): number | undefined {
-    const period = this.#period;
-    if (!period) return undefined;
-    const { positions, counts } = period;
-    let head = period.positionsHead;
-    while (head < positions.length && !counts.has(positions[head] as number)) head++;
-    if (head > 1024 && head * 2 > positions.length) {
-      period.positions = positions.slice(head);
-      head = 0;
-    }
-    period.positionsHead = head;
-    return period.positions[head];
+    period.recorder?.checkpointed(position);
   }
 
   // ---- triggering ------------------------------------------------------------------------------
 
   /** The subscription's handler: trigger, queue the items, start them. Synchronous unless it must wait. */
-  #enqueue(event: Recorded<E>, signal: AbortSignal): void | Promise<void> {
+  #enqueue(event: Recorded<E>, context: HandlerContext): void | Promise<void> {
     const period = this.#period;
     if (!period) return;
-    const triggered = this.#options.trigger(event);
-    if (isThenable(triggered)) return Promise.resolve(triggered).then((result) => this.#queue(period, event, result, signal));
-    return this.#queue(period, event, triggered, signal);
+    const triggered = this.#options.trigger(event, context);
+    if (isThenable(triggered)) return Promise.resolve(triggered).then((result) => this.#queue(period, event, result, context.signal));
+    return this.#queue(period, event, triggered, context.signal);
   }
 
   #queue(
@@ -415,11 +374,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   }
 
   #add(period: Period<P>, item: Item<P>): void {
-    if (item.position !== undefined) {
-      const count = period.counts.get(item.position);
-      if (count === undefined) period.positions.push(item.position);
-      period.counts.set(item.position, (count ?? 0) + 1);
-    }
+    if (item.position !== undefined) period.positions.add(item.position);
     period.pending += 1;
     const queue = period.queues.get(item.key);
     if (queue) {
@@ -432,11 +387,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
 
   #finish(period: Period<P>, item: Item<P>): void {
     period.pending -= 1;
-    if (item.position !== undefined) {
-      const count = (period.counts.get(item.position) ?? 1) - 1;
-      if (count === 0) period.counts.delete(item.position);
-      else period.counts.set(item.position, count);
-    }
+    if (item.position !== undefined) period.positions.remove(item.position);
     if (period.pending < this.#maxPending) this.#wakeCapacityWaiters();
     for (const listener of this.#progressListeners) listener();
   }
@@ -450,13 +401,30 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
 
   // ---- executing -------------------------------------------------------------------------------
 
-  /** Starts keys while there are free slots. Each key runs its items one after another. */
+  /**
+   * Starts ready keys while there are free slots and the record window has room. A key is in exactly
+   * one place: ready (in `readyKeys`), running (holding a slot), waiting out a backoff (a timer), or
+   * waiting for a timed-out attempt to settle; its queue exists until its last item finished.
+   */
   #pump(period: Period<P>): void {
     while (!period.ended && period.running < this.#concurrency && period.readyKeys.length > 0) {
+      if (this.#windowFull(period, false)) {
+        // What may finish would overflow the window: let a write make finished items durable first.
+        period.recorder?.write();
+        return;
+      }
       const key = period.readyKeys.shift() as string;
       period.running += 1;
-      const run = this.#runKey(period, key).finally(() => {
-        period.running -= 1;
+      const slot: Slot = {
+        held: true,
+        release: () => {
+          if (!slot.held) return;
+          slot.held = false;
+          period.running -= 1;
+        },
+      };
+      const run: Promise<void> = this.#runKey(period, key, slot).finally(() => {
+        slot.release();
         period.inFlight.delete(run);
         this.#pump(period);
       });
@@ -464,73 +432,94 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     }
   }
 
-  async #runKey(period: Period<P>, key: string): Promise<void> {
+  /**
+   * True when starting one more item could leave more finished items not yet durable than the record
+   * window allows: those finished already, plus every attempt that may finish (running or hung; one
+   * more unless the caller's slot counts it already). A crash must never re-run more than the window.
+   */
+  #windowFull(period: Period<P>, slotCounted: boolean): boolean {
+    if (!period.recorder) return false;
+    return period.recorder.size + period.running + period.hung + (slotCounted ? 0 : 1) > this.#recordWindow;
+  }
+
+  /** Runs the key's items in order while it holds its slot; returns when it must wait, or has none left. */
+  async #runKey(period: Period<P>, key: string, slot: Slot): Promise<void> {
     const queue = period.queues.get(key) as Item<P>[];
     while (queue.length > 0) {
+      // Stopping or lost: the item stays pending (holding the checkpoint) until this period ends.
+      if (period.ended) return;
+      if (this.#windowFull(period, slot.held)) {
+        period.readyKeys.unshift(key);
+        period.recorder?.write();
+        return;
+      }
       const item = queue[0] as Item<P>;
+      const attempt = item.failures.length + 1;
+      const pending = this.#attempt(period, item, attempt, slot);
       // The common case, a synchronous side effect that succeeds at once, costs no promise at all.
-      const first = period.ended ? undefined : this.#attempt(period, item, item.failures.length + 1);
-      const outcome =
-        first === SUCCEEDED && !item.redriveOf && !period.lost
-          ? this.#settled(period, item)
-          : await this.#runItem(period, item, first);
-      // Abandoned: the item stays pending (holding the checkpoint) until this period ends.
-      if (outcome === 'abandoned') return;
+      const outcome = pending === SUCCEEDED && !item.redriveOf && !period.lost ? this.#settled(period, item) : await this.#afterAttempt(period, key, item, attempt, pending);
+      if (outcome !== 'done') return;
       queue.shift();
       this.#finish(period, item);
       if (item.group && --item.group.remaining === 0) await this.#settleRedrive(period, item.group.letter, { ok: true });
+      // Its attempt timed out and gave the slot away: the key queues for a slot like any other.
+      if (!slot.held && queue.length > 0) {
+        period.readyKeys.push(key);
+        return;
+      }
     }
     period.queues.delete(key);
   }
 
-  /** Runs the item to its end (success, or dead letter), retrying; `first` is an attempt already started. */
-  async #runItem(period: Period<P>, item: Item<P>, first: Promise<unknown> | undefined): Promise<'done' | 'abandoned'> {
-    for (let attempt = item.failures.length + 1; ; attempt++) {
-      if (period.ended) return 'abandoned';
-      const error = await (attempt === item.failures.length + 1 && first ? first : this.#attempt(period, item, attempt));
-      first = undefined;
-      if (error === undefined) {
-        if (period.lost) return 'abandoned';
-        if (item.redriveOf) {
-          await this.#settleRedrive(period, item.redriveOf, { ok: true });
-          return 'done';
-        }
-        return this.#settled(period, item);
+  /** What follows an attempt: the item is done, dead-lettered, retried after a backoff (holding no slot), or abandoned. */
+  async #afterAttempt(period: Period<P>, key: string, item: Item<P>, attempt: number, pending: Promise<unknown>): Promise<Outcome> {
+    const error = await pending;
+    if (period.lost) return 'abandoned';
+    if (error === undefined) {
+      if (item.redriveOf) {
+        await this.#settleRedrive(period, item.redriveOf, { ok: true });
+        return 'done';
       }
-      if (period.lost) return 'abandoned';
-      if (isEskitError(error, ErrorCode.Fenced)) {
-        // A newer leader's token won downstream: not the item's fault, so neither retried nor
-        // dead-lettered. It stays pending (holding the checkpoint) while this node steps down; the
-        // next leadership runs it with a newer token.
-        period.fenced(error as FencedError);
-        return 'abandoned';
-      }
-      item.failures = [...item.failures, { at: new Date(), error: describeError(error) }];
-      const permanent = isEskitError(error, ErrorCode.PermanentFailure);
-      if (permanent || attempt >= this.#retry.maxAttempts) {
-        if (!(await this.#givenUp(period, item, error))) return 'abandoned';
-        // Recorded like a completion: a new leader must not run it (and dead-letter it) again.
-        return item.redriveOf ? 'done' : this.#settled(period, item);
-      }
-      instruments().handlerRetries.add(1, this.#attributes);
-      this.#logger.warn(
-        { automation: this.name, key: item.key, position: item.event.position, attempt, err: error },
-        `Automation "${this.name}": execute failed; retrying`,
-      );
-      try {
-        await delay(backoffDelay(this.#retry, attempt), period.halt.signal);
-      } catch {
-        return 'abandoned';
-      }
+      return this.#settled(period, item);
     }
+    if (isEskitError(error, ErrorCode.Fenced)) {
+      // A newer leader's token won downstream: not the item's fault, so neither retried nor
+      // dead-lettered. It stays pending (holding the checkpoint) while this node steps down; the
+      // next leadership runs it with a newer token.
+      period.fenced(error as FencedError);
+      return 'abandoned';
+    }
+    item.failures = [...item.failures, { at: new Date(), error: describeError(error) }];
+    const permanent = isEskitError(error, ErrorCode.PermanentFailure);
+    if (permanent || attempt >= this.#retry.maxAttempts) {
+      if (!(await this.#givenUp(period, item, error))) return 'abandoned';
+      // Recorded like a completion: a new leader must not run it (and dead-letter it) again.
+      return item.redriveOf ? 'done' : this.#settled(period, item);
+    }
+    instruments().handlerRetries.add(1, this.#attributes);
+    this.#logger.warn(
+      { automation: this.name, key: item.key, position: item.event.position, attempt, err: error },
+      `Automation "${this.name}": execute failed; retrying`,
+    );
+    if (period.ended) return 'abandoned';
+    const timer = setTimeout(() => {
+      period.backoffs.delete(timer);
+      if (period.ended) return;
+      period.readyKeys.push(key);
+      this.#pump(period);
+    }, backoffDelay(this.#retry, attempt));
+    period.backoffs.add(timer);
+    return 'backoff';
   }
 
   /**
-   * One attempt; resolves with the error, or undefined on success. Never waits past the timeout.
-   * Cheap on the hot path: the context's signal is only built when `execute` reads it, and timeouts
-   * are found by one sweep timer per period rather than a timer per attempt.
+   * One attempt; resolves with the error, or undefined on success, once it has settled. At the timeout
+   * its signal fires and its slot is given back (other keys go on), but it keeps its key until it
+   * settles; it then counts as failed with the timeout, unless it succeeded. Cheap on the hot path:
+   * the context's signal is only built when `execute` reads it, and timeouts are found by one sweep
+   * timer per period rather than a timer per attempt.
    */
-  #attempt(period: Period<P>, item: Item<P>, attempt: number): Promise<unknown> {
+  #attempt(period: Period<P>, item: Item<P>, attempt: number, slot: Slot): Promise<unknown> {
     const context = new AttemptContext(this.name, period, attempt, item.event, item.redriveOf !== undefined);
     // One root span per attempt, only when a tracer provider is installed (see src/telemetry).
     const tracer = activeTracer();
@@ -551,19 +540,30 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     }
     const running = result;
     return new Promise<unknown>((resolve) => {
-      let settled = false;
+      let expired: TimeoutError | undefined;
       const tracked: RunningAttempt = {
-        deadline: Date.now() + this.#timeoutMs,
+        item: item as Item<unknown>,
+        deadline: performance.now() + this.#timeoutMs,
+        expired: false,
         expire: () => {
-          const expired = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
+          tracked.expired = true;
+          expired = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
           AttemptContext.expire(context, expired);
-          settle(expired);
+          period.hung += 1;
+          instruments().executeTimeouts.add(1, this.#attributes);
+          this.#logger.warn(
+            { automation: this.name, key: item.key, position: item.event.position, attempt, timeoutMs: this.#timeoutMs },
+            `Automation "${this.name}": the execute of key "${item.key}" (event at position ${item.event.position}) passed its ${this.#timeoutMs} ms timeout; ` +
+              'its signal fired. Its key waits until it settles; other keys go on.',
+          );
+          slot.release();
+          this.#pump(period);
         },
       };
-      const settle = (outcome: unknown): void => {
-        if (settled) return;
-        settled = true;
+      const settle = (error: unknown): void => {
+        if (expired) period.hung -= 1;
         period.attempts.delete(tracked);
+        const outcome = error !== undefined && expired ? expired : error;
         if (span) endSpan(span, outcome);
         resolve(outcome);
       };
@@ -587,27 +587,31 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     };
   }
 
-  /** Keeps one timer per period while attempts run; it expires those past their deadline. */
+  /**
+   * Keeps one timer per period while attempts run that have not timed out; it expires those past their
+   * deadline (a monotonic clock). Unref'd: it must not keep a process alive for an abandoned attempt.
+   */
   #sweepTimeouts(period: Period<P>): void {
-    if (period.sweeper || period.attempts.size === 0) return;
+    if (period.sweeper || period.lost || period.attempts.size === period.hung) return;
     const every = Math.max(5, Math.min(1000, Math.floor(this.#timeoutMs / 10)));
     period.sweeper = setTimeout(() => {
       period.sweeper = undefined;
-      const now = Date.now();
-      for (const running of [...period.attempts]) if (running.deadline <= now) running.expire();
+      const now = performance.now();
+      for (const running of [...period.attempts]) if (!running.expired && running.deadline <= now) running.expire();
       this.#sweepTimeouts(period);
     }, every);
+    period.sweeper.unref();
   }
 
-  /** Remembers an item that completed or was dead-lettered, to record it unless the checkpoint passes it first. */
+  /** An item completed or was dead-lettered: made durable, unless the checkpoint passed it already. */
   #settled(period: Period<P>, item: Item<P>): 'done' {
-    if (this.#options.completions && item.position !== undefined && item.position > period.savedPosition) {
-      period.unrecorded.push({ position: item.position, itemId: item.itemId });
+    if (period.recorder && item.position !== undefined && item.position > period.savedPosition) {
+      period.recorder.finished({ position: item.position, itemId: item.itemId });
     }
     return 'done';
   }
 
-  /** After the last attempt: the dead-letter queue. False when the period ended before it was stored. */
+  /** After the last attempt: the dead-letter queue. False when the period ended (or was fenced) before it was stored. */
   async #givenUp(period: Period<P>, item: Item<P>, error: unknown): Promise<boolean> {
     if (item.redriveOf) {
       await this.#settleRedrive(period, item.redriveOf, { ok: false, attempts: [...item.failures] });
@@ -617,18 +621,24 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       ...deadLetterFor(this.name, 'execute', item.event, item.failures.length, error, item),
       attempts: [...item.failures],
     };
-    return this.#deadLetterUntilStored(letter, period.halt.signal);
+    try {
+      return await this.#deadLetterUntilStored(letter, period.halt.signal, period);
+    } catch (storeError) {
+      if (!isEskitError(storeError, ErrorCode.Fenced)) throw storeError;
+      period.fenced(storeError as FencedError);
+      return false;
+    }
   }
 
-
   /**
-   * Stores a dead letter, retrying while the dead-letter store is down: the item keeps holding the
-   * checkpoint meanwhile, so nothing is lost. False when stopped before it was stored.
+   * Stores a dead letter (fenced by the period's token), retrying while the dead-letter store is down:
+   * the item keeps holding the checkpoint meanwhile, so nothing is lost. False when stopped before it
+   * was stored; a FencedError is thrown (a newer leader claimed the checkpoint).
    */
-  async #deadLetterUntilStored(letter: NewDeadLetter, halt: AbortSignal | undefined): Promise<boolean> {
+  async #deadLetterUntilStored(letter: NewDeadLetter, halt: AbortSignal | undefined, period: Period<P> | undefined): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await addDeadLetter(this.#options.deadLetters, letter);
+        await addDeadLetter(this.#options.deadLetters, letter, period?.fence);
         instruments().deadLetters.add(1, { ...this.#attributes, [TelemetryAttribute.Stage]: letter.stage });
         this.#logger.warn(
           { automation: this.name, key: letter.key, position: letter.eventPosition, stage: letter.stage },
@@ -636,6 +646,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         );
         return true;
       } catch (error) {
+        if (isEskitError(error, ErrorCode.Fenced)) throw error;
         this.#warn('storing a dead letter failed; retrying', error);
         try {
           await delay(Math.min(this.#pollIntervalMs * 4, backoffDelay(this.#retry, attempt)), halt);
@@ -680,7 +691,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       // A trigger (or handler) failure: run the trigger again; its items then run like any others, and
       // the letter goes only once they all finished (if this node stops first, the next one redoes it).
       try {
-        const items = normalise(await this.#options.trigger(event as Recorded<E>));
+        const context: TriggerContext = { subscription: this.name, fencingToken: period.fencingToken, attempt: 1, signal: period.halt.signal };
+        const items = normalise(await this.#options.trigger(event as Recorded<E>, context));
         if (items.length === 0) await this.#settleRedrive(period, letter, { ok: true });
         const group = { letter, remaining: items.length };
         for (const { key, payload } of items) {
@@ -695,9 +707,11 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
 
   async #settleRedrive(period: Period<P>, letter: DeadLetter, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void> {
     try {
-      await this.#options.deadLetters.settleRedrive(letter.id, outcome);
+      await this.#options.deadLetters.settleRedrive(letter.id, outcome, period.fence);
     } catch (error) {
-      this.#warn('settling a redrive failed; it will be picked up again', error);
+      // A newer leader claimed the checkpoint: it settles the letter; this node steps down.
+      if (isEskitError(error, ErrorCode.Fenced)) period.fenced(error as FencedError);
+      else this.#warn('settling a redrive failed; it will be picked up again', error);
     }
     period.redriving.delete(letter.id);
   }
@@ -714,52 +728,10 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   }
 }
 
-/**
- * What `execute` gets. A class, not a literal with a getter: one is made per attempt, and the signal
- * (an AbortController and AbortSignal.any) only when `execute` reads it.
- */
-class AttemptContext implements ExecuteContext {
-  #signal: AbortSignal | undefined;
-  #timeout: AbortController | undefined;
-  #expired: Error | undefined;
-  readonly #lose: AbortSignal;
-  readonly fencingToken: number | undefined;
-
-  constructor(
-    readonly automation: string,
-    period: { readonly fencingToken: number | undefined; readonly lose: AbortController },
-    readonly attempt: number,
-    readonly event: RecordedEvent,
-    readonly redrive: boolean,
-  ) {
-    this.fencingToken = period.fencingToken;
-    this.#lose = period.lose.signal;
-  }
-
-  get signal(): AbortSignal {
-    if (!this.#signal) {
-      this.#timeout = new AbortController();
-      if (this.#expired) this.#timeout.abort(this.#expired);
-      this.#signal = AbortSignal.any([this.#lose, this.#timeout.signal]);
-    }
-    return this.#signal;
-  }
-
-  /** The attempt timed out: fires the signal if `execute` took it (or when it does). Static: not on the context users see. */
-  static expire(context: AttemptContext, error: Error): void {
-    context.#expired = error;
-    context.#timeout?.abort(error);
-  }
-}
-
 /** Ends an execute span; `error` undefined means the attempt succeeded. */
 function endSpan(span: Span, error: unknown): void {
   if (error !== undefined) failSpan(span, error);
   span.end();
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
 
 /** A trigger's result as checked items. */
@@ -780,4 +752,3 @@ function checkItem<P>(item: TodoItem<P>): TodoItem<P> {
   }
   return item;
 }
-
