@@ -79,8 +79,9 @@ export interface AutomationOptions<E extends EventShape, P> {
   /**
    * With `completions`: finished items that are not yet durable (neither recorded nor passed by the
    * saved checkpoint) past which no new item starts. Finished items are made durable continuously,
-   * so after a crash only the items in flight and at most this many finished ones run again.
-   * Default 256.
+   * so after a crash only the items in flight and at most this many finished ones run again (in
+   * practice those of the last round trip: a handful at hundreds of items per second). Catching up,
+   * it caps throughput at about this many items per durable commit. Default 1024.
    */
   recordWindow?: number;
   batchSize?: number;
@@ -149,7 +150,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     this.#concurrency = positiveInteger('concurrency', options.concurrency ?? 8);
     this.#timeoutMs = milliseconds('timeoutMs', options.timeoutMs ?? 30_000);
     this.#maxPending = positiveInteger('maxPending', options.maxPending ?? 1000);
-    this.#recordWindow = positiveInteger('recordWindow', options.recordWindow ?? 256);
+    this.#recordWindow = positiveInteger('recordWindow', options.recordWindow ?? 1024);
     this.#pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500);
     this.#logger = options.logger ?? consoleLogger();
     this.#attributes = Object.freeze({ [TelemetryAttribute.Automation]: this.name });

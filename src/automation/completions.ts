@@ -97,12 +97,19 @@ export class CompletionRecorder {
       .finally(() => (this.#pruning = undefined));
   }
 
-  /** Starts a write of what is not yet durable, unless one is in flight (it takes the rest after it). */
+  /**
+   * Starts a write of what is not yet durable, unless one is in flight (it takes the rest after it).
+   * The first round starts after the current turn of the event loop, not at once: items that finish
+   * in the same turn (a batch of synchronous side effects) then share it, rather than each starting
+   * a round of its own. No timer: it waits for no time, only for the turn to end.
+   */
   write(): void {
     if (this.#writing || this.#unrecorded.length === 0) return;
-    this.#writing = this.#drain().finally(() => {
-      this.#writing = undefined;
-    });
+    this.#writing = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.#drain())
+      .finally(() => {
+        this.#writing = undefined;
+      });
   }
 
   /** Rounds until nothing is left, or a round made no progress (the next finished item starts another). */
