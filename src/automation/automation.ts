@@ -25,13 +25,12 @@ import { registerInspection } from './inspect.js';
 import { NO_FAILURES, Period } from './period.js';
 import type { Item, RunningAttempt, Slot } from './period.js';
 
-export type { ExecuteContext } from './attempt.js';
+import { isTransactional } from './transactional.js';
+import type { TodoItem, TransactionalExecute } from './transactional.js';
 
-/** One thing to do because of an event. Items with the same key run one at a time, in event order. */
-export interface TodoItem<P = unknown> {
-  key: string;
-  payload: P;
-}
+export type { ExecuteContext } from './attempt.js';
+export { inTransaction } from './transactional.js';
+export type { TodoItem, TransactionalExecute } from './transactional.js';
 
 /**
  * What a trigger gets besides its event: the automation's name (as `subscription`), the lease's token,
@@ -50,16 +49,20 @@ export interface AutomationOptions<E extends EventShape, P> {
   store: EventStore<E>;
   checkpoints: CheckpointStore;
   deadLetters: DeadLetterStore;
-  /** Without it, a crash re-runs every item after the checkpoint, completed or not. */
+  /**
+   * Without it, a crash re-runs every item after the checkpoint, completed or not. With an `execute`
+   * made by `inTransaction`, it is that one's store (and may be left out).
+   */
   completions?: CompletionStore;
   /** Turns an event into to-do items (none is fine). A trigger that keeps throwing dead-letters the event. */
   trigger: Trigger<E, P>;
   /**
    * Runs the side effect. Throw `PermanentFailure` to skip the remaining retries. A `FencedError` (the
    * downstream system saw a newer `ctx.fencingToken`) makes this node step down: the item is neither
-   * retried nor dead-lettered here, and runs again under the next leadership.
+   * retried nor dead-lettered here, and runs again under the next leadership. For effects in the
+   * same database, `inTransaction(completions, ...)` makes them exactly once.
    */
-  execute: (item: TodoItem<P>, context: ExecuteContext) => unknown;
+  execute: ((item: TodoItem<P>, context: ExecuteContext) => unknown) | TransactionalExecute<P>;
   types?: readonly E['type'][];
   leaderLock?: LockRegistry;
   /** Items of different keys running at once. A key waiting out a retry's backoff holds no slot. Default 8. */
@@ -126,6 +129,10 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   readonly name: string;
   readonly #options: AutomationOptions<E, P>;
   readonly #subscription: Subscription<E>;
+  readonly #completions: CompletionStore | undefined;
+  /** `execute`, unless it was made by `inTransaction` (then `#transactional` is set instead). */
+  readonly #execute: (item: TodoItem<P>, context: ExecuteContext) => unknown;
+  readonly #transactional: TransactionalExecute<P> | undefined;
   readonly #retry: RetryPolicy;
   readonly #concurrency: number;
   readonly #timeoutMs: number;
@@ -140,9 +147,18 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   readonly #attributes: Attributes;
 
   constructor(options: AutomationOptions<E, P>) {
-    if (typeof options.trigger !== 'function' || typeof options.execute !== 'function') {
-      throw new InvalidArgumentError(`Automation "${String(options.name)}" needs trigger and execute functions.`);
+    const transactional = isTransactional<P>(options.execute) ? options.execute : undefined;
+    if (typeof options.trigger !== 'function' || (typeof options.execute !== 'function' && !transactional)) {
+      throw new InvalidArgumentError(`Automation "${String(options.name)}" needs a trigger function, and an execute function (or one made by inTransaction).`);
     }
+    if (transactional && options.completions !== undefined && options.completions !== transactional.completions) {
+      throw new InvalidArgumentError(
+        `Automation "${String(options.name)}": its execute runs in transactions of another completion store than \`completions\`; give inTransaction the same store, or leave completions out.`,
+      );
+    }
+    this.#transactional = transactional;
+    this.#completions = transactional ? transactional.completions : options.completions;
+    this.#execute = options.execute as (item: TodoItem<P>, context: ExecuteContext) => unknown;
     if (!options.deadLetters) throw new InvalidArgumentError(`Automation "${String(options.name)}" needs a dead-letter store (deadLetters).`);
     this.name = options.name;
     this.#options = options;
@@ -226,7 +242,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     const completed = await this.#completedAfter(position, signal);
     if (completed === undefined) return;
     const period = new Period<P>(this.name, fencingToken, completed, position, fenced);
-    const { completions } = this.#options;
+    const completions = this.#completions;
     if (completions) {
       period.recorder = new CompletionRecorder({
         source: this.name,
@@ -264,7 +280,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
    * connection reset at takeover must not fail a new leader for good). Undefined when stopped or lost first.
    */
   async #completedAfter(position: number, signal: AbortSignal): Promise<Set<string> | undefined> {
-    const { completions } = this.#options;
+    const completions = this.#completions;
     if (!completions) return new Set();
     for (let attempt = 1; ; attempt++) {
       try {
@@ -481,7 +497,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         await this.#settleRedrive(period, item.redriveOf, { ok: true });
         return 'done';
       }
-      return this.#settled(period, item);
+      // In a transaction, its completion was recorded with its side effect.
+      return this.#transactional ? 'done' : this.#settled(period, item);
     }
     if (isEskitError(error, ErrorCode.Fenced)) {
       // A newer leader's token won downstream: not the item's fault, so neither retried nor
@@ -528,7 +545,12 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     let result: unknown;
     try {
       const todo: TodoItem<P> = { key: item.key, payload: item.payload };
-      result = span ? callInSpan(span, this.#options.execute, this.#options, todo, context) : this.#options.execute(todo, context);
+      if (this.#transactional) {
+        const run = (): unknown => this.#inTransaction(this.#transactional as TransactionalExecute<P>, period, item, todo, context);
+        result = span ? callInSpan(span, run, undefined) : run();
+      } else {
+        result = span ? callInSpan(span, this.#execute, this.#options, todo, context) : this.#execute(todo, context);
+      }
     } catch (error) {
       const failure = error ?? new Error('execute threw a nullish value');
       if (span) endSpan(span, failure);
@@ -575,6 +597,15 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         (error: unknown) => settle(error ?? new Error('execute threw a nullish value')),
       );
     });
+  }
+
+  /**
+   * The side effect in the transaction that records the item's completion, fenced by this period's
+   * token (a redrive records none: its letter is settled after it, at least once).
+   */
+  #inTransaction(transactional: TransactionalExecute<P>, period: Period<P>, item: Item<P>, todo: TodoItem<P>, context: ExecuteContext): Promise<unknown> {
+    const record = item.position === undefined ? undefined : { position: item.position, itemId: item.itemId };
+    return transactional.run(this.name, record, todo, context, period.fence);
   }
 
   #executeAttributes(item: Item<P>, attempt: number): Attributes {

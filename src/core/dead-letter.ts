@@ -91,3 +91,24 @@ export interface CompletionStore {
   /** Forgets completions at or below `position`: the checkpoint has passed them. */
   prune(source: string, position: number): Promise<void>;
 }
+
+/** A finished to-do item: the position of its event and its id within that event. */
+export interface CompletedItem {
+  position: number;
+  itemId: string;
+}
+
+/**
+ * A completion store that can record an item's completion in the same transaction as the item's side
+ * effect, for effects written to the same database: both commit, or neither, so the effect happens
+ * exactly once. `Tx` is what the side effect writes with (a pg client, a better-sqlite3 database).
+ */
+export interface TransactionalCompletionStore<Tx> extends CompletionStore {
+  /**
+   * Runs `work` in one transaction that also records `item` of `source` (none when undefined), fenced
+   * by `options.fence` the way `markCompleted` is: a stale token throws FencedError and nothing
+   * commits. If `work` throws, nothing commits either. Returns what `work` returned. Where the
+   * database's transactions are synchronous (SQLite), `work` must be synchronous too.
+   */
+  completeWithin<T>(source: string, item: CompletedItem | undefined, work: (tx: Tx) => T, options?: FencedWriteOptions): Promise<Awaited<T>>;
+}

@@ -1,7 +1,9 @@
 import type pg from 'pg';
 import type { FencedWriteOptions } from '../core/checkpoint.js';
 import { checkCompletedItems, checkPosition, checkSource, completionId } from '../core/dead-letter-checks.js';
-import type { CompletionStore } from '../core/dead-letter.js';
+import type { CompletedItem, TransactionalCompletionStore } from '../core/dead-letter.js';
+import type { WriteFence } from '../core/checkpoint.js';
+import { translateError } from './errors.js';
 import { assertFenceHoldsFor, assertStorableText, checkPostgresFence, fenceCte, fenceHolds, unstorableText } from './postgres-dead-letter-store.js';
 import { PostgresTableAccess } from './table-access.js';
 import type { PostgresTableOptions } from './table-access.js';
@@ -55,7 +57,7 @@ function statements(schema: string): Statements {
  * const completions = new PostgresCompletionStore({ store }); // shares the event store's pool and schema
  * ```
  */
-export class PostgresCompletionStore implements CompletionStore {
+export class PostgresCompletionStore implements TransactionalCompletionStore<pg.PoolClient> {
   readonly #access: PostgresTableAccess;
 
   /** `schema` may also be given as the second argument, as for `PostgresCheckpointStore`. */
@@ -78,13 +80,48 @@ export class PostgresCompletionStore implements CompletionStore {
     const fence = checkPostgresFence(options);
     assertStorableText(source, 'source');
     checked.forEach((item, index) => assertStorableText(item.itemId, `items[${index}].itemId`));
-    const values = [source, checked.map((i) => i.position), checked.map((i) => i.itemId)];
-    if (fence === undefined) {
-      if (checked.length > 0) await this.#access.query(statements(this.schema).mark, values);
-      return;
+    await this.#access.ready();
+    await this.#mark(this.pool, source, checked, fence);
+  }
+
+  /**
+   * Runs `work` with a client in a transaction that also records `item` (fenced), and commits both, or
+   * neither. For an automation's side effects in this database, through `inTransaction`:
+   *
+   * ```ts
+   * const completions = new PostgresCompletionStore({ store });
+   * execute: inTransaction(completions, async (item, client) => {
+   *   await client.query('INSERT INTO shipments (order_id) VALUES ($1)', [item.payload.orderId]);
+   * }),
+   * ```
+   *
+   * Use only `client` inside it (another connection would be outside the transaction), and do not
+   * commit or roll back yourself.
+   */
+  async completeWithin<T>(source: string, item: CompletedItem | undefined, work: (client: pg.PoolClient) => T, options?: FencedWriteOptions): Promise<Awaited<T>> {
+    checkSource(source);
+    const checked = item === undefined ? [] : checkCompletedItems([item]);
+    const fence = checkPostgresFence(options);
+    assertStorableText(source, 'source');
+    checked.forEach((entry) => assertStorableText(entry.itemId, 'item.itemId'));
+    await this.#access.ready();
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await work(client);
+      await this.#mark(client, source, checked, fence);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch((rollbackError: unknown) => {
+        // A connection that cannot even roll back is not given back to the pool.
+        broken = rollbackError instanceof Error ? rollbackError : new Error('ROLLBACK failed');
+      });
+      throw error;
+    } finally {
+      client.release(broken);
     }
-    const result = await this.#access.query(statements(this.schema).markFenced, [...values, fence.checkpoint, fence.fencingToken]);
-    assertFenceHoldsFor(fence, (result.rows[0] as unknown[])[0]);
   }
 
   async completedAfter(source: string, position: number): Promise<Set<string>> {
@@ -101,6 +138,22 @@ export class PostgresCompletionStore implements CompletionStore {
     checkPosition(position);
     if (unstorableText(source)) return;
     await this.#access.query(statements(this.schema).prune, [source, position]);
+  }
+
+  /** Records `items`, fenced by `fence` when given (then also when there are none: the fence is checked). */
+  async #mark(client: pg.Pool | pg.ClientBase, source: string, items: CompletedItem[], fence: WriteFence | undefined): Promise<void> {
+    const values = [source, items.map((i) => i.position), items.map((i) => i.itemId)];
+    const sql = statements(this.schema);
+    try {
+      if (fence === undefined) {
+        if (items.length > 0) await client.query({ ...sql.mark, values });
+        return;
+      }
+      const result = await client.query<unknown[]>({ ...sql.markFenced, values: [...values, fence.checkpoint, fence.fencingToken] });
+      assertFenceHoldsFor(fence, (result.rows[0] as unknown[])[0]);
+    } catch (error) {
+      throw translateError(error, this.schema);
+    }
   }
 
   /** Ends the pool if this store created it (from `connectionString`); later calls fail with ESKIT_STORE_CLOSED. Safe to call twice. */

@@ -1,7 +1,8 @@
 import type Database from 'better-sqlite3';
 import type { FencedWriteOptions } from '../core/checkpoint.js';
 import { assertFenceHolds, checkCompletedItems, checkFence, checkPosition, checkSource, completionId } from '../core/dead-letter-checks.js';
-import type { CompletionStore } from '../core/dead-letter.js';
+import type { CompletedItem, TransactionalCompletionStore } from '../core/dead-letter.js';
+import { InvalidArgumentError } from '../core/errors.js';
 import { SqliteHandle } from './handle.js';
 import type { SqliteOwnedConnectionOptions } from './handle.js';
 
@@ -20,7 +21,7 @@ interface Statements {
  * A fenced batch reads the token of the fence's checkpoint in `eskit_checkpoints` first, in that same
  * transaction: a claim on any connection to the file comes wholly before it (and fences it) or after it.
  */
-export class SqliteCompletionStore implements CompletionStore {
+export class SqliteCompletionStore implements TransactionalCompletionStore<Database.Database> {
   readonly #handle: SqliteHandle;
   #statements: Statements | undefined;
 
@@ -45,6 +46,43 @@ export class SqliteCompletionStore implements CompletionStore {
           // A FencedError rolls the transaction back before any item is written.
           if (fence !== undefined) assertFenceHolds(fence, fenceToken.get(fence.checkpoint));
           for (const { position, itemId } of checked) insert.run(source, position, itemId);
+        })
+        .immediate();
+    });
+  }
+
+  /**
+   * Runs `work` with the database in a transaction that also records `item` (fenced), and commits both,
+   * or neither. `work` must be synchronous, as better-sqlite3 transactions are: a promise it returns is
+   * refused (and rolled back). For an automation's side effects in this file, through `inTransaction`:
+   *
+   * ```ts
+   * const completions = new SqliteCompletionStore({ store });
+   * execute: inTransaction(completions, (item, database) => {
+   *   database.prepare('INSERT INTO shipments (order_id) VALUES (?)').run(item.payload.orderId);
+   * }),
+   * ```
+   */
+  async completeWithin<T>(source: string, item: CompletedItem | undefined, work: (database: Database.Database) => T, options?: FencedWriteOptions): Promise<Awaited<T>> {
+    checkSource(source);
+    const checked = item === undefined ? [] : checkCompletedItems([item]);
+    const fence = checkFence(options);
+    return this.#handle.run(`run a side effect and record the completion of "${source}"`, () => {
+      const { insert, fenceToken } = this.#prepared();
+      return this.database
+        .transaction(() => {
+          const result = work(this.database);
+          if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+            (result as PromiseLike<unknown>).then(undefined, () => undefined);
+            throw new InvalidArgumentError(
+              'On SQLite the work of completeWithin (an execute inTransaction) must be synchronous, as better-sqlite3 transactions are: ' +
+                'write with the database it gets, without await. Nothing was committed.',
+            );
+          }
+          // A FencedError rolls the side effect's writes back with it.
+          if (fence !== undefined) assertFenceHolds(fence, fenceToken.get(fence.checkpoint));
+          for (const { position, itemId } of checked) insert.run(source, position, itemId);
+          return result as Awaited<T>;
         })
         .immediate();
     });

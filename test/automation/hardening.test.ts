@@ -178,7 +178,7 @@ describe('Automation hardening', () => {
     assert.equal(status.unrecorded + status.running, 16);
     writes.open();
     await waitUntil(() => finished === 60, { message: 'the rest runs once writes land' });
-    assert.equal((await real.completedAfter(NAME, 0)).size, 60);
+    await waitUntil(async () => (await real.completedAfter(NAME, 0)).size === 60, { message: 'and is recorded' });
   });
 
   it('6. a transient failure reading completion records at takeover is retried, not fatal', async () => {
