@@ -235,7 +235,8 @@ export class Subscription<E extends EventShape = EventShape> {
     try {
       await within(lease.release(), this.#stopCallTimeoutMs, `Subscription "${this.name}": releasing the lock`);
     } catch (error) {
-      // The lock dies with its connection anyway; a failed release only delays the standby.
+      // A registry ends the lock's session when its release fails (PgLockRegistry) or lets the lease
+      // expire (SqliteLockRegistry): a failed or late release only delays the standby.
       this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": releasing the lock failed`);
     }
   }

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import type { CheckpointInfo, CheckpointStore } from '../core/checkpoint.js';
 import { ErrorCode, isEskitError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
+import { assertFenced } from './fences.js';
 
 /** A checkpoint store under test, on fresh, empty storage. */
 export interface CheckpointStores {
@@ -23,20 +24,6 @@ export interface CheckpointConformanceHarness {
 
 /** Adapters may take times from the database's clock: allow for a little skew and rounding. */
 const CLOCK_SLACK_MS = 1000;
-
-/** Rejects unless `fn` fails with a FencedError for `name` carrying exactly these tokens. */
-export async function assertFenced(fn: () => Promise<unknown>, name: string, token: number, current: number, message?: string): Promise<void> {
-  await assert.rejects(fn, (error: unknown) => {
-    assert.ok(isEskitError(error, ErrorCode.Fenced), `${message ?? 'expected ESKIT_FENCED'}: got ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`);
-    const fenced = error as FencedError;
-    assert.deepEqual(
-      { lockName: fenced.lockName, fencingToken: fenced.fencingToken, currentToken: fenced.currentToken },
-      { lockName: name, fencingToken: token, currentToken: current },
-      message,
-    );
-    return true;
-  });
-}
 
 async function rejectsInvalid(fn: () => Promise<unknown>, what: string): Promise<void> {
   await assert.rejects(fn, (error: unknown) => {

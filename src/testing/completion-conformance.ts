@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import type { CheckpointStore, FencedWriteOptions } from '../core/checkpoint.js';
 import type { CompletionStore } from '../core/dead-letter.js';
 import { ErrorCode, isEskitError } from '../core/errors.js';
-import { assertFenced } from './checkpoint-conformance.js';
+import { assertFenced, MALFORMED_FENCES } from './fences.js';
 
 /** The stores under test, on fresh, empty storage. */
 export interface CompletionStores {
@@ -34,22 +34,6 @@ async function rejectsWith(promise: () => Promise<unknown>, code: string, messag
   }, message);
 }
 
-/** Fences a test can pass that are not a `WriteFence`: each must be refused before anything is written. */
-export const MALFORMED_FENCES: ReadonlyArray<[what: string, options: unknown]> = [
-  ['options not an object', 'fence'],
-  ['options null', null],
-  ['fence null', { fence: null }],
-  ['fence not an object', { fence: 'cp' }],
-  ['empty checkpoint name', { fence: { checkpoint: '', fencingToken: 1 } }],
-  ['checkpoint name not a string', { fence: { checkpoint: 7, fencingToken: 1 } }],
-  ['no checkpoint name', { fence: { fencingToken: 1 } }],
-  ['no token', { fence: { checkpoint: 'cp' } }],
-  ['negative token', { fence: { checkpoint: 'cp', fencingToken: -1 } }],
-  ['fractional token', { fence: { checkpoint: 'cp', fencingToken: 1.5 } }],
-  ['NaN token', { fence: { checkpoint: 'cp', fencingToken: Number.NaN } }],
-  ['unsafe token', { fence: { checkpoint: 'cp', fencingToken: Number.MAX_SAFE_INTEGER + 1 } }],
-  ['string token', { fence: { checkpoint: 'cp', fencingToken: '3' } }],
-];
 
 const fence = (checkpoint: string, fencingToken: number): FencedWriteOptions => ({ fence: { checkpoint, fencingToken } });
 

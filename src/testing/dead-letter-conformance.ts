@@ -4,8 +4,7 @@ import { v7 as uuidv7 } from 'uuid';
 import type { CheckpointStore, FencedWriteOptions } from '../core/checkpoint.js';
 import type { DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
 import { ErrorCode, isEskitError } from '../core/errors.js';
-import { assertFenced } from './checkpoint-conformance.js';
-import { MALFORMED_FENCES } from './completion-conformance.js';
+import { assertFenced, MALFORMED_FENCES } from './fences.js';
 
 /** The stores under test, on fresh, empty storage. */
 export interface DeadLetterStores {

@@ -43,6 +43,10 @@ export interface ViewOptions<E extends EventShape> {
    * process does not run (another process leads it). Default 50 ms.
    */
   checkpointPollMs?: number;
+  /** How long stop() lets a batch in flight finish before abandoning it (see SubscriptionOptions). Default 10 000. */
+  drainTimeoutMs?: number;
+  /** The bound on each database call made while stopping (see SubscriptionOptions). Default 2 000. */
+  stopCallTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -75,7 +79,10 @@ export interface Observable {
 /** The options a view hands its subscription unchanged, the same for every kind of view. */
 export function subscriptionOptionsOf<E extends EventShape>(
   options: ViewOptions<E>,
-): Pick<SubscriptionOptions<E>, 'name' | 'store' | 'types' | 'batchSize' | 'retry' | 'deadLetters' | 'onHandlerFailure' | 'pollIntervalMs'> {
-  const { name, store, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs } = options;
-  return { name, store, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs };
+): Pick<
+  SubscriptionOptions<E>,
+  'name' | 'store' | 'types' | 'batchSize' | 'retry' | 'deadLetters' | 'onHandlerFailure' | 'pollIntervalMs' | 'drainTimeoutMs' | 'stopCallTimeoutMs'
+> {
+  const { name, store, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs } = options;
+  return { name, store, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs };
 }
