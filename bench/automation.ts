@@ -1,13 +1,21 @@
-// The `automation` group: an Automation executing one no-op to-do item per event from a backlog,
-// beside a plain Subscription catching up the same events on the same backend in the same run (the
-// automation is a subscription plus its to-do list, so the ratio is the cost of that list: keys,
-// per-key order, timeouts, completion records, the checkpoint held back by pending items).
+// The `automation` group:
+// - automation.throughput.*: an Automation executing one no-op to-do item per event from a backlog,
+//   beside a plain Subscription catching up the same events on the same backend in the same run (the
+//   automation is a subscription plus its to-do list, so the ratio is the cost of that list: keys,
+//   per-key order, timeouts, completion records, the checkpoint held back by pending items).
+// - automation.duplicatesPerKill.postgres: leaders (child processes) busy at ~300 events/s with
+//   concurrency 8 are SIGKILLed again and again; the value is the most side effects that ran twice
+//   after one kill, with default settings; the same run with inTransaction is reported beside it.
 import type { CompletionStore, DeadLetterStore } from '../src/core/dead-letter.js';
 import { Automation } from '../src/automation/index.js';
 import { PostgresCompletionStore, PostgresDeadLetterStore } from '../src/postgres/index.js';
 import { SqliteCompletionStore, SqliteDeadLetterStore } from '../src/sqlite/index.js';
 import type { BenchContext, BenchGroup } from './lib/context.js';
+import { BenchRun } from './lib/context.js';
 import { sequential } from './lib/measure.js';
+import { countDuplicatesAfterKills } from '../test/automation/fixtures/kill-count.js';
+import { uniqueSchemaName } from '../test/support/postgres.js';
+import pg from 'pg';
 import { benchLogger, catchUpOp, openPostgresBackend, openSqliteBackend, seed, STREAM_LENGTH, within } from './subscription.js';
 import type { Adapter, Backend, PostgresBackend, SqliteBackend } from './subscription.js';
 
@@ -16,7 +24,16 @@ interface AutomationStores {
   completions: CompletionStore;
 }
 
+const DUPLICATES = 'automation.duplicatesPerKill.postgres';
+
 export const automationBench: BenchGroup = async (ctx) => {
+  if (ctx.selected(DUPLICATES)) {
+    try {
+      await duplicatesFigure(ctx);
+    } catch (error) {
+      ctx.fail(DUPLICATES, error);
+    }
+  }
   for (const adapter of ['sqlite', 'postgres'] as const satisfies readonly Adapter[]) {
     const bench = `automation.throughput.${adapter}`;
     if (!ctx.selected(bench)) continue;
@@ -108,4 +125,70 @@ function automationOp(ctx: BenchContext, backend: Backend, stores: AutomationSto
     }
     return executed;
   };
+}
+
+/**
+ * Kills a busy leader `kills` times, first with a plain execute (default settings), then with the side
+ * effect inTransaction, each in a schema of its own. Not a ratio to a raw baseline (there is none for a
+ * count of duplicates): the value is the worst kill, the baseline the items a kill can catch in flight
+ * (the concurrency), and the exactly-once run is in the note.
+ */
+async function duplicatesFigure(ctx: BenchContext): Promise<void> {
+  const kills = ctx.pick(5, 8);
+  const concurrency = 8;
+  const run = async (transactional: boolean): Promise<number[]> => {
+    const pool = new pg.Pool({ connectionString: ctx.postgresUrl, max: 6, connectionTimeoutMillis: 5000 });
+    pool.on('error', () => undefined);
+    const schema = uniqueSchemaName('bench_kill');
+    const drop = ctx.defer(async () => {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);
+      await pool.end();
+    });
+    try {
+      await pool.query(`CREATE SCHEMA "${schema}"`);
+      ctx.log(`${DUPLICATES}: ${kills} kills of a busy leader, ${transactional ? 'inTransaction' : 'plain execute'}`);
+      return await countDuplicatesAfterKills({ url: ctx.postgresUrl, schema, pool, kills, rate: 300, busyFor: 150, transactional, concurrency });
+    } finally {
+      await drop();
+    }
+  };
+  const plain = await run(false);
+  const transactional = await run(true);
+  const worst = Math.max(...plain);
+  const target = 8;
+  const line = {
+    bench: DUPLICATES,
+    value: worst,
+    unit: 'items',
+    per_kill: plain,
+    baseline: concurrency,
+    ratio: Number((worst / concurrency).toFixed(3)),
+    in_transaction_per_kill: transactional,
+    kills,
+    events_per_second: 300,
+    concurrency,
+    target_max: target,
+  };
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+  const note =
+    `most side effects run twice after one SIGKILL: ${worst} (target <= ${target}: ${worst <= target ? 'ok' : 'MISSED'}); per kill ${plain.join(', ')}; ` +
+    `with inTransaction: ${transactional.join(', ')}; ~300 events/s, concurrency 8, default record window`;
+  ctx.log(`${DUPLICATES}: ${note}`);
+  if (ctx instanceof BenchRun) {
+    ctx.figures.push({
+      bench: DUPLICATES,
+      unit: 'items',
+      value: worst,
+      p50Ms: 0,
+      p99Ms: 0,
+      baseline: concurrency,
+      baselineP50Ms: 0,
+      baselineP99Ms: 0,
+      ratio: worst / concurrency,
+      rounds: 1,
+      ops: kills,
+      baselineLabel: 'items in flight at a kill (concurrency)',
+      note,
+    });
+  }
 }
