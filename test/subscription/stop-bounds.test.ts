@@ -3,9 +3,9 @@
 // a database that stops answering cannot hold stop() until the OS gives up on the connection.
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { MemoryCheckpointStore, MemoryEventStore, MemoryLockRegistry, Subscription, silentLogger } from '../../src/index.js';
+import { Automation, MemoryCheckpointStore, MemoryEventStore, MemoryLockRegistry, Subscription, silentLogger } from '../../src/index.js';
 import type { Logger } from '../../src/index.js';
-import { PostgresCheckpointStore, PostgresEventStore } from '../../src/postgres/index.js';
+import { PostgresCheckpointStore, PostgresCompletionStore, PostgresDeadLetterStore, PostgresEventStore } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { blackHoleProxy } from '../support/blackhole.js';
 import { createTestSchema } from '../support/postgres.js';
@@ -104,6 +104,49 @@ describe('stop() ends', () => {
     proxy.blackHole();
     const started = performance.now();
     await subscription.stop();
+    const took = performance.now() - started;
+    assert.ok(took < 3000, `stop() ended after ${Math.round(took)} ms`);
+  });
+
+  it('an automation on a database that stops answering: stop() ends within the drain and call bounds', async () => {
+    const schema = await createTestSchema({ create: false });
+    cleanups.push(() => schema.drop());
+    const proxy = await blackHoleProxy();
+    const store = new PostgresEventStore({ connectionString: proxy.connectionString, schema: schema.name });
+    cleanups.push(async () => {
+      await proxy.close();
+      await store.close().catch(() => undefined);
+    });
+    let release!: () => void;
+    const slow = new Promise<void>((resolve) => (release = resolve));
+    cleanups.push(async () => release());
+    const ran: number[] = [];
+    const automation = new Automation({
+      name: 'black-holed-automation',
+      store,
+      checkpoints: new PostgresCheckpointStore({ store }),
+      deadLetters: new PostgresDeadLetterStore({ store }),
+      completions: new PostgresCompletionStore({ store }),
+      logger: silentLogger,
+      pollIntervalMs: 20,
+      drainTimeoutMs: 200,
+      stopCallTimeoutMs: 200,
+      trigger: (event) => ({ key: event.streamId, payload: event.position }),
+      execute: async (item) => {
+        // The first item stays running: the ones after it need completion records of their own.
+        if (item.payload === 1) await slow;
+        ran.push(item.payload);
+      },
+    });
+    cleanups.push(() => automation.stop());
+    for (let i = 0; i < 4; i++) await store.append(`s-${i}`, [{ type: 'Tick', data: { i } }]);
+    await automation.start();
+    await waitUntil(() => ran.length === 3, { message: 'the items after the slow one ran' });
+    proxy.blackHole();
+    release();
+    await waitUntil(() => ran.length === 4, { message: 'the slow one finished, unrecorded' });
+    const started = performance.now();
+    await automation.stop();
     const took = performance.now() - started;
     assert.ok(took < 3000, `stop() ended after ${Math.round(took)} ms`);
   });
