@@ -6,11 +6,29 @@ export const DEFAULT_SCHEMA = 'eskit';
 // Lower case only, so the name means the same quoted or not and never needs escaping in SQL text.
 const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
 
+/**
+ * Schemas eskit must not create its tables in. information_schema and pg_* belong to PostgreSQL
+ * (pg_temp is even a different, per-session schema for each connection). public is where applications
+ * keep their own tables: eskit's have common names (events, migrations, checkpoints) that would mix
+ * with theirs, and a reset that drops eskit's schema would drop the application's tables with it.
+ */
+function reservedBecause(schema: string): string | undefined {
+  if (schema === 'information_schema' || schema.startsWith('pg_')) return 'PostgreSQL reserves it for its own catalogs';
+  if (schema === 'public') return "it holds your application's own tables, which eskit's (events, migrations, checkpoints, ...) would mix with";
+  return undefined;
+}
+
 /** Checks a schema name and returns it quoted for SQL text. */
 export function quoteSchema(schema: unknown): string {
   if (typeof schema !== 'string' || !IDENTIFIER.test(schema)) {
     throw new InvalidArgumentError(
       `schema must be a lower-case SQL identifier (a-z, 0-9, _; not starting with a digit; at most 63 characters), got ${JSON.stringify(schema) ?? String(schema)}`,
+    );
+  }
+  const reserved = reservedBecause(schema);
+  if (reserved) {
+    throw new InvalidArgumentError(
+      `eskit cannot use the schema "${schema}": ${reserved}. Give eskit a schema of its own (the default is "${DEFAULT_SCHEMA}").`,
     );
   }
   return `"${schema}"`;
