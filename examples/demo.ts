@@ -25,7 +25,8 @@ const HELP = `Usage: npm start -- [--workers N] [--orders N] [--json]
 
 Environment:
   DATABASE_URL=postgres://...   run on PostgreSQL instead of SQLite
-  ESKIT_DEMO_SCHEMA             the PostgreSQL schema (default eskit_demo; dropped and recreated each run)
+  ESKIT_DEMO_SCHEMA             the PostgreSQL schema (default eskit_demo; dropped and recreated each run,
+                                and only ever one the demo created: it marks its schema with a comment)
   ESKIT_DEMO_DIR                where the SQLite file goes (default ./data)`;
 
 function positive(value: string | undefined, name: string, fallback: number, min: number, max: number): number {

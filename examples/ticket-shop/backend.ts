@@ -164,6 +164,44 @@ async function openSqlite(config: Extract<DemoConfig, { kind: 'sqlite' }>, optio
   };
 }
 
+/**
+ * Marks a schema as the demo's (a comment on it), so that a run drops only a schema an earlier run
+ * created: ESKIT_DEMO_SCHEMA may name any schema of a shared database, and dropping is CASCADE.
+ */
+export const DEMO_SCHEMA_MARKER = 'eskit demo: created by npm start (examples/demo.ts), which drops and recreates it on every run';
+
+/** Drops the demo's schema if an earlier run created it, and creates it anew with the marker; refuses any other schema. */
+async function resetDemoSchema(pool: pg.Pool, config: Extract<DemoConfig, { kind: 'postgres' }>): Promise<void> {
+  const s = `"${config.schema}"`;
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const found = await client.query<{ comment: string | null }>(
+      "SELECT obj_description(oid, 'pg_namespace') AS comment FROM pg_catalog.pg_namespace WHERE nspname = $1",
+      [config.schema],
+    );
+    const existing = found.rows[0];
+    if (existing !== undefined && existing.comment !== DEMO_SCHEMA_MARKER) {
+      const where = new URL(config.url);
+      throw new UsageError(
+        `The schema "${config.schema}" exists in ${where.host}${where.pathname} and was not created by the demo, so the demo will not drop it ` +
+          '(each run drops and recreates its schema). Pick another with ESKIT_DEMO_SCHEMA=<a new name>; or, if it is an old demo schema ' +
+          `and nothing else is in it, drop it yourself once: DROP SCHEMA ${s} CASCADE.`,
+      );
+    }
+    // Everything the demo writes lives in this schema, so dropping it is a clean slate.
+    if (existing !== undefined) await client.query(`DROP SCHEMA ${s} CASCADE`);
+    await client.query(`CREATE SCHEMA ${s}`);
+    await client.query(`COMMENT ON SCHEMA ${s} IS '${DEMO_SCHEMA_MARKER}'`);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
 async function openPostgres(config: Extract<DemoConfig, { kind: 'postgres' }>, options: OpenOptions): Promise<Backend> {
   const logger = options.logger ?? consoleLogger('error');
   // A small pool per process: the demo may run four processes on one server.
@@ -179,8 +217,14 @@ async function openPostgres(config: Extract<DemoConfig, { kind: 'postgres' }>, o
     );
   }
   const s = `"${config.schema}"`;
-  // Everything the demo writes lives in its own schema, so dropping it is a clean slate.
-  if (options.reset) await pool.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+  if (options.reset) {
+    try {
+      await resetDemoSchema(pool, config);
+    } catch (error) {
+      await pool.end().catch(() => undefined);
+      throw error;
+    }
+  }
   const store = new PostgresEventStore<ConcertEvent>({ pool, schema: config.schema, registry, logger });
   await store.migrate();
   await pool.query(MAILS_TABLE(`${s}.demo_mails`));
