@@ -1,4 +1,4 @@
-import pg from 'pg';
+import * as pg from '../postgres/driver.js';
 import { isEskitError } from '../core/errors.js';
 import type { EventShape } from '../core/event.js';
 import { translateError } from '../postgres/errors.js';

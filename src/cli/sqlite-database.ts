@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import Database from '../sqlite/driver.js';
 import { isEskitError } from '../core/errors.js';
 import type { EventShape } from '../core/event.js';
 import { configureSqlite, DEFAULT_BUSY_TIMEOUT_MS } from '../sqlite/connection.js';

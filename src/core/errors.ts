@@ -11,6 +11,7 @@ export const ErrorCode = {
   CorruptEvent: 'ESKIT_CORRUPT_EVENT',
   StoreClosed: 'ESKIT_STORE_CLOSED',
   StoreBusy: 'ESKIT_STORE_BUSY',
+  MissingDriver: 'ESKIT_MISSING_DRIVER',
   DuplicateEventId: 'ESKIT_DUPLICATE_EVENT_ID',
   Fenced: 'ESKIT_FENCED',
   AlreadyStarted: 'ESKIT_ALREADY_STARTED',
@@ -115,6 +116,29 @@ export class CorruptEventError extends EskitError {
 export class StoreClosedError extends EskitError {
   constructor(what = 'event store') {
     super(ErrorCode.StoreClosed, `The ${what} is closed; create a new one to go on.`);
+  }
+}
+
+/**
+ * An adapter's database driver is not installed. eskit lists the drivers as optional peer
+ * dependencies, so that an application installs only the one for its database.
+ */
+export class MissingDriverError extends EskitError {
+  constructor(
+    /** The package to install, e.g. 'pg'. */
+    readonly driver: string,
+    /** The eskit entry point that needs it, e.g. 'eskit/postgres'. */
+    readonly entryPoint: string,
+    /** What to install: the package with a version range when only some versions work. */
+    install: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      ErrorCode.MissingDriver,
+      `${entryPoint} needs the "${driver}" package, which is not installed. ` +
+        `Install it in your application (npm install ${install}); TypeScript users add @types/${driver} too.`,
+      options,
+    );
   }
 }
 

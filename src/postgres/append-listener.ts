@@ -1,4 +1,4 @@
-import pg from 'pg';
+import * as pg from './driver.js';
 import { describeError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 

@@ -1,7 +1,7 @@
 import { milliseconds } from '../core/validate.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import pg from 'pg';
+import * as pg from './driver.js';
 import { describeError, InvalidArgumentError, isEskitError, LockUnavailableError } from '../core/errors.js';
 import type { AcquireOptions, Lease, LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import * as pg from './driver.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { milliseconds } from '../core/validate.js';
 import type { EventShape } from '../core/event.js';

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import * as pg from './driver.js';
 import { InvalidArgumentError, StoreClosedError } from '../core/errors.js';
 import { translateError } from './errors.js';
 import { migratePostgres } from './migrations.js';

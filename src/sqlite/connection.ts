@@ -1,4 +1,4 @@
-import Database from 'better-sqlite3';
+import Database from './driver.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { translateSqliteError } from './errors.js';
 import { migrateSqlite } from './migrations.js';

@@ -1,4 +1,4 @@
-import Database from 'better-sqlite3';
+import Database from './driver.js';
 import { ErrorCode, EskitError, MigrationError, StoreClosedError } from '../core/errors.js';
 
 /**
