@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { EskitConfig } from './config.js';
 import { CliError, messageOf } from './errors.js';
+import { OPERATIONS_GUIDE } from './docs.js';
 
 /** Looked for in the working directory, in this order, when --config is not given. */
 export const CONFIG_NAMES = ['eskit.config.js', 'eskit.config.mjs', 'eskit.config.ts', 'eskit.config.mts'] as const;
@@ -79,7 +80,7 @@ export async function loadConfig(file: string | undefined, cwd: string, tsx: Tsx
     path = CONFIG_NAMES.map((name) => resolve(cwd, name)).find((candidate) => existsSync(candidate));
     if (path === undefined) {
       throw new CliError(`no ${CONFIG_NAMES.join(', ')} in ${cwd}`, {
-        hint: 'Pass --config <file>: a module whose default export is { views: (context) => [...] } (see docs/operations.md).',
+        hint: `Pass --config <file>: a module whose default export is { views: (context) => [...] } (see ${OPERATIONS_GUIDE}).`,
       });
     }
   }
@@ -89,14 +90,14 @@ export async function loadConfig(file: string | undefined, cwd: string, tsx: Tsx
   const inner = (config as { default?: unknown } | null)?.default;
   if (typeof inner === 'object' && inner !== null && !('views' in (config as object)) && !('registry' in (config as object))) config = inner;
   if (typeof config !== 'object' || config === null) {
-    throw new CliError(`the config ${path} has no default export object`, { hint: 'export default { views: (context) => [...] } (see docs/operations.md).' });
+    throw new CliError(`the config ${path} has no default export object`, { hint: `export default { views: (context) => [...] } (see ${OPERATIONS_GUIDE}).` });
   }
   const { views, registry } = config as { views?: unknown; registry?: unknown };
   if (views !== undefined && typeof views !== 'function') {
-    throw new CliError(`"views" in the config ${path} must be a function (context) => views`, { hint: 'See docs/operations.md.' });
+    throw new CliError(`"views" in the config ${path} must be a function (context) => views`, { hint: `See ${OPERATIONS_GUIDE}.` });
   }
   if (registry !== undefined && typeof (registry as { decode?: unknown } | null)?.decode !== 'function') {
-    throw new CliError(`"registry" in the config ${path} must be an EventRegistry`, { hint: 'See docs/operations.md.' });
+    throw new CliError(`"registry" in the config ${path} must be an EventRegistry`, { hint: `See ${OPERATIONS_GUIDE}.` });
   }
   return { path, config: config as EskitConfig };
 }

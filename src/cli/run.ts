@@ -14,6 +14,7 @@ import { openDatabase } from './database.js';
 import { CliError, errorLine, ExitCode, UsageError } from './errors.js';
 import type { CliIO } from './io.js';
 import { parseTarget } from './target.js';
+import { OPERATIONS_GUIDE } from './docs.js';
 
 export type { CliIO, CliOutput } from './io.js';
 export { ExitCode } from './errors.js';
@@ -67,7 +68,7 @@ Exit codes:
   2  usage error: unknown command or option, missing or malformed argument
 
 Errors are one line on stderr ("eskit: <what went wrong>. <what to do>"); --verbose adds the stack.
-See docs/operations.md for the details.
+See ${OPERATIONS_GUIDE} for the details.
 `;
 }
 

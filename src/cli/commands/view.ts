@@ -7,10 +7,11 @@ import type { CommandSpec } from '../command.js';
 import { flag, integerOption, stringOption } from '../command.js';
 import { duration, json } from '../format.js';
 import { ProgressBar } from '../progress.js';
+import { OPERATIONS_GUIDE } from '../docs.js';
 
 function checkViews(views: unknown, path: string): RebuildableView[] {
   if (!Array.isArray(views) || views.some((view) => typeof (view as RebuildableView | null)?.name !== 'string' || typeof (view as RebuildableView).rebuild !== 'function')) {
-    throw new CliError(`views() in the config ${path} must return an array of views (SqliteView or PostgresView)`, { hint: 'See docs/operations.md.' });
+    throw new CliError(`views() in the config ${path} must return an array of views (SqliteView or PostgresView)`, { hint: `See ${OPERATIONS_GUIDE}.` });
   }
   return views as RebuildableView[];
 }
@@ -27,7 +28,7 @@ Ctrl-C stops the rebuild: its shadow tables are dropped and the live view stays 
 
 The CLI cannot know a view's evolve code, so it takes the views from a config module: --config, or
 the first of eskit.config.js, eskit.config.mjs, eskit.config.ts, eskit.config.mts in the working
-directory. Its default export is { registry?, views?: (context) => [views] } (see docs/operations.md);
+directory. Its default export is { registry?, views?: (context) => [views] } (see ${OPERATIONS_GUIDE});
 a .ts config is loaded through tsx.
 
 Options:
@@ -41,7 +42,7 @@ Options:
     const name = context.args[0] as string;
     const batchSize = integerOption(context.values, 'batch-size', { min: 1 });
     const { path, config } = await loadConfig(stringOption(context.values, 'config'), context.cwd);
-    if (config.views === undefined) throw new CliError(`the config ${path} defines no views`, { hint: 'Add views: (context) => [...] to it (see docs/operations.md).' });
+    if (config.views === undefined) throw new CliError(`the config ${path} defines no views`, { hint: `Add views: (context) => [...] to it (see ${OPERATIONS_GUIDE}).` });
     const db = await context.open({ registry: config.registry });
     const viewContext = { ...db.adapter, logger: context.logger } as EskitConfigContext;
     let views: RebuildableView[];
