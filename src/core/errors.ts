@@ -89,13 +89,19 @@ export class EventValidationError extends EskitError {
 }
 
 export class SerializationError extends EskitError {
+  /**
+   * Where the value was refused, as code would reach it: `data.items[3].price`, `metadata.at`,
+   * `type`, `streamId`. Absent when the refusal cannot be pinned to one place.
+   */
+  readonly path: string | undefined;
   /** `reason` replaces the default explanation (for values that are JSON but the backend refuses). */
-  constructor(what: string, options?: { cause?: unknown; reason?: string }) {
+  constructor(what: string, options?: { cause?: unknown; reason?: string; path?: string }) {
     super(
       ErrorCode.Serialization,
       options?.reason ?? `${what} is not JSON-serialisable (BigInt, cycles, functions and undefined are not allowed); nothing was written.`,
       options,
     );
+    this.path = options?.path;
   }
 }
 

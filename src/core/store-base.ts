@@ -3,6 +3,7 @@ import { activeTracer, inSpan, SpanName, TelemetryAttribute, TRACE_METADATA, tra
 import { CorruptEventError, InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
 import type { EventShape, Metadata, NewEvent, Recorded, RecordedEvent } from './event.js';
 import type { EventRegistry } from './registry.js';
+import { isStorableText, jsonCopy, unstorableTextReason } from './validate.js';
 import type {
   AppendOptions,
   AppendResult,
@@ -114,24 +115,38 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   async #append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}, trace?: Metadata): Promise<AppendResult<E>> {
     this.assertOpen();
     assertStreamId(streamId);
+    if (!isStorableText(streamId)) {
+      throw new SerializationError('streamId', {
+        path: 'streamId',
+        reason: `Cannot append: streamId ${JSON.stringify(streamId)} ${unstorableTextReason(streamId)}. Nothing was written.`,
+      });
+    }
     const expected = options.expectedVersion ?? 'any';
     assertExpectedVersionArgument(expected);
     if (!Array.isArray(events) || events.length === 0) {
       throw new InvalidArgumentError('append needs at least one event; to check a version without writing, use streamVersion()');
     }
-    const prepared = events.map((event, index) => this.#prepare(event, index, trace));
+    const count = events.length;
+    const prepared = new Array<PreparedEvent>(count);
+    // The checked copies are what a read returns, so the result hands them out instead of parsing the
+    // JSON back: equal to a read, and sharing no objects with the caller's input.
+    const values = new Array<{ data: unknown; metadata: Metadata }>(count);
+    for (let i = 0; i < count; i++) {
+      const value = this.#check(events[i] as NewEvent<E>, i, trace);
+      values[i] = value;
+      prepared[i] = { id: value.id, type: value.type, data: JSON.stringify(value.data), metadata: JSON.stringify(value.metadata) };
+    }
     const written = await this.writeEvents(streamId, prepared, expected);
     this.notifyAppended(written.positions[written.positions.length - 1] as number);
-    // Data and metadata are parsed back from the JSON written, so the result equals what a read returns
-    // (validated and normalised values, no undefined keys) and shares no objects with the caller's input.
     const recorded = prepared.map((event, index) => {
+      const value = values[index] as { data: unknown; metadata: Metadata };
       return {
         id: event.id,
         type: event.type,
-        data: JSON.parse(event.data) as unknown,
-        metadata: JSON.parse(event.metadata) as Metadata,
+        data: value.data,
+        metadata: value.metadata,
         streamId,
-        streamVersion: written.streamVersion - prepared.length + index + 1,
+        streamVersion: written.streamVersion - count + index + 1,
         position: written.positions[index] as number,
         timestamp: written.timestamp,
       } as Recorded<E>;
@@ -295,7 +310,8 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     await this.closeResources();
   }
 
-  #prepare(event: NewEvent<E>, index: number, trace: Metadata | undefined): PreparedEvent {
+  /** The event's id and type, checked, and copies of its data and metadata that JSON holds exactly (see jsonCopy). */
+  #check(event: NewEvent<E>, index: number, trace: Metadata | undefined): { id: string; type: string; data: unknown; metadata: Metadata } {
     if (typeof event !== 'object' || event === null) {
       throw new InvalidArgumentError(`event ${index} must be an object with a type and data`);
     }
@@ -303,19 +319,28 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     if (typeof type !== 'string' || type.length === 0) {
       throw new InvalidArgumentError(`event ${index} needs a non-empty string type`);
     }
+    if (!isStorableText(type)) {
+      throw new SerializationError('type', {
+        path: 'type',
+        reason: `Cannot append event ${index}: its type ${JSON.stringify(type)} ${unstorableTextReason(type)}. Nothing was written.`,
+      });
+    }
     const id = event.id ?? uuidv7();
     if (typeof id !== 'string' || !UUID.test(id)) {
       throw new InvalidArgumentError(`event ${index} has id ${String(id)}, which is not a UUID`);
     }
-    const metadata = event.metadata ?? {};
-    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
+    const given = event.metadata ?? {};
+    if (typeof given !== 'object' || given === null || Array.isArray(given)) {
       throw new InvalidArgumentError(`event ${index} metadata must be a plain object`);
     }
-
-    const data = this.#registry ? this.#registry.encode(type, event.data) : event.data;
-    let json = toJson(metadata, `metadata of event ${index} (${type})`);
-    if (trace) json = withTrace(json, trace);
-    return { id, type, data: toJson(data, `data of event ${index} (${type})`), metadata: json };
+    const data = jsonCopy(this.#registry ? this.#registry.encode(type, event.data) : event.data, 'data', index, type);
+    const metadata = jsonCopy(given, 'metadata', index, type) as Metadata;
+    // A caller's trace context wins (an event forwarded from elsewhere keeps its origin), and a lone
+    // `tracestate` of theirs is not paired with our `traceparent`.
+    if (trace && metadata[TRACE_METADATA.traceparent] === undefined && metadata[TRACE_METADATA.tracestate] === undefined) {
+      Object.assign(metadata, trace);
+    }
+    return { id, type, data, metadata };
   }
 
   #decode(row: StoredEventRow, raw: boolean): RecordedEvent {
@@ -340,17 +365,6 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   }
 }
 
-function toJson(value: unknown, what: string): string {
-  let json: string | undefined;
-  try {
-    json = JSON.stringify(value);
-  } catch (cause) {
-    throw new SerializationError(what, { cause });
-  }
-  if (json === undefined) throw new SerializationError(what);
-  return json;
-}
-
 function assertStreamId(streamId: unknown): asserts streamId is string {
   if (typeof streamId !== 'string' || streamId.length === 0) {
     throw new InvalidArgumentError(`streamId must be a non-empty string, got ${JSON.stringify(streamId) ?? String(streamId)}`);
@@ -371,15 +385,4 @@ function optionalCount(name: string, value: unknown): number | undefined {
     throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
   }
   return value;
-}
-
-/**
- * The metadata (as stored, JSON text) with the append's trace context added, unless the caller put
- * one there (an event forwarded from elsewhere keeps its origin; a lone `tracestate` of theirs is not
- * paired with our `traceparent`). Applied to the JSON form, so metadata with a `toJSON` is read as stored.
- */
-function withTrace(json: string, trace: Metadata): string {
-  const metadata = JSON.parse(json) as Metadata;
-  if (metadata[TRACE_METADATA.traceparent] !== undefined || metadata[TRACE_METADATA.tracestate] !== undefined) return json;
-  return JSON.stringify({ ...metadata, ...trace });
 }
