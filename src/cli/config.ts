@@ -1,8 +1,6 @@
 import type { EventShape } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
 import type { EventRegistry } from '../core/registry.js';
-import type { PostgresEventStore } from '../postgres/postgres-event-store.js';
-import type { SqliteEventStore } from '../sqlite/sqlite-event-store.js';
 import type { RebuildOptions, RebuildResult } from '../view/sql-view.js';
 
 /** What the CLI needs of a view: a name and `rebuild`. `SqliteView` and `PostgresView` are such views. */
@@ -12,12 +10,22 @@ export interface RebuildableView {
 }
 
 /**
- * What `views` receives: the event store the CLI opened from `--db` (created with the config's
- * `registry`, so views see upcast events), for the backend that URL names.
+ * The backends a config can be handed, by name: `sqlite: { store: SqliteEventStore<E> }` and
+ * `postgres: { store: PostgresEventStore<E>; schema: string }`. Empty here on purpose: `eskit/sqlite`
+ * and `eskit/postgres` each add their own entry (declaration merging), so that this entry point names
+ * neither adapter, and a config file type-checks with the driver types of the adapters it imports only.
  */
-export type EskitConfigContext<E extends EventShape = EventShape> =
-  | { backend: 'sqlite'; store: SqliteEventStore<E>; logger: Logger }
-  | { backend: 'postgres'; store: PostgresEventStore<E>; schema: string; logger: Logger };
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unused-vars -- filled by declaration merging; E is the adapters' event type
+export interface EskitConfigBackends<E extends EventShape> {}
+
+/**
+ * What `views` receives: the event store the CLI opened from `--db` (created with the config's
+ * `registry`, so views see upcast events), for the backend that URL names: `{ backend: 'sqlite',
+ * store, logger }` or `{ backend: 'postgres', store, schema, logger }`.
+ */
+export type EskitConfigContext<E extends EventShape = EventShape> = {
+  [B in keyof EskitConfigBackends<E>]: { backend: B; logger: Logger } & EskitConfigBackends<E>[B];
+}[keyof EskitConfigBackends<E>];
 
 /**
  * The default export of `eskit.config.js` / `.mjs` / `.ts`: what the `eskit` CLI cannot read from the

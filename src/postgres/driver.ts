@@ -5,6 +5,8 @@
 import { createRequire } from 'node:module';
 import type * as Pg from 'pg';
 import { MissingDriverError } from '../core/errors.js';
+import type { EventShape } from '../core/event.js';
+import type { PostgresEventStore } from './postgres-event-store.js';
 
 function load(): typeof Pg {
   const require = createRequire(import.meta.url);
@@ -28,3 +30,11 @@ export const Client: typeof Pg.Client = pg.Client;
 export type Client = Pg.Client;
 export const DatabaseError: typeof Pg.DatabaseError = pg.DatabaseError;
 export type DatabaseError = Pg.DatabaseError;
+
+// The CLI config's context for PostgreSQL (see EskitConfigBackends). Declared here because every
+// declaration of eskit/postgres reaches this module, and eskit/cli must not import the adapter itself.
+declare module '../cli/config.js' {
+  interface EskitConfigBackends<E extends EventShape> {
+    postgres: { store: PostgresEventStore<E>; schema: string };
+  }
+}

@@ -5,6 +5,8 @@
 import { createRequire } from 'node:module';
 import type BetterSqlite3 from 'better-sqlite3';
 import { MissingDriverError } from '../core/errors.js';
+import type { EventShape } from '../core/event.js';
+import type { SqliteEventStore } from './sqlite-event-store.js';
 
 /** The versions eskit supports: better-sqlite3 13 crashes on Node 20. Keep in step with peerDependencies. */
 const SUPPORTED = 'better-sqlite3@12';
@@ -34,3 +36,11 @@ declare namespace Database {
   export type RunResult = BetterSqlite3.RunResult;
 }
 export default Database;
+
+// The CLI config's context for SQLite (see EskitConfigBackends). Declared here because every
+// declaration of eskit/sqlite reaches this module, and eskit/cli must not import the adapter itself.
+declare module '../cli/config.js' {
+  interface EskitConfigBackends<E extends EventShape> {
+    sqlite: { store: SqliteEventStore<E> };
+  }
+}
