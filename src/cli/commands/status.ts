@@ -12,11 +12,13 @@ export type LeaderState = 'leading' | 'no-leader' | 'unknown';
 export interface StatusEntry {
   name: string;
   /**
-   * 'view' when it has a row in the view versions table; 'automation' when it has recorded to-do
-   * completions or dead letters of the execute/trigger stages; otherwise 'subscription' (the database
-   * does not record the difference, so an automation with neither is shown as a subscription).
+   * Told from what the database holds, which records no kind of its own: 'view' when it has a row in
+   * the view versions table; 'automation' when it has recorded to-do completions or dead letters of
+   * the execute/trigger stages; 'subscription' when it has dead letters of the handler stage;
+   * otherwise 'unknown': a subscription, or an automation with no dead letters and no completion
+   * records right now (both are pruned), so calling it either would be a guess.
    */
-  kind: 'subscription' | 'automation' | 'view';
+  kind: 'subscription' | 'automation' | 'view' | 'unknown';
   /** The checkpoint; null when none was saved yet (claimed by a leader, or only dead letters exist). */
   position: number | null;
   head: number;
@@ -64,6 +66,7 @@ export async function collectStatus(db: CliDatabase): Promise<{ report: StatusRe
   const leaseOf = byName<LeaseRow>(leases);
   const viewOf = byName<ViewRow>(views);
   const automations = new Set(completions);
+  const subscriptions = new Set<string>();
   const letters = new Map<string, { dead: number; redrive: number }>();
   for (const count of counts) {
     const entry = letters.get(count.source) ?? { dead: 0, redrive: 0 };
@@ -71,6 +74,7 @@ export async function collectStatus(db: CliDatabase): Promise<{ report: StatusRe
     else entry.dead += count.count;
     letters.set(count.source, entry);
     if (count.stage === 'execute' || count.stage === 'trigger') automations.add(count.source);
+    else subscriptions.add(count.source);
   }
   const names = [...new Set([...checkpointOf.keys(), ...leaseOf.keys(), ...viewOf.keys(), ...letters.keys()])].sort();
   const entries = names.map((name): StatusEntry => {
@@ -80,7 +84,7 @@ export async function collectStatus(db: CliDatabase): Promise<{ report: StatusRe
     const position = checkpoint?.position ?? null;
     return {
       name,
-      kind: view ? 'view' : automations.has(name) ? 'automation' : 'subscription',
+      kind: view ? 'view' : automations.has(name) ? 'automation' : subscriptions.has(name) ? 'subscription' : 'unknown',
       position,
       head,
       lag: position === null ? null : Math.max(0, head - position),
@@ -105,6 +109,7 @@ export async function collectStatus(db: CliDatabase): Promise<{ report: StatusRe
 }
 
 const STATE_TEXT: Record<LeaderState, string> = { leading: 'leading', 'no-leader': 'no leader', unknown: 'unknown' };
+const UNKNOWN_KIND = 'subscription or automation';
 
 function renderStatus(report: StatusReport, leases: ReadonlyMap<string, LeaseRow>): string {
   const now = new Date();
@@ -114,7 +119,7 @@ function renderStatus(report: StatusReport, leases: ReadonlyMap<string, LeaseRow
   }
   const rows = report.entries.map((entry) => {
     const lease = leases.get(entry.name);
-    const kind = entry.view ? `view (setup v${entry.view.version}, gen ${entry.view.generation})` : entry.kind;
+    const kind = entry.view ? `view (setup v${entry.view.version}, gen ${entry.view.generation})` : entry.kind === 'unknown' ? UNKNOWN_KIND : entry.kind;
     const state = STATE_TEXT[entry.state] + (entry.view?.rebuilding ? ', rebuilding' : '');
     const token = entry.fencingToken.lease ?? entry.fencingToken.checkpoint;
     const { dead, redrive } = entry.deadLetters;
@@ -131,6 +136,11 @@ function renderStatus(report: StatusReport, leases: ReadonlyMap<string, LeaseRow
     ];
   });
   text += table(['NAME', 'KIND', 'POSITION', 'LAG', 'STATE', 'TOKEN', 'DEAD LETTERS', 'UPDATED', 'LEADER'], rows);
+  if (report.entries.some((entry) => entry.kind === 'unknown')) {
+    text +=
+      `\n${UNKNOWN_KIND}: the database records no kind, and holds none of the traces that tell them apart right\n` +
+      'now: completion records or execute/trigger dead letters (an automation), handler dead letters (a subscription).\n';
+  }
   if (report.entries.some((entry) => entry.state === 'unknown')) {
     text +=
       '\nunknown: no sign of leader election (no lock held or recorded, no fenced checkpoint): the database cannot tell\n' +
@@ -160,7 +170,9 @@ dead letters or its view tables):
                 application_name, client address) from pg_locks / pg_stat_activity.
 
 Views also show their setup version and generation (incremented by every rebuild).
-An automation is told from a subscription by its completions or to-do dead letters.
+The database records no kind: an automation is told by its completion records or to-do (execute,
+trigger) dead letters, a subscription by its handler dead letters; with none of them right now
+(both are pruned), KIND says "subscription or automation" (--json: "unknown").
 
 Arguments:
   <name>...   only these (exit 1 when one is unknown)
