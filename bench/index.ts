@@ -9,6 +9,7 @@ import { BenchRun, runPendingCleanups } from './lib/context.js';
 import type { BenchGroup } from './lib/context.js';
 import { figuresTable } from './lib/table.js';
 import { automationBench } from './automation.js';
+import { commandBench } from './command.js';
 import { leadershipBench } from './leadership.js';
 import { storeBench } from './store.js';
 import { subscriptionBench } from './subscription.js';
@@ -20,6 +21,7 @@ const groups: Record<string, BenchGroup> = {
   subscription: subscriptionBench,
   automation: automationBench,
   view: viewBench,
+  command: commandBench,
 };
 
 const usage = `usage: npm run bench -- [group...] [--quick] [--filter <text>]...

@@ -41,17 +41,30 @@ export function isEskitError(error: unknown, code?: string): error is EskitError
 }
 
 export class ConcurrencyError extends EskitError {
+  /**
+   * Set when a command handler gave up: how many times it loaded, decided and tried to append
+   * (`cause` is the last conflict). Undefined for the conflict of a single append.
+   */
+  readonly attempts: number | undefined;
   constructor(
     readonly streamId: string,
     readonly expectedVersion: string | number,
     /** The stream's version when the write was attempted (0 when the stream does not exist). */
     readonly actualVersion: number,
+    options?: { attempts?: number; cause?: unknown },
   ) {
+    const attempts = options?.attempts;
     super(
       ErrorCode.Concurrency,
       `Stream "${streamId}" is at version ${actualVersion}, expected ${String(expectedVersion)}. ` +
-        'Another writer got there first: reload the stream and decide again.',
+        (attempts === undefined
+          ? 'Another writer got there first: reload the stream and decide again.'
+          : `The command gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}: another writer (another process, or another ` +
+            'store object on the same database) appended to the stream between each read and write. Commands to one stream ' +
+            'through one store object queue instead of conflicting; raise retry.maxAttempts, or send this stream\'s commands to one process.'),
+      options?.cause === undefined ? undefined : { cause: options.cause },
     );
+    this.attempts = attempts;
   }
 }
 

@@ -71,6 +71,16 @@ function accountSetup(retry?: ConstructorParameters<typeof CommandHandler>[0]['r
   return { store, handler, decideCalls: counted.calls };
 }
 
+/** Another object on the same store, as another process's store would be; methods run on the store itself. */
+function anotherHandle<T extends object>(store: T): T {
+  return new Proxy(store, {
+    get: (target, key) => {
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
 // A counter: the smallest decider where every command conflicts with every concurrent one.
 type CounterEvent = { type: 'Incremented'; data: { by: number } };
 const counter: Decider<number, { type: 'Increment' }, CounterEvent> = {
@@ -301,8 +311,9 @@ describe('CommandHandler', () => {
 
     it('without retries, losers fail with ESKIT_CONCURRENCY carrying the actual version', async () => {
       const store = new MemoryEventStore<CounterEvent>();
-      const handler = new CommandHandler({ store, decider: counter, retry: { maxAttempts: 1 } });
-      const settled = await Promise.allSettled(Array.from({ length: 20 }, () => handler.handle('counter', { type: 'Increment' })));
+      // A store object each, as 20 processes would have: through one store object, commands queue instead.
+      const handlers = Array.from({ length: 20 }, () => new CommandHandler({ store: anotherHandle(store), decider: counter, retry: { maxAttempts: 1 } }));
+      const settled = await Promise.allSettled(handlers.map((handler) => handler.handle('counter', { type: 'Increment' })));
       const won = settled.filter((s) => s.status === 'fulfilled');
       const lost = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []));
       assert.ok(won.length >= 1);
