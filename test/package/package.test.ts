@@ -210,7 +210,7 @@ describe('the package, installed in a new project', { timeout: 240_000 }, () => 
     // A copy of what a fresh clone has, so that prepack builds there and not in the working tree.
     const source = join(root, 'eskit');
     await mkdir(source);
-    for (const entry of ['package.json', 'README.md', 'LICENSE', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'src', 'docs', 'scripts']) {
+    for (const entry of ['package.json', 'README.md', 'LICENSE', '.gitignore', '.npmignore', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'src', 'docs', 'scripts']) {
       if (existsSync(join(REPO, entry))) await cp(join(REPO, entry), join(source, entry), { recursive: true });
     }
     await symlink(join(REPO, 'node_modules'), join(source, 'node_modules'), 'dir');
