@@ -20,6 +20,7 @@ export const ErrorCode = {
   Timeout: 'ESKIT_TIMEOUT',
   PermanentFailure: 'ESKIT_PERMANENT_FAILURE',
   Migration: 'ESKIT_MIGRATION',
+  Connection: 'ESKIT_CONNECTION',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -164,6 +165,33 @@ export class MissingDriverError extends EskitError {
 export class MigrationError extends EskitError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.Migration, message, options);
+  }
+}
+
+/** Where a failed connection was going: enough to find the mistake, never the password. */
+export interface ConnectionTarget {
+  host: string;
+  port: number;
+  database: string;
+}
+
+/**
+ * A database could not be reached, or a connection to it was lost. `transient` says whether waiting
+ * can heal it (refused, reset, timed out, host lookup failed, the server starting up or shutting
+ * down): subscriptions and automations retry those, as a restarting database must not stop them for
+ * good. Settings that waiting will not fix (the login refused, no such database) are not transient.
+ */
+export class ConnectionError extends EskitError {
+  readonly host: string;
+  readonly port: number;
+  readonly database: string;
+  readonly transient: boolean;
+  constructor(target: ConnectionTarget, message: string, options: { cause: unknown; transient: boolean }) {
+    super(ErrorCode.Connection, message, { cause: options.cause });
+    this.host = target.host;
+    this.port = target.port;
+    this.database = target.database;
+    this.transient = options.transient;
   }
 }
 

@@ -1,6 +1,8 @@
 import { ConcurrencyError, DuplicateEventIdError, MigrationError, SerializationError } from '../core/errors.js';
 import type { PreparedEvent } from '../core/store-base.js';
 import type { ExpectedVersion } from '../core/store.js';
+import type pg from 'pg';
+import { connectionFailure } from './connection.js';
 import { VERSION_CONFLICT_SQLSTATE } from './migrations.js';
 
 /** The fields of a server error that eskit looks at (pg's DatabaseError has them all). */
@@ -25,8 +27,13 @@ function isMissingSchema(e: PgServerError): boolean {
   return e.code === '42P01' || e.code === '3F000' || e.code === '42883';
 }
 
-/** Errors any store call may hit, turned into eskit errors; anything else is returned unchanged. */
-export function translateError(error: unknown, schema: string): unknown {
+/**
+ * Errors any store call may hit, turned into eskit errors; anything else is returned unchanged.
+ * `via` (the pool or client the call ran on) names the server in connection errors.
+ */
+export function translateError(error: unknown, schema: string, via?: pg.Pool | pg.ClientBase): unknown {
+  const failure = connectionFailure(error, via);
+  if (failure) return failure;
   const e = serverError(error);
   if (e && isMissingSchema(e)) {
     return new MigrationError(
@@ -44,9 +51,10 @@ export function translateAppendError(
   streamId: string,
   expected: ExpectedVersion,
   events: readonly PreparedEvent[],
+  via?: pg.Pool | pg.ClientBase,
 ): unknown {
   const e = serverError(error);
-  if (!e) return error;
+  if (!e) return translateError(error, schema, via);
   if (e.code === VERSION_CONFLICT_SQLSTATE) {
     return new ConcurrencyError(streamId, expected, Number(e.detail));
   }
@@ -59,7 +67,7 @@ export function translateAppendError(
   if (e.code === '22P05' || (e.code === '22P02' && /json/i.test(e.message))) {
     return unstorable(events, e, error);
   }
-  return translateError(error, schema);
+  return translateError(error, schema, via);
 }
 
 function duplicateInBatch(events: readonly PreparedEvent[]): string | undefined {

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { MigrationError } from '../core/errors.js';
+import { connectionFailure } from './connection.js';
 import { advisoryKey, notifyChannel, quoteSchema } from './schema.js';
 
 /**
@@ -289,7 +290,8 @@ export async function migratePostgres(
   try {
     client = await pool.connect();
   } catch (cause) {
-    throw new MigrationError(`Could not connect to PostgreSQL to migrate schema "${schema}": ${describe(cause)}`, { cause });
+    // Not a migration problem: the same failure as any other first call, so the same error.
+    throw connectionFailure(cause, pool) ?? new MigrationError(`Could not connect to PostgreSQL to migrate schema "${schema}": ${describe(cause)}`, { cause });
   }
   try {
     return await migrateOnClient(client, schema, migrations);

@@ -6,6 +6,7 @@ import { describeError, InvalidArgumentError, isEskitError, LockUnavailableError
 import type { AcquireOptions, Lease, LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
+import { checkConnectionString, connectionErrorFor, DEFAULT_CONNECT_TIMEOUT_MS } from './connection.js';
 import { translateError } from './errors.js';
 import { migrateOnClient } from './migrations.js';
 import { DEFAULT_SCHEMA, lockKey, notifyChannel, quoteSchema } from './schema.js';
@@ -237,9 +238,7 @@ export class PgLockRegistry implements LockRegistry {
     if ((connectionString === undefined) === (connection === undefined)) {
       throw new InvalidArgumentError('PgLockRegistry needs exactly one of `connectionString` or `connection` (pg client settings), for a direct connection.');
     }
-    if (connectionString !== undefined && (typeof connectionString !== 'string' || connectionString === '')) {
-      throw new InvalidArgumentError('connectionString must be a non-empty string such as postgres://user@host:5432/db');
-    }
+    if (connectionString !== undefined) checkConnectionString(connectionString);
     if (options.migrate !== undefined && typeof options.migrate !== 'boolean') {
       throw new InvalidArgumentError(`migrate must be true or false, got ${String(options.migrate)}`);
     }
@@ -260,6 +259,8 @@ export class PgLockRegistry implements LockRegistry {
     this.#config = {
       ...(connection ?? {}),
       ...(connectionString !== undefined ? { connectionString } : {}),
+      // A server that accepts the connection and never answers must not hold acquire() for minutes.
+      connectionTimeoutMillis: connection?.connectionTimeoutMillis ?? DEFAULT_CONNECT_TIMEOUT_MS,
       application_name: this.applicationName,
       // Client side: notice a dead server or path while holding, not after the OS default of hours.
       keepAlive: true,
@@ -829,9 +830,15 @@ export class PgLockRegistry implements LockRegistry {
    * database restart, which also takes the leases, leaves standbys waiting instead of failed.
    */
   #connectFailed(names: string[], error: unknown): void {
+    const named = connectionErrorFor(error, this.#config);
     const failure = isEskitError(error)
       ? error
-      : new LockUnavailableError(`Could not open the lock connection to PostgreSQL: ${describeFailure(error)}. Check the connection settings.`, { cause: error });
+      : new LockUnavailableError(
+          named
+            ? `The lock connection failed. ${named.message}`
+            : `Could not open the lock connection to PostgreSQL: ${describeFailure(error)}. Check the connection settings.`,
+          { cause: error },
+        );
     const transient = isTransient(error);
     for (const name of names) {
       for (const request of [...(this.#requests.get(name) ?? [])]) {

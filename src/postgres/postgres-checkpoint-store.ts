@@ -90,7 +90,7 @@ async function run(client: pg.Pool | pg.ClientBase, schema: string, statement: p
   try {
     return (await client.query<unknown[]>({ ...statement, values })).rows;
   } catch (error) {
-    throw translateError(error, schema);
+    throw translateError(error, schema, client);
   }
 }
 

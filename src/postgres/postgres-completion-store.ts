@@ -105,7 +105,12 @@ export class PostgresCompletionStore implements TransactionalCompletionStore<pg.
     assertStorableText(source, 'source');
     checked.forEach((entry) => assertStorableText(entry.itemId, 'item.itemId'));
     await this.#access.ready();
-    const client = await this.pool.connect();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (error) {
+      throw translateError(error, this.schema, this.pool);
+    }
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
@@ -152,7 +157,7 @@ export class PostgresCompletionStore implements TransactionalCompletionStore<pg.
       const result = await client.query<unknown[]>({ ...sql.markFenced, values: [...values, fence.checkpoint, fence.fencingToken] });
       assertFenceHoldsFor(fence, (result.rows[0] as unknown[])[0]);
     } catch (error) {
-      throw translateError(error, this.schema);
+      throw translateError(error, this.schema, client);
     }
   }
 

@@ -10,12 +10,16 @@ import type { ExpectedVersion, ReadDirection } from '../core/store.js';
 import { translateAppendError, translateError } from './errors.js';
 import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, migratePostgres } from './migrations.js';
 import { AppendListener } from './append-listener.js';
+import { checkConnectionString, DEFAULT_CONNECT_TIMEOUT_MS, ownPoolConfig } from './connection.js';
 import { DEFAULT_SCHEMA, notifyChannel, quoteSchema } from './schema.js';
 
 export interface PostgresEventStoreOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
   /** A pool you own: the store uses it and leaves it open on close(). Give this or `connectionString`. */
   pool?: pg.Pool;
-  /** The store creates its own pool from this, and ends it on close(). */
+  /**
+   * The store creates its own pool from this (connect timeout 10 s, TCP keepalive), and ends it on
+   * close(). For other pool settings, pass a `pool`.
+   */
   connectionString?: string;
   /** Every eskit table lives in this schema. Lower-case identifier; default 'eskit'. */
   schema?: string;
@@ -87,9 +91,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     if ((pool === undefined) === (connectionString === undefined)) {
       throw new InvalidArgumentError('PostgresEventStore needs exactly one of `pool` (a pg.Pool you own) or `connectionString`.');
     }
-    if (connectionString !== undefined && (typeof connectionString !== 'string' || connectionString === '')) {
-      throw new InvalidArgumentError('connectionString must be a non-empty string such as postgres://user@host:5432/db');
-    }
+    if (connectionString !== undefined) checkConnectionString(connectionString);
     if (options.migrate !== undefined && typeof options.migrate !== 'boolean') {
       throw new InvalidArgumentError(`migrate must be true or false, got ${String(options.migrate)}`);
     }
@@ -100,7 +102,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       this.pool = pool;
       this.#ownsPool = false;
     } else {
-      this.pool = new pg.Pool({ connectionString });
+      this.pool = new pg.Pool(ownPoolConfig(connectionString as string));
       // An idle connection that dies (server restart) must not crash the process; the next query reports it.
       this.pool.on('error', () => undefined);
       this.#ownsPool = true;
@@ -238,7 +240,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     try {
       row = (await this.pool.query<Row>(statement)).rows[0] as Row;
     } catch (error) {
-      throw translateAppendError(error, this.schema, streamId, expected, events);
+      throw translateAppendError(error, this.schema, streamId, expected, events, this.pool);
     }
     const first = Number(row[0]);
     return {
@@ -287,7 +289,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     try {
       return (await this.pool.query<Row>({ ...statement, values })).rows;
     } catch (error) {
-      throw translateError(error, this.schema);
+      throw translateError(error, this.schema, this.pool);
     }
   }
 
@@ -319,6 +321,8 @@ function listenConnection(pool: pg.Pool, schema: string): pg.ClientConfig {
     delete config[key];
   }
   config.application_name ??= `eskit listen ${schema}`;
+  // The connection is eskit's own even on your pool: a server that never answers must not hold it (and close()) for minutes.
+  config.connectionTimeoutMillis ??= DEFAULT_CONNECT_TIMEOUT_MS;
   return config;
 }
 

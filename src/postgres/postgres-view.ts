@@ -2,13 +2,14 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { CheckpointInfo } from '../core/checkpoint.js';
 import type { EventShape, Recorded } from '../core/event.js';
-import { InvalidArgumentError } from '../core/errors.js';
+import { InvalidArgumentError, StoreClosedError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
 import { ViewFencedError } from '../view/errors.js';
 import { jsonValue, onConflict, PendingRows, quoteColumn, rowShape } from '../view/rows.js';
 import type { Row, RowShape, RowValue, Upsert } from '../view/rows.js';
 import { assertOwnTables, checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
 import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
+import { translateError } from './errors.js';
 import { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
 import type { PostgresStoreHandle } from './postgres-checkpoint-store.js';
 import { advisoryKey, quoteSchema } from './schema.js';
@@ -218,7 +219,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
 
   async lastRelevant(after: number, upTo: number): Promise<number> {
     if (this.#types === undefined) return upTo > after ? upTo : 0;
-    const result = await this.#pool.query<[string]>({
+    const result = await this.#query({
       rowMode: 'array',
       text: `SELECT coalesce(max(position), 0) FROM ${this.#s}.events WHERE position > $1 AND position <= $2 AND type = ANY($3::text[])`,
       values: [after, upTo, this.#types],
@@ -228,7 +229,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
 
   async countRelevant(after: number, upTo: number): Promise<number> {
     const types = this.#types === undefined ? '' : ' AND type = ANY($3::text[])';
-    const result = await this.#pool.query<[string]>({
+    const result = await this.#query({
       rowMode: 'array',
       text: `SELECT count(*) FROM ${this.#s}.events WHERE position > $1 AND position <= $2${types}`,
       values: this.#types === undefined ? [after, upTo] : [after, upTo, this.#types],
@@ -432,9 +433,29 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     return new Set(result.rows.map((row) => row.relname));
   }
 
+  async #query(statement: pg.QueryArrayConfig): Promise<pg.QueryArrayResult<[string]>> {
+    this.#assertOpen();
+    try {
+      return await this.#pool.query<[string]>(statement);
+    } catch (error) {
+      throw translateError(error, this.#schema, this.#pool);
+    }
+  }
+
+  // A closed event store's pool may be ended, and its error would look transient to the view's runner.
+  #assertOpen(): void {
+    if (this.#store.closed === true) throw new StoreClosedError(`event store of view "${this.#name}"`);
+  }
+
   /** One transaction on a connection of the pool; a connection that fails to roll back is discarded. */
   async #transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.#pool.connect();
+    this.#assertOpen();
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw translateError(error, this.#schema, this.#pool);
+    }
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');

@@ -1,5 +1,6 @@
 import * as pg from './driver.js';
 import { InvalidArgumentError, StoreClosedError } from '../core/errors.js';
+import { checkConnectionString, ownPoolConfig } from './connection.js';
 import { translateError } from './errors.js';
 import { migratePostgres } from './migrations.js';
 import { DEFAULT_SCHEMA, quoteSchema } from './schema.js';
@@ -8,6 +9,8 @@ import { DEFAULT_SCHEMA, quoteSchema } from './schema.js';
 export interface PostgresStoreHandle {
   readonly schema: string;
   readonly pool: pg.Pool;
+  /** True once the event store is closed: the stores sharing it refuse every call from then on. */
+  readonly closed?: boolean;
   migrate(): Promise<void>;
 }
 
@@ -15,7 +18,10 @@ export interface PostgresStoreHandle {
 export interface PostgresTableOptions {
   /** A pool you own: the store uses it and leaves it open on close(). */
   pool?: pg.Pool;
-  /** The store creates its own pool from this, and ends it on close(). */
+  /**
+   * The store creates its own pool from this (at most 2 connections, connect timeout 10 s, TCP
+   * keepalive), and ends it on close(). For other pool settings, pass a `pool`.
+   */
   connectionString?: string;
   /**
    * The event store whose pool and schema to share (the usual choice: next to the events, so a handler
@@ -38,6 +44,7 @@ export class PostgresTableAccess {
   readonly #what: string;
   readonly #ownsPool: boolean;
   readonly #migrate: (() => Promise<void>) | undefined;
+  readonly #shared: PostgresStoreHandle | undefined;
   #migrated: Promise<void> | undefined;
   #closed = false;
 
@@ -63,6 +70,7 @@ export class PostgresTableAccess {
       }
       this.schema = store.schema;
       this.pool = store.pool;
+      this.#shared = store;
       this.#ownsPool = false;
       this.#migrate = autoMigrate ? () => store.migrate() : undefined;
     } else {
@@ -72,10 +80,8 @@ export class PostgresTableAccess {
         this.pool = options.pool;
         this.#ownsPool = false;
       } else {
-        if (typeof options.connectionString !== 'string' || options.connectionString === '') {
-          throw new InvalidArgumentError('connectionString must be a non-empty string such as postgres://user@host:5432/db');
-        }
-        this.pool = new pg.Pool({ connectionString: options.connectionString, max: 2 });
+        checkConnectionString(options.connectionString);
+        this.pool = new pg.Pool(ownPoolConfig(options.connectionString, 2));
         // An idle connection that dies must not crash the process; the next query reports it.
         this.pool.on('error', () => undefined);
         this.#ownsPool = true;
@@ -88,18 +94,18 @@ export class PostgresTableAccess {
 
   /** Throws once closed; migrates on first use. Call before every operation. */
   async ready(): Promise<void> {
-    if (this.#closed) throw new StoreClosedError(this.#what);
+    this.#assertOpen();
     await this.#ready();
   }
 
   /** One statement in autocommit. `translate` turns errors it knows into eskit errors (else undefined). */
   async query(statement: pg.QueryArrayConfig, values: unknown[], translate?: (error: unknown) => Error | undefined): Promise<pg.QueryArrayResult> {
-    if (this.#closed) throw new StoreClosedError(this.#what);
+    this.#assertOpen();
     await this.#ready();
     try {
       return await this.pool.query<unknown[]>({ ...statement, values });
     } catch (error) {
-      throw translate?.(error) ?? translateError(error, this.schema);
+      throw translate?.(error) ?? translateError(error, this.schema, this.pool);
     }
   }
 
@@ -108,6 +114,13 @@ export class PostgresTableAccess {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#ownsPool) await this.pool.end();
+  }
+
+  // The event store's migration is done once per store and then skipped, so its own closed check would
+  // no longer run: without this, calls would reach its ended pool, whose error looks transient.
+  #assertOpen(): void {
+    if (this.#closed) throw new StoreClosedError(this.#what);
+    if (this.#shared?.closed === true) throw new StoreClosedError(`event store shared by this ${this.#what}`);
   }
 
   async #ready(): Promise<void> {

@@ -126,7 +126,12 @@ export class Checkpointer {
 
 const STOPPED: unique symbol = Symbol('stopped');
 
-/** Failures that can heal by waiting: anything that is not an eskit error, and a busy database. */
+/**
+ * Failures that can heal by waiting: anything that is not an eskit error, a busy database, and a
+ * connection error that says so (refused, lost, timed out: a database restarting must not stop a
+ * runner for good). A refused login or a missing database is not: it is reported, not retried.
+ */
 export function isTransient(error: unknown): boolean {
+  if (isEskitError(error, ErrorCode.Connection)) return (error as { transient?: unknown }).transient === true;
   return !isEskitError(error) || isEskitError(error, ErrorCode.StoreBusy);
 }
