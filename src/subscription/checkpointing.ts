@@ -42,6 +42,8 @@ export class Checkpointer {
   #tail: Promise<unknown> = Promise.resolve();
   /** A save timed out while stopping: the database is not answering, so later saves give up at once. */
   #unanswered = false;
+  /** A save was fenced: this leadership is over, and no later save is tried (it would be fenced too). */
+  #fenced: FencedError | undefined;
 
   constructor(private readonly options: CheckpointerOptions) {
     this.#saved = options.position;
@@ -75,6 +77,7 @@ export class Checkpointer {
   }
 
   async #saveTarget(): Promise<FencedError | undefined> {
+    if (this.#fenced) return this.#fenced;
     const to = this.options.target();
     if (to <= this.#saved) return undefined;
     this.#savedAt = performance.now();
@@ -85,6 +88,7 @@ export class Checkpointer {
       return undefined;
     }
     if (result === 'unsaved') return undefined;
+    this.#fenced = result;
     this.options.onFenced(result);
     return result;
   }
