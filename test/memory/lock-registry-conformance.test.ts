@@ -3,6 +3,7 @@ import { lockRegistryConformance } from '../../src/testing/index.js';
 
 lockRegistryConformance<MemoryLockRegistry>({
   name: 'memory',
+  sharedInstance: true,
   create: async () => {
     // Every node of a process shares one MemoryLockRegistry: it is the backend.
     const shared = new MemoryLockRegistry();
