@@ -1,5 +1,6 @@
 import type { Attributes, Span } from '@opentelemetry/api';
 import { milliseconds, positiveInteger } from '../core/validate.js';
+import type { Backend } from '../core/backend.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { unlessAborted } from '../core/deadline.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
@@ -46,12 +47,18 @@ export type Trigger<E extends EventShape, P> = (
 export interface AutomationOptions<E extends EventShape, P> {
   /** Names the checkpoint, the lock and the dead letters. */
   name: string;
-  store: EventStore<E>;
-  checkpoints: CheckpointStore;
-  deadLetters: DeadLetterStore;
   /**
-   * Without it, a crash re-runs every item after the checkpoint, completed or not. With an `execute`
-   * made by `inTransaction`, it is that one's store (and may be left out).
+   * Where it runs: `memory()`, `sqlite({ path })` or `postgres({ connectionString })`, which give the
+   * store, checkpoints, dead letters, completion records and (when on) leader election. Or give the
+   * parts yourself: `store`, `checkpoints` and `deadLetters` at least.
+   */
+  backend?: Backend<E>;
+  store?: EventStore<E>;
+  checkpoints?: CheckpointStore;
+  deadLetters?: DeadLetterStore;
+  /**
+   * Default: the backend's. Without one, a crash re-runs every item after the checkpoint, completed
+   * or not. With an `execute` made by `inTransaction`, it is that one's store (and may be left out).
    */
   completions?: CompletionStore;
   /** Turns an event into to-do items (none is fine). A trigger that keeps throwing dead-letters the event. */
@@ -64,7 +71,8 @@ export interface AutomationOptions<E extends EventShape, P> {
    */
   execute: ((item: TodoItem<P>, context: ExecuteContext) => unknown) | TransactionalExecute<P>;
   types?: readonly E['type'][];
-  leaderLock?: LockRegistry;
+  /** Leader election. Default: the backend's (on for `postgres()`); false turns it off. */
+  leaderLock?: LockRegistry | false;
   /** Items of different keys running at once. A key waiting out a retry's backoff holds no slot. Default 8. */
   concurrency?: number;
   /**
@@ -130,6 +138,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   readonly #options: AutomationOptions<E, P>;
   readonly #subscription: Subscription<E>;
   readonly #completions: CompletionStore | undefined;
+  readonly #deadLetters: DeadLetterStore;
+  readonly #store: EventStore<E>;
   /** `execute`, unless it was made by `inTransaction` (then `#transactional` is set instead). */
   readonly #execute: (item: TodoItem<P>, context: ExecuteContext) => unknown;
   readonly #transactional: TransactionalExecute<P> | undefined;
@@ -147,6 +157,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   readonly #attributes: Attributes;
 
   constructor(options: AutomationOptions<E, P>) {
+    const { backend } = options;
     const transactional = isTransactional<P>(options.execute) ? options.execute : undefined;
     if (typeof options.trigger !== 'function' || (typeof options.execute !== 'function' && !transactional)) {
       throw new InvalidArgumentError(`Automation "${String(options.name)}" needs a trigger function, and an execute function (or one made by inTransaction).`);
@@ -157,9 +168,17 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       );
     }
     this.#transactional = transactional;
-    this.#completions = transactional ? transactional.completions : options.completions;
+    this.#completions = transactional ? transactional.completions : (options.completions ?? backend?.completions);
     this.#execute = options.execute as (item: TodoItem<P>, context: ExecuteContext) => unknown;
-    if (!options.deadLetters) throw new InvalidArgumentError(`Automation "${String(options.name)}" needs a dead-letter store (deadLetters).`);
+    const deadLetters = options.deadLetters ?? backend?.deadLetters;
+    const store = options.store ?? backend?.store;
+    if (!deadLetters || !store) {
+      throw new InvalidArgumentError(
+        `Automation "${String(options.name)}" needs a backend (memory(), sqlite({ path }) or postgres({ connectionString })), or a store, checkpoints and deadLetters.`,
+      );
+    }
+    this.#deadLetters = deadLetters;
+    this.#store = store;
     this.name = options.name;
     this.#options = options;
     this.#retry = retryPolicy(options.retry, defaultRetry);
@@ -187,7 +206,8 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     };
     this.#subscription = new Subscription<E>({
       name: options.name,
-      store: options.store,
+      backend,
+      store,
       checkpoints: options.checkpoints,
       types: options.types,
       batchSize: options.batchSize,
@@ -198,14 +218,13 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       leaderLock: options.leaderLock,
       logger: this.#logger,
       retry: retryPolicy(options.triggerRetry, defaultTriggerRetry),
-      outstandingWork: work,
       handler: (event, context) => this.#enqueue(event, context),
       onHandlerFailure: async ({ event, error, attempts, signal }) => {
         const period = this.#period;
         await this.#deadLetterUntilStored(deadLetterFor(this.name, 'trigger', event, attempts, error), signal, period);
         return 'skip';
       },
-    });
+    }, { outstandingWork: work });
     registerInspection(this, () => this.#period);
   }
 
@@ -220,6 +239,11 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
    */
   stop(): Promise<void> {
     return this.#subscription.stop();
+  }
+
+  /** Resolves when stopped, rejects when it failed for good: see `Subscription.done`. */
+  get done(): Promise<void> {
+    return this.#subscription.done;
   }
 
   async whenStopped(): Promise<AutomationStatus> {
@@ -670,7 +694,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   async #deadLetterUntilStored(letter: NewDeadLetter, halt: AbortSignal | undefined, period: Period<P> | undefined): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await addDeadLetter(this.#options.deadLetters, letter, period?.fence);
+        await addDeadLetter(this.#deadLetters, letter, period?.fence);
         instruments().deadLetters.add(1, { ...this.#attributes, [TelemetryAttribute.Stage]: letter.stage });
         this.#logger.warn(
           { automation: this.name, key: letter.key, position: letter.eventPosition, stage: letter.stage },
@@ -695,7 +719,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   async #pickUpRedrives(period: Period<P>): Promise<void> {
     let letters: DeadLetter[];
     try {
-      letters = await this.#options.deadLetters.list({ source: this.name, status: 'redrive', limit: 100 });
+      letters = await this.#deadLetters.list({ source: this.name, status: 'redrive', limit: 100 });
     } catch (error) {
       this.#warn('reading redrive requests failed', error);
       return;
@@ -739,7 +763,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
 
   async #settleRedrive(period: Period<P>, letter: DeadLetter, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void> {
     try {
-      await this.#options.deadLetters.settleRedrive(letter.id, outcome, period.fence);
+      await this.#deadLetters.settleRedrive(letter.id, outcome, period.fence);
     } catch (error) {
       // A newer leader claimed the checkpoint: it settles the letter; this node steps down.
       if (isEskitError(error, ErrorCode.Fenced)) period.fenced(error as FencedError);
@@ -749,7 +773,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   }
 
   async #eventAt(position: number): Promise<RecordedEvent | undefined> {
-    for await (const event of this.#options.store.readAll({ after: position - 1, limit: 1, raw: true })) {
+    for await (const event of this.#store.readAll({ after: position - 1, limit: 1, raw: true })) {
       return event.position === position ? event : undefined;
     }
     return undefined;

@@ -3,3 +3,4 @@ export * from './memory-checkpoint-store.js';
 export * from './memory-lock-registry.js';
 export * from './memory-dead-letter-store.js';
 export * from './memory-completion-store.js';
+export * from './backend.js';

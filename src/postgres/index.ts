@@ -13,3 +13,5 @@ export type { PostgresMigration } from './migrations.js';
 export { advisoryKey, DEFAULT_SCHEMA, lockKey, notifyChannel } from './schema.js';
 export type { AdvisoryPurpose, ChannelPurpose } from './schema.js';
 export * from './postgres-view.js';
+export { postgres } from './backend.js';
+export type { PostgresBackend, PostgresBackendOptions } from './backend.js';

@@ -14,3 +14,5 @@ export type { SqliteDeadLetterStoreOptions } from './sqlite-dead-letter-store.js
 export { SqliteCompletionStore } from './sqlite-completion-store.js';
 export type { SqliteCompletionStoreOptions } from './sqlite-completion-store.js';
 export * from './sqlite-view.js';
+export { sqlite } from './backend.js';
+export type { SqliteBackend, SqliteBackendOptions } from './backend.js';

@@ -7,7 +7,9 @@ import { unlessAborted, within } from '../core/deadline.js';
 import { AlreadyStartedError, describeError, ErrorCode, HandlerFailedError, InvalidArgumentError, isEskitError, TimeoutError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
-import type { Lease } from '../core/lock.js';
+import type { CheckpointStore } from '../core/checkpoint.js';
+import type { Lease, LockRegistry } from '../core/lock.js';
+import type { EventStore } from '../core/store.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
@@ -16,6 +18,7 @@ import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instr
 import { Checkpointer, isTransient } from './checkpointing.js';
 import type {
   BatchHandler,
+  EngineHooks,
   FailureAction,
   HandlerContext,
   OutstandingWork,
@@ -41,6 +44,10 @@ type LeadOutcome = 'stopped' | 'lost';
 export class Subscription<E extends EventShape = EventShape> {
   readonly name: string;
   readonly #options: SubscriptionOptions<E>;
+  readonly #engine: EngineHooks;
+  readonly #store: EventStore<E>;
+  readonly #checkpoints: CheckpointStore;
+  readonly #leaderLock: LockRegistry | undefined;
   readonly #retry: RetryPolicy;
   readonly #batchSize: number;
   readonly #checkpointIntervalMs: number;
@@ -56,6 +63,7 @@ export class Subscription<E extends EventShape = EventShape> {
   #handled = 0;
   #error: Error | undefined;
   #run: Promise<void> | undefined;
+  #done: Promise<void> = Promise.resolve();
   #stop = new AbortController();
   /** Fires `drainTimeoutMs` after stop(): work still in flight is abandoned. */
   #drainExpired = new AbortController();
@@ -72,15 +80,28 @@ export class Subscription<E extends EventShape = EventShape> {
   /** This leading period ended in a loss (counted already), not a release. */
   #leaseLost = false;
 
-  constructor(options: SubscriptionOptions<E>) {
+  /** `engine`: what an automation or a view passes (see EngineHooks); applications leave it out. */
+  constructor(options: SubscriptionOptions<E>, engine: EngineHooks = {}) {
     if (typeof options.name !== 'string' || options.name.length === 0) {
       throw new InvalidArgumentError('A subscription needs a non-empty name (it names the checkpoint and the lock).');
     }
     if ((typeof options.handler === 'function') === (typeof options.batchHandler === 'function')) {
       throw new InvalidArgumentError(`Subscription "${options.name}" needs either a handler or a batchHandler function.`);
     }
+    const { backend } = options;
+    const store = options.store ?? backend?.store;
+    const checkpoints = options.checkpoints ?? backend?.checkpoints;
+    if (!store || !checkpoints) {
+      throw new InvalidArgumentError(
+        `Subscription "${options.name}" needs a backend (memory(), sqlite({ path }) or postgres({ connectionString })), or a store and checkpoints.`,
+      );
+    }
     this.name = options.name;
     this.#options = options;
+    this.#engine = engine;
+    this.#store = store;
+    this.#checkpoints = checkpoints;
+    this.#leaderLock = options.leaderLock === false ? undefined : (options.leaderLock ?? backend?.locks);
     this.#retry = retryPolicy(options.retry, defaultRetry);
     this.#batchSize = positiveInteger('batchSize', options.batchSize ?? 500);
     this.#checkpointIntervalMs = milliseconds('checkpointIntervalMs', options.checkpointIntervalMs ?? 250, 0);
@@ -92,14 +113,32 @@ export class Subscription<E extends EventShape = EventShape> {
     this.#deadLetterAttributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name, [TelemetryAttribute.Stage]: 'handler' });
   }
 
-  /** Starts in the background: leading at once without a lock, else standing by until the lock is free. */
+  /**
+   * Starts in the background: leading at once without a lock, else standing by until the lock is free.
+   * Resolves once started; `done` tells how the run ends.
+   */
   async start(): Promise<void> {
     if (this.#run) throw new AlreadyStartedError(`Subscription "${this.name}"`);
     this.#stop = new AbortController();
     this.#drainExpired = new AbortController();
     this.#error = undefined;
     this.#state = 'standby';
-    this.#run = this.#loop();
+    const run = this.#loop();
+    this.#run = run.then(() => undefined);
+    this.#done = run.then((failure) => {
+      if (failure) throw failure;
+    });
+  }
+
+  /**
+   * How the run started last ends: resolves when it stops (`stop()`), rejects with the error when it
+   * fails for good (a handler that keeps failing without dead letters, an event that cannot be read, a
+   * store that was closed). Await or catch it: a failure nobody handles is an unhandled rejection, which
+   * ends the process with a non-zero exit code, so that a runner that stopped working is never silent.
+   * (`whenStopped()` handles it too: it resolves with the status, whose `error` says why.)
+   */
+  get done(): Promise<void> {
+    return this.#done;
   }
 
   /**
@@ -120,14 +159,15 @@ export class Subscription<E extends EventShape = EventShape> {
     await run;
   }
 
-  /** Resolves when the subscription has stopped or failed (the status says which). */
+  /** Resolves when the subscription has stopped or failed (the status says which, and handles `done`). */
   async whenStopped(): Promise<SubscriptionStatus> {
+    this.#done.catch(() => undefined);
     await this.#run;
     return this.status();
   }
 
   async status(): Promise<SubscriptionStatus> {
-    const head = await this.#options.store.headPosition();
+    const head = await this.#store.headPosition();
     return {
       name: this.name,
       state: this.#state,
@@ -141,8 +181,9 @@ export class Subscription<E extends EventShape = EventShape> {
     };
   }
 
-  async #loop(): Promise<void> {
-    const unsubscribe = this.#options.store.onAppend(() => {
+  /** Runs until stopped or failed; resolves with the failure, if any. */
+  async #loop(): Promise<Error | undefined> {
+    const unsubscribe = this.#store.onAppend(() => {
       this.#requestWake();
     });
     const stopReporting = reportLag({ attributes: this.#attributes, lag: () => this.#lag() });
@@ -174,29 +215,32 @@ export class Subscription<E extends EventShape = EventShape> {
         this.#state = 'standby';
       }
       this.#state = 'stopped';
+      return undefined;
     } catch (error) {
       this.#state = 'failed';
       this.#error = error instanceof Error ? error : new Error(describeError(error), { cause: error });
       this.#logger.error({ subscription: this.name, err: this.#error }, `Subscription "${this.name}" failed`);
+      return this.#error;
     } finally {
       clearTimeout(this.#drainTimer);
       stopReporting();
       unsubscribe();
       this.#leaderlessSince = undefined;
       this.#run = undefined;
+      this.#engine.onEnded?.();
     }
   }
 
   /** For the lag gauge: only the leader reports, so that standbys do not add stale values. */
   async #lag(): Promise<number | undefined> {
     if (this.#state !== 'leading') return undefined;
-    const head = await this.#options.store.headPosition();
+    const head = await this.#store.headPosition();
     return Math.max(0, head - (this.#position ?? 0));
   }
 
   /** Waits for the lock (when leader election is on). `ok: false` when stopped while waiting. */
   async #becomeLeader(): Promise<{ ok: true; lease: Lease | undefined } | { ok: false }> {
-    const registry = this.#options.leaderLock;
+    const registry = this.#leaderLock;
     if (!registry) return { ok: true, lease: undefined };
     try {
       const lease = await registry.acquire(this.name, {
@@ -243,7 +287,7 @@ export class Subscription<E extends EventShape = EventShape> {
 
   /** Processes events while this node leads. Throws only for failures that must stop the subscription. */
   async #lead(lease: Lease | undefined): Promise<LeadOutcome> {
-    const work = this.#options.outstandingWork;
+    const work = this.#engine.outstandingWork;
     const token = lease?.fencingToken;
     // Leadership ends when the lease is lost, or when a write of this leadership is fenced (a checkpoint
     // save, a handler, outstanding work downstream): a newer token exists somewhere.
@@ -265,7 +309,7 @@ export class Subscription<E extends EventShape = EventShape> {
     let read = start;
     const checkpoint = new Checkpointer({
       name: this.name,
-      checkpoints: this.#options.checkpoints,
+      checkpoints: this.#checkpoints,
       fencingToken: token,
       position: start,
       target: () => {
@@ -333,7 +377,7 @@ export class Subscription<E extends EventShape = EventShape> {
         const result = await this.#deliver(batch, token, signal, {
           handled: (position) => {
             read = position;
-            if (this.#options.checkpointsInHandler) checkpoint.savedByHandler(position);
+            if (this.#engine.checkpointsInHandler) checkpoint.savedByHandler(position);
           },
           skipped: (position) => {
             read = position;
@@ -509,7 +553,7 @@ export class Subscription<E extends EventShape = EventShape> {
   }
 
   async #claimStart(token: number | undefined): Promise<number> {
-    const { checkpoints } = this.#options;
+    const checkpoints = this.#checkpoints;
     const stored = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
     if (stored !== undefined) return stored;
     const start = await this.#startPosition();
@@ -555,7 +599,7 @@ export class Subscription<E extends EventShape = EventShape> {
   async #startPosition(): Promise<number> {
     const from = this.#options.startFrom ?? 'beginning';
     if (from === 'beginning') return 0;
-    if (from === 'end') return this.#options.store.headPosition();
+    if (from === 'end') return this.#store.headPosition();
     if (!Number.isSafeInteger(from.after) || from.after < 0) {
       throw new InvalidArgumentError(`startFrom.after must be a non-negative integer, got ${String(from.after)}`);
     }
@@ -581,7 +625,7 @@ export class Subscription<E extends EventShape = EventShape> {
 
   async #read(position: number): Promise<Recorded<E>[]> {
     const batch: Recorded<E>[] = [];
-    for await (const event of this.#options.store.readAll({ after: position, limit: this.#batchSize, types: this.#options.types })) {
+    for await (const event of this.#store.readAll({ after: position, limit: this.#batchSize, types: this.#options.types })) {
       batch.push(event);
     }
     return batch;

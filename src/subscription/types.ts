@@ -1,3 +1,4 @@
+import type { Backend } from '../core/backend.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import type { DeadLetterStore } from '../core/dead-letter.js';
 import type { FencedError } from '../core/errors.js';
@@ -84,8 +85,15 @@ export interface OutstandingWork {
 export interface SubscriptionOptions<E extends EventShape> {
   /** Unique per subscription: names its checkpoint and its leader lock. */
   name: string;
-  store: EventStore<E>;
-  checkpoints: CheckpointStore;
+  /**
+   * Where it runs: `memory()`, `sqlite({ path })` or `postgres({ connectionString })`, which give the
+   * store, the checkpoints, the dead letters and (when on) leader election. Or give `store` and
+   * `checkpoints` (and `leaderLock`) yourself.
+   */
+  backend?: Backend<E>;
+  /** The backend's store, or your own (then `checkpoints` too). */
+  store?: EventStore<E>;
+  checkpoints?: CheckpointStore;
   /** Called once per event. Give either `handler` or `batchHandler`. */
   handler?: SubscriptionHandler<E>;
   /**
@@ -93,11 +101,6 @@ export interface SubscriptionOptions<E extends EventShape> {
    * A batch that keeps failing is split, so that the failure is pinned on one event.
    */
   batchHandler?: BatchHandler<E>;
-  /**
-   * The batch handler saves the checkpoint itself, in the same transaction as its writes (for views
-   * updated exactly once). The runner then only saves it for events it skipped.
-   */
-  checkpointsInHandler?: boolean;
   /** Only events of these types reach the handler. */
   types?: readonly E['type'][];
   /** Events read per round trip. Default 500. */
@@ -125,12 +128,10 @@ export interface SubscriptionOptions<E extends EventShape> {
   /** The safety net behind append notifications. Default 500 ms. */
   pollIntervalMs?: number;
   /**
-   * Work the handler started but has not finished (an automation's to-do items): the checkpoint never
-   * passes it. A plain subscription has none: its handler's return is the end of its work.
+   * Leader election: only the holder of the lock named `name` processes events. Default: the backend's
+   * (on for `postgres()`); false turns it off.
    */
-  outstandingWork?: OutstandingWork;
-  /** Turns leader election on: only the holder of the lock named `name` processes events. */
-  leaderLock?: LockRegistry;
+  leaderLock?: LockRegistry | false;
   /**
    * How long `stop()` lets work in flight finish (a handler, an automation's side effects). After it,
    * that work is abandoned: its signal fires, the checkpoint stays before it, a warning names it, and
@@ -163,4 +164,23 @@ export interface SubscriptionStatus {
   /** Events handled by this instance since it was created. */
   handled: number;
   error: Error | undefined;
+}
+
+/**
+ * What the engine's own runners (automations, views) give the subscription they are built on, as the
+ * constructor's second argument: not options an application sets.
+ */
+export interface EngineHooks {
+  /**
+   * Work the handler started but has not finished (an automation's to-do items): the checkpoint never
+   * passes it. A plain subscription has none: its handler's return is the end of its work.
+   */
+  outstandingWork?: OutstandingWork;
+  /**
+   * The batch handler saves the checkpoint itself, in the same transaction as its writes (for views
+   * updated exactly once). The runner then only saves it for events it skipped.
+   */
+  checkpointsInHandler?: boolean;
+  /** Called when a run ends (stopped or failed), before `done` settles. */
+  onEnded?: () => void;
 }

@@ -55,9 +55,8 @@ export class MemoryView<S, E extends EventShape = EventShape> {
       ...subscriptionOptionsOf(options),
       checkpoints,
       logger,
-      checkpointsInHandler: true,
       batchHandler: (events) => this.#apply(events),
-    });
+    }, { checkpointsInHandler: true });
     this.#signals = new ViewSignals<E>({
       view: options.name,
       store: options.store,
@@ -95,6 +94,11 @@ export class MemoryView<S, E extends EventShape = EventShape> {
   /** Lets the batch in flight finish, then stops. Safe to call twice; the state stays. */
   stop(): Promise<void> {
     return this.#subscription.stop();
+  }
+
+  /** Resolves when stopped, rejects when the view failed for good: see `Subscription.done`. */
+  get done(): Promise<void> {
+    return this.#subscription.done;
   }
 
   async whenStopped(): Promise<ViewStatus> {

@@ -216,12 +216,11 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
       checkpoints,
       leaderLock: options.leaderLock && this.#watchLeadership(options.leaderLock),
       logger: this.#logger,
-      checkpointsInHandler: true,
       batchHandler: async (events, context) => {
         await backend.applyLive(events, this.#generation ?? -1, context.fencingToken);
         this.#signals.committed(events, (events[events.length - 1] as Recorded<E>).position);
       },
-    });
+    }, { checkpointsInHandler: true, onEnded: () => (this.#leading = false) });
     this.#signals = new ViewSignals<E>({
       view: options.name,
       store: options.store,
@@ -256,10 +255,11 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
     const meta = await this.#backend.ensureSetup(this.#options.setup.version);
     this.#checkVersion(meta);
     await this.#subscription.start();
-    void this.#subscription.whenStopped().then(
-      () => (this.#leading = false),
-      () => (this.#leading = false),
-    );
+  }
+
+  /** Resolves when stopped, rejects when the view failed for good: see `Subscription.done`. */
+  get done(): Promise<void> {
+    return this.#subscription.done;
   }
 
   /** Lets the batch in flight commit, releases leadership. Safe to call twice. */

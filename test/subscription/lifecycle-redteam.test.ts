@@ -85,11 +85,14 @@ async function appendMany(store: MemoryEventStore, count: number): Promise<void>
   for (let i = 0; i < count; i++) await store.append(`s-${i % 3}`, [{ type: 'Tick', data: { i } }]);
 }
 
-function setup(overrides: Partial<SubscriptionOptions<EventShape>> = {}) {
+type Overrides = Partial<SubscriptionOptions<EventShape>> & { outstandingWork?: OutstandingWork };
+
+function setup(overrides: Overrides = {}) {
   const store = new MemoryEventStore();
   const checkpoints = new ControlledCheckpoints();
   const seen: Array<{ position: number; token: number | undefined }> = [];
-  const make = (extra: Partial<SubscriptionOptions<EventShape>> = {}): Subscription => {
+  const make = (extra: Overrides = {}): Subscription => {
+    const { outstandingWork, ...options } = { ...overrides, ...extra };
     const subscription = new Subscription({
       name: NAME,
       store,
@@ -100,9 +103,8 @@ function setup(overrides: Partial<SubscriptionOptions<EventShape>> = {}) {
       handler: (event: RecordedEvent, context) => {
         seen.push({ position: event.position, token: context.fencingToken });
       },
-      ...overrides,
-      ...extra,
-    });
+      ...options,
+    }, { outstandingWork });
     stopAfterTest(() => subscription.stop());
     return subscription;
   };

@@ -260,11 +260,10 @@ describe('Subscription batch handler (memory)', () => {
         checkpoints: { ...checkpoints, load: (n) => checkpoints.load(n), claim: (n, t) => checkpoints.claim(n, t), list: () => checkpoints.list(), save: async (n, p, o) => { saves.push(p); await checkpoints.save(n, p, o); } },
         logger: silentLogger,
         batchSize: 3,
-        checkpointsInHandler: true,
         batchHandler: async (events) => {
           await checkpoints.save('self-saving', (events[events.length - 1] as RecordedEvent).position);
         },
-      }),
+      }, { checkpointsInHandler: true }),
     );
     await appendMany(store, 7);
     await sub.start();

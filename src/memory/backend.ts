@@ -1,0 +1,59 @@
+import type { Backend } from '../core/backend.js';
+import type { EventShape } from '../core/event.js';
+import type { EventStoreBaseOptions } from '../core/store-base.js';
+import { MemoryCheckpointStore } from './memory-checkpoint-store.js';
+import { MemoryCompletionStore } from './memory-completion-store.js';
+import { MemoryDeadLetterStore } from './memory-dead-letter-store.js';
+import { MemoryEventStore } from './memory-event-store.js';
+import { MemoryLockRegistry } from './memory-lock-registry.js';
+
+export interface MemoryBackendOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
+  /**
+   * Leader election between the runners of this process (one runs each name). Default false: there is
+   * only one process, so it decides nothing; turn it on to try failover in tests.
+   */
+  leaderElection?: boolean;
+}
+
+export interface MemoryBackend<E extends EventShape = EventShape> extends Backend<E> {
+  readonly kind: 'memory';
+  readonly store: MemoryEventStore<E>;
+  readonly checkpoints: MemoryCheckpointStore;
+  readonly deadLetters: MemoryDeadLetterStore;
+  readonly completions: MemoryCompletionStore;
+  readonly locks: MemoryLockRegistry | undefined;
+}
+
+/**
+ * Every part in this process's memory, for tests, examples and prototypes: gone when the process ends.
+ * The dead-letter queue and the completion records check fences against the checkpoints, as the
+ * database backends do.
+ *
+ * ```ts
+ * const backend = memory();
+ * new Subscription({ backend, name: 'projector', handler });
+ * ```
+ */
+export function memory<E extends EventShape = EventShape>(options: MemoryBackendOptions<E> = {}): MemoryBackend<E> {
+  const { leaderElection, ...storeOptions } = options;
+  const store = new MemoryEventStore<E>(storeOptions);
+  const checkpoints = new MemoryCheckpointStore();
+  const locks = leaderElection ? new MemoryLockRegistry() : undefined;
+  let closing: Promise<void> | undefined;
+  return {
+    kind: 'memory',
+    store,
+    checkpoints,
+    deadLetters: new MemoryDeadLetterStore({ checkpoints }),
+    completions: new MemoryCompletionStore({ checkpoints }),
+    locks,
+    migrate: async () => undefined,
+    close() {
+      closing ??= (async () => {
+        await locks?.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

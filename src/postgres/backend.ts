@@ -1,0 +1,84 @@
+import type { Backend } from '../core/backend.js';
+import type { EventShape } from '../core/event.js';
+import { InvalidArgumentError } from '../core/errors.js';
+import { PgLockRegistry } from './pg-lock-registry.js';
+import type { PgLockRegistryOptions } from './pg-lock-registry.js';
+import { PostgresCheckpointStore } from './postgres-checkpoint-store.js';
+import { PostgresCompletionStore } from './postgres-completion-store.js';
+import { PostgresDeadLetterStore } from './postgres-dead-letter-store.js';
+import { PostgresEventStore } from './postgres-event-store.js';
+import type { PostgresEventStoreOptions } from './postgres-event-store.js';
+
+export interface PostgresBackendOptions<E extends EventShape> extends PostgresEventStoreOptions<E> {
+  /**
+   * Leader election (session advisory locks on one dedicated connection per process). Default true:
+   * every runner of this backend is run by one node at a time, and a standby takes over when it stops,
+   * crashes or freezes. false turns it off (one process, or you elect leaders yourself); an object sets
+   * the registry's options. The lock needs a DIRECT connection (not through a transaction-pooling
+   * proxy): it uses `connectionString`, or the settings of the `pool` you gave, unless you give it a
+   * `connectionString` or `connection` of its own here.
+   */
+  leaderElection?: boolean | Omit<PgLockRegistryOptions, 'schema'>;
+}
+
+export interface PostgresBackend<E extends EventShape = EventShape> extends Backend<E> {
+  readonly kind: 'postgres';
+  readonly store: PostgresEventStore<E>;
+  readonly checkpoints: PostgresCheckpointStore;
+  readonly deadLetters: PostgresDeadLetterStore;
+  readonly completions: PostgresCompletionStore;
+  readonly locks: PgLockRegistry | undefined;
+  readonly schema: string;
+}
+
+/**
+ * Every part in one PostgreSQL schema, on one pool, with leader election on by default: the events,
+ * checkpoints, dead letters and completion records live side by side, so a side effect or a view
+ * written there commits with them.
+ *
+ * ```ts
+ * const backend = postgres({ connectionString: process.env.DATABASE_URL });
+ * new Automation({ backend, name: 'mailer', trigger, execute });
+ * await backend.close();
+ * ```
+ */
+export function postgres<E extends EventShape = EventShape>(options: PostgresBackendOptions<E>): PostgresBackend<E> {
+  const { leaderElection = true, ...storeOptions } = options;
+  const store = new PostgresEventStore<E>(storeOptions);
+  let locks: PgLockRegistry | undefined;
+  if (leaderElection !== false) {
+    const own = leaderElection === true ? {} : leaderElection;
+    if (typeof own !== 'object' || own === null) {
+      throw new InvalidArgumentError('leaderElection must be true, false, or the lock registry options ({ sessionTimeoutMs, ... }).');
+    }
+    const direct =
+      own.connectionString !== undefined || own.connection !== undefined
+        ? {}
+        : options.connectionString !== undefined
+          ? { connectionString: options.connectionString }
+          : { connection: store.pool.options };
+    locks = new PgLockRegistry({ logger: options.logger, ...own, ...direct, schema: store.schema });
+  }
+  const checkpoints = new PostgresCheckpointStore({ store });
+  const deadLetters = new PostgresDeadLetterStore({ store });
+  const completions = new PostgresCompletionStore({ store });
+  let closing: Promise<void> | undefined;
+  return {
+    kind: 'postgres',
+    store,
+    checkpoints,
+    deadLetters,
+    completions,
+    locks,
+    schema: store.schema,
+    migrate: () => store.migrate(),
+    close() {
+      closing ??= (async () => {
+        await locks?.close();
+        await Promise.all([checkpoints.close(), deadLetters.close(), completions.close()]);
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

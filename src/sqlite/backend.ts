@@ -1,0 +1,69 @@
+import type { Backend } from '../core/backend.js';
+import type { EventShape } from '../core/event.js';
+import type Database from 'better-sqlite3';
+import { SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
+import { SqliteCompletionStore } from './sqlite-completion-store.js';
+import { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
+import { SqliteEventStore } from './sqlite-event-store.js';
+import type { SqliteEventStoreOptions } from './sqlite-event-store.js';
+import { SqliteLockRegistry } from './sqlite-lock-registry.js';
+import type { SqliteLockRegistryOptions } from './sqlite-lock-registry.js';
+
+export interface SqliteBackendOptions<E extends EventShape> extends SqliteEventStoreOptions<E> {
+  /**
+   * Leader election between the processes sharing the file (a lease row judged by SQLite's clock):
+   * true, or the lease's settings. Default false: one process, nothing to elect.
+   */
+  leaderElection?: boolean | Omit<SqliteLockRegistryOptions, 'store' | 'database' | 'path'>;
+}
+
+export interface SqliteBackend<E extends EventShape = EventShape> extends Backend<E> {
+  readonly kind: 'sqlite';
+  readonly store: SqliteEventStore<E>;
+  readonly checkpoints: SqliteCheckpointStore;
+  readonly deadLetters: SqliteDeadLetterStore;
+  readonly completions: SqliteCompletionStore;
+  readonly locks: SqliteLockRegistry | undefined;
+  /** The one connection every part shares (for your own tables in the same file). */
+  readonly database: Database.Database;
+}
+
+/**
+ * Every part on one SQLite file and one connection: the events, checkpoints, dead letters and
+ * completion records live side by side, so a side effect or a view written there commits with them.
+ *
+ * ```ts
+ * const backend = sqlite({ path: 'shop.db' });
+ * new Automation({ backend, name: 'mailer', trigger, execute });
+ * await backend.close();
+ * ```
+ */
+export function sqlite<E extends EventShape = EventShape>(options: SqliteBackendOptions<E>): SqliteBackend<E> {
+  const { leaderElection, ...storeOptions } = options;
+  const store = new SqliteEventStore<E>(storeOptions);
+  const locks = leaderElection ? new SqliteLockRegistry({ ...(leaderElection === true ? {} : leaderElection), store }) : undefined;
+  const checkpoints = new SqliteCheckpointStore({ store });
+  const deadLetters = new SqliteDeadLetterStore({ store });
+  const completions = new SqliteCompletionStore({ store });
+  let closing: Promise<void> | undefined;
+  return {
+    kind: 'sqlite',
+    store,
+    checkpoints,
+    deadLetters,
+    completions,
+    locks,
+    database: store.database,
+    async migrate() {
+      await store.migrate();
+    },
+    close() {
+      closing ??= (async () => {
+        await locks?.close();
+        await Promise.all([deadLetters.close(), completions.close()]);
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
