@@ -1,7 +1,8 @@
 import { v7 as uuidv7 } from 'uuid';
-import { activeTracer, inSpan, SpanName, TelemetryAttribute, TRACE_METADATA, traceMetadata } from '../telemetry/telemetry.js';
 import { CorruptEventError, InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
 import type { EventShape, Metadata, NewEvent, Recorded, RecordedEvent } from './event.js';
+import { appendObserver } from './hooks.js';
+import type { MetadataStamp } from './hooks.js';
 import type { EventRegistry } from './registry.js';
 import { isStorableText, jsonCopy, unstorableTextReason } from './validate.js';
 import type {
@@ -94,25 +95,16 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   }
 
   append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}): Promise<AppendResult<E>> {
-    // Without a tracer provider this is one check: no span, attributes or closure per append.
-    const tracer = activeTracer();
-    if (tracer === undefined) return this.#append(streamId, events, options);
-    const expected: unknown = options?.expectedVersion ?? 'any';
-    const attributes = {
-      [TelemetryAttribute.StreamId]: String(streamId),
-      [TelemetryAttribute.EventCount]: Array.isArray(events) ? events.length : 0,
-      [TelemetryAttribute.ExpectedVersion]: typeof expected === 'number' ? expected : String(expected),
-    };
-    return inSpan(tracer, SpanName.Append, { attributes }, async (span) => {
-      const result = await this.#append(streamId, events, options, traceMetadata(span));
-      span.setAttribute(TelemetryAttribute.Position, result.position);
-      span.setAttribute(TelemetryAttribute.StreamVersion, result.nextExpectedVersion);
-      return result;
-    });
+    // Without an observer (telemetry not loaded, or no tracer provider) this is one call: no closure
+    // or object per append.
+    const observe = appendObserver();
+    if (observe === undefined) return this.#append(streamId, events, options);
+    const call = { streamId, events, expectedVersion: options?.expectedVersion ?? 'any' };
+    return observe(call, (stamp) => this.#append(streamId, events, options, stamp));
   }
 
-  /** `trace`: the append span's context, added to each event's metadata that does not carry one. */
-  async #append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}, trace?: Metadata): Promise<AppendResult<E>> {
+  /** `stamp`: the observer's additions (the append span's trace context) to each event's metadata. */
+  async #append(streamId: string, events: readonly NewEvent<E>[], options: AppendOptions = {}, stamp?: MetadataStamp): Promise<AppendResult<E>> {
     this.assertOpen();
     assertStreamId(streamId);
     if (!isStorableText(streamId)) {
@@ -132,7 +124,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     // JSON back: equal to a read, and sharing no objects with the caller's input.
     const values = new Array<{ data: unknown; metadata: Metadata }>(count);
     for (let i = 0; i < count; i++) {
-      const value = this.#check(events[i] as NewEvent<E>, i, trace);
+      const value = this.#check(events[i] as NewEvent<E>, i, stamp);
       values[i] = value;
       prepared[i] = { id: value.id, type: value.type, data: JSON.stringify(value.data), metadata: JSON.stringify(value.metadata) };
     }
@@ -311,7 +303,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   }
 
   /** The event's id and type, checked, and copies of its data and metadata that JSON holds exactly (see jsonCopy). */
-  #check(event: NewEvent<E>, index: number, trace: Metadata | undefined): { id: string; type: string; data: unknown; metadata: Metadata } {
+  #check(event: NewEvent<E>, index: number, stamp: MetadataStamp | undefined): { id: string; type: string; data: unknown; metadata: Metadata } {
     if (typeof event !== 'object' || event === null) {
       throw new InvalidArgumentError(`event ${index} must be an object with a type and data`);
     }
@@ -335,11 +327,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     }
     const data = jsonCopy(this.#registry ? this.#registry.encode(type, event.data) : event.data, 'data', index, type);
     const metadata = jsonCopy(given, 'metadata', index, type) as Metadata;
-    // A caller's trace context wins (an event forwarded from elsewhere keeps its origin), and a lone
-    // `tracestate` of theirs is not paired with our `traceparent`.
-    if (trace && metadata[TRACE_METADATA.traceparent] === undefined && metadata[TRACE_METADATA.tracestate] === undefined) {
-      Object.assign(metadata, trace);
-    }
+    stamp?.(metadata);
     return { id, type, data, metadata };
   }
 

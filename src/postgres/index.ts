@@ -1,4 +1,6 @@
 // The `eskit/postgres` entry point: the PostgreSQL adapter.
+// Appends through this entry alone are traced too: telemetry fills core's append hook when loaded.
+import '../telemetry/install.js';
 export * from './postgres-event-store.js';
 export { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
 export type { PostgresCheckpointStoreOptions, PostgresStoreHandle } from './postgres-checkpoint-store.js';

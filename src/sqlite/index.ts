@@ -1,4 +1,6 @@
 // `eskit/sqlite`: the SQLite adapter (better-sqlite3).
+// Appends through this entry alone are traced too: telemetry fills core's append hook when loaded.
+import '../telemetry/install.js';
 export * from './sqlite-event-store.js';
 export { configureSqlite, openSqlite, DEFAULT_BUSY_TIMEOUT_MS } from './connection.js';
 export { migrateSqlite, sqliteMigrations, sqliteSchemaVersion } from './migrations.js';
