@@ -1,10 +1,11 @@
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { unlessAborted, within } from '../core/deadline.js';
-import { ErrorCode, isEskitError } from '../core/errors.js';
+import { ErrorCode, InvalidArgumentError, isEskitError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
+import type { StartFrom } from './types.js';
 
 export interface CheckpointerOptions {
   name: string;
@@ -129,6 +130,60 @@ export class Checkpointer {
 }
 
 const STOPPED: unique symbol = Symbol('stopped');
+
+export interface StartOptions {
+  name: string;
+  checkpoints: CheckpointStore;
+  store: { headPosition(): Promise<number> };
+  startFrom: StartFrom | undefined;
+  retry: RetryPolicy;
+  pollIntervalMs: number;
+  logger: Logger;
+}
+
+/**
+ * Where a leadership starts: the checkpoint (claimed with the token), or the start position when there
+ * is none. Transient failures (a dropped connection, a busy SQLite file, a database restarting while a
+ * standby takes over) are retried with backoff until stopped or the lease is lost: a new leader must
+ * not fail for good over one of them.
+ */
+export async function loadStart(o: StartOptions, token: number | undefined, signal: AbortSignal): Promise<number | { fenced: FencedError } | 'stopped'> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // A database that stopped answering must not hold a stop(): nothing was done yet to wait for.
+      return await unlessAborted(claimStart(o, token), signal, 'stopped' as const);
+    } catch (error) {
+      if (isEskitError(error, ErrorCode.Fenced)) return { fenced: error as FencedError };
+      if (!isTransient(error)) throw error;
+      o.logger.warn({ subscription: o.name, attempt, err: error }, `Subscription "${o.name}": reading its checkpoint failed; retrying`);
+    }
+    if (signal.aborted) return 'stopped';
+    await delay(Math.min(o.pollIntervalMs, backoffDelay(o.retry, attempt)), signal).catch(() => undefined);
+    if (signal.aborted) return 'stopped';
+  }
+}
+
+async function claimStart(o: StartOptions, token: number | undefined): Promise<number> {
+  const { checkpoints, name } = o;
+  const stored = token === undefined ? await checkpoints.load(name) : await checkpoints.claim(name, token);
+  if (stored !== undefined) return stored;
+  const start = await startPosition(o);
+  // 'end' is the head NOW: saved before anything is read, or a stop or crash before the first event
+  // would let the next start take a later head and skip what was appended in between. The other
+  // start positions come out the same every time.
+  if (o.startFrom === 'end') await checkpoints.save(name, start, { fencingToken: token });
+  return start;
+}
+
+async function startPosition(o: StartOptions): Promise<number> {
+  const from = o.startFrom ?? 'beginning';
+  if (from === 'beginning') return 0;
+  if (from === 'end') return o.store.headPosition();
+  if (!Number.isSafeInteger(from.after) || from.after < 0) {
+    throw new InvalidArgumentError(`startFrom.after must be a non-negative integer, got ${String(from.after)}`);
+  }
+  return from.after;
+}
 
 /**
  * Failures that can heal by waiting: anything that is not an eskit error, a busy database, and a

@@ -1,32 +1,23 @@
-import type { Attributes, Span } from '@opentelemetry/api';
-import { milliseconds, positiveInteger } from '../core/validate.js';
-import { deadLetterFor } from '../core/dead-letter-checks.js';
-import { addDeadLetter } from '../core/storable-letter.js';
-import type { DeadLetterStore } from '../core/dead-letter.js';
-import { unlessAborted, within } from '../core/deadline.js';
-import { AlreadyStartedError, describeError, ErrorCode, HandlerFailedError, InvalidArgumentError, isEskitError, TimeoutError } from '../core/errors.js';
+import type { Attributes } from '@opentelemetry/api';
+import type { CheckpointStore } from '../core/checkpoint.js';
+import { unlessAborted } from '../core/deadline.js';
+import { AlreadyStartedError, describeError, ErrorCode, InvalidArgumentError, isEskitError, TimeoutError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
-import type { CheckpointStore } from '../core/checkpoint.js';
-import type { Lease, LockRegistry } from '../core/lock.js';
-import type { EventStore } from '../core/store.js';
+import type { Lease } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
-import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
+import { delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
-import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, linksToEvents, recordFailure, reportLag } from '../telemetry/telemetry.js';
-import { Checkpointer, isTransient } from './checkpointing.js';
-import type {
-  BatchHandler,
-  EngineHooks,
-  FailureAction,
-  HandlerContext,
-  OutstandingWork,
-  SubscriptionHandler,
-  SubscriptionOptions,
-  SubscriptionState,
-  SubscriptionStatus,
-} from './types.js';
+import type { EventStore } from '../core/store.js';
+import { milliseconds, positiveInteger } from '../core/validate.js';
+import { TelemetryAttribute, instruments, reportLag } from '../telemetry/telemetry.js';
+import { Checkpointer, isTransient, loadStart } from './checkpointing.js';
+import { Delivery } from './delivery.js';
+import { Leadership } from './leadership.js';
+import { drainWork, finishWork } from './outstanding.js';
+import type { StoppingWork } from './outstanding.js';
+import type { EngineHooks, SubscriptionOptions, SubscriptionState, SubscriptionStatus } from './types.js';
 
 export type * from './types.js';
 
@@ -47,7 +38,6 @@ export class Subscription<E extends EventShape = EventShape> {
   readonly #engine: EngineHooks;
   readonly #store: EventStore<E>;
   readonly #checkpoints: CheckpointStore;
-  readonly #leaderLock: LockRegistry | undefined;
   readonly #retry: RetryPolicy;
   readonly #batchSize: number;
   readonly #checkpointIntervalMs: number;
@@ -59,8 +49,6 @@ export class Subscription<E extends EventShape = EventShape> {
   #state: SubscriptionState = 'idle';
   #position: number | undefined;
   #fencingToken: number | undefined;
-  #lockDenied = false;
-  #handled = 0;
   #error: Error | undefined;
   #run: Promise<void> | undefined;
   #done: Promise<void> = Promise.resolve();
@@ -72,13 +60,8 @@ export class Subscription<E extends EventShape = EventShape> {
   #wakeRequested = false;
   /** Metric attributes, made once: metrics are recorded per batch or per rare event with them. */
   readonly #attributes: Attributes;
-  readonly #deadLetterAttributes: Attributes;
-  /** The span of the batch being handled, when tracing is on. */
-  #span: Span | undefined;
-  /** Since when this node has gone without leading (refused the lock, or lost its lease); see MetricName.HandoffDuration. */
-  #leaderlessSince: number | undefined;
-  /** This leading period ended in a loss (counted already), not a release. */
-  #leaseLost = false;
+  readonly #leadership: Leadership;
+  readonly #delivery: Delivery<E>;
 
   /** `engine`: what an automation or a view passes (see EngineHooks); applications leave it out. */
   constructor(options: SubscriptionOptions<E>, engine: EngineHooks = {}) {
@@ -101,7 +84,6 @@ export class Subscription<E extends EventShape = EventShape> {
     this.#engine = engine;
     this.#store = store;
     this.#checkpoints = checkpoints;
-    this.#leaderLock = options.leaderLock === false ? undefined : (options.leaderLock ?? backend?.locks);
     this.#retry = retryPolicy(options.retry, defaultRetry);
     this.#batchSize = positiveInteger('batchSize', options.batchSize ?? 500);
     this.#checkpointIntervalMs = milliseconds('checkpointIntervalMs', options.checkpointIntervalMs ?? 250, 0);
@@ -110,7 +92,28 @@ export class Subscription<E extends EventShape = EventShape> {
     this.#stopCallTimeoutMs = milliseconds('stopCallTimeoutMs', options.stopCallTimeoutMs ?? 2_000);
     this.#logger = options.logger ?? consoleLogger();
     this.#attributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name });
-    this.#deadLetterAttributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name, [TelemetryAttribute.Stage]: 'handler' });
+    const leaderLock = options.leaderLock === false ? undefined : (options.leaderLock ?? backend?.locks);
+    this.#leadership = new Leadership({
+      name: this.name,
+      registry: leaderLock,
+      stopCallTimeoutMs: this.#stopCallTimeoutMs,
+      attributes: this.#attributes,
+      logger: this.#logger,
+    });
+    this.#delivery = new Delivery<E>({
+      name: this.name,
+      handler: options.handler,
+      batchHandler: options.batchHandler,
+      handlerThis: options,
+      onHandlerFailure: options.onHandlerFailure,
+      deadLetters: options.deadLetters,
+      retry: this.#retry,
+      pollIntervalMs: this.#pollIntervalMs,
+      drainTimeoutMs: this.#drainTimeoutMs,
+      drainExpired: () => this.#drainExpired.signal,
+      attributes: this.#attributes,
+      logger: this.#logger,
+    });
   }
 
   /**
@@ -175,8 +178,8 @@ export class Subscription<E extends EventShape = EventShape> {
       head,
       lag: Math.max(0, head - (this.#position ?? 0)),
       fencingToken: this.#fencingToken,
-      lockDenied: this.#lockDenied,
-      handled: this.#handled,
+      lockDenied: this.#leadership.denied,
+      handled: this.#delivery.handled,
       error: this.#error,
     };
   }
@@ -199,17 +202,17 @@ export class Subscription<E extends EventShape = EventShape> {
           await delay(this.#pollIntervalMs, this.#stop.signal).catch(() => undefined);
           if (this.#stop.signal.aborted) break;
         }
-        const lease = await this.#becomeLeader();
+        const lease = await this.#leadership.acquire(this.#stop.signal);
         if (!lease.ok) break;
-        const handledBefore = this.#handled;
+        const handledBefore = this.#delivery.handled;
         let outcome: LeadOutcome;
         try {
           outcome = await this.#lead(lease.lease);
           const fenced = outcome === 'lost' && lease.lease?.signal.aborted !== true;
-          fencedInARow = !fenced ? 0 : this.#handled > handledBefore ? 1 : fencedInARow + 1;
+          fencedInARow = !fenced ? 0 : this.#delivery.handled > handledBefore ? 1 : fencedInARow + 1;
         } finally {
           this.#fencingToken = undefined;
-          await this.#release(lease.lease);
+          await this.#leadership.release(lease.lease);
         }
         if (outcome === 'stopped') break;
         this.#state = 'standby';
@@ -225,7 +228,7 @@ export class Subscription<E extends EventShape = EventShape> {
       clearTimeout(this.#drainTimer);
       stopReporting();
       unsubscribe();
-      this.#leaderlessSince = undefined;
+      this.#leadership.ended();
       this.#run = undefined;
       this.#engine.onEnded?.();
     }
@@ -236,53 +239,6 @@ export class Subscription<E extends EventShape = EventShape> {
     if (this.#state !== 'leading') return undefined;
     const head = await this.#store.headPosition();
     return Math.max(0, head - (this.#position ?? 0));
-  }
-
-  /** Waits for the lock (when leader election is on). `ok: false` when stopped while waiting. */
-  async #becomeLeader(): Promise<{ ok: true; lease: Lease | undefined } | { ok: false }> {
-    const registry = this.#leaderLock;
-    if (!registry) return { ok: true, lease: undefined };
-    try {
-      const lease = await registry.acquire(this.name, {
-        signal: this.#stop.signal,
-        onWaiting: () => {
-          this.#lockDenied = true;
-          this.#leaderlessSince ??= performance.now();
-          instruments().lockDenied.add(1, this.#attributes);
-          this.#logger.warn(
-            { subscription: this.name },
-            `Subscription "${this.name}": another node holds its lock; this node stands by and takes over when it is released`,
-          );
-        },
-      });
-      this.#lockDenied = false;
-      this.#leaseLost = false;
-      const metrics = instruments();
-      metrics.leadershipChanges.add(1, { ...this.#attributes, [TelemetryAttribute.LeadershipChange]: 'acquired' });
-      if (this.#leaderlessSince !== undefined) {
-        metrics.handoffDuration.record(performance.now() - this.#leaderlessSince, this.#attributes);
-        this.#leaderlessSince = undefined;
-      }
-      this.#logger.info({ subscription: this.name, fencingToken: lease.fencingToken }, `Subscription "${this.name}": leading`);
-      return { ok: true, lease };
-    } catch (error) {
-      if (this.#stop.signal.aborted) return { ok: false };
-      throw error;
-    }
-  }
-
-  async #release(lease: Lease | undefined): Promise<void> {
-    if (!lease) return;
-    if (!this.#leaseLost) {
-      instruments().leadershipChanges.add(1, { ...this.#attributes, [TelemetryAttribute.LeadershipChange]: 'released' });
-    }
-    try {
-      await within(lease.release(), this.#stopCallTimeoutMs, `Subscription "${this.name}": releasing the lock`);
-    } catch (error) {
-      // A registry ends the lock's session when its release fails (PgLockRegistry) or lets the lease
-      // expire (SqliteLockRegistry): a failed or late release only delays the standby.
-      this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": releasing the lock failed`);
-    }
   }
 
   /** Processes events while this node leads. Throws only for failures that must stop the subscription. */
@@ -299,7 +255,19 @@ export class Subscription<E extends EventShape = EventShape> {
       if (!fencedHere.signal.aborted) fencedHere.abort(error);
     };
 
-    const start = await this.#loadStart(token, signal);
+    const start = await loadStart(
+      {
+        name: this.name,
+        checkpoints: this.#checkpoints,
+        store: this.#store,
+        startFrom: this.#options.startFrom,
+        retry: this.#retry,
+        pollIntervalMs: this.#pollIntervalMs,
+        logger: this.#logger,
+      },
+      token,
+      signal,
+    );
     if (start === 'stopped') return lost() ? this.#lostLeadership(ended.reason) : 'stopped';
     if (typeof start !== 'number') return this.#lostLeadership(start.fenced);
 
@@ -374,7 +342,7 @@ export class Subscription<E extends EventShape = EventShape> {
           await this.#idle(signal);
           continue;
         }
-        const result = await this.#deliver(batch, token, signal, {
+        const result = await this.#delivery.deliver(batch, token, signal, {
           handled: (position) => {
             read = position;
             if (this.#engine.checkpointsInHandler) checkpoint.savedByHandler(position);
@@ -408,7 +376,7 @@ export class Subscription<E extends EventShape = EventShape> {
     }
     // Stopping or failing: let outstanding work settle, then save the checkpoint and record what the
     // work finished.
-    await this.#drain(work, ended);
+    if (work) await drainWork(work, ended, this.#stopping());
     let fenced: FencedError | undefined;
     try {
       fenced = lost() ? undefined : await checkpoint.save();
@@ -416,194 +384,28 @@ export class Subscription<E extends EventShape = EventShape> {
       // After a failure, the save failing too is its echo: the first failure is the one to report.
       if (failure === undefined) throw error;
     } finally {
-      await this.#finished(work);
+      if (work) await finishWork(work, this.#stopping());
     }
     if (fenced) return this.#lostLeadership(fenced);
     if (failure !== undefined) throw failure.error;
     return lost() ? this.#lostLeadership(ended.reason) : 'stopped';
   }
 
-  /**
-   * Hands one batch to the handler (or the batch handler); `positions.handled` is told each position
-   * handled (or committed by a batch handler), `positions.skipped` each one skipped after its failure.
-   * Returns what ended it early: a failure, or a FencedError.
-   */
-  async #deliver(
-    batch: readonly Recorded<E>[],
-    token: number | undefined,
-    signal: AbortSignal,
-    positions: { handled(position: number): void; skipped(position: number): void },
-  ): Promise<{ error: unknown } | undefined> {
-    const handledBefore = this.#handled;
-    const tracer = activeTracer();
-    const span = tracer?.startSpan(SpanName.Handle, {
-      root: true,
-      attributes: {
-        [TelemetryAttribute.Subscription]: this.name,
-        [TelemetryAttribute.EventCount]: batch.length,
-        [TelemetryAttribute.FirstPosition]: (batch[0] as Recorded<E>).position,
-        [TelemetryAttribute.LastPosition]: (batch[batch.length - 1] as Recorded<E>).position,
-        ...(token === undefined ? {} : { [TelemetryAttribute.FencingToken]: token }),
-      },
-      links: linksToEvents(batch),
-    });
-    this.#span = span;
-    let last = (batch[0] as Recorded<E>).position - 1;
-    let ended: { error: unknown } | undefined;
-    try {
-      if (this.#options.batchHandler) {
-        const result = await this.#handleBatch(batch, token, signal, (position) => {
-          last = position;
-          positions.handled(position);
-        }, (position) => {
-          last = position;
-          positions.skipped(position);
-        });
-        if (result !== 'done' && result !== 'aborted') ended = result;
-      } else {
-        for (const event of batch) {
-          if (signal.aborted) break;
-          const result = await this.#handle(event, token, signal);
-          if (result === 'aborted') break;
-          if (result !== 'done') {
-            ended = result;
-            break;
-          }
-          last = event.position;
-          positions.handled(event.position);
-        }
-      }
-      return ended;
-    } catch (error) {
-      if (span) failSpan(span, error);
-      throw error;
-    } finally {
-      this.#span = undefined;
-      // Per batch, not per event: even a no-op counter costs a call.
-      const handled = this.#handled - handledBefore;
-      if (handled > 0) instruments().eventsHandled.add(handled, this.#attributes);
-      if (span) {
-        // A handler's failure was recorded where it happened (#afterLastAttempt).
-        if (ended && isEskitError(ended.error, ErrorCode.Fenced)) failSpan(span, ended.error);
-        span.setAttribute(TelemetryAttribute.Position, last);
-        span.end();
-      }
-    }
-  }
-
-  /**
-   * Lets outstanding work settle before the final save, for up to the drain timeout. A lease lost
-   * meanwhile, or the timeout passing, turns the wait into an abandonment: what still runs must not go
-   * on without the lease, and stop() must end.
-   */
-  async #drain(work: OutstandingWork | undefined, ended: AbortSignal): Promise<void> {
-    if (!work) return;
-    const abandon = (): void => {
-      work.end('lost').catch((error: unknown) => {
-        this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": abandoning outstanding work failed`);
-      });
+  /** What the outstanding work's end at a stop needs. */
+  #stopping(): StoppingWork {
+    return {
+      name: this.name,
+      drainExpired: this.#drainExpired.signal,
+      drainTimeoutMs: this.#drainTimeoutMs,
+      stopCallTimeoutMs: this.#stopCallTimeoutMs,
+      attributes: this.#attributes,
+      logger: this.#logger,
     };
-    ended.addEventListener('abort', abandon, { once: true });
-    try {
-      const drained = await unlessAborted(work.end('stopped'), this.#drainExpired.signal, 'expired' as const);
-      if (drained === 'expired') {
-        this.#logger.warn(
-          { subscription: this.name, drainTimeoutMs: this.#drainTimeoutMs },
-          `Subscription "${this.name}": work still running ${this.#drainTimeoutMs} ms after stop() was abandoned (its signal fired); ` +
-            'the checkpoint stays before it, so it runs again under the next leadership',
-        );
-        instruments().workAbandoned.add(1, this.#attributes);
-        await work.end('lost');
-      }
-    } finally {
-      ended.removeEventListener('abort', abandon);
-    }
   }
-
-  /** The work's last step after the final save (records what it did not cover); bounded, like every call made while stopping. */
-  async #finished(work: OutstandingWork | undefined): Promise<void> {
-    if (!work?.finished) return;
-    try {
-      await within(work.finished(), this.#stopCallTimeoutMs, `Subscription "${this.name}": recording finished work while stopping`);
-    } catch (error) {
-      this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": recording finished work while stopping failed; it may run again`);
-    }
-  }
-
-  /**
-   * Where this leadership starts: the checkpoint (claimed with the token), or the start position when
-   * there is none. Transient failures (a dropped connection, a busy SQLite file, a database restarting
-   * while a standby takes over) are retried with backoff until stopped or the lease is lost: a new
-   * leader must not fail for good over one of them.
-   */
-  async #loadStart(token: number | undefined, signal: AbortSignal): Promise<number | { fenced: FencedError } | 'stopped'> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        // A database that stopped answering must not hold a stop(): nothing was done yet to wait for.
-        return await unlessAborted(this.#claimStart(token), signal, 'stopped' as const);
-      } catch (error) {
-        if (isEskitError(error, ErrorCode.Fenced)) return { fenced: error as FencedError };
-        if (!isTransient(error)) throw error;
-        this.#logger.warn({ subscription: this.name, attempt, err: error }, `Subscription "${this.name}": reading its checkpoint failed; retrying`);
-      }
-      if (signal.aborted) return 'stopped';
-      await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)), signal).catch(() => undefined);
-      if (signal.aborted) return 'stopped';
-    }
-  }
-
-  async #claimStart(token: number | undefined): Promise<number> {
-    const checkpoints = this.#checkpoints;
-    const stored = token === undefined ? await checkpoints.load(this.name) : await checkpoints.claim(this.name, token);
-    if (stored !== undefined) return stored;
-    const start = await this.#startPosition();
-    // 'end' is the head NOW: saved before anything is read, or a stop or crash before the first event
-    // would let the next start take a later head and skip what was appended in between. The other
-    // start positions come out the same every time.
-    if (this.#options.startFrom === 'end') await checkpoints.save(this.name, start, { fencingToken: token });
-    return start;
-  }
-
-  /** Stores a failed event in the dead-letter queue, retrying while the queue is down (until stop). */
-  readonly #deadLetter: FailureAction<E> = async ({ event, error, attempts, fencingToken, signal }) => {
-    const deadLetters = this.#options.deadLetters as DeadLetterStore;
-    // A stale leader's letter must not land after a newer leader handled the event.
-    const fenced = fencingToken === undefined ? undefined : { fence: { checkpoint: this.name, fencingToken } };
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await addDeadLetter(deadLetters, deadLetterFor(this.name, 'handler', event, attempts, error), fenced);
-        instruments().deadLetters.add(1, this.#deadLetterAttributes);
-        this.#logger.warn({ subscription: this.name, position: event.position, err: error }, `Subscription "${this.name}": event dead-lettered`);
-        return 'skip';
-      } catch (storeError) {
-        if (isEskitError(storeError, ErrorCode.Fenced)) throw storeError;
-        this.#logger.warn({ subscription: this.name, err: storeError }, `Subscription "${this.name}": storing a dead letter failed; retrying`);
-        await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)), signal);
-      }
-    }
-  };
 
   #lostLeadership(reason: unknown): LeadOutcome {
-    if (!this.#leaseLost) {
-      this.#leaseLost = true;
-      instruments().leadershipChanges.add(1, { ...this.#attributes, [TelemetryAttribute.LeadershipChange]: 'lost' });
-      if (!this.#stop.signal.aborted) this.#leaderlessSince = performance.now();
-    }
-    this.#logger.warn(
-      { subscription: this.name, err: reason },
-      `Subscription "${this.name}": leadership lost; stopped processing and standing by`,
-    );
+    this.#leadership.lost(reason, this.#stop.signal.aborted);
     return this.#stop.signal.aborted ? 'stopped' : 'lost';
-  }
-
-  async #startPosition(): Promise<number> {
-    const from = this.#options.startFrom ?? 'beginning';
-    if (from === 'beginning') return 0;
-    if (from === 'end') return this.#store.headPosition();
-    if (!Number.isSafeInteger(from.after) || from.after < 0) {
-      throw new InvalidArgumentError(`startFrom.after must be a non-negative integer, got ${String(from.after)}`);
-    }
-    return from.after;
   }
 
   /**
@@ -652,164 +454,4 @@ export class Subscription<E extends EventShape = EventShape> {
       this.#wake = done;
     });
   }
-
-  /**
-   * Hands the batch to the batch handler, retrying it whole; a batch that keeps failing is replayed
-   * one event at a time, so the failure is pinned on one event (then skipped or stopped at as
-   * configured). `committed` is told each position the handler committed, `skipped` each one skipped.
-   */
-  async #handleBatch(
-    batch: readonly Recorded<E>[],
-    fencingToken: number | undefined,
-    signal: AbortSignal,
-    committed: (position: number) => void,
-    skipped: (position: number) => void,
-  ): Promise<'done' | 'aborted' | { error: unknown }> {
-    const handler = this.#options.batchHandler as BatchHandler<E>;
-    let size = batch.length;
-    for (let index = 0; index < batch.length; ) {
-      const chunk = batch.slice(index, index + size);
-      const last = chunk[chunk.length - 1] as Recorded<E>;
-      let lastError: unknown;
-      let attempts = 0;
-      for (let attempt = 1; attempt <= this.#retry.maxAttempts; attempt++) {
-        if (signal.aborted) return 'aborted';
-        attempts = attempt;
-        try {
-          const context: HandlerContext = { subscription: this.name, fencingToken, attempt, signal };
-          const result = this.#span ? callInSpan(this.#span, handler, undefined, chunk, context) : handler(chunk, context);
-          if (isThenable(result) && (await this.#abandonedAtDrain(result, `the batch handler (events ${chunk[0]?.position} to ${last.position})`))) return 'aborted';
-          lastError = undefined;
-          break;
-        } catch (error) {
-          if (signal.aborted) return 'aborted';
-          if (isEskitError(error, ErrorCode.Fenced)) return { error };
-          lastError = error ?? new Error('the batch handler threw a nullish value');
-          if (isEskitError(error, ErrorCode.PermanentFailure) || attempt === this.#retry.maxAttempts) break;
-          this.#retried(error, chunk.length === 1 ? last.position : undefined, attempt);
-          try {
-            await delay(backoffDelay(this.#retry, attempt), signal);
-          } catch {
-            return 'aborted';
-          }
-        }
-      }
-      if (lastError === undefined) {
-        this.#handled += chunk.length;
-        committed(last.position);
-        index += chunk.length;
-        continue;
-      }
-      if (chunk.length > 1) {
-        size = 1;
-        continue;
-      }
-      const outcome = await this.#afterLastAttempt(last, lastError, attempts, fencingToken, signal);
-      if (outcome !== 'done') return outcome;
-      skipped(last.position);
-      index += 1;
-    }
-    return 'done';
-  }
-
-  async #handle(
-    event: Recorded<E>,
-    fencingToken: number | undefined,
-    signal: AbortSignal,
-  ): Promise<'done' | 'aborted' | { error: unknown }> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const context: HandlerContext = { subscription: this.name, fencingToken, attempt, signal };
-        const handler = this.#options.handler as SubscriptionHandler<E>;
-        const result = this.#span ? callInSpan(this.#span, handler, this.#options, event, context) : handler.call(this.#options, event, context);
-        if (isThenable(result) && (await this.#abandonedAtDrain(result, `the handler of the event at position ${event.position}`))) return 'aborted';
-        this.#handled += 1;
-        return 'done';
-      } catch (error) {
-        if (signal.aborted) return 'aborted';
-        // A newer token won downstream (or a view was rebuilt under this node): step down and lead again
-        // from the checkpoint, as the batch path does; retrying or dead-lettering it would be wrong.
-        if (isEskitError(error, ErrorCode.Fenced)) return { error };
-        if (attempt >= this.#retry.maxAttempts || isEskitError(error, ErrorCode.PermanentFailure)) return this.#afterLastAttempt(event, error, attempt, fencingToken, signal);
-        this.#retried(error, event.position, attempt);
-        this.#logger.warn(
-          { subscription: this.name, position: event.position, attempt, err: error },
-          `Subscription "${this.name}": handler failed; retrying`,
-        );
-        try {
-          await delay(backoffDelay(this.#retry, attempt), signal);
-        } catch {
-          return 'aborted';
-        }
-      }
-    }
-  }
-
-  /**
-   * Awaits what a handler returned, unless stop()'s drain timeout passes first: then it is abandoned
-   * (true), named in a warning, and its event is delivered again later. A handler that ignores its
-   * signal must not hold stop() forever.
-   */
-  async #abandonedAtDrain(result: PromiseLike<unknown>, what: string): Promise<boolean> {
-    if ((await unlessAborted(Promise.resolve(result), this.#drainExpired.signal, ABANDONED)) !== ABANDONED) return false;
-    this.#warnAbandoned(what);
-    return true;
-  }
-
-  #warnAbandoned(what: string): void {
-    instruments().workAbandoned.add(1, this.#attributes);
-    this.#logger.warn(
-      { subscription: this.name, drainTimeoutMs: this.#drainTimeoutMs },
-      `Subscription "${this.name}": ${what} was still running ${this.#drainTimeoutMs} ms after stop(); abandoned it (its signal had fired). ` +
-        'The checkpoint stays before it: it is delivered again later.',
-    );
-  }
-
-  /** A failed attempt that will be tried again: counted, and recorded on the batch's span. */
-  #retried(error: unknown, position: number | undefined, attempt: number): void {
-    instruments().handlerRetries.add(1, this.#attributes);
-    if (this.#span) {
-      recordFailure(this.#span, error, {
-        [TelemetryAttribute.Attempt]: attempt,
-        ...(position === undefined ? {} : { [TelemetryAttribute.Position]: position }),
-      });
-    }
-  }
-
-  async #afterLastAttempt(
-    event: Recorded<E>,
-    error: unknown,
-    attempts: number,
-    fencingToken: number | undefined,
-    signal: AbortSignal,
-  ): Promise<'done' | 'aborted' | { error: unknown }> {
-    if (this.#span) failSpan(this.#span, error, { [TelemetryAttribute.Attempt]: attempts, [TelemetryAttribute.Position]: event.position });
-    const onFailure = this.#options.onHandlerFailure ?? (this.#options.deadLetters ? this.#deadLetter : undefined);
-    if (onFailure) {
-      let decision: 'skip' | 'stop' | typeof ABANDONED;
-      try {
-        decision = await unlessAborted(onFailure({ event, error, attempts, fencingToken, signal }), this.#drainExpired.signal, ABANDONED);
-      } catch (failureError) {
-        // Stopping while the failure was being recorded: the event is delivered again later.
-        if (signal.aborted) return 'aborted';
-        // A newer leader claimed the checkpoint: this node's dead letter was refused; it steps down.
-        if (isEskitError(failureError, ErrorCode.Fenced)) return { error: failureError };
-        throw failureError;
-      }
-      if (decision === ABANDONED) {
-        this.#warnAbandoned(`recording the failure of the event at position ${event.position}`);
-        return 'aborted';
-      }
-      if (decision === 'skip') return 'done';
-      if (signal.aborted) return 'aborted';
-    }
-    return { error: new HandlerFailedError(this.name, event.position, attempts, error) };
-  }
-}
-
-/** What a wait given up at the drain timeout resolves with. */
-const ABANDONED: unique symbol = Symbol('abandoned');
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
