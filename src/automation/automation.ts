@@ -1,48 +1,39 @@
-import type { Attributes, Span } from '@opentelemetry/api';
-import { milliseconds, positiveInteger } from '../core/validate.js';
+import type { Attributes } from '@opentelemetry/api';
 import type { Backend } from '../core/backend.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { unlessAborted } from '../core/deadline.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
-import { addDeadLetter } from '../core/storable-letter.js';
-import type { CompletionStore, DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
-import { ErrorCode, InvalidArgumentError, TimeoutError, describeError, isEskitError } from '../core/errors.js';
-import type { FencedError } from '../core/errors.js';
-import type { EventShape, Recorded, RecordedEvent } from '../core/event.js';
+import type { CompletionStore, DeadLetterStore } from '../core/dead-letter.js';
+import { InvalidArgumentError } from '../core/errors.js';
+import type { EventShape, Recorded } from '../core/event.js';
 import type { LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
+import { milliseconds, positiveInteger } from '../core/validate.js';
 import { isTransient } from '../subscription/checkpointing.js';
 import { Subscription } from '../subscription/subscription.js';
 import type { HandlerContext, OutstandingWork, StartFrom, SubscriptionStatus } from '../subscription/subscription.js';
-import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, linksToEvents } from '../telemetry/telemetry.js';
-import { AttemptContext, isThenable } from './attempt.js';
+import { TelemetryAttribute } from '../telemetry/telemetry.js';
+import { isThenable } from './attempt.js';
 import type { ExecuteContext } from './attempt.js';
 import { CompletionRecorder } from './completions.js';
+import { DeadLettering } from './dead-letters.js';
+import { Executor } from './executor.js';
 import { registerInspection } from './inspect.js';
 import { NO_FAILURES, Period } from './period.js';
-import type { Item, RunningAttempt, Slot } from './period.js';
-
+import type { Item } from './period.js';
+import { checkItem, normalise } from './todo-items.js';
+import type { TodoItem, Trigger } from './todo-items.js';
 import { isTransactional } from './transactional.js';
-import type { TodoItem, TransactionalExecute } from './transactional.js';
+import type { TransactionalExecute } from './transactional.js';
 
 export type { ExecuteContext } from './attempt.js';
 export { inTransaction } from './transactional.js';
-export type { TodoItem, TransactionalExecute } from './transactional.js';
-
-/**
- * What a trigger gets besides its event: the automation's name (as `subscription`), the lease's token,
- * and a signal that fires when this node must stop (stop() or lost leadership).
- */
-export type TriggerContext = HandlerContext;
-
-export type Trigger<E extends EventShape, P> = (
-  event: Recorded<E>,
-  context: TriggerContext,
-) => TodoItem<P> | readonly TodoItem<P>[] | undefined | null | Promise<TodoItem<P> | readonly TodoItem<P>[] | undefined | null>;
+export type { TransactionalExecute } from './transactional.js';
+export type { TodoItem, Trigger, TriggerContext } from './todo-items.js';
 
 export interface AutomationOptions<E extends EventShape, P> {
   /** Names the checkpoint, the lock and the dead letters. */
@@ -116,14 +107,8 @@ export interface AutomationStatus extends SubscriptionStatus {
   unrecorded: number;
 }
 
-/** What an attempt that succeeded synchronously resolves with (no error). */
-const SUCCEEDED: Promise<unknown> = Promise.resolve(undefined);
-
 const defaultRetry: RetryPolicy = { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 30_000 };
 const defaultTriggerRetry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 5_000 };
-
-/** How running one item's attempt ended, for its key's run. */
-type Outcome = 'done' | 'abandoned' | 'backoff';
 
 /**
  * Event → to-do items → side effects, with retries, per-key order, a dead-letter queue, and a
@@ -138,16 +123,10 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   readonly #options: AutomationOptions<E, P>;
   readonly #subscription: Subscription<E>;
   readonly #completions: CompletionStore | undefined;
-  readonly #deadLetters: DeadLetterStore;
-  readonly #store: EventStore<E>;
-  /** `execute`, unless it was made by `inTransaction` (then `#transactional` is set instead). */
-  readonly #execute: (item: TodoItem<P>, context: ExecuteContext) => unknown;
-  readonly #transactional: TransactionalExecute<P> | undefined;
+  readonly #executor: Executor<P>;
+  readonly #letters: DeadLettering<E, P>;
   readonly #retry: RetryPolicy;
-  readonly #concurrency: number;
-  readonly #timeoutMs: number;
   readonly #maxPending: number;
-  readonly #recordWindow: number;
   readonly #pollIntervalMs: number;
   readonly #logger: Logger;
   readonly #progressListeners = new Set<() => void>();
@@ -167,9 +146,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         `Automation "${String(options.name)}": its execute runs in transactions of another completion store than \`completions\`; give inTransaction the same store, or leave completions out.`,
       );
     }
-    this.#transactional = transactional;
     this.#completions = transactional ? transactional.completions : (options.completions ?? backend?.completions);
-    this.#execute = options.execute as (item: TodoItem<P>, context: ExecuteContext) => unknown;
     const deadLetters = options.deadLetters ?? backend?.deadLetters;
     const store = options.store ?? backend?.store;
     if (!deadLetters || !store) {
@@ -177,18 +154,41 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         `Automation "${String(options.name)}" needs a backend (memory(), sqlite({ path }) or postgres({ connectionString })), or a store, checkpoints and deadLetters.`,
       );
     }
-    this.#deadLetters = deadLetters;
-    this.#store = store;
     this.name = options.name;
     this.#options = options;
     this.#retry = retryPolicy(options.retry, defaultRetry);
-    this.#concurrency = positiveInteger('concurrency', options.concurrency ?? 8);
-    this.#timeoutMs = milliseconds('timeoutMs', options.timeoutMs ?? 30_000);
     this.#maxPending = positiveInteger('maxPending', options.maxPending ?? 1000);
-    this.#recordWindow = positiveInteger('recordWindow', options.recordWindow ?? 1024);
     this.#pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500);
     this.#logger = options.logger ?? consoleLogger();
     this.#attributes = Object.freeze({ [TelemetryAttribute.Automation]: this.name });
+    this.#letters = new DeadLettering<E, P>({
+      name: this.name,
+      deadLetters,
+      store,
+      trigger: options.trigger,
+      retry: this.#retry,
+      pollIntervalMs: this.#pollIntervalMs,
+      add: (period, item) => this.#add(period, item),
+      pump: (period) => this.#executor.pump(period),
+      warn: (message, error) => this.#warn(message, error),
+      attributes: this.#attributes,
+      logger: this.#logger,
+    });
+    this.#executor = new Executor<P>({
+      name: this.name,
+      concurrency: positiveInteger('concurrency', options.concurrency ?? 8),
+      timeoutMs: milliseconds('timeoutMs', options.timeoutMs ?? 30_000),
+      retry: this.#retry,
+      recordWindow: positiveInteger('recordWindow', options.recordWindow ?? 1024),
+      execute: options.execute as (item: TodoItem<P>, context: ExecuteContext) => unknown,
+      executeThis: options,
+      transactional,
+      finish: (period, item) => this.#finish(period, item),
+      givenUp: (period, item, error) => this.#letters.givenUp(period, item, error),
+      settleRedrive: (period, letter, outcome) => this.#letters.settleRedrive(period, letter, outcome),
+      attributes: this.#attributes,
+      logger: this.#logger,
+    });
 
     const work: OutstandingWork = {
       begin: (context) => this.#begin(context),
@@ -221,7 +221,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       handler: (event, context) => this.#enqueue(event, context),
       onHandlerFailure: async ({ event, error, attempts, signal }) => {
         const period = this.#period;
-        await this.#deadLetterUntilStored(deadLetterFor(this.name, 'trigger', event, attempts, error), signal, period);
+        await this.#letters.storeUntilStored(deadLetterFor(this.name, 'trigger', event, attempts, error), signal, period);
         return 'skip';
       },
     }, { outstandingWork: work });
@@ -276,7 +276,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         saved: () => period.savedPosition,
         saveCheckpoint,
         onFenced: fenced,
-        onDurable: () => this.#pump(period),
+        onDurable: () => this.#executor.pump(period),
         warn: (message, error) => this.#warn(message, error),
       });
     }
@@ -288,7 +288,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       period.recorder?.prune();
       // Awaited by a stop (it is in flight): it must not settle a letter after stop() resolved. A timer's
       // promise has nobody to reject to: a failure here would crash the process.
-      const redrives: Promise<void> = this.#pickUpRedrives(period)
+      const redrives: Promise<void> = this.#letters.pickUpRedrives(period)
         .catch((error: unknown) => this.#warn('a poll tick failed; the next one tries again', error))
         .finally(() => {
           period.inFlight.delete(redrives);
@@ -382,7 +382,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       if (period.completed.size === 0 || !period.completed.has(`${event.position}/${itemId}`)) {
         this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: NO_FAILURES });
       }
-      this.#pump(period);
+      this.#executor.pump(period);
       if (period.pending >= this.#maxPending) return this.#waitForCapacity(period, signal);
       return;
     }
@@ -396,7 +396,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       if (period.completed.size > 0 && period.completed.has(`${event.position}/${itemId}`)) continue;
       this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: NO_FAILURES });
     }
-    this.#pump(period);
+    this.#executor.pump(period);
     if (period.pending >= this.#maxPending) return this.#waitForCapacity(period, signal);
   }
 
@@ -440,371 +440,9 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     for (const wake of waiters) wake();
   }
 
-  // ---- executing -------------------------------------------------------------------------------
-
-  /**
-   * Starts ready keys while there are free slots and the record window has room. A key is in exactly
-   * one place: ready (in `readyKeys`), running (holding a slot), waiting out a backoff (a timer), or
-   * waiting for a timed-out attempt to settle; its queue exists until its last item finished.
-   */
-  #pump(period: Period<P>): void {
-    while (!period.ended && period.running < this.#concurrency && period.readyKeys.length > 0) {
-      if (this.#windowFull(period, false)) {
-        // What may finish would overflow the window: let a write make finished items durable first.
-        period.recorder?.write();
-        return;
-      }
-      const key = period.readyKeys.shift() as string;
-      period.running += 1;
-      const slot: Slot = {
-        held: true,
-        release: () => {
-          if (!slot.held) return;
-          slot.held = false;
-          period.running -= 1;
-        },
-      };
-      const run: Promise<void> = this.#runKey(period, key, slot).finally(() => {
-        slot.release();
-        period.inFlight.delete(run);
-        this.#pump(period);
-      });
-      period.inFlight.add(run);
-    }
-  }
-
-  /**
-   * True when starting one more item could leave more finished items not yet durable than the record
-   * window allows: those finished already, plus every attempt that may finish (running or hung; one
-   * more unless the caller's slot counts it already). A crash must never re-run more than the window.
-   */
-  #windowFull(period: Period<P>, slotCounted: boolean): boolean {
-    if (!period.recorder) return false;
-    return period.recorder.size + period.running + period.hung + (slotCounted ? 0 : 1) > this.#recordWindow;
-  }
-
-  /** Runs the key's items in order while it holds its slot; returns when it must wait, or has none left. */
-  async #runKey(period: Period<P>, key: string, slot: Slot): Promise<void> {
-    const queue = period.queues.get(key) as Item<P>[];
-    while (queue.length > 0) {
-      // Stopping or lost: the item stays pending (holding the checkpoint) until this period ends.
-      if (period.ended) return;
-      if (this.#windowFull(period, slot.held)) {
-        period.readyKeys.unshift(key);
-        period.recorder?.write();
-        return;
-      }
-      const item = queue[0] as Item<P>;
-      const attempt = item.failures.length + 1;
-      const pending = this.#attempt(period, item, attempt, slot);
-      // The common case, a synchronous side effect that succeeds at once, costs no promise at all.
-      const outcome = pending === SUCCEEDED && !item.redriveOf && !period.lost ? this.#settled(period, item) : await this.#afterAttempt(period, key, item, attempt, pending);
-      if (outcome !== 'done') return;
-      queue.shift();
-      this.#finish(period, item);
-      if (item.group && --item.group.remaining === 0) await this.#settleRedrive(period, item.group.letter, { ok: true });
-      // Its attempt timed out and gave the slot away: the key queues for a slot like any other.
-      if (!slot.held && queue.length > 0) {
-        period.readyKeys.push(key);
-        return;
-      }
-    }
-    period.queues.delete(key);
-  }
-
-  /** What follows an attempt: the item is done, dead-lettered, retried after a backoff (holding no slot), or abandoned. */
-  async #afterAttempt(period: Period<P>, key: string, item: Item<P>, attempt: number, pending: Promise<unknown>): Promise<Outcome> {
-    const error = await pending;
-    if (period.lost) return 'abandoned';
-    if (error === undefined) {
-      if (item.redriveOf) {
-        await this.#settleRedrive(period, item.redriveOf, { ok: true });
-        return 'done';
-      }
-      // In a transaction, its completion was recorded with its side effect.
-      return this.#transactional ? 'done' : this.#settled(period, item);
-    }
-    if (isEskitError(error, ErrorCode.Fenced)) {
-      // A newer leader's token won downstream: not the item's fault, so neither retried nor
-      // dead-lettered. It stays pending (holding the checkpoint) while this node steps down; the
-      // next leadership runs it with a newer token.
-      period.fenced(error as FencedError);
-      return 'abandoned';
-    }
-    item.failures = [...item.failures, { at: new Date(), error: describeError(error) }];
-    const permanent = isEskitError(error, ErrorCode.PermanentFailure);
-    if (permanent || attempt >= this.#retry.maxAttempts) {
-      if (!(await this.#givenUp(period, item, error))) return 'abandoned';
-      // Recorded like a completion: a new leader must not run it (and dead-letter it) again.
-      return item.redriveOf ? 'done' : this.#settled(period, item);
-    }
-    instruments().handlerRetries.add(1, this.#attributes);
-    this.#logger.warn(
-      { automation: this.name, key: item.key, position: item.event.position, attempt, err: error },
-      `Automation "${this.name}": execute failed; retrying`,
-    );
-    if (period.ended) return 'abandoned';
-    const timer = setTimeout(() => {
-      period.backoffs.delete(timer);
-      if (period.ended) return;
-      period.readyKeys.push(key);
-      this.#pump(period);
-    }, backoffDelay(this.#retry, attempt));
-    period.backoffs.add(timer);
-    return 'backoff';
-  }
-
-  /**
-   * One attempt; resolves with the error, or undefined on success, once it has settled. At the timeout
-   * its signal fires and its slot is given back (other keys go on), but it keeps its key until it
-   * settles; it then counts as failed with the timeout, unless it succeeded. Cheap on the hot path:
-   * the context's signal is only built when `execute` reads it, and timeouts are found by one sweep
-   * timer per period rather than a timer per attempt.
-   */
-  #attempt(period: Period<P>, item: Item<P>, attempt: number, slot: Slot): Promise<unknown> {
-    const context = new AttemptContext(this.name, period, attempt, item.event, item.redriveOf !== undefined);
-    // One root span per attempt, only when a tracer provider is installed (see src/telemetry).
-    const tracer = activeTracer();
-    const span = tracer?.startSpan(SpanName.Execute, { root: true, attributes: this.#executeAttributes(item, attempt), links: linksToEvents([item.event]) });
-    let result: unknown;
-    try {
-      const todo: TodoItem<P> = { key: item.key, payload: item.payload };
-      if (this.#transactional) {
-        const run = (): unknown => this.#inTransaction(this.#transactional as TransactionalExecute<P>, period, item, todo, context);
-        result = span ? callInSpan(span, run, undefined) : run();
-      } else {
-        result = span ? callInSpan(span, this.#execute, this.#options, todo, context) : this.#execute(todo, context);
-      }
-    } catch (error) {
-      const failure = error ?? new Error('execute threw a nullish value');
-      if (span) endSpan(span, failure);
-      return Promise.resolve(failure);
-    }
-    // A synchronous execute has finished: nothing to time out.
-    if (!isThenable(result)) {
-      span?.end();
-      return SUCCEEDED;
-    }
-    const running = result;
-    return new Promise<unknown>((resolve) => {
-      let expired: TimeoutError | undefined;
-      const tracked: RunningAttempt = {
-        item: item as Item<unknown>,
-        deadline: performance.now() + this.#timeoutMs,
-        expired: false,
-        expire: () => {
-          tracked.expired = true;
-          expired = new TimeoutError(`Automation "${this.name}": execute of key "${item.key}"`, this.#timeoutMs);
-          AttemptContext.expire(context, expired);
-          period.hung += 1;
-          instruments().executeTimeouts.add(1, this.#attributes);
-          this.#logger.warn(
-            { automation: this.name, key: item.key, position: item.event.position, attempt, timeoutMs: this.#timeoutMs },
-            `Automation "${this.name}": the execute of key "${item.key}" (event at position ${item.event.position}) passed its ${this.#timeoutMs} ms timeout; ` +
-              'its signal fired. Its key waits until it settles; other keys go on.',
-          );
-          slot.release();
-          this.#pump(period);
-        },
-      };
-      const settle = (error: unknown): void => {
-        if (expired) period.hung -= 1;
-        period.attempts.delete(tracked);
-        const outcome = error !== undefined && expired ? expired : error;
-        if (span) endSpan(span, outcome);
-        resolve(outcome);
-      };
-      period.attempts.add(tracked);
-      this.#sweepTimeouts(period);
-      running.then(
-        () => settle(undefined),
-        (error: unknown) => settle(error ?? new Error('execute threw a nullish value')),
-      );
-    });
-  }
-
-  /**
-   * The side effect in the transaction that records the item's completion, fenced by this period's
-   * token (a redrive records none: its letter is settled after it, at least once).
-   */
-  #inTransaction(transactional: TransactionalExecute<P>, period: Period<P>, item: Item<P>, todo: TodoItem<P>, context: ExecuteContext): Promise<unknown> {
-    const record = item.position === undefined ? undefined : { position: item.position, itemId: item.itemId };
-    return transactional.run(this.name, record, todo, context, period.fence);
-  }
-
-  #executeAttributes(item: Item<P>, attempt: number): Attributes {
-    return {
-      [TelemetryAttribute.Automation]: this.name,
-      [TelemetryAttribute.ItemKey]: item.key,
-      [TelemetryAttribute.Attempt]: attempt,
-      [TelemetryAttribute.Position]: item.event.position,
-      [TelemetryAttribute.EventType]: item.event.type,
-      [TelemetryAttribute.Redrive]: item.redriveOf !== undefined,
-    };
-  }
-
-  /**
-   * Keeps one timer per period while attempts run that have not timed out; it expires those past their
-   * deadline (a monotonic clock). Unref'd: it must not keep a process alive for an abandoned attempt.
-   */
-  #sweepTimeouts(period: Period<P>): void {
-    if (period.sweeper || period.lost || period.attempts.size === period.hung) return;
-    const every = Math.max(5, Math.min(1000, Math.floor(this.#timeoutMs / 10)));
-    period.sweeper = setTimeout(() => {
-      period.sweeper = undefined;
-      const now = performance.now();
-      for (const running of [...period.attempts]) if (!running.expired && running.deadline <= now) running.expire();
-      this.#sweepTimeouts(period);
-    }, every);
-    period.sweeper.unref();
-  }
-
-  /** An item completed or was dead-lettered: made durable, unless the checkpoint passed it already. */
-  #settled(period: Period<P>, item: Item<P>): 'done' {
-    if (period.recorder && item.position !== undefined && item.position > period.savedPosition) {
-      period.recorder.finished({ position: item.position, itemId: item.itemId });
-    }
-    return 'done';
-  }
-
-  /** After the last attempt: the dead-letter queue. False when the period ended (or was fenced) before it was stored. */
-  async #givenUp(period: Period<P>, item: Item<P>, error: unknown): Promise<boolean> {
-    if (item.redriveOf) {
-      await this.#settleRedrive(period, item.redriveOf, { ok: false, attempts: [...item.failures] });
-      return true;
-    }
-    const letter: NewDeadLetter = {
-      ...deadLetterFor(this.name, 'execute', item.event, item.failures.length, error, item),
-      attempts: [...item.failures],
-    };
-    try {
-      return await this.#deadLetterUntilStored(letter, period.halt.signal, period);
-    } catch (storeError) {
-      if (!isEskitError(storeError, ErrorCode.Fenced)) throw storeError;
-      period.fenced(storeError as FencedError);
-      return false;
-    }
-  }
-
-  /**
-   * Stores a dead letter (fenced by the period's token), retrying while the dead-letter store is down:
-   * the item keeps holding the checkpoint meanwhile, so nothing is lost. False when stopped before it
-   * was stored; a FencedError is thrown (a newer leader claimed the checkpoint).
-   */
-  async #deadLetterUntilStored(letter: NewDeadLetter, halt: AbortSignal | undefined, period: Period<P> | undefined): Promise<boolean> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await addDeadLetter(this.#deadLetters, letter, period?.fence);
-        instruments().deadLetters.add(1, { ...this.#attributes, [TelemetryAttribute.Stage]: letter.stage });
-        this.#logger.warn(
-          { automation: this.name, key: letter.key, position: letter.eventPosition, stage: letter.stage },
-          `Automation "${this.name}": gave up after ${letter.attempts.length} attempt(s); dead-lettered`,
-        );
-        return true;
-      } catch (error) {
-        if (isEskitError(error, ErrorCode.Fenced)) throw error;
-        this.#warn('storing a dead letter failed; retrying', error);
-        try {
-          await delay(Math.min(this.#pollIntervalMs * 4, backoffDelay(this.#retry, attempt)), halt);
-        } catch {
-          if (letter.stage === 'trigger') throw error;
-          return false;
-        }
-      }
-    }
-  }
-
-  // ---- redrive ---------------------------------------------------------------------------------
-
-  async #pickUpRedrives(period: Period<P>): Promise<void> {
-    let letters: DeadLetter[];
-    try {
-      letters = await this.#deadLetters.list({ source: this.name, status: 'redrive', limit: 100 });
-    } catch (error) {
-      this.#warn('reading redrive requests failed', error);
-      return;
-    }
-    for (const letter of letters) {
-      if (period.ended || period.redriving.has(letter.id)) continue;
-      period.redriving.add(letter.id);
-      let event: RecordedEvent | undefined;
-      try {
-        event = await this.#eventAt(letter.eventPosition);
-      } catch (error) {
-        // A tick's promise has no one to reject to (that would crash the process): a later tick retries.
-        period.redriving.delete(letter.id);
-        this.#warn('reading a redriven event failed; it will be picked up again', error);
-        continue;
-      }
-      if (!event) {
-        await this.#settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: `event at position ${letter.eventPosition} not found` }] });
-        continue;
-      }
-      if (letter.stage === 'execute') {
-        this.#add(period, { key: letter.key, payload: letter.payload as P, itemId: letter.key, event, position: undefined, redriveOf: letter, failures: NO_FAILURES });
-        continue;
-      }
-      // A trigger (or handler) failure: run the trigger again; its items then run like any others, and
-      // the letter goes only once they all finished (if this node stops first, the next one redoes it).
-      try {
-        const context: TriggerContext = { subscription: this.name, fencingToken: period.fencingToken, attempt: 1, signal: period.halt.signal };
-        const items = normalise(await this.#options.trigger(event as Recorded<E>, context));
-        if (items.length === 0) await this.#settleRedrive(period, letter, { ok: true });
-        const group = { letter, remaining: items.length };
-        for (const { key, payload } of items) {
-          this.#add(period, { key, payload, itemId: key, event, position: undefined, redriveOf: undefined, group, failures: NO_FAILURES });
-        }
-      } catch (error) {
-        await this.#settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: describeError(error) }] });
-      }
-    }
-    this.#pump(period);
-  }
-
-  async #settleRedrive(period: Period<P>, letter: DeadLetter, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void> {
-    try {
-      await this.#deadLetters.settleRedrive(letter.id, outcome, period.fence);
-    } catch (error) {
-      // A newer leader claimed the checkpoint: it settles the letter; this node steps down.
-      if (isEskitError(error, ErrorCode.Fenced)) period.fenced(error as FencedError);
-      else this.#warn('settling a redrive failed; it will be picked up again', error);
-    }
-    period.redriving.delete(letter.id);
-  }
-
-  async #eventAt(position: number): Promise<RecordedEvent | undefined> {
-    for await (const event of this.#store.readAll({ after: position - 1, limit: 1, raw: true })) {
-      return event.position === position ? event : undefined;
-    }
-    return undefined;
-  }
-
   #warn(message: string, error: unknown): void {
     this.#logger.warn({ automation: this.name, err: error }, `Automation "${this.name}": ${message}`);
   }
 }
 
-/** Ends an execute span; `error` undefined means the attempt succeeded. */
-function endSpan(span: Span, error: unknown): void {
-  if (error !== undefined) failSpan(span, error);
-  span.end();
-}
 
-/** A trigger's result as checked items. */
-function normalise<P>(result: TodoItem<P> | readonly TodoItem<P>[] | undefined | null): readonly TodoItem<P>[] {
-  if (result === undefined || result === null) return [];
-  const items = Array.isArray(result) ? (result as readonly TodoItem<P>[]) : [result as TodoItem<P>];
-  for (const item of items) checkItem(item);
-  return items;
-}
-
-function checkItem<P>(item: TodoItem<P>): TodoItem<P> {
-  if (typeof item !== 'object' || item === null || typeof item.key !== 'string' || item.key.length === 0) {
-    throw new InvalidArgumentError('trigger must return to-do items ({ key: non-empty string, payload }), an array of them, or nothing');
-  }
-  // Checked without building a copy: this runs for every item.
-  if (item.key.includes('\u0000') || !item.key.isWellFormed()) {
-    throw new InvalidArgumentError(`to-do key ${JSON.stringify(item.key)} contains NUL or a lone surrogate, which databases cannot store`);
-  }
-  return item;
-}

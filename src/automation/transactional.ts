@@ -2,12 +2,8 @@ import type { FencedWriteOptions } from '../core/checkpoint.js';
 import type { CompletedItem, CompletionStore, TransactionalCompletionStore } from '../core/dead-letter.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { ExecuteContext } from './attempt.js';
+import type { TodoItem } from './todo-items.js';
 
-/** One thing to do because of an event. Items with the same key run one at a time, in event order. */
-export interface TodoItem<P = unknown> {
-  key: string;
-  payload: P;
-}
 
 const TRANSACTIONAL: unique symbol = Symbol.for('eskit.transactional-execute');
 

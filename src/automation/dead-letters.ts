@@ -1,0 +1,148 @@
+import type { Attributes } from '@opentelemetry/api';
+import { deadLetterFor } from '../core/dead-letter-checks.js';
+import type { DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
+import { ErrorCode, describeError, isEskitError } from '../core/errors.js';
+import type { FencedError } from '../core/errors.js';
+import type { EventShape, Recorded, RecordedEvent } from '../core/event.js';
+import type { Logger } from '../core/logger.js';
+import { backoffDelay, delay } from '../core/retry.js';
+import type { RetryPolicy } from '../core/retry.js';
+import type { EventStore } from '../core/store.js';
+import { addDeadLetter } from '../core/storable-letter.js';
+import { TelemetryAttribute, instruments } from '../telemetry/telemetry.js';
+import { NO_FAILURES } from './period.js';
+import type { Item, Period } from './period.js';
+import { normalise } from './todo-items.js';
+import type { Trigger, TriggerContext } from './todo-items.js';
+
+export interface DeadLetteringOptions<E extends EventShape, P> {
+  name: string;
+  deadLetters: DeadLetterStore;
+  store: EventStore<E>;
+  trigger: Trigger<E, P>;
+  retry: RetryPolicy;
+  pollIntervalMs: number;
+  add(period: Period<P>, item: Item<P>): void;
+  pump(period: Period<P>): void;
+  warn(message: string, error: unknown): void;
+  attributes: Attributes;
+  logger: Logger;
+}
+
+/**
+ * An automation's dead letters: storing what it gave up on (fenced by the leader's token, retried
+ * while the queue is down), and running again what an operator redrives.
+ */
+export class DeadLettering<E extends EventShape, P> {
+  constructor(private readonly o: DeadLetteringOptions<E, P>) {}
+
+  /** After the last attempt: the dead-letter queue. False when the period ended (or was fenced) before it was stored. */
+  async givenUp(period: Period<P>, item: Item<P>, error: unknown): Promise<boolean> {
+    if (item.redriveOf) {
+      await this.settleRedrive(period, item.redriveOf, { ok: false, attempts: [...item.failures] });
+      return true;
+    }
+    const letter: NewDeadLetter = {
+      ...deadLetterFor(this.o.name, 'execute', item.event, item.failures.length, error, item),
+      attempts: [...item.failures],
+    };
+    try {
+      return await this.storeUntilStored(letter, period.halt.signal, period);
+    } catch (storeError) {
+      if (!isEskitError(storeError, ErrorCode.Fenced)) throw storeError;
+      period.fenced(storeError as FencedError);
+      return false;
+    }
+  }
+
+  /**
+   * Stores a dead letter (fenced by the period's token), retrying while the dead-letter store is down:
+   * the item keeps holding the checkpoint meanwhile, so nothing is lost. False when stopped before it
+   * was stored; a FencedError is thrown (a newer leader claimed the checkpoint).
+   */
+  async storeUntilStored(letter: NewDeadLetter, halt: AbortSignal | undefined, period: Period<P> | undefined): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await addDeadLetter(this.o.deadLetters, letter, period?.fence);
+        instruments().deadLetters.add(1, { ...this.o.attributes, [TelemetryAttribute.Stage]: letter.stage });
+        this.o.logger.warn(
+          { automation: this.o.name, key: letter.key, position: letter.eventPosition, stage: letter.stage },
+          `Automation "${this.o.name}": gave up after ${letter.attempts.length} attempt(s); dead-lettered`,
+        );
+        return true;
+      } catch (error) {
+        if (isEskitError(error, ErrorCode.Fenced)) throw error;
+        this.o.warn('storing a dead letter failed; retrying', error);
+        try {
+          await delay(Math.min(this.o.pollIntervalMs * 4, backoffDelay(this.o.retry, attempt)), halt);
+        } catch {
+          if (letter.stage === 'trigger') throw error;
+          return false;
+        }
+      }
+    }
+  }
+
+  async pickUpRedrives(period: Period<P>): Promise<void> {
+    let letters: DeadLetter[];
+    try {
+      letters = await this.o.deadLetters.list({ source: this.o.name, status: 'redrive', limit: 100 });
+    } catch (error) {
+      this.o.warn('reading redrive requests failed', error);
+      return;
+    }
+    for (const letter of letters) {
+      if (period.ended || period.redriving.has(letter.id)) continue;
+      period.redriving.add(letter.id);
+      let event: RecordedEvent | undefined;
+      try {
+        event = await this.#eventAt(letter.eventPosition);
+      } catch (error) {
+        // A tick's promise has no one to reject to (that would crash the process): a later tick retries.
+        period.redriving.delete(letter.id);
+        this.o.warn('reading a redriven event failed; it will be picked up again', error);
+        continue;
+      }
+      if (!event) {
+        await this.settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: `event at position ${letter.eventPosition} not found` }] });
+        continue;
+      }
+      if (letter.stage === 'execute') {
+        this.o.add(period, { key: letter.key, payload: letter.payload as P, itemId: letter.key, event, position: undefined, redriveOf: letter, failures: NO_FAILURES });
+        continue;
+      }
+      // A trigger (or handler) failure: run the trigger again; its items then run like any others, and
+      // the letter goes only once they all finished (if this node stops first, the next one redoes it).
+      try {
+        const context: TriggerContext = { subscription: this.o.name, fencingToken: period.fencingToken, attempt: 1, signal: period.halt.signal };
+        const items = normalise(await this.o.trigger(event as Recorded<E>, context));
+        if (items.length === 0) await this.settleRedrive(period, letter, { ok: true });
+        const group = { letter, remaining: items.length };
+        for (const { key, payload } of items) {
+          this.o.add(period, { key, payload, itemId: key, event, position: undefined, redriveOf: undefined, group, failures: NO_FAILURES });
+        }
+      } catch (error) {
+        await this.settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: describeError(error) }] });
+      }
+    }
+    this.o.pump(period);
+  }
+
+  async settleRedrive(period: Period<P>, letter: DeadLetter, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }): Promise<void> {
+    try {
+      await this.o.deadLetters.settleRedrive(letter.id, outcome, period.fence);
+    } catch (error) {
+      // A newer leader claimed the checkpoint: it settles the letter; this node steps down.
+      if (isEskitError(error, ErrorCode.Fenced)) period.fenced(error as FencedError);
+      else this.o.warn('settling a redrive failed; it will be picked up again', error);
+    }
+    period.redriving.delete(letter.id);
+  }
+
+  async #eventAt(position: number): Promise<RecordedEvent | undefined> {
+    for await (const event of this.o.store.readAll({ after: position - 1, limit: 1, raw: true })) {
+      return event.position === position ? event : undefined;
+    }
+    return undefined;
+  }
+}
