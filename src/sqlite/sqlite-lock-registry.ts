@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { resolve as resolvePath } from 'node:path';
 import type Database from 'better-sqlite3';
 import { milliseconds } from '../core/validate.js';
 import { InvalidArgumentError, isEskitError, LockUnavailableError } from '../core/errors.js';
@@ -10,7 +9,10 @@ import type { Logger } from '../core/logger.js';
 import { resolveConnection } from './connection.js';
 import type { SqliteConnectionOptions } from './connection.js';
 import { translateSqliteError } from './errors.js';
-import { SQLITE_NOW_MS } from './sqlite-checkpoint-store.js';
+import { prepareLockStatements } from './lock-statements.js';
+import type { LeaseRow, LockStatements } from './lock-statements.js';
+import { fileKey, listen, wake } from './lock-wakeups.js';
+import { SqliteLease } from './sqlite-lease.js';
 
 export interface SqliteLockRegistryOptions extends SqliteConnectionOptions {
   /** A database file of its own, opened (and closed on `close()`) by the registry. */
@@ -28,62 +30,6 @@ export interface SqliteLockRegistryOptions extends SqliteConnectionOptions {
   holderId?: string;
   logger?: Logger;
 }
-
-type Statement<P extends unknown[], R = unknown> = Database.Statement<P, R>;
-
-interface LeaseRow {
-  holder: string | null;
-  token: number;
-  expiresAt: number | null;
-  /** The database's clock when the row was read, in ms. */
-  now: number;
-}
-
-interface Statements {
-  /** The lease row with the database's time; no row when the lock was never taken. */
-  look: Statement<[string], LeaseRow>;
-  take: Statement<[{ name: string; holder: string; ttl: number; token: number | null; expiresAt: number | null }], number>;
-  renew: Statement<[{ name: string; holder: string; token: number; ttl: number }]>;
-  release: Statement<[string, number]>;
-}
-
-/**
- * Wake-ups for waiters in this process, keyed by database file and lock name, so that a release hands
- * the lock over at once to a waiter on any registry in the process instead of at its next poll.
- */
-const wakers = new Map<string, Set<() => void>>();
-const privateDatabaseKeys = new WeakMap<Database.Database, string>();
-
-function fileKey(database: Database.Database): string {
-  // An in-memory or temporary database is private to its connection.
-  if (database.memory || database.name === '') {
-    let key = privateDatabaseKeys.get(database);
-    if (key === undefined) {
-      key = `private:${randomUUID()}`;
-      privateDatabaseKeys.set(database, key);
-    }
-    return key;
-  }
-  return `file:${resolvePath(database.name)}`;
-}
-
-function wake(key: string): void {
-  for (const waiter of [...(wakers.get(key) ?? [])]) waiter();
-}
-
-function listen(key: string, waiter: () => void): () => void {
-  let set = wakers.get(key);
-  if (set === undefined) {
-    set = new Set();
-    wakers.set(key, set);
-  }
-  set.add(waiter);
-  return () => {
-    set.delete(waiter);
-    if (set.size === 0 && wakers.get(key) === set) wakers.delete(key);
-  };
-}
-
 
 interface Waiter {
   fail(error: Error): void;
@@ -149,7 +95,7 @@ export class SqliteLockRegistry implements LockRegistry {
    * so that a try-lock repeated until it succeeds can take a dead holder's lease.
    */
   readonly #watches = new Map<string, Watch>();
-  #statements: Statements | undefined;
+  #statements: LockStatements | undefined;
   /**
    * Set before close() starts: releasing a lease runs its abort listeners synchronously, and one that
    * acquires again must be refused, not granted a lease that close() has already passed over.
@@ -259,39 +205,9 @@ export class SqliteLockRegistry implements LockRegistry {
     if (this.#closed) throw new LockUnavailableError('The lock registry is closed; create a new one.');
   }
 
-  #prepare(): Statements {
-    const db = this.database;
-    // safeIntegers(false): a shared handle may have turned on BigInt results by default.
-    const statements: Statements = {
-      look: db
-        .prepare<[string], LeaseRow>(
-          `SELECT holder, fencing_token AS token, expires_at AS expiresAt, ${SQLITE_NOW_MS} AS now FROM eskit_leases WHERE name = ?`,
-        )
-        .safeIntegers(false),
-      // Atomic on its own: the row is taken only if, at the moment the statement holds the write lock,
-      // it is free, or it is still the expired row the caller watched (:token, :expiresAt) and expired
-      // by the database's clock; otherwise nothing changes and no row comes back.
-      take: db
-        .prepare<[{ name: string; holder: string; ttl: number; token: number | null; expiresAt: number | null }], number>(`
-          INSERT INTO eskit_leases (name, fencing_token, holder, expires_at)
-          VALUES (:name, 1, :holder, ${SQLITE_NOW_MS} + :ttl)
-          ON CONFLICT (name) DO UPDATE SET
-            fencing_token = eskit_leases.fencing_token + 1,
-            holder = excluded.holder,
-            expires_at = excluded.expires_at
-          WHERE eskit_leases.holder IS NULL OR eskit_leases.expires_at IS NULL
-             OR (eskit_leases.expires_at < ${SQLITE_NOW_MS} AND eskit_leases.fencing_token = :token AND eskit_leases.expires_at = :expiresAt)
-          RETURNING fencing_token`)
-        .pluck()
-        .safeIntegers(false),
-      // `expires_at >= now`: a lease that expired is never revived, even when no one took it meanwhile.
-      renew: db.prepare<[{ name: string; holder: string; token: number; ttl: number }]>(`
-        UPDATE eskit_leases SET expires_at = ${SQLITE_NOW_MS} + :ttl
-        WHERE name = :name AND holder = :holder AND fencing_token = :token AND expires_at >= ${SQLITE_NOW_MS}`),
-      release: db.prepare<[string, number]>('UPDATE eskit_leases SET holder = NULL, expires_at = NULL WHERE name = ? AND fencing_token = ?'),
-    };
-    this.#statements = statements;
-    return statements;
+  #prepare(): LockStatements {
+    this.#statements = prepareLockStatements(this.database);
+    return this.#statements;
   }
 
   /**
@@ -360,128 +276,5 @@ export class SqliteLockRegistry implements LockRegistry {
     this.#held.add(lease);
     this.#logger.debug({ lock: name, fencingToken: token, holder: this.holderId }, `Took lock "${name}"`);
     return lease;
-  }
-}
-
-interface LeaseBackend {
-  /** True when the row was still ours and unexpired, and now expires a ttl later. */
-  renew(): boolean;
-  release(): void;
-  ended(lease: SqliteLease): void;
-  translate(error: unknown, what: string): unknown;
-  logger: Logger;
-  ttlMs: number;
-  marginMs: number;
-  renewIntervalMs: number;
-}
-
-class SqliteLease implements Lease {
-  readonly #controller = new AbortController();
-  readonly #backend: LeaseBackend;
-  /**
-   * performance.now() at which this holder gives the lease up: a margin before another node may take it
-   * (a ttl after its last renewal began, by the database's clock and by the other node's own).
-   */
-  #deadline: number;
-  #failures = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #ended = false;
-
-  constructor(
-    readonly name: string,
-    readonly fencingToken: number,
-    deadline: number,
-    backend: LeaseBackend,
-  ) {
-    this.#deadline = deadline;
-    this.#backend = backend;
-    // Ref'd on purpose: a worker whose only job is a subscription must stay alive while it leads.
-    this.#schedule();
-  }
-
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  async release(): Promise<void> {
-    if (this.#ended) return;
-    this.#end(new LockUnavailableError(`The lease on "${this.name}" (fencing token ${this.fencingToken}) was released.`));
-    try {
-      this.#backend.release();
-    } catch (error) {
-      throw this.#backend.translate(error, `release lock "${this.name}"`);
-    } finally {
-      this.#backend.ended(this);
-    }
-  }
-
-  #schedule(): void {
-    const wait = Math.max(0, Math.min(this.#backend.renewIntervalMs, this.#deadline - performance.now()));
-    this.#timer = setTimeout(() => this.#renew(), wait);
-  }
-
-  #renew(): void {
-    this.#timer = undefined;
-    if (this.#ended) return;
-    const started = performance.now();
-    if (started >= this.#deadline) {
-      this.#lose(`it was not renewed within its ttl of ${this.#ttl()} (was this process frozen, starved or blocked?)`);
-      return;
-    }
-    let renewed: boolean;
-    try {
-      renewed = this.#backend.renew();
-    } catch (error) {
-      const translated = this.#backend.translate(error, `renew lock "${this.name}"`);
-      this.#failures += 1;
-      if (this.#failures >= 2) {
-        this.#lose('renewing it failed twice in a row', translated);
-        return;
-      }
-      this.#backend.logger.warn({ lock: this.name, fencingToken: this.fencingToken, err: translated }, `Renewing lock "${this.name}" failed; trying again`);
-      this.#schedule();
-      return;
-    }
-    if (!renewed) {
-      this.#lose('the database says it expired or another node took it over');
-      return;
-    }
-    this.#failures = 0;
-    this.#deadline = started + this.#backend.ttlMs - this.#backend.marginMs;
-    // A renewal that waited on a busy database may come back too late to count.
-    if (performance.now() >= this.#deadline) {
-      this.#lose(`its renewal took longer than its ttl of ${this.#ttl()}`);
-      return;
-    }
-    this.#schedule();
-  }
-
-  #ttl(): string {
-    const { ttlMs, marginMs } = this.#backend;
-    return marginMs > 0 ? `${ttlMs} ms less a margin of ${marginMs} ms` : `${ttlMs} ms`;
-  }
-
-  #end(reason: Error): void {
-    this.#ended = true;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#controller.abort(reason);
-  }
-
-  #lose(reason: string, cause?: unknown): void {
-    const error = new LockUnavailableError(
-      `Lost the lease on "${this.name}" (fencing token ${this.fencingToken}): ${reason}. Stop work guarded by it; acquire the lock again to go on.`,
-      { cause },
-    );
-    this.#end(error);
-    this.#backend.logger.warn({ lock: this.name, fencingToken: this.fencingToken, err: error }, error.message);
-    try {
-      // Conditional on the token: frees the row for the next holder unless another node already took it.
-      this.#backend.release();
-    } catch {
-      // The row expires by itself; nothing else to do.
-    } finally {
-      this.#backend.ended(this);
-    }
   }
 }
