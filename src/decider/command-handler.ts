@@ -14,7 +14,9 @@ import { acquireStream } from './stream-queue.js';
 export type RetryOptions = Partial<RetryPolicy>;
 
 export interface CommandHandlerOptions<S, C, E extends EventShape> {
-  store: EventStore<E>;
+  /** Where the streams live: `memory()`, `sqlite({ path })`, `postgres({ connectionString })`, or give `store`. */
+  backend?: { readonly store: EventStore<E> };
+  store?: EventStore<E>;
   decider: Decider<S, C, E>;
   /** How conflicts with concurrent writers are retried. */
   retry?: RetryOptions;
@@ -73,11 +75,12 @@ export class CommandHandler<S, C, E extends EventShape> {
 
   constructor(options: CommandHandlerOptions<S, C, E>) {
     if (typeof options !== 'object' || options === null) {
-      throw new InvalidArgumentError('CommandHandler needs an options object with a store and a decider');
+      throw new InvalidArgumentError('CommandHandler needs an options object with a backend (or a store) and a decider');
     }
-    const { store, decider } = options;
+    const { decider } = options;
+    const store = options.store ?? options.backend?.store;
     if (typeof store?.append !== 'function' || typeof store.readStream !== 'function') {
-      throw new InvalidArgumentError('CommandHandler needs an event store (options.store)');
+      throw new InvalidArgumentError('CommandHandler needs a backend (memory(), sqlite({ path }), postgres({ connectionString })) or an event store (options.store)');
     }
     if (typeof decider?.decide !== 'function' || typeof decider.evolve !== 'function' || !('initialState' in decider)) {
       throw new InvalidArgumentError('CommandHandler needs a decider with initialState, decide and evolve (options.decider)');

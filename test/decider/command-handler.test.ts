@@ -4,7 +4,7 @@ import { ConcurrencyError, isEskitError } from '../../src/core/index.js';
 import type { AppendOptions, AppendResult, EventShape, NewEvent, ReadStreamOptions, Recorded, RecordedEvent } from '../../src/core/index.js';
 import { CommandHandler } from '../../src/decider/index.js';
 import type { Decider } from '../../src/decider/index.js';
-import { MemoryEventStore } from '../../src/memory/index.js';
+import { MemoryEventStore, memory } from '../../src/memory/index.js';
 import { AccountError, account, deposited, withdrawn } from './account.js';
 import type { AccountEvent } from './account.js';
 
@@ -453,6 +453,13 @@ describe('CommandHandler', () => {
       }
       assert.throws(() => new CommandHandler({ store: undefined as never, decider: counter }), { code: 'ESKIT_INVALID_ARGUMENT' });
       assert.throws(() => new CommandHandler({ store, decider: {} as never }), { code: 'ESKIT_INVALID_ARGUMENT' });
+    });
+
+    it('takes a backend instead of a store', async () => {
+      const backend = memory<AccountEvent>();
+      const handler = new CommandHandler({ backend, decider: account });
+      await handler.handle('acc-1', { type: 'Open', owner: 'ada' });
+      assert.equal(await backend.store.headPosition(), 1);
     });
   });
 });
