@@ -4,9 +4,9 @@
 // transactions and of the view's own writes); a rebuild into shadow tables; and read-your-writes
 // (append → `waitFor` resolving) beside a raw NOTIFY → LISTEN round trip.
 import type { EventShape, Recorded } from '../src/core/event.js';
-import { PostgresView } from '../src/postgres/index.js';
-import { SqliteView } from '../src/sqlite/index.js';
-import type { SqlView } from '../src/view/index.js';
+import { PostgresViews } from '../src/postgres/index.js';
+import { SqliteViews } from '../src/sqlite/index.js';
+import { SqlView } from '../src/view/index.js';
 import type { BenchContext, BenchGroup } from './lib/context.js';
 import { sequential } from './lib/measure.js';
 import { benchLogger, catchUpOp, EVENT, measureLatency, notifyRoundTrip, openPostgresBackend, openSqliteBackend, seed, STREAM_LENGTH, within } from './subscription.js';
@@ -28,10 +28,13 @@ const quantityOf = (event: Recorded<EventShape>): number => (event.data as { qua
 
 type Evolve = 'upsert' | 'awaited' | 'evolveBatch';
 
+// The views run on the bench's own store (composed, not a one-call backend) with no leader election,
+// as the baseline Subscription does.
 function sqliteView(ctx: BenchContext, backend: SqliteBackend, name: string): SqlView {
-  return new SqliteView({
+  const { store } = backend;
+  return new SqlView({
     name,
-    store: backend.store,
+    backend: { store, views: new SqliteViews({ store }) },
     setup: setupOf(name),
     logger: benchLogger(ctx),
     evolve: (event, { prepare, table }) => {
@@ -41,10 +44,11 @@ function sqliteView(ctx: BenchContext, backend: SqliteBackend, name: string): Sq
 }
 
 function postgresView(ctx: BenchContext, backend: PostgresBackend, name: string, mode: Evolve): SqlView {
-  const common = { name, store: backend.store, setup: setupOf(name), logger: benchLogger(ctx) };
+  const { store } = backend;
+  const common = { name, backend: { store, views: new PostgresViews({ store }) }, setup: setupOf(name), logger: benchLogger(ctx) };
   if (mode === 'upsert') {
     // Queued by the view and written per batch: one statement for the batch's rows.
-    return new PostgresView({
+    return new SqlView({
       ...common,
       evolve: (event, { upsert }) => {
         upsert(tableOf(name), { cart: event.streamId, events: 1, quantity: quantityOf(event) }, { key: ['cart'], increment: ['events', 'quantity'] });
@@ -52,7 +56,7 @@ function postgresView(ctx: BenchContext, backend: PostgresBackend, name: string,
     });
   }
   if (mode === 'awaited') {
-    return new PostgresView({
+    return new SqlView({
       ...common,
       evolve: async (event, { client, table }) => {
         await client.query({ text: upsert(table(tableOf(name)), (n) => `$${n}`), values: [event.streamId, quantityOf(event)] });
@@ -61,7 +65,7 @@ function postgresView(ctx: BenchContext, backend: PostgresBackend, name: string,
   }
   // The same view, one multi-row upsert per batch: rows of one cart are summed first, because one
   // INSERT ... ON CONFLICT may not touch a row twice.
-  return new PostgresView({
+  return new SqlView({
     ...common,
     evolveBatch: async (events, { client, table }) => {
       const t = table(tableOf(name));

@@ -2,10 +2,12 @@
 // order, what an "your order" page would read). The tables and what each event changes are written
 // once, as upserts, the same on SQLite and PostgreSQL (where a batch's upserts are written together).
 import type { LockRegistry, Logger, Recorded, SqlViewSetup, Upsert } from '../../src/index.js';
-import { PostgresView } from '../../src/postgres/index.js';
+import { PostgresViews } from '../../src/postgres/index.js';
 import type { PostgresEventStore } from '../../src/postgres/index.js';
-import { SqliteView } from '../../src/sqlite/index.js';
+import { SqliteViews } from '../../src/sqlite/index.js';
 import type { SqliteEventStore } from '../../src/sqlite/index.js';
+import { SqlView } from '../../src/view/index.js';
+import type { SqlViewHost } from '../../src/view/index.js';
 import type { ConcertEvent } from './domain.js';
 
 export const SALES_VIEW = 'sales';
@@ -56,27 +58,27 @@ export function applySale(event: Recorded<ConcertEvent>, upsert: Upsert): void {
   }
 }
 
-/** The sales view on SQLite: tables in the event store's file, updated in the view's transaction. */
-export function sqliteSalesView(store: SqliteEventStore<ConcertEvent>, options: SalesViewOptions = {}): SqliteView<ConcertEvent> {
-  return new SqliteView<ConcertEvent>({
+/**
+ * The sales view on either database: `sqlite({ path })` or `postgres({ connectionString })` (the tables
+ * live next to the events, updated in the view's transaction). Its evolve uses only `upsert`, which
+ * both backends' transactions have, so one definition serves both.
+ */
+export function salesView(backend: SqlViewHost<ConcertEvent>, options: SalesViewOptions & { pollIntervalMs?: number } = {}): SqlView<ConcertEvent> {
+  return new SqlView<ConcertEvent>({
     name: SALES_VIEW,
-    store,
+    backend,
     setup,
     keysOf: (event) => event.streamId,
-    pollIntervalMs: 100,
     ...options,
     evolve: (event, { upsert }) => applySale(event, upsert),
   });
 }
 
-/** The sales view on PostgreSQL: tables in the event store's schema, updated in the view's transaction. */
-export function postgresSalesView(store: PostgresEventStore<ConcertEvent>, options: SalesViewOptions = {}): PostgresView<ConcertEvent> {
-  return new PostgresView<ConcertEvent>({
-    name: SALES_VIEW,
-    store,
-    setup,
-    keysOf: (event) => event.streamId,
-    ...options,
-    evolve: (event, { upsert }) => applySale(event, upsert),
-  });
+// The same view on an event store of one's own (the parts composed, not a one-call backend).
+export function sqliteSalesView(store: SqliteEventStore<ConcertEvent>, options: SalesViewOptions = {}): SqlView<ConcertEvent> {
+  return salesView({ store, views: new SqliteViews({ store }) }, { pollIntervalMs: 100, ...options });
+}
+
+export function postgresSalesView(store: PostgresEventStore<ConcertEvent>, options: SalesViewOptions = {}): SqlView<ConcertEvent> {
+  return salesView({ store, views: new PostgresViews({ store }) }, options);
 }

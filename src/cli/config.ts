@@ -3,7 +3,7 @@ import type { Logger } from '../core/logger.js';
 import type { EventRegistry } from '../core/registry.js';
 import type { RebuildOptions, RebuildResult } from '../view/sql-view.js';
 
-/** What the CLI needs of a view: a name and `rebuild`. `SqliteView` and `PostgresView` are such views. */
+/** What the CLI needs of a view: a name and `rebuild`. A `SqlView` is such a view. */
 export interface RebuildableView {
   readonly name: string;
   rebuild(options?: RebuildOptions): Promise<RebuildResult>;
@@ -19,12 +19,21 @@ export interface RebuildableView {
 export interface EskitConfigBackends<E extends EventShape> {}
 
 /**
+ * The SQL views each backend of `EskitConfigBackends` offers a config (`SqliteViews`, `PostgresViews`),
+ * by the same names and filled the same way, by `eskit/sqlite` and `eskit/postgres`.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unused-vars -- filled by declaration merging; E is the adapters' event type
+export interface EskitConfigViews<E extends EventShape> {}
+
+/**
  * What `views` receives: the event store the CLI opened from `--db` (created with the config's
- * `registry`, so views see upcast events), for the backend that URL names: `{ backend: 'sqlite',
- * store, logger }` or `{ backend: 'postgres', store, schema, logger }`.
+ * `registry`, so views see upcast events) and its SQL views, for the backend that URL names:
+ * `{ backend: 'sqlite', store, views, logger }` or `{ backend: 'postgres', store, schema, views, logger }`.
+ * It is what a `SqlView` runs on: `new SqlView({ backend: context, ... })`.
  */
 export type EskitConfigContext<E extends EventShape = EventShape> = {
-  [B in keyof EskitConfigBackends<E>]: { backend: B; logger: Logger } & EskitConfigBackends<E>[B];
+  [B in keyof EskitConfigBackends<E>]: { backend: B; logger: Logger } & EskitConfigBackends<E>[B] &
+    (B extends keyof EskitConfigViews<E> ? { views: EskitConfigViews<E>[B] } : unknown);
 }[keyof EskitConfigBackends<E>];
 
 /**
@@ -33,16 +42,14 @@ export type EskitConfigContext<E extends EventShape = EventShape> = {
  *
  * ```ts
  * // eskit.config.ts
+ * import { SqlView } from 'eskit';
  * import { defineConfig } from 'eskit/cli';
- * import { SqliteView } from 'eskit/sqlite';
- * import { PostgresView } from 'eskit/postgres';
+ * import type {} from 'eskit/postgres'; // the context's type for PostgreSQL (the app's view module may import it already)
+ * import { carts, registry } from './src/views.js'; // { name, types, setup, evolve }, as the service builds it
  *
  * export default defineConfig<CartEvent>({
  *   registry,
- *   views: (context) =>
- *     context.backend === 'sqlite'
- *       ? [new SqliteView({ ...cartsSqlite, store: context.store, logger: context.logger })]
- *       : [new PostgresView({ ...cartsPostgres, store: context.store, logger: context.logger })],
+ *   views: (context) => [new SqlView({ ...carts, backend: context, logger: context.logger })],
  * });
  * ```
  */

@@ -219,6 +219,30 @@ export class FencedError extends EskitError {
   }
 }
 
+/**
+ * A view's write was refused because its tables changed under it. Carries `ESKIT_FENCED`, so the
+ * subscription runner treats it as lost leadership: it rolls back, reloads the checkpoint and goes on
+ * from there. Users rarely see it (a log line) unless they call the internals themselves.
+ * - 'swapped': a rebuild swapped new tables in since this node loaded the checkpoint;
+ * - 'superseded': another rebuild of the same view started after this one, which therefore stops.
+ */
+export class ViewFencedError extends EskitError {
+  constructor(
+    readonly view: string,
+    readonly reason: 'swapped' | 'superseded',
+  ) {
+    super(
+      ErrorCode.Fenced,
+      reason === 'swapped'
+        ? `View "${view}" was rebuilt and its new tables swapped in since this node loaded its checkpoint; ` +
+            'the write was rolled back and the view resumes from the new checkpoint.'
+        : `Another rebuild of view "${view}" started and took over its shadow tables; this rebuild stopped and changed nothing. ` +
+            'Run one rebuild of a view at a time.',
+    );
+  }
+}
+
+
 export class AlreadyStartedError extends EskitError {
   constructor(what: string) {
     super(ErrorCode.AlreadyStarted, `${what} is already started; call stop() first, or create a new instance.`);

@@ -10,3 +10,5 @@ export * from './logger.js';
 export * from './retry.js';
 export type * from './dead-letter.js';
 export * from './validate.js';
+export type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, SqlViewTx, ViewMeta } from './view-backend.js';
+export type { JsonDocument, Row, RowValue, Upsert, UpsertOptions } from './view-rows.js';

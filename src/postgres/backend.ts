@@ -8,6 +8,7 @@ import { PostgresCompletionStore } from './postgres-completion-store.js';
 import { PostgresDeadLetterStore } from './postgres-dead-letter-store.js';
 import { PostgresEventStore } from './postgres-event-store.js';
 import type { PostgresEventStoreOptions } from './postgres-event-store.js';
+import { PostgresViews } from './postgres-view.js';
 
 export interface PostgresBackendOptions<E extends EventShape> extends PostgresEventStoreOptions<E> {
   /**
@@ -29,6 +30,8 @@ export interface PostgresBackend<E extends EventShape = EventShape> extends Back
   readonly completions: PostgresCompletionStore;
   readonly locks: PgLockRegistry | undefined;
   readonly schema: string;
+  /** The SQL views in this schema: `new SqlView({ backend, name, setup, evolve })` builds on them. */
+  readonly views: PostgresViews<E>;
 }
 
 /**
@@ -71,6 +74,7 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
     completions,
     locks,
     schema: store.schema,
+    views: new PostgresViews<E>({ store }),
     migrate: () => store.migrate(),
     close() {
       closing ??= (async () => {

@@ -14,6 +14,7 @@ export { migratePostgres, POSTGRES_MIGRATIONS } from './migrations.js';
 export type { PostgresMigration } from './migrations.js';
 export { advisoryKey, DEFAULT_SCHEMA, lockKey, notifyChannel } from './schema.js';
 export type { AdvisoryPurpose, ChannelPurpose } from './schema.js';
-export * from './postgres-view.js';
+export { PostgresViews } from './postgres-view.js';
+export type { PostgresViewTx } from './view-tx.js';
 export { postgres } from './backend.js';
 export type { PostgresBackend, PostgresBackendOptions } from './backend.js';

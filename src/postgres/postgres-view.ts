@@ -1,80 +1,42 @@
-import { createHash } from 'node:crypto';
+// PostgreSQL's side of the SQL views (see SqlViews in core): the versions table, each view's tables,
+// checkpoint and rebuilds in the event store's schema. What evolve writes with is in view-tx.ts.
 import type pg from 'pg';
 import type { CheckpointInfo } from '../core/checkpoint.js';
 import type { EventShape, Recorded } from '../core/event.js';
-import { InvalidArgumentError, StoreClosedError } from '../core/errors.js';
+import { InvalidArgumentError, StoreClosedError, ViewFencedError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
-import { ViewFencedError } from '../view/errors.js';
-import { jsonValue, onConflict, PendingRows, quoteColumn, rowShape } from '../view/rows.js';
-import type { Row, RowShape, RowValue, Upsert } from '../view/rows.js';
-import { assertOwnTables, checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
-import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
+import { assertOwnTables, checkTableName, setupNames, shadowName } from '../core/view-backend.js';
+import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
 import { translateError } from './errors.js';
 import { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
 import type { PostgresStoreHandle } from './postgres-checkpoint-store.js';
 import { advisoryKey, quoteSchema } from './schema.js';
-
-/** What `evolve` writes with: a connection inside the view's transaction. */
-export interface PostgresViewTx {
-  /**
-   * In a transaction: do not COMMIT or ROLLBACK it yourself. While rows queued by `upsert` wait,
-   * `client.query` throws (it would run before them): `await flush()` first.
-   */
-  readonly client: pg.PoolClient;
-  /** The table (or index) `name` as SQL text, schema-qualified: the live table, or its shadow copy during a rebuild. */
-  table(name: string): string;
-  /**
-   * Inserts or updates one row of the view table `name` (the name given to `table()`). Queued: the
-   * rows are written when `evolve` (or `evolveBatch`) returns, one statement per table and row shape
-   * for the whole batch, so one upsert per event costs no round trip of its own.
-   */
-  readonly upsert: Upsert;
-  /** Writes the queued upserts now (to read them back, or before using `client`). */
-  flush(): Promise<void>;
-}
-
-export interface PostgresViewOptions<E extends EventShape> extends SqlViewOptions<E> {
-  /** A `PostgresEventStore`: the view's tables and checkpoint live in its schema, and it uses its pool. */
-  store: EventStore<E> & PostgresStoreHandle;
-  /**
-   * Applies one event, inside the transaction that also saves the checkpoint; a throw rolls the batch
-   * back. `tx.upsert` rows are written together per batch; each statement through `tx.client` is a
-   * round trip of its own (a few thousand events per second at most).
-   */
-  evolve?: (event: Recorded<E>, tx: PostgresViewTx) => void | Promise<void>;
-  /**
-   * Instead of `evolve`: applies a batch of events (in log order) at once, for example with one
-   * multi-row statement over `unnest($1::text[], ...)`. Same transaction, same guarantees; a batch that
-   * keeps failing is retried one event at a time, so it must also work for a single event.
-   */
-  evolveBatch?: (events: readonly Recorded<E>[], tx: PostgresViewTx) => void | Promise<void>;
-}
+import { postgresViewTx } from './view-tx.js';
+import type { PostgresViewTx, ViewTx } from './view-tx.js';
 
 /**
- * A read model in PostgreSQL tables (in the event store's schema), updated exactly once per event:
- * each batch's writes and the view's checkpoint commit in one transaction, and the checkpoint write is
- * fenced by the leader's token, so a crash, a kill or a stale leader leaves all of a batch or none.
- *
- * ```ts
- * const carts = new PostgresView<CartEvent>({
- *   name: 'carts',
- *   store,
- *   types: ['ItemAdded'],
- *   leaderLock,
- *   setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('carts')} (id text PRIMARY KEY, items int NOT NULL)`] },
- *   evolve: async (event, { client, table }) => {
- *     await client.query(`INSERT INTO ${table('carts')} (id, items) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET items = ${table('carts')}.items + 1`, [event.streamId]);
- *   },
- * });
- * ```
+ * The SQL views of a PostgreSQL event store: each view's tables live in the store's schema and use its
+ * pool. `postgres()` offers it as `backend.views`; `new SqlView({ backend, ... })` builds on it.
+ * Construct it yourself only when composing the parts: `{ store, views: new PostgresViews({ store }) }`.
  */
-export class PostgresView<E extends EventShape = EventShape> extends SqlView<E> {
-  constructor(options: PostgresViewOptions<E>) {
-    if (options.evolve !== undefined && options.evolveBatch !== undefined) {
-      throw new InvalidArgumentError(`PostgresView "${String(options.name)}" takes evolve or evolveBatch, not both.`);
-    }
-    checkSqlViewOptions('PostgresView', { ...options, evolve: options.evolve ?? options.evolveBatch });
-    super(options, new PostgresViewBackend(options));
+export class PostgresViews<E extends EventShape = EventShape> implements SqlViews<E, PostgresViewTx, void | Promise<void>> {
+  readonly #store: EventStore<E> & PostgresStoreHandle;
+
+  constructor(options: { store: EventStore<E> & PostgresStoreHandle }) {
+    if (typeof options?.store?.pool?.connect !== 'function') throw new InvalidArgumentError('PostgresViews needs { store }: a PostgresEventStore.');
+    this.#store = options.store;
+  }
+
+  create(spec: SqlViewSpec<E, PostgresViewTx, void | Promise<void>>): SqlViewBackend<E> {
+    return new PostgresViewBackend(this.#store, spec);
+  }
+}
+
+// The CLI config's context for PostgreSQL carries these views (see EskitConfigViews); as in
+// driver.ts, declared by the adapter so that eskit/cli names no adapter.
+declare module '../cli/config.js' {
+  interface EskitConfigViews<E extends EventShape> {
+    postgres: PostgresViews<E>;
   }
 }
 
@@ -101,14 +63,14 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #generationQuery: pg.QueryArrayConfig;
   readonly #live: (name: string) => string;
 
-  constructor(options: PostgresViewOptions<E>) {
-    this.#store = options.store;
-    this.#pool = options.store.pool;
-    this.#schema = options.store.schema;
+  constructor(store: EventStore<E> & PostgresStoreHandle, spec: SqlViewSpec<E, PostgresViewTx, void | Promise<void>>) {
+    this.#store = store;
+    this.#pool = store.pool;
+    this.#schema = store.schema;
     this.#s = quoteSchema(this.#schema);
-    this.#name = options.name;
-    this.#setup = options.setup;
-    const { evolve, evolveBatch } = options;
+    this.#name = spec.name;
+    this.#setup = spec.setup;
+    const { evolve, evolveBatch } = spec;
     const apply = evolveBatch
       ? (events: readonly Recorded<E>[], tx: PostgresViewTx) => evolveBatch(events, tx)
       : async (events: readonly Recorded<E>[], tx: PostgresViewTx) => {
@@ -129,8 +91,8 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
         throw error;
       }
     };
-    this.#types = options.types && [...new Set<string>(options.types)];
-    this.#checkpoints = new PostgresCheckpointStore({ store: options.store });
+    this.#types = spec.types && [...new Set<string>(spec.types)];
+    this.#checkpoints = new PostgresCheckpointStore({ store });
     this.#generationQuery = {
       name: `eskit.${this.#schema}.view_generation`,
       rowMode: 'array',
@@ -204,7 +166,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   async applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void> {
     await this.#transaction(async (client) => {
       await this.#checkGeneration(client, generation);
-      await this.#evolve(events, this.#tx(client, this.#live));
+      await this.#evolve(events, postgresViewTx(client, this.#name, this.#live));
       const position = (events[events.length - 1] as Recorded<E>).position;
       await savePostgresCheckpoint(client, this.#name, position, { fencingToken, schema: this.#schema });
     });
@@ -325,55 +287,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   #shadowTx(client: pg.PoolClient, generation: number): ViewTx {
-    return this.#tx(client, (name) => this.#qualified(shadowName(checkTableName(this.#name, name), generation)));
-  }
-
-  /** What evolve gets for one transaction: its connection, its tables, and a queue of upserts. */
-  #tx(client: pg.PoolClient, table: (name: string) => string): ViewTx {
-    const view = this.#name;
-    const pending = new PendingRows();
-    // Flushes run one after another, and the view's own statements (checkpoint, COMMIT) wait for the
-    // last one: a flush that evolve did not await must not let them queue between its statements.
-    let flushing: Promise<void> = Promise.resolve();
-    let writing = false;
-    const write = async (): Promise<void> => {
-      for (const run of pending.take()) await client.query(upsertQuery(run));
-    };
-    const flush = (): Promise<void> => {
-      const next = flushing.then(write);
-      flushing = next;
-      writing = true;
-      const settle = (): void => {
-        if (flushing === next) writing = false;
-      };
-      // Handled here so that a flush nobody awaited cannot crash the process; the view awaits the
-      // last flush (which carries the first failure) before it commits.
-      next.then(settle, settle);
-      return next;
-    };
-    const guarded = new Proxy(client, {
-      get(target, property, receiver) {
-        if (property === 'query' && (pending.pending || writing)) {
-          return () => {
-            throw new InvalidArgumentError(
-              `View "${view}": rows queued by tx.upsert are not written yet, and a query through tx.client would run before them. ` +
-                'Call `await tx.flush()` first.',
-            );
-          };
-        }
-        return Reflect.get(target, property, receiver) as unknown;
-      },
-    });
-    const noop = (): void => undefined;
-    return {
-      tx: {
-        client: guarded,
-        table,
-        upsert: (name, row, options) => pending.add(table(name), rowShape(view, name, row, options), row),
-        flush,
-      },
-      settled: () => flushing.then(noop, noop),
-    };
+    return postgresViewTx(client, this.#name, (name) => this.#qualified(shadowName(checkTableName(this.#name, name), generation)));
   }
 
   #qualified(name: string): string {
@@ -473,73 +387,4 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       client.release(broken);
     }
   }
-}
-
-/** A transaction's PostgresViewTx, and a way to wait until no flush of it is sending statements. */
-interface ViewTx {
-  tx: PostgresViewTx;
-  settled(): Promise<void>;
-}
-
-function toJson(row: Row): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const column in row) out[column] = jsonValue(row[column] as RowValue);
-  return out;
-}
-
-/**
- * One run of upserts as one statement. The table's own row type reads the JSON (no column types to
- * declare); the rows are grouped by key in SQL, so that one INSERT touches each row once (which
- * ON CONFLICT requires) with the database's own idea of equal keys: increments summed in the column's
- * type, other columns the latest value (by position in the run). A NULL in the key never meets
- * another row, as in a unique index.
- */
-function upsertQuery(run: { table: string; shape: RowShape; rows: Row[] }): pg.QueryConfig {
-  const nullKey = run.rows.some((row) => run.shape.key.some((column) => row[column] === null));
-  return { ...upsertStatement(run.table, run.shape, nullKey), values: [JSON.stringify(run.rows.map(toJson))] };
-}
-
-/**
- * One run of upserts as one statement. The table's own row type reads the JSON (no column types to
- * declare); rows are merged by key in SQL, so that one INSERT touches each row once (which
- * ON CONFLICT requires) with the database's own idea of equal keys: increments summed in the column's
- * type, every other column from the run's latest row. A NULL in the key never meets another row, as
- * in a unique index.
- */
-function upsertStatement(table: string, shape: RowShape, nullKey: boolean): { name: string; text: string } {
-  const cacheKey = `${nullKey ? 1 : 0}${shape.signature}\0${table}`;
-  let statement = upsertStatements.get(cacheKey);
-  if (statement === undefined) {
-    const text = upsertText(table, shape, nullKey);
-    // Named: each connection parses and plans it once.
-    statement = { name: `eskit_upsert_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`, text };
-    if (upsertStatements.size >= 1000) upsertStatements.clear();
-    upsertStatements.set(cacheKey, statement);
-  }
-  return statement;
-}
-
-const upsertStatements = new Map<string, { name: string; text: string }>();
-
-function upsertText(table: string, shape: RowShape, nullKey: boolean): string {
-  const r = (column: string): string => `r.${quoteColumn(column)}`;
-  const insert = `INSERT INTO ${table} (${shape.columns.map(quoteColumn).join(', ')}) `;
-  const conflict = onConflict(shape, table);
-  const key = shape.key.map(r);
-  const ordered = nullKey || shape.columns.some((column) => !shape.key.includes(column) && !shape.increment.has(column));
-  if (!ordered) {
-    // Only keys and increments: grouping needs no order (the cheaper plan, and the common counter view).
-    const select = shape.columns.map((column) => (shape.increment.has(column) ? `sum(${r(column)})` : r(column)));
-    return `${insert}SELECT ${select.join(', ')} FROM json_populate_recordset(NULL::${table}, $1::json) AS r GROUP BY ${key.join(', ')} ${conflict}`;
-  }
-  // The latest row of each key whole (DISTINCT ON, not an aggregate per column: array_agg of an array
-  // column would build a 2-D array), with the increments summed over all of the key's rows. The
-  // position comes from the JSON array, under names of our own: a table may have any column names.
-  if (nullKey) key.push(`CASE WHEN ${shape.key.map((column) => `${r(column)} IS NULL`).join(' OR ')} THEN e.eskit_at END`);
-  const select = shape.columns.map((column) => (shape.increment.has(column) ? `sum(${r(column)}) OVER (PARTITION BY ${key.join(', ')})` : r(column)));
-  return (
-    `${insert}SELECT DISTINCT ON (${key.join(', ')}) ${select.join(', ')} ` +
-    `FROM json_array_elements($1::json) WITH ORDINALITY AS e(eskit_row, eskit_at) CROSS JOIN LATERAL json_populate_record(NULL::${table}, e.eskit_row) AS r ` +
-    `ORDER BY ${key.join(', ')}, e.eskit_at DESC ${conflict}`
-  );
 }

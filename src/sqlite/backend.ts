@@ -8,6 +8,7 @@ import { SqliteEventStore } from './sqlite-event-store.js';
 import type { SqliteEventStoreOptions } from './sqlite-event-store.js';
 import { SqliteLockRegistry } from './sqlite-lock-registry.js';
 import type { SqliteLockRegistryOptions } from './sqlite-lock-registry.js';
+import { SqliteViews } from './sqlite-view.js';
 
 export interface SqliteBackendOptions<E extends EventShape> extends SqliteEventStoreOptions<E> {
   /**
@@ -26,6 +27,8 @@ export interface SqliteBackend<E extends EventShape = EventShape> extends Backen
   readonly locks: SqliteLockRegistry | undefined;
   /** The one connection every part shares (for your own tables in the same file). */
   readonly database: Database.Database;
+  /** The SQL views in this file: `new SqlView({ backend, name, setup, evolve })` builds on them. */
+  readonly views: SqliteViews<E>;
 }
 
 /**
@@ -54,6 +57,7 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
     completions,
     locks,
     database: store.database,
+    views: new SqliteViews<E>({ store }),
     async migrate() {
       await store.migrate();
     },

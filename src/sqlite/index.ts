@@ -15,6 +15,7 @@ export { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
 export type { SqliteDeadLetterStoreOptions } from './sqlite-dead-letter-store.js';
 export { SqliteCompletionStore } from './sqlite-completion-store.js';
 export type { SqliteCompletionStoreOptions } from './sqlite-completion-store.js';
-export * from './sqlite-view.js';
+export { SqliteViews } from './sqlite-view.js';
+export type { SqliteViewTx } from './view-tx.js';
 export { sqlite } from './backend.js';
 export type { SqliteBackend, SqliteBackendOptions } from './backend.js';

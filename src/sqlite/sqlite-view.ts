@@ -1,69 +1,41 @@
+// SQLite's side of the SQL views (see SqlViews in core): the versions table, each view's tables,
+// checkpoint and rebuilds in the event store's file. What evolve writes with is in view-tx.ts.
 import type Database from 'better-sqlite3';
 import type { CheckpointInfo } from '../core/checkpoint.js';
-import { InvalidArgumentError, PermanentFailure } from '../core/errors.js';
+import { InvalidArgumentError, PermanentFailure, ViewFencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { EventStore } from '../core/store.js';
-import { ViewFencedError } from '../view/errors.js';
-import { onConflict, quoteColumn, rowShape } from '../view/rows.js';
-import type { RowValue, Upsert } from '../view/rows.js';
-import { assertOwnTables, checkSqlViewOptions, checkTableName, setupNames, shadowName, SqlView } from '../view/sql-view.js';
-import type { SqlViewBackend, SqlViewOptions, SqlViewSetup, ViewMeta } from '../view/sql-view.js';
+import { assertOwnTables, checkTableName, setupNames, shadowName } from '../core/view-backend.js';
+import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
 import { translateSqliteError } from './errors.js';
 import { saveCheckpointSync, SQLITE_NOW_MS, SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
-
-/** What `evolve` writes with: the connection, inside the view's transaction. */
-export interface SqliteViewTx {
-  readonly db: Database.Database;
-  /** The table (or index) `name` as SQL text: the live table, or its shadow copy during a rebuild. */
-  table(name: string): string;
-  /**
-   * `db.prepare(sql)`, cached by SQL text. The text names the tables through `table()`, so the live
-   * view and a rebuild get statements of their own. For fixed SQL texts (the cache keeps 1000).
-   */
-  prepare<P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R>;
-  /**
-   * Inserts or updates one row of the view table `name` (the name given to `table()`), at once. The
-   * same call as `PostgresViewTx.upsert`, so one `evolve` can serve both backends.
-   */
-  readonly upsert: Upsert;
-}
-
-export interface SqliteViewOptions<E extends EventShape> extends SqlViewOptions<E> {
-  /** A `SqliteEventStore`: the view's tables and checkpoint live in its database file, on its connection. */
-  store: EventStore<E> & { readonly database: Database.Database };
-  /**
-   * Applies one event with `tx.db`, inside the transaction that also saves the checkpoint.
-   * Synchronous (better-sqlite3 transactions cannot span an await); a throw rolls the batch back.
-   */
-  evolve: (event: Recorded<E>, tx: SqliteViewTx) => void;
-}
+import { quote, sqliteViewTx } from './view-tx.js';
+import type { SqliteViewTx } from './view-tx.js';
 
 /**
- * A read model in SQLite tables, updated exactly once per event: each batch's writes and the view's
- * checkpoint commit in one transaction (`BEGIN IMMEDIATE`, fenced by the leader's token), so a crash,
- * a kill or a stale leader leaves either all of a batch or none of it.
- *
- * ```ts
- * const carts = new SqliteView<CartEvent>({
- *   name: 'carts',
- *   store,
- *   types: ['ItemAdded'],
- *   setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('carts')} (id TEXT PRIMARY KEY, items INTEGER NOT NULL)`] },
- *   evolve: (event, { prepare, table }) => {
- *     prepare(`INSERT INTO ${table('carts')} (id, items) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET items = items + 1`).run(event.streamId);
- *   },
- * });
- * await carts.start();
- * ```
+ * The SQL views of a SQLite event store: each view's tables live in the store's file and use its
+ * connection. `sqlite()` offers it as `backend.views`; `new SqlView({ backend, ... })` builds on it.
+ * Construct it yourself only when composing the parts: `{ store, views: new SqliteViews({ store }) }`.
+ * evolve must be synchronous: a better-sqlite3 transaction cannot wait for a promise.
  */
-export class SqliteView<E extends EventShape = EventShape> extends SqlView<E> {
-  /** The connection the view's tables are on (the event store's). */
-  readonly database: Database.Database;
+export class SqliteViews<E extends EventShape = EventShape> implements SqlViews<E, SqliteViewTx, void> {
+  readonly #store: EventStore<E> & { readonly database: Database.Database };
 
-  constructor(options: SqliteViewOptions<E>) {
-    checkSqlViewOptions('SqliteView', options);
-    super(options, new SqliteViewBackend(options));
-    this.database = options.store.database;
+  constructor(options: { store: EventStore<E> & { readonly database: Database.Database } }) {
+    if (typeof options?.store?.database?.prepare !== 'function') throw new InvalidArgumentError('SqliteViews needs { store }: a SqliteEventStore.');
+    this.#store = options.store;
+  }
+
+  create(spec: SqlViewSpec<E, SqliteViewTx, void>): SqlViewBackend<E> {
+    return new SqliteViewBackend(this.#store, spec);
+  }
+}
+
+// The CLI config's context for SQLite carries these views (see EskitConfigViews); as in
+// driver.ts, declared by the adapter so that eskit/cli names no adapter.
+declare module '../cli/config.js' {
+  interface EskitConfigViews<E extends EventShape> {
+    sqlite: SqliteViews<E>;
   }
 }
 
@@ -87,10 +59,6 @@ const CREATE_VERSIONS = `
     updated_at INTEGER NOT NULL
   )`;
 
-const MAX_CACHED_STATEMENTS = 1000;
-
-const quote = (name: string): string => `"${name}"`;
-
 /** evolve failed on an event of the swap's tail. */
 class TailFailed extends Error {
   constructor(readonly error: unknown) {
@@ -102,7 +70,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #db: Database.Database;
   readonly #name: string;
   readonly #setup: SqlViewSetup;
-  readonly #evolve: (event: Recorded<E>, tx: SqliteViewTx) => void;
+  readonly #spec: SqlViewSpec<E, SqliteViewTx, void>;
   readonly #types: readonly string[] | undefined;
   readonly #store: EventStore<E>;
   readonly #checkpoints: SqliteCheckpointStore;
@@ -111,15 +79,15 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   #shadow: { generation: number; tx: SqliteViewTx } | undefined;
   #liveTransaction: Database.Transaction<(events: readonly Recorded<E>[], generation: number, token: number | undefined) => void> | undefined;
 
-  constructor(options: SqliteViewOptions<E>) {
-    this.#db = options.store.database;
-    this.#name = options.name;
-    this.#setup = options.setup;
-    this.#evolve = options.evolve;
-    this.#types = options.types;
-    this.#store = options.store;
+  constructor(store: EventStore<E> & { readonly database: Database.Database }, spec: SqlViewSpec<E, SqliteViewTx, void>) {
+    this.#db = store.database;
+    this.#name = spec.name;
+    this.#setup = spec.setup;
+    this.#spec = spec;
+    this.#types = spec.types;
+    this.#store = store;
     this.#checkpoints = new SqliteCheckpointStore({ store: { database: this.#db }, migrate: false });
-    this.#live = this.#tx((name) => name);
+    this.#live = sqliteViewTx(this.#db, this.#name, (name) => name);
   }
 
   table(name: string): string {
@@ -164,7 +132,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   async applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void> {
     this.#liveTransaction ??= this.#db.transaction((batch, expected, token) => {
       this.#checkGeneration(expected);
-      for (const event of batch) this.#apply(event, this.#live);
+      this.#apply(batch, this.#live);
       saveCheckpointSync(this.#db, this.#name, (batch[batch.length - 1] as Recorded<E>).position, token);
     });
     const transaction = this.#liveTransaction;
@@ -228,7 +196,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       this.#db
         .transaction(() => {
           this.#checkRebuild(rebuildId);
-          for (const event of events) this.#apply(event, tx);
+          this.#apply(events, tx);
         })
         .immediate(),
     );
@@ -261,7 +229,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     if ((live ?? 0) > upTo) return 'behind';
     const tx = this.#shadowTx(generation);
     try {
-      for (const event of tail) this.#apply(event, tx);
+      if (tail.length > 0) this.#apply(tail, tx);
     } catch (error) {
       throw new TailFailed(error);
     }
@@ -296,7 +264,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   #shadowTx(generation: number): SqliteViewTx {
-    if (this.#shadow?.generation !== generation) this.#shadow = { generation, tx: this.#tx((name) => shadowName(name, generation)) };
+    if (this.#shadow?.generation !== generation) this.#shadow = { generation, tx: sqliteViewTx(this.#db, this.#name, (name) => shadowName(name, generation)) };
     return this.#shadow.tx;
   }
 
@@ -340,48 +308,20 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     return this.#prepare('SELECT type FROM sqlite_master WHERE name = ?').pluck().get(name) as string | undefined;
   }
 
-  #apply(event: Recorded<E>, tx: SqliteViewTx): void {
-    const result = this.#evolve(event, tx) as unknown;
+  #apply(events: readonly Recorded<E>[], tx: SqliteViewTx): void {
+    const { evolve, evolveBatch } = this.#spec;
+    if (evolveBatch) this.#refuseAsync(evolveBatch(events, tx));
+    else for (const event of events) this.#refuseAsync((evolve as NonNullable<typeof evolve>)(event, tx));
+  }
+
+  #refuseAsync(result: unknown): void {
     if (typeof result === 'object' && result !== null && typeof (result as { then?: unknown }).then === 'function') {
       (result as Promise<unknown>).then(undefined, () => undefined);
       throw new PermanentFailure(
-        `SqliteView "${this.#name}": evolve returned a promise. It must be synchronous: a better-sqlite3 transaction cannot wait for one. ` +
+        `View "${this.#name}" (SQLite): evolve returned a promise. It must be synchronous: a better-sqlite3 transaction cannot wait for one. ` +
           'Do the async work elsewhere (an automation), or use the data in the event.',
       );
     }
-  }
-
-  #tx(map: (name: string) => string): SqliteViewTx {
-    const db = this.#db;
-    const cache = new Map<string, Database.Statement>();
-    const upserts = new Map<string, Database.Statement>();
-    const view = this.#name;
-    const table = (name: string): string => quote(map(checkTableName(view, name)));
-    const prepare = <P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> => {
-      let statement = cache.get(sql);
-      if (statement === undefined) {
-        if (cache.size >= MAX_CACHED_STATEMENTS) cache.clear();
-        statement = db.prepare(sql);
-        cache.set(sql, statement);
-      }
-      return statement as unknown as Database.Statement<P, R>;
-    };
-    return {
-      db,
-      table,
-      prepare,
-      upsert: (name, row, options) => {
-        const shape = rowShape(view, name, row, options);
-        let upsert = upserts.get(shape.signature);
-        if (upsert === undefined) {
-          const t = table(name);
-          upsert = prepare(`INSERT INTO ${t} (${shape.columns.map(quoteColumn).join(', ')}) VALUES (${shape.columns.map(() => '?').join(', ')}) ${onConflict(shape, t)}`);
-          if (upserts.size >= MAX_CACHED_STATEMENTS) upserts.clear();
-          upserts.set(shape.signature, upsert);
-        }
-        upsert.run(...shape.columns.map((column) => sqliteValue(row[column] as RowValue, () => `View "${view}", table "${name}", column "${column}"`)));
-      },
-    };
   }
 
   /** The view's own statements, prepared once (plain numbers, whatever the connection's default). */
@@ -401,23 +341,4 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       throw translateSqliteError(error, this.#db, operation);
     }
   }
-}
-
-const INT64_MIN = -(2n ** 63n);
-const INT64_MAX = 2n ** 63n - 1n;
-
-/**
- * better-sqlite3 binds no booleans, Dates or objects (1/0, ISO 8601 text, JSON text), and binds every
- * number as a REAL: a whole number goes as an integer, so a TEXT column stores '1' (as PostgreSQL
- * would), not '1.0'.
- */
-function sqliteValue(value: RowValue, where: () => string): string | number | bigint | null {
-  if (typeof value === 'number') return Number.isSafeInteger(value) ? BigInt(value) : value;
-  if (typeof value === 'boolean') return value ? 1 : 0;
-  if (typeof value === 'bigint' && (value < INT64_MIN || value > INT64_MAX)) {
-    throw new InvalidArgumentError(`${where()}: ${value} is beyond SQLite's 64-bit integers; write it as a string into a TEXT column instead.`);
-  }
-  if (typeof value === 'bigint' || typeof value === 'string' || value === null) return value;
-  if (value instanceof Date) return value.toISOString();
-  return JSON.stringify(value);
 }

@@ -1,7 +1,9 @@
+import type { Backend } from '../core/backend.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import { consoleLogger } from '../core/logger.js';
+import type { EventStore } from '../core/store.js';
 import { Subscription } from '../subscription/subscription.js';
 import type { ChangeFeed } from './change-feed.js';
 import type { WaitForOptions } from './progress.js';
@@ -10,6 +12,9 @@ import { subscriptionOptionsOf } from './types.js';
 import type { ViewOptions, ViewStatus } from './types.js';
 
 export interface MemoryViewOptions<S, E extends EventShape> extends ViewOptions<E> {
+  /** Where the events come from: any backend (`memory()`, `sqlite()`, `postgres()`), or give `store`. */
+  backend?: Pick<Backend<E>, 'store'>;
+  store?: EventStore<E>;
   /** The state before the first event. */
   initialState: S;
   /**
@@ -38,6 +43,8 @@ export class MemoryView<S, E extends EventShape = EventShape> {
 
   constructor(options: MemoryViewOptions<S, E>) {
     if (typeof options.evolve !== 'function') throw new InvalidArgumentError(`MemoryView "${String(options.name)}" needs an evolve(state, event) function.`);
+    const store = options.store ?? options.backend?.store;
+    if (store === undefined) throw new InvalidArgumentError(`MemoryView "${String(options.name)}" needs a backend (memory(), sqlite({ path }), postgres(...)) or a store.`);
     this.name = options.name;
     this.#evolve = options.evolve;
     this.#state = options.initialState;
@@ -53,13 +60,14 @@ export class MemoryView<S, E extends EventShape = EventShape> {
     };
     this.#subscription = new Subscription<E>({
       ...subscriptionOptionsOf(options),
+      store,
       checkpoints,
       logger,
       batchHandler: (events) => this.#apply(events),
     }, { checkpointsInHandler: true });
     this.#signals = new ViewSignals<E>({
       view: options.name,
-      store: options.store,
+      store,
       types: options.types,
       keysOf: options.keysOf,
       debounceMs: options.debounceMs,

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
 import { addDeadLetter } from '../core/storable-letter.js';
-import type { CheckpointInfo, CheckpointStore } from '../core/checkpoint.js';
+import type { CheckpointStore } from '../core/checkpoint.js';
 import type { DeadLetter } from '../core/dead-letter.js';
 import { AlreadyStartedError, ErrorCode, InvalidArgumentError, isEskitError, MigrationError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
@@ -10,6 +10,9 @@ import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
+import type { EventStore } from '../core/store.js';
+import { checkSqlViewSpec, checkTableName } from '../core/view-backend.js';
+import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewTx, ViewMeta } from '../core/view-backend.js';
 import { Subscription } from '../subscription/subscription.js';
 import type { ChangeFeed } from './change-feed.js';
 import { RebuildFailedError } from './errors.js';
@@ -19,27 +22,43 @@ import { subscriptionOptionsOf } from './types.js';
 import type { Observable, RebuildProgress, ViewOptions, ViewStatus, Waitable } from './types.js';
 import { instruments, TelemetryAttribute } from '../telemetry/telemetry.js';
 
-/** A SQL view's tables and indexes, versioned. */
-export interface SqlViewSetup {
-  /**
-   * A positive integer. Raise it whenever the statements or `evolve` change what the tables hold:
-   * `rebuildIfChanged()` then rebuilds the view, and `start()` refuses to run on tables of another version.
-   */
-  version: number;
-  /**
-   * The CREATE TABLE / CREATE INDEX statements. Every table AND index name must come from `table()`
-   * (lower-case identifiers of at most 40 characters), because a rebuild creates the same objects
-   * under shadow names first. Called more than once: it must only build strings. (PostgreSQL: here
-   * `table()` gives unqualified names, and the statements run with the view's schema first on the
-   * search path, since an index name cannot be schema-qualified; in `evolve` it gives qualified ones.)
-   */
-  statements: (table: (name: string) => string) => readonly string[];
+/**
+ * What a SQL view runs on: `sqlite({ path })` or `postgres({ connectionString })`, whose `views` keep
+ * the view's tables next to the events. Composing your own: `{ store, views: new SqliteViews({ store }) }`.
+ * `SqlViewHost<E>` is any of them, for a view whose evolve uses only `table` and `upsert`.
+ */
+export interface SqlViewHost<E extends EventShape, Tx = SqlViewTx, R = void | Promise<void>> {
+  readonly store: EventStore<E>;
+  readonly views: SqlViews<E, Tx, R>;
+  /** Leader election for what runs on this backend; undefined when it is off. */
+  readonly locks?: LockRegistry | undefined;
 }
 
-export interface SqlViewOptions<E extends EventShape> extends ViewOptions<E> {
+/**
+ * `Tx` and `R` come from the backend: on `postgres()` evolve gets `{ client, table, upsert, flush }`
+ * and may be async; on `sqlite()` it gets `{ db, table, prepare, upsert }` and must be synchronous.
+ * Leave the type arguments out (type the backend: `postgres<CartEvent>(...)`), or give only `E` for
+ * an evolve that uses only `table` and `upsert`, which then runs on either backend.
+ */
+export interface SqlViewOptions<E extends EventShape, Tx = SqlViewTx, R = void | Promise<void>> extends ViewOptions<E> {
+  backend: SqlViewHost<E, Tx, R>;
   setup: SqlViewSetup;
-  /** Turns leader election on: one node updates the view; the others stand by (and can still read it). */
-  leaderLock?: LockRegistry;
+  /**
+   * Applies one event, inside the transaction that also saves the checkpoint; a throw rolls the batch
+   * back. Give either `evolve` or `evolveBatch`.
+   */
+  evolve?: (event: Recorded<E>, tx: Tx) => R;
+  /**
+   * Instead of `evolve`: applies a batch of events (in log order) at once, for example with one
+   * multi-row statement. Same transaction, same guarantees; a batch that keeps failing is retried one
+   * event at a time, so it must also work for a single event.
+   */
+  evolveBatch?: (events: readonly Recorded<E>[], tx: Tx) => R;
+  /**
+   * Leader election: one node updates the view; the others stand by (and can still read it). Default:
+   * the backend's (on for `postgres()`); false turns it off.
+   */
+  leaderLock?: LockRegistry | false;
 }
 
 export interface RebuildOptions {
@@ -61,122 +80,24 @@ export interface RebuildResult {
   durationMs: number;
 }
 
-/** What the view versions table says about a view. */
-export interface ViewMeta {
-  version: number;
-  /** Incremented by every swap; the live runner's writes check it. */
-  generation: number;
-  /** The names (unquoted, unsuffixed) of the live tables. */
-  tables: readonly string[];
-}
-
-/**
- * What a SQL adapter implements for `SqlView`. Every method that writes runs in one transaction of its
- * own; `applyLive` and `saveCheckpoint` check the generation (and `applyShadow` and `swap` the rebuild
- * id) inside that transaction, and throw `ViewFencedError` when it changed.
- */
-export interface SqlViewBackend<E extends EventShape> {
-  /** The live table `name`, ready for SQL text. */
-  table(name: string): string;
-  /** Creates the versions table and, for a view never set up, its tables (at `version`). */
-  ensureSetup(version: number): Promise<ViewMeta>;
-  readMeta(): Promise<ViewMeta | undefined>;
-  loadCheckpoint(): Promise<number | undefined>;
-  claimCheckpoint(fencingToken: number): Promise<number | undefined>;
-  listCheckpoints(): Promise<CheckpointInfo[]>;
-  /** evolve for each event, then the checkpoint (fenced by the token), in one transaction. */
-  applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void>;
-  saveCheckpoint(position: number, generation: number, fencingToken: number | undefined): Promise<void>;
-  /** The position of the last event of the view's types in (after, upTo]; 0 when there is none. */
-  lastRelevant(after: number, upTo: number): Promise<number>;
-  /** Events of the view's types in (after, upTo]. */
-  countRelevant(after: number, upTo: number): Promise<number>;
-  /** Claims the rebuild for `rebuildId`, (re)creates the shadow tables; returns their generation. */
-  beginRebuild(rebuildId: string): Promise<number>;
-  applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void>;
-  /**
-   * In one transaction: applies to the shadow tables the events the live view has applied beyond
-   * `position` (the live view is kept from moving meanwhile, or the swap notices that it did), swaps
-   * the shadow tables in, and sets the checkpoint where the shadow got. Returns that position and the
-   * events applied here, or 'behind' (changing nothing) when it has to be tried again after another
-   * round of catching up.
-   */
-  swap(rebuildId: string, generation: number, position: number, version: number): Promise<{ position: number; applied: number } | 'behind'>;
-  /** Drops the shadow tables if the rebuild is still ours. */
-  abandonRebuild(rebuildId: string, generation: number): Promise<void>;
-}
-
-// Room for the shadow suffix (`__rebuild_<generation>`) within PostgreSQL's 63-byte identifiers.
-const TABLE_NAME = /^[a-z_][a-z0-9_]{0,39}$/;
-
-/** Checks a name given to `table()`; returns it. */
-export function checkTableName(view: string, name: unknown): string {
-  if (typeof name !== 'string' || !TABLE_NAME.test(name) || name.includes('__rebuild_')) {
-    throw new InvalidArgumentError(
-      `View "${view}": table(${JSON.stringify(name) ?? String(name)}) needs a lower-case SQL identifier of at most 40 characters ` +
-        '(a-z, 0-9, _; not starting with a digit; without "__rebuild_").',
-    );
-  }
-  return name;
-}
-
-/**
- * The shadow name of `name` for the rebuild that produces `generation`. The suffix carries the
- * generation so that index names (which live on after the table is renamed) never collide with the
- * next rebuild's.
- */
-export function shadowName(name: string, generation: number): string {
-  return `${name}__rebuild_${generation}`;
-}
-
-/**
- * A rebuild swaps its new tables in under their live names, dropping the live tables first: only
- * tables this view owns may be dropped. A new name that is already a table of someone else's (another
- * view, or the application) is refused.
- */
-export function assertOwnTables(view: string, newTables: readonly string[], ownTables: readonly string[], isLiveTable: (name: string) => boolean): void {
-  const taken = newTables.filter((name) => !ownTables.includes(name) && isLiveTable(name));
-  if (taken.length > 0) {
-    throw new InvalidArgumentError(
-      `View "${view}": its new setup creates table(s) ${taken.map((name) => `"${name}"`).join(', ')}, which already exist and are not this view's ` +
-        '(another view or the application owns them). A rebuild would replace them; rename the table(s) in the setup.',
-    );
-  }
-}
-
-/** The names the setup passes to `table()`, in order. */
-export function setupNames(view: string, setup: SqlViewSetup): string[] {
-  const names = new Set<string>();
-  setup.statements((name) => {
-    names.add(checkTableName(view, name));
-    return name;
-  });
-  return [...names];
-}
-
-/** Checks what every SQL view needs before an adapter builds its backend. */
-export function checkSqlViewOptions(kind: string, options: { name?: unknown; setup?: unknown; evolve?: unknown }): void {
-  if (typeof options.name !== 'string' || options.name.length === 0) throw new InvalidArgumentError(`${kind} needs a non-empty name.`);
-  if (typeof options.evolve !== 'function') throw new InvalidArgumentError(`${kind} "${options.name}" needs an evolve(event, tx) function.`);
-  const setup = options.setup as SqlViewSetup | undefined;
-  if (typeof setup !== 'object' || setup === null || typeof setup.statements !== 'function') {
-    throw new InvalidArgumentError(`${kind} "${options.name}" needs setup: { version, statements: (table) => [...] }.`);
-  }
-  if (!Number.isSafeInteger(setup.version) || setup.version < 1) {
-    throw new InvalidArgumentError(`${kind} "${options.name}": setup.version must be a positive integer, got ${String(setup.version)}`);
-  }
-  const statements = setup.statements((name) => checkTableName(options.name as string, name));
-  if (!Array.isArray(statements) || statements.some((statement) => typeof statement !== 'string')) {
-    throw new InvalidArgumentError(`${kind} "${options.name}": setup.statements must return an array of SQL strings.`);
-  }
-}
-
 const defaultRebuildRetry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 50, maxDelayMs: 1000 };
 
 /**
- * The engine of the SQL views (`SqliteView`, `PostgresView`): a subscription whose batch handler
- * applies `evolve` and saves the checkpoint in one transaction, rebuilds into shadow tables swapped in
- * atomically, read-your-writes waiting and a change feed.
+ * A read model in SQL tables next to the events, updated exactly once per event: a subscription whose
+ * batch handler applies `evolve` and saves the checkpoint in one transaction, rebuilds into shadow
+ * tables swapped in atomically, read-your-writes waiting and a change feed. The database side is the
+ * backend's (`backend.views`).
+ *
+ * ```ts
+ * const backend = postgres<CartEvent>({ connectionString });
+ * const carts = new SqlView({
+ *   backend,
+ *   name: 'carts',
+ *   setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('carts')} (id text PRIMARY KEY, items int NOT NULL)`] },
+ *   evolve: (event, { upsert }) => upsert('carts', { id: event.streamId, items: 1 }, { key: ['id'], increment: ['items'] }),
+ * });
+ * await carts.start();
+ * ```
  *
  * How the live view and a rebuild stay out of each other's way: the versions table holds a generation
  * number that every swap increments. The live runner reads it together with its checkpoint, and every
@@ -185,9 +106,12 @@ const defaultRebuildRetry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 50, m
  * set, and carries on from there against the new tables. A swap waits until the shadow has caught up
  * with the live checkpoint, so the view's checkpoint never moves backwards.
  */
-export abstract class SqlView<E extends EventShape = EventShape> implements Waitable, Observable {
+export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void | Promise<void>> implements Waitable, Observable {
   readonly name: string;
-  readonly #options: SqlViewOptions<E>;
+  // Nothing kept here is typed by Tx or R: a view of any backend is then a SqlView<E>.
+  readonly #options: ViewOptions<E>;
+  readonly #store: EventStore<E>;
+  readonly #version: number;
   readonly #backend: SqlViewBackend<E>;
   readonly #subscription: Subscription<E>;
   readonly #signals: ViewSignals<E>;
@@ -196,9 +120,23 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
   #leading = false;
   #rebuilding: RebuildProgress | undefined;
 
-  protected constructor(options: SqlViewOptions<E>, backend: SqlViewBackend<E>) {
-    this.name = options.name;
+  constructor(options: SqlViewOptions<E, Tx, R>) {
+    checkSqlViewSpec('SqlView', options);
+    const host = options.backend as Partial<SqlViewHost<E, Tx, R>> | undefined;
+    const views = host?.views;
+    const store = host?.store;
+    if (typeof views?.create !== 'function' || store === undefined) {
+      throw new InvalidArgumentError(
+        `SqlView "${options.name}": this backend has no SQL views (memory() has none; MemoryView runs there). ` +
+          'Give it sqlite({ path }) or postgres({ connectionString }).',
+      );
+    }
+    const { name, types, setup, evolve, evolveBatch } = options;
+    const backend = views.create({ name, types, setup, evolve, evolveBatch });
+    this.name = name;
     this.#options = options;
+    this.#store = store;
+    this.#version = setup.version;
     this.#backend = backend;
     this.#logger = options.logger ?? consoleLogger();
     const checkpoints: CheckpointStore = {
@@ -211,10 +149,12 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
       },
       list: () => backend.listCheckpoints(),
     };
+    const leaderLock = options.leaderLock === false ? undefined : (options.leaderLock ?? host?.locks);
     this.#subscription = new Subscription<E>({
       ...subscriptionOptionsOf(options),
+      store,
       checkpoints,
-      leaderLock: options.leaderLock && this.#watchLeadership(options.leaderLock),
+      leaderLock: leaderLock ? this.#watchLeadership(leaderLock) : false,
       logger: this.#logger,
       batchHandler: async (events, context) => {
         await backend.applyLive(events, this.#generation ?? -1, context.fencingToken);
@@ -222,9 +162,9 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
       },
     }, { checkpointsInHandler: true, onEnded: () => (this.#leading = false) });
     this.#signals = new ViewSignals<E>({
-      view: options.name,
-      store: options.store,
-      types: options.types,
+      view: name,
+      store,
+      types,
       keysOf: options.keysOf,
       debounceMs: options.debounceMs,
       maxKeys: options.maxKeys,
@@ -252,7 +192,7 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
    * are of another setup version: call `rebuildIfChanged()` first.
    */
   async start(): Promise<void> {
-    const meta = await this.#backend.ensureSetup(this.#options.setup.version);
+    const meta = await this.#backend.ensureSetup(this.#version);
     this.#checkVersion(meta);
     await this.#subscription.start();
   }
@@ -277,7 +217,7 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
   async status(): Promise<ViewStatus> {
     const status = await this.#subscription.status();
     const rebuilding = this.#rebuilding && { ...this.#rebuilding };
-    return { ...status, setupVersion: this.#options.setup.version, rebuilding };
+    return { ...status, setupVersion: this.#version, rebuilding };
   }
 
   /** The setup version the stored tables were built with (undefined before the first start or rebuild). */
@@ -295,11 +235,11 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
 
   /** Rebuilds the view when the stored setup version differs from this code's. Returns undefined when it did not. */
   async rebuildIfChanged(options: RebuildOptions = {}): Promise<RebuildResult | undefined> {
-    const meta = await this.#backend.ensureSetup(this.#options.setup.version);
-    if (meta.version === this.#options.setup.version) return undefined;
+    const meta = await this.#backend.ensureSetup(this.#version);
+    if (meta.version === this.#version) return undefined;
     this.#logger.info(
-      { view: this.name, from: meta.version, to: this.#options.setup.version },
-      `View "${this.name}": setup version changed from ${meta.version} to ${this.#options.setup.version}; rebuilding`,
+      { view: this.name, from: meta.version, to: this.#version },
+      `View "${this.name}": setup version changed from ${meta.version} to ${this.#version}; rebuilding`,
     );
     return this.rebuild(options);
   }
@@ -326,7 +266,7 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
     const started = performance.now();
     const rebuildId = randomUUID();
     const { signal } = options;
-    const version = this.#options.setup.version;
+    const version = this.#version;
     let generation: number | undefined;
     let swapped = false;
     try {
@@ -335,13 +275,13 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
       generation = await this.#backend.beginRebuild(rebuildId);
       let position = 0;
       for (;;) {
-        const head = await this.#options.store.headPosition();
+        const head = await this.#store.headPosition();
         progress.total = progress.done + (await this.#backend.countRelevant(position, head));
         report();
         for (;;) {
           signal?.throwIfAborted();
           const batch: Recorded<E>[] = [];
-          for await (const event of this.#options.store.readAll({ after: position, limit: batchSize, types: this.#options.types })) batch.push(event);
+          for await (const event of this.#store.readAll({ after: position, limit: batchSize, types: this.#options.types })) batch.push(event);
           if (batch.length > 0) {
             await this.#applyShadow(batch, rebuildId, generation, signal);
             position = (batch[batch.length - 1] as Recorded<E>).position;
@@ -455,7 +395,7 @@ export abstract class SqlView<E extends EventShape = EventShape> implements Wait
   }
 
   #checkVersion(meta: ViewMeta): void {
-    const version = this.#options.setup.version;
+    const version = this.#version;
     if (meta.version === version) return;
     throw new MigrationError(
       `View "${this.name}" is stored at setup version ${meta.version}, but this code declares version ${version}: ` +

@@ -2,17 +2,15 @@ import type { DeadLetterStore } from '../core/dead-letter.js';
 import type { EventShape } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
 import type { RetryPolicy } from '../core/retry.js';
-import type { EventStore } from '../core/store.js';
 import type { FailureAction, SubscriptionOptions, SubscriptionStatus } from '../subscription/subscription.js';
 import type { WaitForOptions } from './progress.js';
 import type { KeysOf } from './signals.js';
 import type { ChangeFeed } from './change-feed.js';
 
-/** What every view takes, whatever keeps its state. */
+/** What every view takes, whatever keeps its state (each kind adds where it runs: a backend or a store). */
 export interface ViewOptions<E extends EventShape> {
   /** Unique per view: names its checkpoint, its leader lock and its dead letters. */
   name: string;
-  store: EventStore<E>;
   /** Only events of these types reach `evolve`. */
   types?: readonly E['type'][];
   /** Events applied per transaction (at most: a batch is what the log has, up to this). Default 500. */
@@ -81,8 +79,8 @@ export function subscriptionOptionsOf<E extends EventShape>(
   options: ViewOptions<E>,
 ): Pick<
   SubscriptionOptions<E>,
-  'name' | 'store' | 'types' | 'batchSize' | 'retry' | 'deadLetters' | 'onHandlerFailure' | 'pollIntervalMs' | 'drainTimeoutMs' | 'stopCallTimeoutMs'
+  'name' | 'types' | 'batchSize' | 'retry' | 'deadLetters' | 'onHandlerFailure' | 'pollIntervalMs' | 'drainTimeoutMs' | 'stopCallTimeoutMs'
 > {
-  const { name, store, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs } = options;
-  return { name, store, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs };
+  const { name, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs } = options;
+  return { name, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs };
 }

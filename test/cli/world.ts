@@ -18,7 +18,7 @@ import {
   PostgresCompletionStore,
   PostgresDeadLetterStore,
   PostgresEventStore,
-  PostgresView,
+  PostgresViews,
 } from '../../src/postgres/index.js';
 import {
   SqliteCheckpointStore,
@@ -26,11 +26,11 @@ import {
   SqliteDeadLetterStore,
   SqliteEventStore,
   SqliteLockRegistry,
-  SqliteView,
+  SqliteViews,
 } from '../../src/sqlite/index.js';
 import { Subscription } from '../../src/subscription/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
-import type { SqlView } from '../../src/view/index.js';
+import { SqlView } from '../../src/view/index.js';
 import { createTestSchema } from '../support/postgres.js';
 
 export type ShopEvent = { type: 'ItemAdded'; data: { sku: string } } | { type: 'OrderPlaced'; data: { total: number } };
@@ -39,28 +39,30 @@ export const registry = new EventRegistry<ShopEvent>({ ItemAdded: {}, OrderPlace
 
 export const HOLDER = 'cli-test-node';
 
+/** What the carts view runs on: a config's context, or the world's store with its views. */
+type CartsHost =
+  | { backend: 'sqlite'; store: SqliteEventStore<ShopEvent>; views: SqliteViews<ShopEvent> }
+  | { backend: 'postgres'; store: PostgresEventStore<ShopEvent>; views: PostgresViews<ShopEvent> };
+
 /** The view `view rebuild` works on: one row per cart with its item count. */
-export function cartsView(
-  context: { backend: 'sqlite'; store: SqliteEventStore<ShopEvent> } | { backend: 'postgres'; store: PostgresEventStore<ShopEvent> },
-  options: { leaderLock?: LockRegistry; logger?: Logger } = {},
-): SqlView<ShopEvent> {
+export function cartsView(context: CartsHost, options: { leaderLock?: LockRegistry; logger?: Logger } = {}): SqlView<ShopEvent> {
   const common = { name: 'carts', types: ['ItemAdded'] as const, logger: options.logger ?? silentLogger, leaderLock: options.leaderLock, pollIntervalMs: 50 };
   const statements = (t: (name: string) => string): string[] => [`CREATE TABLE ${t('carts')} (id TEXT PRIMARY KEY, items INTEGER NOT NULL)`];
   if (context.backend === 'sqlite') {
-    return new SqliteView<ShopEvent>({
+    return new SqlView({
       ...common,
       types: ['ItemAdded'],
-      store: context.store,
+      backend: context,
       setup: { version: 1, statements },
       evolve: (event, { prepare, table }) => {
         prepare(`INSERT INTO ${table('carts')} (id, items) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET items = items + 1`).run(event.streamId);
       },
     });
   }
-  return new PostgresView<ShopEvent>({
+  return new SqlView({
     ...common,
     types: ['ItemAdded'],
-    store: context.store,
+    backend: context,
     setup: { version: 1, statements },
     evolve: async (event, { client, table }) => {
       await client.query(`INSERT INTO ${table('carts')} (id, items) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET items = ${table('carts')}.items + 1`, [
@@ -207,8 +209,8 @@ export async function createWorld(kind: 'sqlite' | 'postgres'): Promise<World> {
 
     const view =
       backend.backend === 'sqlite'
-        ? cartsView({ backend: 'sqlite', store: store as SqliteEventStore<ShopEvent> }, { leaderLock: locks })
-        : cartsView({ backend: 'postgres', store: store as PostgresEventStore<ShopEvent> }, { leaderLock: locks });
+        ? cartsView({ backend: 'sqlite', store: store as SqliteEventStore<ShopEvent>, views: new SqliteViews({ store: store as SqliteEventStore<ShopEvent> }) }, { leaderLock: locks })
+        : cartsView({ backend: 'postgres', store: store as PostgresEventStore<ShopEvent>, views: new PostgresViews({ store: store as PostgresEventStore<ShopEvent> }) }, { leaderLock: locks });
     await view.start();
     stops.push(() => view.stop());
     await view.waitFor(head, { timeoutMs: 10_000 });

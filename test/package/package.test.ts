@@ -161,18 +161,19 @@ async function positionOf(): Promise<number | undefined> {
 
 /** An `eskit.config.ts` for the CLI's `view rebuild`, written against one adapter only. */
 function viewConfig(adapter: 'sqlite' | 'postgres'): string {
-  const View = adapter === 'sqlite' ? 'SqliteView' : 'PostgresView';
+  const Tx = adapter === 'sqlite' ? 'SqliteViewTx' : 'PostgresViewTx';
   return `
+import { SqlView } from 'eskit';
 import { defineConfig } from 'eskit/cli';
-import { ${View} } from 'eskit/${adapter}';
+import type { ${Tx} } from 'eskit/${adapter}';
 
 type CounterEvent = { type: 'Incremented'; data: { by: number } };
 
 export default defineConfig<CounterEvent>({
   views: (context) => [
-    new ${View}<CounterEvent>({
+    new SqlView<CounterEvent, ${Tx}>({
       name: 'totals',
-      store: context.store,
+      backend: context,
       logger: context.logger,
       types: ['Incremented'],
       setup: { version: 1, statements: (t) => [\`CREATE TABLE \${t('totals')} (id TEXT PRIMARY KEY, total INTEGER NOT NULL)\`] },

@@ -6,11 +6,12 @@ import type { Recorded } from '../../src/core/event.js';
 import type { Lease, LockRegistry } from '../../src/core/lock.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { EventStore } from '../../src/core/store.js';
-import { PostgresView } from '../../src/postgres/index.js';
-import type { PostgresViewOptions } from '../../src/postgres/index.js';
-import type { PostgresStoreHandle } from '../../src/postgres/postgres-checkpoint-store.js';
-import { SqliteView } from '../../src/sqlite/index.js';
-import type { SqliteViewOptions } from '../../src/sqlite/index.js';
+import { PostgresViews } from '../../src/postgres/index.js';
+import type { PostgresStoreHandle, PostgresViewTx } from '../../src/postgres/index.js';
+import { SqliteViews } from '../../src/sqlite/index.js';
+import type { SqliteViewTx } from '../../src/sqlite/index.js';
+import { SqlView } from '../../src/view/index.js';
+import type { SqlViewHost, SqlViewOptions } from '../../src/view/index.js';
 
 export type TestEvent =
   | { type: 'Counted'; data: { n: number; bad?: boolean } }
@@ -32,7 +33,10 @@ export interface CounterOptions {
   throwOnBad?: boolean;
 }
 
-type Common = Omit<SqliteViewOptions<TestEvent>, 'name' | 'store' | 'setup' | 'evolve'>;
+/** What a counting view runs on: `sqlite()`, or the parts. */
+export type SqliteHost = SqlViewHost<TestEvent, SqliteViewTx, void>;
+export type SqliteCounter = SqlView<TestEvent, SqliteViewTx, void>;
+type Common = Omit<SqlViewOptions<TestEvent, SqliteViewTx, void>, 'name' | 'backend' | 'setup' | 'evolve' | 'evolveBatch'>;
 
 function statements(prefix: string, withMax: boolean) {
   return (t: (name: string) => string): string[] => [
@@ -42,14 +46,16 @@ function statements(prefix: string, withMax: boolean) {
   ];
 }
 
-export function sqliteCounter(
-  store: EventStore<TestEvent> & { readonly database: Database.Database },
-  options: CounterOptions & Common = {},
-): SqliteView<TestEvent> {
+/** A store of one's own gets the adapter's views composed around it. */
+type SqliteStore = EventStore<TestEvent> & { readonly database: Database.Database };
+type PgStore = EventStore<TestEvent> & PostgresStoreHandle;
+
+export function sqliteCounter(on: SqliteHost | SqliteStore, options: CounterOptions & Common = {}): SqliteCounter {
+  const backend: SqliteHost = 'views' in on ? on : { store: on, views: new SqliteViews({ store: on }) };
   const { name = 'counter', prefix = '', version = 1, withMax = false, before, throwOnBad, ...rest } = options;
-  return new SqliteView<TestEvent>({
+  return new SqlView({
     name,
-    store,
+    backend,
     types: ['Counted'],
     logger: silentLogger,
     retry: { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 5 },
@@ -75,7 +81,10 @@ export function sqliteCounter(
   });
 }
 
-type PgCommon = Omit<PostgresViewOptions<TestEvent>, 'name' | 'store' | 'setup' | 'evolve' | 'evolveBatch'>;
+/** What a counting view runs on: `postgres()`, or the parts. */
+export type PgHost = SqlViewHost<TestEvent, PostgresViewTx, void | Promise<void>>;
+export type PgCounter = SqlView<TestEvent, PostgresViewTx, void | Promise<void>>;
+type PgCommon = Omit<SqlViewOptions<TestEvent, PostgresViewTx, void | Promise<void>>, 'name' | 'backend' | 'setup' | 'evolve' | 'evolveBatch'>;
 
 function pgStatements(prefix: string, withMax: boolean) {
   return (t: (name: string) => string): string[] => [
@@ -86,17 +95,18 @@ function pgStatements(prefix: string, withMax: boolean) {
 }
 
 export function pgCounter(
-  store: EventStore<TestEvent> & PostgresStoreHandle,
+  on: PgHost | PgStore,
   options: Omit<CounterOptions, 'before'> & {
     before?: (event: Recorded<TestEvent>) => void | Promise<void>;
     /** Use evolveBatch (one multi-row statement per table and batch) instead of evolve. */
     batched?: boolean;
   } & PgCommon = {},
-): PostgresView<TestEvent> {
+): PgCounter {
+  const backend: PgHost = 'views' in on ? on : { store: on, views: new PostgresViews({ store: on }) };
   const { name = 'counter', prefix = '', version = 1, withMax = false, before, throwOnBad, batched, ...rest } = options;
   const common = {
     name,
-    store,
+    backend,
     types: ['Counted'] as const,
     logger: silentLogger,
     retry: { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 5 },
@@ -105,7 +115,7 @@ export function pgCounter(
   };
   if (batched) {
     // The same view, one round trip per table per batch (unnest), not per event.
-    return new PostgresView<TestEvent>({
+    return new SqlView({
       ...common,
       evolveBatch: async (events, { client, table }) => {
         for (const event of events) await before?.(event);
@@ -127,7 +137,7 @@ export function pgCounter(
       },
     });
   }
-  return new PostgresView<TestEvent>({
+  return new SqlView({
     ...common,
     evolve: async (event, { client, table }) => {
       await before?.(event);

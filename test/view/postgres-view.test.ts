@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { MemoryDeadLetterStore } from '../../src/memory/index.js';
-import { PostgresEventStore } from '../../src/postgres/index.js';
+import { postgres } from '../../src/postgres/index.js';
+import type { PostgresBackend, PostgresEventStore } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { waitFor } from '../../src/view/index.js';
 import { createTestSchema } from '../support/postgres.js';
@@ -17,13 +18,14 @@ afterEach(async () => {
   for (const cleanup of pending) await cleanup();
 });
 
-async function setup(poolSize = 8): Promise<{ schema: TestSchema; store: PostgresEventStore<TestEvent> }> {
+async function setup(poolSize = 8): Promise<{ schema: TestSchema; backend: PostgresBackend<TestEvent>; store: PostgresEventStore<TestEvent> }> {
   const schema = await createTestSchema({ create: false, poolSize });
   cleanups.push(() => schema.drop());
-  const store = new PostgresEventStore<TestEvent>({ pool: schema.pool, schema: schema.name });
-  cleanups.push(() => store.close());
-  await store.migrate();
-  return { schema, store };
+  // Leader election is tested with chosen tokens (fixedLeases) here; sql-view-backend.test.ts has the backend's.
+  const backend = postgres<TestEvent>({ pool: schema.pool, schema: schema.name, leaderElection: false });
+  cleanups.push(() => backend.close());
+  await backend.migrate();
+  return { schema, backend, store: backend.store };
 }
 
 function track<V extends { stop(): Promise<void> }>(view: V): V {
@@ -40,11 +42,11 @@ async function checkpointRow(schema: TestSchema, name = 'counter'): Promise<{ po
   return row && { position: row.position === null ? null : Number(row.position), token: Number(row.fencing_token) };
 }
 
-describe('PostgresView: exactly once', () => {
+describe('SqlView on PostgreSQL: exactly once', () => {
   it('applies every event of its types once, with the checkpoint in the same transaction', async () => {
-    const { schema, store } = await setup();
+    const { schema, backend, store } = await setup();
     const head = await appendMany(store, 420);
-    const view = track(pgCounter(store, { batchSize: 32 }));
+    const view = track(pgCounter(backend, { batchSize: 32 }));
     await view.start();
     await view.waitFor(head);
     assert.deepEqual(await readPgCounter(schema.pool, schema.name), await expectedPgCounter(schema.pool, schema.name));
@@ -58,14 +60,14 @@ describe('PostgresView: exactly once', () => {
   });
 });
 
-describe('PostgresView: evolveBatch', () => {
+describe('SqlView on PostgreSQL: evolveBatch', () => {
   it('applies whole batches in one statement per table; a failing batch is pinned to its event and dead-lettered', async () => {
-    const { schema, store } = await setup();
+    const { schema, backend, store } = await setup();
     const deadLetters = new MemoryDeadLetterStore();
     await appendMany(store, 300);
     const bad = (await store.append('bad', [counted(1000, true)])).position;
     const head = await appendMany(store, 100);
-    const view = track(pgCounter(store, { batched: true, batchSize: 64, throwOnBad: true, deadLetters }));
+    const view = track(pgCounter(backend, { batched: true, batchSize: 64, throwOnBad: true, deadLetters }));
     await view.start();
     await view.waitFor(head);
     assert.deepEqual(
@@ -74,17 +76,17 @@ describe('PostgresView: evolveBatch', () => {
     );
     const expected = await expectedPgCounter(schema.pool, schema.name);
     assert.deepEqual(await readPgCounter(schema.pool, schema.name), { seen: expected.seen - 1, distinct: expected.seen - 1, events: expected.seen - 1, total: expected.total - 1000 });
-    assert.throws(() => pgCounter(store, { batched: true, evolve: async () => undefined } as never), /evolve or evolveBatch, not both/);
+    assert.throws(() => pgCounter(backend, { batched: true, evolve: async () => undefined } as never), /evolve or evolveBatch, not both/);
   });
 });
 
-describe('PostgresView: a failing evolve', () => {
+describe('SqlView on PostgreSQL: a failing evolve', () => {
   it('rolls back and stops the view (state failed) without a dead-letter store', async () => {
-    const { schema, store } = await setup();
+    const { schema, backend, store } = await setup();
     await store.append('a', [counted(1), counted(2)]);
     const bad = (await store.append('a', [counted(3, true)])).position;
     await store.append('a', [counted(4)]);
-    const view = track(pgCounter(store, { throwOnBad: true }));
+    const view = track(pgCounter(backend, { throwOnBad: true }));
     await view.start();
     const status = await view.whenStopped();
     assert.equal(status.state, 'failed');
@@ -94,12 +96,12 @@ describe('PostgresView: a failing evolve', () => {
   });
 
   it('dead-letters the event and goes on with a dead-letter store', async () => {
-    const { schema, store } = await setup();
+    const { schema, backend, store } = await setup();
     const deadLetters = new MemoryDeadLetterStore();
     await store.append('a', [counted(1), counted(2)]);
     const bad = (await store.append('b', [counted(40, true)])).position;
     const head = (await store.append('a', [counted(3), other(), counted(5)])).position;
-    const view = track(pgCounter(store, { throwOnBad: true, deadLetters }));
+    const view = track(pgCounter(backend, { throwOnBad: true, deadLetters }));
     await view.start();
     await view.waitFor(head);
     assert.deepEqual(
@@ -110,15 +112,15 @@ describe('PostgresView: a failing evolve', () => {
   });
 });
 
-describe('PostgresView: fencing', () => {
+describe('SqlView on PostgreSQL: fencing', () => {
   it("a stale leader's batch is rejected at its checkpoint write and its view writes are rolled back", async () => {
-    const { schema, store } = await setup();
+    const { schema, backend, store } = await setup();
     await appendMany(store, 20, { otherEvery: 1000 });
     let release: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const attempts: number[] = [];
     const stale = track(
-      pgCounter(store, {
+      pgCounter(backend, {
         leaderLock: fixedLeases([1]),
         before: async (event) => {
           attempts.push(event.position);
@@ -132,7 +134,7 @@ describe('PostgresView: fencing', () => {
     await store.append('late', [counted(100), counted(200), counted(300)]);
     await waitUntil(() => attempts.includes(22), { message: 'the stale node to be inside its batch' });
 
-    const leader = track(pgCounter(store, { leaderLock: fixedLeases([2]) }));
+    const leader = track(pgCounter(backend, { leaderLock: fixedLeases([2]) }));
     await leader.start();
     await waitUntil(async () => (await checkpointRow(schema))?.token === 2, { message: 'the new leader to claim the checkpoint' });
     release();
@@ -143,12 +145,12 @@ describe('PostgresView: fencing', () => {
   });
 });
 
-describe('PostgresView: waitFor and changes', () => {
+describe('SqlView on PostgreSQL: waitFor and changes', () => {
   it('resolves right after an append; follows another instance; notifies listeners with keys', async () => {
-    const { schema, store } = await setup();
-    const view = track(pgCounter(store, { keysOf: (event) => event.streamId }));
+    const { schema, backend, store } = await setup();
+    const view = track(pgCounter(backend, { keysOf: (event) => event.streamId }));
     await view.start();
-    const observer = pgCounter(store, { checkpointPollMs: 10 });
+    const observer = pgCounter(backend, { checkpointPollMs: 10 });
     const keys = new Set<string>();
     const unsubscribe = view.changes.subscribe((change) => change.keys?.forEach((key) => keys.add(key)));
     cleanups.push(unsubscribe);
@@ -161,16 +163,16 @@ describe('PostgresView: waitFor and changes', () => {
     const { position } = await store.append('o', [other()]);
     await view.waitFor(position, { timeoutMs: 200 });
     await waitUntil(() => keys.size === 10, { message: 'the listener to hear of every stream' });
-    const idle = pgCounter(store, { name: 'never-started' });
+    const idle = pgCounter(backend, { name: 'never-started' });
     await assert.rejects(idle.waitFor(position, { timeoutMs: 50 }), (error: unknown) => isEskitError(error, ErrorCode.Timeout));
   });
 });
 
-describe('PostgresView: rebuild', () => {
+describe('SqlView on PostgreSQL: rebuild', () => {
   it('rebuilds while writes continue, ends equal to a fresh build, and readers never see a half-built view', async () => {
-    const { schema, store } = await setup();
+    const { schema, backend, store } = await setup();
     await appendMany(store, 1500, { batch: 100 });
-    const view = track(pgCounter(store, { batchSize: 50 }));
+    const view = track(pgCounter(backend, { batchSize: 50 }));
     await view.start();
     await view.waitFor(await store.headPosition(), { timeoutMs: 20_000 });
     const s = `"${schema.name}"`;
@@ -219,7 +221,7 @@ describe('PostgresView: rebuild', () => {
     assert.ok(writtenDuringRebuild > 0, 'appends went on during the rebuild');
     assert.deepEqual(progress[progress.length - 1], { done: result.events, total: result.events });
     assert.equal(result.generation, 1);
-    const fresh = track(pgCounter(store, { name: 'fresh', prefix: 'fresh_' }));
+    const fresh = track(pgCounter(backend, { name: 'fresh', prefix: 'fresh_' }));
     await fresh.start();
     await fresh.waitFor(head, { timeoutMs: 20_000 });
     assert.deepEqual(await readPgCounter(schema.pool, schema.name), await readPgCounter(schema.pool, schema.name, 'fresh_'));
@@ -234,13 +236,13 @@ describe('PostgresView: rebuild', () => {
   });
 
   it('a changed setup version: start() refuses, rebuildIfChanged() rebuilds, the new tables are in place', async () => {
-    const { schema, store } = await setup();
+    const { schema, backend, store } = await setup();
     await appendMany(store, 200);
-    const v1 = track(pgCounter(store));
+    const v1 = track(pgCounter(backend));
     await v1.start();
     await v1.waitFor(await store.headPosition());
     await v1.stop();
-    const v2 = track(pgCounter(store, { version: 2, withMax: true }));
+    const v2 = track(pgCounter(backend, { version: 2, withMax: true }));
     await assert.rejects(v2.start(), (error: unknown) => isEskitError(error, ErrorCode.Migration));
     const progress: number[] = [];
     const result = await v2.rebuildIfChanged({ onProgress: (p) => progress.push(p.done) });

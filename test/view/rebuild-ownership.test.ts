@@ -5,9 +5,10 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
-import { PostgresEventStore, PostgresView } from '../../src/postgres/index.js';
-import { SqliteEventStore, SqliteView } from '../../src/sqlite/index.js';
-import type { SqlView, SqlViewSetup } from '../../src/view/index.js';
+import { postgres } from '../../src/postgres/index.js';
+import { sqlite } from '../../src/sqlite/index.js';
+import { SqlView } from '../../src/view/index.js';
+import type { SqlViewSetup } from '../../src/view/index.js';
 import { createTestSchema } from '../support/postgres.js';
 import { removeDatabase, tempDatabasePath } from '../sqlite/helpers.js';
 
@@ -22,23 +23,24 @@ const bV1: SqlViewSetup = { version: 1, statements: (t) => [`CREATE TABLE ${t('b
 // Version 2 of b adds a table named like a's.
 const bV2: SqlViewSetup = { version: 2, statements: (t) => [`CREATE TABLE ${t('b_rows')} (id text PRIMARY KEY)`, `CREATE TABLE ${t('totals')} (id text PRIMARY KEY, n integer)`] };
 
-interface Backend {
+interface World {
   view(name: string, setup: SqlViewSetup): SqlView;
   append(count: number): Promise<number>;
   countTotals(): Promise<number>;
 }
 
-const backends: Array<{ name: string; open(): Promise<Backend> }> = [
+const backends: Array<{ name: string; open(): Promise<World> }> = [
   {
     name: 'sqlite',
     open: async () => {
       const path = tempDatabasePath('rebuild-ownership');
-      const store = new SqliteEventStore<Counted>({ path });
+      const backend = sqlite<Counted>({ path });
+      const { store } = backend;
       cleanups.push(() => removeDatabase(path));
-      cleanups.push(() => store.close());
+      cleanups.push(() => backend.close());
       return {
         view: (name, setup) =>
-          new SqliteView<Counted>({ name, store, setup, logger: silentLogger, evolve: (event, tx) => tx.upsert('totals', { id: `${name}-${event.position}`, n: 1 }, { key: ['id'] }) }),
+          new SqlView({ name, backend, setup, logger: silentLogger, evolve: (event, tx) => tx.upsert('totals', { id: `${name}-${event.position}`, n: 1 }, { key: ['id'] }) }),
         append: async (count) => (await store.append('s', Array.from({ length: count }, (_, n) => ({ type: 'Counted' as const, data: { n } })))).position,
         countTotals: async () => Number(store.database.prepare('SELECT count(*) FROM totals').pluck().get()),
       };
@@ -49,11 +51,12 @@ const backends: Array<{ name: string; open(): Promise<Backend> }> = [
     open: async () => {
       const schema = await createTestSchema({ create: false });
       cleanups.push(() => schema.drop());
-      const store = new PostgresEventStore<Counted>({ pool: schema.pool, schema: schema.name });
-      cleanups.push(() => store.close());
+      const backend = postgres<Counted>({ pool: schema.pool, schema: schema.name, leaderElection: false });
+      const { store } = backend;
+      cleanups.push(() => backend.close());
       return {
         view: (name, setup) =>
-          new PostgresView<Counted>({ name, store, setup, logger: silentLogger, evolve: (event, tx) => tx.upsert('totals', { id: `${name}-${event.position}`, n: 1 }, { key: ['id'] }) }),
+          new SqlView({ name, backend, setup, logger: silentLogger, evolve: (event, tx) => tx.upsert('totals', { id: `${name}-${event.position}`, n: 1 }, { key: ['id'] }) }),
         append: async (count) => (await store.append('s', Array.from({ length: count }, (_, n) => ({ type: 'Counted' as const, data: { n } })))).position,
         countTotals: async () => Number((await schema.pool.query<{ n: string }>(`SELECT count(*) AS n FROM "${schema.name}".totals`)).rows[0]?.n),
       };
@@ -64,25 +67,25 @@ const backends: Array<{ name: string; open(): Promise<Backend> }> = [
 for (const backendCase of backends) {
   describe(`rebuild table ownership (${backendCase.name})`, () => {
     it("a new setup naming another view's table is refused, and that table keeps its rows", async () => {
-      const backend = await backendCase.open();
-      const head = await backend.append(2);
-      const a = backend.view('a', ownsTotals);
+      const world = await backendCase.open();
+      const head = await world.append(2);
+      const a = world.view('a', ownsTotals);
       cleanups.push(() => a.stop());
       await a.start();
       await a.waitFor(head);
-      assert.equal(await backend.countTotals(), 2);
+      assert.equal(await world.countTotals(), 2);
 
-      const b1 = backend.view('b', bV1);
+      const b1 = world.view('b', bV1);
       await b1.start();
       await b1.stop();
-      const b2 = backend.view('b', bV2);
+      const b2 = world.view('b', bV2);
       cleanups.push(() => b2.stop());
       await assert.rejects(b2.rebuildIfChanged(), (error: unknown) => {
         assert.ok(isEskitError(error, ErrorCode.InvalidArgument), String(error));
         assert.match((error as Error).message, /View "b": its new setup creates table\(s\) "totals", which already exist and are not this view's/);
         return true;
       });
-      assert.equal(await backend.countTotals(), 2, "a's rows are still there");
+      assert.equal(await world.countTotals(), 2, "a's rows are still there");
       assert.equal(await b2.storedVersion(), 1, 'b stays at its old version');
     });
   });

@@ -3,9 +3,10 @@ import { afterEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
-import { SqliteDeadLetterStore, SqliteEventStore, SqliteView } from '../../src/sqlite/index.js';
+import { sqlite, SqliteDeadLetterStore } from '../../src/sqlite/index.js';
+import type { SqliteBackend, SqliteEventStore } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
-import { waitFor } from '../../src/view/index.js';
+import { SqlView, waitFor } from '../../src/view/index.js';
 import type { RebuildResult, ViewChange } from '../../src/view/index.js';
 import { removeDatabase, tempDatabasePath } from '../sqlite/helpers.js';
 import { appendMany, counted, expectedSqliteCounter, fixedLeases, other, readSqliteCounter, sqliteCounter } from './helpers.js';
@@ -19,11 +20,11 @@ afterEach(async () => {
   for (const path of files.splice(0)) removeDatabase(path);
 });
 
-function fresh(path = tempDatabasePath('view')): { path: string; store: SqliteEventStore<TestEvent> } {
+function fresh(path = tempDatabasePath('view')): { path: string; backend: SqliteBackend<TestEvent>; store: SqliteEventStore<TestEvent> } {
   if (!files.includes(path)) files.push(path);
-  const store = new SqliteEventStore<TestEvent>({ path });
-  closers.push(() => store.close());
-  return { path, store };
+  const backend = sqlite<TestEvent>({ path });
+  closers.push(() => backend.close());
+  return { path, backend, store: backend.store };
 }
 
 function track<V extends { stop(): Promise<void> }>(view: V): V {
@@ -37,11 +38,11 @@ function checkpointRow(db: Database.Database, name: string): { position: number 
     | undefined;
 }
 
-describe('SqliteView: exactly once', () => {
+describe('SqlView on SQLite: exactly once', () => {
   it('applies every event of its types once, and commits the checkpoint with the writes', async () => {
-    const { store } = fresh();
+    const { backend, store } = fresh();
     const head = await appendMany(store, 420);
-    const view = track(sqliteCounter(store, { batchSize: 32 }));
+    const view = track(sqliteCounter(backend, { batchSize: 32 }));
     await view.start();
     await view.waitFor(head);
     assert.deepEqual(readSqliteCounter(store.database), expectedSqliteCounter(store.database));
@@ -54,9 +55,9 @@ describe('SqliteView: exactly once', () => {
   });
 
   it('start() twice is an error; stop() twice is fine; a restart resumes from the checkpoint without re-applying', async () => {
-    const { store } = fresh();
+    const { backend, store } = fresh();
     await appendMany(store, 100);
-    const view = track(sqliteCounter(store));
+    const view = track(sqliteCounter(backend));
     await view.start();
     await assert.rejects(view.start(), (error: unknown) => isEskitError(error, ErrorCode.AlreadyStarted));
     await view.waitFor(await store.headPosition());
@@ -69,20 +70,20 @@ describe('SqliteView: exactly once', () => {
   });
 
   it('rejects bad setups with clear errors', () => {
-    const { store } = fresh();
-    const base = { name: 'v', store, evolve: () => undefined };
-    assert.throws(() => new SqliteView({ ...base, setup: { version: 0, statements: () => [] } }), /setup.version must be a positive integer/);
-    assert.throws(() => new SqliteView({ ...base, setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('Bad-Name')} (x)`] } }), /lower-case SQL identifier/);
-    assert.throws(() => new SqliteView({ ...base, setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('x__rebuild_1')} (x)`] } }), /__rebuild_/);
+    const { backend } = fresh();
+    const base = { name: 'v', backend, evolve: () => undefined };
+    assert.throws(() => new SqlView({ ...base, setup: { version: 0, statements: () => [] } }), /setup.version must be a positive integer/);
+    assert.throws(() => new SqlView({ ...base, setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('Bad-Name')} (x)`] } }), /lower-case SQL identifier/);
+    assert.throws(() => new SqlView({ ...base, setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('x__rebuild_1')} (x)`] } }), /__rebuild_/);
   });
 
   it('an evolve that returns a promise is refused (it cannot run inside a SQLite transaction)', async () => {
-    const { store } = fresh();
+    const { backend, store } = fresh();
     await store.append('s', [counted(1)]);
     const view = track(
-      new SqliteView<TestEvent>({
+      new SqlView({
         name: 'async',
-        store,
+        backend,
         logger: silentLogger,
         setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('x')} (p INTEGER)`] },
         evolve: (async () => undefined) as unknown as () => void,
@@ -95,13 +96,13 @@ describe('SqliteView: exactly once', () => {
   });
 });
 
-describe('SqliteView: a failing evolve', () => {
+describe('SqlView on SQLite: a failing evolve', () => {
   it('rolls the transaction back and, without a dead-letter store, stops the view (state failed) at the event', async () => {
-    const { store } = fresh();
+    const { backend, store } = fresh();
     await store.append('a', [counted(1), counted(2), counted(3)]);
     const bad = (await store.append('a', [counted(4, true)])).position;
     await store.append('a', [counted(5), counted(6)]);
-    const view = track(sqliteCounter(store, { throwOnBad: true, batchSize: 10 }));
+    const view = track(sqliteCounter(backend, { throwOnBad: true, batchSize: 10 }));
     await view.start();
     const status = await view.whenStopped();
     assert.equal(status.state, 'failed');
@@ -114,12 +115,12 @@ describe('SqliteView: a failing evolve', () => {
   });
 
   it('with a dead-letter store, stores the event, skips it, and goes on', async () => {
-    const { store } = fresh();
+    const { backend, store } = fresh();
     const deadLetters = new SqliteDeadLetterStore({ store });
     await store.append('a', [counted(1), counted(2)]);
     const bad = (await store.append('b', [counted(40, true)])).position;
     const head = (await store.append('a', [counted(3), other(), counted(5)])).position;
-    const view = track(sqliteCounter(store, { throwOnBad: true, deadLetters }));
+    const view = track(sqliteCounter(backend, { throwOnBad: true, deadLetters }));
     await view.start();
     await view.waitFor(head);
     const letters = await deadLetters.list({ source: 'counter' });
@@ -134,17 +135,17 @@ describe('SqliteView: a failing evolve', () => {
   });
 });
 
-describe('SqliteView: fencing', () => {
+describe('SqlView on SQLite: fencing', () => {
   it("rejects a stale leader's batch (checkpoint fenced) and rolls back its view writes", async () => {
-    const { path, store } = fresh();
-    const { store: otherStore } = fresh(path);
+    const { path, backend, store } = fresh();
+    const { backend: otherBackend } = fresh(path);
     await appendMany(store, 20, { otherEvery: 1000 });
     const attempts: number[] = [];
-    const stale = track(sqliteCounter(store, { leaderLock: fixedLeases([1]), before: (event) => attempts.push(event.position) }));
+    const stale = track(sqliteCounter(backend, { leaderLock: fixedLeases([1]), before: (event) => attempts.push(event.position) }));
     await stale.start();
     await stale.waitFor(20);
     // A second node takes over with a newer token while the first still believes it leads.
-    const leader = track(sqliteCounter(otherStore, { leaderLock: fixedLeases([2]) }));
+    const leader = track(sqliteCounter(otherBackend, { leaderLock: fixedLeases([2]) }));
     await leader.start();
     await waitUntil(async () => (await leader.status()).state === 'leading', { message: 'the new leader to lead' });
     assert.equal(checkpointRow(store.database, 'counter')?.token, 2);
@@ -159,10 +160,10 @@ describe('SqliteView: fencing', () => {
   });
 });
 
-describe('SqliteView: waitFor', () => {
+describe('SqlView on SQLite: waitFor', () => {
   it('resolves after an append once the view shows it; an event of other types resolves at once', async () => {
-    const { store } = fresh();
-    const view = track(sqliteCounter(store));
+    const { backend, store } = fresh();
+    const view = track(sqliteCounter(backend));
     await view.start();
     for (let i = 1; i <= 20; i++) {
       const { position } = await store.append(`w-${i % 3}`, [counted(i)]);
@@ -176,8 +177,8 @@ describe('SqliteView: waitFor', () => {
   });
 
   it('times out with ESKIT_TIMEOUT when nothing runs the view, and honours an abort signal', async () => {
-    const { store } = fresh();
-    const view = sqliteCounter(store);
+    const { backend, store } = fresh();
+    const view = sqliteCounter(backend);
     const { position } = await store.append('s', [counted(1)]);
     const started = performance.now();
     await assert.rejects(view.waitFor(position, { timeoutMs: 60 }), (error: unknown) => {
@@ -194,11 +195,11 @@ describe('SqliteView: waitFor', () => {
   });
 
   it('follows a view that another instance (another process) runs, by reading its checkpoint', async () => {
-    const { path, store } = fresh();
-    const { store: readerStore } = fresh(path);
-    const runner = track(sqliteCounter(store));
+    const { path, backend, store } = fresh();
+    const { backend: readerBackend, store: readerStore } = fresh(path);
+    const runner = track(sqliteCounter(backend));
     await runner.start();
-    const observer = sqliteCounter(readerStore, { checkpointPollMs: 10 });
+    const observer = sqliteCounter(readerBackend, { checkpointPollMs: 10 });
     const changes: ViewChange[] = [];
     const unsubscribe = observer.changes.subscribe((change) => void changes.push(change));
     closers.push(unsubscribe);
@@ -212,10 +213,10 @@ describe('SqliteView: waitFor', () => {
   });
 });
 
-describe('SqliteView: change feed', () => {
+describe('SqlView on SQLite: change feed', () => {
   it('notifies 1,000 listeners with the affected keys while one iterator never reads, and the view keeps going', async () => {
-    const { store } = fresh();
-    const view = track(sqliteCounter(store, { keysOf: (event) => event.streamId, maxKeys: 100 }));
+    const { backend, store } = fresh();
+    const view = track(sqliteCounter(backend, { keysOf: (event) => event.streamId, maxKeys: 100 }));
     await view.start();
     // What each listener learnt: the keys, or "everything" (when more than maxKeys changed in one go).
     const seen = Array.from({ length: 1000 }, () => ({ keys: new Set<string>(), everything: false, calls: 0 }));
@@ -248,11 +249,11 @@ describe('SqliteView: change feed', () => {
   });
 });
 
-describe('SqliteView: rebuild', () => {
+describe('SqlView on SQLite: rebuild', () => {
   it('rebuilds while writes continue, ends equal to a fresh build, and readers never see a half-built view', async () => {
-    const { path, store } = fresh();
+    const { path, backend, store } = fresh();
     await appendMany(store, 1500);
-    const view = track(sqliteCounter(store, { batchSize: 20 }));
+    const view = track(sqliteCounter(backend, { batchSize: 20 }));
     await view.start();
     await view.waitFor(await store.headPosition());
 
@@ -303,7 +304,7 @@ describe('SqliteView: rebuild', () => {
     assert.deepEqual(last, { done: result.events, total: result.events });
     assert.ok(progress.every((p, i) => p.done <= p.total && (i === 0 || p.done >= (progress[i - 1]?.done ?? 0))));
     // Equal to a fresh build of the same view.
-    const freshView = track(sqliteCounter(store, { name: 'fresh', prefix: 'fresh_' }));
+    const freshView = track(sqliteCounter(backend, { name: 'fresh', prefix: 'fresh_' }));
     await freshView.start();
     await freshView.waitFor(head);
     assert.deepEqual(readSqliteCounter(store.database), readSqliteCounter(store.database, 'fresh_'));
@@ -318,13 +319,13 @@ describe('SqliteView: rebuild', () => {
   });
 
   it('a changed setup version: start() refuses, rebuildIfChanged() rebuilds, nodes on the old code stop', async () => {
-    const { store } = fresh();
+    const { backend, store } = fresh();
     await appendMany(store, 200);
-    const v1 = track(sqliteCounter(store));
+    const v1 = track(sqliteCounter(backend));
     await v1.start();
     await v1.waitFor(await store.headPosition());
 
-    const v2 = track(sqliteCounter(store, { version: 2, withMax: true }));
+    const v2 = track(sqliteCounter(backend, { version: 2, withMax: true }));
     await assert.rejects(v2.start(), (error: unknown) => {
       assert.ok(isEskitError(error, ErrorCode.Migration), String(error));
       assert.match((error as Error).message, /stored at setup version 1, but this code declares version 2: call rebuildIfChanged\(\)/);
@@ -350,14 +351,14 @@ describe('SqliteView: rebuild', () => {
   });
 
   it('a rebuild whose evolve fails leaves the live view as it was and drops its shadow tables', async () => {
-    const { store } = fresh();
+    const { backend, store } = fresh();
     await store.append('a', [counted(1), counted(2)]);
     await store.append('b', [counted(3, true)]);
-    const live = track(sqliteCounter(store));
+    const live = track(sqliteCounter(backend));
     await live.start();
     await live.waitFor(3);
     const before = readSqliteCounter(store.database);
-    const broken = sqliteCounter(store, { throwOnBad: true, retry: { maxAttempts: 1 } });
+    const broken = sqliteCounter(backend, { throwOnBad: true, retry: { maxAttempts: 1 } });
     await assert.rejects(broken.rebuild(), (error: unknown) => {
       assert.ok(isEskitError(error, ErrorCode.HandlerFailed), String(error));
       assert.match((error as Error).message, /Rebuilding view "counter" stopped at the event at position 3/);
@@ -376,10 +377,10 @@ describe('SqliteView: rebuild', () => {
   });
 
   it('a second rebuild of the same view takes over; the first stops without touching anything', async () => {
-    const { store } = fresh();
+    const { backend, store } = fresh();
     await appendMany(store, 300);
-    const first = sqliteCounter(store);
-    const second = sqliteCounter(store);
+    const first = sqliteCounter(backend);
+    const second = sqliteCounter(backend);
     let secondRun: Promise<RebuildResult> | undefined;
     const firstRun = first.rebuild({
       batchSize: 10,
@@ -394,7 +395,7 @@ describe('SqliteView: rebuild', () => {
     });
     const result = await secondRun;
     assert.equal(result?.generation, 1);
-    const runner = track(sqliteCounter(store));
+    const runner = track(sqliteCounter(backend));
     await runner.start();
     await runner.waitFor(await store.headPosition());
     assert.deepEqual(readSqliteCounter(store.database), expectedSqliteCounter(store.database));

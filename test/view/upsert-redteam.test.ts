@@ -9,11 +9,12 @@ import type { DeadLetter } from '../../src/core/dead-letter.js';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { MemoryDeadLetterStore } from '../../src/memory/index.js';
-import { PostgresEventStore, PostgresView } from '../../src/postgres/index.js';
-import type { PostgresViewOptions } from '../../src/postgres/index.js';
-import { SqliteEventStore, SqliteView } from '../../src/sqlite/index.js';
-import type { Upsert } from '../../src/view/index.js';
-import { rowShape } from '../../src/view/rows.js';
+import { rowShape } from '../../src/core/view-rows.js';
+import { postgres } from '../../src/postgres/index.js';
+import type { PostgresViewTx } from '../../src/postgres/index.js';
+import { sqlite } from '../../src/sqlite/index.js';
+import { SqlView } from '../../src/view/index.js';
+import type { SqlViewOptions, Upsert } from '../../src/view/index.js';
 import { createTestSchema } from '../support/postgres.js';
 import { removeDatabase, tempDatabasePath } from '../sqlite/helpers.js';
 
@@ -38,27 +39,29 @@ async function onPostgres(options: {
   tables: Tables;
   count: number;
   apply?: Apply;
-  evolve?: PostgresViewOptions<StepEvent>['evolve'];
-  evolveBatch?: PostgresViewOptions<StepEvent>['evolveBatch'];
+  evolve?: SqlViewOptions<StepEvent, PostgresViewTx>['evolve'];
+  evolveBatch?: SqlViewOptions<StepEvent, PostgresViewTx>['evolveBatch'];
   batchSize?: number;
 }) {
   const schema = await createTestSchema({ create: false, poolSize: 6 });
   cleanups.push(() => schema.drop());
-  const store = new PostgresEventStore<StepEvent>({ pool: schema.pool, schema: schema.name });
-  cleanups.push(() => store.close());
-  await store.migrate();
+  const backend = postgres<StepEvent>({ pool: schema.pool, schema: schema.name, leaderElection: false });
+  cleanups.push(() => backend.close());
+  await backend.migrate();
+  const { store } = backend;
   const head = (await store.append('s', steps(options.count))).position;
   const deadLetters = new MemoryDeadLetterStore();
   const { apply } = options;
-  const view = new PostgresView<StepEvent>({
+  const evolve: SqlViewOptions<StepEvent, PostgresViewTx>['evolve'] = options.evolve ?? ((event, { upsert }) => apply?.(event.data.i, upsert));
+  const view = new SqlView({
     name: 'redteam',
-    store,
+    backend,
     setup: { version: 1, statements: options.tables },
     deadLetters,
     logger: silentLogger,
     retry,
     ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
-    ...(options.evolveBatch ? { evolveBatch: options.evolveBatch } : { evolve: options.evolve ?? ((event, { upsert }) => apply?.(event.data.i, upsert)) }),
+    ...(options.evolveBatch ? { evolveBatch: options.evolveBatch } : { evolve }),
   });
   cleanups.push(() => view.stop());
   await view.start();
@@ -72,14 +75,15 @@ async function onPostgres(options: {
 /** The same on SQLite (upserts run at once there). */
 async function onSqlite(options: { tables: Tables; count: number; apply: Apply }) {
   const path = tempDatabasePath('upsert-redteam');
-  const store = new SqliteEventStore<StepEvent>({ path });
+  const backend = sqlite<StepEvent>({ path });
   cleanups.push(() => removeDatabase(path));
-  cleanups.push(() => store.close());
+  cleanups.push(() => backend.close());
+  const { store } = backend;
   const head = (await store.append('s', steps(options.count))).position;
   const deadLetters = new MemoryDeadLetterStore();
-  const view = new SqliteView<StepEvent>({
+  const view = new SqlView({
     name: 'redteam',
-    store,
+    backend,
     setup: { version: 1, statements: options.tables },
     deadLetters,
     logger: silentLogger,

@@ -6,10 +6,11 @@ import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import type { Recorded } from '../../src/core/event.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { MemoryDeadLetterStore } from '../../src/memory/index.js';
-import { PostgresEventStore, PostgresView } from '../../src/postgres/index.js';
-import { SqliteEventStore, SqliteView } from '../../src/sqlite/index.js';
+import { PendingRows, rowShape } from '../../src/core/view-rows.js';
+import { postgres as postgresBackend } from '../../src/postgres/index.js';
+import { sqlite } from '../../src/sqlite/index.js';
+import { SqlView } from '../../src/view/index.js';
 import type { Upsert } from '../../src/view/index.js';
-import { PendingRows, rowShape } from '../../src/view/rows.js';
 import { createTestSchema } from '../support/postgres.js';
 import { removeDatabase, tempDatabasePath } from '../sqlite/helpers.js';
 
@@ -101,9 +102,10 @@ async function appendAll(store: { append(stream: string, events: CartEvent[]): P
 async function postgres() {
   const schema = await createTestSchema({ create: false, poolSize: 6 });
   cleanups.push(() => schema.drop());
-  const store = new PostgresEventStore<CartEvent>({ pool: schema.pool, schema: schema.name });
-  cleanups.push(() => store.close());
-  await store.migrate();
+  const backend = postgresBackend<CartEvent>({ pool: schema.pool, schema: schema.name, leaderElection: false });
+  cleanups.push(() => backend.close());
+  await backend.migrate();
+  const { store } = backend;
   const read = async (): Promise<CartRow[]> => {
     const result = await schema.pool.query<{ cart: string; items: string; lines: number; note: string | null; last_position: string | null; flagged: boolean | null; noted_at: Date | null }>(
       `SELECT cart, items::text, lines, note, last_position::text, flagged, noted_at FROM "${schema.name}".carts ORDER BY cart COLLATE "C"`,
@@ -118,7 +120,7 @@ async function postgres() {
       notedAt: row.noted_at?.toISOString() ?? null,
     }));
   };
-  return { schema, store, read };
+  return { schema, backend, store, read };
 }
 
 const pgSetup = {
@@ -132,12 +134,12 @@ const pgSetup = {
 
 describe('upsert on PostgreSQL', () => {
   it('folds a batch into one statement per run and ends equal to applying each upsert in order', async () => {
-    const { schema, store, read } = await postgres();
+    const { schema, backend, store, read } = await postgres();
     const deadLetters = new MemoryDeadLetterStore();
     const head = await appendAll(store, events(600, 333));
-    const view = new PostgresView<CartEvent>({
+    const view = new SqlView({
       name: 'carts',
-      store,
+      backend,
       setup: pgSetup,
       batchSize: 64,
       deadLetters,
@@ -158,9 +160,9 @@ describe('upsert on PostgreSQL', () => {
   });
 
   it('rebuilds an upsert view into the same rows', async () => {
-    const { store, read } = await postgres();
+    const { backend, store, read } = await postgres();
     const head = await appendAll(store, events(300));
-    const view = new PostgresView<CartEvent>({ name: 'carts', store, setup: pgSetup, logger: silentLogger, evolve: (event, { upsert }) => applyRow(event, upsert) });
+    const view = new SqlView({ name: 'carts', backend, setup: pgSetup, logger: silentLogger, evolve: (event, { upsert }) => applyRow(event, upsert) });
     cleanups.push(() => view.stop());
     await view.start();
     await view.waitFor(head);
@@ -172,12 +174,12 @@ describe('upsert on PostgreSQL', () => {
   });
 
   it('writes a JSON document as it was at the upsert, even if the caller changes it before the batch ends', async () => {
-    const { schema, store } = await postgres();
+    const { schema, backend, store } = await postgres();
     const head = (await store.append('s', [{ type: 'ItemAdded', data: { cart: 'a', qty: 1 } }, { type: 'ItemAdded', data: { cart: 'b', qty: 2 } }])).position;
     const doc: { qty: number; tags: string[] } = { qty: 0, tags: [] };
-    const view = new PostgresView<CartEvent>({
+    const view = new SqlView({
       name: 'docs',
-      store,
+      backend,
       setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('docs')} (cart text PRIMARY KEY, body jsonb NOT NULL)`] },
       logger: silentLogger,
       evolve: (event, { upsert }) => {
@@ -198,12 +200,12 @@ describe('upsert on PostgreSQL', () => {
   });
 
   it('refuses a query through tx.client while upserts wait, and reads them after flush()', async () => {
-    const { store } = await postgres();
+    const { backend, store } = await postgres();
     const head = (await store.append('s', [{ type: 'ItemAdded', data: { cart: 'a', qty: 3 } }])).position;
     const seen: unknown[] = [];
-    const view = new PostgresView<CartEvent>({
+    const view = new SqlView({
       name: 'carts',
-      store,
+      backend,
       setup: pgSetup,
       logger: silentLogger,
       evolve: async (event, { upsert, client, flush, table }) => {
@@ -231,14 +233,15 @@ describe('upsert on PostgreSQL', () => {
 describe('upsert on SQLite', () => {
   it('gives the same rows from the same evolve', async () => {
     const path = tempDatabasePath('upsert');
-    const store = new SqliteEventStore<CartEvent>({ path });
+    const backend = sqlite<CartEvent>({ path });
     cleanups.push(() => removeDatabase(path));
-    cleanups.push(() => store.close());
+    cleanups.push(() => backend.close());
+    const { store } = backend;
     const deadLetters = new MemoryDeadLetterStore();
     const head = await appendAll(store, events(600, 333));
-    const view = new SqliteView<CartEvent>({
+    const view = new SqlView({
       name: 'carts',
-      store,
+      backend,
       batchSize: 64,
       deadLetters,
       logger: silentLogger,

@@ -1,4 +1,6 @@
-import { InvalidArgumentError } from '../core/errors.js';
+// The row helpers of SQL views (`tx.upsert`): checked row shapes, queued rows and the SQL every adapter
+// shares, so that `upsert` behaves the same on each of them.
+import { InvalidArgumentError } from './errors.js';
 
 /** A JSON document: for json/jsonb columns (SQLite stores its text). */
 export type JsonDocument = { readonly [key: string]: unknown } | readonly unknown[];

@@ -1,0 +1,181 @@
+// The contract between the SQL view engine (src/view) and the adapters that keep views in their
+// database: an adapter offers `SqlViews` (on its one-call backend, as `views`), and the engine asks it
+// for one `SqlViewBackend` per view. The helpers here are the rules every adapter must apply alike.
+import type { CheckpointInfo } from './checkpoint.js';
+import { InvalidArgumentError } from './errors.js';
+import type { EventShape, Recorded } from './event.js';
+import type { Upsert } from './view-rows.js';
+
+/** A SQL view's tables and indexes, versioned. */
+export interface SqlViewSetup {
+  /**
+   * A positive integer. Raise it whenever the statements or `evolve` change what the tables hold:
+   * `rebuildIfChanged()` then rebuilds the view, and `start()` refuses to run on tables of another version.
+   */
+  version: number;
+  /**
+   * The CREATE TABLE / CREATE INDEX statements. Every table AND index name must come from `table()`
+   * (lower-case identifiers of at most 40 characters), because a rebuild creates the same objects
+   * under shadow names first. Called more than once: it must only build strings. (PostgreSQL: here
+   * `table()` gives unqualified names, and the statements run with the view's schema first on the
+   * search path, since an index name cannot be schema-qualified; in `evolve` it gives qualified ones.)
+   */
+  statements: (table: (name: string) => string) => readonly string[];
+}
+
+/**
+ * What `evolve` writes with on every adapter; each adds its own connection (`db` on SQLite, `client`
+ * on PostgreSQL). An `evolve` that uses only these runs on either.
+ */
+export interface SqlViewTx {
+  /** The table (or index) `name` as SQL text: the live table, or its shadow copy during a rebuild. */
+  table(name: string): string;
+  /** Inserts or updates one row of the view table `name` (the name given to `table()`). */
+  readonly upsert: Upsert;
+}
+
+/**
+ * What a view is made of, as the engine hands it to `SqlViews.create`, checked by `checkSqlViewSpec`:
+ * exactly one of `evolve` and `evolveBatch` is set. `Tx` is what the adapter's `evolve` writes with,
+ * `R` what it may return (a synchronous driver takes `void` only).
+ */
+export interface SqlViewSpec<E extends EventShape, Tx, R> {
+  readonly name: string;
+  /** Only events of these types reach evolve; undefined: every type. */
+  readonly types: readonly E['type'][] | undefined;
+  readonly setup: SqlViewSetup;
+  /** Applies one event, inside the transaction that also saves the checkpoint. */
+  readonly evolve?: (event: Recorded<E>, tx: Tx) => R;
+  /**
+   * Applies a batch (in log order) in that transaction instead. The engine retries a failing batch one
+   * event at a time, so it must also work for a single event.
+   */
+  readonly evolveBatch?: (events: readonly Recorded<E>[], tx: Tx) => R;
+}
+
+/**
+ * The SQL views an adapter keeps in its database, next to the events: `sqlite()` and `postgres()`
+ * offer it as `backend.views`, and `new SqlView({ backend, ... })` calls `create` once.
+ */
+export interface SqlViews<E extends EventShape, Tx, R> {
+  create(spec: SqlViewSpec<E, Tx, R>): SqlViewBackend<E>;
+}
+
+/** What the view versions table says about a view. */
+export interface ViewMeta {
+  version: number;
+  /** Incremented by every swap; the live runner's writes check it. */
+  generation: number;
+  /** The names (unquoted, unsuffixed) of the live tables. */
+  tables: readonly string[];
+}
+
+/**
+ * One view's tables, checkpoint and rebuilds in the adapter's database. Every method that writes runs
+ * in one transaction of its own; `applyLive` and `saveCheckpoint` check the generation (and
+ * `applyShadow` and `swap` the rebuild id) inside that transaction, and throw `ViewFencedError` when
+ * it changed.
+ */
+export interface SqlViewBackend<E extends EventShape> {
+  /** The live table `name`, ready for SQL text. */
+  table(name: string): string;
+  /** Creates the versions table and, for a view never set up, its tables (at `version`). */
+  ensureSetup(version: number): Promise<ViewMeta>;
+  readMeta(): Promise<ViewMeta | undefined>;
+  loadCheckpoint(): Promise<number | undefined>;
+  claimCheckpoint(fencingToken: number): Promise<number | undefined>;
+  listCheckpoints(): Promise<CheckpointInfo[]>;
+  /** evolve for each event, then the checkpoint (fenced by the token), in one transaction. */
+  applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void>;
+  saveCheckpoint(position: number, generation: number, fencingToken: number | undefined): Promise<void>;
+  /** The position of the last event of the view's types in (after, upTo]; 0 when there is none. */
+  lastRelevant(after: number, upTo: number): Promise<number>;
+  /** Events of the view's types in (after, upTo]. */
+  countRelevant(after: number, upTo: number): Promise<number>;
+  /** Claims the rebuild for `rebuildId`, (re)creates the shadow tables; returns their generation. */
+  beginRebuild(rebuildId: string): Promise<number>;
+  applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void>;
+  /**
+   * In one transaction: applies to the shadow tables the events the live view has applied beyond
+   * `position` (the live view is kept from moving meanwhile, or the swap notices that it did), swaps
+   * the shadow tables in, and sets the checkpoint where the shadow got. Returns that position and the
+   * events applied here, or 'behind' (changing nothing) when it has to be tried again after another
+   * round of catching up.
+   */
+  swap(rebuildId: string, generation: number, position: number, version: number): Promise<{ position: number; applied: number } | 'behind'>;
+  /** Drops the shadow tables if the rebuild is still ours. */
+  abandonRebuild(rebuildId: string, generation: number): Promise<void>;
+}
+
+// Room for the shadow suffix (`__rebuild_<generation>`) within PostgreSQL's 63-byte identifiers.
+const TABLE_NAME = /^[a-z_][a-z0-9_]{0,39}$/;
+
+/** Checks a name given to `table()`; returns it. */
+export function checkTableName(view: string, name: unknown): string {
+  if (typeof name !== 'string' || !TABLE_NAME.test(name) || name.includes('__rebuild_')) {
+    throw new InvalidArgumentError(
+      `View "${view}": table(${JSON.stringify(name) ?? String(name)}) needs a lower-case SQL identifier of at most 40 characters ` +
+        '(a-z, 0-9, _; not starting with a digit; without "__rebuild_").',
+    );
+  }
+  return name;
+}
+
+/**
+ * The shadow name of `name` for the rebuild that produces `generation`. The suffix carries the
+ * generation so that index names (which live on after the table is renamed) never collide with the
+ * next rebuild's.
+ */
+export function shadowName(name: string, generation: number): string {
+  return `${name}__rebuild_${generation}`;
+}
+
+/**
+ * A rebuild swaps its new tables in under their live names, dropping the live tables first: only
+ * tables this view owns may be dropped. A new name that is already a table of someone else's (another
+ * view, or the application) is refused.
+ */
+export function assertOwnTables(view: string, newTables: readonly string[], ownTables: readonly string[], isLiveTable: (name: string) => boolean): void {
+  const taken = newTables.filter((name) => !ownTables.includes(name) && isLiveTable(name));
+  if (taken.length > 0) {
+    throw new InvalidArgumentError(
+      `View "${view}": its new setup creates table(s) ${taken.map((name) => `"${name}"`).join(', ')}, which already exist and are not this view's ` +
+        '(another view or the application owns them). A rebuild would replace them; rename the table(s) in the setup.',
+    );
+  }
+}
+
+/** The names the setup passes to `table()`, in order. */
+export function setupNames(view: string, setup: SqlViewSetup): string[] {
+  const names = new Set<string>();
+  setup.statements((name) => {
+    names.add(checkTableName(view, name));
+    return name;
+  });
+  return [...names];
+}
+
+/**
+ * Checks what every SQL view needs, whatever its database: a name, a versioned setup whose names
+ * `table()` accepts, and exactly one of `evolve` and `evolveBatch`.
+ */
+export function checkSqlViewSpec(kind: string, spec: { name?: unknown; setup?: unknown; evolve?: unknown; evolveBatch?: unknown }): void {
+  if (typeof spec.name !== 'string' || spec.name.length === 0) throw new InvalidArgumentError(`${kind} needs a non-empty name.`);
+  if (spec.evolve !== undefined && spec.evolveBatch !== undefined) {
+    throw new InvalidArgumentError(`${kind} "${spec.name}" takes evolve or evolveBatch, not both.`);
+  }
+  if (typeof (spec.evolve ?? spec.evolveBatch) !== 'function') {
+    throw new InvalidArgumentError(`${kind} "${spec.name}" needs an evolve(event, tx) function (or evolveBatch(events, tx)).`);
+  }
+  const setup = spec.setup as SqlViewSetup | undefined;
+  if (typeof setup !== 'object' || setup === null || typeof setup.statements !== 'function') {
+    throw new InvalidArgumentError(`${kind} "${spec.name}" needs setup: { version, statements: (table) => [...] }.`);
+  }
+  if (!Number.isSafeInteger(setup.version) || setup.version < 1) {
+    throw new InvalidArgumentError(`${kind} "${spec.name}": setup.version must be a positive integer, got ${String(setup.version)}`);
+  }
+  const statements = setup.statements((name) => checkTableName(spec.name as string, name));
+  if (!Array.isArray(statements) || statements.some((statement) => typeof statement !== 'string')) {
+    throw new InvalidArgumentError(`${kind} "${spec.name}": setup.statements must return an array of SQL strings.`);
+  }
+}
