@@ -21,6 +21,8 @@ export const ErrorCode = {
   PermanentFailure: 'ESKIT_PERMANENT_FAILURE',
   Migration: 'ESKIT_MIGRATION',
   Connection: 'ESKIT_CONNECTION',
+  /** A checkpoint reset refused (unknown name, a view, a held lock): see ResetRefusedError in admin.ts. */
+  ResetRefused: 'ESKIT_RESET_REFUSED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -6,6 +6,8 @@ export * from './store-base.js';
 export type * from './checkpoint.js';
 export type * from './lock.js';
 export type * from './backend.js';
+export * from './admin.js';
+export * from './runner-status.js';
 export * from './logger.js';
 export * from './retry.js';
 export type * from './dead-letter.js';

@@ -6,6 +6,7 @@ import { MemoryCompletionStore } from './memory-completion-store.js';
 import { MemoryDeadLetterStore } from './memory-dead-letter-store.js';
 import { MemoryEventStore } from './memory-event-store.js';
 import { MemoryLockRegistry } from './memory-lock-registry.js';
+import { MemoryAdmin } from './admin.js';
 
 export interface MemoryBackendOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
   /**
@@ -22,6 +23,8 @@ export interface MemoryBackend<E extends EventShape = EventShape> extends Backen
   readonly deadLetters: MemoryDeadLetterStore;
   readonly completions: MemoryCompletionStore;
   readonly locks: MemoryLockRegistry | undefined;
+  /** Checkpoints, locks, dead-letter counts, status rows and the fenced reset, for tools and tests. */
+  readonly admin: MemoryAdmin;
 }
 
 /**
@@ -39,14 +42,17 @@ export function memory<E extends EventShape = EventShape>(options: MemoryBackend
   const store = new MemoryEventStore<E>(storeOptions);
   const checkpoints = new MemoryCheckpointStore();
   const locks = leaderElection ? new MemoryLockRegistry() : undefined;
+  const deadLetters = new MemoryDeadLetterStore({ checkpoints });
+  const completions = new MemoryCompletionStore({ checkpoints });
   let closing: Promise<void> | undefined;
   return {
     kind: 'memory',
     store,
     checkpoints,
-    deadLetters: new MemoryDeadLetterStore({ checkpoints }),
-    completions: new MemoryCompletionStore({ checkpoints }),
+    deadLetters,
+    completions,
     locks,
+    admin: new MemoryAdmin({ store, checkpoints, deadLetters, completions, locks }),
     migrate: async () => undefined,
     close() {
       closing ??= (async () => {

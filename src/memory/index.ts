@@ -4,3 +4,6 @@ export * from './memory-lock-registry.js';
 export * from './memory-dead-letter-store.js';
 export * from './memory-completion-store.js';
 export * from './backend.js';
+export { MemoryAdmin } from './admin.js';
+export type { MemoryAdminParts } from './admin.js';
+export { MemoryRunnerStatusStore } from './memory-runner-status.js';

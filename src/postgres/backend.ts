@@ -9,6 +9,7 @@ import { PostgresDeadLetterStore } from './postgres-dead-letter-store.js';
 import { PostgresEventStore } from './postgres-event-store.js';
 import type { PostgresEventStoreOptions } from './postgres-event-store.js';
 import { PostgresViews } from './postgres-view.js';
+import { PostgresAdmin } from './admin.js';
 
 export interface PostgresBackendOptions<E extends EventShape> extends PostgresEventStoreOptions<E> {
   /**
@@ -32,6 +33,8 @@ export interface PostgresBackend<E extends EventShape = EventShape> extends Back
   readonly schema: string;
   /** The SQL views in this schema: `new SqlView({ backend, name, setup, evolve })` builds on them. */
   readonly views: PostgresViews<E>;
+  /** Checkpoints, locks, views, dead-letter counts, status rows and the fenced reset, for tools. */
+  readonly admin: PostgresAdmin;
 }
 
 /**
@@ -62,9 +65,12 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
           : { connection: store.pool.options };
     locks = new PgLockRegistry({ logger: options.logger, ...own, ...direct, schema: store.schema });
   }
-  const checkpoints = new PostgresCheckpointStore({ store });
-  const deadLetters = new PostgresDeadLetterStore({ store });
-  const completions = new PostgresCompletionStore({ store });
+  // The parts follow the store's migrate option: with false, nothing touches the schema before migrate().
+  const { migrate } = storeOptions;
+  const checkpoints = new PostgresCheckpointStore({ store, migrate });
+  const deadLetters = new PostgresDeadLetterStore({ store, migrate });
+  const completions = new PostgresCompletionStore({ store, migrate });
+  const admin = new PostgresAdmin({ store, migrate });
   let closing: Promise<void> | undefined;
   return {
     kind: 'postgres',
@@ -75,6 +81,7 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
     locks,
     schema: store.schema,
     views: new PostgresViews<E>({ store }),
+    admin,
     migrate: () => store.migrate(),
     close() {
       closing ??= (async () => {

@@ -17,4 +17,8 @@ export type { AdvisoryPurpose, ChannelPurpose } from './schema.js';
 export { PostgresViews } from './postgres-view.js';
 export type { PostgresViewTx } from './view-tx.js';
 export { postgres } from './backend.js';
+export { PostgresAdmin } from './admin.js';
+export type { PostgresAdminOptions } from './admin.js';
+export { PostgresRunnerStatusStore } from './postgres-runner-status.js';
+export type { PostgresRunnerStatusStoreOptions } from './postgres-runner-status.js';
 export type { PostgresBackend, PostgresBackendOptions } from './backend.js';

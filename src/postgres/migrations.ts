@@ -262,6 +262,40 @@ SELECT setval('${s}.lease_tokens', GREATEST((SELECT max(fencing_token) FROM ${s}
 `,
 };
 
+const runnerStatusMigration: PostgresMigration = {
+  version: 6,
+  name: 'runner_status',
+  sql: (s) => `
+-- What each running subscription, automation and view publishes about itself (postgres-runner-status.ts):
+-- one row per (name, node), rewritten on every change and on a heartbeat. heartbeat_at is the server's
+-- clock; a running row not rewritten within 3 x heartbeat_ms is stale. The work columns are an
+-- automation's to-do list (NULL for the others). No CHECK on kind, state or role, so a new value needs
+-- no constraint change.
+CREATE TABLE ${s}.runner_status (
+  name text NOT NULL,
+  node_id text NOT NULL,
+  kind text NOT NULL,
+  state text NOT NULL,
+  role text NOT NULL,
+  fencing_token bigint,
+  position bigint,
+  handled bigint NOT NULL,
+  last_position bigint,
+  last_handled_at timestamptz,
+  pending integer,
+  running integer,
+  hung integer,
+  retrying integer,
+  unrecorded integer,
+  oldest_pending_ms bigint,
+  last_error text,
+  heartbeat_ms integer NOT NULL,
+  heartbeat_at timestamptz NOT NULL,
+  CONSTRAINT runner_status_pkey PRIMARY KEY (name, node_id)
+);
+`,
+};
+
 /** Every step, in order. Later adapters' tables are added here as new versions. */
 export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   eventsMigration,
@@ -269,6 +303,7 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   appendNotifyMigration,
   deadLettersAndCompletionsMigration,
   leaseTokensMigration,
+  runnerStatusMigration,
 ];
 
 /**

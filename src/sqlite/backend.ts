@@ -9,6 +9,7 @@ import type { SqliteEventStoreOptions } from './sqlite-event-store.js';
 import { SqliteLockRegistry } from './sqlite-lock-registry.js';
 import type { SqliteLockRegistryOptions } from './sqlite-lock-registry.js';
 import { SqliteViews } from './sqlite-view.js';
+import { SqliteAdmin } from './admin.js';
 
 export interface SqliteBackendOptions<E extends EventShape> extends SqliteEventStoreOptions<E> {
   /**
@@ -29,6 +30,8 @@ export interface SqliteBackend<E extends EventShape = EventShape> extends Backen
   readonly database: Database.Database;
   /** The SQL views in this file: `new SqlView({ backend, name, setup, evolve })` builds on them. */
   readonly views: SqliteViews<E>;
+  /** Checkpoints, leases, views, dead-letter counts, status rows and the fenced reset, for tools. */
+  readonly admin: SqliteAdmin;
 }
 
 /**
@@ -45,9 +48,12 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
   const { leaderElection, ...storeOptions } = options;
   const store = new SqliteEventStore<E>(storeOptions);
   const locks = leaderElection ? new SqliteLockRegistry({ ...(leaderElection === true ? {} : leaderElection), store }) : undefined;
-  const checkpoints = new SqliteCheckpointStore({ store });
-  const deadLetters = new SqliteDeadLetterStore({ store });
-  const completions = new SqliteCompletionStore({ store });
+  // The parts follow the store's migrate option: with false, nothing touches the schema before migrate().
+  const { migrate } = storeOptions;
+  const checkpoints = new SqliteCheckpointStore({ store, migrate });
+  const deadLetters = new SqliteDeadLetterStore({ store, migrate });
+  const completions = new SqliteCompletionStore({ store, migrate });
+  const admin = new SqliteAdmin({ store, migrate });
   let closing: Promise<void> | undefined;
   return {
     kind: 'sqlite',
@@ -58,6 +64,7 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
     locks,
     database: store.database,
     views: new SqliteViews<E>({ store }),
+    admin,
     async migrate() {
       await store.migrate();
     },
@@ -65,6 +72,7 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
       closing ??= (async () => {
         await locks?.close();
         await Promise.all([deadLetters.close(), completions.close()]);
+        admin.runners.close();
         await store.close();
       })();
       return closing;

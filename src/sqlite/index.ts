@@ -18,4 +18,8 @@ export type { SqliteCompletionStoreOptions } from './sqlite-completion-store.js'
 export { SqliteViews } from './sqlite-view.js';
 export type { SqliteViewTx } from './view-tx.js';
 export { sqlite } from './backend.js';
+export { SqliteAdmin } from './admin.js';
+export type { SqliteAdminOptions } from './admin.js';
+export { SqliteRunnerStatusStore } from './sqlite-runner-status.js';
+export type { SqliteRunnerStatusStoreOptions } from './sqlite-runner-status.js';
 export type { SqliteBackend, SqliteBackendOptions } from './backend.js';

@@ -95,6 +95,38 @@ export const sqliteMigrations: readonly SqliteMigration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 5,
+    name: 'runner status',
+    // What each running subscription, automation and view publishes about itself (sqlite-runner-status.ts):
+    // one row per (name, node), rewritten on every change and on a heartbeat. Times are milliseconds
+    // since the epoch by SQLite's clock; a running row not rewritten within 3 x heartbeat_ms is stale.
+    // The work columns are an automation's to-do list (NULL for the others).
+    sql: `
+      CREATE TABLE eskit_runner_status (
+        name              TEXT    NOT NULL,
+        node_id           TEXT    NOT NULL,
+        kind              TEXT    NOT NULL,
+        state             TEXT    NOT NULL,
+        role              TEXT    NOT NULL,
+        fencing_token     INTEGER NULL,
+        position          INTEGER NULL,
+        handled           INTEGER NOT NULL,
+        last_position     INTEGER NULL,
+        last_handled_at   INTEGER NULL,
+        pending           INTEGER NULL,
+        running           INTEGER NULL,
+        hung              INTEGER NULL,
+        retrying          INTEGER NULL,
+        unrecorded        INTEGER NULL,
+        oldest_pending_ms INTEGER NULL,
+        last_error        TEXT    NULL,
+        heartbeat_ms      INTEGER NOT NULL,
+        heartbeat_at      INTEGER NOT NULL,
+        PRIMARY KEY (name, node_id)
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 const CREATE_MIGRATIONS_TABLE = `
