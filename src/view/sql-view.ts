@@ -125,6 +125,11 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
     const host = options.backend as Partial<SqlViewHost<E, Tx, R>> | undefined;
     const views = host?.views;
     const store = host?.store;
+    if (host === undefined || host === null) {
+      throw new InvalidArgumentError(
+        `SqlView "${options.name}" needs a backend: sqlite({ path }) or postgres({ connectionString }) (or { store, views } of your own).`,
+      );
+    }
     if (typeof views?.create !== 'function' || store === undefined) {
       throw new InvalidArgumentError(
         `SqlView "${options.name}": this backend has no SQL views (memory() has none; MemoryView runs there). ` +

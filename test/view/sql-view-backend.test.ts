@@ -115,7 +115,11 @@ describe('SqlView on sqlite()', () => {
     assert.equal((await unelected.status()).fencingToken, undefined);
   });
 
-  it('refuses a backend without SQL views (memory()), saying which backends have them', () => {
+  it('refuses a backend without SQL views (memory()), and no backend, saying which backends have them', () => {
+    assert.throws(
+      () => new SqlView({ name: 'totals', setup, evolve: () => undefined } as never),
+      (error: unknown) => isEskitError(error, ErrorCode.InvalidArgument) && /needs a backend: sqlite\(\{ path \}\) or postgres/.test((error as Error).message),
+    );
     const backend = memory<TestEvent>();
     assert.throws(
       () => new SqlView({ backend: backend as never, name: 'totals', setup, evolve: () => undefined }),
