@@ -5,12 +5,9 @@
 import { defineConfig } from '../src/cli/index.js';
 import { registry } from './ticket-shop/domain.js';
 import type { ConcertEvent } from './ticket-shop/domain.js';
-import { postgresSalesView, sqliteSalesView } from './ticket-shop/views.js';
+import { salesView } from './ticket-shop/views.js';
 
 export default defineConfig<ConcertEvent>({
   registry,
-  views: (context) =>
-    context.backend === 'sqlite'
-      ? [sqliteSalesView(context.store, { logger: context.logger })]
-      : [postgresSalesView(context.store, { logger: context.logger })],
+  views: (context) => [salesView(context, { logger: context.logger })],
 });

@@ -1,23 +1,20 @@
-// Picks the database from the environment and opens every store the demo needs on it:
-// SQLite under ./data by default, PostgreSQL when DATABASE_URL=postgres://... is set.
+// Picks the database from the environment and opens eskit's backend on it with one call:
+// `sqlite({ path })` under ./data by default, `postgres({ pool, schema })` when DATABASE_URL=postgres://...
+// is set; and the demo's own tables (the fake mailbox) next to the events.
 // This is the only file of the demo that knows which backend it runs on.
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { consoleLogger } from '../../src/index.js';
-import type { CheckpointStore, CompletionStore, DeadLetterStore, EventStore, LockRegistry, Logger, SqlView } from '../../src/index.js';
-import { PgLockRegistry, PostgresCheckpointStore, PostgresCompletionStore, PostgresDeadLetterStore, PostgresEventStore } from '../../src/postgres/index.js';
-import {
-  SqliteCheckpointStore,
-  SqliteCompletionStore,
-  SqliteDeadLetterStore,
-  SqliteEventStore,
-  SqliteLockRegistry,
-} from '../../src/sqlite/index.js';
+import type { Logger, SqlView } from '../../src/index.js';
+import { postgres } from '../../src/postgres/index.js';
+import type { PostgresBackend } from '../../src/postgres/index.js';
+import { sqlite } from '../../src/sqlite/index.js';
+import type { SqliteBackend } from '../../src/sqlite/index.js';
 import { registry } from './domain.js';
 import type { ConcertEvent } from './domain.js';
 import type { Confirmation, Mailbox } from './mailer.js';
-import { postgresSalesView, sqliteSalesView } from './views.js';
+import { salesView } from './views.js';
 import type { SalesViewOptions } from './views.js';
 
 /** A mistake in how the demo was started (exit code 2). */
@@ -82,28 +79,30 @@ export interface OrderRow {
   status: string;
 }
 
+/** eskit's backend for the demo's database, and the demo's own tables next to it. */
 export interface Backend {
   readonly config: DemoConfig;
   /** "SQLite (data/demo.db)" or "PostgreSQL (schema eskit_demo at postgres://...)". */
   readonly label: string;
   /** Where to look afterwards, as a command line. */
   readonly inspect: string;
-  readonly store: EventStore<ConcertEvent>;
-  readonly checkpoints: CheckpointStore;
-  readonly deadLetters: DeadLetterStore;
-  readonly completions: CompletionStore;
+  /** What subscriptions, automations, views and command handlers run on: one call, closed by `close()`. */
+  readonly eskit: SqliteBackend<ConcertEvent> | PostgresBackend<ConcertEvent>;
   readonly mailbox: Mailbox & { rows(): Promise<MailRow[]>; count(): Promise<number> };
   salesView(options?: SalesViewOptions): SqlView<ConcertEvent>;
   readSales(view: SqlView<ConcertEvent>): Promise<SalesRow[]>;
   readOrder(view: SqlView<ConcertEvent>, orderId: string): Promise<OrderRow | undefined>;
-  /** One registry per process serves every subscription in it. */
-  lockRegistry(holderId: string): LockRegistry;
   close(): Promise<void>;
 }
 
 export interface OpenOptions {
   /** Start from an empty database (the process that owns the run does this, once). */
   reset: boolean;
+  /**
+   * Turns leader election on, naming this process in the locks (the cluster's workers): one worker
+   * runs each of the view and the mailer, the others stand by. Without it, this process runs them.
+   */
+  holderId?: string;
   logger?: Logger;
 }
 
@@ -125,42 +124,26 @@ async function openSqlite(config: Extract<DemoConfig, { kind: 'sqlite' }>, optio
   const logger = options.logger ?? consoleLogger('error');
   mkdirSync(config.dir, { recursive: true });
   if (options.reset) for (const suffix of ['', '-wal', '-shm']) rmSync(config.file + suffix, { force: true });
-  const store = new SqliteEventStore<ConcertEvent>({ path: config.file, registry });
-  const db = store.database;
+  // Waiters in other processes poll for a released lease; 20 ms keeps the handoff quick.
+  const leaderElection = options.holderId === undefined ? false : { holderId: options.holderId, pollIntervalMs: 20, logger };
+  const eskit = sqlite<ConcertEvent>({ path: config.file, registry, leaderElection });
+  const db = eskit.database;
   db.exec(MAILS_TABLE('demo_mails'));
   const deliver = db.prepare(DELIVER('demo_mails', () => '?'));
-  const checkpoints = new SqliteCheckpointStore({ store });
-  const deadLetters = new SqliteDeadLetterStore({ store });
-  const completions = new SqliteCompletionStore({ store });
-  const registries: LockRegistry[] = [];
   return {
     config,
     label: `SQLite (${config.file})`,
     inspect: `sqlite3 ${config.file} "select key, attempts from eskit_dead_letters"`,
-    store,
-    checkpoints,
-    deadLetters,
-    completions,
+    eskit,
     mailbox: {
       deliver: async (mail: Confirmation, sentBy: string) => void deliver.run(mail.orderId, mail.to, sentBy),
       rows: async () => db.prepare(MAIL_ROWS('demo_mails')).all() as MailRow[],
       count: async () => db.prepare('SELECT count(*) FROM demo_mails').pluck().get() as number,
     },
-    salesView: (viewOptions) => sqliteSalesView(store, { logger, ...viewOptions }),
+    salesView: (viewOptions) => salesView(eskit, { logger, pollIntervalMs: 100, ...viewOptions }),
     readSales: async (view) => db.prepare(SALES_ROWS(view.table('sales'))).all() as SalesRow[],
     readOrder: async (view, orderId) => db.prepare(ORDER_ROW(view.table('orders'), '?')).get(orderId) as OrderRow | undefined,
-    lockRegistry: (holderId) => {
-      // Waiters in other processes poll for a released lease; 20 ms keeps the handoff quick.
-      const locks = new SqliteLockRegistry({ store, holderId, pollIntervalMs: 20, logger });
-      registries.push(locks);
-      return locks;
-    },
-    close: async () => {
-      await Promise.all(registries.map((locks) => locks.close()));
-      // The checkpoint store has nothing of its own to close: it uses the event store's connection.
-      await Promise.all([deadLetters.close(), completions.close()]);
-      await store.close();
-    },
+    close: () => eskit.close(),
   };
 }
 
@@ -225,40 +208,28 @@ async function openPostgres(config: Extract<DemoConfig, { kind: 'postgres' }>, o
       throw error;
     }
   }
-  const store = new PostgresEventStore<ConcertEvent>({ pool, schema: config.schema, registry, logger });
-  await store.migrate();
+  // The lock needs a direct connection of its own: the URL, not the pool.
+  const leaderElection = options.holderId === undefined ? false : { holderId: options.holderId, connectionString: config.url, logger };
+  const eskit = postgres<ConcertEvent>({ pool, schema: config.schema, registry, logger, leaderElection });
+  await eskit.migrate();
   await pool.query(MAILS_TABLE(`${s}.demo_mails`));
   const deliver = DELIVER(`${s}.demo_mails`, (n) => `$${n}`);
-  const checkpoints = new PostgresCheckpointStore({ store });
-  const deadLetters = new PostgresDeadLetterStore({ store });
-  const completions = new PostgresCompletionStore({ store });
-  const registries: LockRegistry[] = [];
   const where = new URL(config.url);
   return {
     config,
     label: `PostgreSQL (schema ${config.schema} at ${where.host}${where.pathname})`,
     inspect: `psql "${safeUrl(config.url)}" -c "select key, attempts from ${config.schema}.dead_letters"`,
-    store,
-    checkpoints,
-    deadLetters,
-    completions,
+    eskit,
     mailbox: {
       deliver: async (mail: Confirmation, sentBy: string) => void (await pool.query(deliver, [mail.orderId, mail.to, sentBy])),
       rows: async () => (await pool.query<MailRow>(MAIL_ROWS(`${s}.demo_mails`))).rows,
       count: async () => Number((await pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${s}.demo_mails`)).rows[0]?.n ?? 0),
     },
-    salesView: (viewOptions) => postgresSalesView(store, { logger, ...viewOptions }),
+    salesView: (viewOptions) => salesView(eskit, { logger, ...viewOptions }),
     readSales: async (view) => (await pool.query<SalesRow>(SALES_ROWS(view.table('sales')))).rows,
     readOrder: async (view, orderId) => (await pool.query<OrderRow>(ORDER_ROW(view.table('orders'), '$1'), [orderId])).rows[0],
-    lockRegistry: (holderId) => {
-      const locks = new PgLockRegistry({ connectionString: config.url, schema: config.schema, holderId, logger });
-      registries.push(locks);
-      return locks;
-    },
     close: async () => {
-      await Promise.all(registries.map((locks) => locks.close()));
-      await Promise.all([checkpoints.close(), deadLetters.close(), completions.close()]);
-      await store.close();
+      await eskit.close();
       await pool.end();
     },
   };

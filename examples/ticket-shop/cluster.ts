@@ -166,7 +166,7 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
     };
     try {
       const shop = runShop({
-        store: backend.store,
+        store: backend.eskit.store,
         orders: planOrders(options.orders),
         onOrder: (now) => {
           Object.assign(tally, now);

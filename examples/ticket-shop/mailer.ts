@@ -3,7 +3,7 @@
 // automation retries with backoff), and one customer's address does not exist (a permanent failure:
 // no retries, the item goes to the dead-letter queue for an operator).
 import { Automation, PermanentFailure } from '../../src/index.js';
-import type { CheckpointStore, CompletionStore, DeadLetterStore, EventStore, LockRegistry, Logger } from '../../src/index.js';
+import type { Backend, LockRegistry, Logger } from '../../src/index.js';
 import type { ConcertEvent } from './domain.js';
 
 export const MAILER = 'confirmation-mailer';
@@ -78,21 +78,20 @@ export class FakeMailServer {
 }
 
 export interface MailerOptions {
-  store: EventStore<ConcertEvent>;
-  checkpoints: CheckpointStore;
-  deadLetters: DeadLetterStore;
-  completions: CompletionStore;
+  /** The database: `sqlite({ path })` or `postgres(...)`, with its dead letters, completions and locks. */
+  backend: Backend<ConcertEvent>;
   server: FakeMailServer;
+  /** Default: the backend's leader election. */
   leaderLock?: LockRegistry;
   logger?: Logger;
 }
 
 /** The automation: one to-do item per order bought, keyed by the order id. */
 export function confirmationMailer(options: MailerOptions): Automation<ConcertEvent, Confirmation> {
-  const { server, ...stores } = options;
+  const { server, ...rest } = options;
   return new Automation<ConcertEvent, Confirmation>({
     name: MAILER,
-    ...stores,
+    ...rest,
     types: ['TicketsBought'],
     trigger: (event) => {
       if (event.type !== 'TicketsBought') return undefined;

@@ -74,15 +74,7 @@ export async function startProcessing(backend: Backend, options: ProcessingOptio
   const logger = options.logger ?? consoleLogger('error');
   const server = new FakeMailServer(backend.mailbox, options.sentBy);
   const view = backend.salesView({ leaderLock, logger });
-  const mailer = confirmationMailer({
-    store: backend.store,
-    checkpoints: backend.checkpoints,
-    deadLetters: backend.deadLetters,
-    completions: backend.completions,
-    server,
-    leaderLock,
-    logger,
-  });
+  const mailer = confirmationMailer({ backend: backend.eskit, server, leaderLock, logger });
   let stopping: Promise<void> | undefined;
   let fail: (error: Error) => void = () => undefined;
   const failure = new Promise<never>((_, reject) => (fail = reject));

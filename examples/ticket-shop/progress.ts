@@ -28,7 +28,8 @@ export class ProgressReader {
   }
 
   async #read(): Promise<Progress> {
-    const { store, checkpoints, mailbox, deadLetters } = this.backend;
+    const { mailbox } = this.backend;
+    const { store, checkpoints, deadLetters } = this.backend.eskit;
     const [head, viewAt, mailerAt, mails, letters] = await Promise.all([
       store.headPosition(),
       checkpoints.load(SALES_VIEW),
@@ -44,7 +45,7 @@ export class ProgressReader {
 /** The position of the last TicketsBought event: the mailer is done once its checkpoint reaches it. */
 export async function lastBoughtPosition(backend: Backend): Promise<number> {
   let last = 0;
-  for await (const event of backend.store.readAll({ types: ['TicketsBought'], raw: true })) last = event.position;
+  for await (const event of backend.eskit.store.readAll({ types: ['TicketsBought'], raw: true })) last = event.position;
   return last;
 }
 

@@ -84,7 +84,7 @@ interface LogTotals {
 
 async function readLog(backend: Backend): Promise<LogTotals> {
   const totals: LogTotals = { events: 0, bought: [], refunded: 0, sales: new Map() };
-  for await (const event of backend.store.readAll()) {
+  for await (const event of backend.eskit.store.readAll()) {
     totals.events++;
     const row = totals.sales.get(event.streamId) ?? { sold: 0, orders: 0 };
     if (event.type === 'TicketsBought') {
@@ -104,7 +104,7 @@ async function readLog(backend: Backend): Promise<LogTotals> {
 async function allDeadLetters(backend: Backend): Promise<DeadLetter[]> {
   const letters: DeadLetter[] = [];
   for (let afterId: string | undefined; ; ) {
-    const page = await backend.deadLetters.list({ limit: 100, afterId });
+    const page = await backend.eskit.deadLetters.list({ limit: 100, afterId });
     letters.push(...page);
     if (page.length < 100) return letters;
     afterId = page[page.length - 1]?.id;

@@ -36,7 +36,7 @@ export async function runSingle(config: DemoConfig, options: RunOptions): Promis
     const readBacks: ReadBack[] = [];
     try {
       const shop = runShop({
-        store: backend.store,
+        store: backend.eskit.store,
         orders: planOrders(options.orders),
         onOrder: (now) => Object.assign(tally, now),
         readBack: readBackInto(backend, view, readBacks),

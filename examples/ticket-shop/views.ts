@@ -2,10 +2,6 @@
 // order, what an "your order" page would read). The tables and what each event changes are written
 // once, as upserts, the same on SQLite and PostgreSQL (where a batch's upserts are written together).
 import type { LockRegistry, Logger, Recorded, SqlViewSetup, Upsert } from '../../src/index.js';
-import { PostgresViews } from '../../src/postgres/index.js';
-import type { PostgresEventStore } from '../../src/postgres/index.js';
-import { SqliteViews } from '../../src/sqlite/index.js';
-import type { SqliteEventStore } from '../../src/sqlite/index.js';
 import { SqlView } from '../../src/view/index.js';
 import type { SqlViewHost } from '../../src/view/index.js';
 import type { ConcertEvent } from './domain.js';
@@ -72,13 +68,4 @@ export function salesView(backend: SqlViewHost<ConcertEvent>, options: SalesView
     ...options,
     evolve: (event, { upsert }) => applySale(event, upsert),
   });
-}
-
-// The same view on an event store of one's own (the parts composed, not a one-call backend).
-export function sqliteSalesView(store: SqliteEventStore<ConcertEvent>, options: SalesViewOptions = {}): SqlView<ConcertEvent> {
-  return salesView({ store, views: new SqliteViews({ store }) }, { pollIntervalMs: 100, ...options });
-}
-
-export function postgresSalesView(store: PostgresEventStore<ConcertEvent>, options: SalesViewOptions = {}): SqlView<ConcertEvent> {
-  return salesView({ store, views: new PostgresViews({ store }) }, options);
 }

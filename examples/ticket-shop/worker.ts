@@ -23,8 +23,10 @@ const send = (message: WorkerMessage, then?: () => void): void => {
   else then?.();
 };
 
-const backend = await openBackend(configFromEnv(), { reset: false });
-const locks = reportingLeadership(backend.lockRegistry(`worker-${worker}/${process.pid}`), (change) => send({ type: 'leadership', worker, change }));
+const backend = await openBackend(configFromEnv(), { reset: false, holderId: `worker-${worker}/${process.pid}` });
+const election = backend.eskit.locks;
+if (!election) throw new Error('the worker opened its backend without leader election');
+const locks = reportingLeadership(election, (change) => send({ type: 'leadership', worker, change }));
 const processing = await startProcessing(backend, { sentBy: `worker-${worker}`, leaderLock: locks });
 const { server } = processing;
 
