@@ -10,7 +10,7 @@ import { status } from './commands/status.js';
 import { subscriptionCommands } from './commands/subscription.js';
 import { viewCommands } from './commands/view.js';
 import type { CliDatabase } from './database.js';
-import { openDatabase } from './database.js';
+import { openDatabase } from './open.js';
 import { CliError, errorLine, ExitCode, UsageError } from './errors.js';
 import type { CliIO } from './io.js';
 import { parseTarget } from './target.js';

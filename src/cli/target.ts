@@ -1,6 +1,11 @@
 import { isAbsolute, resolve } from 'node:path';
-import { DEFAULT_SCHEMA } from '../postgres/schema.js';
 import { UsageError } from './errors.js';
+
+/**
+ * The PostgreSQL adapter's default schema (its DEFAULT_SCHEMA; a test checks they agree). Not imported:
+ * parsing a URL must not load the adapter, whose driver a SQLite-only install does not have.
+ */
+export const DEFAULT_SCHEMA = 'eskit';
 
 /** Which database a command works on, from `--db` (or `DATABASE_URL`) and `--schema`. */
 export type DatabaseTarget =

@@ -8,7 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { loadConfig } from '../../src/cli/config-loader.js';
 import { ProgressBar } from '../../src/cli/progress.js';
-import { parseTarget } from '../../src/cli/target.js';
+import { DEFAULT_SCHEMA as CLI_DEFAULT_SCHEMA, parseTarget } from '../../src/cli/target.js';
+import { DEFAULT_SCHEMA } from '../../src/postgres/index.js';
 import { POSTGRES_URL, createTestSchema, uniqueSchemaName } from '../support/postgres.js';
 import { capture, cli } from './helpers.js';
 
@@ -93,6 +94,7 @@ describe('eskit CLI: database URLs', () => {
       display: 'postgresql://app:***@db:5433/shop (schema tenant_a)',
     });
     assert.equal((parseTarget('postgres://db/shop', undefined, '/') as { schema: string }).schema, 'eskit');
+    assert.equal(CLI_DEFAULT_SCHEMA, DEFAULT_SCHEMA, "the CLI's default schema is the adapter's (it does not import it: that would load pg)");
     const query = parseTarget('postgres://app@db/shop?password=secret&sslmode=require', undefined, '/') as { safeUrl: string; display: string };
     assert.equal(query.safeUrl, 'postgres://app@db/shop?password=***&sslmode=require', 'a password given as a query parameter is hidden too');
     assert.doesNotMatch(query.display, /secret/);

@@ -5,29 +5,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Automation } from '../../src/automation/index.js';
-import type { CheckpointStore } from '../../src/core/checkpoint.js';
-import type { CompletionStore, DeadLetterStore } from '../../src/core/dead-letter.js';
+import type { Backend as EskitBackend } from '../../src/core/backend.js';
 import type { Recorded } from '../../src/core/event.js';
 import type { LockRegistry } from '../../src/core/lock.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { Logger } from '../../src/core/logger.js';
 import { EventRegistry } from '../../src/core/registry.js';
-import {
-  PgLockRegistry,
-  PostgresCheckpointStore,
-  PostgresCompletionStore,
-  PostgresDeadLetterStore,
-  PostgresEventStore,
-  PostgresViews,
-} from '../../src/postgres/index.js';
-import {
-  SqliteCheckpointStore,
-  SqliteCompletionStore,
-  SqliteDeadLetterStore,
-  SqliteEventStore,
-  SqliteLockRegistry,
-  SqliteViews,
-} from '../../src/sqlite/index.js';
+import { postgres } from '../../src/postgres/index.js';
+import type { PostgresEventStore, PostgresViews } from '../../src/postgres/index.js';
+import { sqlite } from '../../src/sqlite/index.js';
+import type { SqliteEventStore, SqliteViews } from '../../src/sqlite/index.js';
 import { Subscription } from '../../src/subscription/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { SqlView } from '../../src/view/index.js';
@@ -76,10 +63,14 @@ interface Backend {
   backend: 'sqlite' | 'postgres';
   /** The CLI arguments that name this database. */
   db: string[];
+  /** What the runners are built on: `sqlite()` or `postgres()`, leader election on, the lock holder HOLDER. */
+  eskit: EskitBackend<ShopEvent>;
+  /** The view's host: the backend's store and SQL views. */
+  host: CartsHost;
   store: SqliteEventStore<ShopEvent> | PostgresEventStore<ShopEvent>;
-  checkpoints: CheckpointStore;
-  deadLetters: DeadLetterStore;
-  completions: CompletionStore;
+  checkpoints: EskitBackend['checkpoints'];
+  deadLetters: EskitBackend['deadLetters'];
+  completions: EskitBackend['completions'];
   locks: LockRegistry;
   /** The backend pid and application name of the PostgreSQL lock connection. */
   lockSession?: () => { pid: number | undefined; applicationName: string };
@@ -89,19 +80,18 @@ interface Backend {
 async function sqliteBackend(): Promise<Backend> {
   const dir = mkdtempSync(join(tmpdir(), 'eskit-cli-'));
   const path = join(dir, 'app.db');
-  const store = new SqliteEventStore<ShopEvent>({ path, registry });
-  const locks = new SqliteLockRegistry({ store, holderId: HOLDER, ttlMs: 3000, logger: silentLogger });
+  const eskit = sqlite<ShopEvent>({ path, registry, leaderElection: { holderId: HOLDER, ttlMs: 3000, logger: silentLogger } });
+  const locks = eskit.locks;
+  if (locks === undefined) throw new Error('leader election is on');
   return {
     backend: 'sqlite',
     db: ['--db', `sqlite:${path}`],
-    store,
-    checkpoints: new SqliteCheckpointStore({ store }),
-    deadLetters: new SqliteDeadLetterStore({ store }),
-    completions: new SqliteCompletionStore({ store }),
+    eskit,
+    host: { backend: 'sqlite', store: eskit.store, views: eskit.views },
+    ...eskit,
     locks,
     async close() {
-      await locks.close();
-      await store.close();
+      await eskit.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -109,21 +99,26 @@ async function sqliteBackend(): Promise<Backend> {
 
 async function postgresBackend(): Promise<Backend> {
   const schema = await createTestSchema({ create: false, prefix: 'eskit_cli' });
-  const store = new PostgresEventStore<ShopEvent>({ connectionString: schema.connectionString, schema: schema.name, registry, logger: silentLogger });
-  await store.migrate();
-  const locks = new PgLockRegistry({ connectionString: schema.connectionString, schema: schema.name, holderId: HOLDER, logger: silentLogger });
+  const eskit = postgres<ShopEvent>({
+    connectionString: schema.connectionString,
+    schema: schema.name,
+    registry,
+    logger: silentLogger,
+    leaderElection: { holderId: HOLDER, logger: silentLogger },
+  });
+  await eskit.migrate();
+  const locks = eskit.locks;
+  if (locks === undefined) throw new Error('leader election is on');
   return {
     backend: 'postgres',
     db: ['--db', schema.connectionString, '--schema', schema.name],
-    store,
-    checkpoints: new PostgresCheckpointStore({ store }),
-    deadLetters: new PostgresDeadLetterStore({ store }),
-    completions: new PostgresCompletionStore({ store }),
+    eskit,
+    host: { backend: 'postgres', store: eskit.store, views: eskit.views },
+    ...eskit,
     locks,
     lockSession: () => ({ pid: locks.connectionPid, applicationName: locks.applicationName }),
     async close() {
-      await locks.close();
-      await store.close();
+      await eskit.close();
       await schema.drop();
     },
   };
@@ -151,7 +146,7 @@ export interface World extends Backend {
  */
 export async function createWorld(kind: 'sqlite' | 'postgres'): Promise<World> {
   const backend = kind === 'sqlite' ? await sqliteBackend() : await postgresBackend();
-  const { store, checkpoints, deadLetters, completions, locks } = backend;
+  const { eskit, store, checkpoints, deadLetters } = backend;
   const stops: Array<() => Promise<void>> = [];
   try {
     await store.append('cart-1', [
@@ -163,22 +158,21 @@ export async function createWorld(kind: 'sqlite' | 'postgres'): Promise<World> {
     await store.append('order-1', [{ type: 'OrderPlaced', data: { total: 10 } }]);
     const head = await store.headPosition();
 
-    const runToHead = async (name: string, leaderLock?: LockRegistry): Promise<void> => {
-      const subscription = new Subscription<ShopEvent>({ name, store, checkpoints, handler: () => undefined, leaderLock, logger: silentLogger, pollIntervalMs: 50 });
+    const runToHead = async (name: string, leaderElection: boolean): Promise<void> => {
+      const leaderLock = leaderElection ? undefined : false;
+      const subscription = new Subscription<ShopEvent>({ backend: eskit, name, handler: () => undefined, leaderLock, logger: silentLogger, pollIntervalMs: 50 });
       await subscription.start();
       await waitUntil(async () => (await checkpoints.load(name)) === head, { timeoutMs: 10_000, message: `${name} to catch up` });
       await subscription.stop();
     };
-    await runToHead('audit');
-    await runToHead('stopped-sub', locks);
+    await runToHead('audit', false);
+    await runToHead('stopped-sub', true);
 
     const mailerSeen: number[] = [];
     const mailer = new Subscription<ShopEvent>({
+      backend: eskit,
       name: 'mailer',
-      store,
-      checkpoints,
       handler: (event: Recorded<ShopEvent>) => void mailerSeen.push(event.position),
-      leaderLock: locks,
       logger: silentLogger,
       pollIntervalMs: 50,
       checkpointIntervalMs: 0,
@@ -188,11 +182,8 @@ export async function createWorld(kind: 'sqlite' | 'postgres'): Promise<World> {
 
     const notifier = { failing: true, executed: [] as string[] };
     const automation = new Automation<ShopEvent, { total: number }>({
+      backend: eskit,
       name: 'notifier',
-      store,
-      checkpoints,
-      deadLetters,
-      completions,
       types: ['OrderPlaced'],
       trigger: (event) => (event.type === 'OrderPlaced' ? { key: event.streamId, payload: { total: event.data.total } } : undefined),
       execute: (item) => {
@@ -200,17 +191,13 @@ export async function createWorld(kind: 'sqlite' | 'postgres'): Promise<World> {
         notifier.executed.push(item.key);
       },
       retry: { maxAttempts: 1 },
-      leaderLock: locks,
       logger: silentLogger,
       pollIntervalMs: 50,
     });
     await automation.start();
     stops.push(() => automation.stop());
 
-    const view =
-      backend.backend === 'sqlite'
-        ? cartsView({ backend: 'sqlite', store: store as SqliteEventStore<ShopEvent>, views: new SqliteViews({ store: store as SqliteEventStore<ShopEvent> }) }, { leaderLock: locks })
-        : cartsView({ backend: 'postgres', store: store as PostgresEventStore<ShopEvent>, views: new PostgresViews({ store: store as PostgresEventStore<ShopEvent> }) }, { leaderLock: locks });
+    const view = cartsView(backend.host, { leaderLock: backend.locks });
     await view.start();
     stops.push(() => view.stop());
     await view.waitFor(head, { timeoutMs: 10_000 });

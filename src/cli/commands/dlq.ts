@@ -20,10 +20,10 @@ async function getLetter(db: CliDatabase, id: string): Promise<DeadLetter> {
   return letter;
 }
 
-/** Every name the database knows (checkpoints, locks, views, dead-letter sources), to check --source. */
+/** Every name the database knows (checkpoints, locks, views, dead-letter sources, status rows), to check --source. */
 async function assertKnownSource(db: CliDatabase, source: string): Promise<void> {
-  const [checkpoints, leases, views, counts] = await Promise.all([db.checkpoints(), db.leases(), db.views(), db.deadLetterCounts()]);
-  const known = new Set([...checkpoints, ...leases, ...views].map((row) => row.name));
+  const [subscriptions, views, counts, runners] = await Promise.all([db.admin.subscriptions(), db.admin.views(), db.admin.deadLetterCounts(), db.admin.runners.list()]);
+  const known = new Set([...subscriptions, ...views, ...runners].map((row) => row.name));
   for (const count of counts) known.add(count.source);
   if (!known.has(source)) throw unknownName('subscription, automation or view', source, [...known].sort());
 }
@@ -168,11 +168,11 @@ function handlerRefusal(source: string, count: number, isView: boolean): CliErro
 }
 
 async function isView(db: CliDatabase, name: string): Promise<boolean> {
-  return (await db.views()).some((view) => view.name === name);
+  return (await db.admin.views()).some((view) => view.name === name);
 }
 
 async function leaderNote(db: CliDatabase, source: string): Promise<string> {
-  const lease = (await db.leases()).find((row) => row.name === source);
+  const lease = (await db.admin.locks()).find((row) => row.name === source);
   if (lease === undefined) return `No leader election seen for "${source}": a node running it picks the redrive up at its next poll.\n`;
   if (!lease.held) return `Note: no node leads "${source}" right now; the redrive runs once one does.\n`;
   return `"${source}" is led by ${describeHolder(lease)}, which picks the redrive up at its next poll.\n`;
@@ -224,7 +224,7 @@ Options:
     }
     const db = await context.open();
     if (source !== undefined) await assertKnownSource(db, source);
-    const counts = (await db.deadLetterCounts()).filter((count) => count.status === 'dead' && (source === undefined || count.source === source));
+    const counts = (await db.admin.deadLetterCounts()).filter((count) => count.status === 'dead' && (source === undefined || count.source === source));
     const sources = [...new Set(counts.map((count) => count.source))];
     if (sources.length === 0) {
       context.out(`No dead letters to redrive${source === undefined ? '' : ` for "${source}"`}.\n`);

@@ -23,8 +23,8 @@ Options:
   positionals: { min: 0, max: 0, names: '' },
   async run(context) {
     const db = await context.open({ create: true, requireMigrated: false });
-    const before = db.schemaVersion;
-    const { applied, version } = await db.migrate();
+    const before = db.schema.version;
+    const { applied, version } = await db.admin.migrate();
     if (flag(context.values, 'json')) {
       context.out(json({ database: db.target.display, applied, version }));
     } else if (applied.length === 0) {

@@ -1,10 +1,35 @@
+import type { ResetOutcome, ResetRefusedError } from '../../core/admin.js';
+import { isEskitError } from '../../core/errors.js';
 import { describeHolder } from '../database.js';
-import { CliError, ExitCode, UsageError } from '../errors.js';
+import type { CliDatabase } from '../database.js';
+import { CliError, ExitCode, unknownName, UsageError } from '../errors.js';
 import type { CommandSpec } from '../command.js';
 import { flag, parseInteger, stringOption } from '../command.js';
 import { json } from '../format.js';
 
-const reset: CommandSpec = {
+/** The admin surface's reset, its refusals in the CLI's words (with what to do). */
+async function reset(db: CliDatabase, name: string, position: number, force: boolean): Promise<ResetOutcome> {
+  try {
+    return await db.admin.resetCheckpoint(name, position, { force });
+  } catch (error) {
+    if (!isEskitError(error, 'ESKIT_RESET_REFUSED')) throw error;
+    const refusal = error as ResetRefusedError;
+    if (refusal.reason === 'unknown') throw unknownName('subscription or automation', name, refusal.known);
+    if (refusal.reason === 'view') {
+      throw new CliError(`"${name}" is a view: its checkpoint belongs to its tables, and moving it would apply events twice or skip them`, {
+        hint: `Rebuild it instead: eskit view rebuild ${name}`,
+        cause: error,
+      });
+    }
+    const holder = refusal.heldBy === undefined ? 'another node' : describeHolder(refusal.heldBy);
+    throw new CliError(`"${name}" is being processed: its lock is held by ${holder}`, {
+      hint: 'Stop that node first, or pass --force (the reset fences it out: its next checkpoint write is refused and it starts over from the new position).',
+      cause: error,
+    });
+  }
+}
+
+const command: CommandSpec = {
   name: 'subscription reset',
   summary: "move a subscription's or automation's checkpoint",
   help: `Usage: eskit subscription reset <name> --to <position>|head [--force] [--json]
@@ -40,9 +65,9 @@ Options:
     if (position > head) {
       throw new CliError(`position ${position} is beyond the head of the log (${head})`, { hint: 'Use a position at or below the head, or --to head.' });
     }
-    const outcome = await db.resetCheckpoint(name, position, flag(context.values, 'force'));
+    const outcome = await reset(db, name, position, flag(context.values, 'force'));
     if (flag(context.values, 'json')) {
-      context.out(json({ name, ...outcome, heldBy: outcome.heldBy ?? null, fencingToken: outcome.fencingToken ?? null, previous: outcome.previous ?? null }));
+      context.out(json({ ...outcome, heldBy: outcome.heldBy ?? null, fencingToken: outcome.fencingToken ?? null, previous: outcome.previous ?? null }));
     } else {
       const from = outcome.previous === undefined ? 'no saved position' : String(outcome.previous);
       const token = outcome.fencingToken === undefined ? '' : ` (fencing token ${outcome.fencingToken})`;
@@ -61,4 +86,4 @@ Options:
   },
 };
 
-export const subscriptionCommands: CommandSpec[] = [reset];
+export const subscriptionCommands: CommandSpec[] = [command];

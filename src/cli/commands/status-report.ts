@@ -1,0 +1,172 @@
+import type { LockRow, SubscriptionRow, ViewRow } from '../../core/admin.js';
+import type { RunnerKind, RunnerRole, RunnerState, RunnerStatusRow } from '../../core/runner-status.js';
+import type { CliDatabase } from '../database.js';
+
+/**
+ * Who processes a name: 'leading' (its lock is held), 'no-leader' (lock known, not held), 'unelected'
+ * (no lock, and a node's status row says it runs without leader election), 'unknown' (neither).
+ */
+export type LeaderState = 'leading' | 'no-leader' | 'unelected' | 'unknown';
+
+/** One node's status row, as `status --json` prints it (times by the database's clock). */
+export interface NodeEntry {
+  nodeId: string;
+  kind: RunnerKind;
+  state: RunnerState;
+  role: RunnerRole;
+  /** Running, but no heartbeat for 3 intervals: the process froze, died or lost the database. */
+  stale: boolean;
+  heartbeatAt: string;
+  heartbeatAgeMs: number;
+  heartbeatMs: number;
+  fencingToken: number | null;
+  position: number | null;
+  handled: number;
+  lastEvent: { position: number; at: string; ageMs: number } | null;
+  /** An automation's to-do list on that node. */
+  work: { pending: number; running: number; hung: number; retrying: number; unrecorded: number; oldestPendingMs: number | null } | null;
+  lastError: string | null;
+}
+
+/** One subscription, automation or view, as `status --json` prints it. */
+export interface StatusEntry {
+  name: string;
+  /**
+   * What its runners declared in their status rows, when there are any; otherwise told from what the
+   * database holds: 'view' when it has a row in the view versions table; 'automation' when it has
+   * completion records or dead letters of the execute/trigger stages; 'subscription' when it has dead
+   * letters of the handler stage; otherwise 'unknown' (a guess either way: both traces are pruned).
+   */
+  kind: RunnerKind | 'unknown';
+  /** The checkpoint; null when none was saved yet (claimed by a leader, or only dead letters exist). */
+  position: number | null;
+  head: number;
+  /** head - position (events of every type, also those the subscription filters out). */
+  lag: number | null;
+  state: LeaderState;
+  leader: {
+    holder: string | null;
+    pid: number | null;
+    applicationName: string | null;
+    clientAddr: string | null;
+    expiresAt: string | null;
+    acquiredAt: string | null;
+  } | null;
+  fencingToken: {
+    /** The last token the lock handed out (the leader's, while one leads). */
+    lease: number | null;
+    /** The newest token that claimed or saved the checkpoint. */
+    checkpoint: number | null;
+  };
+  deadLetters: { dead: number; redrive: number };
+  view: { version: number; generation: number; rebuilding: boolean } | null;
+  updatedAt: string | null;
+  /** The status rows of the nodes that run (or ran) it, a denied standby too. */
+  nodes: NodeEntry[];
+}
+
+export interface StatusReport {
+  database: string;
+  schemaVersion: number;
+  head: number;
+  entries: StatusEntry[];
+}
+
+/** A row is live while its process says it runs and keeps its heartbeat. */
+export function isLive(node: NodeEntry): boolean {
+  return !node.stale && (node.state === 'running' || node.state === 'stopping');
+}
+
+function nodeEntry(row: RunnerStatusRow): NodeEntry {
+  const work = row.work;
+  return {
+    nodeId: row.nodeId,
+    kind: row.kind,
+    state: row.state,
+    role: row.role,
+    stale: row.stale,
+    heartbeatAt: row.heartbeatAt.toISOString(),
+    heartbeatAgeMs: row.heartbeatAgeMs,
+    heartbeatMs: row.heartbeatMs,
+    fencingToken: row.fencingToken ?? null,
+    position: row.position ?? null,
+    handled: row.handled,
+    // The age by the database's clock alone: the heartbeat's age plus how long before it the event was.
+    lastEvent: row.lastEvent
+      ? { position: row.lastEvent.position, at: row.lastEvent.at.toISOString(), ageMs: row.heartbeatAgeMs + row.heartbeatAt.getTime() - row.lastEvent.at.getTime() }
+      : null,
+    work: work ? { ...work, oldestPendingMs: work.oldestPendingMs ?? null } : null,
+    lastError: row.lastError ?? null,
+  };
+}
+
+function group<T extends { name: string }>(rows: readonly T[]): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const row of rows) groups.set(row.name, [...(groups.get(row.name) ?? []), row]);
+  return groups;
+}
+
+/** Reads everything `status` shows, through the admin surface. */
+export async function collectStatus(db: CliDatabase): Promise<{ report: StatusReport; locks: ReadonlyMap<string, LockRow> }> {
+  const [subscriptions, views, counts, completions, runners] = await Promise.all([
+    db.admin.subscriptions(),
+    db.admin.views(),
+    db.admin.deadLetterCounts(),
+    db.admin.completionSources(),
+    db.admin.runners.list(),
+  ]);
+  const head = subscriptions[0]?.head ?? (await db.store.headPosition());
+  const subscriptionOf = new Map<string, SubscriptionRow>(subscriptions.map((row) => [row.name, row]));
+  const viewOf = new Map<string, ViewRow>(views.map((row) => [row.name, row]));
+  const nodesOf = group(runners);
+  const automations = new Set(completions);
+  const subscribers = new Set<string>();
+  const letters = new Map<string, { dead: number; redrive: number }>();
+  for (const count of counts) {
+    const entry = letters.get(count.source) ?? { dead: 0, redrive: 0 };
+    if (count.status === 'redrive') entry.redrive += count.count;
+    else entry.dead += count.count;
+    letters.set(count.source, entry);
+    if (count.stage === 'execute' || count.stage === 'trigger') automations.add(count.source);
+    else subscribers.add(count.source);
+  }
+  const locks = new Map<string, LockRow>();
+  const names = [...new Set([...subscriptionOf.keys(), ...viewOf.keys(), ...letters.keys(), ...nodesOf.keys()])].sort();
+  const entries = names.map((name): StatusEntry => {
+    const subscription = subscriptionOf.get(name);
+    const lock = subscription?.lock;
+    if (lock) locks.set(name, lock);
+    const view = viewOf.get(name);
+    const rows = nodesOf.get(name) ?? [];
+    const nodes = rows.map(nodeEntry);
+    // The freshest row's word; a runner knows what it is.
+    const declared = [...rows].sort((a, b) => a.heartbeatAgeMs - b.heartbeatAgeMs)[0]?.kind;
+    const traced = automations.has(name) ? 'automation' : subscribers.has(name) ? 'subscription' : 'unknown';
+    const position = subscription?.position ?? null;
+    const unelected = nodes.some((node) => isLive(node) && node.role === 'unelected');
+    return {
+      name,
+      kind: view ? 'view' : (declared ?? traced),
+      position,
+      head,
+      lag: position === null ? null : Math.max(0, head - position),
+      state: lock === undefined ? (unelected ? 'unelected' : 'unknown') : lock.held ? 'leading' : 'no-leader',
+      leader: lock?.held
+        ? {
+            holder: lock.holder ?? null,
+            pid: lock.pid ?? null,
+            applicationName: lock.applicationName ?? null,
+            clientAddr: lock.clientAddr ?? null,
+            expiresAt: lock.expiresAt?.toISOString() ?? null,
+            acquiredAt: lock.acquiredAt?.toISOString() ?? null,
+          }
+        : null,
+      fencingToken: { lease: lock?.fencingToken ?? null, checkpoint: subscription?.checkpointToken ?? null },
+      deadLetters: letters.get(name) ?? { dead: 0, redrive: 0 },
+      view: view ? { version: view.version, generation: view.generation, rebuilding: view.rebuilding } : null,
+      updatedAt: subscription?.updatedAt?.toISOString() ?? null,
+      nodes,
+    };
+  });
+  return { report: { database: db.target.display, schemaVersion: db.schema.version, head, entries }, locks };
+}
