@@ -8,8 +8,6 @@
 //   after one kill, with default settings; the same run with inTransaction is reported beside it.
 import type { CompletionStore, DeadLetterStore } from '../src/core/dead-letter.js';
 import { Automation } from '../src/automation/index.js';
-import { PostgresCompletionStore, PostgresDeadLetterStore } from '../src/postgres/index.js';
-import { SqliteCompletionStore, SqliteDeadLetterStore } from '../src/sqlite/index.js';
 import type { BenchContext, BenchGroup } from './lib/context.js';
 import { BenchRun } from './lib/context.js';
 import { sequential } from './lib/measure.js';
@@ -17,7 +15,7 @@ import { countDuplicatesAfterKills } from '../test/automation/fixtures/kill-coun
 import { uniqueSchemaName } from '../test/support/postgres.js';
 import pg from 'pg';
 import { benchLogger, catchUpOp, openPostgresBackend, openSqliteBackend, seed, STREAM_LENGTH, within } from './subscription.js';
-import type { Adapter, Backend, PostgresBackend, SqliteBackend } from './subscription.js';
+import type { Adapter, Backend } from './subscription.js';
 
 interface AutomationStores {
   deadLetters: DeadLetterStore;
@@ -42,11 +40,11 @@ export const automationBench: BenchGroup = async (ctx) => {
       if (adapter === 'sqlite') {
         const sqlite = await openSqliteBackend(ctx);
         backend = sqlite;
-        await throughputFigure(ctx, sqlite, sqliteStores(sqlite));
+        await throughputFigure(ctx, sqlite, sqlite.eskit);
       } else {
         const postgres = await openPostgresBackend(ctx, 'auto');
         backend = postgres;
-        await throughputFigure(ctx, postgres, postgresStores(postgres));
+        await throughputFigure(ctx, postgres, postgres.eskit);
       }
     } catch (error) {
       ctx.fail(bench, error);
@@ -55,14 +53,6 @@ export const automationBench: BenchGroup = async (ctx) => {
     }
   }
 };
-
-function sqliteStores(backend: SqliteBackend): AutomationStores {
-  return { deadLetters: new SqliteDeadLetterStore({ store: backend.store }), completions: new SqliteCompletionStore({ store: backend.store }) };
-}
-
-function postgresStores(backend: PostgresBackend): AutomationStores {
-  return { deadLetters: new PostgresDeadLetterStore({ store: backend.store }), completions: new PostgresCompletionStore({ store: backend.store }) };
-}
 
 async function throughputFigure(ctx: BenchContext, backend: Backend, stores: AutomationStores): Promise<void> {
   const total = ctx.pick(20_000, 100_000);

@@ -12,8 +12,11 @@ import type { CheckpointStore } from '../src/core/checkpoint.js';
 import type { NewEvent } from '../src/core/event.js';
 import type { Logger } from '../src/core/logger.js';
 import type { EventStore } from '../src/core/store.js';
-import { PostgresCheckpointStore, PostgresEventStore } from '../src/postgres/index.js';
-import { SqliteCheckpointStore, SqliteEventStore } from '../src/sqlite/index.js';
+import type { Backend as EskitBackend } from '../src/core/backend.js';
+import { PostgresCheckpointStore, postgres } from '../src/postgres/index.js';
+import type { PostgresBackend as EskitPostgres, PostgresEventStore } from '../src/postgres/index.js';
+import { sqlite } from '../src/sqlite/index.js';
+import type { SqliteBackend as EskitSqlite, SqliteEventStore } from '../src/sqlite/index.js';
 import { Subscription } from '../src/subscription/index.js';
 import { BenchRun } from './lib/context.js';
 import type { BenchContext, BenchGroup } from './lib/context.js';
@@ -170,6 +173,8 @@ export function benchLogger(ctx: BenchContext): Logger {
 
 export interface Backend {
   adapter: Adapter;
+  /** eskit's one-call backend (no leader election: one node). */
+  eskit: EskitBackend;
   store: EventStore;
   checkpoints: CheckpointStore;
   /** Closes everything and removes the file or schema (also on Ctrl-C). */
@@ -178,11 +183,13 @@ export interface Backend {
 
 export interface SqliteBackend extends Backend {
   adapter: 'sqlite';
+  eskit: EskitSqlite;
   store: SqliteEventStore;
 }
 
 export interface PostgresBackend extends Backend {
   adapter: 'postgres';
+  eskit: EskitPostgres;
   store: PostgresEventStore;
   schema: string;
   /** For raw clients, lock registries and child processes. */
@@ -197,18 +204,18 @@ export interface PostgresBackend extends Backend {
 
 export async function openSqliteBackend(ctx: BenchContext): Promise<SqliteBackend> {
   const dir = mkdtempSync(join(tmpdir(), 'eskit-bench-'));
-  let store: SqliteEventStore | undefined;
+  let eskit: EskitSqlite | undefined;
   const close = ctx.defer(async () => {
-    await store?.close();
+    await eskit?.close();
     rmSync(dir, { recursive: true, force: true });
   });
   try {
-    store = new SqliteEventStore({ path: join(dir, 'eskit.db') });
+    eskit = sqlite({ path: join(dir, 'eskit.db') });
   } catch (error) {
     await close();
     throw error;
   }
-  return { adapter: 'sqlite', store, checkpoints: new SqliteCheckpointStore({ store }), close };
+  return { adapter: 'sqlite', eskit, store: eskit.store, checkpoints: eskit.checkpoints, close };
 }
 
 /** A schema of its own per group (`bench_<pid>_<group>`), migrated. */
@@ -216,7 +223,7 @@ export async function openPostgresBackend(ctx: BenchContext, group: string): Pro
   const schema = `bench_${process.pid}_${group}`;
   const connectionString = ctx.postgresUrl;
   const pools: pg.Pool[] = [];
-  const stores: PostgresEventStore[] = [];
+  const backends: EskitPostgres[] = [];
   const clients: pg.Client[] = [];
   const logger = benchLogger(ctx);
   const newPool = (): pg.Pool => {
@@ -228,19 +235,20 @@ export async function openPostgresBackend(ctx: BenchContext, group: string): Pro
   const pool = newPool();
   const close = ctx.defer(async () => {
     await Promise.all(clients.map((client) => client.end().catch(() => undefined)));
-    await Promise.all(stores.map((store) => store.close().catch(() => undefined)));
+    await Promise.all(backends.map((backend) => backend.close().catch(() => undefined)));
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch((error: unknown) => {
       ctx.log(`could not drop schema ${schema}: ${error instanceof Error ? error.message : String(error)}`);
     });
     await Promise.all(pools.map((p) => p.end().catch(() => undefined)));
   });
-  const openStore = (): PostgresEventStore => {
-    const store = new PostgresEventStore({ pool: pools.length === 0 ? pool : newPool(), schema, logger });
-    stores.push(store);
-    return store;
+  const open = (on: pg.Pool): EskitPostgres => {
+    const backend = postgres({ pool: on, schema, logger, leaderElection: false });
+    backends.push(backend);
+    return backend;
   };
-  const store = new PostgresEventStore({ pool, schema, logger });
-  stores.push(store);
+  const openStore = (): PostgresEventStore => open(newPool()).store;
+  const eskit = open(pool);
+  const { store } = eskit;
   try {
     await pool.query('SELECT 1');
   } catch (cause) {
@@ -259,8 +267,9 @@ export async function openPostgresBackend(ctx: BenchContext, group: string): Pro
   }
   return {
     adapter: 'postgres',
+    eskit,
     store,
-    checkpoints: new PostgresCheckpointStore({ store }),
+    checkpoints: eskit.checkpoints,
     schema,
     connectionString,
     pool,

@@ -14,7 +14,6 @@ import {
   Automation,
   CommandHandler,
   MemoryCheckpointStore,
-  MemoryDeadLetterStore,
   MemoryEventStore,
   MemoryLockRegistry,
   MetricName,
@@ -25,10 +24,11 @@ import {
   TelemetryAttribute,
   TRACE_METADATA,
   eventSpanContext,
+  memory,
   silentLogger,
 } from '../../src/index.js';
 import type { CheckpointStore, DeadLetterStore, EventStore, RecordedEvent, SubscriptionOptions } from '../../src/index.js';
-import { SqliteCheckpointStore, SqliteDeadLetterStore, SqliteEventStore } from '../../src/sqlite/index.js';
+import { sqlite } from '../../src/sqlite/index.js';
 import { activeTracer } from '../../src/telemetry/telemetry.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { account } from '../decider/account.js';
@@ -110,24 +110,16 @@ interface Backend {
 }
 
 const backends: Array<{ name: string; create(): Backend }> = [
-  {
-    name: 'memory',
-    create: () => {
-      const store = new MemoryEventStore();
-      return { store, checkpoints: new MemoryCheckpointStore(), deadLetters: new MemoryDeadLetterStore(), close: () => store.close() };
-    },
-  },
+  { name: 'memory', create: () => memory() },
   {
     name: 'sqlite',
     create: () => {
       const path = tempDatabasePath('telemetry');
-      const store = new SqliteEventStore({ path });
+      const backend = sqlite({ path });
       return {
-        store,
-        checkpoints: new SqliteCheckpointStore({ store }),
-        deadLetters: new SqliteDeadLetterStore({ store }),
+        ...backend,
         close: async () => {
-          await store.close();
+          await backend.close();
           removeDatabase(path);
         },
       };
