@@ -244,7 +244,6 @@ export class ViewFencedError extends EskitError {
   }
 }
 
-
 export class AlreadyStartedError extends EskitError {
   constructor(what: string) {
     super(ErrorCode.AlreadyStarted, `${what} is already started; call stop() first, or create a new instance.`);
