@@ -93,6 +93,8 @@ export interface AutomationOptions<E extends EventShape, P> {
   drainTimeoutMs?: number;
   /** The bound on each database call made while stopping (see SubscriptionOptions). Default 2 000. */
   stopCallTimeoutMs?: number;
+  /** How often this node rewrites its status row (see SubscriptionOptions). Default 5000. */
+  statusHeartbeatMs?: number;
   logger?: Logger;
 }
 
@@ -215,6 +217,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       pollIntervalMs: this.#pollIntervalMs,
       drainTimeoutMs: options.drainTimeoutMs,
       stopCallTimeoutMs: options.stopCallTimeoutMs,
+      statusHeartbeatMs: options.statusHeartbeatMs,
       leaderLock: options.leaderLock,
       logger: this.#logger,
       retry: retryPolicy(options.triggerRetry, defaultTriggerRetry),
@@ -224,7 +227,22 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         await this.#letters.storeUntilStored(deadLetterFor(this.name, 'trigger', event, attempts, error), signal, period);
         return 'skip';
       },
-    }, { outstandingWork: work });
+    }, {
+      outstandingWork: work,
+      kind: 'automation',
+      work: () => {
+        const period = this.#period;
+        if (!period) return undefined;
+        return {
+          pending: period.pending,
+          running: period.running,
+          hung: period.hung,
+          retrying: period.backoffs.size,
+          unrecorded: period.recorder?.size ?? 0,
+          oldestPendingMs: period.positions.oldestAgeMs(),
+        };
+      },
+    });
     registerInspection(this, () => this.#period);
   }
 

@@ -48,10 +48,13 @@ export class PendingPositions {
   #positions: number[] = [];
   #head = 0;
   readonly #counts = new Map<number, number>();
+  /** performance.now() when a position became pending: the age of the oldest one, for the status row. */
+  readonly #since = new Map<number, number>();
 
   add(position: number): void {
     const count = this.#counts.get(position);
     if (count === undefined) {
+      this.#since.set(position, performance.now());
       this.#positions.push(position);
       // Amortised O(1): runs after at least `size + 1024` pushes since the last compaction.
       if (this.#positions.length - this.#head > 2 * this.#counts.size + 1024) this.#compact();
@@ -61,8 +64,17 @@ export class PendingPositions {
 
   remove(position: number): void {
     const count = (this.#counts.get(position) ?? 1) - 1;
-    if (count === 0) this.#counts.delete(position);
-    else this.#counts.set(position, count);
+    if (count === 0) {
+      this.#counts.delete(position);
+      this.#since.delete(position);
+    } else this.#counts.set(position, count);
+  }
+
+  /** How long the earliest pending position has waited, in ms; undefined when none is pending. */
+  oldestAgeMs(): number | undefined {
+    const earliest = this.earliest();
+    const since = earliest === undefined ? undefined : this.#since.get(earliest);
+    return since === undefined ? undefined : performance.now() - since;
   }
 
   earliest(): number | undefined {

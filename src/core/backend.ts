@@ -1,3 +1,4 @@
+import type { Admin } from './admin.js';
 import type { CheckpointStore } from './checkpoint.js';
 import type { CompletionStore, DeadLetterStore } from './dead-letter.js';
 import type { EventShape } from './event.js';
@@ -22,6 +23,11 @@ export interface Backend<E extends EventShape = EventShape> {
    * it is off (the default on memory and SQLite; on by default on PostgreSQL).
    */
   readonly locks: LockRegistry | undefined;
+  /**
+   * What operators read and change: checkpoints with their leaders, dead-letter counts, a fenced reset,
+   * and the status rows the runners on this backend publish (`eskit status` shows them).
+   */
+  readonly admin: Admin;
   /** Creates or updates what the backend needs (tables, schema). The parts also do it on first use. */
   migrate(): Promise<void>;
   /** Closes every part this backend opened (the lock registry first, then the stores). Safe to call twice. */

@@ -8,6 +8,8 @@ export interface LeadershipOptions {
   name: string;
   /** Undefined: leader election is off, and this node always leads. */
   registry: LockRegistry | undefined;
+  /** Standing by was denied, or the lock was granted: the status row changes. */
+  onChange?: () => void;
   stopCallTimeoutMs: number;
   attributes: Attributes;
   logger: Logger;
@@ -37,6 +39,7 @@ export class Leadership {
         signal: stop,
         onWaiting: () => {
           this.denied = true;
+          this.o.onChange?.();
           this.#leaderlessSince ??= performance.now();
           instruments().lockDenied.add(1, attributes);
           logger.warn({ subscription: name }, `Subscription "${name}": another node holds its lock; this node stands by and takes over when it is released`);
@@ -44,6 +47,7 @@ export class Leadership {
       });
       this.denied = false;
       this.#leaseLost = false;
+      this.o.onChange?.();
       const metrics = instruments();
       metrics.leadershipChanges.add(1, { ...attributes, [TelemetryAttribute.LeadershipChange]: 'acquired' });
       if (this.#leaderlessSince !== undefined) {

@@ -4,7 +4,7 @@ import { unlessAborted } from '../core/deadline.js';
 import { AlreadyStartedError, describeError, ErrorCode, InvalidArgumentError, isEskitError, TimeoutError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
-import type { Lease } from '../core/lock.js';
+import type { Lease, LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { delay, retryPolicy } from '../core/retry.js';
@@ -16,6 +16,7 @@ import { Checkpointer, isTransient, loadStart } from './checkpointing.js';
 import { Delivery } from './delivery.js';
 import { Leadership } from './leadership.js';
 import { drainWork, finishWork } from './outstanding.js';
+import { StatusPublisher } from './status-publisher.js';
 import type { StoppingWork } from './outstanding.js';
 import type { EngineHooks, SubscriptionOptions, SubscriptionState, SubscriptionStatus } from './types.js';
 
@@ -61,6 +62,8 @@ export class Subscription<E extends EventShape = EventShape> {
   /** Metric attributes, made once: metrics are recorded per batch or per rare event with them. */
   readonly #attributes: Attributes;
   readonly #leadership: Leadership;
+  readonly #leaderLockOf: LockRegistry | undefined;
+  #publisher: StatusPublisher | undefined;
   readonly #delivery: Delivery<E>;
 
   /** `engine`: what an automation or a view passes (see EngineHooks); applications leave it out. */
@@ -93,9 +96,11 @@ export class Subscription<E extends EventShape = EventShape> {
     this.#logger = options.logger ?? consoleLogger();
     this.#attributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name });
     const leaderLock = options.leaderLock === false ? undefined : (options.leaderLock ?? backend?.locks);
+    this.#leaderLockOf = leaderLock;
     this.#leadership = new Leadership({
       name: this.name,
       registry: leaderLock,
+      onChange: () => this.#publisher?.changed(),
       stopCallTimeoutMs: this.#stopCallTimeoutMs,
       attributes: this.#attributes,
       logger: this.#logger,
@@ -126,6 +131,8 @@ export class Subscription<E extends EventShape = EventShape> {
     this.#drainExpired = new AbortController();
     this.#error = undefined;
     this.#state = 'standby';
+    this.#publisher = this.#statusPublisher();
+    this.#publisher?.start();
     const run = this.#loop();
     this.#run = run.then(() => undefined);
     this.#done = run.then((failure) => {
@@ -154,6 +161,7 @@ export class Subscription<E extends EventShape = EventShape> {
     if (!run) return;
     if (!this.#stop.signal.aborted) {
       this.#stop.abort();
+      this.#publisher?.changed();
       const expired = this.#drainExpired;
       this.#drainTimer = setTimeout(() => {
         expired.abort(new TimeoutError(`Subscription "${this.name}": the work in flight at stop()`, this.#drainTimeoutMs));
@@ -216,6 +224,7 @@ export class Subscription<E extends EventShape = EventShape> {
         }
         if (outcome === 'stopped') break;
         this.#state = 'standby';
+        this.#publisher?.changed();
       }
       this.#state = 'stopped';
       return undefined;
@@ -229,6 +238,7 @@ export class Subscription<E extends EventShape = EventShape> {
       stopReporting();
       unsubscribe();
       this.#leadership.ended();
+      await this.#publisher?.stop();
       this.#run = undefined;
       this.#engine.onEnded?.();
     }
@@ -299,6 +309,7 @@ export class Subscription<E extends EventShape = EventShape> {
     this.#position = start;
     this.#fencingToken = token;
     this.#state = 'leading';
+    this.#publisher?.changed();
     await work?.begin({
       position: start,
       fencingToken: token,
@@ -342,6 +353,7 @@ export class Subscription<E extends EventShape = EventShape> {
           await this.#idle(signal);
           continue;
         }
+        const handledBefore = this.#delivery.handled;
         const result = await this.#delivery.deliver(batch, token, signal, {
           handled: (position) => {
             read = position;
@@ -351,6 +363,7 @@ export class Subscription<E extends EventShape = EventShape> {
             read = position;
           },
         });
+        if (this.#delivery.handled > handledBefore) this.#publisher?.handled(read, this.#delivery.handled - handledBefore);
         if (result !== undefined) {
           if (isEskitError(result.error, ErrorCode.Fenced)) fence(result.error as FencedError);
           else failure = result;
@@ -389,6 +402,39 @@ export class Subscription<E extends EventShape = EventShape> {
     if (fenced) return this.#lostLeadership(fenced);
     if (failure !== undefined) throw failure.error;
     return lost() ? this.#lostLeadership(ended.reason) : 'stopped';
+  }
+
+  /** A status row for this run in the backend (`eskit status`), when there is a backend to write it to. */
+  #statusPublisher(): StatusPublisher | undefined {
+    const runners = this.#options.backend?.admin?.runners ?? this.#engine.statusStore;
+    if (!runners) return undefined;
+    const holder = (this.#leaderLockOf as { holderId?: unknown } | undefined)?.holderId;
+    return new StatusPublisher({
+      store: runners,
+      name: this.name,
+      kind: this.#engine.kind ?? 'subscription',
+      nodeId: typeof holder === 'string' ? holder : undefined,
+      heartbeatMs: this.#options.statusHeartbeatMs,
+      stopTimeoutMs: this.#stopCallTimeoutMs,
+      logger: this.#logger,
+      snapshot: () => ({
+        state: this.#state === 'failed' ? 'failed' : this.#stop.signal.aborted ? 'stopping' : 'running',
+        role:
+          this.#state === 'leading'
+            ? this.#fencingToken === undefined
+              ? 'unelected'
+              : 'leader'
+            : this.#leadership.denied
+              ? 'denied-standby'
+              : this.#state === 'standby'
+                ? 'standby'
+                : 'none',
+        fencingToken: this.#fencingToken,
+        position: this.#position,
+        work: this.#engine.work?.(),
+        lastError: this.#error?.message,
+      }),
+    });
   }
 
   /** What the outstanding work's end at a stop needs. */

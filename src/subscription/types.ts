@@ -1,4 +1,5 @@
 import type { Backend } from '../core/backend.js';
+import type { RunnerKind, RunnerStatusStore, RunnerWork } from '../core/runner-status.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
 import type { DeadLetterStore } from '../core/dead-letter.js';
 import type { FencedError } from '../core/errors.js';
@@ -133,6 +134,11 @@ export interface SubscriptionOptions<E extends EventShape> {
    */
   leaderLock?: LockRegistry | false;
   /**
+   * How often this node rewrites its status row (state, role, position, counts) in the backend, for
+   * `eskit status` and dashboards: also at every change. Only with a `backend`. Default 5000.
+   */
+  statusHeartbeatMs?: number;
+  /**
    * How long `stop()` lets work in flight finish (a handler, an automation's side effects). After it,
    * that work is abandoned: its signal fires, the checkpoint stays before it, a warning names it, and
    * it is delivered again later (here or on the next leader). Default 10 000.
@@ -183,4 +189,10 @@ export interface EngineHooks {
   checkpointsInHandler?: boolean;
   /** Called when a run ends (stopped or failed), before `done` settles. */
   onEnded?: () => void;
+  /** What the runner is, in its status row. Default 'subscription'. */
+  kind?: RunnerKind;
+  /** An automation's to-do list, for its status row. */
+  work?: () => RunnerWork | undefined;
+  /** Where the status row goes when the runner was given no `backend` (a view's host). */
+  statusStore?: RunnerStatusStore;
 }

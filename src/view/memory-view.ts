@@ -64,7 +64,7 @@ export class MemoryView<S, E extends EventShape = EventShape> {
       checkpoints,
       logger,
       batchHandler: (events) => this.#apply(events),
-    }, { checkpointsInHandler: true });
+    }, { checkpointsInHandler: true, kind: 'view' });
     this.#signals = new ViewSignals<E>({
       view: options.name,
       store,

@@ -6,6 +6,7 @@ import type { DeadLetter } from '../core/dead-letter.js';
 import { AlreadyStartedError, ErrorCode, InvalidArgumentError, isEskitError, MigrationError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Lease, LockRegistry } from '../core/lock.js';
+import type { RunnerStatusStore } from '../core/runner-status.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
@@ -32,6 +33,8 @@ export interface SqlViewHost<E extends EventShape, Tx = SqlViewTx, R = void | Pr
   readonly views: SqlViews<E, Tx, R>;
   /** Leader election for what runs on this backend; undefined when it is off. */
   readonly locks?: LockRegistry | undefined;
+  /** Where the view's status row goes (`eskit status`): the one-call backends have it. */
+  readonly admin?: { readonly runners: RunnerStatusStore };
 }
 
 /**
@@ -165,7 +168,7 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
         await backend.applyLive(events, this.#generation ?? -1, context.fencingToken);
         this.#signals.committed(events, (events[events.length - 1] as Recorded<E>).position);
       },
-    }, { checkpointsInHandler: true, onEnded: () => (this.#leading = false) });
+    }, { checkpointsInHandler: true, onEnded: () => (this.#leading = false), kind: 'view', statusStore: options.backend.admin?.runners });
     this.#signals = new ViewSignals<E>({
       view: name,
       store,

@@ -57,7 +57,7 @@ export function cliSuite(kind: 'sqlite' | 'postgres'): void {
       assert.deepEqual(report.entries.map((e) => e.name), ['audit', 'carts', 'mailer', 'notifier', 'stopped-sub']);
 
       const audit = entry(report, 'audit');
-      assert.equal(audit.kind, 'unknown', 'no dead letters or completions: nothing tells a subscription from an automation');
+      assert.equal(audit.kind, 'subscription', 'its status row says what it is');
       assert.equal(audit.state, 'unknown', 'no lock row: no leader election');
       assert.equal(audit.position, 5);
       assert.equal(audit.lag, 0);
@@ -102,7 +102,7 @@ export function cliSuite(kind: 'sqlite' | 'postgres'): void {
       assert.match(result.stdout, /^NAME\s+KIND\s+POSITION\s+LAG\s+STATE/m);
       assert.match(result.stdout, new RegExp(`^mailer\\s+subscription\\s+5\\s+0\\s+leading\\s+.*${HOLDER}`, 'm'));
       assert.match(result.stdout, /^carts\s+view \(setup v1, gen 0\)/m);
-      assert.match(result.stdout, /^audit\s+subscription or automation\s+5\s+0\s+unknown/m);
+      assert.match(result.stdout, /^audit\s+subscription\s+5\s+0\s+unknown/m);
 
       const one = parseJson<StatusReport>(await run('status', 'audit', '--json'));
       assert.deepEqual(one.entries.map((e) => e.name), ['audit']);

@@ -137,7 +137,7 @@ export interface World extends Backend {
 
 /**
  * Five events (cart-1: 3 items, cart-2: 1 item, order-1: an order), then:
- * - 'audit': a subscription without leader election, caught up and stopped (state unknown),
+ * - 'audit': a subscription without leader election, caught up and stopped (state unknown; its status row says it is a subscription),
  * - 'stopped-sub': with leader election, caught up and stopped (no leader),
  * - 'mailer': with leader election, running (leading),
  * - 'notifier': an automation whose side effect fails: one dead letter (stage execute), running,
