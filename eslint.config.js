@@ -35,17 +35,6 @@ const NEW_FOLDER = ['core'];
 /** Deepest nesting below a folder that the rules cover (src/<folder>/a/b/file.ts is depth 3). */
 const MAX_DEPTH = 3;
 
-// ---- TEMPORARY EXCEPTIONS (issue 15): remove this block when the other agents' work lands ---------
-// Each file may import these folders in addition to its own list. The CLI's raw SQL modules (and
-// database.ts, target.ts) reach into adapter internals until the CLI goes through the admin surface.
-const TEMPORARY_EXCEPTIONS = {
-  'src/cli/postgres-database.ts': ['postgres'],
-  'src/cli/sqlite-database.ts': ['sqlite'],
-  'src/cli/database.ts': ['postgres', 'sqlite'],
-  'src/cli/target.ts': ['postgres'],
-};
-// ---- end of TEMPORARY EXCEPTIONS -----------------------------------------------------------------
-
 // The drivers are optional peers: only src/postgres/driver.ts and src/sqlite/driver.ts load them, so
 // that a missing one fails with ESKIT_MISSING_DRIVER. Type imports cost nothing at run time.
 const DRIVER_FILES = ['src/postgres/driver.ts', 'src/sqlite/driver.ts'];
@@ -109,11 +98,6 @@ function layering() {
     ...folderRules(undefined, NEW_FOLDER),
     ...Object.entries(LAYERS).flatMap(([folder, allowed]) => folderRules(folder, allowed)),
   ];
-  for (const [file, extra] of Object.entries(TEMPORARY_EXCEPTIONS)) {
-    const folder = file.split('/')[1];
-    const options = { depth: file.split('/').length - 2, own: folder, allowed: [...LAYERS[folder], ...extra], label: `${file} (temporary exception)` };
-    configs.push({ files: [file], rules: { 'no-restricted-imports': restrictions(options) } });
-  }
   for (const file of DRIVER_FILES) {
     const folder = file.split('/')[1];
     const options = { depth: 1, own: folder, allowed: LAYERS[folder], drivers: false, label: file };
