@@ -1,6 +1,6 @@
 // The `leadership` group (PostgreSQL): what leader election costs and how fast a standby takes over.
 //
-// - lock.acquireRelease: PgLockRegistry acquire + release beside a raw pg_advisory_lock/unlock pair.
+// - lock.acquireRelease: PostgresLockRegistry acquire + release beside a raw pg_advisory_lock/unlock pair.
 // - leadership.handoff: the leader is a child process (fixtures/leader.ts) whose handler is busy with
 //   an event; from telling it to stop() to the standby in this process handling that event.
 //   leadership.handoff.appendAfterStop: both nodes in this process, the event appended right after
@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { lockKey, PgLockRegistry, PostgresCheckpointStore } from '../src/postgres/index.js';
+import { lockKey, PostgresLockRegistry, PostgresCheckpointStore } from '../src/postgres/index.js';
 import type { PostgresEventStore } from '../src/postgres/index.js';
 import { Subscription } from '../src/subscription/index.js';
 import type { LeaderOptions } from './fixtures/leader.js';
@@ -92,7 +92,7 @@ async function untilWaiting(backend: PostgresBackend, pid: number): Promise<void
 interface Node {
   subscription: Subscription;
   store: PostgresEventStore;
-  registry: PgLockRegistry;
+  registry: PostgresLockRegistry;
   nextHandled(): Promise<number>;
   position(): Promise<number | undefined>;
   /** Stops the subscription and closes the registry (the backend closes the store). */
@@ -102,7 +102,7 @@ interface Node {
 function openNode(ctx: BenchContext, backend: PostgresBackend, name: string): Node {
   const store: PostgresEventStore = backend.openStore();
   const logger = benchLogger(ctx);
-  const registry = new PgLockRegistry({ connectionString: backend.connectionString, schema: backend.schema, logger });
+  const registry = new PostgresLockRegistry({ connectionString: backend.connectionString, schema: backend.schema, logger });
   let waiter: ((at: number) => void) | undefined;
   const subscription = new Subscription({
     name,
@@ -148,7 +148,7 @@ async function untilCheckpointed(node: Node, position: number): Promise<void> {
 // lock.acquireRelease
 
 async function lockFigure(ctx: BenchContext, backend: PostgresBackend): Promise<void> {
-  const registry = new PgLockRegistry({ connectionString: backend.connectionString, schema: backend.schema, logger: benchLogger(ctx) });
+  const registry = new PostgresLockRegistry({ connectionString: backend.connectionString, schema: backend.schema, logger: benchLogger(ctx) });
   const closeRegistry = ctx.defer(() => registry.close());
   try {
     const raw = await backend.client();

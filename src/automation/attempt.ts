@@ -1,4 +1,4 @@
-import type { RecordedEvent } from '../core/event.js';
+import type { Recorded } from '../core/event.js';
 
 export interface ExecuteContext {
   automation: string;
@@ -14,7 +14,7 @@ export interface ExecuteContext {
    */
   readonly signal: AbortSignal;
   /** The event that produced the item. */
-  event: RecordedEvent;
+  event: Recorded;
   /** True when an operator asked to run a dead letter again. */
   redrive: boolean;
 }
@@ -34,7 +34,7 @@ export class AttemptContext implements ExecuteContext {
     readonly automation: string,
     period: { readonly fencingToken: number | undefined; readonly lose: AbortController },
     readonly attempt: number,
-    readonly event: RecordedEvent,
+    readonly event: Recorded,
     readonly redrive: boolean,
   ) {
     this.fencingToken = period.fencingToken;

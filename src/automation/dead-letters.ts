@@ -3,7 +3,7 @@ import { deadLetterFor } from '../core/dead-letter-checks.js';
 import type { DeadLetter, DeadLetterStore, FailedAttempt, NewDeadLetter } from '../core/dead-letter.js';
 import { ErrorCode, describeError, isEskitError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
-import type { EventShape, Recorded, RecordedEvent } from '../core/event.js';
+import type { EventShape, Recorded } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
@@ -94,7 +94,7 @@ export class DeadLettering<E extends EventShape, P> {
     for (const letter of letters) {
       if (period.ended || period.redriving.has(letter.id)) continue;
       period.redriving.add(letter.id);
-      let event: RecordedEvent | undefined;
+      let event: Recorded | undefined;
       try {
         event = await this.#eventAt(letter.eventPosition);
       } catch (error) {
@@ -139,7 +139,7 @@ export class DeadLettering<E extends EventShape, P> {
     period.redriving.delete(letter.id);
   }
 
-  async #eventAt(position: number): Promise<RecordedEvent | undefined> {
+  async #eventAt(position: number): Promise<Recorded | undefined> {
     for await (const event of this.o.store.readAll({ after: position - 1, limit: 1, raw: true })) {
       return event.position === position ? event : undefined;
     }

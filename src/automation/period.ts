@@ -1,7 +1,7 @@
 import type { FencedWriteOptions } from '../core/checkpoint.js';
 import type { FailedAttempt, DeadLetter } from '../core/dead-letter.js';
 import type { FencedError } from '../core/errors.js';
-import type { RecordedEvent } from '../core/event.js';
+import type { Recorded } from '../core/event.js';
 import type { CompletionRecorder } from './completions.js';
 
 export interface Item<P> {
@@ -9,7 +9,7 @@ export interface Item<P> {
   payload: P;
   /** Unique within its event: the key plus its occurrence among the event's items. */
   itemId: string;
-  event: RecordedEvent;
+  event: Recorded;
   /** The position the item holds the checkpoint at; undefined for redrives (already behind it). */
   position: number | undefined;
   redriveOf: DeadLetter | undefined;

@@ -1,7 +1,7 @@
 import type { WriteFence } from './checkpoint.js';
 import { FencedError, InvalidArgumentError, SerializationError, describeError } from './errors.js';
 import type { DeadLetter, DeadLetterQuery, DeadLetterStage, DeadLetterStatus, FailedAttempt, NewDeadLetter } from './dead-letter.js';
-import type { RecordedEvent } from './event.js';
+import type { Recorded } from './event.js';
 
 /*
  * Argument checks and encodings shared by every DeadLetterStore / CompletionStore adapter, so that
@@ -291,7 +291,7 @@ export function decodeDeadLetter(row: StoredDeadLetterRow): DeadLetter {
 export function deadLetterFor(
   source: string,
   stage: DeadLetterStage,
-  event: RecordedEvent,
+  event: Recorded,
   attempts: number,
   error: unknown,
   item: { key: string; payload: unknown } = { key: '', payload: null },

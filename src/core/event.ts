@@ -18,8 +18,8 @@ export type NewEvent<E extends EventShape = EventShape> = E extends EventShape
   ? E & { metadata?: Metadata; id?: string }
   : never;
 
-/** An event as stored: the domain event plus its place in the log. */
-export interface RecordedEvent<T extends string = string, D = unknown> {
+/** An event as stored: the domain event plus its place in the log (see `Recorded`). */
+export interface StoredEvent<T extends string = string, D = unknown> {
   /** UUIDv7, unique across the store. */
   id: string;
   type: T;
@@ -33,5 +33,9 @@ export interface RecordedEvent<T extends string = string, D = unknown> {
   timestamp: Date;
 }
 
-/** A recorded event typed from a union of domain events (distributes over the union). */
-export type Recorded<E extends EventShape> = E extends EventShape ? RecordedEvent<E['type'], E['data']> : never;
+/**
+ * An event as read back: the domain event (`type`, `data`) with its id, metadata, stream, version,
+ * global position and timestamp; typed from a union of domain events (it distributes over the union,
+ * so `switch (event.type)` narrows `data`). `Recorded` alone is any event.
+ */
+export type Recorded<E extends EventShape = EventShape> = E extends EventShape ? StoredEvent<E['type'], E['data']> : never;

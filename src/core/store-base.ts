@@ -1,6 +1,6 @@
 import { v7 as uuidv7 } from 'uuid';
 import { CorruptEventError, InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
-import type { EventShape, Metadata, NewEvent, Recorded, RecordedEvent } from './event.js';
+import type { EventShape, Metadata, NewEvent, Recorded } from './event.js';
 import { appendObserver } from './hooks.js';
 import type { MetadataStamp } from './hooks.js';
 import type { EventRegistry } from './registry.js';
@@ -150,9 +150,9 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     };
   }
 
-  readStream(streamId: string, options: ReadStreamOptions & { raw: true }): AsyncIterable<RecordedEvent>;
+  readStream(streamId: string, options: ReadStreamOptions & { raw: true }): AsyncIterable<Recorded>;
   readStream(streamId: string, options?: ReadStreamOptions): AsyncIterable<Recorded<E>>;
-  readStream(streamId: string, options: ReadStreamOptions = {}): AsyncIterable<RecordedEvent> {
+  readStream(streamId: string, options: ReadStreamOptions = {}): AsyncIterable<Recorded> {
     let remaining = 0;
     let from = 0;
     let direction: ReadDirection = 'forward';
@@ -178,9 +178,9 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     }, options.raw === true);
   }
 
-  readAll(options: ReadAllOptions & { raw: true }): AsyncIterable<RecordedEvent>;
+  readAll(options: ReadAllOptions & { raw: true }): AsyncIterable<Recorded>;
   readAll(options?: ReadAllOptions): AsyncIterable<Recorded<E>>;
-  readAll(options: ReadAllOptions = {}): AsyncIterable<RecordedEvent> {
+  readAll(options: ReadAllOptions = {}): AsyncIterable<Recorded> {
     let after = 0;
     let remaining = 0;
     const types = options.types;
@@ -213,19 +213,19 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
    * generator costs a promise chain per event, which showed as ~20% of a SQLite scan. Argument checks
    * run on the first `next()`, so a bad read rejects like any other read failure.
    */
-  #paged(start: () => void, nextPage: () => Promise<StoredEventRow[] | undefined>, raw: boolean): AsyncIterable<RecordedEvent> {
+  #paged(start: () => void, nextPage: () => Promise<StoredEventRow[] | undefined>, raw: boolean): AsyncIterable<Recorded> {
     return {
       [Symbol.asyncIterator]: () => {
         let rows: StoredEventRow[] = [];
         let index = 0;
         let started = false;
         let done = false;
-        const finish = (): IteratorResult<RecordedEvent> => {
+        const finish = (): IteratorResult<Recorded> => {
           done = true;
           rows = [];
           return { value: undefined, done: true };
         };
-        const fill = async (): Promise<IteratorResult<RecordedEvent>> => {
+        const fill = async (): Promise<IteratorResult<Recorded>> => {
           if (!started) {
             started = true;
             start();
@@ -241,7 +241,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
           }
         };
         return {
-          next: (): Promise<IteratorResult<RecordedEvent>> => {
+          next: (): Promise<IteratorResult<Recorded>> => {
             if (index < rows.length) {
               try {
                 return Promise.resolve({ value: this.#decode(rows[index++] as StoredEventRow, raw), done: false });
@@ -255,7 +255,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
               throw error;
             });
           },
-          return: (): Promise<IteratorResult<RecordedEvent>> => Promise.resolve(finish()),
+          return: (): Promise<IteratorResult<Recorded>> => Promise.resolve(finish()),
         };
       },
     };
@@ -331,7 +331,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     return { id, type, data, metadata };
   }
 
-  #decode(row: StoredEventRow, raw: boolean): RecordedEvent {
+  #decode(row: StoredEventRow, raw: boolean): Recorded {
     let data: unknown;
     let metadata: Metadata;
     try {
@@ -346,7 +346,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     if (!raw && this.#registry) data = this.#registry.decode(row.type, data, metadata, row.position);
     // Adapters hand over rows of their own (never shared), so the row becomes the event in place:
     // one object per event instead of two.
-    const event = row as unknown as RecordedEvent;
+    const event = row as unknown as Recorded;
     event.data = data;
     event.metadata = metadata;
     return event;

@@ -1,5 +1,5 @@
 import { ConcurrencyError } from './errors.js';
-import type { EventShape, NewEvent, Recorded, RecordedEvent } from './event.js';
+import type { EventShape, NewEvent, Recorded } from './event.js';
 
 /**
  * What the writer believes about the stream. Enforced inside the write by every adapter:
@@ -53,9 +53,9 @@ export interface ReadAllOptions {
  */
 export interface EventStore<E extends EventShape = EventShape> {
   append(streamId: string, events: readonly NewEvent<E>[], options?: AppendOptions): Promise<AppendResult<E>>;
-  readStream(streamId: string, options: ReadStreamOptions & { raw: true }): AsyncIterable<RecordedEvent>;
+  readStream(streamId: string, options: ReadStreamOptions & { raw: true }): AsyncIterable<Recorded>;
   readStream(streamId: string, options?: ReadStreamOptions): AsyncIterable<Recorded<E>>;
-  readAll(options: ReadAllOptions & { raw: true }): AsyncIterable<RecordedEvent>;
+  readAll(options: ReadAllOptions & { raw: true }): AsyncIterable<Recorded>;
   readAll(options?: ReadAllOptions): AsyncIterable<Recorded<E>>;
   /** The stream's current version; 0 when it has no events. */
   streamVersion(streamId: string): Promise<number>;

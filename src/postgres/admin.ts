@@ -54,7 +54,7 @@ export class PostgresAdmin implements Admin {
 
   constructor(options: PostgresAdminOptions) {
     this.#store = options.store;
-    this.#access = new PostgresTableAccess({ store: options.store, migrate: options.migrate }, undefined, 'PostgresAdmin', 'admin surface');
+    this.#access = new PostgresTableAccess({ store: options.store, migrate: options.migrate }, 'PostgresAdmin', 'admin surface');
     this.runners = new PostgresRunnerStatusStore({ store: options.store, migrate: options.migrate });
     this.#s = quoteSchema(options.store.schema);
   }

@@ -1,8 +1,8 @@
 import type { Backend } from '../core/backend.js';
 import type { EventShape } from '../core/event.js';
 import { InvalidArgumentError } from '../core/errors.js';
-import { PgLockRegistry } from './pg-lock-registry.js';
-import type { PgLockRegistryOptions } from './pg-lock-registry.js';
+import { PostgresLockRegistry } from './postgres-lock-registry.js';
+import type { PostgresLockRegistryOptions } from './postgres-lock-registry.js';
 import { PostgresCheckpointStore } from './postgres-checkpoint-store.js';
 import { PostgresCompletionStore } from './postgres-completion-store.js';
 import { PostgresDeadLetterStore } from './postgres-dead-letter-store.js';
@@ -20,7 +20,7 @@ export interface PostgresBackendOptions<E extends EventShape> extends PostgresEv
    * proxy): it uses `connectionString`, or the settings of the `pool` you gave, unless you give it a
    * `connectionString` or `connection` of its own here.
    */
-  leaderElection?: boolean | Omit<PgLockRegistryOptions, 'schema'>;
+  leaderElection?: boolean | Omit<PostgresLockRegistryOptions, 'schema'>;
 }
 
 export interface PostgresBackend<E extends EventShape = EventShape> extends Backend<E> {
@@ -29,7 +29,7 @@ export interface PostgresBackend<E extends EventShape = EventShape> extends Back
   readonly checkpoints: PostgresCheckpointStore;
   readonly deadLetters: PostgresDeadLetterStore;
   readonly completions: PostgresCompletionStore;
-  readonly locks: PgLockRegistry | undefined;
+  readonly locks: PostgresLockRegistry | undefined;
   readonly schema: string;
   /** The SQL views in this schema: `new SqlView({ backend, name, setup, evolve })` builds on them. */
   readonly views: PostgresViews<E>;
@@ -51,7 +51,7 @@ export interface PostgresBackend<E extends EventShape = EventShape> extends Back
 export function postgres<E extends EventShape = EventShape>(options: PostgresBackendOptions<E>): PostgresBackend<E> {
   const { leaderElection = true, ...storeOptions } = options;
   const store = new PostgresEventStore<E>(storeOptions);
-  let locks: PgLockRegistry | undefined;
+  let locks: PostgresLockRegistry | undefined;
   if (leaderElection !== false) {
     const own = leaderElection === true ? {} : leaderElection;
     if (typeof own !== 'object' || own === null) {
@@ -63,7 +63,7 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
         : options.connectionString !== undefined
           ? { connectionString: options.connectionString }
           : { connection: store.pool.options };
-    locks = new PgLockRegistry({ logger: options.logger, ...own, ...direct, schema: store.schema });
+    locks = new PostgresLockRegistry({ logger: options.logger, ...own, ...direct, schema: store.schema });
   }
   // The parts follow the store's migrate option: with false, nothing touches the schema before migrate().
   const { migrate } = storeOptions;

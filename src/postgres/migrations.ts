@@ -189,7 +189,7 @@ CREATE TABLE ${s}.checkpoints (
   updated_at timestamptz NOT NULL
 );
 
--- One row per lock name of PgLockRegistry: the last fencing token handed out, and who took it when.
+-- One row per lock name of PostgresLockRegistry: the last fencing token handed out, and who took it when.
 -- Who holds the lock now is the advisory lock itself (pg_locks), not this row: the row only makes the
 -- token grow across holders, processes and restarts.
 CREATE TABLE ${s}.leases (
@@ -252,7 +252,7 @@ const leaseTokensMigration: PostgresMigration = {
   version: 5,
   name: 'lease_tokens',
   sql: (s) => `
--- PgLockRegistry's fencing tokens: one sequence per schema, drawn once per granted lock. A token only
+-- PostgresLockRegistry's fencing tokens: one sequence per schema, drawn once per granted lock. A token only
 -- has to grow with every new holder of a name; a sequence does that for every name at once without a
 -- row to update (and vacuum) per acquire. It starts above every token handed out or claimed so far.
 -- The leases table stays for nodes of older versions during a rolling deploy; their tokens can be

@@ -152,9 +152,8 @@ export class PostgresCheckpointStore implements CheckpointStore {
   readonly pool: pg.Pool;
   readonly #access: PostgresTableAccess;
 
-  /** `schema` may also be given as the second argument (as in `new PostgresCheckpointStore({ pool }, 'tenant_a')`). */
-  constructor(options: PostgresCheckpointStoreOptions, schema?: string) {
-    this.#access = new PostgresTableAccess(options, schema, 'PostgresCheckpointStore', 'checkpoint store');
+  constructor(options: PostgresCheckpointStoreOptions) {
+    this.#access = new PostgresTableAccess(options, 'PostgresCheckpointStore', 'checkpoint store');
     this.schema = this.#access.schema;
     this.pool = this.#access.pool;
   }

@@ -60,9 +60,8 @@ function statements(schema: string): Statements {
 export class PostgresCompletionStore implements TransactionalCompletionStore<pg.PoolClient> {
   readonly #access: PostgresTableAccess;
 
-  /** `schema` may also be given as the second argument, as for `PostgresCheckpointStore`. */
-  constructor(options: PostgresCompletionStoreOptions, schema?: string) {
-    this.#access = new PostgresTableAccess(options, schema, 'PostgresCompletionStore', 'completion store');
+  constructor(options: PostgresCompletionStoreOptions) {
+    this.#access = new PostgresTableAccess(options, 'PostgresCompletionStore', 'completion store');
   }
 
   get schema(): string {

@@ -273,9 +273,8 @@ function jsonbRefusal(error: unknown, fields: ReadonlyArray<[what: string, json:
 export class PostgresDeadLetterStore implements DeadLetterStore {
   readonly #access: PostgresTableAccess;
 
-  /** `schema` may also be given as the second argument, as for `PostgresCheckpointStore`. */
-  constructor(options: PostgresDeadLetterStoreOptions, schema?: string) {
-    this.#access = new PostgresTableAccess(options, schema, 'PostgresDeadLetterStore', 'dead-letter store');
+  constructor(options: PostgresDeadLetterStoreOptions) {
+    this.#access = new PostgresTableAccess(options, 'PostgresDeadLetterStore', 'dead-letter store');
   }
 
   get schema(): string {

@@ -46,7 +46,7 @@ export class PostgresRunnerStatusStore implements RunnerStatusStore {
   readonly #sql: { publish: pg.QueryArrayConfig; list: pg.QueryArrayConfig; prune: pg.QueryArrayConfig };
 
   constructor(options: PostgresRunnerStatusStoreOptions) {
-    this.#access = new PostgresTableAccess(options, undefined, 'PostgresRunnerStatusStore', 'runner status store');
+    this.#access = new PostgresTableAccess(options, 'PostgresRunnerStatusStore', 'runner status store');
     const s = quoteSchema(this.#access.schema);
     const name = (what: string): string => `eskit.${this.#access.schema}.runner_status_${what}`;
     const array = 'array' as const;

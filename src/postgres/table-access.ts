@@ -48,7 +48,7 @@ export class PostgresTableAccess {
   #migrated: Promise<void> | undefined;
   #closed = false;
 
-  constructor(options: PostgresTableOptions, schema: string | undefined, className: string, what: string) {
+  constructor(options: PostgresTableOptions, className: string, what: string) {
     this.#what = what;
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError(`${className} needs an options object with \`store\`, \`pool\` or \`connectionString\`.`);
@@ -65,8 +65,8 @@ export class PostgresTableAccess {
     const autoMigrate = options.migrate ?? true;
     if (options.store) {
       const store = options.store;
-      if (schema !== undefined && schema !== store.schema) {
-        throw new InvalidArgumentError(`The ${what} shares the event store's schema "${store.schema}"; drop the schema argument "${schema}".`);
+      if (options.schema !== undefined && options.schema !== store.schema) {
+        throw new InvalidArgumentError(`The ${what} shares the event store's schema "${store.schema}"; drop the schema option "${options.schema}".`);
       }
       this.schema = store.schema;
       this.pool = store.pool;
@@ -74,7 +74,7 @@ export class PostgresTableAccess {
       this.#ownsPool = false;
       this.#migrate = autoMigrate ? () => store.migrate() : undefined;
     } else {
-      this.schema = schema ?? options.schema ?? DEFAULT_SCHEMA;
+      this.schema = options.schema ?? DEFAULT_SCHEMA;
       quoteSchema(this.schema);
       if (options.pool) {
         this.pool = options.pool;

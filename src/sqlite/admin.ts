@@ -3,11 +3,11 @@ import { checkReset, heldCheckpoint, joinSubscriptions, unknownCheckpoint, viewC
 import type { Admin, CheckpointRow, DeadLetterCount, LockRow, MigrateOutcome, ResetOptions, ResetOutcome, SchemaState, SubscriptionRow, ViewRow } from '../core/admin.js';
 import { isEskitError, StoreClosedError } from '../core/errors.js';
 import { translateSqliteError } from './errors.js';
-import { migrateSqlite, sqliteMigrations, sqliteSchemaVersion } from './migrations.js';
+import { migrateSqlite, SQLITE_MIGRATIONS, sqliteSchemaVersion } from './migrations.js';
 import { SQLITE_NOW_MS } from './sqlite-checkpoint-store.js';
 import { SqliteRunnerStatusStore } from './sqlite-runner-status.js';
 
-const LATEST = sqliteMigrations[sqliteMigrations.length - 1]?.version ?? 0;
+const LATEST = SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.length - 1]?.version ?? 0;
 
 type Row = Record<string, unknown>;
 

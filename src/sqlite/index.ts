@@ -3,10 +3,10 @@
 import '../telemetry/install.js';
 export * from './sqlite-event-store.js';
 export { configureSqlite, openSqlite, DEFAULT_BUSY_TIMEOUT_MS } from './connection.js';
-export { migrateSqlite, sqliteMigrations, sqliteSchemaVersion } from './migrations.js';
+export { migrateSqlite, SQLITE_MIGRATIONS, sqliteSchemaVersion } from './migrations.js';
 export type { SqliteMigration } from './migrations.js';
 export { SqliteBusyError } from './errors.js';
-export { SqliteCheckpointStore, saveCheckpointSync } from './sqlite-checkpoint-store.js';
+export { SqliteCheckpointStore, saveSqliteCheckpoint } from './sqlite-checkpoint-store.js';
 export type { SqliteCheckpointStoreOptions } from './sqlite-checkpoint-store.js';
 export { SqliteLockRegistry } from './sqlite-lock-registry.js';
 export type { SqliteLockRegistryOptions } from './sqlite-lock-registry.js';

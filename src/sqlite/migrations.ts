@@ -13,7 +13,7 @@ export interface SqliteMigration {
  * The schema, as a history. Append new migrations at the end; never edit or
  * reorder one that has shipped, since databases in the field already ran it.
  */
-export const sqliteMigrations: readonly SqliteMigration[] = [
+export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
   {
     version: 1,
     name: 'events',
@@ -157,7 +157,7 @@ export function sqliteSchemaVersion(database: Database.Database): number {
  * so a second process waits for the first and then finds the work done. A database migrated by a
  * newer eskit is left alone: migrations only add, so older code keeps working on it.
  */
-export function migrateSqlite(database: Database.Database, migrations: readonly SqliteMigration[] = sqliteMigrations): number[] {
+export function migrateSqlite(database: Database.Database, migrations: readonly SqliteMigration[] = SQLITE_MIGRATIONS): number[] {
   const latest = migrations.length === 0 ? 0 : (migrations[migrations.length - 1] as SqliteMigration).version;
   // The common case (already migrated) must not take the write lock: every process runs this on start.
   if (sqliteSchemaVersion(database) >= latest) return [];

@@ -22,7 +22,7 @@ interface Statements {
   list: Statement<[], [string, number, number, number]>;
 }
 
-// Prepared statements per connection, shared by every store and by saveCheckpointSync on that handle.
+// Prepared statements per connection, shared by every store and by saveSqliteCheckpoint on that handle.
 const prepared = new WeakMap<Database.Database, Statements>();
 
 function statements(database: Database.Database): Statements {
@@ -91,7 +91,7 @@ function fenced(database: Database.Database, name: string, token: number): Fence
  * together (use `.immediate()` for that transaction, so it holds the write lock from its first read):
  * a `FencedError` thrown here rolls the whole transaction back.
  */
-export function saveCheckpointSync(database: Database.Database, name: string, position: number, fencingToken?: number): void {
+export function saveSqliteCheckpoint(database: Database.Database, name: string, position: number, fencingToken?: number): void {
   assertName(name);
   assertCount('position', position);
   if (fencingToken !== undefined) assertCount('fencingToken', fencingToken);
@@ -132,7 +132,7 @@ export class SqliteCheckpointStore implements CheckpointStore {
   }
 
   async save(name: string, position: number, options: { fencingToken?: number } = {}): Promise<void> {
-    saveCheckpointSync(this.database, name, position, options.fencingToken);
+    saveSqliteCheckpoint(this.database, name, position, options.fencingToken);
   }
 
   async list(): Promise<CheckpointInfo[]> {

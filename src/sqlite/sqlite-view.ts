@@ -8,7 +8,7 @@ import type { EventStore } from '../core/store.js';
 import { assertOwnTables, checkTableName, setupNames, shadowName } from '../core/view-backend.js';
 import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
 import { translateSqliteError } from './errors.js';
-import { saveCheckpointSync, SQLITE_NOW_MS, SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
+import { saveSqliteCheckpoint, SQLITE_NOW_MS, SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
 import { quote, sqliteViewTx } from './view-tx.js';
 import type { SqliteViewTx } from './view-tx.js';
 
@@ -133,7 +133,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     this.#liveTransaction ??= this.#db.transaction((batch, expected, token) => {
       this.#checkGeneration(expected);
       this.#apply(batch, this.#live);
-      saveCheckpointSync(this.#db, this.#name, (batch[batch.length - 1] as Recorded<E>).position, token);
+      saveSqliteCheckpoint(this.#db, this.#name, (batch[batch.length - 1] as Recorded<E>).position, token);
     });
     const transaction = this.#liveTransaction;
     this.#run(`update view "${this.#name}"`, () => transaction.immediate(events, generation, fencingToken));
@@ -144,7 +144,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       this.#db
         .transaction(() => {
           this.#checkGeneration(generation);
-          saveCheckpointSync(this.#db, this.#name, position, fencingToken);
+          saveSqliteCheckpoint(this.#db, this.#name, position, fencingToken);
         })
         .immediate(),
     );
@@ -246,7 +246,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       this.#name,
     );
     // No token: the swap is not the leader. The leader's next write fails the generation check.
-    saveCheckpointSync(this.#db, this.#name, upTo);
+    saveSqliteCheckpoint(this.#db, this.#name, upTo);
     return { position: upTo, applied: tail.length };
   }
 

@@ -69,7 +69,7 @@ export class Leadership {
     try {
       await within(lease.release(), this.o.stopCallTimeoutMs, `Subscription "${name}": releasing the lock`);
     } catch (error) {
-      // A registry ends the lock's session when its release fails (PgLockRegistry) or lets the lease
+      // A registry ends the lock's session when its release fails (PostgresLockRegistry) or lets the lease
       // expire (SqliteLockRegistry): a failed or late release only delays the standby.
       logger.warn({ subscription: name, err: error }, `Subscription "${name}": releasing the lock failed`);
     }

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { ProxyTracerProvider, ROOT_CONTEXT, SpanStatusCode, ValueType, context, createTraceState, isSpanContextValid, metrics, trace } from '@opentelemetry/api';
 import type { Attributes, Context, Counter, Histogram, Link, Meter, MeterProvider, Span, SpanContext, SpanOptions, Tracer, TracerProvider } from '@opentelemetry/api';
-import type { Metadata, RecordedEvent } from '../core/event.js';
+import type { Metadata, Recorded } from '../core/event.js';
 
 /**
  * eskit's OpenTelemetry instrumentation, through `@opentelemetry/api` only: without an SDK installed
@@ -191,7 +191,7 @@ export const MAX_EVENT_LINKS = 32;
  * conventions: a consumer links to the messages' creation contexts rather than joining their traces,
  * which a replay months later would stretch). Events of one append share a context: one link.
  */
-export function linksToEvents(events: readonly RecordedEvent[]): Link[] {
+export function linksToEvents(events: readonly Recorded[]): Link[] {
   const links: Link[] = [];
   let seen: Set<string> | undefined;
   for (const event of events) {

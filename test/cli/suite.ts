@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { StatusReport } from '../../src/cli/commands/status.js';
 import type { DeadLetter } from '../../src/core/dead-letter.js';
 import { POSTGRES_MIGRATIONS } from '../../src/postgres/index.js';
-import { sqliteMigrations } from '../../src/sqlite/index.js';
+import { SQLITE_MIGRATIONS } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { cli, parseJson } from './helpers.js';
 import type { Capture } from './helpers.js';
@@ -17,7 +17,7 @@ import type { World } from './world.js';
 const CONFIG = fileURLToPath(new URL('./fixtures/eskit.config.ts', import.meta.url));
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
 const NO_SUCH_LETTER = '01900000-0000-7000-8000-000000000000';
-const LATEST = { sqlite: sqliteMigrations.length, postgres: POSTGRES_MIGRATIONS.length };
+const LATEST = { sqlite: SQLITE_MIGRATIONS.length, postgres: POSTGRES_MIGRATIONS.length };
 
 export function cliSuite(kind: 'sqlite' | 'postgres'): void {
   describe(`eskit CLI on ${kind}`, () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConcurrencyError, isEskitError } from '../../src/core/index.js';
-import type { AppendOptions, AppendResult, EventShape, NewEvent, ReadStreamOptions, Recorded, RecordedEvent } from '../../src/core/index.js';
+import type { AppendOptions, AppendResult, EventShape, NewEvent, ReadStreamOptions, Recorded } from '../../src/core/index.js';
 import { CommandHandler } from '../../src/decider/index.js';
 import type { Decider } from '../../src/decider/index.js';
 import { MemoryEventStore, memory } from '../../src/memory/index.js';
@@ -31,11 +31,11 @@ class InterferingStore<E extends EventShape> extends MemoryEventStore<E> {
     }
   }
 
-  override readStream(streamId: string, options: ReadStreamOptions & { raw: true }): AsyncIterable<RecordedEvent>;
+  override readStream(streamId: string, options: ReadStreamOptions & { raw: true }): AsyncIterable<Recorded>;
   override readStream(streamId: string, options?: ReadStreamOptions): AsyncIterable<Recorded<E>>;
-  override readStream(streamId: string, options?: ReadStreamOptions): AsyncIterable<RecordedEvent> {
+  override readStream(streamId: string, options?: ReadStreamOptions): AsyncIterable<Recorded> {
     this.streamReads++;
-    return super.readStream(streamId, options) as AsyncIterable<RecordedEvent>;
+    return super.readStream(streamId, options) as AsyncIterable<Recorded>;
   }
 
   /** A write by someone else, not counted and not intercepted. */

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { ConcurrencyError, isEskitError } from '../../src/core/index.js';
-import type { AppendOptions, AppendResult, EventShape, EventStore, NewEvent, ReadStreamOptions, Recorded, RecordedEvent } from '../../src/core/index.js';
+import type { AppendOptions, AppendResult, EventShape, EventStore, NewEvent, ReadStreamOptions, Recorded } from '../../src/core/index.js';
 import { CommandHandler } from '../../src/decider/index.js';
 import type { Decider } from '../../src/decider/index.js';
 import { busyStreams } from '../../src/decider/stream-queue.js';
@@ -41,11 +41,11 @@ class CountingStore<E extends EventShape> extends MemoryEventStore<E> {
     }
   }
 
-  override readStream(streamId: string, options: ReadStreamOptions & { raw: true }): AsyncIterable<RecordedEvent>;
+  override readStream(streamId: string, options: ReadStreamOptions & { raw: true }): AsyncIterable<Recorded>;
   override readStream(streamId: string, options?: ReadStreamOptions): AsyncIterable<Recorded<E>>;
-  override readStream(streamId: string, options?: ReadStreamOptions): AsyncIterable<RecordedEvent> {
+  override readStream(streamId: string, options?: ReadStreamOptions): AsyncIterable<Recorded> {
     this.streamReads++;
-    return super.readStream(streamId, options) as AsyncIterable<RecordedEvent>;
+    return super.readStream(streamId, options) as AsyncIterable<Recorded>;
   }
 
   /** A write by another process: not counted, not held. */

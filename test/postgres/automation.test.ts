@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { Automation } from '../../src/automation/automation.js';
 import type { AutomationOptions } from '../../src/automation/automation.js';
-import type { EventShape, RecordedEvent } from '../../src/core/event.js';
+import type { EventShape, Recorded } from '../../src/core/event.js';
 import { silentLogger } from '../../src/core/logger.js';
 import {
-  PgLockRegistry,
+  PostgresLockRegistry,
   PostgresCheckpointStore,
   PostgresCompletionStore,
   PostgresDeadLetterStore,
@@ -72,7 +72,7 @@ async function setup() {
   const append = async (keys: string[]): Promise<void> => {
     for (const key of keys) await store.append(`order-${key}`, [{ type: 'OrderPlaced', data: { key } }]);
   };
-  const eventAt = async (position: number): Promise<RecordedEvent | undefined> => {
+  const eventAt = async (position: number): Promise<Recorded | undefined> => {
     for await (const event of store.readAll({ after: position - 1, limit: 1 })) return event;
     return undefined;
   };
@@ -86,7 +86,7 @@ describe('Automation on PostgreSQL', () => {
     { timeout: TEST_TIMEOUT },
     async () => {
       const db = await setup();
-      const leaderLock = new PgLockRegistry({ connectionString: db.schema.connectionString, schema: db.schema.name, logger: silentLogger });
+      const leaderLock = new PostgresLockRegistry({ connectionString: db.schema.connectionString, schema: db.schema.name, logger: silentLogger });
       cleanups.push(() => leaderLock.close());
       let healthy = false;
       const automation = db.automation({

@@ -46,7 +46,7 @@ describe('PostgresCheckpointStore names', () => {
 });
 
 describe('PostgresCheckpointStore construction and migration', () => {
-  it('needs exactly one of store, pool and connectionString; takes the schema as an option or a second argument', async () => {
+  it('needs exactly one of store, pool and connectionString; takes the schema as an option', async () => {
     const schema = await createTestSchema({ create: false });
     cleanups.push(() => schema.drop());
     assert.throws(() => new PostgresCheckpointStore({}), code(ErrorCode.InvalidArgument));
@@ -54,9 +54,9 @@ describe('PostgresCheckpointStore construction and migration', () => {
     assert.throws(() => new PostgresCheckpointStore({ pool: schema.pool, schema: 'Bad-Name' }), code(ErrorCode.InvalidArgument));
     assert.throws(() => new PostgresCheckpointStore(null as never), code(ErrorCode.InvalidArgument));
 
-    const positional = new PostgresCheckpointStore({ pool: schema.pool }, schema.name);
-    assert.equal(positional.schema, schema.name);
-    await positional.save('a', 1);
+    const onPool = new PostgresCheckpointStore({ pool: schema.pool, schema: schema.name });
+    assert.equal(onPool.schema, schema.name);
+    await onPool.save('a', 1);
 
     const owned = new PostgresCheckpointStore({ connectionString: POSTGRES_URL, schema: schema.name });
     assert.equal(await owned.load('a'), 1, 'the same table through its own pool');
@@ -74,7 +74,7 @@ describe('PostgresCheckpointStore construction and migration', () => {
     const checkpoints = new PostgresCheckpointStore({ store });
     assert.equal(checkpoints.schema, schema.name);
     assert.equal(checkpoints.pool, schema.pool);
-    assert.throws(() => new PostgresCheckpointStore({ store }, 'other_schema'), code(ErrorCode.InvalidArgument));
+    assert.throws(() => new PostgresCheckpointStore({ store, schema: 'other_schema' }), code(ErrorCode.InvalidArgument));
     // The first call migrates (through the store): no table existed before.
     await checkpoints.save('sub', 2, { fencingToken: 1 });
     assert.equal(await checkpoints.claim('sub', 1), 2);

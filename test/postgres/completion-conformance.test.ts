@@ -24,7 +24,7 @@ completionStoreConformance({
   create: async () => {
     const schema = await createTestSchema({ create: false, poolSize: 1 });
     const completions = new PostgresCompletionStore({ connectionString: schema.connectionString, schema: schema.name });
-    const checkpoints = new PostgresCheckpointStore({ connectionString: schema.connectionString }, schema.name);
+    const checkpoints = new PostgresCheckpointStore({ connectionString: schema.connectionString, schema: schema.name });
     return {
       completions,
       checkpoints,

@@ -4,7 +4,7 @@ import pg from 'pg';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import type { ConnectionError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
-import { PgLockRegistry, PostgresCheckpointStore, PostgresEventStore } from '../../src/postgres/index.js';
+import { PostgresLockRegistry, PostgresCheckpointStore, PostgresEventStore } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { blackHoleProxy } from '../support/blackhole.js';
 import { POSTGRES_URL } from '../support/postgres.js';
@@ -69,7 +69,7 @@ describe('PostgreSQL connect timeout', () => {
     const logger = capturingLogger();
     const listening = new PostgresEventStore({ pool: yours, logger });
     cleanups.push(() => listening.close());
-    const locks = new PgLockRegistry({ connectionString: proxy.connectionString, logger: silentLogger });
+    const locks = new PostgresLockRegistry({ connectionString: proxy.connectionString, logger: silentLogger });
     cleanups.push(() => locks.close());
     // Closing the proxy first ends whatever still hangs, so that the closes above can finish.
     cleanups.push(() => proxy.close());

@@ -41,7 +41,7 @@ deadLetterStoreConformance({
   create: async () => {
     const schema = await createTestSchema({ create: false, poolSize: 1 });
     const deadLetters = new PostgresDeadLetterStore({ connectionString: schema.connectionString, schema: schema.name });
-    const checkpoints = new PostgresCheckpointStore({ connectionString: schema.connectionString }, schema.name);
+    const checkpoints = new PostgresCheckpointStore({ connectionString: schema.connectionString, schema: schema.name });
     return {
       deadLetters,
       checkpoints,
@@ -513,10 +513,10 @@ describe('PostgresDeadLetterStore and PostgresCompletionStore: connections and l
       assert.throws(() => new Store(null as unknown as { pool: pg.Pool }), invalid);
       assert.throws(() => new Store({ pool: schema.pool, schema: 'Bad-Name' }), invalid);
       assert.throws(() => new Store({ pool: schema.pool, migrate: 'yes' as unknown as boolean }), invalid);
-      assert.throws(() => new Store({ store }, 'another_schema'), (e: unknown) => invalid(e) && /shares the event store's schema/.test((e as Error).message));
+      assert.throws(() => new Store({ store, schema: 'another_schema' }), (e: unknown) => invalid(e) && /shares the event store's schema/.test((e as Error).message));
       assert.equal(new Store({ store }).schema, schema.name);
       assert.equal(new Store({ pool: schema.pool }).schema, 'eskit', 'the default schema');
-      assert.equal(new Store({ pool: schema.pool, schema: 'x' }, 'y').schema, 'y', 'the argument wins');
+      assert.equal(new Store({ pool: schema.pool, schema: 'x' }).schema, 'x');
     }
   });
 

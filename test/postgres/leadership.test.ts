@@ -1,5 +1,5 @@
 // Leader election on PostgreSQL, end to end, with real processes: each node (fixtures/leader-node.ts)
-// runs the same Subscription on PostgresEventStore + PostgresCheckpointStore + PgLockRegistry in its own
+// runs the same Subscription on PostgresEventStore + PostgresCheckpointStore + PostgresLockRegistry in its own
 // process. The test appends events and judges from the `handled` table (one row per handler call, with
 // the node and its fencing token), the checkpoint, and the JSON lines the nodes print. It waits on
 // those, never on sleeps. Crashes, freezes and dropped connections are in leadership-failover.test.ts.

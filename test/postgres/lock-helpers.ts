@@ -1,4 +1,4 @@
-// What the PgLockRegistry suites (lock-registry.test.ts, lock-registry-redteam.test.ts) share: a schema
+// What the PostgresLockRegistry suites (lock-registry.test.ts, lock-registry-redteam.test.ts) share: a schema
 // and registries per test, closed after it, and views of the server's side (sessions, advisory locks,
 // release notifications). node:test runs each file in a process of its own, so the cleanup list is
 // per file: call `cleanUp` from its afterEach.
@@ -8,8 +8,8 @@ import type pg from 'pg';
 import type { Lease } from '../../src/core/lock.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { Logger } from '../../src/core/logger.js';
-import { PgLockRegistry } from '../../src/postgres/index.js';
-import type { PgLockRegistryOptions } from '../../src/postgres/index.js';
+import { PostgresLockRegistry } from '../../src/postgres/index.js';
+import type { PostgresLockRegistryOptions } from '../../src/postgres/index.js';
 import { notifyChannel } from '../../src/postgres/schema.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
@@ -37,14 +37,14 @@ export async function testSchema(): Promise<TestSchema> {
 }
 
 /** A registry on the test's schema with an application_name of its own, closed after the test. */
-export function registry(schema: TestSchema, options: Partial<PgLockRegistryOptions> = {}): PgLockRegistry {
-  const created = new PgLockRegistry({
+export function registry(schema: TestSchema, options: Partial<PostgresLockRegistryOptions> = {}): PostgresLockRegistry {
+  const created = new PostgresLockRegistry({
     connectionString: POSTGRES_URL,
     schema: schema.name,
     applicationName: `eskit-lock-test ${randomBytes(4).toString('hex')}`,
     logger: silentLogger,
     ...options,
-  } as PgLockRegistryOptions);
+  } as PostgresLockRegistryOptions);
   afterTest(() => created.close());
   return created;
 }
@@ -69,12 +69,12 @@ export function pending(promise: Promise<Lease>) {
 }
 
 /** The lock connection's backend pid, once it is up. */
-export function pidOf(locks: PgLockRegistry): Promise<number> {
+export function pidOf(locks: PostgresLockRegistry): Promise<number> {
   return waitUntil(() => locks.connectionPid, { message: `the lock connection of ${locks.applicationName}` });
 }
 
 /** Stands `locks` by for `name` (held elsewhere); resolves once onWaiting was called. */
-export async function standBy(locks: PgLockRegistry, name: string, options: { signal?: AbortSignal } = {}) {
+export async function standBy(locks: PostgresLockRegistry, name: string, options: { signal?: AbortSignal } = {}) {
   let waiting = false;
   const acquire = pending(locks.acquire(name, { ...options, onWaiting: () => void (waiting = true) }));
   await waitUntil(() => waiting || acquire.state.error !== undefined || acquire.state.lease !== undefined, { message: `${name}: stand by` });
@@ -181,7 +181,7 @@ export async function installFaults(schema: TestSchema): Promise<Faults> {
 }
 
 /** A registry whose lock connection runs into the faults (and `settings`, as -c options). */
-export function faulty(schema: TestSchema, options: Partial<PgLockRegistryOptions> = {}, settings: string[] = []): PgLockRegistry {
+export function faulty(schema: TestSchema, options: Partial<PostgresLockRegistryOptions> = {}, settings: string[] = []): PostgresLockRegistry {
   return registry(schema, {
     connectionString: undefined,
     connection: {

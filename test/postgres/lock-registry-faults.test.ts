@@ -1,5 +1,5 @@
 /**
- * PgLockRegistry when a statement on its lock connection fails while the connection lives on. Errors
+ * PostgresLockRegistry when a statement on its lock connection fails while the connection lives on. Errors
  * that waiting heals (a read-only server during a failover, exhausted resources, a cancelled statement)
  * must leave standbys waiting; errors it does not heal fail them.
  *
@@ -10,13 +10,13 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { ErrorCode, isEskitError, MigrationError } from '../../src/core/errors.js';
 import { lockKey } from '../../src/postgres/index.js';
-import { isTransient } from '../../src/postgres/pg-lock-registry.js';
+import { isTransient } from '../../src/postgres/postgres-lock-registry.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { capturingLogger, cleanUp, faulty, heldKeys, installFaults, pidOf, registry, said, session, standBy, testSchema } from './lock-helpers.js';
 
 afterEach(cleanUp);
 
-describe('PgLockRegistry: errors of a statement on a live lock connection', () => {
+describe('PostgresLockRegistry: errors of a statement on a live lock connection', () => {
   it(
     'a standby whose take fails with an error that waiting heals (25006 read-only, 53300, 57014, 40001) says so, goes on waiting over a new session, and takes the lock once it can',
     { timeout: 20_000 },

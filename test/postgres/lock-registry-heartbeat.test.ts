@@ -1,5 +1,5 @@
 /**
- * PgLockRegistry's heartbeats and self-fencing with a busy event loop. The server ends a lock session
+ * PostgresLockRegistry's heartbeats and self-fencing with a busy event loop. The server ends a lock session
  * that sends nothing for `sessionTimeoutMs`; the holder gives its leases up by itself when a heartbeat
  * goes unanswered for half of it, or when it sent nothing for all of it (it was stalled). A loop that
  * is busy in bursts delays the heartbeats and the reading of their answers, but a node that keeps
@@ -24,7 +24,7 @@ function busy(ms: number): void {
 /** Resolves in the check phase of the event loop, after its timers and I/O callbacks. */
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-describe('PgLockRegistry: heartbeats of a busy holder', () => {
+describe('PostgresLockRegistry: heartbeats of a busy holder', () => {
   it('a healthy holder whose event loop is busy in bursts of half the session timeout keeps its lease, its session and the lock', { timeout: 20_000 }, async () => {
     const sessionTimeoutMs = 600;
     const burstMs = sessionTimeoutMs / 2;

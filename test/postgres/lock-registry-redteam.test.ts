@@ -1,5 +1,5 @@
 /**
- * Red-team tests of PgLockRegistry: the waiter keys (NOTIFY only when a standby waits), the token
+ * Red-team tests of PostgresLockRegistry: the waiter keys (NOTIFY only when a standby waits), the token
  * sequence, the lazy lease signal and the single linger timer. Each test attacks one way these could
  * fail. Three of them found bugs (a lock leaked by an aborted acquire, a lost wake-up, a leaked waiter
  * key), fixed since; they stay as regression tests.
@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, it } from 'node:test';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { lockKey } from '../../src/postgres/index.js';
-import type { PgLockRegistry } from '../../src/postgres/index.js';
+import type { PostgresLockRegistry } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { afterTest, backends, cleanUp, countReleaseNotifications, heldKeys, pending, pidOf, registry, session, standBy, testSchema } from './lock-helpers.js';
 import { POSTGRES_URL } from '../support/postgres.js';
@@ -28,7 +28,7 @@ async function sharedKeysBecome(schema: TestSchema, pid: number, keys: string[],
 }
 
 /** Every statement queued on `locks`' connection before this has run: an acquire + release goes after them. */
-async function barrier(locks: PgLockRegistry): Promise<void> {
+async function barrier(locks: PostgresLockRegistry): Promise<void> {
   await (await locks.acquire(`barrier-${randomBytes(3).toString('hex')}`)).release();
 }
 
@@ -36,7 +36,7 @@ const code = (wanted: string) => (error: unknown) => isEskitError(error, wanted)
 /** Well under the 60 s poll: a standby that gets the lock this fast was woken by the release. */
 const WAKE_MS = 4_000;
 
-describe('PgLockRegistry red team: wake-ups', () => {
+describe('PostgresLockRegistry red team: wake-ups', () => {
   it('release racing a local second acquire and a remote standby: each later holder is woken by NOTIFY (both poll every 60 s)', { timeout: 20_000 }, async () => {
     const schema = await testSchema();
     const a = registry(schema, { pollIntervalMs: 60_000 });
@@ -126,7 +126,7 @@ describe('PgLockRegistry red team: wake-ups', () => {
   });
 });
 
-describe('PgLockRegistry red team: waiter keys and aborted acquires', () => {
+describe('PostgresLockRegistry red team: waiter keys and aborted acquires', () => {
   it('waiting, giving up and waiting again never counts the waiter key twice', { timeout: 15_000 }, async () => {
     const schema = await testSchema();
     const a = registry(schema);
@@ -261,7 +261,7 @@ describe('PgLockRegistry red team: waiter keys and aborted acquires', () => {
   });
 });
 
-describe('PgLockRegistry red team: lease signal made on demand', () => {
+describe('PostgresLockRegistry red team: lease signal made on demand', () => {
   it('a signal first read after release, loss or close is aborted with that reason, stably', { timeout: 15_000 }, async () => {
     const schema = await testSchema();
     const a = registry(schema);
@@ -296,13 +296,13 @@ describe('PgLockRegistry red team: lease signal made on demand', () => {
   });
 });
 
-describe('PgLockRegistry red team: fencing tokens', () => {
+describe('PostgresLockRegistry red team: fencing tokens', () => {
   it('tokens grow across holders: three registries on one schema (migrating at once), mixed names, batched takes, a killed session', { timeout: 20_000 }, async () => {
     const schema = await testSchema();
     const nodes = [registry(schema), registry(schema), registry(schema)];
     // Created and migrated concurrently on a fresh schema.
     const order: number[] = [];
-    const hot = async (locks: PgLockRegistry, rounds: number): Promise<void> => {
+    const hot = async (locks: PostgresLockRegistry, rounds: number): Promise<void> => {
       for (let i = 0; i < rounds; i++) {
         const lease = await locks.acquire('hot');
         order.push(lease.fencingToken); // in holding order: one holder at a time, one process
@@ -315,22 +315,22 @@ describe('PgLockRegistry red team: fencing tokens', () => {
     for (let i = 1; i < order.length; i++) assert.ok((order[i] as number) > (order[i - 1] as number), `hot tokens in holding order: ${order.join(',')}`);
 
     // Several names granted in one take statement each get their own token.
-    const many = await Promise.all(['m1', 'm2', 'm3', 'm4', 'm5'].map((name) => (nodes[0] as PgLockRegistry).acquire(name)));
+    const many = await Promise.all(['m1', 'm2', 'm3', 'm4', 'm5'].map((name) => (nodes[0] as PostgresLockRegistry).acquire(name)));
     const tokens = many.map((lease) => lease.fencingToken);
     assert.equal(new Set(tokens).size, 5);
     assert.ok(Math.min(...tokens) > Math.max(...order));
     await Promise.all(many.map((lease) => lease.release()));
 
-    const pid = await pidOf(nodes[1] as PgLockRegistry);
+    const pid = await pidOf(nodes[1] as PostgresLockRegistry);
     await schema.pool.query('SELECT pg_terminate_backend($1)', [pid]);
     await waitUntil(() => nodes[1]?.connectionPid !== pid, { message: 'the session to end' });
-    const afterKill = await (nodes[1] as PgLockRegistry).acquire('m1');
+    const afterKill = await (nodes[1] as PostgresLockRegistry).acquire('m1');
     assert.ok(afterKill.fencingToken > Math.max(...tokens), 'a new session goes on from the sequence');
     await afterKill.release();
   });
 });
 
-describe('PgLockRegistry red team: linger timer', () => {
+describe('PostgresLockRegistry red team: linger timer', () => {
   it('never closes a connection that holds or awaits a lock when the timer armed before fires; closes sessionTimeoutMs after the last release', { timeout: 20_000 }, async () => {
     const T = 800;
     const schema = await testSchema();
@@ -365,7 +365,7 @@ describe('PgLockRegistry red team: linger timer', () => {
   });
 });
 
-describe('PgLockRegistry red team: close() and a dying connection', () => {
+describe('PostgresLockRegistry red team: close() and a dying connection', () => {
   it('close() right after a release lets that release (and its NOTIFY) land: the standby is woken, not left to its poll', { timeout: 15_000 }, async () => {
     const schema = await testSchema();
     const a = registry(schema);

@@ -1,5 +1,5 @@
 /**
- * PgLockRegistry when a release fails on a live lock connection (not a lost one): the statement may have
+ * PostgresLockRegistry when a release fails on a live lock connection (not a lost one): the statement may have
  * failed before its unlock ran, and the heartbeats would then keep the lock held by the session for good.
  */
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import { backends, capturingLogger, cleanUp, faulty, installFaults, pidOf, regis
 
 afterEach(cleanUp);
 
-describe('PgLockRegistry: a release that fails', () => {
+describe('PostgresLockRegistry: a release that fails', () => {
   it(
     'a release that fails on a live session (its statement_timeout fired before the unlock ran) ends that session: the lock is freed, the standby takes over, and the other leases of that session end',
     { timeout: 15_000 },

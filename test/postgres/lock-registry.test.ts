@@ -5,8 +5,8 @@ import type { TestContext } from 'node:test';
 import type pg from 'pg';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
-import { lockKey, migratePostgres, PgLockRegistry, POSTGRES_MIGRATIONS, PostgresEventStore } from '../../src/postgres/index.js';
-import type { PgLockRegistryOptions } from '../../src/postgres/index.js';
+import { lockKey, migratePostgres, PostgresLockRegistry, POSTGRES_MIGRATIONS, PostgresEventStore } from '../../src/postgres/index.js';
+import type { PostgresLockRegistryOptions } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { POSTGRES_URL } from '../support/postgres.js';
 import { afterTest, backends, capturingLogger, cleanUp, countReleaseNotifications, heldKeys, pending, registry, testSchema } from './lock-helpers.js';
@@ -15,7 +15,7 @@ import type { TestSchema } from '../support/postgres.js';
 afterEach(cleanUp);
 
 /** The one lock connection of `locks`, found by its application_name. */
-async function lockBackend(schema: TestSchema, locks: PgLockRegistry): Promise<number> {
+async function lockBackend(schema: TestSchema, locks: PostgresLockRegistry): Promise<number> {
   const pids = await waitUntil(async () => {
     const found = await backends(schema, locks.applicationName);
     return found.length === 1 ? found : undefined;
@@ -63,7 +63,7 @@ function aborted(signal: AbortSignal): Promise<unknown> {
 
 const code = (wanted: string) => (error: unknown) => isEskitError(error, wanted);
 
-describe('PgLockRegistry: exclusivity and fencing tokens', () => {
+describe('PostgresLockRegistry: exclusivity and fencing tokens', () => {
   it('one holder at a time across two registries; the waiter is told once and takes over on release', async () => {
     const schema = await testSchema();
     const a = registry(schema);
@@ -165,7 +165,7 @@ describe('PgLockRegistry: exclusivity and fencing tokens', () => {
   });
 });
 
-describe('PgLockRegistry: handover', () => {
+describe('PostgresLockRegistry: handover', () => {
   it('graceful release wakes the waiter through NOTIFY, not its poll (60 s here)', { timeout: 10_000 }, async (t: TestContext) => {
     const schema = await testSchema();
     const a = registry(schema);
@@ -278,7 +278,7 @@ describe('PgLockRegistry: handover', () => {
 
 });
 
-describe('PgLockRegistry: connections and sessions', () => {
+describe('PostgresLockRegistry: connections and sessions', () => {
   it('one connection per registry, with 20 locks awaited and 20 held', async () => {
     const schema = await testSchema();
     const a = registry(schema);
@@ -458,12 +458,12 @@ describe('PgLockRegistry: connections and sessions', () => {
 
   it('checks its options', () => {
     const base = { connectionString: POSTGRES_URL, logger: silentLogger };
-    assert.throws(() => new PgLockRegistry({} as PgLockRegistryOptions), code(ErrorCode.InvalidArgument));
-    assert.throws(() => new PgLockRegistry({ ...base, connection: {} }), code(ErrorCode.InvalidArgument));
-    assert.throws(() => new PgLockRegistry({ ...base, schema: 'No-Good' }), code(ErrorCode.InvalidArgument));
-    assert.throws(() => new PgLockRegistry({ ...base, sessionTimeoutMs: 10 }), code(ErrorCode.InvalidArgument));
-    assert.throws(() => new PgLockRegistry({ ...base, pollIntervalMs: 0 }), code(ErrorCode.InvalidArgument));
-    const ok = new PgLockRegistry(base);
+    assert.throws(() => new PostgresLockRegistry({} as PostgresLockRegistryOptions), code(ErrorCode.InvalidArgument));
+    assert.throws(() => new PostgresLockRegistry({ ...base, connection: {} }), code(ErrorCode.InvalidArgument));
+    assert.throws(() => new PostgresLockRegistry({ ...base, schema: 'No-Good' }), code(ErrorCode.InvalidArgument));
+    assert.throws(() => new PostgresLockRegistry({ ...base, sessionTimeoutMs: 10 }), code(ErrorCode.InvalidArgument));
+    assert.throws(() => new PostgresLockRegistry({ ...base, pollIntervalMs: 0 }), code(ErrorCode.InvalidArgument));
+    const ok = new PostgresLockRegistry(base);
     assert.equal(ok.sessionTimeoutMs, 5_000);
     assert.equal(ok.pollIntervalMs, 200);
     assert.equal(ok.schema, 'eskit');

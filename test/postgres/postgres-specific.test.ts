@@ -5,7 +5,7 @@ import pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import type { ConcurrencyError, DuplicateEventIdError } from '../../src/core/errors.js';
-import type { NewEvent, RecordedEvent } from '../../src/core/event.js';
+import type { NewEvent, Recorded } from '../../src/core/event.js';
 import { advisoryKey, PostgresEventStore } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
@@ -26,8 +26,8 @@ async function setup(): Promise<{ schema: TestSchema; store: PostgresEventStore 
   return { schema, store };
 }
 
-async function readAll(store: PostgresEventStore): Promise<RecordedEvent[]> {
-  const out: RecordedEvent[] = [];
+async function readAll(store: PostgresEventStore): Promise<Recorded[]> {
+  const out: Recorded[] = [];
   for await (const event of store.readAll({ raw: true })) out.push(event);
   return out;
 }

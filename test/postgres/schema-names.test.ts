@@ -3,7 +3,7 @@ import { afterEach, describe, it } from 'node:test';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
 import {
-  PgLockRegistry,
+  PostgresLockRegistry,
   PostgresCheckpointStore,
   PostgresCompletionStore,
   PostgresDeadLetterStore,
@@ -44,7 +44,7 @@ describe('PostgreSQL schema names', () => {
       assert.throws(() => new PostgresCheckpointStore({ pool, schema: name }), refused(name));
       assert.throws(() => new PostgresDeadLetterStore({ pool, schema: name }), refused(name));
       assert.throws(() => new PostgresCompletionStore({ pool, schema: name }), refused(name));
-      assert.throws(() => new PgLockRegistry({ connectionString: POSTGRES_URL, schema: name, logger: silentLogger }), refused(name));
+      assert.throws(() => new PostgresLockRegistry({ connectionString: POSTGRES_URL, schema: name, logger: silentLogger }), refused(name));
     }
   });
 

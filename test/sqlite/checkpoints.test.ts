@@ -5,7 +5,7 @@ import type { CheckpointStore } from '../../src/core/checkpoint.js';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import type { FencedError } from '../../src/core/errors.js';
 import { MemoryCheckpointStore } from '../../src/memory/index.js';
-import { saveCheckpointSync, SqliteCheckpointStore, SqliteEventStore } from '../../src/sqlite/index.js';
+import { saveSqliteCheckpoint, SqliteCheckpointStore, SqliteEventStore } from '../../src/sqlite/index.js';
 import type { Op } from './fixtures/checkpoint-ops.js';
 import { ChildNode, fixturePath } from '../support/processes.js';
 import { removeDatabase, tempDatabasePath } from './helpers.js';
@@ -142,7 +142,7 @@ describe('SqliteCheckpointStore: fencing', () => {
   });
 });
 
-describe('saveCheckpointSync: a checkpoint inside your own transaction', () => {
+describe('saveSqliteCheckpoint: a checkpoint inside your own transaction', () => {
   it('commits with the view\'s writes, or not at all', async () => {
     const { store, checkpoints } = fresh();
     const db = store.database;
@@ -150,7 +150,7 @@ describe('saveCheckpointSync: a checkpoint inside your own transaction', () => {
     const insert = db.prepare('INSERT INTO view (position) VALUES (?)');
     const project = db.transaction((position: number, token: number) => {
       insert.run(position);
-      saveCheckpointSync(db, 'view', position, token);
+      saveSqliteCheckpoint(db, 'view', position, token);
     });
     const count = () => db.prepare('SELECT COUNT(*) FROM view').pluck().get();
 
@@ -166,7 +166,7 @@ describe('saveCheckpointSync: a checkpoint inside your own transaction', () => {
 
     // The view's own failure after the checkpoint rolls the checkpoint back too.
     const failing = db.transaction(() => {
-      saveCheckpointSync(db, 'view', 9, 2);
+      saveSqliteCheckpoint(db, 'view', 9, 2);
       throw new Error('the view write failed');
     });
     assert.throws(() => failing.immediate(), /the view write failed/);
@@ -180,14 +180,14 @@ describe('saveCheckpointSync: a checkpoint inside your own transaction', () => {
   it('works outside a transaction, and checks its arguments', () => {
     const { store } = fresh();
     const db = store.database;
-    saveCheckpointSync(db, 'plain', 3);
+    saveSqliteCheckpoint(db, 'plain', 3);
     assert.deepEqual(row(db, 'plain'), { position: 3, token: 0 });
     const invalid = isCode(ErrorCode.InvalidArgument);
-    assert.throws(() => saveCheckpointSync(db, '', 1), invalid);
-    assert.throws(() => saveCheckpointSync(db, 'x', -1), invalid);
-    assert.throws(() => saveCheckpointSync(db, 'x', 1.5), invalid);
-    assert.throws(() => saveCheckpointSync(db, 'x', 1, -1), invalid);
-    assert.throws(() => saveCheckpointSync(db, 'x', Number.MAX_SAFE_INTEGER + 1), invalid);
+    assert.throws(() => saveSqliteCheckpoint(db, '', 1), invalid);
+    assert.throws(() => saveSqliteCheckpoint(db, 'x', -1), invalid);
+    assert.throws(() => saveSqliteCheckpoint(db, 'x', 1.5), invalid);
+    assert.throws(() => saveSqliteCheckpoint(db, 'x', 1, -1), invalid);
+    assert.throws(() => saveSqliteCheckpoint(db, 'x', Number.MAX_SAFE_INTEGER + 1), invalid);
     assert.equal(row(db, 'x'), undefined);
   });
 });

@@ -9,7 +9,7 @@ import {
   SqliteCompletionStore,
   SqliteDeadLetterStore,
   SqliteEventStore,
-  sqliteMigrations,
+  SQLITE_MIGRATIONS,
   sqliteSchemaVersion,
 } from '../../src/sqlite/index.js';
 import { deadLetterStoreConformance } from '../../src/testing/dead-letter-conformance.js';
@@ -85,7 +85,7 @@ describe('SqliteDeadLetterStore: schema and storage', () => {
   it('migration 4 creates the tables and index, and a letter is stored as documented', async () => {
     const store = track(new SqliteEventStore({ path: freshPath() }));
     const db = store.database;
-    const migration = sqliteMigrations.find((m) => m.version === 4);
+    const migration = SQLITE_MIGRATIONS.find((m) => m.version === 4);
     assert.equal(migration?.name, 'dead letters and completions');
     assert.ok(sqliteSchemaVersion(db) >= 4);
     const index = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'eskit_dead_letters_source_status_id'").pluck().get() as string;
@@ -130,13 +130,13 @@ describe('SqliteDeadLetterStore: schema and storage', () => {
   it('upgrades a database at schema version 3, keeping its events', async () => {
     const path = freshPath();
     const old = new Database(path);
-    migrateSqlite(old, sqliteMigrations.slice(0, 3));
+    migrateSqlite(old, SQLITE_MIGRATIONS.slice(0, 3));
     old.prepare(
       "INSERT INTO eskit_events (event_id, stream_id, stream_version, type, data, metadata, created_at) VALUES ('0190b1d2-3c4d-7e5f-8a6b-7c8d9e0f1a2b', 's', 1, 'A', '1', '{}', 1)",
     ).run();
     old.close();
     const deadLetters = track(new SqliteDeadLetterStore({ path }));
-    assert.equal(sqliteSchemaVersion(deadLetters.database), sqliteMigrations[sqliteMigrations.length - 1]?.version);
+    assert.equal(sqliteSchemaVersion(deadLetters.database), SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.length - 1]?.version);
     await deadLetters.add(letter());
     assert.equal(await deadLetters.count(), 1);
     const store = track(new SqliteEventStore({ path }));

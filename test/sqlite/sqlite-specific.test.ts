@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
-import type { RecordedEvent } from '../../src/core/event.js';
-import { migrateSqlite, SqliteEventStore, sqliteMigrations, sqliteSchemaVersion } from '../../src/sqlite/index.js';
+import type { Recorded } from '../../src/core/event.js';
+import { migrateSqlite, SqliteEventStore, SQLITE_MIGRATIONS, sqliteSchemaVersion } from '../../src/sqlite/index.js';
 import { removeDatabase, runChildrenTogether, tempDatabasePath } from './helpers.js';
 
 const opened: { close(): unknown }[] = [];
@@ -134,7 +134,7 @@ describe('SqliteEventStore: migrations', () => {
   it('migrates on construction, records each version once, and is idempotent', async () => {
     const path = freshPath();
     const store = track(new SqliteEventStore({ path }));
-    const latest = sqliteMigrations[sqliteMigrations.length - 1]?.version;
+    const latest = SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.length - 1]?.version;
     assert.equal(sqliteSchemaVersion(store.database), latest);
     assert.deepEqual(await store.migrate(), []);
     const again = track(new SqliteEventStore({ path }));
@@ -146,7 +146,7 @@ describe('SqliteEventStore: migrations', () => {
     }[];
     assert.deepEqual(
       rows.map((r) => r.version),
-      sqliteMigrations.map((m) => m.version),
+      SQLITE_MIGRATIONS.map((m) => m.version),
     );
     assert.ok(rows.every((r) => Number.isInteger(r.applied_at) && r.applied_at > 0));
     const tables = store.database.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND name LIKE 'eskit_%' ORDER BY name").pluck().all();
@@ -168,7 +168,7 @@ describe('SqliteEventStore: migrations', () => {
     const error = await expectCode(() => store.append('s', [{ type: 'A', data: 1 }]), ErrorCode.Migration);
     assert.match(error.message, /migrate\(\)/);
     await expectCode(() => store.headPosition(), ErrorCode.Migration);
-    assert.deepEqual(await store.migrate(), sqliteMigrations.map((m) => m.version));
+    assert.deepEqual(await store.migrate(), SQLITE_MIGRATIONS.map((m) => m.version));
     const written = await store.append('s', [{ type: 'A', data: 1 }]);
     assert.equal(written.position, 1);
   });
@@ -178,7 +178,7 @@ describe('SqliteEventStore: migrations', () => {
     const a = track(new SqliteEventStore({ path, migrate: false }));
     const b = track(new SqliteEventStore({ path, migrate: false }));
     const [first, second] = await Promise.all([a.migrate(), b.migrate()]);
-    const versions = sqliteMigrations.map((m) => m.version);
+    const versions = SQLITE_MIGRATIONS.map((m) => m.version);
     assert.deepEqual([...(first ?? []), ...(second ?? [])].sort((x, y) => x - y), versions);
     assert.equal(a.database.prepare('SELECT COUNT(*) FROM eskit_migrations').pluck().get(), versions.length);
   });
@@ -189,7 +189,7 @@ describe('SqliteEventStore: migrations', () => {
     const paths = Array.from({ length: FILES }, (_, i) => `${base}-${i}`);
     files.push(...paths);
     const results = (await runChildrenTogether([1, 2, 3].map(() => ['migrate', base, String(FILES)]))) as { applied: number[][] }[];
-    const versions = sqliteMigrations.map((m) => m.version);
+    const versions = SQLITE_MIGRATIONS.map((m) => m.version);
     for (const [i, path] of paths.entries()) {
       const applied = results.flatMap((r) => r.applied[i] ?? []).sort((x, y) => x - y);
       assert.deepEqual(applied, versions, `file ${i}: each migration applied by exactly one process`);
@@ -205,12 +205,12 @@ describe('SqliteEventStore: migrations', () => {
 
   it('a failing migration is rolled back entirely and reported as ESKIT_MIGRATION', async () => {
     const store = track(new SqliteEventStore({ path: freshPath() }));
-    const broken = [...sqliteMigrations, { version: sqliteMigrations.length + 1, name: 'broken', sql: 'CREATE TABLE eskit_half (a); SELECT * FROM missing_table;' }];
+    const broken = [...SQLITE_MIGRATIONS, { version: SQLITE_MIGRATIONS.length + 1, name: 'broken', sql: 'CREATE TABLE eskit_half (a); SELECT * FROM missing_table;' }];
     assert.throws(
       () => migrateSqlite(store.database, broken),
       (e: unknown) => isEskitError(e, ErrorCode.Migration) && /broken/.test((e as Error).message),
     );
-    assert.equal(sqliteSchemaVersion(store.database), sqliteMigrations.length);
+    assert.equal(sqliteSchemaVersion(store.database), SQLITE_MIGRATIONS.length);
     assert.equal(store.database.prepare("SELECT COUNT(*) FROM sqlite_master WHERE name = 'eskit_half'").pluck().get(), 0);
   });
 
@@ -304,7 +304,7 @@ describe('SqliteEventStore: locking', () => {
     const names = ['p1', 'p2', 'p3'];
 
     // A subscriber-like reader polling from its checkpoint while the children write.
-    const seen: RecordedEvent[] = [];
+    const seen: Recorded[] = [];
     let checkpoint = 0;
     let writing = true;
     let pollsWithNews = 0;

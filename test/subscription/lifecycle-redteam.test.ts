@@ -13,7 +13,7 @@ import {
   isEskitError,
   silentLogger,
 } from '../../src/index.js';
-import type { CheckpointStore, EventShape, LockRegistry, OutstandingWork, RecordedEvent, SubscriptionOptions } from '../../src/index.js';
+import type { CheckpointStore, EventShape, LockRegistry, OutstandingWork, Recorded, SubscriptionOptions } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { gate, openAfterTest, openGatesThenStopAfterEach, stopAfterTest } from '../support/gates.js';
 
@@ -100,7 +100,7 @@ function setup(overrides: Overrides = {}) {
       logger: silentLogger,
       pollIntervalMs: 5,
       retry: { maxAttempts: 3, initialDelayMs: 1, maxDelayMs: 2 },
-      handler: (event: RecordedEvent, context) => {
+      handler: (event: Recorded, context) => {
         seen.push({ position: event.position, token: context.fencingToken });
       },
       ...options,

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { MemoryCheckpointStore, MemoryEventStore, MemoryLockRegistry, Subscription, silentLogger } from '../../src/index.js';
-import type { CheckpointStore, EventStore, LockRegistry, RecordedEvent } from '../../src/index.js';
+import type { CheckpointStore, EventStore, LockRegistry, Recorded } from '../../src/index.js';
 import { PostgresCheckpointStore, PostgresEventStore } from '../../src/postgres/index.js';
 import { SqliteCheckpointStore, SqliteEventStore } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
@@ -46,7 +46,7 @@ for (const [name, open] of Object.entries(backends)) {
       it(`a stop before the first event loses nothing appended before the next start (${leaderLock ? 'with' : 'without'} a leader lock)`, async () => {
         const { store, checkpoints } = await open();
         for (let i = 0; i < 5; i++) await store.append(`old-${i}`, [{ type: 'Tick', data: { i } }]);
-        const seen: RecordedEvent[] = [];
+        const seen: Recorded[] = [];
         const subscribe = (): Subscription =>
           new Subscription({
             name: 'from-end',

@@ -10,7 +10,7 @@ import {
   silentLogger,
   isEskitError,
 } from '../../src/index.js';
-import type { CheckpointStore, EventStore, HandlerContext, LockRegistry, RecordedEvent, SubscriptionOptions } from '../../src/index.js';
+import type { CheckpointStore, EventStore, HandlerContext, LockRegistry, Recorded, SubscriptionOptions } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 
 // Stop everything a test started, even when it failed half-way, so the file's process can exit.
@@ -30,7 +30,7 @@ async function appendMany(store: EventStore, count: number, type = 'Tick', strea
 function setup(overrides: Partial<SubscriptionOptions<{ type: string; data: unknown }>> = {}) {
   const store = new MemoryEventStore();
   const checkpoints = new MemoryCheckpointStore();
-  const seen: RecordedEvent[] = [];
+  const seen: Recorded[] = [];
   const subscription = track(new Subscription({
     name: 'projector',
     store,
@@ -261,7 +261,7 @@ describe('Subscription batch handler (memory)', () => {
         logger: silentLogger,
         batchSize: 3,
         batchHandler: async (events) => {
-          await checkpoints.save('self-saving', (events[events.length - 1] as RecordedEvent).position);
+          await checkpoints.save('self-saving', (events[events.length - 1] as Recorded).position);
         },
       }, { checkpointsInHandler: true }),
     );
@@ -274,7 +274,7 @@ describe('Subscription batch handler (memory)', () => {
 });
 
 describe('Subscription with leader election (memory)', () => {
-  function node(store: EventStore, checkpoints: MemoryCheckpointStore, locks: MemoryLockRegistry, log: Array<[string, number, number | undefined]>, id: string, handler?: (e: RecordedEvent, ctx: HandlerContext) => Promise<void> | void) {
+  function node(store: EventStore, checkpoints: MemoryCheckpointStore, locks: MemoryLockRegistry, log: Array<[string, number, number | undefined]>, id: string, handler?: (e: Recorded, ctx: HandlerContext) => Promise<void> | void) {
     return track(new Subscription({
       name: 'shared',
       store,

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { Subscription, silentLogger } from '../../src/index.js';
-import type { DeadLetterStore, EventStore, Recorded, RecordedEvent } from '../../src/index.js';
+import type { DeadLetterStore, EventStore, Recorded } from '../../src/index.js';
 import { PostgresDeadLetterStore, PostgresEventStore } from '../../src/postgres/index.js';
 import { SqliteCheckpointStore, SqliteDeadLetterStore, SqliteEventStore } from '../../src/sqlite/index.js';
 import { PostgresCheckpointStore } from '../../src/postgres/index.js';
@@ -47,7 +47,7 @@ for (const [name, open] of [['postgres', postgres], ['sqlite', sqlite]] as const
     it('a subscription stores the letter and goes on', async () => {
       const { store, checkpoints, deadLetters } = await open();
       await appendMany(store, 3);
-      const seen: RecordedEvent[] = [];
+      const seen: Recorded[] = [];
       const subscription = new Subscription<TestEvent>({
         name: 'unstorable',
         store,

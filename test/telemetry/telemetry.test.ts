@@ -27,7 +27,7 @@ import {
   memory,
   silentLogger,
 } from '../../src/index.js';
-import type { CheckpointStore, DeadLetterStore, EventStore, RecordedEvent, SubscriptionOptions } from '../../src/index.js';
+import type { CheckpointStore, DeadLetterStore, EventStore, Recorded, SubscriptionOptions } from '../../src/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
 import { activeTracer } from '../../src/telemetry/telemetry.js';
 import { waitUntil } from '../../src/testing/wait.js';
@@ -219,7 +219,7 @@ for (const backendCase of backends) {
       await handler.handle(stream, { type: 'Deposit', amount: 5 });
       const appends = finished(SpanName.Append, { [TelemetryAttribute.StreamId]: stream });
       assert.equal(appends.length, 2);
-      const events: RecordedEvent[] = [];
+      const events: Recorded[] = [];
       for await (const event of backend.store.readStream(stream)) events.push(event);
       assert.deepEqual(
         events.map((event) => event.metadata[TRACE_METADATA.traceparent]),
@@ -270,7 +270,7 @@ for (const backendCase of backends) {
         // Their tracestate alone: ours is not added beside it (the pair would name two traces).
         { type: 'Tick', data: {}, metadata: { tracestate: 'mine=1' } },
       ]);
-      const events: RecordedEvent[] = [];
+      const events: Recorded[] = [];
       for await (const event of backend.store.readStream(`kept-${label}`)) events.push(event);
       assert.deepEqual(events.map((event) => event.metadata[TRACE_METADATA.traceparent]), [forwarded, '00-not-a-context-01', 42, undefined]);
       assert.deepEqual(events[3]?.metadata, { tracestate: 'mine=1' });
@@ -458,7 +458,7 @@ for (const backendCase of backends) {
     it('leader election: lock denied, leadership changes and the handoff duration', async () => {
       const name = `leader-${label}`;
       const locks = new MemoryLockRegistry();
-      const seen: Array<{ node: string; event: RecordedEvent }> = [];
+      const seen: Array<{ node: string; event: Recorded }> = [];
       const options = (node: string): SubscriptionOptions<{ type: string; data: unknown }> => ({
         name,
         store: backend.store,

@@ -1,5 +1,5 @@
 import type { DeadLetter, DeadLetterStatus } from '../../core/dead-letter.js';
-import type { RecordedEvent } from '../../core/event.js';
+import type { Recorded } from '../../core/event.js';
 import type { CliDatabase } from '../database.js';
 import { describeHolder } from '../database.js';
 import { CliError, ExitCode, unknownName, UsageError } from '../errors.js';
@@ -100,7 +100,7 @@ Options:
   },
 };
 
-async function eventAt(db: CliDatabase, position: number): Promise<RecordedEvent | undefined> {
+async function eventAt(db: CliDatabase, position: number): Promise<Recorded | undefined> {
   for await (const event of db.store.readAll({ after: Math.max(0, position - 1), limit: 1, raw: true })) {
     return event.position === position ? event : undefined;
   }

@@ -1,11 +1,11 @@
-import type { RecordedEvent } from '../../core/event.js';
+import type { Recorded } from '../../core/event.js';
 import type { EventStore } from '../../core/store.js';
 import { CliError, ExitCode, UsageError } from '../errors.js';
 import type { CommandSpec } from '../command.js';
 import { flag, integerOption, stringsOption } from '../command.js';
 
 /** One line per event: position, stream@version, type, time, data as JSON. */
-export function eventLine(event: RecordedEvent, asJson: boolean): string {
+export function eventLine(event: Recorded, asJson: boolean): string {
   if (asJson) {
     const { position, streamId, streamVersion, id, type, timestamp, data, metadata } = event;
     return `${JSON.stringify({ position, streamId, streamVersion, id, type, timestamp, data, metadata })}\n`;
@@ -76,7 +76,7 @@ function pause(ms: number, signal: AbortSignal, onWake: (wake: (() => void) | un
 export async function followLog(
   store: EventStore,
   options: { after: number; types: readonly string[] | undefined; limit: number | undefined; follow: boolean; intervalMs: number; signal: AbortSignal },
-  emit: (event: RecordedEvent) => void,
+  emit: (event: Recorded) => void,
 ): Promise<number> {
   const { types, limit, signal } = options;
   let after = options.after;

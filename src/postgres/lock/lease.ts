@@ -16,7 +16,7 @@ function stackless<T extends Error>(create: () => T): T {
   }
 }
 
-export class PgLease implements Lease {
+export class PostgresLease implements Lease {
   // Made when first asked for: an acquire + release that never looks at the signal (a short critical
   // section) then costs no AbortController and no abort reason.
   #controller: AbortController | undefined;
@@ -29,7 +29,7 @@ export class PgLease implements Lease {
     readonly fencingToken: number,
     /** The connection whose session holds the advisory lock. */
     readonly connection: Connection,
-    private readonly onRelease: (lease: PgLease) => Promise<void>,
+    private readonly onRelease: (lease: PostgresLease) => Promise<void>,
   ) {}
 
   get signal(): AbortSignal {

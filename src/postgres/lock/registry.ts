@@ -11,12 +11,12 @@ import { DEFAULT_SCHEMA, notifyChannel, quoteSchema } from '../schema.js';
 import { LockSession, query } from './connection.js';
 import type { Connection } from './connection.js';
 import { describeFailure, isConnectionFailure, sqlState } from './failures.js';
-import type { PgLease } from './lease.js';
+import type { PostgresLease } from './lease.js';
 import { LockRequests } from './requests.js';
 import { keepAliveSeconds, LockKeys, lockStatements } from './sql.js';
 import type { LockStatements } from './sql.js';
 
-export interface PgLockRegistryOptions {
+export interface PostgresLockRegistryOptions {
   /**
    * A DIRECT connection to PostgreSQL: session advisory locks live as long as the server session, so
    * a transaction-pooling proxy (PgBouncer in transaction mode, RDS Proxy, Supavisor in transaction
@@ -100,7 +100,7 @@ export interface PgLockRegistryOptions {
  * Needs a DIRECT connection (see `connectionString`). The lock keys are 64-bit hashes of schema and
  * name in the single-bigint advisory key space (see `lockKey`), apart from eskit's own two-int keys.
  */
-export class PgLockRegistry implements LockRegistry {
+export class PostgresLockRegistry implements LockRegistry {
   readonly schema: string;
   readonly holderId: string;
   readonly applicationName: string;
@@ -112,7 +112,7 @@ export class PgLockRegistry implements LockRegistry {
   readonly #keys: LockKeys;
   readonly #session: LockSession;
   readonly #requests: LockRequests;
-  readonly #held = new Map<string, PgLease>();
+  readonly #held = new Map<string, PostgresLease>();
   /** Release statements in flight. */
   #releasing = 0;
   /**
@@ -122,13 +122,13 @@ export class PgLockRegistry implements LockRegistry {
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  constructor(options: PgLockRegistryOptions) {
+  constructor(options: PostgresLockRegistryOptions) {
     if (typeof options !== 'object' || options === null) {
-      throw new InvalidArgumentError('PgLockRegistry needs an options object with `connectionString` or `connection`.');
+      throw new InvalidArgumentError('PostgresLockRegistry needs an options object with `connectionString` or `connection`.');
     }
     const { connectionString, connection } = options;
     if ((connectionString === undefined) === (connection === undefined)) {
-      throw new InvalidArgumentError('PgLockRegistry needs exactly one of `connectionString` or `connection` (pg client settings), for a direct connection.');
+      throw new InvalidArgumentError('PostgresLockRegistry needs exactly one of `connectionString` or `connection` (pg client settings), for a direct connection.');
     }
     if (connectionString !== undefined) checkConnectionString(connectionString);
     if (options.migrate !== undefined && typeof options.migrate !== 'boolean') {
@@ -250,7 +250,7 @@ export class PgLockRegistry implements LockRegistry {
     if (this.#closed) throw new LockUnavailableError('The lock registry is closed; create a new one.');
   }
 
-  async #release(lease: PgLease): Promise<void> {
+  async #release(lease: PostgresLease): Promise<void> {
     if (this.#held.get(lease.name) === lease) this.#held.delete(lease.name);
     const connection = lease.connection;
     this.#releasing += 1;

@@ -6,7 +6,7 @@ import { translateError } from '../errors.js';
 import { query } from './connection.js';
 import type { Connection, LockSession } from './connection.js';
 import { describeFailure, isConnectionFailure, isTransient, sqlState } from './failures.js';
-import { PgLease } from './lease.js';
+import { PostgresLease } from './lease.js';
 import type { LockKeys, LockStatements } from './sql.js';
 
 const MAX_RETRY_MS = 5_000;
@@ -17,7 +17,7 @@ interface Request {
   /** onWaiting was called (the first attempt was denied, or this node already holds the lock). */
   waiting: boolean;
   readonly onWaiting: (() => void) | undefined;
-  grant(lease: PgLease): void;
+  grant(lease: PostgresLease): void;
   fail(error: unknown): void;
 }
 
@@ -31,11 +31,11 @@ export interface RequestsHost {
   readonly keys: LockKeys;
   readonly session: LockSession;
   /** The leases this registry holds, by lock name: the queue adds what it is granted. */
-  readonly held: Map<string, PgLease>;
+  readonly held: Map<string, PostgresLease>;
   closed(): boolean;
-  /** The lock session is over (see PgLockRegistry); `ended`: this registry ended it on purpose. */
+  /** The lock session is over (see PostgresLockRegistry); `ended`: this registry ended it on purpose. */
   lost(connection: Connection, error: unknown, how?: 'failed' | 'ended'): void;
-  release(lease: PgLease): Promise<void>;
+  release(lease: PostgresLease): Promise<void>;
   /** Closes the connection after a while if nothing is held or awaited any more. */
   idleCheck(): void;
 }
@@ -330,7 +330,7 @@ export class LockRequests {
       });
       return;
     }
-    const lease = new PgLease(name, key, fencingToken, connection, (released) => host.release(released));
+    const lease = new PostgresLease(name, key, fencingToken, connection, (released) => host.release(released));
     host.held.set(name, lease);
     this.#stopWaiting(name);
     if (request.waiting) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { ErrorCode, isEskitError } from '../../core/errors.js';
-import type { RecordedEvent } from '../../core/event.js';
+import type { Recorded } from '../../core/event.js';
 import type { AppendResult, EventStore, ExpectedVersion } from '../../core/store.js';
 import { assertStrictlyIncreasing, collect, yieldToEventLoop } from './context.js';
 import type { SuiteContext } from './context.js';
@@ -147,7 +147,7 @@ export function concurrencyTests(ctx: SuiteContext): void {
         () => undefined,
       );
 
-      const seen: RecordedEvent[] = [];
+      const seen: Recorded[] = [];
       const tail = (async () => {
         // Once every append has returned, its events must become visible soon; a reader that is still
         // missing some by then skipped them.
