@@ -17,6 +17,8 @@ const LAYERS = {
   sqlite: ['core'],
   postgres: ['core'],
   testing: ['core', 'decider'],
+  // `eskit/adapter` re-exports core for adapter authors.
+  adapter: ['core'],
   // The CLI reaches sqlite and postgres through their entry files only (ADAPTER_ENTRIES below): it talks
   // to an adapter through what the adapter offers (its backend and admin surface), not its tables.
   cli: ['core', 'telemetry', 'decider', 'subscription', 'automation', 'view', 'memory'],
@@ -29,7 +31,7 @@ const ROOT_ENTRY = ['core', 'telemetry', 'decider', 'subscription', 'automation'
  * The folders whose index.ts is a package entry (package.json "exports"): besides re-exporting its
  * folder, such a file loads telemetry, which fills core's append hook (src/telemetry/install.ts).
  */
-const PACKAGE_ENTRIES = ['sqlite', 'postgres', 'testing', 'cli'];
+const PACKAGE_ENTRIES = ['sqlite', 'postgres', 'memory', 'adapter', 'testing', 'cli'];
 /** A folder of src/ that is not in LAYERS is held to this until it gets its own list. */
 const NEW_FOLDER = ['core'];
 /** Deepest nesting below a folder that the rules cover (src/<folder>/a/b/file.ts is depth 3). */

@@ -1,10 +1,36 @@
-// The `eskit` entry point: the core contracts, deciders and the in-memory adapter.
+// The `eskit` entry point: what an application writes against, listed by name. The parts behind the
+// one-call backends are in `eskit/memory`, `eskit/sqlite` and `eskit/postgres`; what an adapter
+// author needs (the contracts, the store base, the helpers) is in `eskit/adapter`.
 // Telemetry fills core's append hook when loaded (core cannot import it); every entry loads it.
 import './telemetry/install.js';
-export * from './core/index.js';
-export * from './decider/index.js';
-export * from './memory/index.js';
-export * from './subscription/index.js';
-export * from './automation/index.js';
-export * from './view/index.js';
-export * from './telemetry/index.js';
+
+// Where events live: one call per backend (the database ones in their own entries).
+export { memory } from './memory/backend.js';
+export type { Backend } from './core/backend.js';
+export type { AppendResult, EventStore, ExpectedVersion } from './core/store.js';
+export type { EventShape, Metadata, NewEvent, Recorded } from './core/event.js';
+export { EventRegistry } from './core/registry.js';
+
+// State changes: deciders and the command handler.
+export { CommandHandler } from './decider/command-handler.js';
+export type { Decider } from './decider/decider.js';
+export type { HandleResult } from './decider/command-handler.js';
+
+// Reacting to events: subscriptions, automations and views.
+export { Subscription } from './subscription/subscription.js';
+export type { HandlerContext, SubscriptionOptions, SubscriptionStatus } from './subscription/subscription.js';
+export { Automation, inTransaction } from './automation/automation.js';
+export type { AutomationOptions, AutomationStatus, ExecuteContext, TodoItem, TriggerContext } from './automation/automation.js';
+export { MemoryView, SqlView, waitFor } from './view/index.js';
+export type { SqlViewHost, SqlViewOptions, SqlViewSetup, SqlViewTx, Upsert, ViewStatus } from './view/index.js';
+export type { DeadLetter, DeadLetterStore } from './core/dead-letter.js';
+export type { LockRegistry } from './core/lock.js';
+export type { RetryPolicy } from './core/retry.js';
+
+// Errors: check them by code (isEskitError(error, ErrorCode.Concurrency)), which works across copies.
+export { ConcurrencyError, ErrorCode, EskitError, FencedError, HandlerFailedError, PermanentFailure, isEskitError } from './core/errors.js';
+
+// Logging and telemetry.
+export { consoleLogger, silentLogger } from './core/logger.js';
+export type { Logger } from './core/logger.js';
+export { MetricName, SpanName, TelemetryAttribute } from './telemetry/index.js';

@@ -1,3 +1,6 @@
+// `eskit/memory`: the in-memory backend and its parts (`memory()` is also in the root entry).
+import '../telemetry/install.js';
+
 export * from './memory-event-store.js';
 export * from './memory-checkpoint-store.js';
 export * from './memory-lock-registry.js';

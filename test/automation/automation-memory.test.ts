@@ -3,15 +3,12 @@ import { afterEach, describe, it } from 'node:test';
 import {
   Automation,
   FencedError,
-  MemoryCheckpointStore,
-  MemoryCompletionStore,
-  MemoryDeadLetterStore,
-  MemoryEventStore,
-  MemoryLockRegistry,
   PermanentFailure,
   silentLogger,
 } from '../../src/index.js';
-import type { AutomationOptions, CheckpointStore, EventShape, TodoItem } from '../../src/index.js';
+import type { CheckpointStore } from '../../src/adapter/index.js';
+import { MemoryCheckpointStore, MemoryCompletionStore, MemoryDeadLetterStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
+import type { AutomationOptions, EventShape, TodoItem } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 
 type Payload = { n: number };

@@ -6,24 +6,17 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   Automation,
-  MemoryCheckpointStore,
-  MemoryCompletionStore,
-  MemoryDeadLetterStore,
-  MemoryEventStore,
-  MemoryLockRegistry,
   PermanentFailure,
   isEskitError,
   silentLogger,
 } from '../../src/index.js';
+import type { AcquireOptions, CheckpointStore, CompletionStore, Lease } from '../../src/adapter/index.js';
+import { MemoryCheckpointStore, MemoryCompletionStore, MemoryDeadLetterStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
 import type {
-  AcquireOptions,
   AutomationOptions,
-  CheckpointStore,
-  CompletionStore,
   DeadLetterStore,
   EventShape,
   ExecuteContext,
-  Lease,
   LockRegistry,
   TodoItem,
 } from '../../src/index.js';

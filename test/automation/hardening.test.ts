@@ -5,16 +5,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   Automation,
-  MemoryCheckpointStore,
-  MemoryCompletionStore,
-  MemoryDeadLetterStore,
-  MemoryEventStore,
-  MemoryLockRegistry,
   PermanentFailure,
   Subscription,
   silentLogger,
 } from '../../src/index.js';
-import type { AutomationOptions, CompletionStore, DeadLetterStore, EventShape, Logger } from '../../src/index.js';
+import type { CompletionStore } from '../../src/adapter/index.js';
+import { MemoryCheckpointStore, MemoryCompletionStore, MemoryDeadLetterStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
+import type { AutomationOptions, DeadLetterStore, EventShape, Logger } from '../../src/index.js';
 import { automationInternals } from '../../src/automation/inspect.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { gate, openGatesThenStopAfterEach, stopAfterTest } from '../support/gates.js';

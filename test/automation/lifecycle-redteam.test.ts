@@ -5,17 +5,14 @@ import { describe, it } from 'node:test';
 import {
   Automation,
   FencedError,
-  MemoryCheckpointStore,
-  MemoryCompletionStore,
-  MemoryDeadLetterStore,
-  MemoryEventStore,
-  MemoryLockRegistry,
   PermanentFailure,
-  StoreClosedError,
   isEskitError,
   silentLogger,
 } from '../../src/index.js';
-import type { AutomationOptions, CheckpointStore, CompletionStore, DeadLetterStore, EventShape, StoredEventRow } from '../../src/index.js';
+import type { CheckpointStore, CompletionStore, StoredEventRow } from '../../src/adapter/index.js';
+import { StoreClosedError } from '../../src/adapter/index.js';
+import { MemoryCheckpointStore, MemoryCompletionStore, MemoryDeadLetterStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
+import type { AutomationOptions, DeadLetterStore, EventShape } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { gate, openAfterTest, openGatesThenStopAfterEach, stopAfterTest, until } from '../support/gates.js';
 

@@ -108,7 +108,7 @@ function quickStart(): string {
 
 const AUTOMATION = `
 import { Automation, EventRegistry } from 'eskit';
-import { PostgresCheckpointStore, PostgresCompletionStore, PostgresDeadLetterStore, PostgresEventStore } from 'eskit/postgres';
+import { postgres } from 'eskit/postgres';
 
 type OrderEvent = { type: 'OrderPlaced'; data: { orderId: string; email: string } };
 
@@ -117,22 +117,20 @@ const schema = process.env.ESKIT_SCHEMA;
 if (!connectionString || !schema) throw new Error('DATABASE_URL and ESKIT_SCHEMA are required');
 
 const registry = new EventRegistry<OrderEvent>({ OrderPlaced: {} });
-const store = new PostgresEventStore({ connectionString, schema, registry });
-const checkpoints = new PostgresCheckpointStore({ store });
-const deadLetters = new PostgresDeadLetterStore({ store });
-const completions = new PostgresCompletionStore({ store });
+// One call: the store, checkpoints, dead letters, completion records, and leader election.
+const backend = postgres({ connectionString, schema, registry });
 
 const orders = ['order-1', 'order-2', 'order-3'];
 for (const orderId of orders) {
-  await store.append(orderId, [{ type: 'OrderPlaced', data: { orderId, email: orderId + '@example.com' } }]);
+  await backend.store.append(orderId, [{ type: 'OrderPlaced', data: { orderId, email: orderId + '@example.com' } }]);
 }
 
 const mailed: string[] = [];
 let allMailed: () => void = () => undefined;
 const done = new Promise<void>((resolve) => (allMailed = resolve));
 const mailer = new Automation<OrderEvent, { to: string }>({
+  backend,
   name: 'confirmations',
-  store, checkpoints, deadLetters, completions,
   types: ['OrderPlaced'],
   trigger: (event) => ({ key: event.data.orderId, payload: { to: event.data.email } }),
   execute: (item) => {
@@ -143,20 +141,34 @@ const mailer = new Automation<OrderEvent, { to: string }>({
 await mailer.start();
 await done;
 await mailer.stop();
-await Promise.all([completions.close(), deadLetters.close(), checkpoints.close()]);
-await store.close();
-console.log(JSON.stringify({ mailed: mailed.sort(), checkpoint: await positionOf() }));
+await mailer.done;
+const checkpoint = await backend.checkpoints.load('confirmations');
+await backend.close();
+console.log(JSON.stringify({ mailed: mailed.sort(), checkpoint }));
+`;
 
-async function positionOf(): Promise<number | undefined> {
-  const again = new PostgresEventStore({ connectionString: connectionString as string, schema: schema as string, registry });
-  const saved = new PostgresCheckpointStore({ store: again });
-  try {
-    return await saved.load('confirmations');
-  } finally {
-    await saved.close();
-    await again.close();
-  }
-}
+/** Every entry point, a value and a type of each, in a project with both drivers. */
+const EVERY_ENTRY = `
+import { Subscription, memory } from 'eskit';
+import type { Backend, Recorded } from 'eskit';
+import { MemoryEventStore } from 'eskit/memory';
+import type { MemoryBackend } from 'eskit/memory';
+import { sqlite } from 'eskit/sqlite';
+import type { SqliteBackend } from 'eskit/sqlite';
+import { postgres } from 'eskit/postgres';
+import type { PostgresBackend } from 'eskit/postgres';
+import { EventStoreBase, MissingDriverError } from 'eskit/adapter';
+import type { CheckpointStore } from 'eskit/adapter';
+import { eventStoreConformance } from 'eskit/testing';
+import { defineConfig } from 'eskit/cli';
+import type { EskitConfig } from 'eskit/cli';
+
+const backends: Array<Backend | MemoryBackend | SqliteBackend | PostgresBackend> = [memory()];
+const checkpoints: CheckpointStore = backends[0].checkpoints;
+const seen: Recorded[] = [];
+const values = [Subscription, MemoryEventStore, sqlite, postgres, EventStoreBase, MissingDriverError, eventStoreConformance, defineConfig];
+const config: EskitConfig | undefined = undefined;
+console.log(JSON.stringify({ loaded: values.every((value) => typeof value === 'function'), checkpoints: typeof checkpoints.load, seen: seen.length, config: config ?? null }));
 `;
 
 /** An `eskit.config.ts` for the CLI's `view rebuild`, written against one adapter only. */
@@ -187,7 +199,9 @@ export default defineConfig<CounterEvent>({
 /** Imports an entry point and prints how it failed, as JSON. */
 const IMPORT_FAILURE = `
 const [entry] = process.argv.slice(2);
-const { MissingDriverError, isEskitError } = await import('eskit');
+const { isEskitError } = await import('eskit');
+// The error classes are for adapter authors (eskit/adapter); applications check the code.
+const { MissingDriverError } = await import('eskit/adapter');
 try {
   await import(entry);
   console.log(JSON.stringify({ imported: true }));
@@ -202,6 +216,8 @@ describe('the package, installed in a new project', { timeout: 240_000 }, () => 
   let packed: string[] = [];
   let sqliteApp = '';
   let postgresApp = '';
+  let bothApp = '';
+  let everyEntryTsc: Run | undefined;
   let schema: TestSchema | undefined;
   let quickStartTsc: Run | undefined;
   let automationTsc: Run | undefined;
@@ -217,28 +233,42 @@ describe('the package, installed in a new project', { timeout: 240_000 }, () => 
     await symlink(join(REPO, 'node_modules'), join(source, 'node_modules'), 'dir');
     sqliteApp = join(root, 'sqlite-app');
     postgresApp = join(root, 'postgres-app');
-    await mkdir(sqliteApp);
-    await mkdir(postgresApp);
-    await writeFile(join(sqliteApp, 'package.json'), APP_PACKAGE);
-    await writeFile(join(postgresApp, 'package.json'), APP_PACKAGE);
+    bothApp = join(root, 'both-app');
+    for (const app of [sqliteApp, postgresApp, bothApp]) {
+      await mkdir(app);
+      await writeFile(join(app, 'package.json'), APP_PACKAGE);
+    }
 
     // Each project's driver and types install while the tarball builds; eskit itself goes in after.
-    const [pack, sqliteDriver, postgresDriver] = await Promise.all([
+    const [pack, sqliteDriver, postgresDriver, bothDrivers] = await Promise.all([
       run('npm', ['pack', '--json', '--pack-destination', root, '--loglevel=error'], { cwd: source, timeoutMs: 120_000 }),
       npmInstall(sqliteApp, [join(REPO, 'node_modules', 'better-sqlite3'), installed('@types/better-sqlite3'), installed('@types/node')]),
       npmInstall(postgresApp, [installed('pg'), installed('@types/pg'), installed('@types/node')]),
+      npmInstall(bothApp, [
+        join(REPO, 'node_modules', 'better-sqlite3'),
+        installed('@types/better-sqlite3'),
+        installed('pg'),
+        installed('@types/pg'),
+        installed('@types/node'),
+      ]),
     ]);
     ok(pack, 'npm pack');
     ok(sqliteDriver, 'npm install of better-sqlite3 in the SQLite project');
     ok(postgresDriver, 'npm install of pg in the PostgreSQL project');
+    ok(bothDrivers, 'npm install of both drivers in the third project');
     const report = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as Array<{ filename: string; files: Array<{ path: string }> }>;
     const first = report[0];
     assert.ok(first, `npm pack --json printed no package\n${pack.stdout}`);
     tarball = join(root, first.filename);
     packed = first.files.map((file) => file.path);
-    const [sqliteInstall, postgresInstall] = await Promise.all([npmInstall(sqliteApp, [tarball]), npmInstall(postgresApp, [tarball])]);
+    const [sqliteInstall, postgresInstall, bothInstall] = await Promise.all([
+      npmInstall(sqliteApp, [tarball]),
+      npmInstall(postgresApp, [tarball]),
+      npmInstall(bothApp, [tarball]),
+    ]);
     ok(sqliteInstall, 'npm install of eskit in the SQLite project');
     ok(postgresInstall, 'npm install of eskit in the PostgreSQL project');
+    ok(bothInstall, 'npm install of eskit in the third project');
 
     // Both compilations at once: they are the slow part, and independent.
     // Each project also has a CLI config that names its adapter only: eskit/cli must not need the
@@ -247,9 +277,12 @@ describe('the package, installed in a new project', { timeout: 240_000 }, () => 
     await writeFile(join(sqliteApp, 'eskit.config.ts'), viewConfig('sqlite'));
     await writeFile(join(postgresApp, 'automation.ts'), AUTOMATION);
     await writeFile(join(postgresApp, 'eskit.config.ts'), viewConfig('postgres'));
-    [quickStartTsc, automationTsc] = await Promise.all([
+    await writeFile(join(bothApp, 'every-entry.ts'), EVERY_ENTRY);
+    await writeFile(join(bothApp, 'quickstart.ts'), quickStart());
+    [quickStartTsc, automationTsc, everyEntryTsc] = await Promise.all([
       tscStrict(sqliteApp, ['quickstart.ts', 'eskit.config.ts']),
       tscStrict(postgresApp, ['automation.ts', 'eskit.config.ts']),
+      tscStrict(bothApp, ['every-entry.ts', 'quickstart.ts']),
     ]);
   });
 
@@ -295,6 +328,12 @@ describe('the package, installed in a new project', { timeout: 240_000 }, () => 
       'the automation',
     );
     assert.deepEqual(JSON.parse(result.stdout), { mailed: ['order-1@example.com', 'order-2@example.com', 'order-3@example.com'], checkpoint: 3 });
+  });
+
+  it('with both drivers installed, every entry point imports and type-checks, and so does the README quick start', async () => {
+    ok(everyEntryTsc as Run, 'tsc --strict every-entry.ts quickstart.ts');
+    const result = ok(await run(process.execPath, ['out/every-entry.js'], { cwd: bothApp }), 'every entry point');
+    assert.equal((JSON.parse(result.stdout.trim().split('\n')[0] ?? '{}') as { loaded?: boolean }).loaded, true);
   });
 
   it('a missing driver is a typed error that names the package to install', async () => {

@@ -4,16 +4,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   FencedError,
-  MemoryCheckpointStore,
-  MemoryDeadLetterStore,
-  MemoryEventStore,
-  MemoryLockRegistry,
-  StoreClosedError,
   Subscription,
   isEskitError,
   silentLogger,
 } from '../../src/index.js';
-import type { CheckpointStore, EventShape, LockRegistry, OutstandingWork, Recorded, SubscriptionOptions } from '../../src/index.js';
+import type { CheckpointStore } from '../../src/adapter/index.js';
+import type { OutstandingWork } from '../../src/subscription/index.js';
+import { StoreClosedError } from '../../src/adapter/index.js';
+import { MemoryCheckpointStore, MemoryDeadLetterStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
+import type { EventShape, LockRegistry, Recorded, SubscriptionOptions } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { gate, openAfterTest, openGatesThenStopAfterEach, stopAfterTest } from '../support/gates.js';
 

@@ -3,8 +3,10 @@
 // appended in between was never delivered.
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { MemoryCheckpointStore, MemoryEventStore, MemoryLockRegistry, Subscription, silentLogger } from '../../src/index.js';
-import type { CheckpointStore, EventStore, LockRegistry, Recorded } from '../../src/index.js';
+import { Subscription, silentLogger } from '../../src/index.js';
+import type { CheckpointStore } from '../../src/adapter/index.js';
+import { MemoryCheckpointStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
+import type { EventStore, LockRegistry, Recorded } from '../../src/index.js';
 import { PostgresCheckpointStore, PostgresEventStore } from '../../src/postgres/index.js';
 import { SqliteCheckpointStore, SqliteEventStore } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';

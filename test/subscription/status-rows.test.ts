@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { Automation, Subscription, silentLogger } from '../../src/index.js';
-import type { RunnerStatusRow } from '../../src/index.js';
+import type { RunnerStatusRow } from '../../src/adapter/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { databasesAfterEach } from '../sqlite/helpers.js';

@@ -3,7 +3,8 @@
 // a database that stops answering cannot hold stop() until the OS gives up on the connection.
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { Automation, MemoryCheckpointStore, MemoryEventStore, MemoryLockRegistry, Subscription, silentLogger } from '../../src/index.js';
+import { Automation, Subscription, silentLogger } from '../../src/index.js';
+import { MemoryCheckpointStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
 import type { Logger } from '../../src/index.js';
 import { PostgresCheckpointStore, PostgresCompletionStore, PostgresDeadLetterStore, PostgresEventStore } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';

@@ -1,16 +1,14 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import {
-  MemoryCheckpointStore,
-  MemoryDeadLetterStore,
-  MemoryEventStore,
-  MemoryLockRegistry,
   MemoryView,
   Subscription,
   silentLogger,
   isEskitError,
 } from '../../src/index.js';
-import type { CheckpointStore, EventStore, HandlerContext, LockRegistry, Recorded, SubscriptionOptions } from '../../src/index.js';
+import type { CheckpointStore } from '../../src/adapter/index.js';
+import { MemoryCheckpointStore, MemoryDeadLetterStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
+import type { EventStore, HandlerContext, LockRegistry, Recorded, SubscriptionOptions } from '../../src/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 
 // Stop everything a test started, even when it failed half-way, so the file's process can exit.

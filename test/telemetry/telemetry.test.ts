@@ -13,21 +13,19 @@ import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import {
   Automation,
   CommandHandler,
-  MemoryCheckpointStore,
-  MemoryEventStore,
-  MemoryLockRegistry,
   MetricName,
   PermanentFailure,
   SpanName,
   Subscription,
-  TELEMETRY_SCOPE,
   TelemetryAttribute,
-  TRACE_METADATA,
-  eventSpanContext,
   memory,
   silentLogger,
 } from '../../src/index.js';
-import type { CheckpointStore, DeadLetterStore, EventStore, Recorded, SubscriptionOptions } from '../../src/index.js';
+import type { CheckpointStore } from '../../src/adapter/index.js';
+import { TELEMETRY_SCOPE, TRACE_METADATA } from '../../src/telemetry/index.js';
+import { eventSpanContext } from '../../src/telemetry/index.js';
+import { MemoryCheckpointStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
+import type { DeadLetterStore, EventStore, Recorded, SubscriptionOptions } from '../../src/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
 import { activeTracer } from '../../src/telemetry/telemetry.js';
 import { waitUntil } from '../../src/testing/wait.js';
