@@ -1,0 +1,183 @@
+// The code samples of the guides (docs/*.md) and of README.md type-check against eskit as it is now.
+//
+// The rule: a ```ts block that has an `import` line is a complete module, and is checked; a block
+// without one is a fragment (part of a decider, a listing of a contract, lines quoted from the demo)
+// and is only read. So a sample that imports must declare what it leaves out (`declare const mailer:
+// ...`), and every name it imports must come from an entry that really exports it.
+//
+// How: each checked block is written as its own module into a temporary folder, and the repository's
+// TypeScript checks them all in one run (`--strict`, `module`/`moduleResolution` `nodenext`, `target`
+// es2022: what a user's project would use), with `eskit` and its subpaths mapped (tsconfig `paths`)
+// to the sources each entry of package.json's `exports` is built from: no build is needed, the samples
+// are checked against the code of this very checkout, and a name an entry does not export is an error
+// exactly as it would be for a user. The folder's node_modules is a link to the repository's, for
+// `pg`, `better-sqlite3`, `@opentelemetry/api` and the Node types. Packages a sample names that the
+// repository does not install (pino, the OpenTelemetry Node SDK and exporters) are declared as
+// modules of `any`: of such a sample, eskit's side is checked.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const TSC = join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
+
+/**
+ * Packages samples import that the repository does not install, with the names they import: declared
+ * as `any`, so that only eskit's side of such a sample is checked.
+ */
+const NOT_INSTALLED: Record<string, string[]> = {
+  pino: ['default'],
+  '@opentelemetry/sdk-node': ['NodeSDK'],
+  '@opentelemetry/exporter-trace-otlp-http': ['OTLPTraceExporter'],
+  '@opentelemetry/exporter-metrics-otlp-http': ['OTLPMetricExporter'],
+};
+
+/** `declare module` for each package of NOT_INSTALLED. */
+function stubs(): string {
+  return Object.entries(NOT_INSTALLED)
+    .map(([name, exported]) => {
+      const members = exported.map((member) => (member === 'default' ? '  const value: any;\n  export default value;' : `  export const ${member}: any;`));
+      return `declare module '${name}' {\n${members.join('\n')}\n}\n`;
+    })
+    .join('');
+}
+
+interface Block {
+  /** The markdown file, relative to the repository. */
+  doc: string;
+  /** The line of the block's first code line in the markdown file (1-based). */
+  line: number;
+  code: string;
+}
+
+/** Every ```ts block of a markdown file (also indented ones, in lists), its indentation removed. */
+function tsBlocks(doc: string, markdown: string): Block[] {
+  const blocks: Block[] = [];
+  const lines = markdown.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^(\s*)(`{3,})\s*(\S*)/.exec(lines[i] as string);
+    if (!open) continue;
+    const [, indent = '', fence = '', lang = ''] = open;
+    const body: string[] = [];
+    let j = i + 1;
+    for (; j < lines.length; j++) {
+      const text = lines[j] as string;
+      if (text.trimStart().startsWith(fence) && text.trim().replace(/`/g, '') === '') break;
+      body.push(text.startsWith(indent) ? text.slice(indent.length) : text.trimStart());
+    }
+    if (lang === 'ts' || lang === 'typescript') blocks.push({ doc, line: i + 2, code: body.join('\n') });
+    i = j;
+  }
+  return blocks;
+}
+
+/** A block with an `import` line is a whole module; the others are fragments. */
+const isModule = (code: string): boolean => /^\s*import[\s{*'"]/m.test(code);
+
+function docs(): Array<{ doc: string; markdown: string }> {
+  const files = readdirSync(join(REPO, 'docs'))
+    .filter((name) => name.endsWith('.md'))
+    .sort()
+    .map((name) => join('docs', name));
+  return [...files, 'README.md'].map((doc) => ({ doc, markdown: readFileSync(join(REPO, doc), 'utf8') }));
+}
+
+/** `eskit` and `eskit/<x>` → the source file package.json's `exports` builds that entry from. */
+function entryPaths(): Record<string, string[]> {
+  const manifest = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { exports: Record<string, { types: string }> };
+  const paths: Record<string, string[]> = {};
+  for (const [subpath, target] of Object.entries(manifest.exports)) {
+    const source = join(REPO, target.types.replace(/^\.\/dist\//, 'src/').replace(/\.d\.ts$/, '.ts'));
+    assert.ok(existsSync(source), `${subpath} is built from ${source}`);
+    paths[subpath === '.' ? 'eskit' : `eskit/${subpath.slice(2)}`] = [source];
+  }
+  return paths;
+}
+
+const fileName = (block: Block): string => `${block.doc.replace(/[/.]/g, '_')}_L${block.line}.ts`;
+
+interface Diagnostic {
+  where: string;
+  message: string;
+}
+
+describe('the samples in docs/ and README.md', { timeout: 60_000 }, () => {
+  let dir = '';
+  let checked: Block[] = [];
+  let fragments = 0;
+  let diagnostics: Diagnostic[] = [];
+  let output = '';
+
+  before(async () => {
+    const blocks = docs().flatMap(({ doc, markdown }) => tsBlocks(doc, markdown));
+    checked = blocks.filter((block) => isModule(block.code));
+    fragments = blocks.length - checked.length;
+    dir = await mkdtemp(join(tmpdir(), 'eskit-doc-samples-'));
+    await symlink(join(REPO, 'node_modules'), join(dir, 'node_modules'), 'dir');
+    await writeFile(join(dir, 'package.json'), JSON.stringify({ type: 'module', private: true }));
+    await writeFile(join(dir, 'not-installed.d.ts'), stubs());
+    const byFile = new Map<string, Block>();
+    for (const block of checked) {
+      byFile.set(fileName(block), block);
+      await writeFile(join(dir, fileName(block)), block.code);
+    }
+    await writeFile(
+      join(dir, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          strict: true,
+          noEmit: true,
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          // eskit's sources are part of the program here (not its declarations): they need what the
+          // repository's tsconfig gives them (String.prototype.isWellFormed is ES2024).
+          lib: ['es2023', 'es2024.string'],
+          types: ['node'],
+          skipLibCheck: true,
+          paths: entryPaths(),
+        },
+        files: ['not-installed.d.ts', ...byFile.keys()],
+      }),
+    );
+    output = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, [TSC, '-p', join(dir, 'tsconfig.json'), '--pretty', 'false'], { cwd: dir, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
+        // tsc exits 2 when it found errors: those are the result. Anything else is a broken run.
+        if (error && error.code !== 2) reject(new Error(`tsc failed to run (${String(error.code)}): ${stderr}${stdout}`));
+        else resolve(stdout + stderr);
+      });
+    });
+    diagnostics = [];
+    for (const line of output.split('\n')) {
+      const match = /^(.+?)\((\d+),(\d+)\): error (TS\d+: .*)$/.exec(line);
+      if (!match) {
+        if (/error TS\d+/.test(line)) diagnostics.push({ where: '(tsc)', message: line });
+        else if (diagnostics.length > 0 && line.startsWith('  ')) (diagnostics[diagnostics.length - 1] as Diagnostic).message += `\n${line}`;
+        continue;
+      }
+      const [, file = '', row = '0', column = '0', message = ''] = match;
+      const block = byFile.get(file.replace(/^.*[\\/]/, ''));
+      const where = block ? `${block.doc}:${block.line + Number(row) - 1}:${column}` : `${relative(REPO, join(dir, file))}:${row}:${column}`;
+      diagnostics.push({ where, message });
+    }
+  });
+
+  after(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('finds the samples (blocks with an import line are modules, the others fragments)', (t) => {
+    t.diagnostic(`${checked.length} modules type-checked, ${fragments} fragments only read`);
+    assert.ok(checked.length >= 20, `only ${checked.length} ts blocks with an import line`);
+  });
+
+  it('type-checks every sample under tsc --strict (nodenext, es2022)', () => {
+    const report = diagnostics.map((d) => `${d.where}: ${d.message}`).join('\n');
+    assert.equal(diagnostics.length, 0, `samples that do not type-check against eskit:\n${report || output}`);
+  });
+});
