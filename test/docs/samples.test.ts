@@ -5,6 +5,11 @@
 // and is only read. So a sample that imports must declare what it leaves out (`declare const mailer:
 // ...`), and every name it imports must come from an entry that really exports it.
 //
+// A module whose first line is a comment naming a file (`// account.ts`, `// src/views.ts: ...`) is
+// written under that name, so that the samples after it in the same guide can import it
+// (`from './account.js'`); the others get a name of their own. Each guide's samples are in a folder of
+// their own.
+//
 // How: each checked block is written as its own module into a temporary folder, and the repository's
 // TypeScript checks them all in one run (`--strict`, `module`/`moduleResolution` `nodenext`, `target`
 // es2022: what a user's project would use), with `eskit` and its subpaths mapped (tsconfig `paths`)
@@ -17,9 +22,9 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -99,7 +104,12 @@ function entryPaths(): Record<string, string[]> {
   return paths;
 }
 
-const fileName = (block: Block): string => `${block.doc.replace(/[/.]/g, '_')}_L${block.line}.ts`;
+/** Where a block goes in the temporary folder: its guide's folder, under the name it gives itself or its line. */
+function fileName(block: Block): string {
+  const folder = block.doc.replace(/\.md$/, '').replace(/[/.]/g, '_');
+  const named = /^\/\/ ([\w./-]+\.ts)\b/.exec(block.code)?.[1];
+  return `${folder}/${named ?? `L${block.line}.ts`}`;
+}
 
 interface Diagnostic {
   where: string;
@@ -123,8 +133,12 @@ describe('the samples in docs/ and README.md', { timeout: 60_000 }, () => {
     await writeFile(join(dir, 'not-installed.d.ts'), stubs());
     const byFile = new Map<string, Block>();
     for (const block of checked) {
-      byFile.set(fileName(block), block);
-      await writeFile(join(dir, fileName(block)), block.code);
+      const file = fileName(block);
+      const other = byFile.get(file);
+      assert.ok(!other, `${block.doc}:${block.line} and line ${other?.line} are both ${file}`);
+      byFile.set(file, block);
+      await mkdir(dirname(join(dir, file)), { recursive: true });
+      await writeFile(join(dir, file), block.code);
     }
     await writeFile(
       join(dir, 'tsconfig.json'),
@@ -161,8 +175,8 @@ describe('the samples in docs/ and README.md', { timeout: 60_000 }, () => {
         continue;
       }
       const [, file = '', row = '0', column = '0', message = ''] = match;
-      const block = byFile.get(file.replace(/^.*[\\/]/, ''));
-      const where = block ? `${block.doc}:${block.line + Number(row) - 1}:${column}` : `${relative(REPO, join(dir, file))}:${row}:${column}`;
+      const block = byFile.get(relative(dir, resolve(dir, file)).replace(/\\/g, '/'));
+      const where = block ? `${block.doc}:${block.line + Number(row) - 1}:${column}` : `${relative(REPO, resolve(dir, file))}:${row}:${column}`;
       diagnostics.push({ where, message });
     }
   });
