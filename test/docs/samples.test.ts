@@ -13,12 +13,15 @@
 // How: each checked block is written as its own module into a temporary folder, and the repository's
 // TypeScript checks them all in one run (`--strict`, `module`/`moduleResolution` `nodenext`, `target`
 // es2022: what a user's project would use), with `eskit` and its subpaths mapped (tsconfig `paths`)
-// to the sources each entry of package.json's `exports` is built from: no build is needed, the samples
-// are checked against the code of this very checkout, and a name an entry does not export is an error
-// exactly as it would be for a user. The folder's node_modules is a link to the repository's, for
+// to the sources each entry of package.json's `exports` is built from. Why the sources and not dist/:
+// no build is needed (dist/ may be stale or missing in a checkout, and building it costs more than the
+// check), the samples are checked against the code of this very checkout, and a name an entry does
+// not export is an error exactly as it would be for a user. One tsc run checks eskit's sources and
+// every sample in about 8 s on 2 cores. The folder's node_modules is a link to the repository's, for
 // `pg`, `better-sqlite3`, `@opentelemetry/api` and the Node types. Packages a sample names that the
 // repository does not install (pino, the OpenTelemetry Node SDK and exporters) are declared as
-// modules of `any`: of such a sample, eskit's side is checked.
+// modules of `any`: of such a sample, eskit's side is checked. KNOWN_ERRORS lists the samples of
+// README.md (not edited with the guides) known not to compile yet.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -51,6 +54,16 @@ function stubs(): string {
     })
     .join('');
 }
+
+/**
+ * Samples in a file the guides' maintainers do not edit (README.md) that are known not to compile yet,
+ * each with the one error it must still give. The test fails once such a sample compiles (remove it
+ * here then) or fails in another way.
+ */
+const KNOWN_ERRORS: Array<{ doc: string; sample: string; error: string }> = [
+  // The README's PostgreSQL automation calls a `mailer` it does not declare.
+  { doc: 'README.md', sample: 'mailer.send(item.payload', error: "TS2304: Cannot find name 'mailer'." },
+];
 
 interface Block {
   /** The markdown file, relative to the repository. */
@@ -114,6 +127,8 @@ function fileName(block: Block): string {
 interface Diagnostic {
   where: string;
   message: string;
+  /** The sample it is in; undefined for a file that is not a sample. */
+  block?: Block;
 }
 
 describe('the samples in docs/ and README.md', { timeout: 60_000 }, () => {
@@ -177,7 +192,7 @@ describe('the samples in docs/ and README.md', { timeout: 60_000 }, () => {
       const [, file = '', row = '0', column = '0', message = ''] = match;
       const block = byFile.get(relative(dir, resolve(dir, file)).replace(/\\/g, '/'));
       const where = block ? `${block.doc}:${block.line + Number(row) - 1}:${column}` : `${relative(REPO, resolve(dir, file))}:${row}:${column}`;
-      diagnostics.push({ where, message });
+      diagnostics.push({ where, message, block });
     }
   });
 
@@ -191,7 +206,11 @@ describe('the samples in docs/ and README.md', { timeout: 60_000 }, () => {
   });
 
   it('type-checks every sample under tsc --strict (nodenext, es2022)', () => {
-    const report = diagnostics.map((d) => `${d.where}: ${d.message}`).join('\n');
-    assert.equal(diagnostics.length, 0, `samples that do not type-check against eskit:\n${report || output}`);
+    const known = (d: Diagnostic) => KNOWN_ERRORS.find((k) => d.block?.doc === k.doc && d.block.code.includes(k.sample) && d.message === k.error);
+    const unexpected = diagnostics.filter((d) => !known(d));
+    const report = unexpected.map((d) => `${d.where}: ${d.message}`).join('\n');
+    assert.equal(unexpected.length, 0, `samples that do not type-check against eskit:\n${report || output}`);
+    const fixed = KNOWN_ERRORS.filter((k) => !diagnostics.some((d) => known(d) === k));
+    assert.deepEqual(fixed, [], 'samples in KNOWN_ERRORS that no longer give their error: remove them from the list');
   });
 });
