@@ -24,7 +24,7 @@ export type { AutomationOptions, AutomationStatus, ExecuteContext, TodoItem, Tri
 export { MemoryView, SqlView, waitFor } from './view/index.js';
 export type { SqlViewHost, SqlViewOptions, SqlViewSetup, SqlViewTx, Upsert, ViewStatus } from './view/index.js';
 export type { DeadLetter, DeadLetterStore } from './core/dead-letter.js';
-export type { LockRegistry } from './core/lock.js';
+export type { Lease, LockRegistry } from './core/lock.js';
 export type { RetryPolicy } from './core/retry.js';
 
 // Errors: check them by code (isEskitError(error, ErrorCode.Concurrency)), which works across copies.

@@ -1,6 +1,6 @@
 import type { Attributes } from '@opentelemetry/api';
 import type { CheckpointStore } from '../core/checkpoint.js';
-import { unlessAborted } from '../core/deadline.js';
+
 import { AlreadyStartedError, describeError, ErrorCode, InvalidArgumentError, isEskitError, TimeoutError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
@@ -12,9 +12,10 @@ import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
 import { milliseconds, positiveInteger } from '../core/validate.js';
 import { TelemetryAttribute, instruments, reportLag } from '../telemetry/telemetry.js';
-import { Checkpointer, isTransient, loadStart } from './checkpointing.js';
+import { Checkpointer, loadStart } from './checkpointing.js';
 import { Delivery } from './delivery.js';
 import { Leadership } from './leadership.js';
+import { LogReader } from './reading.js';
 import { drainWork, finishWork } from './outstanding.js';
 import { StatusPublisher } from './status-publisher.js';
 import type { StoppingWork } from './outstanding.js';
@@ -57,11 +58,10 @@ export class Subscription<E extends EventShape = EventShape> {
   /** Fires `drainTimeoutMs` after stop(): work still in flight is abandoned. */
   #drainExpired = new AbortController();
   #drainTimer: NodeJS.Timeout | undefined;
-  #wake: (() => void) | undefined;
-  #wakeRequested = false;
   /** Metric attributes, made once: metrics are recorded per batch or per rare event with them. */
   readonly #attributes: Attributes;
   readonly #leadership: Leadership;
+  readonly #reader: LogReader<E>;
   readonly #leaderLockOf: LockRegistry | undefined;
   #publisher: StatusPublisher | undefined;
   readonly #delivery: Delivery<E>;
@@ -103,6 +103,14 @@ export class Subscription<E extends EventShape = EventShape> {
       onChange: () => this.#publisher?.changed(),
       stopCallTimeoutMs: this.#stopCallTimeoutMs,
       attributes: this.#attributes,
+      logger: this.#logger,
+    });
+    this.#reader = new LogReader<E>({
+      name: this.name,
+      store,
+      batchSize: this.#batchSize,
+      types: options.types,
+      pollIntervalMs: this.#pollIntervalMs,
       logger: this.#logger,
     });
     this.#delivery = new Delivery<E>({
@@ -195,7 +203,7 @@ export class Subscription<E extends EventShape = EventShape> {
   /** Runs until stopped or failed; resolves with the failure, if any. */
   async #loop(): Promise<Error | undefined> {
     const unsubscribe = this.#store.onAppend(() => {
-      this.#requestWake();
+      this.#reader.wake();
     });
     const stopReporting = reportLag({ attributes: this.#attributes, lag: () => this.#lag() });
     try {
@@ -326,7 +334,7 @@ export class Subscription<E extends EventShape = EventShape> {
     const stopProgress = work?.onProgress(() => {
       progressTimer ??= setTimeout(() => {
         progressTimer = undefined;
-        this.#requestWake();
+        this.#reader.wake();
       }, Math.min(this.#checkpointIntervalMs, 10));
     });
 
@@ -334,10 +342,10 @@ export class Subscription<E extends EventShape = EventShape> {
     let failure: { error: unknown } | undefined;
     try {
       while (!signal.aborted && failure === undefined) {
-        this.#wakeRequested = false;
+        this.#reader.awake();
         let batch: Recorded<E>[] | undefined;
         try {
-          batch = await this.#readBatch(read, signal);
+          batch = await this.#reader.readBatch(read, signal);
         } catch (error) {
           // An event that cannot be read (corrupt, unknown type): stop, but through the same exit as
           // any failure, so outstanding work is settled and the checkpoint saved up to it.
@@ -350,7 +358,7 @@ export class Subscription<E extends EventShape = EventShape> {
           instruments();
           await checkpoint.save();
           if (lost()) break;
-          await this.#idle(signal);
+          await this.#reader.idle(signal);
           continue;
         }
         const handledBefore = this.#delivery.handled;
@@ -454,50 +462,4 @@ export class Subscription<E extends EventShape = EventShape> {
     return this.#stop.signal.aborted ? 'stopped' : 'lost';
   }
 
-  /**
-   * One page after `position`; undefined when a transient read error was waited out, or when the
-   * signal fired first (a read has no effect to wait for, and a database that stopped answering must
-   * not hold a stop()).
-   */
-  async #readBatch(position: number, signal: AbortSignal): Promise<Recorded<E>[] | undefined> {
-    try {
-      return await unlessAborted(this.#read(position), signal, undefined);
-    } catch (error) {
-      // Events the store cannot decode, or a closed store, will not heal by waiting.
-      if (!isTransient(error)) throw error;
-      this.#logger.warn({ subscription: this.name, err: error }, `Subscription "${this.name}": reading events failed; retrying`);
-      await delay(this.#pollIntervalMs, signal).catch(() => undefined);
-      return undefined;
-    }
-  }
-
-  async #read(position: number): Promise<Recorded<E>[]> {
-    const batch: Recorded<E>[] = [];
-    for await (const event of this.#store.readAll({ after: position, limit: this.#batchSize, types: this.#options.types })) {
-      batch.push(event);
-    }
-    return batch;
-  }
-
-  /** New events or finished work: run the loop again now (remembered if the loop is busy). */
-  #requestWake(): void {
-    this.#wakeRequested = true;
-    this.#wake?.();
-  }
-
-  /** Sleeps until an append is signalled, the poll interval passes, or the signal fires. */
-  async #idle(signal: AbortSignal): Promise<void> {
-    if (this.#wakeRequested || signal.aborted) return;
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        this.#wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, this.#pollIntervalMs);
-      signal.addEventListener('abort', done, { once: true });
-      this.#wake = done;
-    });
-  }
 }

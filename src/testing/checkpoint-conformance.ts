@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe } from 'node:test';
 import type { CheckpointInfo, CheckpointStore } from '../core/checkpoint.js';
 import { ErrorCode, isEskitError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import { assertFenced } from './fences.js';
+import { storeTest } from './harness.js';
 
 /** A checkpoint store under test, on fresh, empty storage. */
 export interface CheckpointStores {
@@ -64,16 +65,7 @@ async function clockPast(time: Date): Promise<void> {
  * ```
  */
 export function checkpointStoreConformance(harness: CheckpointConformanceHarness): void {
-  const test = (name: string, fn: (stores: CheckpointStores) => Promise<void>): void => {
-    it(name, { timeout: harness.testTimeoutMs ?? 60_000 }, async () => {
-      const stores = await harness.create();
-      try {
-        await fn(stores);
-      } finally {
-        await stores.close();
-      }
-    });
-  };
+  const test = storeTest(harness);
 
   describe(`CheckpointStore conformance: ${harness.name}`, () => {
     test('load is undefined until the first save, even after a claim; list shows only saved checkpoints', async ({ checkpoints }) => {

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe } from 'node:test';
 import type { CheckpointStore, FencedWriteOptions } from '../core/checkpoint.js';
 import type { CompletionStore } from '../core/dead-letter.js';
 import { ErrorCode, isEskitError } from '../core/errors.js';
 import { assertFenced, MALFORMED_FENCES } from './fences.js';
+import { storeTest } from './harness.js';
 
 /** The stores under test, on fresh, empty storage. */
 export interface CompletionStores {
@@ -54,16 +55,7 @@ const fence = (checkpoint: string, fencingToken: number): FencedWriteOptions => 
  * ```
  */
 export function completionStoreConformance(harness: CompletionConformanceHarness): void {
-  const test = (name: string, fn: (stores: CompletionStores) => Promise<void>): void => {
-    it(name, { timeout: harness.testTimeoutMs ?? 60_000 }, async () => {
-      const stores = await harness.create();
-      try {
-        await fn(stores);
-      } finally {
-        await stores.close();
-      }
-    });
-  };
+  const test = storeTest(harness);
 
   describe(`CompletionStore conformance: ${harness.name}`, () => {
     test('markCompleted is idempotent; completedAfter and prune work per source and position', async ({ completions }) => {

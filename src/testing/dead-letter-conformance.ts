@@ -1,10 +1,11 @@
-import { describe, it } from 'node:test';
-import type { DeadLetterConformanceHarness, DeadLetterStores } from './dead-letters/context.js';
+import { describe } from 'node:test';
+import type { DeadLetterConformanceHarness } from './dead-letters/context.js';
 import { fenceTests } from './dead-letters/fences.js';
 import { inputTests } from './dead-letters/input.js';
 import { queryTests } from './dead-letters/queries.js';
 import { redriveTests } from './dead-letters/redrive.js';
 import { storageTests } from './dead-letters/storage.js';
+import { storeTest } from './harness.js';
 
 export type { DeadLetterConformanceHarness, DeadLetterStores } from './dead-letters/context.js';
 
@@ -25,16 +26,7 @@ export type { DeadLetterConformanceHarness, DeadLetterStores } from './dead-lett
  * ```
  */
 export function deadLetterStoreConformance(harness: DeadLetterConformanceHarness): void {
-  const test = (name: string, fn: (stores: DeadLetterStores) => Promise<void>): void => {
-    it(name, { timeout: harness.testTimeoutMs ?? 60_000 }, async () => {
-      const stores = await harness.create();
-      try {
-        await fn(stores);
-      } finally {
-        await stores.close();
-      }
-    });
-  };
+  const test = storeTest(harness);
 
   describe(`DeadLetterStore conformance: ${harness.name}`, () => {
     storageTests(test);
