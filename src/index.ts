@@ -33,4 +33,4 @@ export { ConcurrencyError, ErrorCode, EskitError, FencedError, HandlerFailedErro
 // Logging and telemetry.
 export { consoleLogger, silentLogger } from './core/logger.js';
 export type { Logger } from './core/logger.js';
-export { MetricName, SpanName, TelemetryAttribute } from './telemetry/index.js';
+export { MetricName, SpanName, TELEMETRY_SCOPE, TelemetryAttribute, TRACE_METADATA, eventSpanContext } from './telemetry/index.js';

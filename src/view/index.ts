@@ -1,7 +1,7 @@
 // State views: read models updated exactly once, rebuilt without downtime, readable right after a write.
 export { ChangeFeed } from './change-feed.js';
 export type { ChangeFeedOptions, ChangeListener, ChangeSubscribeOptions, ViewChange } from './change-feed.js';
-export { RebuildFailedError } from './errors.js';
+export { RebuildFailedError } from '../core/errors.js';
 export { MemoryView } from './memory-view.js';
 export type { MemoryViewOptions } from './memory-view.js';
 export type { WaitForOptions } from './progress.js';

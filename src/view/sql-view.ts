@@ -16,7 +16,7 @@ import { checkSqlViewSpec, checkTableName } from '../core/view-backend.js';
 import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewTx, ViewMeta } from '../core/view-backend.js';
 import { Subscription } from '../subscription/subscription.js';
 import type { ChangeFeed } from './change-feed.js';
-import { RebuildFailedError } from './errors.js';
+import { RebuildFailedError } from '../core/errors.js';
 import type { WaitForOptions } from './progress.js';
 import { ViewSignals } from './signals.js';
 import { subscriptionOptionsOf } from './types.js';
