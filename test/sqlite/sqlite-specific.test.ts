@@ -159,6 +159,7 @@ describe('SqliteEventStore: migrations', () => {
       'eskit_events_type_position',
       'eskit_leases',
       'eskit_migrations',
+      'eskit_runner_status',
     ]);
   });
 
