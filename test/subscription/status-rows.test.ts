@@ -56,7 +56,6 @@ describe('status rows', () => {
     const backend = node(files.freshPath(), 'node-a');
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
-    cleanups.push(async () => release());
     await backend.store.append('s', [{ type: 'Happened', data: {} }]);
     const automation = new Automation({
       backend,
@@ -68,6 +67,8 @@ describe('status rows', () => {
       execute: () => held,
     });
     cleanups.push(() => automation.stop());
+    // After the test, the held side effect finishes first, so that the stop need not wait it out.
+    cleanups.push(async () => release());
     await automation.start();
     await waitUntil(async () => rowOf(await backend.admin.runners.list(), 'mailer', 'node-a')?.work?.running === 1, { message: 'the running item shows' });
     const row = rowOf(await backend.admin.runners.list(), 'mailer', 'node-a');
