@@ -1,7 +1,6 @@
 import type { Attributes } from '@opentelemetry/api';
 import type { Backend } from '../core/backend.js';
 import type { CheckpointStore } from '../core/checkpoint.js';
-import { unlessAborted } from '../core/deadline.js';
 import { deadLetterFor } from '../core/dead-letter-checks.js';
 import type { CompletionStore, DeadLetterStore } from '../core/dead-letter.js';
 import { InvalidArgumentError } from '../core/errors.js';
@@ -9,17 +8,16 @@ import type { EventShape, Recorded } from '../core/event.js';
 import type { LockRegistry } from '../core/lock.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
-import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
+import { retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
 import { milliseconds, positiveInteger } from '../core/validate.js';
-import { isTransient } from '../subscription/checkpointing.js';
 import { Subscription } from '../subscription/subscription.js';
 import type { HandlerContext, OutstandingWork, StartFrom, SubscriptionStatus } from '../subscription/subscription.js';
 import { TelemetryAttribute } from '../telemetry/telemetry.js';
 import { isThenable } from './attempt.js';
 import type { ExecuteContext } from './attempt.js';
-import { CompletionRecorder } from './completions.js';
+import { CompletionRecorder, loadCompleted } from './completions.js';
 import { DeadLettering } from './dead-letters.js';
 import { Executor } from './executor.js';
 import { registerInspection } from './inspect.js';
@@ -281,7 +279,11 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     const { position, fencingToken, signal, fenced, saveCheckpoint } = context;
     // Until the new period exists, nothing of the last one may hold the checkpoint back.
     this.#period = undefined;
-    const completed = await this.#completedAfter(position, signal);
+    const completed = await loadCompleted(
+      { source: this.name, store: this.#completions, retry: this.#retry, pollIntervalMs: this.#pollIntervalMs, logger: this.#logger },
+      position,
+      signal,
+    );
     if (completed === undefined) return;
     const period = new Period<P>(this.name, fencingToken, completed, position, fenced);
     const completions = this.#completions;
@@ -315,31 +317,6 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
       period.inFlight.add(redrives);
     };
     period.timer = setTimeout(tick, this.#pollIntervalMs);
-  }
-
-  /**
-   * The completion records after the checkpoint, retried with backoff while they cannot be read (a
-   * connection reset at takeover must not fail a new leader for good). Undefined when stopped or lost first.
-   */
-  async #completedAfter(position: number, signal: AbortSignal): Promise<Set<string> | undefined> {
-    const completions = this.#completions;
-    if (!completions) return new Set();
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const completed = await unlessAborted(completions.completedAfter(this.name, position), signal, undefined);
-        if (completed === undefined) return undefined;
-        completions.prune(this.name, position).catch((error: unknown) => this.#warn('pruning completion records failed', error));
-        return completed;
-      } catch (error) {
-        if (!isTransient(error)) throw error;
-        this.#logger.warn({ automation: this.name, attempt, err: error }, `Automation "${this.name}": reading completion records failed; retrying`);
-      }
-      try {
-        await delay(Math.min(this.#pollIntervalMs, backoffDelay(this.#retry, attempt)), signal);
-      } catch {
-        return undefined;
-      }
-    }
   }
 
   async #end(reason: 'stopped' | 'lost'): Promise<void> {

@@ -1,5 +1,10 @@
 import type { FencedWriteOptions } from '../core/checkpoint.js';
 import type { CompletionStore } from '../core/dead-letter.js';
+import { unlessAborted } from '../core/deadline.js';
+import type { Logger } from '../core/logger.js';
+import { backoffDelay, delay } from '../core/retry.js';
+import type { RetryPolicy } from '../core/retry.js';
+import { isTransient } from '../subscription/checkpointing.js';
 import { ErrorCode, isEskitError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 
@@ -159,5 +164,37 @@ export class CompletionRecorder {
     this.#inWrite = 0;
     if (records.length > 0) this.options.onDurable();
     return records.length > 0 || this.#covered > covered;
+  }
+}
+
+/**
+ * The completion records after the checkpoint `position`, at a takeover (older ones are pruned then).
+ * Retried with backoff while they cannot be read: a connection reset at takeover must not fail a new
+ * leader for good. Undefined when `signal` fired first (stopped, or leadership lost).
+ */
+export async function loadCompleted(
+  o: { source: string; store: CompletionStore | undefined; retry: RetryPolicy; pollIntervalMs: number; logger: Logger },
+  position: number,
+  signal: AbortSignal,
+): Promise<Set<string> | undefined> {
+  const { store, source, logger } = o;
+  if (!store) return new Set();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const completed = await unlessAborted(store.completedAfter(source, position), signal, undefined);
+      if (completed === undefined) return undefined;
+      store.prune(source, position).catch((error: unknown) => {
+        logger.warn({ automation: source, err: error }, `Automation "${source}": pruning completion records failed`);
+      });
+      return completed;
+    } catch (error) {
+      if (!isTransient(error)) throw error;
+      logger.warn({ automation: source, attempt, err: error }, `Automation "${source}": reading completion records failed; retrying`);
+    }
+    try {
+      await delay(Math.min(o.pollIntervalMs, backoffDelay(o.retry, attempt)), signal);
+    } catch {
+      return undefined;
+    }
   }
 }

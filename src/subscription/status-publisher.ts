@@ -212,3 +212,35 @@ export class StatusPublisher {
     };
   }
 }
+
+/** What a subscription is doing, as its status row says it: state from its run, role from its leadership. */
+export function runnerSnapshot(run: {
+  state: 'idle' | 'standby' | 'leading' | 'stopped' | 'failed';
+  /** stop() was called. */
+  stopping: boolean;
+  /** Waiting for a lock another node holds. */
+  denied: boolean;
+  fencingToken: number | undefined;
+  position: number | undefined;
+  work: RunnerWork | undefined;
+  error: Error | undefined;
+}): StatusSnapshot {
+  const role: RunnerRole =
+    run.state === 'leading'
+      ? run.fencingToken === undefined
+        ? 'unelected'
+        : 'leader'
+      : run.denied
+        ? 'denied-standby'
+        : run.state === 'standby'
+          ? 'standby'
+          : 'none';
+  return {
+    state: run.state === 'failed' ? 'failed' : run.stopping ? 'stopping' : 'running',
+    role,
+    fencingToken: run.fencingToken,
+    position: run.position,
+    work: run.work,
+    lastError: run.error?.message,
+  };
+}

@@ -17,7 +17,7 @@ import { Delivery } from './delivery.js';
 import { Leadership } from './leadership.js';
 import { LogReader } from './reading.js';
 import { drainWork, finishWork } from './outstanding.js';
-import { StatusPublisher } from './status-publisher.js';
+import { StatusPublisher, runnerSnapshot } from './status-publisher.js';
 import type { StoppingWork } from './outstanding.js';
 import type { EngineHooks, SubscriptionOptions, SubscriptionState, SubscriptionStatus } from './types.js';
 
@@ -425,23 +425,16 @@ export class Subscription<E extends EventShape = EventShape> {
       heartbeatMs: this.#options.statusHeartbeatMs,
       stopTimeoutMs: this.#stopCallTimeoutMs,
       logger: this.#logger,
-      snapshot: () => ({
-        state: this.#state === 'failed' ? 'failed' : this.#stop.signal.aborted ? 'stopping' : 'running',
-        role:
-          this.#state === 'leading'
-            ? this.#fencingToken === undefined
-              ? 'unelected'
-              : 'leader'
-            : this.#leadership.denied
-              ? 'denied-standby'
-              : this.#state === 'standby'
-                ? 'standby'
-                : 'none',
-        fencingToken: this.#fencingToken,
-        position: this.#position,
-        work: this.#engine.work?.(),
-        lastError: this.#error?.message,
-      }),
+      snapshot: () =>
+        runnerSnapshot({
+          state: this.#state,
+          stopping: this.#stop.signal.aborted,
+          denied: this.#leadership.denied,
+          fencingToken: this.#fencingToken,
+          position: this.#position,
+          work: this.#engine.work?.(),
+          error: this.#error,
+        }),
     });
   }
 
