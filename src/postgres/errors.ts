@@ -21,6 +21,11 @@ function serverError(error: unknown): PgServerError | undefined {
   return error as PgServerError;
 }
 
+/** True for an error the server sent about a statement (it has a SQLSTATE), as opposed to a lost connection. */
+export function isServerError(error: unknown): boolean {
+  return serverError(error) !== undefined;
+}
+
 /** True when the error says the eskit tables or functions are not there: the schema was not migrated. */
 function isMissingSchema(e: PgServerError): boolean {
   // undefined_table, invalid_schema_name, undefined_function

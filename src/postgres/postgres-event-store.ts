@@ -4,13 +4,16 @@ import { milliseconds } from '../core/validate.js';
 import type { EventShape } from '../core/event.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
+import { GroupCommit } from '../core/group-commit.js';
+import type { GroupedAppend, GroupOutcome } from '../core/group-commit.js';
+import { ConcurrencyError, DuplicateEventIdError } from '../core/errors.js';
 import { EventStoreBase } from '../core/store-base.js';
 import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
-import { translateAppendError, translateError } from './errors.js';
+import { isServerError, translateAppendError, translateError } from './errors.js';
 import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, migratePostgres } from './migrations.js';
 import { AppendListener } from './append-listener.js';
-import { checkConnectionString, DEFAULT_CONNECT_TIMEOUT_MS, ownPoolConfig } from './connection.js';
+import { checkConnectionString, connectionFailure, DEFAULT_CONNECT_TIMEOUT_MS, ownPoolConfig } from './connection.js';
 import { DEFAULT_SCHEMA, notifyChannel, quoteSchema } from './schema.js';
 
 export interface PostgresEventStoreOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
@@ -46,6 +49,7 @@ const UNSTORABLE_TEXT = /\u0000|\p{Cs}/u;
 type Row = unknown[];
 
 interface Statements {
+  appendGroup: pg.QueryArrayConfig;
   append: pg.QueryArrayConfig;
   appendOne: pg.QueryArrayConfig;
   readForward: pg.QueryArrayConfig;
@@ -81,6 +85,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   #migrated = false;
   #migrating: Promise<void> | undefined;
   readonly #listener: AppendListener;
+  readonly #groups = new GroupCommit((group) => this.#writeGroup(group));
 
   constructor(options: PostgresEventStoreOptions<E>) {
     super(options);
@@ -119,6 +124,11 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     const name = (what: string): string => `eskit.${this.schema}.${what}`;
     const array = 'array' as const;
     this.#sql = {
+      appendGroup: {
+        name: name('append_group'),
+        rowMode: array,
+        text: `SELECT base_position, offsets, versions, written_at FROM ${s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      },
       append: { name: name('append'), rowMode: array, text: `SELECT first_position, last_version, written_at FROM ${s}.append($1, $2, $3, $4, $5, $6)` },
       appendOne: {
         name: name('append_one'),
@@ -210,10 +220,47 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     if (!this.closed) this.notifyAppended(head);
   }
 
-  protected async writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents> {
+  protected writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents> {
     // Text PostgreSQL cannot store (NUL, lone surrogates) never gets here: EventStoreBase refuses it
     // on every adapter alike.
+    return this.#groups.append({ streamId, events, expected });
+  }
+
+  /**
+   * One group of appends (see GroupCommit): alone, through `append_one` or `append` as before group
+   * commit; together, through `append_group`, one round trip and one transaction for all of them.
+   */
+  async #writeGroup(group: readonly GroupedAppend[]): Promise<GroupOutcome[]> {
     await this.#ready();
+    if (group.length === 1) return [await this.#writeAlone(group[0] as GroupedAppend)];
+    let row: Row;
+    try {
+      row = (await this.pool.query<Row>({ ...this.#sql.appendGroup, values: groupValues(group) })).rows[0] as Row;
+    } catch (error) {
+      // Without an answer from the server the outcome is unknown (the commit may have happened): every
+      // append of the group reports the failure, as a lone append would.
+      if (!isServerError(error) || connectionFailure(error, this.pool) !== undefined) throw translateError(error, this.schema, this.pool);
+      // The server refused the statement, so nothing of the group was written. What only one append
+      // can cause (text jsonb refuses, a constraint of yours) is found by writing them one at a time.
+      const outcomes: GroupOutcome[] = [];
+      for (const append of group) outcomes.push(await this.#writeAlone(append).catch((e: unknown) => asError(e)));
+      return outcomes;
+    }
+    const base = Number(row[0]);
+    const offsets = row[1] as number[];
+    const versions = row[2] as string[];
+    const timestamp = row[3] === null ? new Date() : toDate(row[3]);
+    return group.map((append, index): GroupOutcome => {
+      const offset = offsets[index] as number;
+      const version = Number(versions[index]);
+      if (offset === -1) return new ConcurrencyError(append.streamId, append.expected, version);
+      if (offset === -2) return new DuplicateEventIdError((append.events[version - 1] as PreparedEvent).id);
+      const first = base + offset + 1;
+      return { streamVersion: version, positions: append.events.map((_, k) => first + k), timestamp };
+    });
+  }
+
+  async #writeAlone({ streamId, events, expected }: GroupedAppend): Promise<WrittenEvents> {
     let statement: pg.QueryArrayConfig;
     if (events.length === 1) {
       const [event] = events as [PreparedEvent];
@@ -267,6 +314,8 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   }
 
   protected async closeResources(): Promise<void> {
+    // Appends accepted before close() are written (or refused) before the pool goes.
+    await this.#groups.drain();
     await this.#listener.stop();
     if (this.#ownsPool) await this.pool.end();
   }
@@ -316,6 +365,42 @@ function listenConnection(pool: pg.Pool, schema: string): pg.ClientConfig {
   // The connection is eskit's own even on your pool: a server that never answers must not hold it (and close()) for minutes.
   config.connectionTimeoutMillis ??= DEFAULT_CONNECT_TIMEOUT_MS;
   return config;
+}
+
+/** append_group's parameters (see its definition in migrations.ts). */
+function groupValues(group: readonly GroupedAppend[]): unknown[] {
+  const streams: string[] = [];
+  const expected: number[] = [];
+  const counts: number[] = [];
+  const previous: number[] = [];
+  const eventAppends: number[] = [];
+  const eventStreams: string[] = [];
+  const ids: string[] = [];
+  const types: string[] = [];
+  const data: string[] = [];
+  const metadata: string[] = [];
+  const latest = new Map<string, number>();
+  group.forEach((append, index) => {
+    const number = index + 1;
+    streams.push(append.streamId);
+    expected.push(encodeExpected(append.expected));
+    counts.push(append.events.length);
+    previous.push(latest.get(append.streamId) ?? 0);
+    latest.set(append.streamId, number);
+    for (const event of append.events) {
+      eventAppends.push(number);
+      eventStreams.push(append.streamId);
+      ids.push(event.id);
+      types.push(event.type);
+      data.push(event.data);
+      metadata.push(event.metadata);
+    }
+  });
+  return [streams, expected, counts, previous, eventAppends, eventStreams, ids, types, data, metadata];
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 function encodeExpected(expected: ExpectedVersion): number {

@@ -3,6 +3,8 @@ import { ConcurrencyError, DuplicateEventIdError, InvalidArgumentError } from '.
 import type { EventShape } from '../core/event.js';
 import { assertExpectedVersion } from '../core/store.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
+import { GroupCommit } from '../core/group-commit.js';
+import type { GroupedAppend, GroupOutcome } from '../core/group-commit.js';
 import { EventStoreBase } from '../core/store-base.js';
 import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import { configureSqlite, DEFAULT_BUSY_TIMEOUT_MS, openSqlite } from './connection.js';
@@ -28,10 +30,12 @@ export interface SqliteEventStoreOptions<E extends EventShape> extends EventStor
 type RawRow = [number, string, string, number, string, string, string, number];
 type Statement<P extends unknown[], R = unknown> = Database.Statement<P, R>;
 type AppendTransaction = (streamId: string, events: PreparedEvent[], expected: ExpectedVersion) => WrittenEvents;
+type GroupTransaction = (group: readonly GroupedAppend[]) => GroupOutcome[];
 
 interface Statements {
   version: Statement<[string], number>;
   append: Database.Transaction<AppendTransaction>;
+  appendGroup: Database.Transaction<GroupTransaction>;
   forward: Statement<[string, number, number], RawRow>;
   backward: Statement<[string, number, number], RawRow>;
   all: Statement<[number, number], RawRow>;
@@ -65,6 +69,7 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
   readonly #ownsDatabase: boolean;
   #statements: Statements | undefined;
   readonly #typeFilters = new Map<number, Statement<unknown[], RawRow>>();
+  readonly #groups = new GroupCommit((group) => this.#writeGroup(group));
 
   constructor(options: SqliteEventStoreOptions<E>) {
     super(options);
@@ -101,11 +106,27 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
     return migrateSqlite(this.database);
   }
 
-  protected async writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents> {
+  protected writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents> {
+    return this.#groups.append({ streamId, events, expected });
+  }
+
+  /**
+   * One group of appends (see GroupCommit). better-sqlite3 is synchronous, so nothing is ever in flight:
+   * a group is the appends made in one turn of the event loop, written in one `BEGIN IMMEDIATE`
+   * transaction (one lock, one commit). Each append runs in a savepoint of its own, so a conflict or a
+   * duplicate id undoes that append alone and the others commit.
+   */
+  #writeGroup(group: readonly GroupedAppend[]): GroupOutcome[] {
+    const statements = this.#statements ?? this.#prepare();
     try {
-      return (this.#statements ?? this.#prepare()).append.immediate(streamId, events, expected);
+      if (group.length === 1) {
+        const { streamId, events, expected } = group[0] as GroupedAppend;
+        return [statements.append.immediate(streamId, events, expected)];
+      }
+      return statements.appendGroup.immediate(group);
     } catch (error) {
-      throw translateSqliteError(error, this.database, `append to stream "${streamId}"`);
+      const streams = [...new Set(group.map((append) => `"${append.streamId}"`))].join(', ');
+      throw translateSqliteError(error, this.database, `append to stream${group.length > 1 ? 's' : ''} ${streams}`);
     }
   }
 
@@ -152,6 +173,8 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
   }
 
   protected async closeResources(): Promise<void> {
+    // Appends accepted before close() are written (or refused) before the database closes.
+    await this.#groups.drain();
     this.#statements = undefined;
     this.#typeFilters.clear();
     if (this.#ownsDatabase && this.database.open) this.database.close();
@@ -189,10 +212,23 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
       }
       return { streamVersion: current + events.length, positions, timestamp: new Date(now) };
     });
+    // Called inside a transaction, `append` runs as a savepoint: a refused append is rolled back alone.
+    // Any other failure (the disk, the file) fails the whole group, of which nothing is then written.
+    const appendGroup = db.transaction((group: readonly GroupedAppend[]): GroupOutcome[] =>
+      group.map(({ streamId, events, expected }) => {
+        try {
+          return append(streamId, events, expected);
+        } catch (error) {
+          if (error instanceof ConcurrencyError || error instanceof DuplicateEventIdError) return error;
+          throw error;
+        }
+      }),
+    );
     const read = (sql: string) => db.prepare<unknown[], RawRow>(sql).raw().safeIntegers(false);
     const statements: Statements = {
       version,
       append,
+      appendGroup,
       forward: read(`SELECT ${COLUMNS} FROM eskit_events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?`),
       backward: read(`SELECT ${COLUMNS} FROM eskit_events WHERE stream_id = ? AND stream_version <= ? ORDER BY stream_version DESC LIMIT ?`),
       all: read(`SELECT ${COLUMNS} FROM eskit_events WHERE position > ? ORDER BY position LIMIT ?`),
