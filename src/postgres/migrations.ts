@@ -416,10 +416,55 @@ $fn$;
 `;
 }
 
+/**
+ * `append_one` again, same signature, in two statements instead of four: the version is looked up, the
+ * position drawn and the row written by one INSERT (its snapshot is taken after the lock is granted, as
+ * the lookup's was), and only a refused append looks the version up again, for its error. Each
+ * statement of a plpgsql function is an executor run of its own; this is the path of every lone
+ * one-event append.
+ */
+function fasterAppendOne(s: string, rawSchema: string): string {
+  const [lockClass, lockObject] = advisoryKey('append', rawSchema);
+  return `
+CREATE OR REPLACE FUNCTION ${s}.append_one(
+  p_stream_id text,
+  p_expected bigint,
+  p_id uuid,
+  p_type text,
+  p_data jsonb,
+  p_metadata jsonb,
+  OUT first_position bigint,
+  OUT last_version bigint,
+  OUT written_at timestamptz
+) LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  actual bigint;
+BEGIN
+  PERFORM pg_advisory_xact_lock(${lockClass}, ${lockObject});
+  INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
+  SELECT nextval('${s}.events_position'), p_id, p_stream_id, v.version + 1, p_type, p_data, p_metadata, clock_timestamp()
+    FROM (SELECT coalesce(max(e.stream_version), 0) AS version FROM ${s}.events e WHERE e.stream_id = p_stream_id) AS v
+   WHERE p_expected = ${EXPECTED_ANY} OR p_expected = v.version
+      OR (p_expected = ${EXPECTED_NO_STREAM} AND v.version = 0) OR (p_expected = ${EXPECTED_STREAM_EXISTS} AND v.version > 0)
+  RETURNING position, stream_version, created_at INTO first_position, last_version, written_at;
+  IF NOT FOUND THEN
+    -- Still under the lock: the version that refused the append is the one reported.
+    SELECT coalesce(max(e.stream_version), 0) INTO actual FROM ${s}.events e WHERE e.stream_id = p_stream_id;
+    RAISE EXCEPTION USING ERRCODE = '${VERSION_CONFLICT_SQLSTATE}', DETAIL = actual::text,
+      MESSAGE = format('eskit: stream %s is at version %s, the append expected %s', p_stream_id, actual, p_expected);
+  END IF;
+  IF coalesce(current_setting('eskit.notify', true), '') <> 'off' THEN
+    PERFORM pg_notify('${notifyChannel('appended', rawSchema)}', first_position::text);
+  END IF;
+END
+$fn$;
+`;
+}
+
 const appendGroupMigration: PostgresMigration = {
   version: 7,
   name: 'append_group',
-  sql: (s, rawSchema) => appendGroupFunction(s, rawSchema),
+  sql: (s, rawSchema) => appendGroupFunction(s, rawSchema) + fasterAppendOne(s, rawSchema),
 };
 
 /** Every step, in order. Later adapters' tables are added here as new versions. */

@@ -127,13 +127,18 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       appendGroup: {
         name: name('append_group'),
         rowMode: array,
-        text: `SELECT base_position, offsets, versions, written_at FROM ${s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+        text: `SELECT base_position, offsets, versions, (extract(epoch FROM written_at) * 1000)::float8 FROM ${s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
       },
-      append: { name: name('append'), rowMode: array, text: `SELECT first_position, last_version, written_at FROM ${s}.append($1, $2, $3, $4, $5, $6)` },
+      append: {
+        name: name('append'),
+        rowMode: array,
+        text: `SELECT first_position, last_version, (extract(epoch FROM written_at) * 1000)::float8 FROM ${s}.append($1, $2, $3, $4, $5, $6)`,
+      },
       appendOne: {
         name: name('append_one'),
         rowMode: array,
-        text: `SELECT first_position, last_version, written_at FROM ${s}.append_one($1, $2, $3, $4, $5, $6)`,
+        // The time as milliseconds: a number parses faster than a timestamptz, on the path of every lone append.
+        text: `SELECT first_position, last_version, (extract(epoch FROM written_at) * 1000)::float8 FROM ${s}.append_one($1, $2, $3, $4, $5, $6)`,
       },
       readForward: {
         name: name('read_forward'),
@@ -249,7 +254,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     const base = Number(row[0]);
     const offsets = row[1] as number[];
     const versions = row[2] as string[];
-    const timestamp = row[3] === null ? new Date() : toDate(row[3]);
+    const timestamp = new Date(row[3] === null ? Date.now() : Number(row[3]));
     return group.map((append, index): GroupOutcome => {
       const offset = offsets[index] as number;
       const version = Number(versions[index]);
@@ -285,7 +290,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     return {
       streamVersion: Number(row[1]),
       positions: events.map((_, index) => first + index),
-      timestamp: toDate(row[2]),
+      timestamp: new Date(Number(row[2])),
     };
   }
 
