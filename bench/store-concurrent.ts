@@ -1,0 +1,282 @@
+// The `store` group's concurrent-writer figures, run by bench/store.ts after an adapter's common
+// figures, on that adapter's store and schema or file. 1 event per append, a new stream per append.
+//
+// - store.append.concurrent8.postgres: 8 writer loops in this process through one PostgresEventStore
+//   (pool of 8; group commit: appends that queue while a group is written go together as the next
+//   group, one append_group call) beside 8 raw 1-row INSERT writers on a pool of 8.
+// - store.append.concurrent8.sqlite: 8 writer loops through one SqliteEventStore beside eskit's own
+//   single writer (better-sqlite3 is synchronous: there is no raw concurrency to compare with).
+// - store.append.concurrent32.processes4.postgres: 4 child processes (fixtures/append-writers.ts) x 8
+//   writer loops, each process a PostgresEventStore on its own pool of 8, all on one schema (so the
+//   processes take turns on the schema's append lock), beside the same raw writers as 4 processes x 8.
+//   Each round spawns its processes; they connect and warm up, then all get "go" at once. Throughput is
+//   the events of all processes over the wall time from "go" to the last process done (the processes
+//   report their end time on CLOCK_MONOTONIC); p50/p99 pool every process's per-append latencies.
+import { spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import type { EventStore } from '../src/core/store.js';
+import type { WriterDone, WriterOptions } from './fixtures/append-writers.js';
+import type { BenchContext } from './lib/context.js';
+import { concurrent, sequential } from './lib/measure.js';
+import type { Round } from './lib/measure.js';
+import { EVENT } from './lib/store-workload.js';
+
+/** Writer loops per process (and the size of each pool). */
+export const WRITERS = 8;
+const PROCESSES = 4;
+
+const PG = `store.append.concurrent${WRITERS}.postgres`;
+const SQLITE = `store.append.concurrent${WRITERS}.sqlite`;
+const PG_PROCESSES = `store.append.concurrent${WRITERS * PROCESSES}.processes${PROCESSES}.postgres`;
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const WRITER = fileURLToPath(new URL('./fixtures/append-writers.ts', import.meta.url));
+
+/** The figures of this file for an adapter (so that store.ts can skip an adapter that `--filter` leaves nothing of). */
+export function concurrentFigures(adapter: string): string[] {
+  if (adapter === 'postgres') return [PG, PG_PROCESSES];
+  if (adapter === 'sqlite') return [SQLITE];
+  return [];
+}
+
+export async function concurrentSqlite(ctx: BenchContext, store: EventStore): Promise<void> {
+  let streams = 0;
+  const appendOne = async (): Promise<number> => (await store.append(`conc-${streams++}`, [EVENT])).events.length;
+  await ctx.measure({
+    bench: SQLITE,
+    unit: 'events/s',
+    ops: ctx.pick(2000, 5000),
+    rounds: ctx.pick(3, 7),
+    eskit: concurrent(WRITERS, appendOne),
+    baseline: sequential(appendOne),
+    baselineLabel: 'eskit itself: SqliteEventStore, 1 writer (sequential appends)',
+    target: 2,
+    note:
+      `${WRITERS} writers vs 1 on the same store, 1 event per call; the baseline is eskit, not a raw driver: ` +
+      'the ratio is what writing the appends of one event-loop turn in one transaction gains',
+  });
+}
+
+export interface PostgresSide {
+  /** The store, on a pool of WRITERS connections. */
+  store: EventStore;
+  /** The raw side's pool (WRITERS connections), also used to look at the eskit table afterwards. */
+  pool: pg.Pool;
+  schema: string;
+  connectionString: string;
+  /** The raw baseline: one event to a new stream `streamId`, a 1-row INSERT into `<schema>.raw_events`. */
+  appendOne(streamId: string): Promise<number>;
+}
+
+export async function concurrentPostgres(ctx: BenchContext, side: PostgresSide): Promise<void> {
+  try {
+    await concurrent8Postgres(ctx, side);
+  } catch (error) {
+    ctx.fail(PG, error);
+  }
+  try {
+    await processesPostgres(ctx, side);
+  } catch (error) {
+    ctx.fail(PG_PROCESSES, error);
+  }
+}
+
+async function concurrent8Postgres(ctx: BenchContext, side: PostgresSide): Promise<void> {
+  const { store, pool, schema } = side;
+  let eskitStreams = 0;
+  let rawStreams = 0;
+  const figure = await ctx.measure({
+    bench: PG,
+    unit: 'events/s',
+    ops: ctx.pick(800, 2000),
+    rounds: ctx.pick(3, 7),
+    eskit: concurrent(WRITERS, async () => (await store.append(`conc-${eskitStreams++}`, [EVENT])).events.length),
+    baseline: concurrent(WRITERS, () => side.appendOne(`conc-${rawStreams++}`)),
+    baselineLabel: `pg: 1-row INSERT from ${WRITERS} connections, bigserial`,
+    target: 1.0,
+    note:
+      `${WRITERS} writers, 1 event per call. eskit group-commits: appends that queue while a group is written go ` +
+      'as the next group (one append_group call, one transaction, one lock turn); the baseline runs each INSERT ' +
+      `as a transaction of its own on one of ${WRITERS} connections, positions from a sequence, committing in any order`,
+  });
+  if (figure) ctx.log(`${PG}: eskit groups (all rounds and warm-up): ${await groupSizes(pool, schema, 'conc-%')}`);
+}
+
+async function processesPostgres(ctx: BenchContext, side: PostgresSide): Promise<void> {
+  const { pool, schema } = side;
+  const round = (mode: WriterOptions['mode']): Round => processesRound(ctx, { mode, connectionString: side.connectionString, schema });
+  const processes = await ctx.measure({
+    bench: PG_PROCESSES,
+    unit: 'events/s',
+    ops: ctx.pick(3200, 8000),
+    // Each process warms up on its own before "go"; compare()'s warm-up round (0 ops) spawns nothing.
+    warmupOps: 0,
+    rounds: ctx.pick(3, 7),
+    eskit: round('eskit'),
+    baseline: round('raw'),
+    baselineLabel: `pg: 1-row INSERT, ${PROCESSES} processes x ${WRITERS} connections`,
+    target: 0.8,
+    note:
+      `${PROCESSES} processes x ${WRITERS} writers, 1 event per call, each process its own pool of ${WRITERS}; eskit's ` +
+      'processes take turns on the schema append lock, a group each turn; the raw INSERTs commit in any order',
+  });
+  if (processes) ctx.log(`${PG_PROCESSES}: eskit groups (measured rounds): ${await groupSizes(pool, schema, 'procs-eskit-%', '%-warm-%')}`);
+}
+
+/**
+ * How the appends of the streams matching `like` were grouped: the events of one transaction share its
+ * xmin (append_group writes a group in one statement, without subtransactions).
+ */
+async function groupSizes(pool: pg.Pool, schema: string, like: string, notLike = ''): Promise<string> {
+  const { rows } = await pool.query<{ size: number; groups: number }>(
+    `SELECT size, count(*)::int AS groups
+       FROM (SELECT count(*)::int AS size FROM "${schema}".events WHERE stream_id LIKE $1 AND stream_id NOT LIKE $2 GROUP BY xmin::text) t
+      GROUP BY size ORDER BY size`,
+    [like, notLike],
+  );
+  let groups = 0;
+  let events = 0;
+  for (const row of rows) {
+    groups += row.groups;
+    events += row.size * row.groups;
+  }
+  const alone = rows.find((row) => row.size === 1)?.groups ?? 0;
+  const sizes = rows.map((row) => `${row.size}:${row.groups}`).join(' ');
+  return (
+    `${events} events in ${groups} transactions, mean ${(events / groups).toFixed(2)} per group, ` +
+    `${((100 * alone) / events).toFixed(1)} % of events alone; size:count ${sizes}`
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Writer processes
+
+/** One round of the processes figure: PROCESSES fresh writer processes share `ops` appends. */
+function processesRound(ctx: BenchContext, options: Pick<WriterOptions, 'mode' | 'connectionString' | 'schema'>): Round {
+  let round = 0;
+  return async (ops) => {
+    if (ops === 0) return { units: 0, elapsedNs: 0, latenciesNs: [] };
+    const index = round++;
+    const prefix = `procs-${options.mode}-${index}`;
+    const children = Array.from(
+      { length: PROCESSES },
+      (_, i) =>
+        new WriterProcess(ctx, `${options.mode} writer process ${i}`, {
+          ...options,
+          writers: WRITERS,
+          ops: Math.floor(ops / PROCESSES) + (i < ops % PROCESSES ? 1 : 0),
+          warmupOps: WRITERS * 16,
+          prefix: `${prefix}-${i}`,
+        }),
+    );
+    let graceMs = 0;
+    try {
+      await Promise.all(children.map((child) => child.next('ready', 60_000)));
+      const go = process.hrtime.bigint();
+      for (const child of children) child.send('go');
+      const done = (await Promise.all(children.map((child) => child.next('done', 300_000)))) as unknown as WriterDone[];
+      graceMs = 10_000;
+      let units = 0;
+      let end = go;
+      let lastStart = go;
+      for (const result of done) {
+        units += result.units;
+        if (BigInt(result.endNs) > end) end = BigInt(result.endNs);
+        if (BigInt(result.startNs) > lastStart) lastStart = BigInt(result.startNs);
+      }
+      if (units !== ops) throw new Error(`the ${options.mode} writer processes appended ${units} events, expected ${ops}`);
+      ctx.log(
+        `  ${options.mode} processes, round ${index}: ${units} events in ${(Number(end - go) / 1e6).toFixed(0)} ms ` +
+          `(the last process started ${(Number(lastStart - go) / 1e6).toFixed(2)} ms after "go")`,
+      );
+      return { units, elapsedNs: Number(end - go), latenciesNs: done.flatMap((result) => result.latenciesNs) };
+    } finally {
+      // After "done" a process closes its pool and exits; a failed round's processes are killed.
+      await Promise.all(children.map((child) => child.stop(graceMs)));
+    }
+  };
+}
+
+/** A fixtures/append-writers.ts child process and the JSON lines it printed. */
+class WriterProcess {
+  readonly #child: ChildProcessWithoutNullStreams;
+  readonly #lines: Array<Record<string, unknown>> = [];
+  readonly #wakes = new Set<() => void>();
+  readonly #exited: Promise<void>;
+  #exit: string | undefined;
+  #stderr = '';
+
+  constructor(
+    ctx: BenchContext,
+    readonly label: string,
+    options: WriterOptions,
+  ) {
+    this.#child = spawn(process.execPath, ['--import', 'tsx', WRITER, JSON.stringify(options)], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    // A write to a process that just died must not take this one down.
+    this.#child.stdin.on('error', () => undefined);
+    this.#child.stdout.setEncoding('utf8');
+    this.#child.stderr.setEncoding('utf8');
+    let pending = '';
+    this.#child.stdout.on('data', (chunk: string) => {
+      pending += chunk;
+      for (let newline = pending.indexOf('\n'); newline >= 0; newline = pending.indexOf('\n')) {
+        const text = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        try {
+          this.#lines.push(JSON.parse(text) as Record<string, unknown>);
+        } catch {
+          this.#stderr += `[stdout] ${text}\n`;
+        }
+      }
+      for (const wake of this.#wakes) wake();
+    });
+    this.#child.stderr.on('data', (chunk: string) => (this.#stderr += chunk));
+    this.#exited = new Promise((resolve) =>
+      this.#child.once('close', (code, signal) => {
+        this.#exit = `code ${String(code)}, signal ${String(signal)}`;
+        for (const wake of this.#wakes) wake();
+        resolve();
+      }),
+    );
+    // Killed on Ctrl-C or when the run gives up; unregistered once it has exited.
+    const kill = ctx.defer(() => this.stop(0));
+    void this.#exited.then(kill);
+  }
+
+  /** The first line whose `ev` is `ev`; rejects if the process exits first or after `timeoutMs`. */
+  next(ev: string, timeoutMs: number): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        const line = this.#lines.find((l) => l.ev === ev);
+        if (line === undefined && this.#exit === undefined) return;
+        this.#wakes.delete(check);
+        clearTimeout(timer);
+        if (line !== undefined) resolve(line);
+        else reject(new Error(`${this.label} exited (${String(this.#exit)}) before printing "${ev}":\n${this.#stderr.slice(-4000)}`));
+      };
+      const timer = setTimeout(() => {
+        this.#wakes.delete(check);
+        reject(new Error(`${this.label} printed no "${ev}" in ${timeoutMs} ms:\n${this.#stderr.slice(-4000)}`));
+      }, timeoutMs);
+      this.#wakes.add(check);
+      check();
+    });
+  }
+
+  send(line: string): void {
+    this.#child.stdin.write(`${line}\n`);
+  }
+
+  /** Waits up to `graceMs` for the process to exit on its own, then SIGKILLs it; resolves once it is gone. */
+  async stop(graceMs: number): Promise<void> {
+    if (this.#exit === undefined && graceMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.#exited, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+    }
+    if (this.#exit === undefined) this.#child.kill('SIGKILL');
+    await this.#exited;
+  }
+}
