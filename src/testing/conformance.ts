@@ -5,6 +5,7 @@ import { SuiteContext } from './conformance/context.js';
 import type { ConformanceHarness } from './conformance/context.js';
 import { expectedVersionTests } from './conformance/expected-version.js';
 import { failureTests } from './conformance/failures.js';
+import { groupCommitTests } from './conformance/group-commit.js';
 import { payloadTests } from './conformance/payloads.js';
 import { readTests } from './conformance/reads.js';
 import { registryTests } from './conformance/registry.js';
@@ -37,6 +38,7 @@ export function eventStoreConformance(harness: ConformanceHarness): void {
     appendTests(ctx);
     expectedVersionTests(ctx);
     concurrencyTests(ctx);
+    groupCommitTests(ctx);
     readTests(ctx);
     payloadTests(ctx);
     registryTests(ctx);
