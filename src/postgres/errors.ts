@@ -21,9 +21,10 @@ function serverError(error: unknown): PgServerError | undefined {
   return error as PgServerError;
 }
 
-/** True for an error the server sent about a statement (it has a SQLSTATE), as opposed to a lost connection. */
-export function isServerError(error: unknown): boolean {
-  return serverError(error) !== undefined;
+/** True for a statement the server refused for the data it was given: a data exception (class 22) or a constraint (class 23). */
+export function isDataError(error: unknown): boolean {
+  const code = serverError(error)?.code;
+  return code !== undefined && (code.startsWith('22') || code.startsWith('23'));
 }
 
 /** True when the error says the eskit tables or functions are not there: the schema was not migrated. */

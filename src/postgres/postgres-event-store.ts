@@ -10,7 +10,7 @@ import { ConcurrencyError, DuplicateEventIdError } from '../core/errors.js';
 import { EventStoreBase } from '../core/store-base.js';
 import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
-import { isServerError, translateAppendError, translateError } from './errors.js';
+import { isDataError, translateAppendError, translateError } from './errors.js';
 import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, migratePostgres } from './migrations.js';
 import { AppendListener } from './append-listener.js';
 import { checkConnectionString, connectionFailure, DEFAULT_CONNECT_TIMEOUT_MS, ownPoolConfig } from './connection.js';
@@ -244,9 +244,10 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     } catch (error) {
       // Without an answer from the server the outcome is unknown (the commit may have happened): every
       // append of the group reports the failure, as a lone append would.
-      if (!isServerError(error) || connectionFailure(error, this.pool) !== undefined) throw translateError(error, this.schema, this.pool);
-      // The server refused the statement, so nothing of the group was written. What only one append
-      // can cause (text jsonb refuses, a constraint of yours) is found by writing them one at a time.
+      if (!isDataError(error) || connectionFailure(error, this.pool) !== undefined) throw translateError(error, this.schema, this.pool);
+      // The server refused the statement for its data, so nothing of the group was written. Which
+      // append caused it (text jsonb refuses, a constraint of yours) is found by writing them one at a
+      // time. Anything else (a timeout, a missing function) would fail each of them the same way.
       const outcomes: GroupOutcome[] = [];
       for (const append of group) outcomes.push(await this.#writeAlone(append).catch((e: unknown) => asError(e)));
       return outcomes;
