@@ -120,7 +120,7 @@ export class GroupCommit {
       if (repeats) break;
       events += append.events.length;
       chars += size;
-      for (const event of append.events) ids.add(event.id.toLowerCase());
+      for (const event of append.events) ids.add(event.id);
     }
     const group = queue.slice(0, count);
     this.#queue = queue.slice(count);
@@ -152,11 +152,11 @@ function weight(events: readonly PreparedEvent[]): number {
 
 function repeatsId(events: readonly PreparedEvent[]): boolean {
   if (events.length < 2) return false;
-  return new Set(events.map((event) => event.id.toLowerCase())).size !== events.length;
+  return new Set(events.map((event) => event.id)).size !== events.length;
 }
 
 function sharesId(events: readonly PreparedEvent[], ids: ReadonlySet<string>): boolean {
   if (ids.size === 0) return false;
-  for (const event of events) if (ids.has(event.id.toLowerCase())) return true;
+  for (const event of events) if (ids.has(event.id)) return true;
   return false;
 }

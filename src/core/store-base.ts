@@ -1,4 +1,4 @@
-import { v7 as uuidv7 } from 'uuid';
+import { newEventId } from './event-id.js';
 import { CorruptEventError, InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
 import type { EventShape, Metadata, NewEvent, Recorded } from './event.js';
 import { appendObserver } from './hooks.js';
@@ -317,10 +317,12 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
         reason: `Cannot append event ${index}: its type ${JSON.stringify(type)} ${unstorableTextReason(type)}. Nothing was written.`,
       });
     }
-    const id = event.id ?? uuidv7();
-    if (typeof id !== 'string' || !UUID.test(id)) {
-      throw new InvalidArgumentError(`event ${index} has id ${String(id)}, which is not a UUID`);
+    const givenId = event.id;
+    if (givenId !== undefined && (typeof givenId !== 'string' || !UUID.test(givenId))) {
+      throw new InvalidArgumentError(`event ${index} has id ${String(givenId)}, which is not a UUID`);
     }
+    // Lower case, as PostgreSQL's uuid type gives it back: one id is one id on every adapter.
+    const id = givenId === undefined ? newEventId() : givenId.toLowerCase();
     const given = event.metadata ?? {};
     if (typeof given !== 'object' || given === null || Array.isArray(given)) {
       throw new InvalidArgumentError(`event ${index} metadata must be a plain object`);

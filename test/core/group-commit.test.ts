@@ -121,7 +121,7 @@ describe('GroupCommit', () => {
     const shared = uuidv7();
     const twice = uuidv7();
     await Promise.all(
-      [append('a', [event(shared)]), append('b'), append('c', [event(shared)]), append('d'), append('e', [event(twice), event(twice.toUpperCase())]), append('f')].map(
+      [append('a', [event(shared)]), append('b'), append('c', [event(shared)]), append('d'), append('e', [event(twice), event(twice)]), append('f')].map(
         (a) => groups.append(a),
       ),
     );

@@ -55,6 +55,29 @@ export function appendTests(ctx: SuiteContext): void {
       assert.deepEqual((await collect(store.readAll())).map((e) => e.id), [a, b, c]);
     });
 
+    it('stores a supplied id in lower case, so the same id in another case is a duplicate', async () => {
+      const store = await ctx.store();
+      const upper = '0190B1D2-3C4D-7E5F-8A6B-7C8D9E0F1A2B';
+      const result = await store.append('s', [{ type: 'A', data: null, id: upper }]);
+      assert.equal(result.events[0]?.id, upper.toLowerCase());
+      assert.deepEqual((await collect(store.readAll())).map((e) => e.id), [upper.toLowerCase()]);
+      await expectCode(() => store.append('t', [{ type: 'A', data: null, id: upper.toLowerCase() }]), ErrorCode.DuplicateEventId);
+    });
+
+    it('makes ids that carry the time they were made in (UUIDv7), all different', async () => {
+      const store = await ctx.store();
+      const before = Date.now();
+      const result = await store.append('s', Array.from({ length: 200 }, () => ({ type: 'A', data: null })));
+      const after = Date.now();
+      const ids = result.events.map((e) => e.id);
+      assert.equal(new Set(ids).size, ids.length);
+      for (const id of ids) {
+        assert.match(id, UUID_V7);
+        const millis = parseInt(id.replaceAll('-', '').slice(0, 12), 16);
+        assert.ok(millis >= before && millis <= after, `id ${id} says ${millis}, made between ${before} and ${after}`);
+      }
+    });
+
     it('returns exactly what is read back (ids, positions, versions, data, metadata, timestamps)', async () => {
       const store = await ctx.store();
       await store.append('noise', [{ type: 'N', data: 0 }]);
