@@ -117,8 +117,8 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
    * duplicate id undoes that append alone and the others commit.
    */
   #writeGroup(group: readonly GroupedAppend[]): GroupOutcome[] {
-    const statements = this.#statements ?? this.#prepare();
     try {
+      const statements = this.#statements ?? this.#prepare();
       if (group.length === 1) {
         const { streamId, events, expected } = group[0] as GroupedAppend;
         return [statements.append.immediate(streamId, events, expected)];
