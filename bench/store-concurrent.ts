@@ -12,6 +12,8 @@
 //   Each round spawns its processes; they connect and warm up, then all get "go" at once. Throughput is
 //   the events of all processes over the wall time from "go" to the last process done (the processes
 //   report their end time on CLOCK_MONOTONIC); p50/p99 pool every process's per-append latencies.
+// - store.append.concurrent8.processes8.postgres: the same with 8 processes x 1 writer, the shape group
+//   commit cannot help (no process ever has two appends to group); no target, it shows the limit.
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -30,13 +32,16 @@ const PROCESSES = 4;
 const PG = `store.append.concurrent${WRITERS}.postgres`;
 const SQLITE = `store.append.concurrent${WRITERS}.sqlite`;
 const PG_PROCESSES = `store.append.concurrent${WRITERS * PROCESSES}.processes${PROCESSES}.postgres`;
+/** The shape group commit cannot help: many processes, each with one append at a time. */
+const LONE_PROCESSES = 8;
+const PG_LONE_WRITERS = `store.append.concurrent${LONE_PROCESSES}.processes${LONE_PROCESSES}.postgres`;
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const WRITER = fileURLToPath(new URL('./fixtures/append-writers.ts', import.meta.url));
 
 /** The figures of this file for an adapter (so that store.ts can skip an adapter that `--filter` leaves nothing of). */
 export function concurrentFigures(adapter: string): string[] {
-  if (adapter === 'postgres') return [PG, PG_PROCESSES];
+  if (adapter === 'postgres') return [PG, PG_PROCESSES, PG_LONE_WRITERS];
   if (adapter === 'sqlite') return [SQLITE];
   return [];
 }
@@ -81,6 +86,11 @@ export async function concurrentPostgres(ctx: BenchContext, side: PostgresSide):
   } catch (error) {
     ctx.fail(PG_PROCESSES, error);
   }
+  try {
+    await loneWritersPostgres(ctx, side);
+  } catch (error) {
+    ctx.fail(PG_LONE_WRITERS, error);
+  }
 }
 
 async function concurrent8Postgres(ctx: BenchContext, side: PostgresSide): Promise<void> {
@@ -105,8 +115,10 @@ async function concurrent8Postgres(ctx: BenchContext, side: PostgresSide): Promi
 }
 
 async function processesPostgres(ctx: BenchContext, side: PostgresSide): Promise<void> {
+  if (!ctx.selected(PG_PROCESSES)) return;
   const { pool, schema } = side;
-  const round = (mode: WriterOptions['mode']): Round => processesRound(ctx, { mode, connectionString: side.connectionString, schema });
+  const shape = { processes: PROCESSES, writers: WRITERS, name: 'procs' };
+  const round = (mode: WriterOptions['mode']): Round => processesRound(ctx, shape, { mode, connectionString: side.connectionString, schema });
   const processes = await ctx.measure({
     bench: PG_PROCESSES,
     unit: 'events/s',
@@ -123,6 +135,27 @@ async function processesPostgres(ctx: BenchContext, side: PostgresSide): Promise
       'processes take turns on the schema append lock, a group each turn; the raw INSERTs commit in any order',
   });
   if (processes) ctx.log(`${PG_PROCESSES}: eskit groups (measured rounds): ${await groupSizes(pool, schema, 'procs-eskit-%', '%-warm-%')}`);
+}
+
+async function loneWritersPostgres(ctx: BenchContext, side: PostgresSide): Promise<void> {
+  if (!ctx.selected(PG_LONE_WRITERS)) return;
+  const { pool, schema } = side;
+  const shape = { processes: LONE_PROCESSES, writers: 1, name: 'lone' };
+  const round = (mode: WriterOptions['mode']): Round => processesRound(ctx, shape, { mode, connectionString: side.connectionString, schema });
+  const figure = await ctx.measure({
+    bench: PG_LONE_WRITERS,
+    unit: 'events/s',
+    ops: ctx.pick(1600, 4000),
+    warmupOps: 0,
+    rounds: ctx.pick(3, 7),
+    eskit: round('eskit'),
+    baseline: round('raw'),
+    baselineLabel: `pg: 1-row INSERT, ${LONE_PROCESSES} processes x 1 connection`,
+    note:
+      `${LONE_PROCESSES} processes x 1 writer, 1 event per call: no process ever has two appends to group, so eskit ` +
+      'commits one append per turn of the schema lock, flush included; the raw INSERTs share flushes (no target: the limit of the design)',
+  });
+  if (figure) ctx.log(`${PG_LONE_WRITERS}: eskit groups (measured rounds): ${await groupSizes(pool, schema, 'lone-eskit-%', '%-warm-%')}`);
 }
 
 /**
@@ -153,21 +186,25 @@ async function groupSizes(pool: pg.Pool, schema: string, like: string, notLike =
 // ---------------------------------------------------------------------------------------------------
 // Writer processes
 
-/** One round of the processes figure: PROCESSES fresh writer processes share `ops` appends. */
-function processesRound(ctx: BenchContext, options: Pick<WriterOptions, 'mode' | 'connectionString' | 'schema'>): Round {
+/** One round of a processes figure: `shape.processes` fresh writer processes share `ops` appends. */
+function processesRound(
+  ctx: BenchContext,
+  shape: { processes: number; writers: number; name: string },
+  options: Pick<WriterOptions, 'mode' | 'connectionString' | 'schema'>,
+): Round {
   let round = 0;
   return async (ops) => {
     if (ops === 0) return { units: 0, elapsedNs: 0, latenciesNs: [] };
     const index = round++;
-    const prefix = `procs-${options.mode}-${index}`;
+    const prefix = `${shape.name}-${options.mode}-${index}`;
     const children = Array.from(
-      { length: PROCESSES },
+      { length: shape.processes },
       (_, i) =>
         new WriterProcess(ctx, `${options.mode} writer process ${i}`, {
           ...options,
-          writers: WRITERS,
-          ops: Math.floor(ops / PROCESSES) + (i < ops % PROCESSES ? 1 : 0),
-          warmupOps: WRITERS * 16,
+          writers: shape.writers,
+          ops: Math.floor(ops / shape.processes) + (i < ops % shape.processes ? 1 : 0),
+          warmupOps: shape.writers * 16,
           prefix: `${prefix}-${i}`,
         }),
     );

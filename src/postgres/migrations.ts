@@ -360,7 +360,12 @@ BEGIN
                               ORDER BY e.stream_version DESC LIMIT 1), 0) ORDER BY g.i)
     INTO initial
     FROM unnest(p_streams) WITH ORDINALITY AS g(stream_id, i);
-  SELECT array_agg(e.id) INTO taken FROM ${s}.events e WHERE e.id = ANY (p_ids);
+  -- One index probe per id: the LIMIT keeps the planner from turning this into a join, which it may
+  -- do by hash over the whole table (so did \`e.id = ANY (p_ids)\` and EXISTS: a group got slower as
+  -- the log grew).
+  SELECT array_agg(t.id) INTO taken
+    FROM unnest(p_ids) AS g(id)
+   CROSS JOIN LATERAL (SELECT e.id FROM ${s}.events e WHERE e.id = g.id LIMIT 1) AS t;
 
   offsets := array_fill(0, ARRAY[appends]);
   versions := array_fill(0::bigint, ARRAY[appends]);
