@@ -21,6 +21,16 @@ function serverError(error: unknown): PgServerError | undefined {
   return error as PgServerError;
 }
 
+/**
+ * True when the server refused a statement and the connection is fine: an error with a SQLSTATE,
+ * except connection exceptions (class 08) and operator intervention (class 57: shutdown, terminated,
+ * canceled), after which a connection is not worth keeping.
+ */
+export function isStatementError(error: unknown): boolean {
+  const code = serverError(error)?.code;
+  return code !== undefined && !code.startsWith('08') && !code.startsWith('57');
+}
+
 /** True for a statement the server refused for the data it was given: a data exception (class 22) or a constraint (class 23). */
 export function isDataError(error: unknown): boolean {
   const code = serverError(error)?.code;

@@ -10,7 +10,7 @@ import { ConcurrencyError, DuplicateEventIdError } from '../core/errors.js';
 import { EventStoreBase } from '../core/store-base.js';
 import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
-import { isDataError, translateAppendError, translateError } from './errors.js';
+import { isDataError, isStatementError, translateAppendError, translateError } from './errors.js';
 import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, migratePostgres } from './migrations.js';
 import { AppendListener } from './append-listener.js';
 import { checkConnectionString, connectionFailure, DEFAULT_CONNECT_TIMEOUT_MS, ownPoolConfig } from './connection.js';
@@ -240,7 +240,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     if (group.length === 1) return [await this.#writeAlone(group[0] as GroupedAppend)];
     let row: Row;
     try {
-      row = (await this.pool.query<Row>({ ...this.#sql.appendGroup, values: groupValues(group) })).rows[0] as Row;
+      row = (await this.#run({ ...this.#sql.appendGroup, values: groupValues(group) }))[0] as Row;
     } catch (error) {
       // Without an answer from the server the outcome is unknown (the commit may have happened): every
       // append of the group reports the failure, as a lone append would.
@@ -283,7 +283,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     }
     let row: Row;
     try {
-      row = (await this.pool.query<Row>(statement)).rows[0] as Row;
+      row = (await this.#run(statement))[0] as Row;
     } catch (error) {
       throw translateAppendError(error, this.schema, streamId, expected, events, this.pool);
     }
@@ -334,9 +334,27 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   async #query(statement: pg.QueryArrayConfig, values: unknown[]): Promise<Row[]> {
     await this.#ready();
     try {
-      return (await this.pool.query<Row>({ ...statement, values })).rows;
+      return await this.#run({ ...statement, values });
     } catch (error) {
       throw translateError(error, this.schema, this.pool);
+    }
+  }
+
+  /**
+   * One statement on a pooled connection. Not `pool.query()`: taking and giving back the client costs
+   * ~40 µs less per call (measured: 65 against 103 µs for a SELECT 1 on loopback), and the client is
+   * kept when the server refused the statement, where `pool.query()` ends it (a version conflict would
+   * cost a new connection).
+   */
+  async #run(statement: pg.QueryArrayConfig): Promise<Row[]> {
+    const client = await this.pool.connect();
+    try {
+      const { rows } = await client.query<Row>(statement);
+      client.release();
+      return rows;
+    } catch (error) {
+      client.release(isStatementError(error) ? undefined : asError(error));
+      throw error;
     }
   }
 
