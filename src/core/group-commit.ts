@@ -62,9 +62,10 @@ export class GroupCommit {
 
   constructor(write: GroupWriter, limits: GroupCommitLimits = {}) {
     this.#write = write;
-    this.#maxAppends = limits.maxAppends ?? 256;
-    this.#maxEvents = limits.maxEvents ?? 10_000;
-    this.#maxChars = limits.maxChars ?? 4 * 1024 * 1024;
+    // At least 1 each: a group always takes the oldest append, however big.
+    this.#maxAppends = Math.max(1, limits.maxAppends ?? 256);
+    this.#maxEvents = Math.max(1, limits.maxEvents ?? 10_000);
+    this.#maxChars = Math.max(1, limits.maxChars ?? 4 * 1024 * 1024);
   }
 
   append(append: GroupedAppend): Promise<WrittenEvents> {
@@ -107,8 +108,8 @@ export class GroupCommit {
     let count = 0;
     let events = 0;
     let chars = 0;
-    // Two appends of one event id must not share a group: the adapters check ids against the log, not
-    // within the group. The second goes in the next group, where it meets the first as a duplicate.
+    // Two appends of one event id never share a group: PostgreSQL's group statement checks ids against
+    // the log, not within the group. The second goes in the next group, and meets the first there.
     const ids = new Set<string>();
     while (count < queue.length && count < this.#maxAppends) {
       const append = (queue[count] as Entry).append;

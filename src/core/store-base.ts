@@ -66,6 +66,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   readonly #registry: EventRegistry<E> | undefined;
   protected readonly pageSize: number;
   #closed = false;
+  #closing: Promise<void> | undefined;
   readonly #appendListeners = new Set<(position: number) => void>();
 
   protected constructor(options: EventStoreBaseOptions<E> = {}) {
@@ -295,11 +296,14 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     return this.#appendListeners.size;
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#appendListeners.clear();
-    await this.closeResources();
+  /** Waits for the appends already made (group commit may still be writing them), then lets go. Every call waits alike. */
+  close(): Promise<void> {
+    if (this.#closing === undefined) {
+      this.#closed = true;
+      this.#appendListeners.clear();
+      this.#closing = this.closeResources();
+    }
+    return this.#closing;
   }
 
   /** The event's id and type, checked, and copies of its data and metadata that JSON holds exactly (see jsonCopy). */

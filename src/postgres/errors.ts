@@ -22,20 +22,17 @@ function serverError(error: unknown): PgServerError | undefined {
 }
 
 /**
- * True when the server refused a statement and the connection is fine: an error with a SQLSTATE,
- * except connection exceptions (class 08) and operator intervention (class 57: shutdown, terminated,
- * canceled), after which a connection is not worth keeping.
+ * True when the server refused a statement and the connection is worth keeping: an error with a
+ * SQLSTATE, except connection exceptions (class 08), a transaction left aborted (25: a client given
+ * back in a failed transaction by other code on a shared pool), resources (53), operator intervention
+ * (57: shutdown, terminated, canceled), system errors (58) and internal errors (XX).
  */
 export function isStatementError(error: unknown): boolean {
   const code = serverError(error)?.code;
-  return code !== undefined && !code.startsWith('08') && !code.startsWith('57');
+  return code !== undefined && !CONNECTION_NOT_WORTH_KEEPING.has(code.slice(0, 2));
 }
 
-/** True for a statement the server refused for the data it was given: a data exception (class 22) or a constraint (class 23). */
-export function isDataError(error: unknown): boolean {
-  const code = serverError(error)?.code;
-  return code !== undefined && (code.startsWith('22') || code.startsWith('23'));
-}
+const CONNECTION_NOT_WORTH_KEEPING = new Set(['08', '25', '53', '57', '58', 'XX']);
 
 /** True when the error says the eskit tables or functions are not there: the schema was not migrated. */
 function isMissingSchema(e: PgServerError): boolean {

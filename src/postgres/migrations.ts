@@ -18,6 +18,10 @@ export interface PostgresMigration {
 /** SQLSTATE raised by `<schema>.append` and `<schema>.append_one` when the expected version does not hold; DETAIL is the actual version. */
 export const VERSION_CONFLICT_SQLSTATE = 'ES409';
 
+/** What `append_group` says in an append's offset when it refused it: a version conflict, a duplicate id. */
+export const GROUP_REFUSED_VERSION = -1;
+export const GROUP_REFUSED_DUPLICATE = -2;
+
 /** How the append functions receive the non-numeric expected versions (numbers pass through, >= 0). */
 export const EXPECTED_ANY = -1;
 export const EXPECTED_NO_STREAM = -2;
@@ -310,8 +314,9 @@ CREATE TABLE ${s}.runner_status (
  * before anything is written, under the append lock, where no other eskit writer can move them; so no
  * savepoint (each would be a subtransaction) and no exception is needed. Positions are drawn for the
  * accepted events only. The result, per append: `offsets` (0-based position offset from `base_position`
- * + 1, or -1 for a version conflict, -2 for a duplicate id) and `versions` (the stream's version after
- * the append; the actual version on a conflict; the 1-based index of the duplicate event).
+ * + 1, or GROUP_REFUSED_VERSION / GROUP_REFUSED_DUPLICATE) and `versions` (what the offset needs: the
+ * stream's version after the append; the actual version on a conflict; the 1-based index of the
+ * duplicate event in the append).
  */
 function appendGroupFunction(s: string, rawSchema: string): string {
   const [lockClass, lockObject] = advisoryKey('append', rawSchema);
@@ -379,10 +384,10 @@ BEGIN
     expected := p_expected[a];
     IF NOT (expected = ${EXPECTED_ANY} OR expected = actual
             OR (expected = ${EXPECTED_NO_STREAM} AND actual = 0) OR (expected = ${EXPECTED_STREAM_EXISTS} AND actual > 0)) THEN
-      offsets[a] := -1;
+      offsets[a] := ${GROUP_REFUSED_VERSION};
       versions[a] := actual;
     ELSIF taken IS NOT NULL AND p_ids[first_event + 1 : first_event + p_counts[a]] && taken THEN
-      offsets[a] := -2;
+      offsets[a] := ${GROUP_REFUSED_DUPLICATE};
       FOR j IN 1 .. p_counts[a] LOOP
         IF p_ids[first_event + j] = ANY (taken) THEN
           versions[a] := j;

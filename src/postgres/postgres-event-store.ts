@@ -10,10 +10,10 @@ import { ConcurrencyError, DuplicateEventIdError } from '../core/errors.js';
 import { EventStoreBase } from '../core/store-base.js';
 import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
-import { isDataError, isStatementError, translateAppendError, translateError } from './errors.js';
-import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, migratePostgres } from './migrations.js';
+import { isStatementError, translateAppendError, translateError } from './errors.js';
+import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, GROUP_REFUSED_DUPLICATE, GROUP_REFUSED_VERSION, migratePostgres } from './migrations.js';
 import { AppendListener } from './append-listener.js';
-import { checkConnectionString, connectionFailure, DEFAULT_CONNECT_TIMEOUT_MS, ownPoolConfig } from './connection.js';
+import { checkConnectionString, DEFAULT_CONNECT_TIMEOUT_MS, ownPoolConfig } from './connection.js';
 import { DEFAULT_SCHEMA, notifyChannel, quoteSchema } from './schema.js';
 
 export interface PostgresEventStoreOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
@@ -171,8 +171,13 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
    */
   async migrate(): Promise<void> {
     this.assertOpen();
-    // Done once per store: the checkpoint and other stores sharing it call this on their first use,
-    // and a leader taking over should not pay for a catalog check.
+    await this.#migrateOnce();
+  }
+
+  // Done once per store: the checkpoint and other stores sharing it call this on their first use, and a
+  // leader taking over should not pay for a catalog check. Not checked for close(): an append accepted
+  // before close() still migrates on its way out.
+  async #migrateOnce(): Promise<void> {
     if (this.#migrated) return;
     this.#migrating ??= migratePostgres(this.pool, this.schema).then(
       () => {
@@ -244,10 +249,11 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     } catch (error) {
       // Without an answer from the server the outcome is unknown (the commit may have happened): every
       // append of the group reports the failure, as a lone append would.
-      if (!isDataError(error) || connectionFailure(error, this.pool) !== undefined) throw translateError(error, this.schema, this.pool);
-      // The server refused the statement for its data, so nothing of the group was written. Which
-      // append caused it (text jsonb refuses, a constraint of yours) is found by writing them one at a
-      // time. Anything else (a timeout, a missing function) would fail each of them the same way.
+      if (!isStatementError(error)) throw translateError(error, this.schema, this.pool);
+      // The server refused the statement, so nothing of the group was written. What refused it may be
+      // one append's doing (text jsonb refuses, a constraint or trigger of yours, a row security
+      // policy): writing them one at a time fails that append alone. This also carries a schema not
+      // yet migrated to append_group (migrate: false, a rolling deploy) with the functions it has.
       const outcomes: GroupOutcome[] = [];
       for (const append of group) outcomes.push(await this.#writeAlone(append).catch((e: unknown) => asError(e)));
       return outcomes;
@@ -259,8 +265,8 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     return group.map((append, index): GroupOutcome => {
       const offset = offsets[index] as number;
       const version = Number(versions[index]);
-      if (offset === -1) return new ConcurrencyError(append.streamId, append.expected, version);
-      if (offset === -2) return new DuplicateEventIdError((append.events[version - 1] as PreparedEvent).id);
+      if (offset === GROUP_REFUSED_VERSION) return new ConcurrencyError(append.streamId, append.expected, version);
+      if (offset === GROUP_REFUSED_DUPLICATE) return new DuplicateEventIdError((append.events[version - 1] as PreparedEvent).id);
       const first = base + offset + 1;
       return { streamVersion: version, positions: append.events.map((_, k) => first + k), timestamp };
     });
@@ -328,7 +334,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
 
   async #ready(): Promise<void> {
     if (this.#migrated || !this.#autoMigrate) return;
-    await this.migrate();
+    await this.#migrateOnce();
   }
 
   async #query(statement: pg.QueryArrayConfig, values: unknown[]): Promise<Row[]> {
@@ -351,15 +357,20 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   async #run(statement: pg.QueryArrayConfig): Promise<Row[]> {
     const client = await this.pool.connect();
     return new Promise<Row[]>((resolve, reject) => {
-      client.query<Row>(statement, (error: Error | undefined, result: pg.QueryArrayResult<Row>) => {
+      const done = (error: Error | undefined, result?: pg.QueryArrayResult<Row>): void => {
         if (error) {
           client.release(isStatementError(error) ? undefined : error);
           reject(error);
         } else {
           client.release();
-          resolve(result.rows);
+          resolve((result as pg.QueryArrayResult<Row>).rows);
         }
-      });
+      };
+      try {
+        client.query<Row>(statement, done);
+      } catch (error) {
+        done(error instanceof Error ? error : new Error(String(error)));
+      }
     });
   }
 
@@ -410,14 +421,14 @@ function groupValues(group: readonly GroupedAppend[]): unknown[] {
   const metadata: string[] = [];
   const latest = new Map<string, number>();
   group.forEach((append, index) => {
-    const number = index + 1;
+    const ordinal = index + 1;
     streams.push(append.streamId);
     expected.push(encodeExpected(append.expected));
     counts.push(append.events.length);
     previous.push(latest.get(append.streamId) ?? 0);
-    latest.set(append.streamId, number);
+    latest.set(append.streamId, ordinal);
     for (const event of append.events) {
-      eventAppends.push(number);
+      eventAppends.push(ordinal);
       eventStreams.push(append.streamId);
       ids.push(event.id);
       types.push(event.type);

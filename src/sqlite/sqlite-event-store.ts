@@ -212,15 +212,18 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
       }
       return { streamVersion: current + events.length, positions, timestamp: new Date(now) };
     });
-    // Called inside a transaction, `append` runs as a savepoint: a refused append is rolled back alone.
-    // Any other failure (the disk, the file) fails the whole group, of which nothing is then written.
+    // Called inside a transaction, `append` runs as a savepoint: an append refused for its own sake (a
+    // conflict, a duplicate id, a constraint or trigger of yours) is rolled back alone, as it would fail
+    // alone. A failure of the database itself (the disk, the file, memory), or one that ended the
+    // transaction (a trigger's RAISE(ROLLBACK)), fails the whole group, of which nothing is written.
     const appendGroup = db.transaction((group: readonly GroupedAppend[]): GroupOutcome[] =>
       group.map(({ streamId, events, expected }) => {
         try {
           return append(streamId, events, expected);
         } catch (error) {
-          if (error instanceof ConcurrencyError || error instanceof DuplicateEventIdError) return error;
-          throw error;
+          if (!db.inTransaction || failsTheDatabase(error)) throw error;
+          const refusal = translateSqliteError(error, db, `append to stream "${streamId}"`);
+          return refusal instanceof Error ? refusal : new Error(String(refusal));
         }
       }),
     );
@@ -259,6 +262,14 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
     }
     return statement;
   }
+}
+
+/** SQLite result codes that say the database, not one append, is in trouble (the primary code, before any `_` extension). */
+const DATABASE_FAILURES = new Set(['SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_CORRUPT', 'SQLITE_NOTADB', 'SQLITE_NOMEM', 'SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_READONLY', 'SQLITE_CANTOPEN', 'SQLITE_PROTOCOL', 'SQLITE_INTERRUPT', 'SQLITE_ABORT']);
+
+function failsTheDatabase(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && DATABASE_FAILURES.has(code.split('_').slice(0, 2).join('_'));
 }
 
 function toRows(raw: RawRow[]): StoredEventRow[] {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import pg from 'pg';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
-import { advisoryKey, PostgresEventStore } from '../../src/postgres/index.js';
+import { advisoryKey, migratePostgres, POSTGRES_MIGRATIONS, PostgresEventStore } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
 import type { TestSchema } from '../support/postgres.js';
@@ -65,6 +65,55 @@ describe('PostgreSQL group commit', () => {
       stored.rows.map((r) => r.stream_id),
       ['a', 'c'],
     );
+  });
+
+  it('a trigger of the application that refuses one append of a group fails that append alone', async () => {
+    const { schema, store } = await setup();
+    await schema.pool.query(`
+      CREATE FUNCTION "${schema.name}".refuse_forbidden() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.type = 'Forbidden' THEN RAISE EXCEPTION 'forbidden by the application'; END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER refuse_forbidden BEFORE INSERT ON "${schema.name}".events FOR EACH ROW EXECUTE FUNCTION "${schema.name}".refuse_forbidden();`);
+    const results = await Promise.allSettled([
+      store.append('a', [note(1)]),
+      store.append('b', [{ type: 'Forbidden', data: {} }]),
+      store.append('c', [note(3)]),
+    ]);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
+    assert.match(String((results[1] as PromiseRejectedResult).reason), /forbidden by the application/);
+  });
+
+  it('a schema not yet migrated to append_group (migrate: false, a rolling deploy) still takes bursts, one append at a time', async () => {
+    const schema = await createTestSchema({ create: false });
+    cleanups.push(() => schema.drop());
+    await migratePostgres(schema.pool, schema.name, POSTGRES_MIGRATIONS.slice(0, 6));
+    const store = new PostgresEventStore({ pool: schema.pool, schema: schema.name, migrate: false });
+    cleanups.push(() => store.close());
+    const results = await Promise.all([store.append('a', [note(1)]), store.append('a', [note(2)]), store.append('b', [note(3)])]);
+    assert.deepEqual(
+      results.map((r) => r.nextExpectedVersion),
+      [1, 2, 1],
+    );
+  });
+
+  it('a pooled connection left in a failed transaction by other code is dropped, not kept: the next append works', async () => {
+    const schema = await createTestSchema({ create: false, poolSize: 1 });
+    cleanups.push(() => schema.drop());
+    const store = new PostgresEventStore({ pool: schema.pool, schema: schema.name });
+    cleanups.push(() => store.close());
+    await store.append('warm', [note(0)]);
+    // Someone else's code on the shared pool gives its client back in the middle of a failed transaction.
+    const client = await schema.pool.connect();
+    await client.query('BEGIN');
+    await client.query('SELECT 1 / 0').catch(() => undefined);
+    client.release();
+    await assert.rejects(store.append('a', [note(1)]), /aborted/);
+    assert.equal((await store.append('b', [note(2)])).nextExpectedVersion, 1);
   });
 
   it('a connection lost mid-group fails every append of the group with ESKIT_CONNECTION, and none is retried', { timeout: 20_000 }, async () => {

@@ -199,6 +199,31 @@ export function groupCommitTests(ctx: SuiteContext): void {
   const hasAnother = ctx.harness.openAnother !== undefined;
 
   describe('appends started together (group commit)', () => {
+    it('close() waits for the appends made before it, on a store that has not been used yet; a second close() waits too', TIMEOUT, async () => {
+      const store = await ctx.store();
+      const appended = store.append('s', [{ type: 'Noted', data: { n: 1 } }, { type: 'Noted', data: { n: 2 } }]);
+      const also = store.append('t', [{ type: 'Noted', data: { n: 3 } }]);
+      let settled = 0;
+      for (const p of [appended, also]) void p.then(() => settled++, () => settled++);
+      const first = store.close();
+      await store.close();
+      // One turn of the event loop for the answers to travel (a store that writes synchronously has
+      // written them already); a database round trip takes longer than that.
+      await yieldToEventLoop();
+      assert.equal(settled, 2, 'the second close() resolved before the appends made before it were written');
+      await first;
+      assert.equal((await appended).nextExpectedVersion, 2);
+      assert.equal((await also).nextExpectedVersion, 1);
+      // A store that can be opened again must hold them (one that cannot, memory, has only its results).
+      if (ctx.harness.openAnother) {
+        const reopened = await ctx.another(store);
+        assert.deepEqual(
+          (await collect(reopened.readAll())).map((e) => e.data),
+          [{ n: 1 }, { n: 2 }, { n: 3 }],
+        );
+      }
+    });
+
     it('a burst of appends with expected versions: each judged in call order against what the earlier ones left', TIMEOUT, async () => {
       const store = await ctx.store();
       const seed = await store.append('u', [
