@@ -357,7 +357,11 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   async #run(statement: pg.QueryArrayConfig): Promise<Row[]> {
     const client = await this.pool.connect();
     return new Promise<Row[]>((resolve, reject) => {
+      let settled = false;
       const done = (error: Error | undefined, result?: pg.QueryArrayResult<Row>): void => {
+        if (settled) return;
+        settled = true;
+        client.removeListener('error', done);
         if (error) {
           client.release(isStatementError(error) ? undefined : error);
           reject(error);
@@ -366,6 +370,9 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
           resolve((result as pg.QueryArrayResult<Row>).rows);
         }
       };
+      // A checked-out client whose connection dies emits 'error'; unheard, it would end the process
+      // (pool.query() listens the same way while its query runs).
+      client.on('error', done);
       try {
         client.query<Row>(statement, done);
       } catch (error) {
