@@ -8,6 +8,7 @@ import { PostgresRunnerStatusStore } from './postgres-runner-status.js';
 import { lockKey, quoteSchema } from './schema.js';
 import { PostgresTableAccess } from './table-access.js';
 import type { PostgresStoreHandle } from './table-access.js';
+import { hearWhileCheckedOut } from './connection.js';
 
 const LATEST = POSTGRES_MIGRATIONS.length;
 
@@ -147,6 +148,7 @@ export class PostgresAdmin implements Admin {
     } catch (error) {
       throw this.#translate(error);
     }
+    const stopHearing = hearWhileCheckedOut(client);
     try {
       await this.#rows('BEGIN', [], client);
       try {
@@ -158,6 +160,7 @@ export class PostgresAdmin implements Admin {
         throw error;
       }
     } finally {
+      stopHearing();
       client.release();
     }
   }

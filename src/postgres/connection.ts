@@ -159,3 +159,17 @@ function clientConfig(client: pg.ClientBase): pg.ClientConfig {
   const { host, port, database } = client as Partial<Record<'host' | 'database', string>> & { port?: number };
   return { host, port, database };
 }
+
+/**
+ * Hears the 'error' event of a client taken from a pool, until the returned function is called (just
+ * before it is given back). A checked-out client whose connection dies emits 'error', and an unheard
+ * one ends the process; the statement running on it fails with the same error, which is what the
+ * caller handles. The pool hears its idle clients itself.
+ */
+export function hearWhileCheckedOut(client: pg.PoolClient): () => void {
+  const heard = (): void => undefined;
+  client.on('error', heard);
+  return () => {
+    client.removeListener('error', heard);
+  };
+}

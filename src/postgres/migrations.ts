@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { MigrationError } from '../core/errors.js';
-import { connectionFailure } from './connection.js';
+import { connectionFailure, hearWhileCheckedOut } from './connection.js';
 import { advisoryKey, notifyChannel, quoteSchema } from './schema.js';
 
 /**
@@ -510,9 +510,11 @@ export async function migratePostgres(
     // Not a migration problem: the same failure as any other first call, so the same error.
     throw connectionFailure(cause, pool) ?? new MigrationError(`Could not connect to PostgreSQL to migrate schema "${schema}": ${describe(cause)}`, { cause });
   }
+  const stopHearing = hearWhileCheckedOut(client);
   try {
     return await migrateOnClient(client, schema, migrations);
   } finally {
+    stopHearing();
     client.release();
   }
 }

@@ -8,6 +8,7 @@ import { assertFenceHoldsFor, assertStorableText, checkPostgresFence, fenceCte, 
 import { PostgresTableAccess } from './table-access.js';
 import type { PostgresTableOptions } from './table-access.js';
 import { quoteSchema } from './schema.js';
+import { hearWhileCheckedOut } from './connection.js';
 
 /** Where the completion records live: as for `PostgresCheckpointStore` and `PostgresDeadLetterStore`. */
 export type PostgresCompletionStoreOptions = PostgresTableOptions;
@@ -110,6 +111,7 @@ export class PostgresCompletionStore implements TransactionalCompletionStore<pg.
     } catch (error) {
       throw translateError(error, this.schema, this.pool);
     }
+    const stopHearing = hearWhileCheckedOut(client);
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
@@ -124,6 +126,7 @@ export class PostgresCompletionStore implements TransactionalCompletionStore<pg.
       });
       throw error;
     } finally {
+      stopHearing();
       client.release(broken);
     }
   }

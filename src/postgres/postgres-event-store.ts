@@ -371,7 +371,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
         }
       };
       // A checked-out client whose connection dies emits 'error'; unheard, it would end the process
-      // (pool.query() listens the same way while its query runs).
+      // (see hearWhileCheckedOut; pool.query() listens the same way while its query runs).
       client.on('error', done);
       try {
         client.query<Row>(statement, done);

@@ -13,6 +13,7 @@ import type { PostgresStoreHandle } from './postgres-checkpoint-store.js';
 import { advisoryKey, quoteSchema } from './schema.js';
 import { postgresViewTx } from './view-tx.js';
 import type { PostgresViewTx, ViewTx } from './view-tx.js';
+import { hearWhileCheckedOut } from './connection.js';
 
 /**
  * The SQL views of a PostgreSQL event store: each view's tables live in the store's schema and use its
@@ -370,6 +371,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     } catch (error) {
       throw translateError(error, this.#schema, this.#pool);
     }
+    const stopHearing = hearWhileCheckedOut(client);
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
@@ -384,6 +386,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       }
       throw error;
     } finally {
+      stopHearing();
       client.release(broken);
     }
   }
