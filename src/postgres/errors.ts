@@ -3,7 +3,7 @@ import type { PreparedEvent } from '../core/store-base.js';
 import type { ExpectedVersion } from '../core/store.js';
 import type pg from 'pg';
 import { connectionFailure } from './connection.js';
-import { VERSION_CONFLICT_SQLSTATE } from './migrations.js';
+import { VERSION_CONFLICT_SQLSTATE } from './append-functions.js';
 
 /** The fields of a server error that eskit looks at (pg's DatabaseError has them all). */
 interface PgServerError {

@@ -1,6 +1,7 @@
 import { after, afterEach, before, describe } from 'node:test';
 import { appendTests } from './conformance/append.js';
 import { concurrencyTests } from './conformance/concurrency.js';
+import { concurrentWriterTests } from './conformance/concurrent-writers.js';
 import { SuiteContext } from './conformance/context.js';
 import type { ConformanceHarness } from './conformance/context.js';
 import { expectedVersionTests } from './conformance/expected-version.js';
@@ -39,6 +40,7 @@ export function eventStoreConformance(harness: ConformanceHarness): void {
     expectedVersionTests(ctx);
     concurrencyTests(ctx);
     groupCommitTests(ctx);
+    concurrentWriterTests(ctx);
     readTests(ctx);
     payloadTests(ctx);
     registryTests(ctx);
