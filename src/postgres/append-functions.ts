@@ -89,20 +89,7 @@ ${lockAndCheck(s, rawSchema)}
 END
 $fn$;
 
-${create} FUNCTION ${s}.append_one(
-  p_stream_id text,
-  p_expected bigint,
-  p_id uuid,
-  p_type text,
-  p_data jsonb,
-  p_metadata jsonb,
-  OUT first_position bigint,
-  OUT last_version bigint,
-  OUT written_at timestamptz
-) LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-  actual bigint;
-BEGIN
+${appendOneHead(s, create)}
 ${lockAndCheck(s, rawSchema)}
   last_version := actual + 1;
   INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
@@ -238,17 +225,9 @@ $fn$;
 `;
 }
 
-/**
- * `append_one` again, same signature, in two statements instead of four: the version is looked up, the
- * position drawn and the row written by one INSERT (its snapshot is taken after the lock is granted, as
- * the lookup's was), and only a refused append looks the version up again, for its error. Each
- * statement of a plpgsql function is an executor run of its own; this is the path of every lone
- * one-event append.
- */
-export function fasterAppendOne(s: string, rawSchema: string): string {
-  const [lockClass, lockObject] = advisoryKey('append', rawSchema);
-  return `
-CREATE OR REPLACE FUNCTION ${s}.append_one(
+/** append_one's signature and declarations, the same in every version of its body (callers of older eskit versions rely on it). */
+function appendOneHead(s: string, create: string): string {
+  return `${create} FUNCTION ${s}.append_one(
   p_stream_id text,
   p_expected bigint,
   p_id uuid,
@@ -261,7 +240,20 @@ CREATE OR REPLACE FUNCTION ${s}.append_one(
 ) LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
   actual bigint;
-BEGIN
+BEGIN`;
+}
+
+/**
+ * `append_one` again, same signature, in two statements instead of four: the version is looked up, the
+ * position drawn and the row written by one INSERT (its snapshot is taken after the lock is granted, as
+ * the lookup's was), and only a refused append looks the version up again, for its error. Each
+ * statement of a plpgsql function is an executor run of its own; this is the path of every lone
+ * one-event append.
+ */
+export function fasterAppendOne(s: string, rawSchema: string): string {
+  const [lockClass, lockObject] = advisoryKey('append', rawSchema);
+  return `
+${appendOneHead(s, 'CREATE OR REPLACE')}
   PERFORM pg_advisory_xact_lock(${lockClass}, ${lockObject});
   INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
   SELECT nextval('${s}.events_position'), p_id, p_stream_id, v.version + 1, p_type, p_data, p_metadata, clock_timestamp()
