@@ -275,3 +275,34 @@ $fn$;
 `;
 }
 
+/**
+ * A lone one-event append as two plain statements instead of a function call: the append lock, then
+ * one INSERT that looks the stream version up, checks the expected version, draws the position, and
+ * notifies ($1 stream, $2 expected, $3 id, $4 type, $5 data, $6 metadata). Its one row: the version the
+ * append was judged against, then the position, the time in ms and nothing (the notification), the
+ * last three NULL when the expected version did not hold. Sent in one round trip and one implicit
+ * transaction (see locked-append.ts); the INSERT is a statement after the lock, so its snapshot is
+ * taken with the lock held, as append_one's is. Why: a plpgsql call costs ~30-40 µs, ~10 % of a lone
+ * append on loopback.
+ */
+export function appendOneStatements(s: string, rawSchema: string): { lock: string; insert: string } {
+  const [lockClass, lockObject] = advisoryKey('append', rawSchema);
+  return {
+    lock: `SELECT pg_advisory_xact_lock(${lockClass}, ${lockObject})`,
+    insert: `WITH current AS (
+  SELECT coalesce(max(e.stream_version), 0) AS version FROM ${s}.events e WHERE e.stream_id = $1
+), written AS (
+  INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
+  SELECT nextval('${s}.events_position'), $3, $1, current.version + 1, $4, $5, $6, clock_timestamp()
+    FROM current
+   WHERE $2::bigint = ${EXPECTED_ANY} OR $2::bigint = current.version
+      OR ($2::bigint = ${EXPECTED_NO_STREAM} AND current.version = 0) OR ($2::bigint = ${EXPECTED_STREAM_EXISTS} AND current.version > 0)
+  RETURNING position, created_at
+), notified AS (
+  SELECT pg_notify('${notifyChannel('appended', rawSchema)}', written.position::text) FROM written
+   WHERE coalesce(current_setting('eskit.notify', true), '') <> 'off'
+)
+SELECT current.version, written.position, (extract(epoch FROM written.created_at) * 1000)::float8, (SELECT count(*) FROM notified)
+  FROM current LEFT JOIN written ON true`,
+  };
+}

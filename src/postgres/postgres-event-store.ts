@@ -6,11 +6,14 @@ import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { GroupCommit } from '../core/group-commit.js';
 import type { GroupedAppend, GroupOutcome } from '../core/group-commit.js';
+import { ConcurrencyError } from '../core/errors.js';
 import { EventStoreBase } from '../core/store-base.js';
 import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
 import { isStatementError, translateAppendError, translateError } from './errors.js';
 import { encodeExpected, groupOutcomes, groupValues } from './append-group.js';
+import { appendOneStatements } from './append-functions.js';
+import { runStatementPair } from './locked-append.js';
 import { migratePostgres } from './migrations.js';
 import { queryPooled } from './pooled-query.js';
 import { AppendListener } from './append-listener.js';
@@ -50,9 +53,10 @@ const UNSTORABLE_TEXT = /\u0000|\p{Cs}/u;
 type Row = unknown[];
 
 interface Statements {
+  lock: { name: string; text: string };
+  insertOne: { name: string; text: string };
   appendGroup: pg.QueryArrayConfig;
   append: pg.QueryArrayConfig;
-  appendOne: pg.QueryArrayConfig;
   readForward: pg.QueryArrayConfig;
   readBackward: pg.QueryArrayConfig;
   readAll: pg.QueryArrayConfig;
@@ -124,7 +128,10 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     // Named statements are parsed once per connection. The schema is in the name: one pool may serve stores of several schemas.
     const name = (what: string): string => `eskit.${this.schema}.${what}`;
     const array = 'array' as const;
+    const one = appendOneStatements(s, this.schema);
     this.#sql = {
+      lock: { name: name('append_lock'), text: one.lock },
+      insertOne: { name: name('append_one_insert'), text: one.insert },
       appendGroup: {
         name: name('append_group'),
         rowMode: array,
@@ -134,12 +141,6 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
         name: name('append'),
         rowMode: array,
         text: `SELECT first_position, last_version, (extract(epoch FROM written_at) * 1000)::float8 FROM ${s}.append($1, $2, $3, $4, $5, $6)`,
-      },
-      appendOne: {
-        name: name('append_one'),
-        rowMode: array,
-        // The time as milliseconds: a number parses faster than a timestamptz, on the path of every lone append.
-        text: `SELECT first_position, last_version, (extract(epoch FROM written_at) * 1000)::float8 FROM ${s}.append_one($1, $2, $3, $4, $5, $6)`,
       },
       readForward: {
         name: name('read_forward'),
@@ -262,12 +263,33 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     return groupOutcomes(group, row);
   }
 
-  async #writeAlone({ streamId, events, expected }: GroupedAppend): Promise<WrittenEvents> {
+  /** A lone one-event append: the lock and one INSERT, one round trip, no function call (see appendOneStatements). */
+  async #writeOne({ streamId, events, expected }: GroupedAppend): Promise<WrittenEvents> {
+    const event = events[0] as PreparedEvent;
+    let row: (string | null)[];
+    try {
+      const rows = await runStatementPair(this.pool, this.#sql.lock, this.#sql.insertOne, [
+        streamId,
+        String(encodeExpected(expected)),
+        event.id,
+        event.type,
+        event.data,
+        event.metadata,
+      ]);
+      row = rows[0] as (string | null)[];
+    } catch (error) {
+      throw translateAppendError(error, this.schema, streamId, expected, events, this.pool);
+    }
+    const [version, position, millis] = row;
+    if (position === null) throw new ConcurrencyError(streamId, expected, Number(version));
+    return { streamVersion: Number(version) + 1, positions: [Number(position)], timestamp: new Date(Number(millis)) };
+  }
+
+  async #writeAlone(append: GroupedAppend): Promise<WrittenEvents> {
+    const { streamId, events, expected } = append;
+    if (events.length === 1) return this.#writeOne(append);
     let statement: pg.QueryArrayConfig;
-    if (events.length === 1) {
-      const [event] = events as [PreparedEvent];
-      statement = { ...this.#sql.appendOne, values: [streamId, encodeExpected(expected), event.id, event.type, event.data, event.metadata] };
-    } else {
+    {
       const values = [streamId, encodeExpected(expected), [] as string[], [] as string[], [] as string[], [] as string[]];
       for (const event of events) {
         (values[2] as string[]).push(event.id);

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
+import { appendOneStatements } from '../../src/postgres/append-functions.js';
 import { PostgresEventStore } from '../../src/postgres/index.js';
 import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
 import type { TestSchema } from '../support/postgres.js';
@@ -135,6 +136,36 @@ describe('global order under out-of-order commits (8 writers, transactions held 
     }
     for (let writer = 0; writer < WRITERS; writer++) {
       assert.equal(await store.streamVersion(`writer-${writer}`), eventsOf(writer));
+    }
+  });
+
+  it('the lone append statement pair (the lock, then one INSERT, in one transaction): the tailing reader sees every event exactly once, in order', { timeout: 60_000 }, async () => {
+    const statements = appendOneStatements(`"${schema.name}"`, schema.name);
+    const before = await store.headPosition();
+    const { written, seen } = await race({
+      async append(client, writer, ids, version) {
+        // One event per statement pair, as the store sends a lone one-event append.
+        for (const [k, id] of ids.entries()) {
+          await client.query(statements.lock);
+          const { rows } = await client.query<{ position: string | null }>(
+            statements.insert,
+            [`pair-${writer}`, version + k, id, 'Written', JSON.stringify({ id }), '{}'],
+          );
+          assert.notEqual(rows[0]?.position, null, 'the expected version held');
+        }
+      },
+      async readAfter(last) {
+        const out: Seen[] = [];
+        for await (const event of store.readAll({ after: Math.max(last, before), raw: true })) out.push({ id: event.id, position: event.position });
+        return out;
+      },
+    });
+    const ids = seen.map((e) => e.id);
+    assert.equal(new Set(ids).size, ids.length, 'no event is seen twice');
+    const seenIds = new Set(ids);
+    assert.deepEqual(written.filter((id) => !seenIds.has(id)), [], 'the tailing reader missed events');
+    for (let i = 1; i < seen.length; i++) {
+      assert.ok(seen[i]!.position > seen[i - 1]!.position, `position ${seen[i]!.position} came after ${seen[i - 1]!.position}`);
     }
   });
 

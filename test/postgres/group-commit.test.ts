@@ -170,4 +170,19 @@ describe('PostgreSQL group commit', () => {
       assert.ok(isEskitError((result as PromiseRejectedResult).reason, ErrorCode.Connection), String((result as PromiseRejectedResult).reason));
     }
   });
+
+  it('a lone append on a connection where its statements once failed to parse (schema not migrated yet) works once migrated', async () => {
+    const schema = await createTestSchema({ create: false, poolSize: 1 });
+    cleanups.push(() => schema.drop());
+    const store = new PostgresEventStore({ pool: schema.pool, schema: schema.name, migrate: false });
+    cleanups.push(() => store.close());
+    await assert.rejects(store.append('a', [note(1)]), (error) => isEskitError(error, ErrorCode.Migration));
+    await store.migrate();
+    assert.equal((await store.append('a', [note(1)])).position, 1);
+    // A refused append (after parsing went through) leaves the statements usable, too.
+    await assert.rejects(store.append('a', [note(2)], { expectedVersion: 0 }), (error) => isEskitError(error, ErrorCode.Concurrency));
+    const first = await store.append('b', [note(3)]);
+    await assert.rejects(store.append('c', [{ ...note(4), id: first.events[0]?.id }]), (error) => isEskitError(error, ErrorCode.DuplicateEventId));
+    assert.equal((await store.append('a', [note(5)])).nextExpectedVersion, 2);
+  });
 });
