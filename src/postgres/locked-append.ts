@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { isStatementError } from './errors.js';
+import { onPooledClient } from './pooled-query.js';
 
 /** The parts of node-postgres' Connection a Submittable drives (typed here: @types/pg leaves them out). */
 interface ProtocolConnection {
@@ -89,35 +89,15 @@ class StatementPair implements pg.Submittable {
 
 /**
  * Runs `first` then `second` (with `values`) in one round trip and one transaction on a client from
- * the pool; the client is given back as `queryPooled` does (kept after a refused statement).
+ * the pool (see onPooledClient).
  */
-export async function runStatementPair(
+export function runStatementPair(
   pool: pg.Pool,
   first: { name: string; text: string },
   second: { name: string; text: string },
   values: (string | null)[],
 ): Promise<Field[][]> {
-  const client = await pool.connect();
-  return new Promise<Field[][]>((resolve, reject) => {
-    let settled = false;
-    const done = (error: Error | undefined, rows?: Field[][]): void => {
-      if (settled) return;
-      settled = true;
-      client.removeListener('error', done);
-      if (error) {
-        client.release(isStatementError(error) ? undefined : error);
-        reject(error);
-      } else {
-        client.release();
-        resolve(rows ?? []);
-      }
-    };
-    // A checked-out client whose connection dies emits 'error'; unheard, it would end the process.
-    client.on('error', done);
-    try {
-      client.query(new StatementPair(first, second, values, done));
-    } catch (error) {
-      done(error instanceof Error ? error : new Error(String(error)));
-    }
+  return onPooledClient<Field[][]>(pool, (client, done) => {
+    client.query(new StatementPair(first, second, values, done));
   });
 }

@@ -68,13 +68,15 @@ interface Statements {
 const COLUMNS = 'position, id, stream_id, stream_version, type, data::text, metadata::text, created_at';
 
 /**
- * The event store on PostgreSQL. Every append is one round trip (one call of `<schema>.append_one` or
- * `<schema>.append`, in autocommit), every page of a read is one.
+ * The event store on PostgreSQL. Every write is one round trip and one transaction: a group of
+ * appends (GroupCommit) one call of `<schema>.append_group`, a lone append of several events one call
+ * of `<schema>.append`, a lone one-event append the append lock and one INSERT (appendOneStatements).
+ * Every page of a read is one round trip.
  *
  * Appends to one schema are serialised (an advisory lock held from the version check to the commit),
  * so position order is commit order and a reader paging by position never skips an event. The cost:
- * write throughput does not grow with concurrent writers; it is capped by one append at a time,
- * commit flush included (see the append functions in migrations.ts). Reads never wait for it.
+ * one transaction at a time, commit flush included (see append-functions.ts); group commit makes that
+ * one transaction per group of concurrent appends. Reads never wait for it.
  *
  * ```ts
  * const store = new PostgresEventStore<CartEvent>({ connectionString: process.env.DATABASE_URL, registry });
