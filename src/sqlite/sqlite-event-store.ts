@@ -196,7 +196,7 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
         'INSERT INTO eskit_events (event_id, stream_id, stream_version, type, data, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
       )
       .safeIntegers(false);
-    const append = db.transaction((streamId: string, events: PreparedEvent[], expected: ExpectedVersion): WrittenEvents => {
+    const write = (streamId: string, events: PreparedEvent[], expected: ExpectedVersion): WrittenEvents => {
       // Read under the write lock (the transaction is IMMEDIATE), so no other writer can move it.
       const current = version.get(streamId) as number;
       assertExpectedVersion(streamId, expected, current);
@@ -211,15 +211,18 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
         }
       }
       return { streamVersion: current + events.length, positions, timestamp: new Date(now) };
-    });
+    };
+    const append = db.transaction(write);
     // Called inside a transaction, `append` runs as a savepoint: an append refused for its own sake (a
     // conflict, a duplicate id, a constraint or trigger of yours) is rolled back alone, as it would fail
-    // alone. A failure of the database itself (the disk, the file, memory), or one that ended the
-    // transaction (a trigger's RAISE(ROLLBACK)), fails the whole group, of which nothing is written.
+    // alone. A one-event append needs no savepoint: its version is checked before its one INSERT, and
+    // a refused statement leaves nothing behind. A failure of the database itself (the disk, the file,
+    // memory), or one that ended the transaction (a trigger's RAISE(ROLLBACK)), fails the whole group,
+    // of which nothing is written.
     const appendGroup = db.transaction((group: readonly GroupedAppend[]): GroupOutcome[] =>
       group.map(({ streamId, events, expected }) => {
         try {
-          return append(streamId, events, expected);
+          return events.length === 1 ? write(streamId, events, expected) : append(streamId, events, expected);
         } catch (error) {
           if (!db.inTransaction || failsTheDatabase(error)) throw error;
           const refusal = translateSqliteError(error, db, `append to stream "${streamId}"`);

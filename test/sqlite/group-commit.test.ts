@@ -23,14 +23,17 @@ describe('SQLite group commit', () => {
         store.append('a', [note(1)]),
         store.append('b', [note(2), { type: 'Forbidden', data: {} }]),
         store.append('c', [note(3)]),
+        // One event: written without a savepoint of its own, as its one INSERT is all it writes.
+        store.append('d', [{ type: 'Forbidden', data: {} }]),
+        store.append('e', [note(5)]),
       ]);
       assert.deepEqual(
         results.map((r) => r.status),
-        ['fulfilled', 'rejected', 'fulfilled'],
+        ['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled'],
       );
       assert.match(String((results[1] as PromiseRejectedResult).reason), /forbidden by the application/);
       const stored = store.database.prepare('SELECT stream_id FROM eskit_events ORDER BY position').pluck().all();
-      assert.deepEqual(stored, ['a', 'c'], 'nothing of the refused append, all of the others');
+      assert.deepEqual(stored, ['a', 'c', 'e'], 'nothing of the refused appends, all of the others');
     } finally {
       await store.close();
     }
