@@ -241,8 +241,8 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   }
 
   /**
-   * One group of appends (see GroupCommit): alone, through `append_one` or `append` as before group
-   * commit; together, through `append_group`, one round trip and one transaction for all of them.
+   * One group of appends (see GroupCommit): a group of one alone (#writeAlone), several together
+   * through `append_group`, one round trip and one transaction for all of them.
    */
   async #writeGroup(group: readonly GroupedAppend[]): Promise<GroupOutcome[]> {
     await this.#ready();
@@ -290,17 +290,17 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   async #writeAlone(append: GroupedAppend): Promise<WrittenEvents> {
     const { streamId, events, expected } = append;
     if (events.length === 1) return this.#writeOne(append);
-    let statement: pg.QueryArrayConfig;
-    {
-      const values = [streamId, encodeExpected(expected), [] as string[], [] as string[], [] as string[], [] as string[]];
-      for (const event of events) {
-        (values[2] as string[]).push(event.id);
-        (values[3] as string[]).push(event.type);
-        (values[4] as string[]).push(event.data);
-        (values[5] as string[]).push(event.metadata);
-      }
-      statement = { ...this.#sql.append, values };
+    const ids: string[] = [];
+    const types: string[] = [];
+    const data: string[] = [];
+    const metadata: string[] = [];
+    for (const event of events) {
+      ids.push(event.id);
+      types.push(event.type);
+      data.push(event.data);
+      metadata.push(event.metadata);
     }
+    const statement = { ...this.#sql.append, values: [streamId, encodeExpected(expected), ids, types, data, metadata] };
     let row: Row;
     try {
       row = (await queryPooled(this.pool, statement))[0] as Row;
