@@ -1,7 +1,7 @@
 import type { Attributes } from '@opentelemetry/api';
 import type { CheckpointStore } from '../core/checkpoint.js';
 
-import { AlreadyStartedError, describeError, ErrorCode, InvalidArgumentError, isEskitError, TimeoutError } from '../core/errors.js';
+import { AlreadyStartedError, describeError, ErrorCode, isEskitError, TimeoutError } from '../core/errors.js';
 import type { FencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Lease, LockRegistry } from '../core/lock.js';
@@ -15,6 +15,7 @@ import { TelemetryAttribute, instruments, reportLag } from '../telemetry/telemet
 import { Checkpointer, loadStart } from './checkpointing.js';
 import { Delivery } from './delivery.js';
 import { Leadership } from './leadership.js';
+import { subscriptionParts } from './parts.js';
 import { LogReader } from './reading.js';
 import { drainWork, finishWork } from './outstanding.js';
 import { StatusPublisher, runnerSnapshot } from './status-publisher.js';
@@ -68,20 +69,7 @@ export class Subscription<E extends EventShape = EventShape> {
 
   /** `engine`: what an automation or a view passes (see EngineHooks); applications leave it out. */
   constructor(options: SubscriptionOptions<E>, engine: EngineHooks = {}) {
-    if (typeof options.name !== 'string' || options.name.length === 0) {
-      throw new InvalidArgumentError('A subscription needs a non-empty name (it names the checkpoint and the lock).');
-    }
-    if ((typeof options.handler === 'function') === (typeof options.batchHandler === 'function')) {
-      throw new InvalidArgumentError(`Subscription "${options.name}" needs either a handler or a batchHandler function.`);
-    }
-    const { backend } = options;
-    const store = options.store ?? backend?.store;
-    const checkpoints = options.checkpoints ?? backend?.checkpoints;
-    if (!store || !checkpoints) {
-      throw new InvalidArgumentError(
-        `Subscription "${options.name}" needs a backend (memory(), sqlite({ path }) or postgres({ connectionString })), or a store and checkpoints.`,
-      );
-    }
+    const { store, checkpoints, leaderLock } = subscriptionParts(options);
     this.name = options.name;
     this.#options = options;
     this.#engine = engine;
@@ -95,7 +83,6 @@ export class Subscription<E extends EventShape = EventShape> {
     this.#stopCallTimeoutMs = milliseconds('stopCallTimeoutMs', options.stopCallTimeoutMs ?? 2_000);
     this.#logger = options.logger ?? consoleLogger();
     this.#attributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name });
-    const leaderLock = options.leaderLock === false ? undefined : (options.leaderLock ?? backend?.locks);
     this.#leaderLockOf = leaderLock;
     this.#leadership = new Leadership({
       name: this.name,
