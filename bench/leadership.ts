@@ -20,6 +20,7 @@ import { Subscription } from '../src/subscription/index.js';
 import type { LeaderOptions } from './fixtures/leader.js';
 import type { BenchContext, BenchGroup } from './lib/context.js';
 import { sequential } from './lib/measure.js';
+import { readJsonLines } from './lib/json-lines.js';
 import { benchLogger, EVENT, measureLatency, openPostgresBackend, until, within } from './subscription.js';
 import type { LatencyRound, PostgresBackend } from './subscription.js';
 
@@ -404,22 +405,15 @@ class Leader {
 
   constructor(ctx: BenchContext, options: LeaderOptions) {
     this.#child = spawn(process.execPath, ['--import', 'tsx', LEADER, JSON.stringify(options)], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
-    this.#child.stdout.setEncoding('utf8');
     this.#child.stderr.setEncoding('utf8');
-    let pending = '';
-    this.#child.stdout.on('data', (chunk: string) => {
-      pending += chunk;
-      for (let newline = pending.indexOf('\n'); newline >= 0; newline = pending.indexOf('\n')) {
-        const text = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        try {
-          this.lines.push(JSON.parse(text) as Record<string, unknown>);
-        } catch {
-          this.stderr += `[stdout] ${text}\n`;
-        }
-      }
-      for (const wake of this.#waiters) wake();
-    });
+    readJsonLines(
+      this.#child.stdout,
+      (line) => this.lines.push(line),
+      (text) => (this.stderr += `[stdout] ${text}\n`),
+      () => {
+        for (const wake of this.#waiters) wake();
+      },
+    );
     this.#child.stderr.on('data', (chunk: string) => (this.stderr += chunk));
     this.exited = new Promise((resolve) =>
       this.#child.once('close', () => {

@@ -24,6 +24,7 @@ import type { BenchContext } from './lib/context.js';
 import { concurrent, sequential } from './lib/measure.js';
 import type { Round } from './lib/measure.js';
 import { EVENT } from './lib/store-workload.js';
+import { readJsonLines } from './lib/json-lines.js';
 
 /** Writer loops per process (and the size of each pool). */
 export const WRITERS = 8;
@@ -81,15 +82,12 @@ export async function concurrentPostgres(ctx: BenchContext, side: PostgresSide):
   } catch (error) {
     ctx.fail(PG, error);
   }
-  try {
-    await processesPostgres(ctx, side);
-  } catch (error) {
-    ctx.fail(PG_PROCESSES, error);
-  }
-  try {
-    await loneWritersPostgres(ctx, side);
-  } catch (error) {
-    ctx.fail(PG_LONE_WRITERS, error);
+  for (const figure of PROCESS_FIGURES) {
+    try {
+      await processesPostgres(ctx, side, figure);
+    } catch (error) {
+      ctx.fail(figure.bench, error);
+    }
   }
 }
 
@@ -114,48 +112,59 @@ async function concurrent8Postgres(ctx: BenchContext, side: PostgresSide): Promi
   if (figure) ctx.log(`${PG}: eskit groups (all rounds and warm-up): ${await groupSizes(pool, schema, 'conc-%')}`);
 }
 
-async function processesPostgres(ctx: BenchContext, side: PostgresSide): Promise<void> {
-  if (!ctx.selected(PG_PROCESSES)) return;
-  const { pool, schema } = side;
-  const shape = { processes: PROCESSES, writers: WRITERS, name: 'procs' };
-  const round = (mode: WriterOptions['mode']): Round => processesRound(ctx, shape, { mode, connectionString: side.connectionString, schema });
-  const processes = await ctx.measure({
+interface ProcessesFigure {
+  bench: string;
+  processes: number;
+  writers: number;
+  /** Stream prefix of the figure's appends (also how its groups are counted afterwards). */
+  name: string;
+  ops: [number, number];
+  target?: number;
+  note: string;
+}
+
+const PROCESS_FIGURES: readonly ProcessesFigure[] = [
+  {
     bench: PG_PROCESSES,
+    processes: PROCESSES,
+    writers: WRITERS,
+    name: 'procs',
+    ops: [3200, 8000],
+    target: 0.8,
+    note:
+      `${PROCESSES} processes x ${WRITERS} writers, 1 event per call, each process its own pool of ${WRITERS}; eskit's ` +
+      'processes take turns on the schema append lock, a group each turn; the raw INSERTs commit in any order',
+  },
+  {
+    bench: PG_LONE_WRITERS,
+    processes: LONE_PROCESSES,
+    writers: 1,
+    name: 'lone',
+    ops: [1600, 4000],
+    note:
+      `${LONE_PROCESSES} processes x 1 writer, 1 event per call: no process ever has two appends to group, so eskit ` +
+      'commits one append per turn of the schema lock, flush included; the raw INSERTs share flushes (no target: the limit of the design)',
+  },
+];
+
+async function processesPostgres(ctx: BenchContext, side: PostgresSide, figure: ProcessesFigure): Promise<void> {
+  if (!ctx.selected(figure.bench)) return;
+  const { pool, schema } = side;
+  const round = (mode: WriterOptions['mode']): Round => processesRound(ctx, figure, { mode, connectionString: side.connectionString, schema });
+  const measured = await ctx.measure({
+    bench: figure.bench,
     unit: 'events/s',
-    ops: ctx.pick(3200, 8000),
+    ops: ctx.pick(...figure.ops),
     // Each process warms up on its own before "go"; compare()'s warm-up round (0 ops) spawns nothing.
     warmupOps: 0,
     rounds: ctx.pick(3, 7),
     eskit: round('eskit'),
     baseline: round('raw'),
-    baselineLabel: `pg: 1-row INSERT, ${PROCESSES} processes x ${WRITERS} connections`,
-    target: 0.8,
-    note:
-      `${PROCESSES} processes x ${WRITERS} writers, 1 event per call, each process its own pool of ${WRITERS}; eskit's ` +
-      'processes take turns on the schema append lock, a group each turn; the raw INSERTs commit in any order',
+    baselineLabel: `pg: 1-row INSERT, ${figure.processes} processes x ${figure.writers} connection${figure.writers === 1 ? '' : 's'}`,
+    ...(figure.target === undefined ? {} : { target: figure.target }),
+    note: figure.note,
   });
-  if (processes) ctx.log(`${PG_PROCESSES}: eskit groups (measured rounds): ${await groupSizes(pool, schema, 'procs-eskit-%', '%-warm-%')}`);
-}
-
-async function loneWritersPostgres(ctx: BenchContext, side: PostgresSide): Promise<void> {
-  if (!ctx.selected(PG_LONE_WRITERS)) return;
-  const { pool, schema } = side;
-  const shape = { processes: LONE_PROCESSES, writers: 1, name: 'lone' };
-  const round = (mode: WriterOptions['mode']): Round => processesRound(ctx, shape, { mode, connectionString: side.connectionString, schema });
-  const figure = await ctx.measure({
-    bench: PG_LONE_WRITERS,
-    unit: 'events/s',
-    ops: ctx.pick(1600, 4000),
-    warmupOps: 0,
-    rounds: ctx.pick(3, 7),
-    eskit: round('eskit'),
-    baseline: round('raw'),
-    baselineLabel: `pg: 1-row INSERT, ${LONE_PROCESSES} processes x 1 connection`,
-    note:
-      `${LONE_PROCESSES} processes x 1 writer, 1 event per call: no process ever has two appends to group, so eskit ` +
-      'commits one append per turn of the schema lock, flush included; the raw INSERTs share flushes (no target: the limit of the design)',
-  });
-  if (figure) ctx.log(`${PG_LONE_WRITERS}: eskit groups (measured rounds): ${await groupSizes(pool, schema, 'lone-eskit-%', '%-warm-%')}`);
+  if (measured) ctx.log(`${figure.bench}: eskit groups (measured rounds): ${await groupSizes(pool, schema, `${figure.name}-eskit-%`, '%-warm-%')}`);
 }
 
 /**
@@ -253,22 +262,15 @@ class WriterProcess {
     this.#child = spawn(process.execPath, ['--import', 'tsx', WRITER, JSON.stringify(options)], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
     // A write to a process that just died must not take this one down.
     this.#child.stdin.on('error', () => undefined);
-    this.#child.stdout.setEncoding('utf8');
     this.#child.stderr.setEncoding('utf8');
-    let pending = '';
-    this.#child.stdout.on('data', (chunk: string) => {
-      pending += chunk;
-      for (let newline = pending.indexOf('\n'); newline >= 0; newline = pending.indexOf('\n')) {
-        const text = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        try {
-          this.#lines.push(JSON.parse(text) as Record<string, unknown>);
-        } catch {
-          this.#stderr += `[stdout] ${text}\n`;
-        }
-      }
-      for (const wake of this.#wakes) wake();
-    });
+    readJsonLines(
+      this.#child.stdout,
+      (line) => this.#lines.push(line),
+      (text) => (this.#stderr += `[stdout] ${text}\n`),
+      () => {
+        for (const wake of this.#wakes) wake();
+      },
+    );
     this.#child.stderr.on('data', (chunk: string) => (this.#stderr += chunk));
     this.#exited = new Promise((resolve) =>
       this.#child.once('close', (code, signal) => {
