@@ -3,6 +3,7 @@ import type { CheckpointStore } from './checkpoint.js';
 import type { CompletionStore, DeadLetterStore } from './dead-letter.js';
 import type { EventShape } from './event.js';
 import type { LockRegistry } from './lock.js';
+import type { MemberRegistry } from './members.js';
 import type { EventStore } from './store.js';
 
 /**
@@ -23,6 +24,11 @@ export interface Backend<E extends EventShape = EventShape> {
    * it is off (the default on memory and SQLite; on by default on PostgreSQL).
    */
   readonly locks: LockRegistry | undefined;
+  /**
+   * Who is alive among the nodes running a partitioned runner, so that they share its partitions out.
+   * There whenever `locks` is.
+   */
+  readonly members: MemberRegistry | undefined;
   /**
    * What operators read and change: checkpoints with their leaders, dead-letter counts, a fenced reset,
    * and the status rows the runners on this backend publish (`eskit status` shows them).

@@ -23,6 +23,8 @@ export const ErrorCode = {
   Connection: 'ESKIT_CONNECTION',
   /** A checkpoint reset refused (unknown name, a view, a held lock): see ResetRefusedError in admin.ts. */
   ResetRefused: 'ESKIT_RESET_REFUSED',
+  /** A partitioned runner met another partition count (a live node, or stored checkpoints): see PartitionCountError. */
+  PartitionCount: 'ESKIT_PARTITION_COUNT',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -264,6 +266,17 @@ export class HandlerFailedError extends EskitError {
         `${describeError(cause)}. Fix the handler or the event, then start the subscription again (it resumes from its checkpoint).`,
       { cause },
     );
+  }
+}
+
+/**
+ * A partitioned runner was started with a partition count other than the one in use: a live node runs
+ * it with another count, or its checkpoints were saved under another count while one of those
+ * partitions is still held. Two partitionings at once would hand one key to two nodes.
+ */
+export class PartitionCountError extends EskitError {
+  constructor(message: string) {
+    super(ErrorCode.PartitionCount, message);
   }
 }
 

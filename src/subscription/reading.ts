@@ -5,6 +5,69 @@ import { delay } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
 import { isTransient } from './checkpointing.js';
 
+/** One page of a runner's events, and how far the log was looked at to find them. */
+export interface Batch<E extends EventShape> {
+  events: Recorded<E>[];
+  /**
+   * Every event up to here was looked at: a partition's page leaves out the other partitions' events,
+   * and its checkpoint may still move past them. At least the last event's position.
+   */
+  through: number;
+}
+
+/**
+ * Where a runner's events come from: its own reads of the log (`LogReader`), or its share of a node's
+ * one reader (a partition of a partitioned runner, see SharedLog).
+ */
+export interface EventSource<E extends EventShape> {
+  /** The run begins: appends wake it from now on. Returns what ends that. */
+  open(): () => void;
+  /** A page is about to be read: wake-ups from now on are for what comes after it. */
+  awake(): void;
+  /**
+   * The next page after `position`; undefined when a transient read error was waited out, or when the
+   * signal fired first (a read has no effect to wait for, and a database that stopped answering must
+   * not hold a stop()). Throws what waiting will not heal (events it cannot decode, a closed store).
+   */
+  readBatch(position: number, signal: AbortSignal): Promise<Batch<E> | undefined>;
+  /** New events or finished work: run the loop again now (remembered if the loop is busy). */
+  wake(): void;
+  /** Sleeps until woken, the poll interval passes, or the signal fires. */
+  idle(signal: AbortSignal): Promise<void>;
+}
+
+/** Wake-ups of a runner's loop that may come while it is busy (then the next idle() returns at once). */
+export class Waker {
+  #wake: (() => void) | undefined;
+  #wakeRequested = false;
+
+  constructor(private readonly pollIntervalMs: number) {}
+
+  awake(): void {
+    this.#wakeRequested = false;
+  }
+
+  wake(): void {
+    this.#wakeRequested = true;
+    this.#wake?.();
+  }
+
+  async idle(signal: AbortSignal): Promise<void> {
+    if (this.#wakeRequested || signal.aborted) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, this.pollIntervalMs);
+      signal.addEventListener('abort', done, { once: true });
+      this.#wake = done;
+    });
+  }
+}
+
 export interface LogReaderOptions<E extends EventShape> {
   name: string;
   store: EventStore<E>;
@@ -15,64 +78,68 @@ export interface LogReaderOptions<E extends EventShape> {
 }
 
 /**
- * A subscription's reading of the log: a page at a time, waiting out transient failures, and idling
+ * Reads a page (undefined when the signal fired first or a transient failure was waited out), so that
+ * every reader treats a failing read alike: what waiting will not heal is thrown.
+ */
+export async function readOrWait<T>(
+  read: () => Promise<T>,
+  signal: AbortSignal,
+  o: { name: string; pollIntervalMs: number; logger: Logger },
+): Promise<T | undefined> {
+  try {
+    return await unlessAborted(read(), signal, undefined);
+  } catch (error) {
+    // Events the store cannot decode, or a closed store, will not heal by waiting.
+    if (!isTransient(error)) throw error;
+    o.logger.warn({ subscription: o.name, err: error }, `Subscription "${o.name}": reading events failed; retrying`);
+    await delay(o.pollIntervalMs, signal).catch(() => undefined);
+    return undefined;
+  }
+}
+
+/** Reads up to `limit` events after `position`. */
+export async function readPage<E extends EventShape>(
+  store: EventStore<E>,
+  position: number,
+  limit: number,
+  types: readonly E['type'][] | undefined,
+): Promise<Recorded<E>[]> {
+  const page: Recorded<E>[] = [];
+  for await (const event of store.readAll({ after: position, limit, types })) page.push(event);
+  return page;
+}
+
+/**
+ * A runner's own reading of the log: a page at a time, waiting out transient failures, and idling
  * between pages until an append is signalled (a wake-up), the poll interval passes, or it must stop.
  */
-export class LogReader<E extends EventShape> {
-  #wake: (() => void) | undefined;
-  #wakeRequested = false;
+export class LogReader<E extends EventShape> implements EventSource<E> {
+  readonly #waker: Waker;
 
-  constructor(private readonly o: LogReaderOptions<E>) {}
+  constructor(private readonly o: LogReaderOptions<E>) {
+    this.#waker = new Waker(o.pollIntervalMs);
+  }
 
-  /** A page is about to be read: wake-ups from now on are for what comes after it. */
+  open(): () => void {
+    return this.o.store.onAppend(() => this.wake());
+  }
+
   awake(): void {
-    this.#wakeRequested = false;
+    this.#waker.awake();
   }
 
-  /**
-   * One page after `position`; undefined when a transient read error was waited out, or when the
-   * signal fired first (a read has no effect to wait for, and a database that stopped answering must
-   * not hold a stop()).
-   */
-  async readBatch(position: number, signal: AbortSignal): Promise<Recorded<E>[] | undefined> {
-    try {
-      return await unlessAborted(this.#read(position), signal, undefined);
-    } catch (error) {
-      // Events the store cannot decode, or a closed store, will not heal by waiting.
-      if (!isTransient(error)) throw error;
-      this.o.logger.warn({ subscription: this.o.name, err: error }, `Subscription "${this.o.name}": reading events failed; retrying`);
-      await delay(this.o.pollIntervalMs, signal).catch(() => undefined);
-      return undefined;
-    }
+  async readBatch(position: number, signal: AbortSignal): Promise<Batch<E> | undefined> {
+    const { store, batchSize, types } = this.o;
+    const events = await readOrWait(() => readPage(store, position, batchSize, types), signal, this.o);
+    if (events === undefined) return undefined;
+    return { events, through: events.length === 0 ? position : (events[events.length - 1] as Recorded<E>).position };
   }
 
-  async #read(position: number): Promise<Recorded<E>[]> {
-    const batch: Recorded<E>[] = [];
-    for await (const event of this.o.store.readAll({ after: position, limit: this.o.batchSize, types: this.o.types })) {
-      batch.push(event);
-    }
-    return batch;
-  }
-
-  /** New events or finished work: run the loop again now (remembered if the loop is busy). */
   wake(): void {
-    this.#wakeRequested = true;
-    this.#wake?.();
+    this.#waker.wake();
   }
 
-  /** Sleeps until an append is signalled, the poll interval passes, or the signal fires. */
-  async idle(signal: AbortSignal): Promise<void> {
-    if (this.#wakeRequested || signal.aborted) return;
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        this.#wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, this.o.pollIntervalMs);
-      signal.addEventListener('abort', done, { once: true });
-      this.#wake = done;
-    });
+  idle(signal: AbortSignal): Promise<void> {
+    return this.#waker.idle(signal);
   }
 }

@@ -1,138 +1,59 @@
-import type { Attributes } from '@opentelemetry/api';
-import type { CheckpointStore } from '../core/checkpoint.js';
-
-import { AlreadyStartedError, describeError, ErrorCode, isEskitError, TimeoutError } from '../core/errors.js';
-import type { FencedError } from '../core/errors.js';
-import type { EventShape, Recorded } from '../core/event.js';
-import type { Lease, LockRegistry } from '../core/lock.js';
+import { InvalidArgumentError } from '../core/errors.js';
+import type { EventShape } from '../core/event.js';
 import { consoleLogger } from '../core/logger.js';
-import type { Logger } from '../core/logger.js';
-import { delay, retryPolicy } from '../core/retry.js';
-import type { RetryPolicy } from '../core/retry.js';
-import type { EventStore } from '../core/store.js';
 import { milliseconds, positiveInteger } from '../core/validate.js';
-import { TelemetryAttribute, instruments, reportLag } from '../telemetry/telemetry.js';
-import { Checkpointer, loadStart } from './checkpointing.js';
-import { Delivery } from './delivery.js';
-import { Leadership } from './leadership.js';
+import { checkPartitions } from './partition/naming.js';
+import { PartitionSet } from './partition/partition-set.js';
+import type { Lane, PartitionSlot } from './partition/partition-set.js';
 import { subscriptionParts } from './parts.js';
-import { LogReader } from './reading.js';
-import { drainWork, finishWork } from './outstanding.js';
-import { StatusPublisher, runnerSnapshot } from './status-publisher.js';
-import type { StoppingWork } from './outstanding.js';
-import type { EngineHooks, SubscriptionOptions, SubscriptionState, SubscriptionStatus } from './types.js';
+import { SubscriptionRunner } from './runner.js';
+import type { EngineHooks, PartitionStatus, SubscriptionOptions, SubscriptionState, SubscriptionStatus } from './types.js';
 
 export type * from './types.js';
 
-const defaultRetry: RetryPolicy = { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 10_000 };
-
-/** Why a leading period ended. */
-type LeadOutcome = 'stopped' | 'lost';
-
 /**
  * A durable, checkpointed subscription: catches up from its checkpoint, then follows live appends.
- * Delivers events in global order, at least once; saves the checkpoint only after the handler
- * succeeded for everything before it. With `leaderLock`, exactly one node processes it, and every
- * checkpoint write is fenced by the lease's token.
+ * Delivers events at least once; saves the checkpoint only after the handler succeeded for
+ * everything before it. With `leaderLock`, exactly one node processes it, and every checkpoint write
+ * is fenced by the lease's token. With `partitions`, the events are split by key into partitions,
+ * each run like that on one node at a time, shared out over the live nodes (docs/scaling.md).
  */
 export class Subscription<E extends EventShape = EventShape> {
   readonly name: string;
-  readonly #options: SubscriptionOptions<E>;
-  readonly #engine: EngineHooks;
-  readonly #store: EventStore<E>;
-  readonly #checkpoints: CheckpointStore;
-  readonly #retry: RetryPolicy;
-  readonly #batchSize: number;
-  readonly #checkpointIntervalMs: number;
-  readonly #pollIntervalMs: number;
-  readonly #drainTimeoutMs: number;
-  readonly #stopCallTimeoutMs: number;
-  readonly #logger: Logger;
-
-  #state: SubscriptionState = 'idle';
-  #position: number | undefined;
-  #fencingToken: number | undefined;
-  #error: Error | undefined;
-  #run: Promise<void> | undefined;
-  #done: Promise<void> = Promise.resolve();
-  #stop = new AbortController();
-  /** Fires `drainTimeoutMs` after stop(): work still in flight is abandoned. */
-  #drainExpired = new AbortController();
-  #drainTimer: NodeJS.Timeout | undefined;
-  /** Metric attributes, made once: metrics are recorded per batch or per rare event with them. */
-  readonly #attributes: Attributes;
-  readonly #leadership: Leadership;
-  readonly #reader: LogReader<E>;
-  readonly #leaderLockOf: LockRegistry | undefined;
-  #publisher: StatusPublisher | undefined;
-  readonly #delivery: Delivery<E>;
+  readonly #runner: SubscriptionRunner<E> | undefined;
+  readonly #partitions: PartitionSet<E, SubscriptionStatus> | undefined;
 
   /** `engine`: what an automation or a view passes (see EngineHooks); applications leave it out. */
-  constructor(options: SubscriptionOptions<E>, engine: EngineHooks = {}) {
-    const { store, checkpoints, leaderLock } = subscriptionParts(options);
+  constructor(options: SubscriptionOptions<E>, engine: EngineHooks<E> = {}) {
     this.name = options.name;
-    this.#options = options;
-    this.#engine = engine;
-    this.#store = store;
-    this.#checkpoints = checkpoints;
-    this.#retry = retryPolicy(options.retry, defaultRetry);
-    this.#batchSize = positiveInteger('batchSize', options.batchSize ?? 500);
-    this.#checkpointIntervalMs = milliseconds('checkpointIntervalMs', options.checkpointIntervalMs ?? 250, 0);
-    this.#pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500);
-    this.#drainTimeoutMs = milliseconds('drainTimeoutMs', options.drainTimeoutMs ?? 10_000);
-    this.#stopCallTimeoutMs = milliseconds('stopCallTimeoutMs', options.stopCallTimeoutMs ?? 2_000);
-    this.#logger = options.logger ?? consoleLogger();
-    this.#attributes = Object.freeze({ [TelemetryAttribute.Subscription]: this.name });
-    this.#leaderLockOf = leaderLock;
-    this.#leadership = new Leadership({
-      name: this.name,
-      registry: leaderLock,
-      onChange: () => this.#publisher?.changed(),
-      stopCallTimeoutMs: this.#stopCallTimeoutMs,
-      attributes: this.#attributes,
-      logger: this.#logger,
+    if (options.partitions === undefined) {
+      if (options.partitionKey !== undefined) {
+        throw new InvalidArgumentError(`Subscription "${String(options.name)}": partitionKey needs partitions (the number of partitions to split the events into).`);
+      }
+      this.#runner = new SubscriptionRunner(options, engine);
+      return;
+    }
+    this.#partitions = partitionSet(`Subscription "${String(options.name)}"`, options, (slot) => {
+      const { partitions: _count, partitionKey: _key, members: _members, rebalanceIntervalMs: _interval, ...lane } = options;
+      return new SubscriptionRunner<E>({ ...lane, name: slot.name }, { ...engine, source: slot.source, onStateChange: slot.onStateChange });
     });
-    this.#reader = new LogReader<E>({
-      name: this.name,
-      store,
-      batchSize: this.#batchSize,
-      types: options.types,
-      pollIntervalMs: this.#pollIntervalMs,
-      logger: this.#logger,
-    });
-    this.#delivery = new Delivery<E>({
-      name: this.name,
-      handler: options.handler,
-      batchHandler: options.batchHandler,
-      handlerThis: options,
-      onHandlerFailure: options.onHandlerFailure,
-      deadLetters: options.deadLetters,
-      retry: this.#retry,
-      pollIntervalMs: this.#pollIntervalMs,
-      drainTimeoutMs: this.#drainTimeoutMs,
-      drainExpired: () => this.#drainExpired.signal,
-      attributes: this.#attributes,
-      logger: this.#logger,
-    });
+  }
+
+  /** What the run is doing now; partitioned: 'leading' while this node leads any partition. */
+  get state(): SubscriptionState {
+    if (this.#runner) return this.#runner.state;
+    const lanes = (this.#partitions as PartitionSet<E, SubscriptionStatus>).lanes;
+    if (lanes.some((lane) => lane.state === 'leading')) return 'leading';
+    if (lanes.some((lane) => lane.state === 'standby')) return 'standby';
+    return lanes.some((lane) => lane.state === 'failed') ? 'failed' : (lanes[0] as Lane<SubscriptionStatus>).state;
   }
 
   /**
    * Starts in the background: leading at once without a lock, else standing by until the lock is free.
    * Resolves once started; `done` tells how the run ends.
    */
-  async start(): Promise<void> {
-    if (this.#run) throw new AlreadyStartedError(`Subscription "${this.name}"`);
-    this.#stop = new AbortController();
-    this.#drainExpired = new AbortController();
-    this.#error = undefined;
-    this.#state = 'standby';
-    this.#publisher = this.#statusPublisher();
-    this.#publisher?.start();
-    const run = this.#loop();
-    this.#run = run.then(() => undefined);
-    this.#done = run.then((failure) => {
-      if (failure) throw failure;
-    });
+  start(): Promise<void> {
+    return (this.#runner ?? (this.#partitions as PartitionSet<E, SubscriptionStatus>)).start();
   }
 
   /**
@@ -143,303 +64,97 @@ export class Subscription<E extends EventShape = EventShape> {
    * (`whenStopped()` handles it too: it resolves with the status, whose `error` says why.)
    */
   get done(): Promise<void> {
-    return this.#done;
+    return (this.#runner ?? (this.#partitions as PartitionSet<E, SubscriptionStatus>)).done;
   }
 
   /**
    * Lets the work in flight finish (for up to `drainTimeoutMs`, then abandons it), saves the
    * checkpoint, releases leadership. Safe to call twice; resolves when all of that is done or given
    * up, within about `drainTimeoutMs` + 3 × `stopCallTimeoutMs` even when the database stopped answering.
+   * Partitioned: this node first leaves the group, so that the others take its partitions at once.
    */
-  async stop(): Promise<void> {
-    const run = this.#run;
-    if (!run) return;
-    if (!this.#stop.signal.aborted) {
-      this.#stop.abort();
-      this.#publisher?.changed();
-      const expired = this.#drainExpired;
-      this.#drainTimer = setTimeout(() => {
-        expired.abort(new TimeoutError(`Subscription "${this.name}": the work in flight at stop()`, this.#drainTimeoutMs));
-      }, this.#drainTimeoutMs);
-    }
-    await run;
+  stop(): Promise<void> {
+    return (this.#runner ?? (this.#partitions as PartitionSet<E, SubscriptionStatus>)).stop();
   }
 
   /** Resolves when the subscription has stopped or failed (the status says which, and handles `done`). */
   async whenStopped(): Promise<SubscriptionStatus> {
-    this.#done.catch(() => undefined);
-    await this.#run;
+    if (this.#runner) return this.#runner.whenStopped();
+    await this.done.catch(() => undefined);
     return this.status();
   }
 
   async status(): Promise<SubscriptionStatus> {
-    const head = await this.#store.headPosition();
-    return {
-      name: this.name,
-      state: this.#state,
-      position: this.#position,
-      head,
-      lag: Math.max(0, head - (this.#position ?? 0)),
-      fencingToken: this.#fencingToken,
-      lockDenied: this.#leadership.denied,
-      handled: this.#delivery.handled,
-      error: this.#error,
-    };
+    if (this.#runner) return this.#runner.status();
+    const set = this.#partitions as PartitionSet<E, SubscriptionStatus>;
+    return combinedStatus(this.name, await Promise.all(set.lanes.map((lane) => lane.status())), set.error);
   }
+}
 
-  /** Runs until stopped or failed; resolves with the failure, if any. */
-  async #loop(): Promise<Error | undefined> {
-    const unsubscribe = this.#store.onAppend(() => {
-      this.#reader.wake();
-    });
-    const stopReporting = reportLag({ attributes: this.#attributes, lag: () => this.#lag() });
-    try {
-      // Leaderships in a row that were fenced (a write rejected while the lease still held, or without
-      // a lease at all) before handling anything. One is normal (a view rebuilt under this node, a
-      // checkpoint reset): lead again at once from the new checkpoint. Two mean the next leadership
-      // would be fenced too, and the lock comes straight back: without a pause that loop would spin
-      // (on the memory registry in microtasks alone, so that no timer, not even a stop(), ever ran).
-      let fencedInARow = 0;
-      while (!this.#stop.signal.aborted) {
-        if (fencedInARow >= 2) {
-          await delay(this.#pollIntervalMs, this.#stop.signal).catch(() => undefined);
-          if (this.#stop.signal.aborted) break;
-        }
-        const lease = await this.#leadership.acquire(this.#stop.signal);
-        if (!lease.ok) break;
-        const handledBefore = this.#delivery.handled;
-        let outcome: LeadOutcome;
-        try {
-          outcome = await this.#lead(lease.lease);
-          const fenced = outcome === 'lost' && lease.lease?.signal.aborted !== true;
-          fencedInARow = !fenced ? 0 : this.#delivery.handled > handledBefore ? 1 : fencedInARow + 1;
-        } finally {
-          this.#fencingToken = undefined;
-          await this.#leadership.release(lease.lease);
-        }
-        if (outcome === 'stopped') break;
-        this.#state = 'standby';
-        this.#publisher?.changed();
-      }
-      this.#state = 'stopped';
-      return undefined;
-    } catch (error) {
-      this.#state = 'failed';
-      this.#error = error instanceof Error ? error : new Error(describeError(error), { cause: error });
-      this.#logger.error({ subscription: this.name, err: this.#error }, `Subscription "${this.name}" failed`);
-      return this.#error;
-    } finally {
-      clearTimeout(this.#drainTimer);
-      stopReporting();
-      unsubscribe();
-      this.#leadership.ended();
-      await this.#publisher?.stop();
-      this.#run = undefined;
-      this.#engine.onEnded?.();
-    }
+/** The partition set of a partitioned runner, from its options (shared by subscriptions, automations and views). */
+export function partitionSet<E extends EventShape, S>(
+  owner: string,
+  options: SubscriptionOptions<E>,
+  lane: (slot: PartitionSlot<E>) => Lane<S>,
+): PartitionSet<E, S> {
+  const parts = subscriptionParts(options);
+  const partitions = checkPartitions(owner, options.partitions);
+  if (options.partitionKey !== undefined && typeof options.partitionKey !== 'function') {
+    throw new InvalidArgumentError(`${owner}: partitionKey must be a function of the event that returns its key (a string).`);
   }
-
-  /** For the lag gauge: only the leader reports, so that standbys do not add stale values. */
-  async #lag(): Promise<number | undefined> {
-    if (this.#state !== 'leading') return undefined;
-    const head = await this.#store.headPosition();
-    return Math.max(0, head - (this.#position ?? 0));
-  }
-
-  /** Processes events while this node leads. Throws only for failures that must stop the subscription. */
-  async #lead(lease: Lease | undefined): Promise<LeadOutcome> {
-    const work = this.#engine.outstandingWork;
-    const token = lease?.fencingToken;
-    // Leadership ends when the lease is lost, or when a write of this leadership is fenced (a checkpoint
-    // save, a handler, outstanding work downstream): a newer token exists somewhere.
-    const fencedHere = new AbortController();
-    const ended = lease ? AbortSignal.any([lease.signal, fencedHere.signal]) : fencedHere.signal;
-    const signal = AbortSignal.any([this.#stop.signal, ended]);
-    const lost = (): boolean => ended.aborted;
-    const fence = (error: FencedError): void => {
-      if (!fencedHere.signal.aborted) fencedHere.abort(error);
-    };
-
-    const start = await loadStart(
-      {
-        name: this.name,
-        checkpoints: this.#checkpoints,
-        store: this.#store,
-        startFrom: this.#options.startFrom,
-        retry: this.#retry,
-        pollIntervalMs: this.#pollIntervalMs,
-        logger: this.#logger,
-      },
-      token,
-      signal,
+  const members = options.members ?? options.backend?.members;
+  if (parts.leaderLock && !members) {
+    throw new InvalidArgumentError(
+      `${owner}: partitions with leader election need a member registry, for the nodes to share the partitions out: ` +
+        'use a backend (memory({ leaderElection: true }), sqlite(...) or postgres(...)) or give `members`; or turn leader election off (leaderLock: false) to run every partition here.',
     );
-    if (start === 'stopped') return lost() ? this.#lostLeadership(ended.reason) : 'stopped';
-    if (typeof start !== 'number') return this.#lostLeadership(start.fenced);
-
-    // Every event up to `read` has been handed to the handler. The checkpoint may move to `read`,
-    // except past outstanding work. Both are read in one synchronous step, so no work can slip in
-    // between (the race the Go original fixed by ordering two reads).
-    let read = start;
-    const checkpoint = new Checkpointer({
-      name: this.name,
-      checkpoints: this.#checkpoints,
-      fencingToken: token,
-      position: start,
-      target: () => {
-        const earliest = work?.earliestPending();
-        return earliest === undefined ? read : Math.min(read, earliest - 1);
-      },
-      lost,
-      stopSignal: this.#stop.signal,
-      stopCallTimeoutMs: this.#stopCallTimeoutMs,
-      retry: this.#retry,
-      pollIntervalMs: this.#pollIntervalMs,
-      logger: this.#logger,
-      onSaved: (position) => {
-        this.#position = position;
-        work?.checkpointed?.(position);
-      },
-      onFenced: fence,
-    });
-    this.#position = start;
-    this.#fencingToken = token;
-    this.#state = 'leading';
-    this.#publisher?.changed();
-    await work?.begin({
-      position: start,
-      fencingToken: token,
-      signal,
-      fenced: fence,
-      saveCheckpoint: async () => {
-        await checkpoint.save();
-      },
-    });
-
-    // Finished work only moves the checkpoint: coalesce bursts of completions into one wake-up (each
-    // wake-up may save, and a save is a durable commit).
-    let progressTimer: NodeJS.Timeout | undefined;
-    const stopProgress = work?.onProgress(() => {
-      progressTimer ??= setTimeout(() => {
-        progressTimer = undefined;
-        this.#reader.wake();
-      }, Math.min(this.#checkpointIntervalMs, 10));
-    });
-
-    // Boxed: a failure may be any thrown value, undefined included.
-    let failure: { error: unknown } | undefined;
-    try {
-      while (!signal.aborted && failure === undefined) {
-        this.#reader.awake();
-        let batch: Recorded<E>[] | undefined;
-        try {
-          batch = await this.#reader.readBatch(read, signal);
-        } catch (error) {
-          // An event that cannot be read (corrupt, unknown type): stop, but through the same exit as
-          // any failure, so outstanding work is settled and the checkpoint saved up to it.
-          failure = { error };
-          break;
-        }
-        if (batch === undefined) continue;
-        if (batch.length === 0) {
-          // Once per idle poll: registers the lag gauge with a meter provider installed after start().
-          instruments();
-          await checkpoint.save();
-          if (lost()) break;
-          await this.#reader.idle(signal);
-          continue;
-        }
-        const handledBefore = this.#delivery.handled;
-        const result = await this.#delivery.deliver(batch, token, signal, {
-          handled: (position) => {
-            read = position;
-            if (this.#engine.checkpointsInHandler) checkpoint.savedByHandler(position);
-          },
-          skipped: (position) => {
-            read = position;
-          },
-        });
-        if (this.#delivery.handled > handledBefore) this.#publisher?.handled(read, this.#delivery.handled - handledBefore);
-        if (result !== undefined) {
-          if (isEskitError(result.error, ErrorCode.Fenced)) fence(result.error as FencedError);
-          else failure = result;
-        }
-        if (lost()) break;
-        // Catching up: save on a timer, not per batch (a save is a durable commit). Failures, stops
-        // and the end of the backlog (the empty read above) always save.
-        if (failure === undefined && !checkpoint.due(this.#checkpointIntervalMs)) continue;
-        await checkpoint.save();
-      }
-    } catch (error) {
-      // A save that fails for good, or a failure action that throws: the same exit as any failure,
-      // so that outstanding work is ended (else it would go on running without the lease).
-      failure = { error };
-    } finally {
-      stopProgress?.();
-      clearTimeout(progressTimer);
-    }
-
-    if (lost()) {
-      await work?.end('lost');
-      return this.#lostLeadership(ended.reason);
-    }
-    // Stopping or failing: let outstanding work settle, then save the checkpoint and record what the
-    // work finished.
-    if (work) await drainWork(work, ended, this.#stopping());
-    let fenced: FencedError | undefined;
-    try {
-      fenced = lost() ? undefined : await checkpoint.save();
-    } catch (error) {
-      // After a failure, the save failing too is its echo: the first failure is the one to report.
-      if (failure === undefined) throw error;
-    } finally {
-      if (work) await finishWork(work, this.#stopping());
-    }
-    if (fenced) return this.#lostLeadership(fenced);
-    if (failure !== undefined) throw failure.error;
-    return lost() ? this.#lostLeadership(ended.reason) : 'stopped';
   }
+  return new PartitionSet<E, S>({
+    owner,
+    name: options.name,
+    partitions,
+    partitionKey: options.partitionKey,
+    store: parts.store,
+    checkpoints: parts.checkpoints,
+    batchSize: positiveInteger('batchSize', options.batchSize ?? 500),
+    types: options.types,
+    pollIntervalMs: milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500),
+    locks: parts.leaderLock,
+    members: parts.leaderLock ? members : undefined,
+    rebalanceIntervalMs: milliseconds('rebalanceIntervalMs', options.rebalanceIntervalMs ?? 500),
+    stopCallTimeoutMs: milliseconds('stopCallTimeoutMs', options.stopCallTimeoutMs ?? 2_000),
+    logger: options.logger ?? consoleLogger(),
+    lane,
+  });
+}
 
-  /** A status row for this run in the backend (`eskit status`), when there is a backend to write it to. */
-  #statusPublisher(): StatusPublisher | undefined {
-    const runners = this.#options.backend?.admin?.runners ?? this.#engine.statusStore;
-    if (!runners) return undefined;
-    const holder = (this.#leaderLockOf as { holderId?: unknown } | undefined)?.holderId;
-    return new StatusPublisher({
-      store: runners,
-      name: this.name,
-      kind: this.#engine.kind ?? 'subscription',
-      nodeId: typeof holder === 'string' ? holder : undefined,
-      heartbeatMs: this.#options.statusHeartbeatMs,
-      stopTimeoutMs: this.#stopCallTimeoutMs,
-      logger: this.#logger,
-      snapshot: () =>
-        runnerSnapshot({
-          state: this.#state,
-          stopping: this.#stop.signal.aborted,
-          denied: this.#leadership.denied,
-          fencingToken: this.#fencingToken,
-          position: this.#position,
-          work: this.#engine.work?.(),
-          error: this.#error,
-        }),
-    });
-  }
-
-  /** What the outstanding work's end at a stop needs. */
-  #stopping(): StoppingWork {
-    return {
-      name: this.name,
-      drainExpired: this.#drainExpired.signal,
-      drainTimeoutMs: this.#drainTimeoutMs,
-      stopCallTimeoutMs: this.#stopCallTimeoutMs,
-      attributes: this.#attributes,
-      logger: this.#logger,
-    };
-  }
-
-  #lostLeadership(reason: unknown): LeadOutcome {
-    this.#leadership.lost(reason, this.#stop.signal.aborted);
-    return this.#stop.signal.aborted ? 'stopped' : 'lost';
-  }
-
+/** A partitioned runner's status: the partitions this node leads make its position and lag. */
+export function combinedStatus(name: string, lanes: readonly SubscriptionStatus[], error: Error | undefined): SubscriptionStatus & { partitions: PartitionStatus[] } {
+  const partitions = lanes.map((lane, partition): PartitionStatus => ({
+    partition,
+    name: lane.name,
+    state: lane.state,
+    position: lane.position,
+    lag: lane.lag,
+    fencingToken: lane.fencingToken,
+    handled: lane.handled,
+  }));
+  const leading = lanes.filter((lane) => lane.state === 'leading');
+  const failed = lanes.find((lane) => lane.state === 'failed');
+  const running = lanes.some((lane) => lane.state === 'standby' || lane.state === 'leading');
+  const positions = leading.map((lane) => lane.position ?? 0);
+  const position = positions.length > 0 ? Math.min(...positions) : undefined;
+  const head = Math.max(0, ...lanes.map((lane) => lane.head));
+  return {
+    name,
+    state: failed || error ? 'failed' : leading.length > 0 ? 'leading' : running ? 'standby' : lanes.some((lane) => lane.state === 'stopped') ? 'stopped' : 'idle',
+    position,
+    head,
+    lag: position === undefined ? 0 : Math.max(0, head - position),
+    fencingToken: undefined,
+    lockDenied: leading.length === 0 && lanes.some((lane) => lane.lockDenied),
+    handled: lanes.reduce((sum, lane) => sum + lane.handled, 0),
+    error: error ?? failed?.error,
+    partitions,
+  };
 }

@@ -8,6 +8,8 @@ import type { LockRegistry } from '../core/lock.js';
 import type { Logger } from '../core/logger.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
+import type { MemberRegistry } from '../core/members.js';
+import type { EventSource } from './reading.js';
 
 export interface HandlerContext {
   subscription: string;
@@ -152,6 +154,36 @@ export interface SubscriptionOptions<E extends EventShape> {
    */
   stopCallTimeoutMs?: number;
   logger?: Logger;
+  /**
+   * Splits the work into this many partitions, each with its own checkpoint, lease (and fencing
+   * token), dead letters and status row (named `<name>#<partition>/<partitions>`), shared out over the
+   * live nodes: each takes ceil(partitions / nodes). An event belongs to one partition, chosen by
+   * `partitionKey`; events of one key are handled in order, events of different partitions in
+   * parallel. Without it, one node handles everything in global order. See docs/scaling.md.
+   */
+  partitions?: number;
+  /** The key that picks an event's partition (`hash(key) mod partitions`). Default: its stream id. */
+  partitionKey?: (event: Recorded<E>) => string;
+  /**
+   * With `partitions` and leader election: how often this node renews its membership and checks its
+   * share (also at once when a node joins or leaves). A killed node's partitions move within about
+   * this; a frozen node is judged dead after 4 of these. Default 500.
+   */
+  rebalanceIntervalMs?: number;
+  /** Who is alive among the nodes, for `partitions`. Default: the backend's. */
+  members?: MemberRegistry;
+}
+
+/** One partition of a partitioned runner, as this node sees it. */
+export interface PartitionStatus {
+  partition: number;
+  /** The partition's runner name: its checkpoint, lock and status row. */
+  name: string;
+  state: SubscriptionState;
+  position: number | undefined;
+  lag: number;
+  fencingToken: number | undefined;
+  handled: number;
 }
 
 export type SubscriptionState = 'idle' | 'standby' | 'leading' | 'stopped' | 'failed';
@@ -170,13 +202,19 @@ export interface SubscriptionStatus {
   /** Events handled by this instance since it was created. */
   handled: number;
   error: Error | undefined;
+  /**
+   * With `partitions`: each partition as this node sees it ('leading' = handled here). `position` and
+   * `lag` above are then those of the partitions this node leads (the lowest position), and
+   * `fencingToken` is undefined.
+   */
+  partitions?: PartitionStatus[];
 }
 
 /**
  * What the engine's own runners (automations, views) give the subscription they are built on, as the
  * constructor's second argument: not options an application sets.
  */
-export interface EngineHooks {
+export interface EngineHooks<E extends EventShape = EventShape> {
   /**
    * Work the handler started but has not finished (an automation's to-do items): the checkpoint never
    * passes it. A plain subscription has none: its handler's return is the end of its work.
@@ -195,4 +233,8 @@ export interface EngineHooks {
   work?: () => RunnerWork | undefined;
   /** Where the status row goes when the runner was given no `backend` (a view's host). */
   statusStore?: RunnerStatusStore;
+  /** Where the events come from: a partition's share of its node's reader. Default: its own reads. */
+  source?: EventSource<E>;
+  /** The run's state changed (a partition became leading, or stopped leading). */
+  onStateChange?: (state: SubscriptionState) => void;
 }

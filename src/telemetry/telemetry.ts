@@ -63,6 +63,11 @@ export const MetricName = {
   ExecuteTimeouts: 'eskit.execute.timeouts',
   /** Counter, `{abandonment}`: work still running when stop()'s drain timeout passed, given up (delivered again later). */
   WorkAbandoned: 'eskit.work.abandoned',
+  /**
+   * Counter, `{check}`: rebalance checks at which this node had held fewer partitions than its share
+   * (ceil(partitions / live nodes)) for a while: their holders do not let them go (see docs/scaling.md).
+   */
+  PartitionShareShort: 'eskit.partitions.share_short',
 } as const;
 export type MetricName = (typeof MetricName)[keyof typeof MetricName];
 
@@ -241,6 +246,7 @@ export interface Instruments {
   handoffDuration: Histogram;
   executeTimeouts: Counter;
   workAbandoned: Counter;
+  partitionShareShort: Counter;
 }
 
 let meterProvider: MeterProvider | undefined;
@@ -309,6 +315,11 @@ function createInstruments(meter: Meter): Instruments {
     workAbandoned: meter.createCounter(MetricName.WorkAbandoned, {
       description: "Work still running when stop()'s drain timeout passed, given up and delivered again later",
       unit: '{abandonment}',
+      valueType: ValueType.INT,
+    }),
+    partitionShareShort: meter.createCounter(MetricName.PartitionShareShort, {
+      description: 'Rebalance checks at which this node had held fewer partitions than its share for a while',
+      unit: '{check}',
       valueType: ValueType.INT,
     }),
   };

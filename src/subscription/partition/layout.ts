@@ -1,0 +1,130 @@
+import type { CheckpointInfo, CheckpointStore } from '../../core/checkpoint.js';
+import { PartitionCountError } from '../../core/errors.js';
+import type { Lease, LockRegistry } from '../../core/lock.js';
+import type { Logger } from '../../core/logger.js';
+import { parsePartitionName, partitionName } from './naming.js';
+
+export interface LayoutOptions {
+  owner: string;
+  name: string;
+  partitions: number;
+  checkpoints: CheckpointStore;
+  locks: LockRegistry | undefined;
+  logger: Logger;
+  /** Stops waiting for another node's layout check. */
+  signal: AbortSignal;
+}
+
+/** The checkpoints of one way of splitting the runner: `count` 1 is the unpartitioned checkpoint. */
+interface Layout {
+  count: number;
+  checkpoints: CheckpointInfo[];
+  lastSaved: number;
+}
+
+/**
+ * Makes sure the partitions of this count are the ones in use before any of them runs. When the
+ * checkpoints saved last belong to another count (the runner was unpartitioned, or ran with another
+ * count), each new partition starts from the LOWEST of those checkpoints: a key's events may now be
+ * in another partition, and only the lowest position is sure to cover all of them. What lies between
+ * it and each old checkpoint is delivered again (at least once, never lost).
+ *
+ * Refused (PartitionCountError) while a node still holds one of the old partitions: two partitionings
+ * at once would give one key to two nodes. Nodes serialise on the lock `<name>#layout`.
+ */
+export async function adoptLayout(o: LayoutOptions): Promise<void> {
+  const layoutLock = o.locks ? await o.locks.acquire(`${o.name}#layout`, { signal: o.signal }) : undefined;
+  try {
+    const current = latestLayout(await o.checkpoints.list(), o.name);
+    if (current === undefined || current.count === o.partitions) return;
+    const held = await holdAll(o.locks, namesOf(o.name, current.count), o.owner, current.count);
+    try {
+      const from = Math.min(...current.checkpoints.map((checkpoint) => checkpoint.position));
+      for (let partition = 0; partition < o.partitions; partition++) {
+        await seed(o, partitionName(o.name, partition, o.partitions), from);
+      }
+      o.logger.warn(
+        { subscription: o.name, from: current.count, to: o.partitions, position: from },
+        `${o.owner}: re-partitioned from ${describeCount(current.count)} to ${o.partitions} partitions; every partition starts after position ${from}, ` +
+          'the lowest checkpoint of the old ones: events between it and each old checkpoint are delivered again.',
+      );
+    } finally {
+      await Promise.all(held.map((lease) => lease.release()));
+    }
+  } finally {
+    await layoutLock?.release();
+  }
+}
+
+/** The layout whose checkpoints were saved last: the one the runner used most recently. */
+function latestLayout(all: readonly CheckpointInfo[], name: string): Layout | undefined {
+  const layouts = new Map<number, Layout>();
+  for (const checkpoint of all) {
+    const count = checkpoint.name === name ? 1 : parsePartitionName(name, checkpoint.name)?.partitions;
+    if (count === undefined) continue;
+    let layout = layouts.get(count);
+    if (!layout) layouts.set(count, (layout = { count, checkpoints: [], lastSaved: -Infinity }));
+    layout.checkpoints.push(checkpoint);
+    layout.lastSaved = Math.max(layout.lastSaved, checkpoint.updatedAt.getTime());
+  }
+  let latest: Layout | undefined;
+  for (const layout of layouts.values()) if (!latest || layout.lastSaved > latest.lastSaved) latest = layout;
+  return latest;
+}
+
+function namesOf(name: string, count: number): string[] {
+  if (count === 1) return [name];
+  return Array.from({ length: count }, (_, partition) => partitionName(name, partition, count));
+}
+
+/** Takes every lock of the old layout at once, or none: a held one means a node still runs it. */
+async function holdAll(locks: LockRegistry | undefined, names: readonly string[], owner: string, count: number): Promise<Lease[]> {
+  if (!locks) return [];
+  const held: Lease[] = [];
+  try {
+    for (const name of names) held.push(await tryAcquire(locks, name, owner, count));
+    return held;
+  } catch (error) {
+    await Promise.all(held.map((lease) => lease.release()));
+    throw error;
+  }
+}
+
+async function tryAcquire(locks: LockRegistry, name: string, owner: string, count: number): Promise<Lease> {
+  const controller = new AbortController();
+  try {
+    return await locks.acquire(name, { signal: controller.signal, onWaiting: () => controller.abort() });
+  } catch (error) {
+    if (!controller.signal.aborted) throw error;
+    throw new PartitionCountError(
+      `${owner}: its checkpoints were saved with ${describeCount(count)}, and a node still runs "${name}". ` +
+        `Stop every node that runs it with ${describeCount(count)}, then start the nodes with the new count: ` +
+        'the new partitions then start from the lowest old checkpoint (see docs/scaling.md, "Changing the partition count").',
+    );
+  }
+}
+
+/** Sets a new partition's checkpoint under its lock (so no node runs it meanwhile). */
+async function seed(o: LayoutOptions, name: string, from: number): Promise<void> {
+  if (!o.locks) {
+    await o.checkpoints.save(name, from);
+    return;
+  }
+  const controller = new AbortController();
+  const lease = await o.locks.acquire(name, { signal: controller.signal, onWaiting: () => controller.abort() }).catch((error: unknown) => {
+    // Held: a node with this count runs it already, from a checkpoint of its own.
+    if (controller.signal.aborted) return undefined;
+    throw error;
+  });
+  if (!lease) return;
+  try {
+    await o.checkpoints.claim(name, lease.fencingToken);
+    await o.checkpoints.save(name, from, { fencingToken: lease.fencingToken });
+  } finally {
+    await lease.release();
+  }
+}
+
+function describeCount(count: number): string {
+  return count === 1 ? 'no partitions' : `${count} partitions`;
+}

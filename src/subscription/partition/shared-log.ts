@@ -1,0 +1,208 @@
+import type { EventShape, Recorded } from '../../core/event.js';
+import type { Logger } from '../../core/logger.js';
+import type { EventStore } from '../../core/store.js';
+import { readOrWait, readPage, Waker } from '../reading.js';
+import type { Batch, EventSource } from '../reading.js';
+import { partitionOf } from './naming.js';
+
+export interface SharedLogOptions<E extends EventShape> {
+  /** The partitioned runner's name, for logs. */
+  name: string;
+  store: EventStore<E>;
+  partitions: number;
+  partitionKey: (event: Recorded<E>) => string;
+  /** Events a partition gets per page, and a private read's page. */
+  batchSize: number;
+  types: readonly E['type'][] | undefined;
+  pollIntervalMs: number;
+  logger: Logger;
+}
+
+interface Entry<E extends EventShape> {
+  event: Recorded<E>;
+  partition: number;
+}
+
+/** How many pages of the log the node keeps for partitions that are a little behind the others. */
+const WINDOW_PAGES = 4;
+
+/**
+ * A node's one reader of the log for all the partitions it leads. It keeps a window of the log, every
+ * event from `#start` (exclusive) to `#end`, each tagged with its partition once, and hands each
+ * partition the events of its own that come after the partition's checkpoint. Reading more is shared:
+ * the partitions that reach the window's end wait for one read, whoever asked first.
+ *
+ * A partition behind the window (newly taken over with an old checkpoint, or slow) reads the log on
+ * its own until it reaches the window, so it never holds the others up; a partition ahead of it
+ * (a checkpoint another node moved on) does the same until the window catches up with it.
+ */
+export class SharedLog<E extends EventShape> {
+  readonly #entries: Entry<E>[] = [];
+  /** The window holds every event after `#start` up to `#end`; undefined until the first read. */
+  #start: number | undefined;
+  #end = 0;
+  #fetching: Promise<true> | undefined;
+  readonly #views = new Set<PartitionView<E>>();
+  #unsubscribe: (() => void) | undefined;
+  readonly #pageSize: number;
+
+  constructor(private readonly o: SharedLogOptions<E>) {
+    // One read serves every partition: take a few partitions' pages at once.
+    this.#pageSize = Math.min(5_000, o.batchSize * Math.min(o.partitions, WINDOW_PAGES));
+  }
+
+  /** The events of `partition`, for its runner. */
+  source(partition: number): EventSource<E> {
+    return new PartitionView(this, partition, this.o.pollIntervalMs);
+  }
+
+  /** A partition's run began: appends wake it. */
+  opened(view: PartitionView<E>): () => void {
+    this.#views.add(view);
+    this.#unsubscribe ??= this.o.store.onAppend(() => {
+      for (const open of this.#views) open.wake();
+    });
+    return () => {
+      this.#views.delete(view);
+      if (this.#views.size > 0) return;
+      this.#unsubscribe?.();
+      this.#unsubscribe = undefined;
+    };
+  }
+
+  /** The next page of `partition` after `position` (see EventSource.readBatch). */
+  async read(partition: number, position: number, signal: AbortSignal): Promise<Batch<E> | undefined> {
+    if (this.#start === undefined || ((position < this.#start || position > this.#end) && !this.#fetching && !this.#windowInUse())) {
+      // Nobody reads from the window (and no read fills it): start it where this partition is.
+      this.#entries.length = 0;
+      this.#start = this.#end = position;
+    }
+    if (position < this.#start || position > this.#end) return this.#readAlone(partition, position, signal);
+    if (position === this.#end) {
+      const fetched = await readOrWait(() => this.#fetch(), signal, this.o);
+      if (fetched === undefined) return undefined;
+      // The window moved on while this partition waited for the read (trimmed behind the others).
+      if (position < (this.#start as number)) return this.#readAlone(partition, position, signal);
+    }
+    return this.#fromWindow(partition, position);
+  }
+
+  /** Reads past the window's end, once for everyone waiting there. */
+  #fetch(): Promise<true> {
+    this.#fetching ??= (async (): Promise<true> => {
+      try {
+        const page = await readPage(this.o.store, this.#end, this.#pageSize, this.o.types);
+        for (const event of page) this.#entries.push({ event, partition: this.#partitionOf(event) });
+        if (page.length > 0) this.#end = (page[page.length - 1] as Recorded<E>).position;
+        this.#trim();
+        return true;
+      } finally {
+        this.#fetching = undefined;
+      }
+    })();
+    return this.#fetching;
+  }
+
+  #fromWindow(partition: number, position: number): Batch<E> {
+    const entries = this.#entries;
+    let index = firstAfter(entries, position);
+    const events: Recorded<E>[] = [];
+    let through = position;
+    for (; index < entries.length && events.length < this.o.batchSize; index++) {
+      const entry = entries[index] as Entry<E>;
+      through = entry.event.position;
+      if (entry.partition === partition) events.push(entry.event);
+    }
+    if (index === entries.length) through = Math.max(through, this.#end);
+    return { events, through };
+  }
+
+  /** A partition outside the window reads the log itself, keeping its own events of the page. */
+  async #readAlone(partition: number, position: number, signal: AbortSignal): Promise<Batch<E> | undefined> {
+    const page = await readOrWait(() => readPage(this.o.store, position, this.o.batchSize, this.o.types), signal, this.o);
+    if (page === undefined) return undefined;
+    const events = page.filter((event) => this.#partitionOf(event) === partition);
+    return { events, through: page.length === 0 ? position : (page[page.length - 1] as Recorded<E>).position };
+  }
+
+  /**
+   * Drops what no partition reading from the window needs any more, and, past the window's size, what
+   * the slowest still need: they read alone until they catch up.
+   */
+  #trim(): void {
+    let keepAfter = this.#end;
+    for (const view of this.#views) {
+      const at = view.position;
+      if (at !== undefined && at >= (this.#start as number) && at < keepAfter) keepAfter = at;
+    }
+    let drop = firstAfter(this.#entries, keepAfter);
+    drop = Math.max(drop, this.#entries.length - this.#pageSize * WINDOW_PAGES);
+    if (drop <= 0) return;
+    this.#start = (this.#entries[drop - 1] as Entry<E>).event.position;
+    this.#entries.splice(0, drop);
+  }
+
+  #windowInUse(): boolean {
+    for (const view of this.#views) {
+      const at = view.position;
+      if (at !== undefined && at >= (this.#start as number) && at <= this.#end) return true;
+    }
+    return false;
+  }
+
+  #partitionOf(event: Recorded<E>): number {
+    return partitionOf(this.o.partitionKey(event), this.o.partitions);
+  }
+}
+
+/** The index of the first entry after `position` (entries are in position order). */
+function firstAfter<E extends EventShape>(entries: readonly Entry<E>[], position: number): number {
+  let low = 0;
+  let high = entries.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if ((entries[middle] as Entry<E>).event.position <= position) low = middle + 1;
+    else high = middle;
+  }
+  return low;
+}
+
+/** One partition's side of the shared reader. */
+class PartitionView<E extends EventShape> implements EventSource<E> {
+  /** Where this partition last asked to read from; the window keeps what it still needs. */
+  position: number | undefined;
+  readonly #waker: Waker;
+
+  constructor(
+    private readonly log: SharedLog<E>,
+    private readonly partition: number,
+    pollIntervalMs: number,
+  ) {
+    this.#waker = new Waker(pollIntervalMs);
+  }
+
+  open(): () => void {
+    const close = this.log.opened(this);
+    return () => {
+      this.position = undefined;
+      close();
+    };
+  }
+
+  awake(): void {
+    this.#waker.awake();
+  }
+
+  readBatch(position: number, signal: AbortSignal): Promise<Batch<E> | undefined> {
+    this.position = position;
+    return this.log.read(this.partition, position, signal);
+  }
+
+  wake(): void {
+    this.#waker.wake();
+  }
+
+  idle(signal: AbortSignal): Promise<void> {
+    return this.#waker.idle(signal);
+  }
+}

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { memory } from '../../src/memory/index.js';
+import { Subscription } from '../../src/subscription/subscription.js';
+import type { Recorded } from '../../src/core/event.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { partitionOf } from '../../src/subscription/partition/naming.js';
+import { waitUntil } from '../../src/testing/wait.js';
+
+type Ev = { type: 'Happened'; data: { n: number; customer: string } };
+
+async function seed(backend: ReturnType<typeof memory<Ev>>, streams: number, perStream: number): Promise<number> {
+  let count = 0;
+  for (let round = 0; round < perStream; round++) {
+    for (let stream = 0; stream < streams; stream++) {
+      await backend.store.append(`s-${stream}`, [{ type: 'Happened', data: { n: round, customer: `c-${stream % 3}` } }]);
+      count += 1;
+    }
+  }
+  return count;
+}
+
+/** Every event once, and each stream's events in their order. */
+function checkOnceInOrder(seen: readonly Recorded<Ev>[], total: number): void {
+  assert.equal(new Set(seen.map((event) => event.position)).size, seen.length, 'an event was handled twice');
+  assert.equal(seen.length, total);
+  const last = new Map<string, number>();
+  for (const event of seen) {
+    assert.ok((last.get(event.streamId) ?? 0) < event.position, `stream ${event.streamId} out of order at ${event.position}`);
+    last.set(event.streamId, event.position);
+  }
+}
+
+test('without leader election, one node runs every partition, each event once, in order per stream', async () => {
+  const backend = memory<Ev>();
+  const total = await seed(backend, 20, 10);
+  const seen: Recorded<Ev>[] = [];
+  const partitionsOf = new Map<number, Set<number>>();
+  const subscription = new Subscription<Ev>({
+    backend,
+    name: 'orders',
+    partitions: 4,
+    logger: silentLogger,
+    handler: (event, context) => {
+      seen.push(event);
+      const partition = Number(/#(\d+)\//.exec(context.subscription)?.[1]);
+      assert.equal(partition, partitionOf(event.streamId, 4), 'an event reached a partition other than its own');
+      let set = partitionsOf.get(partition);
+      if (!set) partitionsOf.set(partition, (set = new Set()));
+      set.add(event.position);
+    },
+  });
+  await subscription.start();
+  await waitUntil(() => seen.length === total, { message: 'every event handled' });
+  checkOnceInOrder(seen, total);
+  assert.equal(partitionsOf.size, 4);
+  const status = await subscription.status();
+  assert.equal(status.state, 'leading');
+  assert.equal(status.partitions?.length, 4);
+  assert.ok(status.partitions?.every((partition) => partition.state === 'leading'));
+  await subscription.stop();
+  const names = (await backend.checkpoints.list()).map((checkpoint) => checkpoint.name).sort();
+  assert.deepEqual(names, ['orders#0/4', 'orders#1/4', 'orders#2/4', 'orders#3/4']);
+  // Caught up: every partition's checkpoint passed the other partitions' events too.
+  for (const checkpoint of await backend.checkpoints.list()) assert.equal(checkpoint.position, total);
+  await backend.close();
+});
+
+test('partitionKey picks the partition; events of one key are handled in order', async () => {
+  const backend = memory<Ev>();
+  const total = await seed(backend, 12, 5);
+  const seen: Array<{ partition: number; event: Recorded<Ev> }> = [];
+  const subscription = new Subscription<Ev>({
+    backend,
+    name: 'by-customer',
+    partitions: 8,
+    partitionKey: (event) => event.data.customer,
+    logger: silentLogger,
+    handler: (event, context) => {
+      seen.push({ partition: Number(/#(\d+)\//.exec(context.subscription)?.[1]), event });
+    },
+  });
+  await subscription.start();
+  await waitUntil(() => seen.length === total, { message: 'every event handled' });
+  for (const { partition, event } of seen) assert.equal(partition, partitionOf(event.data.customer, 8));
+  const last = new Map<string, number>();
+  for (const { event } of seen) {
+    assert.ok((last.get(event.data.customer) ?? 0) < event.position);
+    last.set(event.data.customer, event.position);
+  }
+  await subscription.stop();
+  await backend.close();
+});
+
+test('nodes share the partitions out, and take over at once when one stops', async () => {
+  const backend = memory<Ev>({ leaderElection: true });
+  const seen: Recorded<Ev>[] = [];
+  const node = (): Subscription<Ev> =>
+    new Subscription<Ev>({ backend, name: 'shared', partitions: 8, rebalanceIntervalMs: 50, logger: silentLogger, handler: (event) => void seen.push(event) });
+  const leading = async (subscription: Subscription<Ev>): Promise<number> =>
+    ((await subscription.status()).partitions ?? []).filter((partition) => partition.state === 'leading').length;
+  const a = node();
+  const b = node();
+  await a.start();
+  await waitUntil(async () => (await leading(a)) === 8, { message: 'the first node to hold all 8' });
+  await b.start();
+  await waitUntil(async () => (await leading(a)) === 4 && (await leading(b)) === 4, { message: '4 and 4' });
+  const c = node();
+  await c.start();
+  // ceil(8 / 3) = 3: no node holds more than 3, so the counts are 3, 3, 2.
+  await waitUntil(async () => {
+    const counts = [await leading(a), await leading(b), await leading(c)].sort();
+    return counts.join() === '2,3,3';
+  }, { message: '3, 3 and 2' });
+  const total = await seed(backend, 16, 4);
+  await waitUntil(() => seen.length >= total, { message: 'every event handled' });
+  await b.stop();
+  await waitUntil(async () => (await leading(a)) + (await leading(c)) === 8, { message: 'a and c to hold all 8' });
+  const more = await seed(backend, 16, 2);
+  await waitUntil(() => seen.length >= total + more, { message: 'every event handled after the stop' });
+  checkOnceInOrder(seen, total + more);
+  await Promise.all([a.stop(), c.stop()]);
+  await backend.close();
+});
+
+test('a partition count change starts every new partition at the lowest old checkpoint; refused while an old partition runs', async () => {
+  const backend = memory<Ev>({ leaderElection: true });
+  const total = await seed(backend, 10, 3);
+  const seen: Recorded<Ev>[] = [];
+  const make = (partitions: number | undefined): Subscription<Ev> =>
+    new Subscription<Ev>({ backend, name: 'change', partitions, rebalanceIntervalMs: 50, logger: silentLogger, handler: (event) => void seen.push(event) });
+  const before = make(undefined);
+  await before.start();
+  await waitUntil(() => seen.length === total);
+  await before.stop();
+  const four = make(4);
+  await four.start();
+  const more = await seed(backend, 10, 1);
+  await waitUntil(() => seen.length === total + more, { message: 'the new events handled once' });
+  checkOnceInOrder(seen, total + more);
+  const eight = make(8);
+  await eight.start();
+  await assert.rejects(eight.done, (error: Error & { code?: string }) => error.code === 'ESKIT_PARTITION_COUNT' && /Stop every node/.test(error.message));
+  await four.stop();
+  await backend.close();
+});
