@@ -155,7 +155,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         members,
         rebalanceIntervalMs,
       },
-      (slot) => new AutomationRunner<E, P>({ ...lane, name: slot.name }, { source: slot.source, onStateChange: slot.onStateChange }),
+      (slot) => new AutomationRunner<E, P>({ ...lane, name: slot.name }, { source: slot.source, onStateChange: slot.onStateChange, routineStandby: true }),
     );
   }
 

@@ -145,6 +145,7 @@ export class AutomationRunner<E extends EventShape = EventShape, P = unknown> {
     }, {
       source: engine.source,
       onStateChange: engine.onStateChange,
+      routineStandby: engine.routineStandby,
       outstandingWork: work,
       kind: 'automation',
       work: () => {

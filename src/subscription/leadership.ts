@@ -13,6 +13,8 @@ export interface LeadershipOptions {
   stopCallTimeoutMs: number;
   attributes: Attributes;
   logger: Logger;
+  /** See EngineHooks.routineStandby. */
+  routineStandby?: boolean;
 }
 
 /**
@@ -41,8 +43,13 @@ export class Leadership {
           this.denied = true;
           this.o.onChange?.();
           this.#leaderlessSince ??= performance.now();
+          const message = `Subscription "${name}": another node holds its lock; this node stands by and takes over when it is released`;
+          if (this.o.routineStandby) {
+            logger.debug({ subscription: name }, message);
+            return;
+          }
           instruments().lockDenied.add(1, attributes);
-          logger.warn({ subscription: name }, `Subscription "${name}": another node holds its lock; this node stands by and takes over when it is released`);
+          logger.warn({ subscription: name }, message);
         },
       });
       this.denied = false;

@@ -91,6 +91,7 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
       stopCallTimeoutMs: this.#stopCallTimeoutMs,
       attributes: this.#attributes,
       logger: this.#logger,
+      routineStandby: engine.routineStandby,
     });
     this.#reader = engine.source ?? new LogReader<E>({
       name: this.name,

@@ -35,7 +35,7 @@ export class Subscription<E extends EventShape = EventShape> {
     }
     this.#partitions = partitionSet(`Subscription "${String(options.name)}"`, options, (slot) => {
       const { partitions: _count, partitionKey: _key, members: _members, rebalanceIntervalMs: _interval, ...lane } = options;
-      return new SubscriptionRunner<E>({ ...lane, name: slot.name }, { ...engine, source: slot.source, onStateChange: slot.onStateChange });
+      return new SubscriptionRunner<E>({ ...lane, name: slot.name }, { ...engine, source: slot.source, onStateChange: slot.onStateChange, routineStandby: true });
     });
   }
 

@@ -237,4 +237,9 @@ export interface EngineHooks<E extends EventShape = EventShape> {
   source?: EventSource<E>;
   /** The run's state changed (a partition became leading, or stopped leading). */
   onStateChange?: (state: SubscriptionState) => void;
+  /**
+   * Standing by is routine (a partition that another node holds): said at debug level, not as a
+   * warning, and not counted as a lock denial.
+   */
+  routineStandby?: boolean;
 }

@@ -144,3 +144,33 @@ test('a partition count change starts every new partition at the lowest old chec
   await four.stop();
   await backend.close();
 });
+
+test('a partition whose handler is stuck does not hold the others up, and catches up alone', async () => {
+  const backend = memory<Ev>();
+  const total = await seed(backend, 40, 30);
+  const stuckPartition = partitionOf('s-0', 4);
+  let release: () => void = () => undefined;
+  const stuck = new Promise<void>((resolve) => (release = resolve));
+  const seen: Recorded<Ev>[] = [];
+  const subscription = new Subscription<Ev>({
+    backend,
+    name: 'laggard',
+    partitions: 4,
+    batchSize: 50,
+    logger: silentLogger,
+    handler: async (event) => {
+      if (partitionOf(event.streamId, 4) === stuckPartition) await stuck;
+      seen.push(event);
+    },
+  });
+  await subscription.start();
+  let expectedOthers = 0;
+  for await (const event of backend.store.readAll({})) if (partitionOf(event.streamId, 4) !== stuckPartition) expectedOthers += 1;
+  await waitUntil(() => seen.length === expectedOthers, { message: 'the other partitions to finish while one is stuck' });
+  assert.ok(seen.every((event) => partitionOf(event.streamId, 4) !== stuckPartition));
+  release();
+  await waitUntil(() => seen.length === total, { message: 'the stuck partition to catch up' });
+  checkOnceInOrder(seen, total);
+  await subscription.stop();
+  await backend.close();
+});
