@@ -174,3 +174,17 @@ test('a partition whose handler is stuck does not hold the others up, and catche
   await subscription.stop();
   await backend.close();
 });
+
+test('re-partitioning from a layout where a partition never saved a checkpoint starts from the beginning (nothing lost)', async () => {
+  const backend = memory<Ev>();
+  const total = await seed(backend, 4, 2);
+  // Two of four old partitions saved a checkpoint; the other two never ran.
+  await backend.checkpoints.save('sparse#0/4', total);
+  await backend.checkpoints.save('sparse#1/4', total);
+  const seen: Recorded<Ev>[] = [];
+  const subscription = new Subscription<Ev>({ backend, name: 'sparse', partitions: 2, logger: silentLogger, handler: (event) => void seen.push(event) });
+  await subscription.start();
+  await waitUntil(() => seen.length === total, { message: 'every event handled again' });
+  await subscription.stop();
+  await backend.close();
+});

@@ -39,7 +39,9 @@ export async function adoptLayout(o: LayoutOptions): Promise<void> {
     if (current === undefined || current.count === o.partitions) return;
     const held = await holdAll(o.locks, namesOf(o.name, current.count), o.owner, current.count);
     try {
-      const from = Math.min(...current.checkpoints.map((checkpoint) => checkpoint.position));
+      // An old partition that never saved a checkpoint never handled anything: start from the beginning.
+      const complete = current.checkpoints.length >= current.count;
+      const from = complete ? Math.min(...current.checkpoints.map((checkpoint) => checkpoint.position)) : 0;
       for (let partition = 0; partition < o.partitions; partition++) {
         await seed(o, partitionName(o.name, partition, o.partitions), from);
       }
