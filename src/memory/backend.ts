@@ -6,6 +6,7 @@ import { MemoryCompletionStore } from './memory-completion-store.js';
 import { MemoryDeadLetterStore } from './memory-dead-letter-store.js';
 import { MemoryEventStore } from './memory-event-store.js';
 import { MemoryLockRegistry } from './memory-lock-registry.js';
+import { MemoryMemberRegistry } from './memory-member-registry.js';
 import { MemoryAdmin } from './admin.js';
 
 export interface MemoryBackendOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
@@ -23,6 +24,8 @@ export interface MemoryBackend<E extends EventShape = EventShape> extends Backen
   readonly deadLetters: MemoryDeadLetterStore;
   readonly completions: MemoryCompletionStore;
   readonly locks: MemoryLockRegistry | undefined;
+  /** Who is alive among the "nodes" of this process (there whenever `locks` is); `expire()` kills one. */
+  readonly members: MemoryMemberRegistry | undefined;
   /** Checkpoints, locks, dead-letter counts, status rows and the fenced reset, for tools and tests. */
   readonly admin: MemoryAdmin;
 }
@@ -42,6 +45,7 @@ export function memory<E extends EventShape = EventShape>(options: MemoryBackend
   const store = new MemoryEventStore<E>(storeOptions);
   const checkpoints = new MemoryCheckpointStore();
   const locks = leaderElection ? new MemoryLockRegistry() : undefined;
+  const members = leaderElection ? new MemoryMemberRegistry() : undefined;
   const deadLetters = new MemoryDeadLetterStore({ checkpoints });
   const completions = new MemoryCompletionStore({ checkpoints });
   let closing: Promise<void> | undefined;
@@ -52,6 +56,7 @@ export function memory<E extends EventShape = EventShape>(options: MemoryBackend
     deadLetters,
     completions,
     locks,
+    members,
     admin: new MemoryAdmin({ store, checkpoints, deadLetters, completions, locks }),
     migrate: async () => undefined,
     close() {

@@ -9,6 +9,10 @@ export interface AppendListenerOptions {
   channel: string;
   /** Called with the announced position for every notification. */
   onAppended: (position: number) => void;
+  /** The channel member registries notify (see `notifyChannel('members', schema)`). */
+  membersChannel: string;
+  /** Called with the announced group for every notification on `membersChannel`. */
+  onMembersChanged: (group: string) => void;
   /**
    * Called once after every (re)connect, when LISTEN is in place: appends that committed while there
    * was no LISTEN (before the first connect, or while reconnecting) announced nothing.
@@ -30,9 +34,11 @@ const FIRST_RETRY_MS = 50;
 const MAX_RETRY_MS = 5_000;
 
 /**
- * One dedicated connection that LISTENs on a store's `appended` channel and turns notifications into
- * `onAppend` wake-ups. Only a hint: notifications are lost while the connection is down (the reconnect
- * then wakes everyone once), and readers poll anyway.
+ * One dedicated connection that LISTENs on a store's `appended` and `members` channels and turns
+ * notifications into `onAppend` wake-ups and member changes. Both on one connection: a node running
+ * partitioned runners needs both, and each LISTEN connection is a server session. Only a hint:
+ * notifications are lost while the connection is down (the reconnect then wakes every append listener
+ * once; member listeners learn at their next heartbeat), and readers poll anyway.
  *
  * Not through a pool: the connection is held for as long as anyone listens, and a pool's slot would be
  * taken from queries for good. Behind a transaction-pooling proxy (PgBouncer transaction mode) LISTEN
@@ -101,21 +107,25 @@ export class AppendListener {
   async #connect(): Promise<void> {
     this.#retry = undefined;
     if (!this.#running) return;
-    const { channel, logger } = this.#options;
+    const { channel, membersChannel, logger } = this.#options;
     const connection: Connection = { client: new pg.Client(this.#options.connection()), dead: false, listening: false };
     const { client } = connection;
     this.#connection = connection;
     client.on('error', (error) => this.#lost(connection, error));
     client.on('end', () => this.#lost(connection, new Error('the connection ended')));
     client.on('notification', (message) => {
+      if (message.channel === membersChannel) {
+        if (message.payload) this.#options.onMembersChanged(message.payload);
+        return;
+      }
       if (message.channel !== channel) return;
       const position = Number(message.payload);
       if (Number.isSafeInteger(position)) this.#options.onAppended(position);
     });
     try {
       await client.connect();
-      // The channel is a lower-case identifier built by notifyChannel; quoting keeps it exact.
-      await client.query(`LISTEN "${channel}"`);
+      // The channels are lower-case identifiers built by notifyChannel; quoting keeps them exact.
+      await client.query(`LISTEN "${channel}"; LISTEN "${membersChannel}"`);
     } catch (error) {
       this.#lost(connection, error);
       return;

@@ -3,6 +3,7 @@ import type { EventShape } from '../core/event.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { PostgresLockRegistry } from './postgres-lock-registry.js';
 import type { PostgresLockRegistryOptions } from './postgres-lock-registry.js';
+import { PostgresMemberRegistry } from './postgres-member-registry.js';
 import { PostgresCheckpointStore } from './postgres-checkpoint-store.js';
 import { PostgresCompletionStore } from './postgres-completion-store.js';
 import { PostgresDeadLetterStore } from './postgres-dead-letter-store.js';
@@ -30,6 +31,11 @@ export interface PostgresBackend<E extends EventShape = EventShape> extends Back
   readonly deadLetters: PostgresDeadLetterStore;
   readonly completions: PostgresCompletionStore;
   readonly locks: PostgresLockRegistry | undefined;
+  /**
+   * Who is alive among the nodes running a partitioned runner (there whenever `locks` is): a killed
+   * node is dead as soon as its lock session ends, a frozen one when its ttl runs out.
+   */
+  readonly members: PostgresMemberRegistry | undefined;
   readonly schema: string;
   /** The SQL views in this schema: `new SqlView({ backend, name, setup, evolve })` builds on them. */
   readonly views: PostgresViews<E>;
@@ -68,6 +74,7 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
   // The parts follow the store's migrate option: with false, nothing touches the schema before migrate().
   const { migrate } = storeOptions;
   const checkpoints = new PostgresCheckpointStore({ store, migrate });
+  const members = locks ? new PostgresMemberRegistry({ store, locks, migrate }) : undefined;
   const deadLetters = new PostgresDeadLetterStore({ store, migrate });
   const completions = new PostgresCompletionStore({ store, migrate });
   const admin = new PostgresAdmin({ store, migrate });
@@ -79,12 +86,14 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
     deadLetters,
     completions,
     locks,
+    members,
     schema: store.schema,
     views: new PostgresViews<E>({ store }),
     admin,
     migrate: () => store.migrate(),
     close() {
       closing ??= (async () => {
+        await members?.close();
         await locks?.close();
         await Promise.all([checkpoints.close(), deadLetters.close(), completions.close()]);
         await store.close();

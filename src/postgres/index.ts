@@ -10,6 +10,8 @@ export { PostgresCompletionStore } from './postgres-completion-store.js';
 export type { PostgresCompletionStoreOptions } from './postgres-completion-store.js';
 export { PostgresLockRegistry } from './postgres-lock-registry.js';
 export type { PostgresLockRegistryOptions } from './postgres-lock-registry.js';
+export { PostgresMemberRegistry } from './postgres-member-registry.js';
+export type { PostgresMemberRegistryOptions, PostgresMembersStore } from './postgres-member-registry.js';
 export { migratePostgres, POSTGRES_MIGRATIONS } from './migrations.js';
 export type { PostgresMigration } from './migrations.js';
 export { advisoryKey, DEFAULT_SCHEMA, lockKey, notifyChannel } from './schema.js';

@@ -199,6 +199,26 @@ const appendGroupMigration: PostgresMigration = {
   sql: (s, rawSchema) => appendGroupFunction(s, rawSchema) + fasterAppendOne(s, rawSchema),
 };
 
+const membersMigration: PostgresMigration = {
+  version: 8,
+  name: 'members',
+  sql: (s) => `
+-- Who is alive among the nodes of a partitioned runner (postgres-member-registry.ts): one row per
+-- (group, member), rewritten by every heartbeat. expires_at is the server's clock; session_pid is the
+-- backend pid of the member's lock connection when it had one, so that a killed node (its session
+-- gone from pg_stat_activity) is dead at once rather than when its ttl runs out. A heartbeat of the
+-- group deletes rows dead for more than a minute.
+CREATE TABLE ${s}.members (
+  grp text NOT NULL,
+  member text NOT NULL,
+  partitions integer NOT NULL,
+  session_pid integer,
+  expires_at timestamptz NOT NULL,
+  CONSTRAINT members_pkey PRIMARY KEY (grp, member)
+);
+`,
+};
+
 /** Every step, in order. Later adapters' tables are added here as new versions. */
 export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   eventsMigration,
@@ -208,6 +228,7 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   leaseTokensMigration,
   runnerStatusMigration,
   appendGroupMigration,
+  membersMigration,
 ];
 
 /**

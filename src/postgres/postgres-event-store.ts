@@ -92,6 +92,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   #migrated = false;
   #migrating: Promise<void> | undefined;
   readonly #listener: AppendListener;
+  readonly #memberListeners = new Set<(group: string) => void>();
   readonly #groups = new GroupCommit((group) => this.#writeGroup(group));
 
   constructor(options: PostgresEventStoreOptions<E>) {
@@ -123,6 +124,8 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       connection: () => listenConnection(this.pool, this.schema),
       channel: notifyChannel('appended', this.schema),
       onAppended: (position) => this.notifyAppended(position),
+      membersChannel: notifyChannel('members', this.schema),
+      onMembersChanged: (group) => this.#membersChanged(group),
       onListening: () => void this.#wakeAfterListening(),
       lingerMs: milliseconds('listenLingerMs', options.listenLingerMs ?? 10_000, 0),
       logger: options.logger ?? consoleLogger(),
@@ -215,8 +218,41 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       if (removed) return;
       removed = true;
       remove();
-      if (this.appendListenerCount === 0) this.#listener.idle();
+      this.#idleIfUnheard();
     };
+  }
+
+  /**
+   * Internal to eskit/postgres (the member registry's `onChange`): `listener` hears the group named by
+   * every notification on the schema's `members` channel, from any process, over the same LISTEN
+   * connection as `onAppend` (started by the first listener of either kind, idled after the last).
+   * Returns the remover.
+   */
+  onMembersChanged(listener: (group: string) => void): () => void {
+    // A closed store calls no one; it must not open a connection either.
+    if (this.closed) return () => undefined;
+    // Wrapped, so that the same function added twice is two listeners with a remover each.
+    const wrapped = (group: string): void => listener(group);
+    this.#memberListeners.add(wrapped);
+    this.#listener.start();
+    return () => {
+      if (!this.#memberListeners.delete(wrapped)) return;
+      this.#idleIfUnheard();
+    };
+  }
+
+  #idleIfUnheard(): void {
+    if (this.appendListenerCount === 0 && this.#memberListeners.size === 0) this.#listener.idle();
+  }
+
+  #membersChanged(group: string): void {
+    for (const listener of [...this.#memberListeners]) {
+      try {
+        listener(group);
+      } catch {
+        // A hint that a listener failed to take: its next heartbeat tells it the same.
+      }
+    }
   }
 
   /** Whether the LISTEN connection is up (it runs only while someone listens). */
@@ -342,6 +378,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   protected async closeResources(): Promise<void> {
     // Appends accepted before close() are written (or refused) before the pool goes.
     await this.#groups.drain();
+    this.#memberListeners.clear();
     await this.#listener.stop();
     if (this.#ownsPool) await this.pool.end();
   }

@@ -56,8 +56,11 @@ function fnv1a32(text: string): number {
   return hash | 0;
 }
 
-/** What a NOTIFY channel of eskit announces; each gets its own channel per schema. */
-export type ChannelPurpose = 'appended' | 'released';
+/**
+ * What a NOTIFY channel of eskit announces; each gets its own channel per schema. 'members': a member
+ * of a group joined or left (the payload is the group), see postgres-member-registry.ts.
+ */
+export type ChannelPurpose = 'appended' | 'released' | 'members';
 
 // PostgreSQL truncates identifiers (and refuses channel names) beyond 63 bytes.
 const MAX_IDENTIFIER_BYTES = 63;

@@ -8,6 +8,7 @@ import { SqliteEventStore } from './sqlite-event-store.js';
 import type { SqliteEventStoreOptions } from './sqlite-event-store.js';
 import { SqliteLockRegistry } from './sqlite-lock-registry.js';
 import type { SqliteLockRegistryOptions } from './sqlite-lock-registry.js';
+import { SqliteMemberRegistry } from './sqlite-member-registry.js';
 import { SqliteViews } from './sqlite-view.js';
 import { SqliteAdmin } from './admin.js';
 
@@ -26,6 +27,11 @@ export interface SqliteBackend<E extends EventShape = EventShape> extends Backen
   readonly deadLetters: SqliteDeadLetterStore;
   readonly completions: SqliteCompletionStore;
   readonly locks: SqliteLockRegistry | undefined;
+  /**
+   * Who is alive among the processes sharing the file that run a partitioned runner (there whenever
+   * `locks` is): rows judged by SQLite's clock, announced at once to this process's registries only.
+   */
+  readonly members: SqliteMemberRegistry | undefined;
   /** The one connection every part shares (for your own tables in the same file). */
   readonly database: Database.Database;
   /** The SQL views in this file: `new SqlView({ backend, name, setup, evolve })` builds on them. */
@@ -51,6 +57,7 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
   // The parts follow the store's migrate option: with false, nothing touches the schema before migrate().
   const { migrate } = storeOptions;
   const checkpoints = new SqliteCheckpointStore({ store, migrate });
+  const members = locks ? new SqliteMemberRegistry({ store, migrate }) : undefined;
   const deadLetters = new SqliteDeadLetterStore({ store, migrate });
   const completions = new SqliteCompletionStore({ store, migrate });
   const admin = new SqliteAdmin({ store, migrate });
@@ -62,6 +69,7 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
     deadLetters,
     completions,
     locks,
+    members,
     database: store.database,
     views: new SqliteViews<E>({ store }),
     admin,
@@ -70,6 +78,7 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
     },
     close() {
       closing ??= (async () => {
+        await members?.close();
         await locks?.close();
         await Promise.all([deadLetters.close(), completions.close()]);
         admin.runners.close();

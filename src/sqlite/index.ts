@@ -10,6 +10,8 @@ export { SqliteCheckpointStore, saveSqliteCheckpoint } from './sqlite-checkpoint
 export type { SqliteCheckpointStoreOptions } from './sqlite-checkpoint-store.js';
 export { SqliteLockRegistry } from './sqlite-lock-registry.js';
 export type { SqliteLockRegistryOptions } from './sqlite-lock-registry.js';
+export { SqliteMemberRegistry } from './sqlite-member-registry.js';
+export type { SqliteMemberRegistryOptions } from './sqlite-member-registry.js';
 export type { SqliteConnectionOptions } from './connection.js';
 export { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
 export type { SqliteDeadLetterStoreOptions } from './sqlite-dead-letter-store.js';

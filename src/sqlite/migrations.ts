@@ -127,6 +127,22 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 6,
+    name: 'members',
+    // Who is alive among the nodes of a partitioned runner (sqlite-member-registry.ts): one row per
+    // (group, member). expires_at is milliseconds since the epoch by SQLite's clock, never an
+    // application's; a row past it is dead, and a heartbeat of its group deletes it a minute later.
+    sql: `
+      CREATE TABLE eskit_members (
+        grp        TEXT    NOT NULL,
+        member     TEXT    NOT NULL,
+        partitions INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (grp, member)
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 const CREATE_MIGRATIONS_TABLE = `

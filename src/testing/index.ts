@@ -6,4 +6,5 @@ export * from './dead-letter-conformance.js';
 export * from './checkpoint-conformance.js';
 export * from './completion-conformance.js';
 export * from './lock-registry-conformance.js';
+export * from './member-registry-conformance.js';
 export * from './admin-conformance.js';

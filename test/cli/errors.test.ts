@@ -129,7 +129,7 @@ describe('eskit CLI: SQLite files', () => {
 
     const migrate = await cli(['migrate'], { env: { DATABASE_URL: `sqlite:${path}` } });
     assert.equal(migrate.code, 0, migrate.stderr);
-    assert.match(migrate.stdout, /applied migrations 1, 2, 3, 4, 5 \(schema version 0 -> 5\)/);
+    assert.match(migrate.stdout, /applied migrations 1, 2, 3, 4, 5, 6 \(schema version 0 -> 6\)/);
     const status = await cli(['status', '--db', 'sqlite:new.db'], { cwd: dir });
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /head 0/);

@@ -158,6 +158,7 @@ describe('SqliteEventStore: migrations', () => {
       'eskit_events',
       'eskit_events_type_position',
       'eskit_leases',
+      'eskit_members',
       'eskit_migrations',
       'eskit_runner_status',
     ]);
