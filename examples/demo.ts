@@ -9,6 +9,8 @@
 //   DATABASE_URL=postgres://... npm start       PostgreSQL, schema eskit_demo (ESKIT_DEMO_SCHEMA)
 //   npm start -- --workers 3                    three worker processes under leader election;
 //                                               the leader is stopped midway and another takes over
+//   npm start -- --workers 3 --partitions 12    the mailer in 12 partitions shared out over the
+//                                               workers; a worker stops midway, its partitions move
 //   npm start -- --orders 1000 --json           more orders; a JSON summary as the last line
 import { parseArgs } from 'node:util';
 import { configFromEnv, UsageError } from './ticket-shop/backend.js';
@@ -16,12 +18,14 @@ import { runCluster } from './ticket-shop/cluster.js';
 import type { Report } from './ticket-shop/report.js';
 import { runSingle } from './ticket-shop/single.js';
 
-const HELP = `Usage: npm start -- [--workers N] [--orders N] [--json]
+const HELP = `Usage: npm start -- [--workers N] [--partitions N] [--orders N] [--json]
 
-  --workers N   run the view and the mailer in N worker processes (2 to 16) under leader election,
-                stop the leader midway and show the handoff
-  --orders N    how many orders the shoppers place (default 400)
-  --json        print a JSON summary as the last line
+  --workers N     run the view and the mailer in N worker processes (2 to 16) under leader election,
+                  stop the leader midway and show the handoff
+  --partitions N  run the mailer in N partitions (2 to 64), keyed by order id; with --workers, shared
+                  out over the workers (which worker leads which), and moving when one stops
+  --orders N      how many orders the shoppers place (default 400)
+  --json          print a JSON summary as the last line
 
 Environment:
   DATABASE_URL=postgres://...   run on PostgreSQL instead of SQLite
@@ -42,6 +46,7 @@ async function main(): Promise<number> {
     args = parseArgs({
       options: {
         workers: { type: 'string' },
+        partitions: { type: 'string' },
         orders: { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -62,7 +67,8 @@ async function main(): Promise<number> {
     const config = configFromEnv();
     const orders = positive(args.orders, '--orders', 400, 10, 100_000);
     const workers = positive(args.workers, '--workers', 0, 2, 16);
-    const options = { orders, tty: process.stdout.isTTY === true, log: (line: string) => console.log(line) };
+    const partitions = args.partitions === undefined ? undefined : positive(args.partitions, '--partitions', 0, 2, 64);
+    const options = { orders, partitions, tty: process.stdout.isTTY === true, log: (line: string) => console.log(line) };
     report = workers > 0 ? await runCluster(config, { ...options, workers }) : await runSingle(config, options);
   } catch (error) {
     if (error instanceof UsageError) {

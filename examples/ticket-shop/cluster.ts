@@ -1,6 +1,10 @@
 // `npm start -- --workers N`: this process prepares the database, places the orders and watches; N
 // worker processes (worker.ts) run the sales view and the mailer under leader election. Midway, the
 // leader of the mailer is stopped (SIGTERM, as a deploy would) and a standby takes over.
+//
+// With `--partitions P` the mailer runs as P partitions shared out over the workers (each leads its
+// share, ceil(P / workers)); midway the sales view's leader is stopped, and its partitions move to the
+// others. The map of who leads which partition is printed before and after.
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +12,8 @@ import { openBackend } from './backend.js';
 import type { DemoConfig } from './backend.js';
 import { LiveDisplay } from './display.js';
 import { MAILER } from './mailer.js';
+import { byWorker, listPartitions, mapLines, partitionMoves, partitionOwners, shared } from './partitions.js';
+import type { PartitionFacts } from './partitions.js';
 import { lastBoughtPosition, ProgressReader, statusLines } from './progress.js';
 import { buildReport, readBackInto } from './report.js';
 import type { Handoff, Lead, ReadBack, Report } from './report.js';
@@ -19,7 +25,6 @@ import { waitForWork } from './wait.js';
 import type { WorkerMessage } from './worker.js';
 
 const WORKER_SCRIPT = fileURLToPath(new URL('./worker.ts', import.meta.url));
-const SUBSCRIPTIONS = [SALES_VIEW, MAILER];
 
 interface Worker {
   index: number;
@@ -51,7 +56,10 @@ function until(condition: () => boolean, what: string, failure: Promise<never>, 
   ]);
 }
 
-export async function runCluster(config: DemoConfig, options: RunOptions & { workers: number }): Promise<Report> {
+export async function runCluster(config: DemoConfig, options: RunOptions & { workers: number; partitions?: number }): Promise<Report> {
+  const { partitions } = options;
+  // The runners led whole, by one worker at a time (partitioned, the mailer is led partition by partition).
+  const SUBSCRIPTIONS = partitions === undefined ? [SALES_VIEW, MAILER] : [SALES_VIEW];
   const backend = await openBackend(config, { reset: true });
   const workers: Worker[] = [];
   let fail: (error: Error) => void = () => undefined;
@@ -62,7 +70,12 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
   try {
     options.log(`eskit ticket-shop demo on ${backend.label}`);
     options.log(`${options.orders} orders from 8 shoppers in this process; ${options.workers} worker processes run the sales view and the mailer,`);
-    options.log('one leader each (the others stand by). The mailer\'s leader is stopped halfway through.\n');
+    if (partitions === undefined) {
+      options.log('one leader each (the others stand by). The mailer\'s leader is stopped halfway through.\n');
+    } else {
+      options.log(`the view with one leader (the others stand by), the mailer in ${partitions} partitions shared out over the workers`);
+      options.log(`(each leads at most ceil(${partitions}/${options.workers}) = ${Math.ceil(partitions / options.workers)}). The view's leader is stopped halfway through: its partitions move to the others.\n`);
+    }
     const started = performance.now();
 
     // Leadership as the workers report it. A lead ends when its worker lets go (or loses the lock).
@@ -71,6 +84,8 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
     /** Set when the run is over and the workers are being stopped. */
     let finishing = false;
     const announced = new Set<string>();
+    /** Partition moves are told once the partitions were first shared out (joining workers move many before). */
+    let tellMoves = false;
     const leaderOf = (name: string): Lead | undefined => leads.filter((l) => l.name === name && l.to === undefined).sort((a, b) => b.token - a.token)[0];
     const announce = (): void => {
       for (const name of SUBSCRIPTIONS) {
@@ -89,6 +104,13 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
             log(`  worker ${lead.worker} took over ${name} ${gapMs} ms after worker ${before.worker} let go (fencing token ${lead.token})`);
           }
         });
+      }
+      for (const move of partitions === undefined ? [] : partitionMoves(leads)) {
+        const id = `${move.name}/${move.token}`;
+        if (announced.has(id)) continue;
+        announced.add(id);
+        handoffs.push({ name: move.name, from: move.from, to: move.to, token: move.token, gapMs: move.gapMs });
+        if (tellMoves) log(`  ${move.name} moved from worker ${move.from} to worker ${move.to}, ${move.gapMs} ms after it let go (fencing token ${move.token})`);
       }
     };
 
@@ -122,7 +144,8 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
     // Workers run the TypeScript sources through tsx, like this process.
     const execArgv = ['--import', import.meta.resolve('tsx')];
     for (let index = 1; index <= options.workers; index++) {
-      const child = fork(WORKER_SCRIPT, ['--worker', String(index)], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const args = ['--worker', String(index), ...(partitions === undefined ? [] : ['--partitions', String(partitions)])];
+      const child = fork(WORKER_SCRIPT, args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       const w: Worker = { index, child, ready: false, busy: 0, stopRequested: false, exit: undefined, exited: Promise.resolve() };
       w.exited = new Promise((resolve) =>
         child.once('exit', (code, signal) => {
@@ -134,15 +157,33 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
       child.on('message', (message) => onMessage(w, message as WorkerMessage));
       workers.push(w);
     }
-    await until(() => workers.every((w) => w.ready) && SUBSCRIPTIONS.every((name) => leaderOf(name)), 'the workers to start and elect leaders', failure, 60_000);
+    const indexes = workers.map((w) => w.index);
+    const sharedOut = (among: readonly number[]): boolean => partitions === undefined || shared(partitionOwners(leads), partitions, among);
+    await until(
+      () => workers.every((w) => w.ready) && SUBSCRIPTIONS.every((name) => leaderOf(name)) && sharedOut(indexes),
+      partitions === undefined ? 'the workers to start and elect leaders' : 'the workers to start, elect leaders and share the partitions out',
+      failure,
+      60_000,
+    );
+    if (partitions !== undefined) {
+      // Each joining worker took partitions from those that started before it: those moves are the
+      // start-up. From here on, every move is told.
+      announce();
+      tellMoves = true;
+      log(`  the mailer's ${partitions} partitions, shared out:`);
+      for (const line of mapLines(partitionOwners(leads))) log(line);
+    }
 
     const tally: ShopTally = { placed: 0, bought: 0, refunded: 0, soldOut: 0 };
-    const reader = new ProgressReader(backend);
+    const reader = new ProgressReader(backend, partitions);
     const leaderLine = (): string =>
       `  leaders ${SUBSCRIPTIONS.map((name) => {
         const lead = leaderOf(name);
         return `${name}: ${lead ? `worker ${lead.worker} (token ${lead.token})` : finishing ? 'stopped' : 'handing over'}`;
-      }).join(', ')}`;
+      }).join(', ')}` +
+      (partitions === undefined
+        ? ''
+        : `, ${MAILER} partitions: ${[...byWorker(partitionOwners(leads))].map(([worker, held]) => `worker ${worker}: ${held.length}`).join(', ') || (finishing ? 'stopped' : 'handing over')}`);
     display = new LiveDisplay({
       tty: options.tty,
       render: () => statusLines(options.orders, tally, reader.current, workers.reduce((sum, w) => sum + w.busy, 0), [leaderLine()]),
@@ -155,11 +196,19 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
     const view = backend.salesView({ checkpointPollMs: 10 });
     const readBacks: ReadBack[] = [];
     let stopped: Worker | undefined;
+    let partitionFacts: PartitionFacts | undefined;
     const stopLeader = (): void => {
-      const lead = leaderOf(MAILER);
-      stopped = workers.find((w) => w.index === lead?.worker);
-      if (!stopped) return fail(new Error(`no worker leads ${MAILER} halfway through`));
+      // Partitioned, every worker leads some of the mailer: stop the view's leader, to show both.
+      const target = partitions === undefined ? MAILER : SALES_VIEW;
+      stopped = workers.find((w) => w.index === leaderOf(target)?.worker);
+      if (!stopped) return fail(new Error(`no worker leads ${target} halfway through`));
       const held = SUBSCRIPTIONS.filter((name) => leaderOf(name)?.worker === stopped?.index);
+      if (partitions !== undefined) {
+        const before = partitionOwners(leads);
+        const own = byWorker(before).get(stopped.index) ?? [];
+        held.push(`of the mailer's partitions ${listPartitions(own)}`);
+        partitionFacts = { count: partitions, workers: options.workers, stopped: stopped.index, before, after: new Map(), stopAt: Date.now(), settledAt: 0 };
+      }
       log(`  halfway: stopping worker ${stopped.index} (SIGTERM), the leader of ${held.join(' and ')}`);
       stopped.stopRequested = true;
       stopped.child.kill('SIGTERM');
@@ -178,15 +227,23 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
       const lastBought = await lastBoughtPosition(backend);
       await waitForWork(reader, lastBought, failure);
       // The stopped worker is gone and every subscription it led has a new leader.
+      const others = indexes.filter((index) => index !== stopped?.index);
       await until(
-        () => stopped?.exit !== undefined && SUBSCRIPTIONS.every((name) => leaderOf(name) !== undefined),
+        () => stopped?.exit !== undefined && SUBSCRIPTIONS.every((name) => leaderOf(name) !== undefined) && sharedOut(others),
         'the handoff to finish',
         failure,
         30_000,
       );
+      if (partitionFacts) {
+        Object.assign(partitionFacts, { after: partitionOwners(leads), settledAt: Date.now() });
+        log(`  the mailer's ${partitions} partitions, shared out over the ${others.length} workers left:`);
+        for (const line of mapLines(partitionFacts.after)) log(line);
+      }
     } finally {
       clearInterval(polling);
       finishing = true;
+      // Stopping, the workers hand partitions to each other until the last stops: not worth telling.
+      tellMoves = false;
       log(`  all done: stopping the workers`);
       // Standbys first, then the leaders: so no standby takes a lock over just to hand it back.
       const leading = new Set(SUBSCRIPTIONS.map((name) => leaderOf(name)?.worker));
@@ -216,6 +273,7 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
       leads,
       handoffs,
       workerExits: workers.map((w) => ({ worker: w.index, code: w.exit?.code ?? null, signal: w.exit?.signal ?? null })),
+      partitions: partitionFacts,
     });
   } finally {
     for (const w of workers) if (w.exit === undefined) w.child.kill('SIGKILL');

@@ -84,14 +84,27 @@ export interface MailerOptions {
   /** Default: the backend's leader election. */
   leaderLock?: LockRegistry;
   logger?: Logger;
+  /** `--partitions N`: split the orders into N partitions, shared out over the workers. */
+  partitions?: number;
 }
+
+/** A partition of the mailer, e.g. `confirmation-mailer#3/12`: its checkpoint, lock and dead letters carry that name. */
+export const isMailerLane = (name: string): boolean => name === MAILER || name.startsWith(`${MAILER}#`);
 
 /** The automation: one to-do item per order bought, keyed by the order id. */
 export function confirmationMailer(options: MailerOptions): Automation<ConcertEvent, Confirmation> {
-  const { server, ...rest } = options;
+  const { server, partitions, ...rest } = options;
   return new Automation<ConcertEvent, Confirmation>({
     name: MAILER,
     ...rest,
+    ...(partitions === undefined
+      ? {}
+      : {
+          partitions,
+          // The item key (the order id) is the partition key too, so each order's items stay in one
+          // partition, in order. The default, the stream id, would be a concert: three keys in all.
+          partitionKey: (event) => (event.type === 'TicketsBought' ? event.data.orderId : event.streamId),
+        }),
     types: ['TicketsBought'],
     trigger: (event) => {
       if (event.type !== 'TicketsBought') return undefined;

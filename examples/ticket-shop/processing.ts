@@ -18,9 +18,14 @@ export type LeadershipChange =
  * of a lead *before* the lock is released, so a successor's start (after the release, by causality)
  * is never earlier: two leads of one name that overlap in these stamps really did overlap.
  */
-export function reportingLeadership(registry: LockRegistry, report: (change: LeadershipChange) => void): LockRegistry {
+export function reportingLeadership(registry: LockRegistry, report: (change: LeadershipChange) => void): LockRegistry & { holderId?: string } {
   return {
+    // Runners name this node after it, in their status rows and among a partitioned runner's members.
+    holderId: (registry as { holderId?: string }).holderId,
     async acquire(name, options = {}): Promise<Lease> {
+      // A partitioned runner's layout lock (`<name>#layout`) is held only while it checks its
+      // partition count: no one leads anything by it.
+      if (name.endsWith('#layout')) return registry.acquire(name, options);
       const lease = await registry.acquire(name, {
         ...options,
         onWaiting: () => {
@@ -67,6 +72,8 @@ export interface ProcessingOptions {
   leaderLock?: LockRegistry;
   /** Default: errors only, on stderr (the retries are the point of the demo, not noise). */
   logger?: Logger;
+  /** Run the mailer in this many partitions (`--partitions N`). */
+  partitions?: number;
 }
 
 export async function startProcessing(backend: Backend, options: ProcessingOptions): Promise<Processing> {
@@ -74,7 +81,7 @@ export async function startProcessing(backend: Backend, options: ProcessingOptio
   const logger = options.logger ?? consoleLogger('error');
   const server = new FakeMailServer(backend.mailbox, options.sentBy);
   const view = backend.salesView({ leaderLock, logger });
-  const mailer = confirmationMailer({ backend: backend.eskit, server, leaderLock, logger });
+  const mailer = confirmationMailer({ backend: backend.eskit, server, leaderLock, logger, partitions: options.partitions });
   let stopping: Promise<void> | undefined;
   let fail: (error: Error) => void = () => undefined;
   const failure = new Promise<never>((_, reject) => (fail = reject));

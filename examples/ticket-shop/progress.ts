@@ -3,6 +3,7 @@
 import type { Backend } from './backend.js';
 import { bar } from './display.js';
 import { MAILER } from './mailer.js';
+import { mailerPartition } from './partitions.js';
 import type { ShopTally } from './shop.js';
 import { SALES_VIEW } from './views.js';
 
@@ -19,7 +20,11 @@ export class ProgressReader {
   current: Progress = { head: 0, viewAt: 0, mailerAt: 0, mails: 0, deadLetters: 0 };
   #reading: Promise<Progress> | undefined;
 
-  constructor(readonly backend: Backend) {}
+  /** `partitions`: the mailer runs in that many partitions, each with a checkpoint of its own. */
+  constructor(
+    readonly backend: Backend,
+    readonly partitions?: number,
+  ) {}
 
   /** Reads everything again (one read at a time; a caller during a read shares it). */
   read(): Promise<Progress> {
@@ -33,12 +38,23 @@ export class ProgressReader {
     const [head, viewAt, mailerAt, mails, letters] = await Promise.all([
       store.headPosition(),
       checkpoints.load(SALES_VIEW),
-      checkpoints.load(MAILER),
+      this.partitions === undefined ? checkpoints.load(MAILER) : this.#lowestPartition(this.partitions),
       mailbox.count(),
-      deadLetters.count({ source: MAILER }),
+      // Partitioned, each partition has its own letters: count them all (only the mailer makes any).
+      this.partitions === undefined ? deadLetters.count({ source: MAILER }) : deadLetters.count(),
     ]);
     this.current = { head, viewAt: viewAt ?? 0, mailerAt: mailerAt ?? 0, mails, deadLetters: letters };
     return this.current;
+  }
+
+  /** Every event up to the lowest partition checkpoint has its mail (a partition not yet run counts as 0). */
+  async #lowestPartition(count: number): Promise<number> {
+    const positions = new Map<number, number>();
+    for (const checkpoint of await this.backend.eskit.checkpoints.list()) {
+      const partition = mailerPartition(checkpoint.name);
+      if (partition !== undefined && checkpoint.name.endsWith(`/${count}`)) positions.set(partition, checkpoint.position);
+    }
+    return positions.size < count ? 0 : Math.min(...positions.values());
   }
 }
 

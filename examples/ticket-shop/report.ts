@@ -4,8 +4,11 @@ import type { DeadLetter, SqlView } from '../../src/index.js';
 import type { Backend, MailRow, SalesRow } from './backend.js';
 import { CAPACITY } from './domain.js';
 import type { ConcertEvent } from './domain.js';
-import { MAILER, undeliverable } from './mailer.js';
+import { isMailerLane, MAILER, undeliverable } from './mailer.js';
+import { mailerPartition, partitionReport } from './partitions.js';
+import type { PartitionFacts } from './partitions.js';
 import type { PlannedOrder, ShopTally } from './shop.js';
+import { SALES_VIEW } from './views.js';
 
 export interface Check {
   name: string;
@@ -44,6 +47,10 @@ export interface RunFacts {
   leads?: Lead[];
   handoffs?: Handoff[];
   workerExits?: Array<{ worker: number; code: number | null; signal: string | null }>;
+  /** `--partitions N` with workers: the mailer's partitions over the workers, before and after the stop. */
+  partitions?: PartitionFacts;
+  /** `--partitions N` in one process: every partition runs here. */
+  partitionCount?: number;
 }
 
 export interface ReadBack {
@@ -172,9 +179,10 @@ export async function buildReport(facts: RunFacts): Promise<Report> {
       .filter(Boolean)
       .join('; '),
   );
-  const mailerLetters = letters.filter((l) => l.source === MAILER && l.stage === 'execute');
+  // Partitioned, each partition keeps its own letters (source `confirmation-mailer#<p>/<N>`).
+  const mailerLetters = letters.filter((l) => isMailerLane(l.source) && l.stage === 'execute');
   const letterKeys = mailerLetters.map((l) => l.key);
-  const otherLetters = letters.filter((l) => !(l.source === MAILER && l.stage === 'execute'));
+  const otherLetters = letters.filter((l) => !(isMailerLane(l.source) && l.stage === 'execute'));
   const sameKeys = letterKeys.length === undeliverableIds.size && letterKeys.every((key) => undeliverableIds.has(key));
   check(
     'undeliverable mails are in the dead-letter queue, once each',
@@ -185,8 +193,11 @@ export async function buildReport(facts: RunFacts): Promise<Report> {
 
   // Leadership (workers only): per subscription, leads never overlap, and the stopped leader was replaced.
   const leads = facts.leads ?? [];
+  const partitioned = facts.partitions ? partitionReport(facts.partitions, leads) : undefined;
+  // The mailer's partitions are checked together (partitions.ts); these are the runners led whole.
+  const wholeNames = [...new Set(leads.map((l) => l.name))].filter((name) => mailerPartition(name) === undefined).sort();
   if (facts.workers > 0) {
-    for (const name of [...new Set(leads.map((l) => l.name))].sort()) {
+    for (const name of wholeNames) {
       const periods = leads.filter((l) => l.name === name).sort((a, b) => a.token - b.token);
       const overlaps: string[] = [];
       for (let i = 1; i < periods.length; i++) {
@@ -202,12 +213,15 @@ export async function buildReport(facts: RunFacts): Promise<Report> {
         overlaps.length > 0 ? `overlapping: ${overlaps.join('; ')}` : periods.map((p) => `worker ${p.worker} (token ${p.token})`).join(' then '),
       );
     }
-    const handoffs = facts.handoffs ?? [];
+    // Partitioned, the worker stopped is the sales view's leader (every worker leads partitions).
+    const replaced = partitioned ? SALES_VIEW : MAILER;
+    const handoffs = (facts.handoffs ?? []).filter((h) => mailerPartition(h.name) === undefined);
     check(
       'a stopped leader was replaced',
-      handoffs.some((h) => h.name === MAILER),
+      handoffs.some((h) => h.name === replaced),
       handoffs.map((h) => `${h.name}: worker ${h.from} → worker ${h.to} in ${h.gapMs} ms`).join('; ') || 'no handoff seen',
     );
+    if (partitioned) checks.push(...partitioned.checks);
     const exits = facts.workerExits ?? [];
     const unclean = exits.filter((e) => e.code !== 0);
     check(
@@ -233,6 +247,7 @@ export async function buildReport(facts: RunFacts): Promise<Report> {
     readYourWrites: { checked: facts.readBacks.length, invisible: invisible.length, p50Ms: percentile(readMs, 50), maxMs: Math.max(0, ...readMs) },
     leads: leads.map(({ name, worker, token, from, to, how }) => ({ name, worker, token, from, to: to ?? null, how: how ?? 'held' })),
     handoffs: facts.handoffs ?? [],
+    partitions: partitioned?.result ?? (facts.partitionCount ? { count: facts.partitionCount } : null),
     checks,
   };
 
@@ -248,13 +263,14 @@ export async function buildReport(facts: RunFacts): Promise<Report> {
     say(`             read-your-writes: ${facts.readBacks.length} orders waited for (waitFor) and read back, p50 ${percentile(readMs, 50).toFixed(1)} ms, max ${Math.max(...readMs).toFixed(1)} ms`);
   }
   say(`Mailer       automation "${MAILER}": ${mails.length} confirmation mails sent (${duplicates.length} twice), ${facts.retried} busy answers retried with backoff`);
+  if (facts.partitionCount) say(`             in ${facts.partitionCount} partitions keyed by order id, all in this process (no leader election)`);
   const to = [...new Set(log.bought.filter((o) => undeliverable(o.email)).map((o) => o.email))];
   say(`Dead letters ${mailerLetters.length}: mails to ${to.join(', ') || 'nobody'} failed permanently (no retries)`);
   const example = mailerLetters[0];
   if (example) say(`               e.g. ${example.key}: ${example.attempts.at(-1)?.error ?? ''}`);
   if (facts.workers > 0) {
     say('Leadership');
-    for (const name of [...new Set(leads.map((l) => l.name))].sort()) {
+    for (const name of wholeNames) {
       const chain = leads
         .filter((l) => l.name === name)
         .sort((a, b) => a.token - b.token)
@@ -262,6 +278,7 @@ export async function buildReport(facts: RunFacts): Promise<Report> {
         .join(' → ');
       say(`             ${name.padEnd(20)} ${chain}`);
     }
+    for (const line of partitioned?.lines ?? []) say(line);
   }
   say();
   say(ok ? 'Checks: all passed' : 'Checks: FAILED');

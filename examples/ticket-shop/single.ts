@@ -12,6 +12,8 @@ import { waitForWork } from './wait.js';
 
 export interface RunOptions {
   orders: number;
+  /** `--partitions N`: the mailer runs in N partitions (here all in this process). */
+  partitions?: number;
   tty: boolean;
   log: (line: string) => void;
 }
@@ -22,10 +24,10 @@ export async function runSingle(config: DemoConfig, options: RunOptions): Promis
     options.log(`eskit ticket-shop demo on ${backend.label}`);
     options.log(`${options.orders} orders from 8 shoppers; a sales view and a confirmation mailer follow the log.\n`);
     const started = performance.now();
-    const processing = await startProcessing(backend, { sentBy: 'demo' });
+    const processing = await startProcessing(backend, { sentBy: 'demo', partitions: options.partitions });
     const { view, server } = processing;
     const tally: ShopTally = { placed: 0, bought: 0, refunded: 0, soldOut: 0 };
-    const reader = new ProgressReader(backend);
+    const reader = new ProgressReader(backend, options.partitions);
     const display = new LiveDisplay({
       tty: options.tty,
       render: () => statusLines(options.orders, tally, reader.current, server.busy),
@@ -51,7 +53,16 @@ export async function runSingle(config: DemoConfig, options: RunOptions): Promis
       display.stop();
       await processing.stop();
     }
-    return await buildReport({ backend, view, workers: 0, seconds: (performance.now() - started) / 1000, tally, readBacks, retried: server.busy });
+    return await buildReport({
+      backend,
+      view,
+      workers: 0,
+      seconds: (performance.now() - started) / 1000,
+      tally,
+      readBacks,
+      retried: server.busy,
+      partitionCount: options.partitions,
+    });
   } finally {
     await backend.close();
   }

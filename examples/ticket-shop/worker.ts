@@ -1,6 +1,6 @@
 // One worker process of `npm start -- --workers N`, started by cluster.ts. It runs the sales view and
 // the confirmation mailer under leader election: for each of them, one worker leads and the others
-// stand by. It tells the parent over IPC when it starts or stops leading, and stops gracefully on
+// stand by (with `--partitions P`, the mailer's partitions are shared out: each worker leads some). It tells the parent over IPC when it starts or stops leading, and stops gracefully on
 // SIGTERM (or SIGINT, or when the parent goes away): in-flight mails finish, checkpoints are saved,
 // locks are released, so a standby takes over at once and nothing is sent twice.
 import { parseArgs } from 'node:util';
@@ -16,7 +16,9 @@ export type WorkerMessage =
   | { type: 'failed'; worker: number; message: string }
   | { type: 'stopped'; worker: number; stopMs: number; busy: number; sent: number };
 
-const worker = Number(parseArgs({ options: { worker: { type: 'string' } } }).values.worker);
+const args = parseArgs({ options: { worker: { type: 'string' }, partitions: { type: 'string' } } }).values;
+const worker = Number(args.worker);
+const partitions = args.partitions === undefined ? undefined : Number(args.partitions);
 // The parent may be gone (Ctrl-C reaches every process of the group): a failed send is not an error.
 const send = (message: WorkerMessage, then?: () => void): void => {
   if (process.connected && process.send) process.send(message, undefined, {}, () => then?.());
@@ -27,7 +29,7 @@ const backend = await openBackend(configFromEnv(), { reset: false, holderId: `wo
 const election = backend.eskit.locks;
 if (!election) throw new Error('the worker opened its backend without leader election');
 const locks = reportingLeadership(election, (change) => send({ type: 'leadership', worker, change }));
-const processing = await startProcessing(backend, { sentBy: `worker-${worker}`, leaderLock: locks });
+const processing = await startProcessing(backend, { sentBy: `worker-${worker}`, leaderLock: locks, partitions });
 const { server } = processing;
 
 let reported = '';

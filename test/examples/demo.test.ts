@@ -16,7 +16,7 @@ const tempDir = (): string => {
 after(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
 /** Reads the demo's SQLite file directly and checks it against the summary, independently of the demo's own checks. */
-function assertDatabase(file: string, result: DemoResult): void {
+function assertDatabase(file: string, result: DemoResult, mailerSources = "source = 'confirmation-mailer'"): void {
   const db = new Database(file, { readonly: true });
   try {
     const count = (sql: string): number => db.prepare(sql).pluck().get() as number;
@@ -42,7 +42,7 @@ function assertDatabase(file: string, result: DemoResult): void {
       ),
       0,
     );
-    assert.equal(count("SELECT count(*) FROM eskit_dead_letters WHERE source = 'confirmation-mailer' AND stage = 'execute'"), result.deadLetters);
+    assert.equal(count(`SELECT count(*) FROM eskit_dead_letters WHERE ${mailerSources} AND stage = 'execute'`), result.deadLetters);
     assert.equal(count("SELECT count(*) FROM eskit_dead_letters WHERE payload NOT LIKE '%.invalid%'"), 0);
   } finally {
     db.close();
@@ -79,11 +79,31 @@ describe('the demo on SQLite', () => {
     assertDatabase(join(dir, 'demo.db'), result);
   });
 
+  it('runs the mailer in partitions in one process with --partitions (each partition its own checkpoint and dead letters)', async () => {
+    const dir = tempDir();
+    const run = await runDemo(['--partitions', '8', '--json'], { ESKIT_DEMO_DIR: dir });
+    const result = resultOf(run);
+    assertSound(result);
+    assert.deepEqual(result.partitions, { count: 8 });
+    assert.match(run.stdout, /in 8 partitions keyed by order id, all in this process/);
+    assertDatabase(join(dir, 'demo.db'), result, "source GLOB 'confirmation-mailer#[0-7]/8'");
+    const db = new Database(join(dir, 'demo.db'), { readonly: true });
+    try {
+      const lanes = db.prepare("SELECT name FROM eskit_checkpoints WHERE name GLOB 'confirmation-mailer#*' ORDER BY name").pluck().all();
+      assert.deepEqual(lanes, Array.from({ length: 8 }, (_, partition) => `confirmation-mailer#${partition}/8`));
+    } finally {
+      db.close();
+    }
+  });
+
   it('refuses bad arguments and environments with exit code 2 and a message saying what to do', async () => {
     const dir = tempDir();
     const one = await runDemo(['--workers', '1'], { ESKIT_DEMO_DIR: dir });
     assert.equal(one.code, 2, one.stderr);
     assert.match(one.stderr, /--workers must be a whole number from 2/);
+    const partitions = await runDemo(['--partitions', '1'], { ESKIT_DEMO_DIR: dir });
+    assert.equal(partitions.code, 2, partitions.stderr);
+    assert.match(partitions.stderr, /--partitions must be a whole number from 2 to 64/);
     const url = await runDemo([], { ESKIT_DEMO_DIR: dir, DATABASE_URL: 'mysql://localhost/shop' });
     assert.equal(url.code, 2, url.stderr);
     assert.match(url.stderr, /DATABASE_URL must be a PostgreSQL URL.*Unset it to run on SQLite/);

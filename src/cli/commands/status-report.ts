@@ -1,6 +1,9 @@
 import type { LockRow, SubscriptionRow, ViewRow } from '../../core/admin.js';
 import type { RunnerKind, RunnerRole, RunnerState, RunnerStatusRow } from '../../core/runner-status.js';
 import type { CliDatabase } from '../database.js';
+import { groupPartitions, isLive } from './status-partitions.js';
+
+export { isLive };
 
 /**
  * Who processes a name: 'leading' (its lock is held), 'no-leader' (lock known, not held), 'unelected'
@@ -26,6 +29,11 @@ export interface NodeEntry {
   /** An automation's to-do list on that node. */
   work: { pending: number; running: number; hung: number; retrying: number; unrecorded: number; oldestPendingMs: number | null } | null;
   lastError: string | null;
+  /**
+   * Under a partitioned runner (one line per node over all its partitions): the partitions this node
+   * leads now, by its live rows. Null for an unpartitioned runner's rows and for each partition's own.
+   */
+  leads: number[] | null;
 }
 
 /** One subscription, automation or view, as `status --json` prints it. */
@@ -61,8 +69,36 @@ export interface StatusEntry {
   deadLetters: { dead: number; redrive: number };
   view: { version: number; generation: number; rebuilding: boolean } | null;
   updatedAt: string | null;
-  /** The status rows of the nodes that run (or ran) it, a denied standby too. */
+  /**
+   * The status rows of the nodes that run (or ran) it, a denied standby too. A partitioned runner's:
+   * one per node over all its partitions (counters summed, `leads` says which partitions it leads).
+   */
   nodes: NodeEntry[];
+  /**
+   * Another layout of the same runner (unpartitioned, or another partition count) saved its
+   * checkpoints later: these were left by the count used before (nothing runs them any more).
+   */
+  superseded: boolean;
+  /** A partitioned runner (one partition count): its partitions, each with its own entry. Null otherwise. */
+  partitions: PartitionsInfo | null;
+}
+
+/** A partitioned runner's partitions (entries named `<name>#<partition>/<count>`). */
+export interface PartitionsInfo {
+  count: number;
+  /** Who leads which partitions now (by the locks, else the nodes' status rows), by node id. */
+  owners: Array<{ nodeId: string; partitions: number[] }>;
+  /** Partitions no node leads now (a handover, nodes too few or stopped, or never run). */
+  unowned: number[];
+  /** Each partition the database knows, in partition order: its checkpoint, lock, token, lag, dead letters and rows. */
+  entries: PartitionEntry[];
+}
+
+/** One partition: its entry (named `<name>#<partition>/<count>`), its number and the node that leads it. */
+export interface PartitionEntry extends StatusEntry {
+  partition: number;
+  /** The node leading it now: the lock's holder id, else the live status row that says it leads. */
+  owner: string | null;
 }
 
 export interface StatusReport {
@@ -70,11 +106,6 @@ export interface StatusReport {
   schemaVersion: number;
   head: number;
   entries: StatusEntry[];
-}
-
-/** A row is live while its process says it runs and keeps its heartbeat. */
-export function isLive(node: NodeEntry): boolean {
-  return !node.stale && (node.state === 'running' || node.state === 'stopping');
 }
 
 function nodeEntry(row: RunnerStatusRow): NodeEntry {
@@ -97,6 +128,7 @@ function nodeEntry(row: RunnerStatusRow): NodeEntry {
       : null,
     work: work ? { ...work, oldestPendingMs: work.oldestPendingMs ?? null } : null,
     lastError: row.lastError ?? null,
+    leads: null,
   };
 }
 
@@ -166,7 +198,9 @@ export async function collectStatus(db: CliDatabase): Promise<{ report: StatusRe
       view: view ? { version: view.version, generation: view.generation, rebuilding: view.rebuilding } : null,
       updatedAt: subscription?.updatedAt?.toISOString() ?? null,
       nodes,
+      superseded: false,
+      partitions: null,
     };
   });
-  return { report: { database: db.target.display, schemaVersion: db.schema.version, head, entries }, locks };
+  return { report: { database: db.target.display, schemaVersion: db.schema.version, head, entries: groupPartitions(entries) }, locks };
 }
