@@ -12,6 +12,7 @@ import type { PartitionSet } from '../subscription/partition/partition-set.js';
 import { combinedStatus, partitionSet } from '../subscription/subscription.js';
 import type { StartFrom, SubscriptionStatus } from '../subscription/subscription.js';
 import type { ExecuteContext } from './attempt.js';
+import { shareInspection } from './inspect.js';
 import { AutomationRunner } from './runner.js';
 import type { TodoItem, Trigger } from './todo-items.js';
 import type { TransactionalExecute } from './transactional.js';
@@ -130,6 +131,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
         throw new InvalidArgumentError(`Automation "${String(options.name)}": partitionKey needs partitions (the number of partitions to split the events into).`);
       }
       this.#runner = new AutomationRunner(options);
+      shareInspection(this, this.#runner);
       return;
     }
     // Refuses what a lane would refuse, once, before the partitions are made.

@@ -8,6 +8,12 @@ export function registerInspection(automation: object, period: () => Period<unkn
   periods.set(automation, period);
 }
 
+/** The automation's face shows its runner's to-do list (an unpartitioned automation has one runner). */
+export function shareInspection(face: object, runner: object): void {
+  const period = periods.get(runner);
+  if (period) periods.set(face, period);
+}
+
 export interface AutomationInternals {
   /** Entries of the pending-positions list (pending positions plus finished ones not yet dropped). */
   positions: number;
