@@ -9,8 +9,8 @@ import type { MemberRegistry } from '../core/members.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
 import type { PartitionSet } from '../subscription/partition/partition-set.js';
-import { combinedStatus, partitionSet } from '../subscription/subscription.js';
-import type { StartFrom, SubscriptionStatus } from '../subscription/subscription.js';
+import { combinedStatus, layoutCheck, partitionSet } from '../subscription/subscription.js';
+import type { StartFrom, SubscriptionOptions, SubscriptionStatus } from '../subscription/subscription.js';
 import type { ExecuteContext } from './attempt.js';
 import { shareInspection } from './inspect.js';
 import { AutomationRunner } from './runner.js';
@@ -125,38 +125,21 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
 
   constructor(options: AutomationOptions<E, P>) {
     this.name = options.name;
-    const { partitions, partitionKey, members, rebalanceIntervalMs, ...lane } = options;
+    const { partitions, partitionKey, members: _members, rebalanceIntervalMs: _interval, ...lane } = options;
     if (partitions === undefined) {
       if (partitionKey !== undefined) {
         throw new InvalidArgumentError(`Automation "${String(options.name)}": partitionKey needs partitions (the number of partitions to split the events into).`);
       }
-      this.#runner = new AutomationRunner(options);
+      const prepare = layoutCheck(`Automation "${String(options.name)}"`, { ...facadeOptions(options), partitions: undefined });
+      this.#runner = new AutomationRunner(options, { prepare });
       shareInspection(this, this.#runner);
       return;
     }
     // Refuses what a lane would refuse, once, before the partitions are made.
     new AutomationRunner({ ...lane });
-    const store = options.store ?? options.backend?.store;
-    const checkpoints = options.checkpoints ?? options.backend?.checkpoints;
     this.#partitions = partitionSet<E, AutomationStatus>(
       `Automation "${options.name}"`,
-      {
-        name: options.name,
-        backend: options.backend,
-        store,
-        checkpoints,
-        handler: () => undefined,
-        leaderLock: options.leaderLock,
-        types: options.types,
-        batchSize: options.batchSize,
-        pollIntervalMs: options.pollIntervalMs,
-        stopCallTimeoutMs: options.stopCallTimeoutMs,
-        logger: options.logger,
-        partitions,
-        partitionKey,
-        members,
-        rebalanceIntervalMs,
-      },
+      facadeOptions(options),
       (slot) => new AutomationRunner<E, P>({ ...lane, name: slot.name }, { source: slot.source, onStateChange: slot.onStateChange, routineStandby: true }),
     );
   }
@@ -196,4 +179,25 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
   get #face(): AutomationRunner<E, P> | PartitionSet<E, AutomationStatus> {
     return this.#runner ?? (this.#partitions as PartitionSet<E, AutomationStatus>);
   }
+}
+
+/** What the partition machinery needs of an automation's options, in a subscription's terms. */
+function facadeOptions<E extends EventShape, P>(options: AutomationOptions<E, P>): SubscriptionOptions<E> {
+  return {
+    name: options.name,
+    backend: options.backend,
+    store: options.store ?? options.backend?.store,
+    checkpoints: options.checkpoints ?? options.backend?.checkpoints,
+    handler: () => undefined,
+    leaderLock: options.leaderLock,
+    types: options.types,
+    batchSize: options.batchSize,
+    pollIntervalMs: options.pollIntervalMs,
+    stopCallTimeoutMs: options.stopCallTimeoutMs,
+    logger: options.logger,
+    partitions: options.partitions,
+    partitionKey: options.partitionKey,
+    members: options.members,
+    rebalanceIntervalMs: options.rebalanceIntervalMs,
+  };
 }

@@ -146,6 +146,7 @@ export class AutomationRunner<E extends EventShape = EventShape, P = unknown> {
       source: engine.source,
       onStateChange: engine.onStateChange,
       routineStandby: engine.routineStandby,
+      prepare: engine.prepare,
       outstandingWork: work,
       kind: 'automation',
       work: () => {

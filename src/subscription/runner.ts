@@ -199,7 +199,8 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
       // would be fenced too, and the lock comes straight back: without a pause that loop would spin
       // (on the memory registry in microtasks alone, so that no timer, not even a stop(), ever ran).
       let fencedInARow = 0;
-      while (!this.#stop.signal.aborted) {
+      const prepared = this.#engine.prepare ? await this.#engine.prepare(this.#stop.signal) : true;
+      while (prepared && !this.#stop.signal.aborted) {
         if (fencedInARow >= 2) {
           await delay(this.#pollIntervalMs, this.#stop.signal).catch(() => undefined);
           if (this.#stop.signal.aborted) break;

@@ -2,6 +2,7 @@ import { InvalidArgumentError } from '../core/errors.js';
 import type { EventShape } from '../core/event.js';
 import { consoleLogger } from '../core/logger.js';
 import { milliseconds, positiveInteger } from '../core/validate.js';
+import { adoptLayoutPatiently } from './partition/layout.js';
 import { checkPartitions } from './partition/naming.js';
 import { PartitionSet } from './partition/partition-set.js';
 import type { Lane, PartitionSlot } from './partition/partition-set.js';
@@ -30,7 +31,9 @@ export class Subscription<E extends EventShape = EventShape> {
       if (options.partitionKey !== undefined) {
         throw new InvalidArgumentError(`Subscription "${String(options.name)}": partitionKey needs partitions (the number of partitions to split the events into).`);
       }
-      this.#runner = new SubscriptionRunner(options, engine);
+      // A plain subscription (not an automation's or a view's) may have run partitioned before.
+      const prepare = engine.kind === undefined ? layoutCheck(`Subscription "${String(options.name)}"`, options) : undefined;
+      this.#runner = new SubscriptionRunner(options, prepare ? { ...engine, prepare } : engine);
       return;
     }
     this.#partitions = partitionSet(`Subscription "${String(options.name)}"`, options, (slot) => {
@@ -126,6 +129,17 @@ export function partitionSet<E extends EventShape, S>(
     logger: options.logger ?? consoleLogger(),
     lane,
   });
+}
+
+/**
+ * For an unpartitioned runner: before it runs, the checkpoints of a partitioned past (if any) become
+ * its own (from the lowest of them), once no node runs those partitions. See layout.ts.
+ */
+export function layoutCheck<E extends EventShape>(owner: string, options: SubscriptionOptions<E>): (signal: AbortSignal) => Promise<boolean> {
+  const { checkpoints, leaderLock } = subscriptionParts(options);
+  const logger = options.logger ?? consoleLogger();
+  const pollIntervalMs = options.pollIntervalMs ?? 500;
+  return (signal) => adoptLayoutPatiently({ owner, name: options.name, partitions: 1, checkpoints, locks: leaderLock, logger, signal, pollIntervalMs });
 }
 
 /** A partitioned runner's status: the partitions this node leads make its position and lag. */

@@ -242,4 +242,9 @@ export interface EngineHooks<E extends EventShape = EventShape> {
    * warning, and not counted as a lock denial.
    */
   routineStandby?: boolean;
+  /**
+   * Runs once per start, before the first leadership: the check that the partition count in use is
+   * this runner's (see layout.ts). Resolves false when stopped first; a throw fails the run.
+   */
+  prepare?: (signal: AbortSignal) => Promise<boolean>;
 }

@@ -188,3 +188,20 @@ test('re-partitioning from a layout where a partition never saved a checkpoint s
   await subscription.stop();
   await backend.close();
 });
+
+test('going back from partitions to none: the subscription resumes from the lowest partition checkpoint', async () => {
+  const backend = memory<Ev>();
+  const total = await seed(backend, 8, 3);
+  const seen: Recorded<Ev>[] = [];
+  const partitioned = new Subscription<Ev>({ backend, name: 'back', partitions: 4, logger: silentLogger, handler: (event) => void seen.push(event) });
+  await partitioned.start();
+  await waitUntil(() => seen.length === total);
+  await partitioned.stop();
+  const more = await seed(backend, 8, 1);
+  const plain = new Subscription<Ev>({ backend, name: 'back', startFrom: 'end', logger: silentLogger, handler: (event) => void seen.push(event) });
+  await plain.start();
+  await waitUntil(() => seen.length === total + more, { message: 'the events appended after the partitioned run, not skipped by startFrom end' });
+  checkOnceInOrder(seen, total + more);
+  await plain.stop();
+  await backend.close();
+});

@@ -2,6 +2,8 @@ import type { CheckpointInfo, CheckpointStore } from '../../core/checkpoint.js';
 import { PartitionCountError } from '../../core/errors.js';
 import type { Lease, LockRegistry } from '../../core/lock.js';
 import type { Logger } from '../../core/logger.js';
+import { delay } from '../../core/retry.js';
+import { isTransient } from '../checkpointing.js';
 import { parsePartitionName, partitionName } from './naming.js';
 
 export interface LayoutOptions {
@@ -33,6 +35,9 @@ interface Layout {
  * at once would give one key to two nodes. Nodes serialise on the lock `<name>#layout`.
  */
 export async function adoptLayout(o: LayoutOptions): Promise<void> {
+  // The common case, this count in use (or none at all), takes one read and no lock.
+  const seen = latestLayout(await o.checkpoints.list(), o.name);
+  if (seen === undefined || seen.count === o.partitions) return;
   const layoutLock = o.locks ? await o.locks.acquire(`${o.name}#layout`, { signal: o.signal }) : undefined;
   try {
     const current = latestLayout(await o.checkpoints.list(), o.name);
@@ -42,12 +47,10 @@ export async function adoptLayout(o: LayoutOptions): Promise<void> {
       // An old partition that never saved a checkpoint never handled anything: start from the beginning.
       const complete = current.checkpoints.length >= current.count;
       const from = complete ? Math.min(...current.checkpoints.map((checkpoint) => checkpoint.position)) : 0;
-      for (let partition = 0; partition < o.partitions; partition++) {
-        await seed(o, partitionName(o.name, partition, o.partitions), from);
-      }
+      for (const name of namesOf(o.name, o.partitions)) await seed(o, name, from);
       o.logger.warn(
         { subscription: o.name, from: current.count, to: o.partitions, position: from },
-        `${o.owner}: re-partitioned from ${describeCount(current.count)} to ${o.partitions} partitions; every partition starts after position ${from}, ` +
+        `${o.owner}: re-partitioned from ${describeCount(current.count)} to ${describeCount(o.partitions)}; it starts after position ${from}, ` +
           'the lowest checkpoint of the old ones: events between it and each old checkpoint are delivered again.',
       );
     } finally {
@@ -129,4 +132,23 @@ async function seed(o: LayoutOptions, name: string, from: number): Promise<void>
 
 function describeCount(count: number): string {
   return count === 1 ? 'no partitions' : `${count} partitions`;
+}
+
+/**
+ * adoptLayout, waiting out transient failures (a database restarting) until `signal` fires; false
+ * when it fired first. Throws what waiting will not heal (PartitionCountError among them).
+ */
+export async function adoptLayoutPatiently(o: LayoutOptions & { pollIntervalMs: number }): Promise<boolean> {
+  for (let attempt = 1; !o.signal.aborted; attempt++) {
+    try {
+      await adoptLayout(o);
+      return true;
+    } catch (error) {
+      if (o.signal.aborted) return false;
+      if (!isTransient(error)) throw error;
+      o.logger.warn({ subscription: o.name, attempt, err: error }, `${o.owner}: checking its partition count failed; retrying`);
+      await delay(o.pollIntervalMs, o.signal).catch(() => undefined);
+    }
+  }
+  return false;
 }

@@ -9,12 +9,11 @@ import type { LockRegistry } from '../../core/lock.js';
 import type { Logger } from '../../core/logger.js';
 import type { LiveMember, MemberRegistry } from '../../core/members.js';
 import type { EventStore } from '../../core/store.js';
-import { delay } from '../../core/retry.js';
 import { isTransient } from '../checkpointing.js';
 import type { EventSource } from '../reading.js';
 import type { SubscriptionState } from '../types.js';
 import { instruments, TelemetryAttribute } from '../../telemetry/telemetry.js';
-import { adoptLayout } from './layout.js';
+import { adoptLayoutPatiently } from './layout.js';
 import { partitionName } from './naming.js';
 import { SharedLog } from './shared-log.js';
 
@@ -169,7 +168,7 @@ export class PartitionSet<E extends EventShape, S> {
       if (group === this.#o.name) this.#requestCheck();
     });
     try {
-      if (!(await this.#adoptLayout())) return;
+      if (!(await adoptLayoutPatiently({ ...this.#o, signal: this.#stop.signal }))) return;
       let first = true;
       while (!this.#stop.signal.aborted && !this.#failure) {
         this.#wakeRequested = false;
@@ -196,22 +195,6 @@ export class PartitionSet<E extends EventShape, S> {
       await Promise.all(this.lanes.map((lane) => lane.stop()));
       this.#run = undefined;
     }
-  }
-
-  /** Waits out transient failures (a database restarting); false when stopped first. */
-  async #adoptLayout(): Promise<boolean> {
-    for (let attempt = 1; !this.#stop.signal.aborted; attempt++) {
-      try {
-        await adoptLayout({ ...this.#o, signal: this.#stop.signal });
-        return true;
-      } catch (error) {
-        if (this.#stop.signal.aborted) return false;
-        if (!isTransient(error)) throw error;
-        this.#o.logger.warn({ subscription: this.#o.name, attempt, err: error }, `${this.#o.owner}: checking its partition count failed; retrying`);
-        await delay(this.#o.pollIntervalMs, this.#stop.signal).catch(() => undefined);
-      }
-    }
-    return false;
   }
 
   /** Renews the membership, then starts or stops lanes to hold this node's share. */
