@@ -2,6 +2,7 @@ import type { CheckpointInfo, CheckpointStore } from '../../core/checkpoint.js';
 import { PartitionCountError } from '../../core/errors.js';
 import type { Lease, LockRegistry } from '../../core/lock.js';
 import type { Logger } from '../../core/logger.js';
+import { unlessAborted } from '../../core/deadline.js';
 import { delay } from '../../core/retry.js';
 import { isTransient } from '../checkpointing.js';
 import { parsePartitionName, partitionName } from './naming.js';
@@ -141,8 +142,8 @@ function describeCount(count: number): string {
 export async function adoptLayoutPatiently(o: LayoutOptions & { pollIntervalMs: number }): Promise<boolean> {
   for (let attempt = 1; !o.signal.aborted; attempt++) {
     try {
-      await adoptLayout(o);
-      return true;
+      // A database that stopped answering must not hold a stop(): the check is given up at once.
+      return await unlessAborted(adoptLayout(o).then(() => true), o.signal, false);
     } catch (error) {
       if (o.signal.aborted) return false;
       if (!isTransient(error)) throw error;

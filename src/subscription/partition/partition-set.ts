@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Attributes } from '@opentelemetry/api';
 import type { CheckpointStore } from '../../core/checkpoint.js';
-import { within } from '../../core/deadline.js';
+import { unlessAborted, within } from '../../core/deadline.js';
 import { AlreadyStartedError, describeError, PartitionCountError } from '../../core/errors.js';
 import type { EventShape, Recorded } from '../../core/event.js';
 import type { LockRegistry } from '../../core/lock.js';
@@ -201,7 +201,10 @@ export class PartitionSet<E extends EventShape, S> {
   async #check(first: boolean): Promise<void> {
     const { members, partitions, name, owner } = this.#o;
     if (members) {
-      const live = await members.heartbeat(name, { id: this.nodeId, partitions, ttlMs: this.#o.rebalanceIntervalMs * HEARTBEATS_PER_TTL });
+      // A database that stopped answering must not hold a stop(): the heartbeat is given up at once.
+      const beat = members.heartbeat(name, { id: this.nodeId, partitions, ttlMs: this.#o.rebalanceIntervalMs * HEARTBEATS_PER_TTL });
+      const live = await unlessAborted(beat, this.#stop.signal, undefined);
+      if (live === undefined) return;
       const others = live.filter((member) => member.partitions !== partitions);
       if (others.length > 0) {
         const message =
