@@ -65,7 +65,7 @@ export const MetricName = {
   WorkAbandoned: 'eskit.work.abandoned',
   /**
    * Counter, `{check}`: rebalance checks at which this node had held fewer partitions than its share
-   * (ceil(partitions / live nodes)) for a while: their holders do not let them go (see docs/scaling.md).
+   * (about partitions / live nodes) for a while: their holders do not let them go (see docs/scaling.md).
    */
   PartitionShareShort: 'eskit.partitions.share_short',
 } as const;

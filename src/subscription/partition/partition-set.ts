@@ -69,7 +69,7 @@ const HEARTBEATS_PER_TTL = 4;
  *
  * Sharing out (with leader election): every rebalance interval, and at once when a node joins or
  * leaves, this node renews its membership and counts the live members; its share is
- * ceil(partitions / members). Below it, every partition it does not hold stands by for its lock (so a
+ * about partitions / members (see `share`). Below it, every partition it does not hold stands by for its lock (so a
  * released or orphaned partition is taken at once); at it, the standbys stop; above it (it took more
  * while others were gone), it stops the partitions over its share, which drains their work, saves
  * their checkpoints and releases their locks to the nodes below their share. No leader decides: the
@@ -131,10 +131,19 @@ export class PartitionSet<E extends EventShape, S> {
     return this.#members;
   }
 
-  /** The partitions this node may hold now: ceil(partitions / live members), or all without election. */
+  /**
+   * The partitions this node may hold now, or all without election: floor(partitions / live members),
+   * one more for the first `partitions mod members` of them by id, so that the shares add up to the
+   * count exactly. (Each taking ceil(partitions / members) left a joining node with none whenever the
+   * ceil did not change: 4 partitions on 3 nodes held 2 + 2 + 0, and the third warned for good.)
+   */
   get share(): number {
     if (!this.#o.members) return this.#o.partitions;
-    return Math.ceil(this.#o.partitions / Math.max(1, this.#members.length));
+    const members = Math.max(1, this.#members.length);
+    const index = this.#members.findIndex((member) => member.id === this.nodeId);
+    // Not counted yet (before the first heartbeat): the most it could be given.
+    if (index < 0) return Math.ceil(this.#o.partitions / members);
+    return Math.floor(this.#o.partitions / members) + (index < this.#o.partitions % members ? 1 : 0);
   }
 
   async start(): Promise<void> {
@@ -216,11 +225,11 @@ export class PartitionSet<E extends EventShape, S> {
       this.#members = live.filter((member) => member.partitions === partitions);
       if (this.#stop.signal.aborted) return;
     }
-    this.#balance();
+    this.#balance(true);
   }
 
   /** Starts or stops lanes so that this node holds its share (see the class comment). */
-  #balance(): void {
+  #balance(heartbeat = false): void {
     if (this.#stop.signal.aborted || this.#failure) return;
     const share = this.share;
     const leading = this.lanes.filter((lane) => lane.state === 'leading' && !this.#releasing.has(lane));
@@ -233,7 +242,7 @@ export class PartitionSet<E extends EventShape, S> {
       if (held >= share && running) this.#release(lane);
       else if (held < share && !running) this.#startLane(lane);
     }
-    this.#reportShort(held, share);
+    this.#reportShort(held, share, heartbeat);
   }
 
   /** Starts a lane; it stays active until its run is over (a stop, or a failure that fails the set). */
@@ -283,11 +292,13 @@ export class PartitionSet<E extends EventShape, S> {
     this.#wake?.();
   }
 
-  #reportShort(held: number, share: number): void {
+  /** Counts only heartbeat checks short of the share: a move passes through many balances in a few ms. */
+  #reportShort(held: number, share: number, heartbeat: boolean): void {
     if (!this.#o.members || held >= share) {
       this.#shortChecks = 0;
       return;
     }
+    if (!heartbeat) return;
     this.#shortChecks += 1;
     if (this.#shortChecks < SHORT_CHECKS_BEFORE_WARNING) return;
     instruments().partitionShareShort.add(1, this.#attributes);
