@@ -15,6 +15,11 @@ export interface LockRegistry {
 export interface AcquireOptions {
   signal?: AbortSignal;
   onWaiting?: () => void;
+  /**
+   * Waiting is routine (a partition that another node holds, of the many a node stands by for): the
+   * registry logs it, and the grant, at debug level instead of as a warning.
+   */
+  routine?: boolean;
 }
 
 export interface Lease {

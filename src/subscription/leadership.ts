@@ -39,6 +39,7 @@ export class Leadership {
     try {
       const lease = await registry.acquire(name, {
         signal: stop,
+        routine: this.o.routineStandby,
         onWaiting: () => {
           this.denied = true;
           this.o.onChange?.();

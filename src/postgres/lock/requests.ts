@@ -17,6 +17,8 @@ interface Request {
   /** onWaiting was called (the first attempt was denied, or this node already holds the lock). */
   waiting: boolean;
   readonly onWaiting: (() => void) | undefined;
+  /** See AcquireOptions.routine. */
+  readonly routine: boolean;
   grant(lease: PostgresLease): void;
   fail(error: unknown): void;
 }
@@ -90,6 +92,7 @@ export class LockRequests {
         key: this.#host.keys.of(name).key,
         waiting: false,
         onWaiting: options.onWaiting,
+        routine: options.routine === true,
         grant: (lease) => {
           if (settle()) resolve(lease);
         },
@@ -175,7 +178,9 @@ export class LockRequests {
   #markWaiting(request: Request, why: string): void {
     if (request.waiting) return;
     request.waiting = true;
-    this.#host.logger.warn(
+    const log = request.routine ? this.#host.logger.debug : this.#host.logger.warn;
+    log.call(
+      this.#host.logger,
       { lock: request.name, holder: this.#host.holderId, schema: this.#host.schema },
       `Lock "${request.name}" is held ${why}; this node stands by and takes over when it is free`,
     );
@@ -333,11 +338,8 @@ export class LockRequests {
     const lease = new PostgresLease(name, key, fencingToken, connection, (released) => host.release(released));
     host.held.set(name, lease);
     this.#stopWaiting(name);
-    if (request.waiting) {
-      host.logger.info({ lock: name, fencingToken, holder: host.holderId }, `Lock "${name}" acquired after waiting (fencing token ${fencingToken})`);
-    } else {
-      host.logger.info({ lock: name, fencingToken, holder: host.holderId }, `Lock "${name}" acquired (fencing token ${fencingToken})`);
-    }
+    const log = request.routine ? host.logger.debug : host.logger.info;
+    log.call(host.logger, { lock: name, fencingToken, holder: host.holderId }, `Lock "${name}" acquired${request.waiting ? ' after waiting' : ''} (fencing token ${fencingToken})`);
     request.grant(lease);
     // Further acquires of the same name in this process now wait for this lease.
     for (const other of this.#requests.get(name) ?? []) this.#markWaiting(other, 'by this node, through another lease');
