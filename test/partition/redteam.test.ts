@@ -2,6 +2,7 @@
 // the shared reader, the layout check or the facades could lose, repeat or stall work. Each failed
 // before the fix named in its comment.
 import { test } from 'node:test';
+import type { CheckpointStore } from '../../src/core/checkpoint.js';
 import { memory } from '../../src/memory/index.js';
 import { Subscription } from '../../src/subscription/subscription.js';
 import type { Recorded } from '../../src/core/event.js';
@@ -9,6 +10,20 @@ import { silentLogger } from '../../src/core/logger.js';
 import { waitUntil } from '../../src/testing/wait.js';
 
 type Ev = { type: 'Happened'; data: { n: number; customer: string } };
+type Backend = ReturnType<typeof memory<Ev>>;
+
+async function seed(backend: Backend, streams: number, perStream: number): Promise<number> {
+  let count = 0;
+  for (let round = 0; round < perStream; round++) {
+    for (let stream = 0; stream < streams; stream++) {
+      await backend.store.append(`s-${stream}`, [{ type: 'Happened', data: { n: round, customer: `c-${stream % 3}` } }]);
+      count += 1;
+    }
+  }
+  return count;
+}
+
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function leading(subscription: Subscription<Ev>): Promise<number> {
   return ((await subscription.status()).partitions ?? []).filter((partition) => partition.state === 'leading').length;
@@ -31,5 +46,50 @@ test('a node that joins when ceil(N / nodes) does not change still gets partitio
   await waitUntil(async () => (await leading(c)) >= 1, { timeoutMs: 2_000, message: 'the third node to own a partition within 2 s' });
   await waitUntil(async () => (await leading(a)) + (await leading(b)) + (await leading(c)) === 4, { message: 'all 4 held' });
   await Promise.all([a.stop(), b.stop(), c.stop()]);
+  await backend.close();
+});
+
+/** A checkpoint store whose `failAt`-th save fails once, as a dropped connection would (a transient error). */
+function failingOnce(inner: CheckpointStore, failAt: number): CheckpointStore {
+  let saves = 0;
+  return {
+    load: (name) => inner.load(name),
+    claim: (name, token) => inner.claim(name, token),
+    list: () => inner.list(),
+    async save(name, position, options) {
+      saves += 1;
+      if (saves === failAt) throw new Error('connection reset (injected)');
+      return inner.save(name, position, options);
+    },
+  };
+}
+
+test('a re-partition cut short by a transient failure is finished on the retry: no new partition starts from startFrom', async () => {
+  // Before: the retry found the new count's partitions saved last (the one seeded before the failure),
+  // took the new layout as adopted, and the partitions never seeded started from startFrom ('end':
+  // their events appended since the old checkpoint were skipped).
+  const backend = memory<Ev>();
+  const total = await seed(backend, 8, 3);
+  const seen: Recorded<Ev>[] = [];
+  const plain = new Subscription<Ev>({ backend, name: 'partial', logger: silentLogger, handler: (event) => void seen.push(event) });
+  await plain.start();
+  await waitUntil(() => seen.length === total);
+  await plain.stop();
+  const more = await seed(backend, 8, 1);
+  await pause(5);
+  const partitioned = new Subscription<Ev>({
+    store: backend.store,
+    checkpoints: failingOnce(backend.checkpoints, 2),
+    leaderLock: false,
+    name: 'partial',
+    partitions: 4,
+    startFrom: 'end',
+    pollIntervalMs: 20,
+    logger: silentLogger,
+    handler: (event) => void seen.push(event),
+  });
+  await partitioned.start();
+  await waitUntil(() => seen.length >= total + more, { timeoutMs: 2_000, message: 'the events appended after the old checkpoint' });
+  await partitioned.stop();
   await backend.close();
 });

@@ -37,18 +37,18 @@ interface Layout {
  */
 export async function adoptLayout(o: LayoutOptions): Promise<void> {
   // The common case, this count in use (or none at all), takes one read and no lock.
-  const seen = latestLayout(await o.checkpoints.list(), o.name);
-  if (seen === undefined || seen.count === o.partitions) return;
+  if (!toAdopt(await o.checkpoints.list(), o)) return;
   const layoutLock = o.locks ? await o.locks.acquire(`${o.name}#layout`, { signal: o.signal }) : undefined;
   try {
-    const current = latestLayout(await o.checkpoints.list(), o.name);
-    if (current === undefined || current.count === o.partitions) return;
+    const adopt = toAdopt(await o.checkpoints.list(), o);
+    if (!adopt) return;
+    const { current, names } = adopt;
     const held = await holdAll(o.locks, namesOf(o.name, current.count), o.owner, current.count);
     try {
       // An old partition that never saved a checkpoint never handled anything: start from the beginning.
       const complete = current.checkpoints.length >= current.count;
       const from = complete ? Math.min(...current.checkpoints.map((checkpoint) => checkpoint.position)) : 0;
-      for (const name of namesOf(o.name, o.partitions)) await seed(o, name, from);
+      for (const name of names) await seed(o, name, from);
       o.logger.warn(
         { subscription: o.name, from: current.count, to: o.partitions, position: from },
         `${o.owner}: re-partitioned from ${describeCount(current.count)} to ${describeCount(o.partitions)}; it starts after position ${from}, ` +
@@ -62,8 +62,28 @@ export async function adoptLayout(o: LayoutOptions): Promise<void> {
   }
 }
 
-/** The layout whose checkpoints were saved last: the one the runner used most recently. */
-function latestLayout(all: readonly CheckpointInfo[], name: string): Layout | undefined {
+/**
+ * The old layout to start from, and the partitions of this count still to seed from it; undefined when
+ * this count is in use (or none was ever used).
+ *
+ * A re-partition that stopped half-way (a transient failure between two seeds, a stop() that gave up
+ * on it, a crash) leaves this count saved last with some partitions seeded and the others without a
+ * checkpoint: those are seeded now from the layout used before, instead of starting from `startFrom`
+ * (which with 'end' skipped their events, with 'beginning' delivered everything again). Every
+ * partition of an adopted layout was seeded, so a missing one next to an older layout is that case.
+ */
+function toAdopt(all: readonly CheckpointInfo[], o: LayoutOptions): { current: Layout; names: string[] } | undefined {
+  const [latest, ...older] = layoutsOf(all, o.name);
+  if (latest === undefined) return undefined;
+  if (latest.count !== o.partitions) return { current: latest, names: namesOf(o.name, o.partitions) };
+  const previous = older[0];
+  if (previous === undefined || latest.checkpoints.length >= latest.count) return undefined;
+  const seeded = new Set(latest.checkpoints.map((checkpoint) => checkpoint.name));
+  return { current: previous, names: namesOf(o.name, o.partitions).filter((name) => !seeded.has(name)) };
+}
+
+/** The layouts of the runner's checkpoints, the one saved last (the one used most recently) first. */
+function layoutsOf(all: readonly CheckpointInfo[], name: string): Layout[] {
   const layouts = new Map<number, Layout>();
   for (const checkpoint of all) {
     const count = checkpoint.name === name ? 1 : parsePartitionName(name, checkpoint.name)?.partitions;
@@ -73,9 +93,8 @@ function latestLayout(all: readonly CheckpointInfo[], name: string): Layout | un
     layout.checkpoints.push(checkpoint);
     layout.lastSaved = Math.max(layout.lastSaved, checkpoint.updatedAt.getTime());
   }
-  let latest: Layout | undefined;
-  for (const layout of layouts.values()) if (!latest || layout.lastSaved > latest.lastSaved) latest = layout;
-  return latest;
+  // Stable: on a tie, the order of `all` decides, as it did when only the latest was picked.
+  return [...layouts.values()].sort((a, b) => b.lastSaved - a.lastSaved);
 }
 
 function namesOf(name: string, count: number): string[] {
