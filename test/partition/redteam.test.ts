@@ -1,6 +1,7 @@
 // Red team of the partitioned-runner core (issue 17): each test attacks one way the partition set,
 // the shared reader, the layout check or the facades could lose, repeat or stall work. Each failed
 // before the fix named in its comment.
+import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { CheckpointStore } from '../../src/core/checkpoint.js';
 import { memory } from '../../src/memory/index.js';
@@ -91,5 +92,33 @@ test('a re-partition cut short by a transient failure is finished on the retry: 
   await partitioned.start();
   await waitUntil(() => seen.length >= total + more, { timeoutMs: 2_000, message: 'the events appended after the old checkpoint' });
   await partitioned.stop();
+  await backend.close();
+});
+
+test('a partitionKey that throws fails the runner (done rejects, naming the event) instead of retrying the read forever', async () => {
+  // Before: the throw came out of the shared read, counted as transient (not an eskit error), and every
+  // partition warned "reading events failed; retrying" each poll interval for good: done never settled.
+  const backend = memory<Ev>();
+  await seed(backend, 4, 2);
+  const warnings: string[] = [];
+  const logger = { ...silentLogger, warn: (_fields: object, message: string) => void warnings.push(message) };
+  const subscription = new Subscription<Ev>({
+    backend,
+    name: 'bad-key',
+    partitions: 4,
+    pollIntervalMs: 10,
+    logger,
+    partitionKey: (event) => {
+      if (event.position === 3) throw new TypeError('no customer');
+      return event.data.customer;
+    },
+    handler: () => undefined,
+  });
+  await subscription.start();
+  const outcome = await Promise.race([subscription.done.then(() => 'resolved', (error: Error) => error), pause(1_000).then(() => 'still running')]);
+  await subscription.stop();
+  assert.ok(outcome instanceof Error, `done: ${String(outcome)}, after ${warnings.length} warnings`);
+  assert.match(outcome.message, /partitionKey/);
+  assert.match(outcome.message, /position 3/);
   await backend.close();
 });

@@ -1,3 +1,4 @@
+import { describeError, ErrorCode, EskitError } from '../../core/errors.js';
 import type { EventShape, Recorded } from '../../core/event.js';
 import type { Logger } from '../../core/logger.js';
 import type { EventStore } from '../../core/store.js';
@@ -151,7 +152,20 @@ export class SharedLog<E extends EventShape> {
   }
 
   #partitionOf(event: Recorded<E>): number {
-    return partitionOf(this.o.partitionKey(event), this.o.partitions);
+    let key: string;
+    try {
+      key = this.o.partitionKey(event);
+    } catch (error) {
+      // Not transient: the same event gets the same answer on every read. Thrown as it was, it counted
+      // as a read failure to wait out, and every partition retried (and warned) each poll, for good.
+      throw new EskitError(
+        ErrorCode.InvalidArgument,
+        `Partitioned runner "${this.o.name}": partitionKey threw for the event at position ${event.position} (stream "${event.streamId}", type ${event.type}): ${describeError(error)}. ` +
+          'It must return a key for every event the runner reads.',
+        { cause: error },
+      );
+    }
+    return partitionOf(key, this.o.partitions);
   }
 }
 
