@@ -71,10 +71,14 @@ export interface ViewMeta {
 }
 
 /**
- * One view's tables, checkpoint and rebuilds in the adapter's database. Every method that writes runs
+ * One view's tables, checkpoints and rebuilds in the adapter's database. Every method that writes runs
  * in one transaction of its own; `applyLive` and `saveCheckpoint` check the generation (and
  * `applyShadow` and `swap` the rebuild id) inside that transaction, and throw `ViewFencedError` when
  * it changed.
+ *
+ * A view has one checkpoint per lane: its own name unpartitioned, `<name>#<p>/<N>` for each partition
+ * (see `isViewCheckpoint`). Every lane writes the same tables; each commits its own checkpoint with
+ * its writes, fenced by its own lease's token.
  */
 export interface SqlViewBackend<E extends EventShape> {
   /** The live table `name`, ready for SQL text. */
@@ -82,12 +86,13 @@ export interface SqlViewBackend<E extends EventShape> {
   /** Creates the versions table and, for a view never set up, its tables (at `version`). */
   ensureSetup(version: number): Promise<ViewMeta>;
   readMeta(): Promise<ViewMeta | undefined>;
-  loadCheckpoint(): Promise<number | undefined>;
-  claimCheckpoint(fencingToken: number): Promise<number | undefined>;
+  loadCheckpoint(checkpoint: string): Promise<number | undefined>;
+  claimCheckpoint(checkpoint: string, fencingToken: number): Promise<number | undefined>;
+  /** The view's saved checkpoints, of every lane and partition count (`isViewCheckpoint`), by name. */
   listCheckpoints(): Promise<CheckpointInfo[]>;
-  /** evolve for each event, then the checkpoint (fenced by the token), in one transaction. */
-  applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void>;
-  saveCheckpoint(position: number, generation: number, fencingToken: number | undefined): Promise<void>;
+  /** evolve for each event, then the lane's checkpoint (fenced by the token), in one transaction. */
+  applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined, checkpoint: string): Promise<void>;
+  saveCheckpoint(checkpoint: string, position: number, generation: number, fencingToken: number | undefined): Promise<void>;
   /** The position of the last event of the view's types in (after, upTo]; 0 when there is none. */
   lastRelevant(after: number, upTo: number): Promise<number>;
   /** Events of the view's types in (after, upTo]. */
@@ -97,14 +102,33 @@ export interface SqlViewBackend<E extends EventShape> {
   applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void>;
   /**
    * In one transaction: applies to the shadow tables the events the live view has applied beyond
-   * `position` (the live view is kept from moving meanwhile, or the swap notices that it did), swaps
-   * the shadow tables in, and sets the checkpoint where the shadow got. Returns that position and the
-   * events applied here, or 'behind' (changing nothing) when it has to be tried again after another
-   * round of catching up.
+   * `position` (the live view is kept from moving meanwhile, or the swap notices that any of its
+   * checkpoints did), swaps the shadow tables in, and sets every checkpoint of the view (each lane's,
+   * of any partition count, and `checkpoints`, the rebuilder's own lanes, written last) where the
+   * shadow got. Returns that position and the events applied here, or 'behind' (changing nothing) when
+   * it has to be tried again after another round of catching up.
    */
-  swap(rebuildId: string, generation: number, position: number, version: number): Promise<{ position: number; applied: number } | 'behind'>;
+  swap(
+    rebuildId: string,
+    generation: number,
+    position: number,
+    version: number,
+    checkpoints: readonly string[],
+  ): Promise<{ position: number; applied: number } | 'behind'>;
   /** Drops the shadow tables if the rebuild is still ours. */
   abandonRebuild(rebuildId: string, generation: number): Promise<void>;
+}
+
+/**
+ * Whether the checkpoint `name` is one of view `view`'s: its own, or a partition's, `<view>#<p>/<N>`
+ * (the runner names of src/subscription/partition/naming.ts). Adapters select the rows by the prefix,
+ * then keep these, so that a view named `<view>#eu` is not taken for one of them.
+ */
+export function isViewCheckpoint(view: string, name: string): boolean {
+  if (name === view) return true;
+  if (!name.startsWith(`${view}#`)) return false;
+  const match = /^(\d+)\/(\d+)$/.exec(name.slice(view.length + 1));
+  return match !== null && Number(match[1]) < Number(match[2]);
 }
 
 // Room for the shadow suffix (`__rebuild_<generation>`) within PostgreSQL's 63-byte identifiers.

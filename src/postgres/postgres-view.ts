@@ -5,7 +5,7 @@ import type { CheckpointInfo } from '../core/checkpoint.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import { InvalidArgumentError, StoreClosedError, ViewFencedError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
-import { assertOwnTables, checkTableName, setupNames, shadowName } from '../core/view-backend.js';
+import { assertOwnTables, checkTableName, isViewCheckpoint, setupNames, shadowName } from '../core/view-backend.js';
 import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
 import { translateError } from './errors.js';
 import { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
@@ -40,6 +40,9 @@ declare module '../cli/config.js' {
     postgres: PostgresViews<E>;
   }
 }
+
+/** The checkpoint rows named like view $1's (`isViewCheckpoint` keeps its own among them). */
+const VIEW_CHECKPOINTS = `(name = $1 OR left(name, char_length($1) + 1) = $1 || '#')`;
 
 /** How long a swap waits for readers to let go of the live tables before it tries again. */
 const SWAP_LOCK_TIMEOUT_MS = 200;
@@ -152,31 +155,43 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     }
   }
 
-  loadCheckpoint(): Promise<number | undefined> {
-    return this.#checkpoints.load(this.#name);
+  loadCheckpoint(checkpoint: string): Promise<number | undefined> {
+    return this.#checkpoints.load(checkpoint);
   }
 
-  claimCheckpoint(fencingToken: number): Promise<number | undefined> {
-    return this.#checkpoints.claim(this.#name, fencingToken);
+  claimCheckpoint(checkpoint: string, fencingToken: number): Promise<number | undefined> {
+    return this.#checkpoints.claim(checkpoint, fencingToken);
   }
 
-  listCheckpoints(): Promise<CheckpointInfo[]> {
-    return this.#checkpoints.list();
+  async listCheckpoints(): Promise<CheckpointInfo[]> {
+    const result = await this.#query({
+      rowMode: 'array',
+      text: `SELECT name, position, fencing_token, updated_at FROM ${this.#s}.checkpoints WHERE ${VIEW_CHECKPOINTS} AND position IS NOT NULL ORDER BY name`,
+      values: [this.#name],
+    });
+    return (result.rows as unknown as Array<[string, string, string, Date | string]>)
+      .filter(([name]) => isViewCheckpoint(this.#name, name))
+      .map(([name, position, token, updatedAt]) => ({
+        name,
+        position: Number(position),
+        fencingToken: Number(token),
+        updatedAt: updatedAt instanceof Date ? updatedAt : new Date(updatedAt),
+      }));
   }
 
-  async applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void> {
+  async applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined, checkpoint: string): Promise<void> {
     await this.#transaction(async (client) => {
       await this.#checkGeneration(client, generation);
       await this.#evolve(events, postgresViewTx(client, this.#name, this.#live));
       const position = (events[events.length - 1] as Recorded<E>).position;
-      await savePostgresCheckpoint(client, this.#name, position, { fencingToken, schema: this.#schema });
+      await savePostgresCheckpoint(client, checkpoint, position, { fencingToken, schema: this.#schema });
     });
   }
 
-  async saveCheckpoint(position: number, generation: number, fencingToken: number | undefined): Promise<void> {
+  async saveCheckpoint(checkpoint: string, position: number, generation: number, fencingToken: number | undefined): Promise<void> {
     await this.#transaction(async (client) => {
       await this.#checkGeneration(client, generation);
-      await savePostgresCheckpoint(client, this.#name, position, { fencingToken, schema: this.#schema });
+      await savePostgresCheckpoint(client, checkpoint, position, { fencingToken, schema: this.#schema });
     });
   }
 
@@ -222,7 +237,13 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     });
   }
 
-  async swap(rebuildId: string, generation: number, position: number, version: number): Promise<{ position: number; applied: number } | 'behind'> {
+  async swap(
+    rebuildId: string,
+    generation: number,
+    position: number,
+    version: number,
+    checkpoints: readonly string[],
+  ): Promise<{ position: number; applied: number } | 'behind'> {
     // The live view may be ahead of the shadow by what was appended during the last round. Those events
     // are read first, holding no connection (reading them inside the transaction would need a second
     // connection while live transactions wait on this one: a small pool could run dry), and applied
@@ -234,10 +255,16 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     try {
       return await this.#transaction(async (client) => {
         // FOR UPDATE first: live transactions (FOR SHARE) in flight finish before, later ones wait
-        // until after, so the live checkpoint read next stays where it is until the swap commits.
+        // until after, so the live checkpoints read next stay where they are until the swap commits.
         const meta = await this.#checkRebuild(client, rebuildId, ' FOR UPDATE');
-        const live = await client.query<[string | null]>({ rowMode: 'array', text: `SELECT position FROM ${this.#s}.checkpoints WHERE name = $1`, values: [this.#name] });
-        if (Number(live.rows[0]?.[0] ?? 0) > upTo) return 'behind';
+        const live = await client.query<[string, string | null]>({
+          rowMode: 'array',
+          text: `SELECT name, position FROM ${this.#s}.checkpoints WHERE ${VIEW_CHECKPOINTS}`,
+          values: [this.#name],
+        });
+        const lanes = live.rows.filter(([name]) => isViewCheckpoint(this.#name, name));
+        // Any lane further than the shadow (a partition passes the others' events too): another round.
+        if (lanes.some(([, at]) => Number(at ?? 0) > upTo)) return 'behind';
         const shadow = this.#shadowTx(client, generation);
         try {
           if (tail.length > 0) await this.#evolve(tail, shadow);
@@ -264,8 +291,14 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
           `UPDATE ${this.#s}.view_versions SET version = $2, generation = $3, tables = $4, rebuild_id = NULL, updated_at = clock_timestamp() WHERE name = $1`,
           [this.#name, version, generation, tables],
         );
-        // No token: the swap is not the leader. The leader's next write fails the generation check.
-        await savePostgresCheckpoint(client, this.#name, upTo, { schema: this.#schema });
+        // Every lane of every partition count the view has run with goes to the swap position, the
+        // rebuilder's own ones last (the latest saved: the layout in use), so that whichever count
+        // starts next begins there. No token: the swap is not the leader. The leaders' next writes
+        // fail the generation check, and they reload these.
+        const own = new Set(checkpoints);
+        for (const name of [...lanes.map(([name]) => name).filter((name) => !own.has(name)), ...own]) {
+          await savePostgresCheckpoint(client, name, upTo, { schema: this.#schema });
+        }
         return { position: upTo, applied: tail.length };
       });
     } catch (error) {

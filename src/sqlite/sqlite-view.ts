@@ -5,7 +5,7 @@ import type { CheckpointInfo } from '../core/checkpoint.js';
 import { InvalidArgumentError, PermanentFailure, ViewFencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { EventStore } from '../core/store.js';
-import { assertOwnTables, checkTableName, setupNames, shadowName } from '../core/view-backend.js';
+import { assertOwnTables, checkTableName, isViewCheckpoint, setupNames, shadowName } from '../core/view-backend.js';
 import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
 import { translateSqliteError } from './errors.js';
 import { saveSqliteCheckpoint, SQLITE_NOW_MS, SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
@@ -59,6 +59,9 @@ const CREATE_VERSIONS = `
     updated_at INTEGER NOT NULL
   )`;
 
+/** The checkpoint rows named like view @view's (`isViewCheckpoint` keeps its own among them). */
+const VIEW_CHECKPOINTS = "(name = @view OR substr(name, 1, length(@view) + 1) = @view || '#')";
+
 /** evolve failed on an event of the swap's tail. */
 class TailFailed extends Error {
   constructor(readonly error: unknown) {
@@ -77,7 +80,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #statements = new Map<string, Database.Statement>();
   readonly #live: SqliteViewTx;
   #shadow: { generation: number; tx: SqliteViewTx } | undefined;
-  #liveTransaction: Database.Transaction<(events: readonly Recorded<E>[], generation: number, token: number | undefined) => void> | undefined;
+  #liveTransaction: Database.Transaction<(events: readonly Recorded<E>[], generation: number, token: number | undefined, checkpoint: string) => void> | undefined;
 
   constructor(store: EventStore<E> & { readonly database: Database.Database }, spec: SqlViewSpec<E, SqliteViewTx, void>) {
     this.#db = store.database;
@@ -117,34 +120,41 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     return this.#run('read the view version', () => this.#meta());
   }
 
-  loadCheckpoint(): Promise<number | undefined> {
-    return this.#checkpoints.load(this.#name);
+  loadCheckpoint(checkpoint: string): Promise<number | undefined> {
+    return this.#checkpoints.load(checkpoint);
   }
 
-  claimCheckpoint(fencingToken: number): Promise<number | undefined> {
-    return this.#checkpoints.claim(this.#name, fencingToken);
+  claimCheckpoint(checkpoint: string, fencingToken: number): Promise<number | undefined> {
+    return this.#checkpoints.claim(checkpoint, fencingToken);
   }
 
-  listCheckpoints(): Promise<CheckpointInfo[]> {
-    return this.#checkpoints.list();
+  async listCheckpoints(): Promise<CheckpointInfo[]> {
+    const rows = this.#run('list the view\'s checkpoints', () =>
+      this.#prepare(`SELECT name, position, fencing_token, updated_at FROM eskit_checkpoints WHERE ${VIEW_CHECKPOINTS} AND position IS NOT NULL ORDER BY name`)
+        .raw()
+        .all({ view: this.#name }) as Array<[string, number, number, number]>,
+    );
+    return rows
+      .filter(([name]) => isViewCheckpoint(this.#name, name))
+      .map(([name, position, fencingToken, updatedAt]) => ({ name, position, fencingToken, updatedAt: new Date(updatedAt) }));
   }
 
-  async applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined): Promise<void> {
-    this.#liveTransaction ??= this.#db.transaction((batch, expected, token) => {
+  async applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined, checkpoint: string): Promise<void> {
+    this.#liveTransaction ??= this.#db.transaction((batch, expected, token, name) => {
       this.#checkGeneration(expected);
       this.#apply(batch, this.#live);
-      saveSqliteCheckpoint(this.#db, this.#name, (batch[batch.length - 1] as Recorded<E>).position, token);
+      saveSqliteCheckpoint(this.#db, name, (batch[batch.length - 1] as Recorded<E>).position, token);
     });
     const transaction = this.#liveTransaction;
-    this.#run(`update view "${this.#name}"`, () => transaction.immediate(events, generation, fencingToken));
+    this.#run(`update view "${this.#name}"`, () => transaction.immediate(events, generation, fencingToken, checkpoint));
   }
 
-  async saveCheckpoint(position: number, generation: number, fencingToken: number | undefined): Promise<void> {
+  async saveCheckpoint(checkpoint: string, position: number, generation: number, fencingToken: number | undefined): Promise<void> {
     this.#run(`save the checkpoint of view "${this.#name}"`, () =>
       this.#db
         .transaction(() => {
           this.#checkGeneration(generation);
-          saveSqliteCheckpoint(this.#db, this.#name, position, fencingToken);
+          saveSqliteCheckpoint(this.#db, checkpoint, position, fencingToken);
         })
         .immediate(),
     );
@@ -202,7 +212,13 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     );
   }
 
-  async swap(rebuildId: string, generation: number, position: number, version: number): Promise<{ position: number; applied: number } | 'behind'> {
+  async swap(
+    rebuildId: string,
+    generation: number,
+    position: number,
+    version: number,
+    checkpoints: readonly string[],
+  ): Promise<{ position: number; applied: number } | 'behind'> {
     // The live view may be ahead of the shadow by what was appended during the last round. Those events
     // are read here and applied inside the swap's transaction. Between this read and that transaction
     // only microtasks run (the driver is synchronous), so nothing in this process can append or move
@@ -213,7 +229,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     const upTo = Math.max(position, head, tail[tail.length - 1]?.position ?? 0);
     let outcome: { position: number; applied: number } | 'behind';
     try {
-      outcome = this.#run(`swap in the rebuilt view "${this.#name}"`, () => this.#db.transaction(() => this.#swap(rebuildId, generation, upTo, version, tail)).immediate());
+      outcome = this.#run(`swap in the rebuilt view "${this.#name}"`, () => this.#db.transaction(() => this.#swap(rebuildId, generation, upTo, version, tail, checkpoints)).immediate());
     } catch (error) {
       // Rolled back with the rest; the next round applies these events with the view's failure handling.
       if (error instanceof TailFailed) return 'behind';
@@ -223,10 +239,20 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     return outcome;
   }
 
-  #swap(rebuildId: string, generation: number, upTo: number, version: number, tail: readonly Recorded<E>[]): { position: number; applied: number } | 'behind' {
+  #swap(
+    rebuildId: string,
+    generation: number,
+    upTo: number,
+    version: number,
+    tail: readonly Recorded<E>[],
+    checkpoints: readonly string[],
+  ): { position: number; applied: number } | 'behind' {
     const meta = this.#checkRebuild(rebuildId);
-    const live = this.#prepare('SELECT position FROM eskit_checkpoints WHERE name = ?').pluck().get(this.#name) as number | null | undefined;
-    if ((live ?? 0) > upTo) return 'behind';
+    const lanes = (this.#prepare(`SELECT name, position FROM eskit_checkpoints WHERE ${VIEW_CHECKPOINTS}`).raw().all({ view: this.#name }) as Array<[string, number | null]>).filter(
+      ([name]) => isViewCheckpoint(this.#name, name),
+    );
+    // Any lane further than the shadow (a partition passes the others' events too): another round.
+    if (lanes.some(([, at]) => (at ?? 0) > upTo)) return 'behind';
     const tx = this.#shadowTx(generation);
     try {
       if (tail.length > 0) this.#apply(tail, tx);
@@ -245,8 +271,12 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       JSON.stringify(tables),
       this.#name,
     );
-    // No token: the swap is not the leader. The leader's next write fails the generation check.
-    saveSqliteCheckpoint(this.#db, this.#name, upTo);
+    // Every lane of every partition count the view has run with goes to the swap position, the
+    // rebuilder's own ones last (the latest saved: the layout in use), so that whichever count starts
+    // next begins there. No token: the swap is not the leader. The leaders' next writes fail the
+    // generation check, and they reload these.
+    const own = new Set(checkpoints);
+    for (const name of [...lanes.map(([name]) => name).filter((name) => !own.has(name)), ...own]) saveSqliteCheckpoint(this.#db, name, upTo);
     return { position: upTo, applied: tail.length };
   }
 

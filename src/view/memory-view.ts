@@ -129,6 +129,6 @@ export class MemoryView<S, E extends EventShape = EventShape> {
     const position = (events[events.length - 1] as Recorded<E>).position;
     this.#state = state;
     this.#checkpoint = position;
-    this.#signals.committed(events, position);
+    this.#signals.committed(events, position, position);
   }
 }

@@ -63,9 +63,13 @@ export class ViewSignals<E extends EventShape> {
     return this.#tracker.position;
   }
 
-  /** `events` were committed with the checkpoint at `position`. */
-  committed(events: readonly Recorded<E>[], position: number): void {
-    this.#tracker.advance(position);
+  /**
+   * `events` were committed with the checkpoint at `position`, and the view as a whole is at `reached`:
+   * `position` itself unpartitioned; partitioned, the lowest checkpoint of its partitions known here
+   * (undefined: not known yet), since a partition's own checkpoint may be ahead of the others'.
+   */
+  committed(events: readonly Recorded<E>[], position: number, reached: number | undefined): void {
+    if (reached !== undefined) this.#tracker.advance(reached);
     if (this.changes.listenerCount === 0) return;
     this.changes.publish(this.#keys(events), position);
   }
@@ -75,9 +79,9 @@ export class ViewSignals<E extends EventShape> {
     this.#tracker.advance(position);
   }
 
-  /** The whole state was replaced (a rebuild was swapped in). */
-  replaced(position: number): void {
-    this.#tracker.advance(position);
+  /** The whole state was replaced (a rebuild was swapped in at `position`; the view is at `reached`). */
+  replaced(position: number, reached: number | undefined): void {
+    if (reached !== undefined) this.#tracker.advance(reached);
     this.changes.publish(undefined, position);
   }
 

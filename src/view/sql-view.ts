@@ -1,27 +1,25 @@
-import { randomUUID } from 'node:crypto';
-import { deadLetterFor } from '../core/dead-letter-checks.js';
-import { addDeadLetter } from '../core/storable-letter.js';
-import type { CheckpointStore } from '../core/checkpoint.js';
-import type { DeadLetter } from '../core/dead-letter.js';
-import { AlreadyStartedError, ErrorCode, InvalidArgumentError, isEskitError, MigrationError } from '../core/errors.js';
+import { AlreadyStartedError, InvalidArgumentError, MigrationError, RebuildFailedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
-import type { Lease, LockRegistry } from '../core/lock.js';
+import type { LockRegistry } from '../core/lock.js';
+import type { MemberRegistry } from '../core/members.js';
 import type { RunnerStatusStore } from '../core/runner-status.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
-import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
+import { retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
 import { checkSqlViewSpec, checkTableName } from '../core/view-backend.js';
 import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewTx, ViewMeta } from '../core/view-backend.js';
-import { Subscription } from '../subscription/subscription.js';
 import type { ChangeFeed } from './change-feed.js';
-import { RebuildFailedError } from '../core/errors.js';
 import type { WaitForOptions } from './progress.js';
 import { ViewSignals } from './signals.js';
-import { subscriptionOptionsOf } from './types.js';
+import { rebuildView } from './sql-rebuild.js';
+import type { PinnedFailures, RebuildOptions, RebuildResult } from './sql-rebuild.js';
 import type { Observable, RebuildProgress, ViewOptions, ViewStatus, Waitable } from './types.js';
-import { instruments, TelemetryAttribute } from '../telemetry/telemetry.js';
+import { ViewLanes } from './view-lanes.js';
+import { settleLayout } from './view-layout.js';
+
+export type { RebuildOptions, RebuildResult } from './sql-rebuild.js';
 
 /**
  * What a SQL view runs on: `sqlite({ path })` or `postgres({ connectionString })`, whose `views` keep
@@ -35,6 +33,8 @@ export interface SqlViewHost<E extends EventShape, Tx = SqlViewTx, R = void | Pr
   readonly locks?: LockRegistry | undefined;
   /** Where the view's status row goes (`eskit status`): the one-call backends have it. */
   readonly admin?: { readonly runners: RunnerStatusStore };
+  /** Who is alive among the nodes, for `partitions` with leader election: the one-call backends have it. */
+  readonly members?: MemberRegistry | undefined;
 }
 
 /**
@@ -58,29 +58,23 @@ export interface SqlViewOptions<E extends EventShape, Tx = SqlViewTx, R = void |
    */
   evolveBatch?: (events: readonly Recorded<E>[], tx: Tx) => R;
   /**
-   * Leader election: one node updates the view; the others stand by (and can still read it). Default:
-   * the backend's (on for `postgres()`); false turns it off.
+   * Leader election: one node updates the view (or each partition); the others stand by (and can still
+   * read it). Default: the backend's (on for `postgres()`); false turns it off.
    */
   leaderLock?: LockRegistry | false;
-}
-
-export interface RebuildOptions {
-  /** Called as events are applied to the shadow tables (for a progress bar). */
-  onProgress?: (progress: RebuildProgress) => void;
-  /** Stops the rebuild; the shadow tables are dropped and the live view stays as it was. */
-  signal?: AbortSignal;
-  /** Events per shadow transaction. Default 1000. */
-  batchSize?: number;
-}
-
-export interface RebuildResult {
-  /** The checkpoint the rebuilt view was swapped in at. */
-  position: number;
-  /** Events applied. */
-  events: number;
-  /** Incremented by every swap. */
-  generation: number;
-  durationMs: number;
+  /**
+   * Splits the updating into this many partitions, each a lane with its own checkpoint (committed with
+   * its writes), lease and fencing token, shared out over the live nodes as a partitioned subscription's
+   * are (docs/scaling.md). Every partition writes the SAME tables, so the view must be written for it
+   * (see the class comment, "Partitioned"): rows keyed by the partition key, or commuting updates.
+   */
+  partitions?: number;
+  /** The key that picks an event's partition (`hash(key) mod partitions`). Default: its stream id. */
+  partitionKey?: (event: Recorded<E>) => string;
+  /** With `partitions` and leader election: see SubscriptionOptions.rebalanceIntervalMs. Default 500. */
+  rebalanceIntervalMs?: number;
+  /** With `partitions` and leader election: who is alive among the nodes. Default: the backend's. */
+  members?: MemberRegistry;
 }
 
 const defaultRebuildRetry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 50, maxDelayMs: 1000 };
@@ -108,19 +102,30 @@ const defaultRebuildRetry: RetryPolicy = { maxAttempts: 3, initialDelayMs: 50, m
  * (`ViewFencedError`, treated like lost leadership): it rolls back, reloads the checkpoint the swap
  * set, and carries on from there against the new tables. A swap waits until the shadow has caught up
  * with the live checkpoint, so the view's checkpoint never moves backwards.
+ *
+ * Partitioned (`partitions: N`): each partition is a lane that applies the events of its keys, in
+ * their order, to the same tables, in transactions that commit its own checkpoint (`<name>#<p>/<N>`),
+ * fenced by its own lease and by the generation: exactly once per partition. Partitions commit in any
+ * order relative to each other, so the view is correct when every row is either
+ * - keyed by the partition key (written by one partition only, in its events' order: any update works), or
+ * - updated only by commuting updates (`increment` in `upsert`, `SET total = total + $1`): a row that
+ *   events of several partitions update, such as a per-customer total partitioned by order stream.
+ * A row that events of several partitions overwrite ends with whichever committed last, which is not
+ * the log's order. `waitFor(position)` resolves once every partition's checkpoint passed the position,
+ * a rebuild replays unpartitioned and sets every partition's checkpoint at the swap, and a changed count
+ * first brings the old partitions to one position, so that no event is applied twice (docs/views.md).
  */
 export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void | Promise<void>> implements Waitable, Observable {
   readonly name: string;
   // Nothing kept here is typed by Tx or R: a view of any backend is then a SqlView<E>.
-  readonly #options: ViewOptions<E>;
+  readonly #options: ViewOptions<E> & Pick<SqlViewOptions<E>, 'partitionKey'>;
   readonly #store: EventStore<E>;
   readonly #version: number;
   readonly #backend: SqlViewBackend<E>;
-  readonly #subscription: Subscription<E>;
+  readonly #lanes: ViewLanes<E>;
+  readonly #leaderLock: LockRegistry | undefined;
   readonly #signals: ViewSignals<E>;
   readonly #logger: Logger;
-  #generation: number | undefined;
-  #leading = false;
   #rebuilding: RebuildProgress | undefined;
 
   constructor(options: SqlViewOptions<E, Tx, R>) {
@@ -147,28 +152,18 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
     this.#version = setup.version;
     this.#backend = backend;
     this.#logger = options.logger ?? consoleLogger();
-    const checkpoints: CheckpointStore = {
-      load: () => this.#resume(() => backend.loadCheckpoint()),
-      claim: (_name, fencingToken) => this.#resume(() => backend.claimCheckpoint(fencingToken)),
-      save: async (_name, position, saveOptions = {}) => {
-        // Only for events the runner skipped (dead-lettered): the handler saves everything else.
-        await backend.saveCheckpoint(position, this.#generation ?? -1, saveOptions.fencingToken);
-        this.#signals.advanced(position);
-      },
-      list: () => backend.listCheckpoints(),
-    };
-    const leaderLock = options.leaderLock === false ? undefined : (options.leaderLock ?? host?.locks);
-    this.#subscription = new Subscription<E>({
-      ...subscriptionOptionsOf(options),
+    this.#leaderLock = options.leaderLock === false ? undefined : (options.leaderLock ?? host.locks);
+    this.#lanes = new ViewLanes<E>({
+      options,
       store,
-      checkpoints,
-      leaderLock: leaderLock ? this.#watchLeadership(leaderLock) : false,
+      backend,
+      leaderLock: this.#leaderLock,
+      members: host.members,
+      statusStore: host.admin?.runners,
       logger: this.#logger,
-      batchHandler: async (events, context) => {
-        await backend.applyLive(events, this.#generation ?? -1, context.fencingToken);
-        this.#signals.committed(events, (events[events.length - 1] as Recorded<E>).position);
-      },
-    }, { checkpointsInHandler: true, onEnded: () => (this.#leading = false), kind: 'view', statusStore: options.backend.admin?.runners });
+      checkVersion: (meta) => this.#checkVersion(meta),
+      signals: () => this.#signals,
+    });
     this.#signals = new ViewSignals<E>({
       view: name,
       store,
@@ -178,13 +173,16 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
       maxKeys: options.maxKeys,
       pollIntervalMs: options.checkpointPollMs ?? 50,
       logger: this.#logger,
-      readCheckpoint: () => backend.loadCheckpoint(),
+      readCheckpoint: () => this.#lanes.readPosition(),
       lastRelevant: (after, upTo) => backend.lastRelevant(after, upTo),
-      isLeading: () => this.#leading,
+      isLeading: () => this.#lanes.leadingAll,
     });
   }
 
-  /** "View changed" notifications, with the affected keys when the view has `keysOf`. */
+  /**
+   * "View changed" notifications, with the affected keys when the view has `keysOf`. Partitioned: each
+   * partition's commits are published as they happen, with that partition's checkpoint as `position`.
+   */
   get changes(): ChangeFeed {
     return this.#signals.changes;
   }
@@ -197,33 +195,49 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
   /**
    * Creates the view's tables if it was never set up, then follows the log in the background (standing
    * by while another node holds the leader lock). Fails with `ESKIT_MIGRATION` when the stored tables
-   * are of another setup version: call `rebuildIfChanged()` first.
+   * are of another setup version: call `rebuildIfChanged()` first. When the view's checkpoints were
+   * saved with another partition count, the old partitions first catch up to one position (see
+   * `partitions`); refused with `ESKIT_PARTITION_COUNT` while a node still runs the old count.
    */
   async start(): Promise<void> {
     const meta = await this.#backend.ensureSetup(this.#version);
     this.#checkVersion(meta);
-    await this.#subscription.start();
+    const options = this.#options;
+    await settleLayout<E>({
+      name: this.name,
+      partitions: this.#lanes.partitions,
+      partitionKey: options.partitionKey ?? ((event) => event.streamId),
+      names: this.#lanes.names,
+      locks: this.#leaderLock,
+      backend: this.#backend,
+      store: this.#store,
+      types: options.types,
+      batchSize: options.batchSize ?? 500,
+      failures: this.#failures(),
+      logger: this.#logger,
+    });
+    await this.#lanes.start();
   }
 
   /** Resolves when stopped, rejects when the view failed for good: see `Subscription.done`. */
   get done(): Promise<void> {
-    return this.#subscription.done;
+    return this.#lanes.done;
   }
 
-  /** Lets the batch in flight commit, releases leadership. Safe to call twice. */
+  /** Lets the batch in flight commit, releases leadership (of every partition). Safe to call twice. */
   async stop(): Promise<void> {
-    await this.#subscription.stop();
-    this.#leading = false;
+    await this.#lanes.stop();
   }
 
   /** Resolves when the view stopped or failed (the status says which, and why). */
   async whenStopped(): Promise<ViewStatus> {
-    await this.#subscription.whenStopped();
+    await this.#lanes.done.catch(() => undefined);
     return this.status();
   }
 
+  /** Partitioned: `partitions` gives each partition as this node sees it (see SubscriptionStatus). */
   async status(): Promise<ViewStatus> {
-    const status = await this.#subscription.status();
+    const status = await this.#lanes.status();
     const rebuilding = this.#rebuilding && { ...this.#rebuilding };
     return { ...status, setupVersion: this.#version, rebuilding };
   }
@@ -235,7 +249,8 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
 
   /**
    * Resolves once the view reflects every event up to `position` (the position an append or a command
-   * returned), in this process or any other. Rejects with `ESKIT_TIMEOUT` after `timeoutMs` (default 5000).
+   * returned), in this process or any other: partitioned, once every partition's checkpoint passed it.
+   * Rejects with `ESKIT_TIMEOUT` after `timeoutMs` (default 5000).
    */
   waitFor(position: number, options?: WaitForOptions): Promise<void> {
     return this.#signals.waitFor(position, options);
@@ -257,6 +272,8 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
    * on whichever node leads it), catches up with the head, then swaps the shadow tables in and sets the
    * checkpoint in one transaction. Readers see the old view or the new one, never a part-built one.
    * Can run on any node; one rebuild per view at a time (a second one takes over from the first).
+   * Partitioned: the replay is one pass in log order, and the swap sets every partition's checkpoint
+   * (those of any other count the view ran with too) to the swap position.
    */
   async rebuild(options: RebuildOptions = {}): Promise<RebuildResult> {
     if (this.#rebuilding) throw new AlreadyStartedError(`A rebuild of view "${this.name}"`);
@@ -264,142 +281,41 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new InvalidArgumentError(`batchSize must be a positive integer, got ${String(batchSize)}`);
     const progress: RebuildProgress = { done: 0, total: 0 };
     this.#rebuilding = progress;
-    const report = (): void => {
-      try {
-        options.onProgress?.({ ...progress });
-      } catch (error) {
-        this.#logger.warn({ view: this.name, err: error }, `View "${this.name}": the rebuild progress callback threw`);
-      }
-    };
-    const started = performance.now();
-    const rebuildId = randomUUID();
-    const { signal } = options;
-    const version = this.#version;
-    let generation: number | undefined;
-    let swapped = false;
     try {
-      signal?.throwIfAborted();
-      await this.#backend.ensureSetup(version);
-      generation = await this.#backend.beginRebuild(rebuildId);
-      let position = 0;
-      for (;;) {
-        const head = await this.#store.headPosition();
-        progress.total = progress.done + (await this.#backend.countRelevant(position, head));
-        report();
-        for (;;) {
-          signal?.throwIfAborted();
-          const batch: Recorded<E>[] = [];
-          for await (const event of this.#store.readAll({ after: position, limit: batchSize, types: this.#options.types })) batch.push(event);
-          if (batch.length > 0) {
-            await this.#applyShadow(batch, rebuildId, generation, signal);
-            position = (batch[batch.length - 1] as Recorded<E>).position;
-            progress.done += batch.length;
-            progress.total = Math.max(progress.total, progress.done);
-            report();
-            // A synchronous driver (SQLite) would otherwise hold the event loop for the whole replay.
-            await new Promise((resolve) => setImmediate(resolve));
-          }
-          if (batch.length < batchSize) break;
-        }
-        // The last read began after `head` was read, so every event up to `head` has been applied.
-        position = Math.max(position, head);
-        signal?.throwIfAborted();
-        const swap = await this.#backend.swap(rebuildId, generation, position, version);
-        if (swap !== 'behind') {
-          position = swap.position;
-          progress.done += swap.applied;
-          break;
-        }
-        // The live view got further than the shadow in between: catch up with it, then try again.
-      }
-      swapped = true;
-      progress.total = progress.done;
-      report();
-      this.#signals.replaced(position);
-      const result: RebuildResult = { position, events: progress.done, generation, durationMs: performance.now() - started };
-      this.#logger.info({ view: this.name, ...result }, `View "${this.name}": rebuilt and swapped in at position ${position}`);
+      const result = await rebuildView<E>(
+        {
+          view: this.name,
+          store: this.#store,
+          backend: this.#backend,
+          types: this.#options.types,
+          version: this.#version,
+          checkpoints: this.#lanes.names,
+          failures: this.#failures(),
+          progress,
+          report: () => {
+            try {
+              options.onProgress?.({ ...progress });
+            } catch (error) {
+              this.#logger.warn({ view: this.name, err: error }, `View "${this.name}": the rebuild progress callback threw`);
+            }
+          },
+          fail: (event, error) => new RebuildFailedError(this.name, event.position, error),
+        },
+        batchSize,
+        options.signal,
+      );
+      this.#signals.replaced(result.position, result.position);
+      this.#logger.info({ view: this.name, ...result }, `View "${this.name}": rebuilt and swapped in at position ${result.position}`);
       return result;
     } finally {
       this.#rebuilding = undefined;
-      if (!swapped && generation !== undefined) {
-        await this.#backend.abandonRebuild(rebuildId, generation).catch((error: unknown) => {
-          this.#logger.warn({ view: this.name, err: error }, `View "${this.name}": dropping the shadow tables of a failed rebuild failed`);
-        });
-      }
     }
   }
 
-  /** Applies a batch to the shadow tables; a failing batch is replayed event by event to pin the failure. */
-  async #applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number, signal: AbortSignal | undefined): Promise<void> {
-    if (events.length > 1) {
-      try {
-        await this.#backend.applyShadow(events, rebuildId, generation);
-        return;
-      } catch (error) {
-        if (isEskitError(error, ErrorCode.Fenced)) throw error;
-      }
-    }
-    const policy = retryPolicy(this.#options.retry, defaultRebuildRetry);
-    for (const event of events) {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await this.#backend.applyShadow([event], rebuildId, generation);
-          break;
-        } catch (error) {
-          if (isEskitError(error, ErrorCode.Fenced)) throw error;
-          if (attempt < policy.maxAttempts && !isEskitError(error, ErrorCode.PermanentFailure)) {
-            await delay(backoffDelay(policy, attempt), signal);
-            continue;
-          }
-          await this.#rebuildFailure(event, error, attempt);
-          break;
-        }
-      }
-    }
-  }
-
-  /** An event evolve keeps failing on during a rebuild: skipped like the live view would, or the end of the rebuild. */
-  async #rebuildFailure(event: Recorded<E>, error: unknown, attempts: number): Promise<void> {
-    const { onHandlerFailure, deadLetters } = this.#options;
-    if (onHandlerFailure) {
-      if ((await onHandlerFailure({ event, error, attempts, fencingToken: undefined, signal: new AbortController().signal })) === 'skip') return;
-      throw new RebuildFailedError(this.name, event.position, error);
-    }
-    if (!deadLetters) throw new RebuildFailedError(this.name, event.position, error);
-    if (!(await this.#deadLettered(event.position))) {
-      await addDeadLetter(deadLetters, deadLetterFor(this.name, 'handler', event, attempts, error));
-      instruments().deadLetters.add(1, { [TelemetryAttribute.Subscription]: this.name, [TelemetryAttribute.Stage]: 'handler' });
-    }
-    this.#logger.warn({ view: this.name, position: event.position, err: error }, `View "${this.name}": rebuild skipped a failing event (dead-lettered)`);
-  }
-
-  async #deadLettered(position: number): Promise<boolean> {
-    const deadLetters = this.#options.deadLetters;
-    if (!deadLetters) return false;
-    let afterId: string | undefined;
-    for (;;) {
-      const page: DeadLetter[] = await deadLetters.list({ source: this.name, limit: 500, afterId });
-      if (page.some((letter) => letter.eventPosition === position)) return true;
-      if (page.length < 500) return false;
-      afterId = (page[page.length - 1] as DeadLetter).id;
-    }
-  }
-
-  /** Reads the generation, then the checkpoint: a swap between the two only costs one more reload. */
-  async #resume(read: () => Promise<number | undefined>): Promise<number | undefined> {
-    const meta = await this.#backend.readMeta();
-    if (meta === undefined) {
-      throw new MigrationError(`View "${this.name}" has no tables: start() creates them; was the versions table dropped?`);
-    }
-    this.#checkVersion(meta);
-    const position = await read();
-    const swapped = this.#generation !== undefined && this.#generation !== meta.generation;
-    this.#generation = meta.generation;
-    this.#leading = true;
-    // A rebuild swapped in elsewhere: what this node's listeners were shown may all have changed.
-    if (swapped) this.#signals.replaced(position ?? 0);
-    else if (position !== undefined) this.#signals.advanced(position);
-    return position;
+  /** How an event that keeps failing outside the live runner is handled: as the live view would. */
+  #failures(): Omit<PinnedFailures<E>, 'signal' | 'source' | 'fail' | 'doing'> {
+    const { retry, onHandlerFailure, deadLetters } = this.#options;
+    return { view: this.name, retry: retryPolicy(retry, defaultRebuildRetry), onHandlerFailure, deadLetters, logger: this.#logger };
   }
 
   #checkVersion(meta: ViewMeta): void {
@@ -409,17 +325,5 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
       `View "${this.name}" is stored at setup version ${meta.version}, but this code declares version ${version}: ` +
         'call rebuildIfChanged() (it rebuilds while the old view keeps serving) before start(), and stop nodes running the old code.',
     );
-  }
-
-  /** The leader lock, watched so that the view knows when this node stops leading. */
-  #watchLeadership(registry: LockRegistry): LockRegistry {
-    return {
-      acquire: async (name, acquireOptions): Promise<Lease> => {
-        const lease = await registry.acquire(name, acquireOptions);
-        lease.signal.addEventListener('abort', () => (this.#leading = false), { once: true });
-        return lease;
-      },
-      close: () => registry.close(),
-    };
   }
 }
