@@ -12,7 +12,7 @@ test('4 nodes sharing 16 partitions start and hand over on a graceful stop witho
   const warnings: string[] = [];
   const logger = (node: string) => ({ debug() {}, info() {}, warn: (_f: unknown, msg: string) => void warnings.push(`${node}: ${msg}`), error: (_f: unknown, msg: string) => void warnings.push(`${node}: ${msg}`) });
   const backends = ['a', 'b', 'c', 'd'].map((id) =>
-    postgres({ connectionString: schema.connectionString, schema: schema.name, max: 4, logger: logger(id), leaderElection: { holderId: `${id}@${schema.name}`, logger: logger(id) } }));
+    postgres({ connectionString: schema.connectionString, schema: schema.name, logger: logger(id), leaderElection: { holderId: `${id}@${schema.name}`, logger: logger(id) } }));
   try {
     await backends[0]!.migrate();
     const subs = backends.map((backend, i) => new Subscription({ backend, name: 'quiet', partitions: 16, logger: logger('abcd'[i]!), handler: () => undefined }));
