@@ -52,16 +52,25 @@ export class Waker {
     this.#wake?.();
   }
 
-  async idle(signal: AbortSignal): Promise<void> {
+  /**
+   * `tick`: a poll shared with other readers (a node's partitions), in place of this one's own timer,
+   * so that their polls come at once and make one read.
+   */
+  async idle(signal: AbortSignal, tick?: Promise<void>): Promise<void> {
     if (this.#wakeRequested || signal.aborted) return;
     await new Promise<void>((resolve) => {
+      let settled = false;
       const done = (): void => {
+        // A shared tick may come after this wait ended another way: it must not end a later one.
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         signal.removeEventListener('abort', done);
-        this.#wake = undefined;
+        if (this.#wake === done) this.#wake = undefined;
         resolve();
       };
-      const timer = setTimeout(done, this.pollIntervalMs);
+      const timer = tick ? undefined : setTimeout(done, this.pollIntervalMs);
+      void tick?.then(done);
       signal.addEventListener('abort', done, { once: true });
       this.#wake = done;
     });

@@ -122,3 +122,51 @@ test('a partitionKey that throws fails the runner (done rejects, naming the even
   assert.match(outcome.message, /position 3/);
   await backend.close();
 });
+
+test('the partitions poll the log together: one read per poll interval, idle or failing (not one per partition)', async () => {
+  // Before: each partition idled on a timer of its own, so that an idle node read the log once per
+  // partition per poll interval (16 partitions: 320 reads a second at a 50 ms poll, against 20 for an
+  // unpartitioned runner), and while reads failed each partition retried and warned on its own: 8
+  // partitions, about 8 failed reads and 8 warnings per interval.
+  const backend = memory<Ev>();
+  await seed(backend, 8, 2);
+  let failing = true;
+  let failedReads = 0;
+  let reads = 0;
+  const store = new Proxy(backend.store, {
+    get(target, property, receiver) {
+      if (property !== 'readAll') {
+        const value = Reflect.get(target, property, receiver) as unknown;
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      }
+      return (options: Parameters<typeof target.readAll>[0]) => {
+        reads += 1;
+        if (!failing) return target.readAll(options);
+        failedReads += 1;
+        return (async function* () {
+          yield* [];
+          throw new Error('connection reset (injected)');
+        })();
+      };
+    },
+  });
+  const warnings: string[] = [];
+  const logger = { ...silentLogger, warn: (_fields: object, message: string) => void warnings.push(message) };
+  let handled = 0;
+  const subscription = new Subscription<Ev>({ store, checkpoints: backend.checkpoints, leaderLock: false, name: 'outage', partitions: 8, pollIntervalMs: 20, logger, handler: () => void handled++ });
+  await subscription.start();
+  await pause(300);
+  failing = false;
+  await waitUntil(() => handled === 16, { message: 'every event handled once the reads work again' });
+  const readWarnings = warnings.filter((message) => message.includes('reading events failed')).length;
+  // 300 ms at a 20 ms poll: about 15 polls.
+  assert.ok(failedReads > 0 && failedReads <= 30, `${failedReads} failed reads in 300 ms`);
+  assert.ok(readWarnings <= failedReads, `${readWarnings} warnings for ${failedReads} failed reads`);
+  await pause(100);
+  reads = 0;
+  await pause(500);
+  // Caught up and idle: about 25 polls in 500 ms.
+  assert.ok(reads <= 40, `${reads} reads in 500 ms idle`);
+  await subscription.stop();
+  await backend.close();
+});

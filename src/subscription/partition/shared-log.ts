@@ -2,6 +2,8 @@ import { describeError, ErrorCode, EskitError } from '../../core/errors.js';
 import type { EventShape, Recorded } from '../../core/event.js';
 import type { Logger } from '../../core/logger.js';
 import type { EventStore } from '../../core/store.js';
+import { unlessAborted } from '../../core/deadline.js';
+import { isTransient } from '../checkpointing.js';
 import { readOrWait, readPage, Waker } from '../reading.js';
 import type { Batch, EventSource } from '../reading.js';
 import { partitionOf } from './naming.js';
@@ -46,6 +48,8 @@ export class SharedLog<E extends EventShape> {
   readonly #views = new Set<PartitionView<E>>();
   #unsubscribe: (() => void) | undefined;
   readonly #pageSize: number;
+  /** The partitions' poll, shared: see tick(). */
+  #tick: { promise: Promise<void>; end: () => void } | undefined;
 
   constructor(private readonly o: SharedLogOptions<E>) {
     // One read serves every partition: take a few partitions' pages at once.
@@ -68,7 +72,28 @@ export class SharedLog<E extends EventShape> {
       if (this.#views.size > 0) return;
       this.#unsubscribe?.();
       this.#unsubscribe = undefined;
+      this.#tick?.end();
     };
+  }
+
+  /**
+   * The next poll, one for all the partitions: each idling on a timer of its own polled the log on its
+   * own (N reads per poll interval on an idle node, and as many warnings per interval while reads
+   * failed); idling on one tick, they wake at once and share one read.
+   */
+  tick(): Promise<void> {
+    if (this.#tick) return this.#tick.promise;
+    let end: () => void = () => undefined;
+    const promise = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => end(), this.o.pollIntervalMs);
+      end = () => {
+        clearTimeout(timer);
+        if (this.#tick?.promise === promise) this.#tick = undefined;
+        resolve();
+      };
+    });
+    this.#tick = { promise, end };
+    return promise;
   }
 
   /** The next page of `partition` after `position` (see EventSource.readBatch). */
@@ -80,7 +105,7 @@ export class SharedLog<E extends EventShape> {
     }
     if (position < this.#start || position > this.#end) return this.#readAlone(partition, position, signal);
     if (position === this.#end) {
-      const fetched = await readOrWait(() => this.#fetch(), signal, this.o);
+      const fetched = await unlessAborted(this.#fetch(), signal, undefined);
       if (fetched === undefined) return undefined;
       // The window moved on while this partition waited for the read (trimmed behind the others).
       if (position < (this.#start as number)) return this.#readAlone(partition, position, signal);
@@ -88,12 +113,25 @@ export class SharedLog<E extends EventShape> {
     return this.#fromWindow(partition, position);
   }
 
-  /** Reads past the window's end, once for everyone waiting there. */
-  #fetch(): Promise<true> {
-    this.#fetching ??= (async (): Promise<true> => {
+  /**
+   * Reads past the window's end, once for everyone waiting there. A transient failure is warned about
+   * once, and waited out until the next tick for all of them alike (undefined: read again).
+   */
+  #fetch(): Promise<true | undefined> {
+    this.#fetching ??= (async (): Promise<true | undefined> => {
       try {
-        const page = await readPage(this.o.store, this.#end, this.#pageSize, this.o.types);
-        for (const event of page) this.#entries.push({ event, partition: this.#partitionOf(event) });
+        let page: Recorded<E>[];
+        try {
+          page = await readPage(this.o.store, this.#end, this.#pageSize, this.o.types);
+        } catch (error) {
+          if (!isTransient(error)) throw error;
+          this.o.logger.warn({ subscription: this.o.name, err: error }, `Subscription "${this.o.name}": reading events failed; retrying`);
+          await this.tick();
+          return undefined;
+        }
+        // Tagged before any is kept: a partitionKey that throws leaves the window as it was.
+        const tagged = page.map((event) => ({ event, partition: this.#partitionOf(event) }));
+        for (const entry of tagged) this.#entries.push(entry);
         if (page.length > 0) this.#end = (page[page.length - 1] as Recorded<E>).position;
         this.#trim();
         return true;
@@ -217,6 +255,6 @@ class PartitionView<E extends EventShape> implements EventSource<E> {
   }
 
   idle(signal: AbortSignal): Promise<void> {
-    return this.#waker.idle(signal);
+    return this.#waker.idle(signal, this.log.tick());
   }
 }
