@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { CheckpointStore } from '../../src/core/checkpoint.js';
+import type { LiveMember, MemberHeartbeat, MemberRegistry } from '../../src/core/members.js';
 import { memory } from '../../src/memory/index.js';
 import { Subscription } from '../../src/subscription/subscription.js';
 import type { Recorded } from '../../src/core/event.js';
@@ -168,5 +169,50 @@ test('the partitions poll the log together: one read per poll interval, idle or 
   // Caught up and idle: about 25 polls in 500 ms.
   assert.ok(reads <= 40, `${reads} reads in 500 ms idle`);
   await subscription.stop();
+  await backend.close();
+});
+
+/**
+ * Members as PostgreSQL keeps them when heartbeats run at once: each statement reads the group as it
+ * was committed when the statement began (READ COMMITTED), and commits its own row `statementMs` later.
+ */
+class ConcurrentMembers implements MemberRegistry {
+  readonly #rows = new Map<string, { partitions: number; expiresAt: number }>();
+  constructor(private readonly statementMs: number) {}
+
+  async heartbeat(_group: string, member: MemberHeartbeat): Promise<LiveMember[]> {
+    const now = performance.now();
+    const others = [...this.#rows].filter(([id, row]) => id !== member.id && row.expiresAt > now).map(([id, row]) => ({ id, partitions: row.partitions }));
+    await pause(this.statementMs);
+    this.#rows.set(member.id, { partitions: member.partitions, expiresAt: performance.now() + member.ttlMs });
+    return [...others, { id: member.id, partitions: member.partitions }].sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  async leave(_group: string, member: string): Promise<void> {
+    this.#rows.delete(member);
+  }
+
+  onChange(): () => void {
+    return () => undefined;
+  }
+}
+
+test('two nodes started at once with different partition counts: one refuses to start, even when their first heartbeats did not see each other', async () => {
+  // Before: each node's first heartbeat read the group before the other's row was committed, both
+  // passed the start-up check, and both ran, one key in two partitions on two nodes; later checks only
+  // logged an error, every rebalance interval, for good.
+  const backend = memory<Ev>({ leaderElection: true });
+  const members = new ConcurrentMembers(20);
+  const errors: string[] = [];
+  const logger = { ...silentLogger, error: (_fields: object, message: string) => void errors.push(message) };
+  const node = (partitions: number): Subscription<Ev> =>
+    new Subscription<Ev>({ backend, members, name: 'mixed', partitions, rebalanceIntervalMs: 30, logger, handler: () => undefined });
+  const four = node(4);
+  const eight = node(8);
+  await Promise.all([four.start(), eight.start()]);
+  const outcomes = [four, eight].map((subscription) => subscription.done.then(() => 'stopped', (error: Error & { code?: string }) => error.code ?? error.message));
+  const first = await Promise.race([...outcomes, pause(1_000).then(() => 'both still running')]);
+  await Promise.all([four.stop(), eight.stop()]);
+  assert.equal(first, 'ESKIT_PARTITION_COUNT', `${first}; ${errors.length} errors logged`);
   await backend.close();
 });

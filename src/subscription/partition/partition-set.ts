@@ -211,8 +211,14 @@ export class PartitionSet<E extends EventShape, S> {
     const { members, partitions, name, owner } = this.#o;
     if (members) {
       // A database that stopped answering must not hold a stop(): the heartbeat is given up at once.
-      const beat = members.heartbeat(name, { id: this.nodeId, partitions, ttlMs: this.#o.rebalanceIntervalMs * HEARTBEATS_PER_TTL });
-      const live = await unlessAborted(beat, this.#stop.signal, undefined);
+      const beat = (): Promise<LiveMember[] | undefined> =>
+        unlessAborted(members.heartbeat(name, { id: this.nodeId, partitions, ttlMs: this.#o.rebalanceIntervalMs * HEARTBEATS_PER_TTL }), this.#stop.signal, undefined);
+      let live = await beat();
+      // Twice before the first lanes start: two nodes whose first heartbeats ran at once (PostgreSQL)
+      // each read the group before the other's row was committed, so neither saw the other's count,
+      // and both ran. A second heartbeat begins after this node's first was committed: of two such
+      // nodes, the one that committed last sees the other's row now, and refuses to start.
+      if (first && live !== undefined) live = await beat();
       if (live === undefined) return;
       const others = live.filter((member) => member.partitions !== partitions);
       if (others.length > 0) {
