@@ -63,7 +63,7 @@ export async function killMidGroups(world: KillWorld): Promise<RoundReport[]> {
   for (const [round, after] of KILL_AFTER.entries()) {
     const node = new ChildNode<GroupWriterLine>(`group writer (${world.adapter}, round ${round})`, FIXTURE, [world.adapter, world.target, String(round)]);
     world.track(node);
-    await node.waitFor(() => true, `${after} acknowledged appends`, { from: after - 1, timeoutMs: 20_000 });
+    await node.waitFor(() => true, `${after} acknowledged appends`, { from: after - 1, timeoutMs: 60_000 });
     node.kill('SIGKILL');
     const exit = await node.exited;
     assert.equal(exit.signal, 'SIGKILL', `round ${round}: the writer was to be killed, it ended by itself\n${node.output()}`);
