@@ -44,7 +44,7 @@ export class SharedLog<E extends EventShape> {
   /** The window holds every event after `#start` up to `#end`; undefined until the first read. */
   #start: number | undefined;
   #end = 0;
-  #fetching: Promise<true> | undefined;
+  #fetching: Promise<true | undefined> | undefined;
   readonly #views = new Set<PartitionView<E>>();
   #unsubscribe: (() => void) | undefined;
   readonly #pageSize: number;
