@@ -45,10 +45,8 @@ export class Subscription<E extends EventShape = EventShape> {
   /** What the run is doing now; partitioned: 'leading' while this node leads any partition. */
   get state(): SubscriptionState {
     if (this.#runner) return this.#runner.state;
-    const lanes = (this.#partitions as PartitionSet<E, SubscriptionStatus>).lanes;
-    if (lanes.some((lane) => lane.state === 'leading')) return 'leading';
-    if (lanes.some((lane) => lane.state === 'standby')) return 'standby';
-    return lanes.some((lane) => lane.state === 'failed') ? 'failed' : (lanes[0] as Lane<SubscriptionStatus>).state;
+    const set = this.#partitions as PartitionSet<E, SubscriptionStatus>;
+    return combinedState(set.lanes.map((lane) => lane.state), set);
   }
 
   /**
@@ -90,7 +88,7 @@ export class Subscription<E extends EventShape = EventShape> {
   async status(): Promise<SubscriptionStatus> {
     if (this.#runner) return this.#runner.status();
     const set = this.#partitions as PartitionSet<E, SubscriptionStatus>;
-    return combinedStatus(this.name, await Promise.all(set.lanes.map((lane) => lane.status())), set.error);
+    return combinedStatus(this.name, await Promise.all(set.lanes.map((lane) => lane.status())), set.error, set.running);
   }
 }
 
@@ -142,8 +140,25 @@ export function layoutCheck<E extends EventShape>(owner: string, options: Subscr
   return (signal) => adoptLayoutPatiently({ owner, name: options.name, partitions: 1, checkpoints, locks: leaderLock, logger, signal, pollIntervalMs });
 }
 
-/** A partitioned runner's status: the partitions this node leads make its position and lag. */
-export function combinedStatus(name: string, lanes: readonly SubscriptionStatus[], error: Error | undefined): SubscriptionStatus & { partitions: PartitionStatus[] } {
+/**
+ * A partitioned runner's state from its lanes'. A set that failed is 'failed' even when no lane ran (another
+ * partition count); one that runs is at least 'standby', even when it holds no partition and stands by
+ * for none (more nodes than partitions: its lanes are then idle or stopped, which said 'stopped').
+ */
+export function combinedState(lanes: readonly SubscriptionState[], set: { error: Error | undefined; running: boolean }): SubscriptionState {
+  if (set.error || lanes.includes('failed')) return 'failed';
+  if (lanes.includes('leading')) return 'leading';
+  if (set.running || lanes.includes('standby')) return 'standby';
+  return lanes.includes('stopped') ? 'stopped' : 'idle';
+}
+
+/** A partitioned runner's status: the partitions this node leads make its position and lag. `running`: see combinedState. */
+export function combinedStatus(
+  name: string,
+  lanes: readonly SubscriptionStatus[],
+  error: Error | undefined,
+  running = false,
+): SubscriptionStatus & { partitions: PartitionStatus[] } {
   const partitions = lanes.map((lane, partition): PartitionStatus => ({
     partition,
     name: lane.name,
@@ -155,13 +170,12 @@ export function combinedStatus(name: string, lanes: readonly SubscriptionStatus[
   }));
   const leading = lanes.filter((lane) => lane.state === 'leading');
   const failed = lanes.find((lane) => lane.state === 'failed');
-  const running = lanes.some((lane) => lane.state === 'standby' || lane.state === 'leading');
   const positions = leading.map((lane) => lane.position ?? 0);
   const position = positions.length > 0 ? Math.min(...positions) : undefined;
   const head = Math.max(0, ...lanes.map((lane) => lane.head));
   return {
     name,
-    state: failed || error ? 'failed' : leading.length > 0 ? 'leading' : running ? 'standby' : lanes.some((lane) => lane.state === 'stopped') ? 'stopped' : 'idle',
+    state: combinedState(lanes.map((lane) => lane.state), { error, running }),
     position,
     head,
     lag: position === undefined ? 0 : Math.max(0, head - position),

@@ -216,3 +216,29 @@ test('two nodes started at once with different partition counts: one refuses to 
   assert.equal(first, 'ESKIT_PARTITION_COUNT', `${first}; ${errors.length} errors logged`);
   await backend.close();
 });
+
+test('a running node that holds no partition is standing by (not stopped), and a set that failed says failed', async () => {
+  // Before: a node with no partition to hold (more nodes than partitions) had only stopped or idle
+  // lanes, so status() and state said 'stopped' or 'idle' while it ran and would take over; and a set
+  // that failed before any lane ran (another partition count) had `state` 'idle'.
+  const backend = memory<Ev>({ leaderElection: true });
+  const node = (partitions: number): Subscription<Ev> =>
+    new Subscription<Ev>({ backend, name: 'spare', partitions, rebalanceIntervalMs: 20, logger: silentLogger, handler: () => undefined });
+  const nodes = [node(2), node(2), node(2)];
+  for (const subscription of nodes) await subscription.start();
+  await waitUntil(async () => (await Promise.all(nodes.map(leading))).sort().join() === '0,1,1', { message: '2 partitions on 3 nodes: 1, 1 and 0' });
+  await pause(100);
+  const counts = await Promise.all(nodes.map(leading));
+  assert.equal([...counts].sort().join(), '0,1,1');
+  const spare = nodes[counts.indexOf(0)] as Subscription<Ev>;
+  assert.equal((await spare.status()).state, 'standby');
+  assert.equal(spare.state, 'standby');
+  const other = node(4);
+  await other.start();
+  await assert.rejects(other.done, (error: Error & { code?: string }) => error.code === 'ESKIT_PARTITION_COUNT');
+  assert.equal((await other.status()).state, 'failed');
+  assert.equal(other.state, 'failed');
+  await Promise.all(nodes.map((subscription) => subscription.stop()));
+  assert.equal((await spare.status()).state, 'stopped');
+  await backend.close();
+});

@@ -126,6 +126,11 @@ export class PartitionSet<E extends EventShape, S> {
     return error instanceof Error ? error : new Error(describeError(error), { cause: error });
   }
 
+  /** Started, and its run not over: a node holding no partition (more nodes than partitions) stands by. */
+  get running(): boolean {
+    return this.#run !== undefined;
+  }
+
   /** The live members at the last check (this node included). */
   get members(): readonly LiveMember[] {
     return this.#members;
