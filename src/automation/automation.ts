@@ -173,7 +173,7 @@ export class Automation<E extends EventShape = EventShape, P = unknown> {
     const set = this.#partitions as PartitionSet<E, AutomationStatus>;
     const lanes = await Promise.all(set.lanes.map((lane) => lane.status()));
     const sum = (key: 'pending' | 'running' | 'hung' | 'unrecorded'): number => lanes.reduce((total, lane) => total + lane[key], 0);
-    return { ...combinedStatus(this.name, lanes, set.error, set.running), pending: sum('pending'), running: sum('running'), hung: sum('hung'), unrecorded: sum('unrecorded') };
+    return { ...combinedStatus(this.name, lanes, set), pending: sum('pending'), running: sum('running'), hung: sum('hung'), unrecorded: sum('unrecorded') };
   }
 
   get #face(): AutomationRunner<E, P> | PartitionSet<E, AutomationStatus> {

@@ -88,7 +88,7 @@ export class Subscription<E extends EventShape = EventShape> {
   async status(): Promise<SubscriptionStatus> {
     if (this.#runner) return this.#runner.status();
     const set = this.#partitions as PartitionSet<E, SubscriptionStatus>;
-    return combinedStatus(this.name, await Promise.all(set.lanes.map((lane) => lane.status())), set.error, set.running);
+    return combinedStatus(this.name, await Promise.all(set.lanes.map((lane) => lane.status())), set);
   }
 }
 
@@ -140,25 +140,32 @@ export function layoutCheck<E extends EventShape>(owner: string, options: Subscr
   return (signal) => adoptLayoutPatiently({ owner, name: options.name, partitions: 1, checkpoints, locks: leaderLock, logger, signal, pollIntervalMs });
 }
 
+/** What the state of a partitioned runner needs of its partition set, besides its lanes. */
+export interface SetPhase {
+  /** Why the set failed, while it has. */
+  error: Error | undefined;
+  /** Started, and its run not over. */
+  running: boolean;
+  /** Started at least once. */
+  started: boolean;
+}
+
 /**
- * A partitioned runner's state from its lanes'. A set that failed is 'failed' even when no lane ran (another
- * partition count); one that runs is at least 'standby', even when it holds no partition and stands by
- * for none (more nodes than partitions: its lanes are then idle or stopped, which said 'stopped').
+ * A partitioned runner's state from its lanes' and its set's. A set that failed is 'failed' even when no
+ * lane ran (another partition count); one that runs is at least 'standby', and one that ran and ended is
+ * 'stopped', even when it held no partition and stood by for none (more nodes than partitions: its lanes
+ * then stay idle, or stopped, which said 'stopped' or 'idle' while it ran).
  */
-export function combinedState(lanes: readonly SubscriptionState[], set: { error: Error | undefined; running: boolean }): SubscriptionState {
+export function combinedState(lanes: readonly SubscriptionState[], set: SetPhase): SubscriptionState {
   if (set.error || lanes.includes('failed')) return 'failed';
   if (lanes.includes('leading')) return 'leading';
   if (set.running || lanes.includes('standby')) return 'standby';
-  return lanes.includes('stopped') ? 'stopped' : 'idle';
+  return set.started || lanes.includes('stopped') ? 'stopped' : 'idle';
 }
 
-/** A partitioned runner's status: the partitions this node leads make its position and lag. `running`: see combinedState. */
-export function combinedStatus(
-  name: string,
-  lanes: readonly SubscriptionStatus[],
-  error: Error | undefined,
-  running = false,
-): SubscriptionStatus & { partitions: PartitionStatus[] } {
+/** A partitioned runner's status: the partitions this node leads make its position and lag. */
+export function combinedStatus(name: string, lanes: readonly SubscriptionStatus[], set: SetPhase): SubscriptionStatus & { partitions: PartitionStatus[] } {
+  const { error } = set;
   const partitions = lanes.map((lane, partition): PartitionStatus => ({
     partition,
     name: lane.name,
@@ -175,7 +182,7 @@ export function combinedStatus(
   const head = Math.max(0, ...lanes.map((lane) => lane.head));
   return {
     name,
-    state: combinedState(lanes.map((lane) => lane.state), { error, running }),
+    state: combinedState(lanes.map((lane) => lane.state), set),
     position,
     head,
     lag: position === undefined ? 0 : Math.max(0, head - position),

@@ -128,7 +128,7 @@ export class ViewLanes<E extends EventShape> {
   async status(): Promise<SubscriptionStatus> {
     if (this.#face instanceof SubscriptionRunner) return this.#face.status();
     const lanes = await Promise.all(this.#face.lanes.map((lane) => lane.status()));
-    return combinedStatus(this.#name, lanes, this.#face.error, this.#face.running);
+    return combinedStatus(this.#name, lanes, this.#face);
   }
 
   /** True while this process leads every lane: each commit of the view then passes through here. */

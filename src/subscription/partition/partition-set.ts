@@ -86,6 +86,7 @@ export class PartitionSet<E extends EventShape, S> {
   readonly #active = new Set<Lane<S>>();
   #balanceScheduled = false;
   #run: Promise<void> | undefined;
+  #started = false;
   #done: Promise<void> = Promise.resolve();
   #stop = new AbortController();
   #failure: { error: unknown } | undefined;
@@ -131,6 +132,11 @@ export class PartitionSet<E extends EventShape, S> {
     return this.#run !== undefined;
   }
 
+  /** Started at least once (then, once its run is over, it is stopped, whatever its lanes did). */
+  get started(): boolean {
+    return this.#started;
+  }
+
   /** The live members at the last check (this node included). */
   get members(): readonly LiveMember[] {
     return this.#members;
@@ -155,6 +161,7 @@ export class PartitionSet<E extends EventShape, S> {
     if (this.#run) throw new AlreadyStartedError(this.#o.owner);
     this.#stop = new AbortController();
     this.#failure = undefined;
+    this.#started = true;
     const run = this.#loop();
     this.#run = run;
     this.#done = run.then(() => {
