@@ -2,7 +2,7 @@ import { InvalidArgumentError } from '../core/errors.js';
 import type { EventShape } from '../core/event.js';
 import { consoleLogger } from '../core/logger.js';
 import { milliseconds, positiveInteger } from '../core/validate.js';
-import { adoptLayoutPatiently } from './partition/layout.js';
+import { adoptLayoutPatiently, UNPARTITIONED } from './partition/layout.js';
 import { checkPartitions } from './partition/naming.js';
 import { PartitionSet } from './partition/partition-set.js';
 import type { Lane, PartitionSlot } from './partition/partition-set.js';
@@ -137,7 +137,7 @@ export function layoutCheck<E extends EventShape>(owner: string, options: Subscr
   const { checkpoints, leaderLock } = subscriptionParts(options);
   const logger = options.logger ?? consoleLogger();
   const pollIntervalMs = options.pollIntervalMs ?? 500;
-  return (signal) => adoptLayoutPatiently({ owner, name: options.name, partitions: 1, checkpoints, locks: leaderLock, logger, signal, pollIntervalMs });
+  return (signal) => adoptLayoutPatiently({ owner, name: options.name, partitions: UNPARTITIONED, checkpoints, locks: leaderLock, logger, signal, pollIntervalMs });
 }
 
 /** What the state of a partitioned runner needs of its partition set, besides its lanes. */

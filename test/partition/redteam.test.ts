@@ -242,3 +242,33 @@ test('a running node that holds no partition is standing by (not stopped), and a
   assert.equal((await spare.status()).state, 'stopped');
   await backend.close();
 });
+
+test('partitions: 1 is a layout of its own: switching between it and none re-partitions (nothing skipped)', async () => {
+  // Before: the checkpoint `name#0/1` counted as the unpartitioned layout (count 1 both), so a switch
+  // either way found "its" count in use and seeded nothing: the new checkpoint started from startFrom
+  // ('end': every event since the old checkpoint skipped) or from a stale one of long ago.
+  const backend = memory<Ev>();
+  const total = await seed(backend, 4, 2);
+  const seen: Recorded<Ev>[] = [];
+  const make = (partitions: number | undefined): Subscription<Ev> =>
+    new Subscription<Ev>({ backend, name: 'one', partitions, startFrom: 'end', logger: silentLogger, handler: (event) => void seen.push(event) });
+  const plain = make(undefined);
+  await backend.checkpoints.save('one', 0);
+  await plain.start();
+  await waitUntil(() => seen.length === total);
+  await plain.stop();
+  const more = await seed(backend, 4, 1);
+  await pause(5);
+  const single = make(1);
+  await single.start();
+  await waitUntil(() => seen.length === total + more, { timeoutMs: 2_000, message: 'partitions: 1 to resume where the unpartitioned runner stopped' });
+  await single.stop();
+  const again = await seed(backend, 4, 1);
+  await pause(5);
+  const back = make(undefined);
+  await back.start();
+  await waitUntil(() => seen.length === total + more + again, { timeoutMs: 2_000, message: 'going back to none to resume where partitions: 1 stopped' });
+  await back.stop();
+  assert.equal(new Set(seen.map((event) => event.position)).size, seen.length, 'nothing twice');
+  await backend.close();
+});

@@ -10,6 +10,7 @@ import { parsePartitionName, partitionName } from './naming.js';
 export interface LayoutOptions {
   owner: string;
   name: string;
+  /** The count this runner runs with: UNPARTITIONED (0) for none. */
   partitions: number;
   checkpoints: CheckpointStore;
   locks: LockRegistry | undefined;
@@ -18,7 +19,15 @@ export interface LayoutOptions {
   signal: AbortSignal;
 }
 
-/** The checkpoints of one way of splitting the runner: `count` 1 is the unpartitioned checkpoint. */
+/**
+ * The count of a runner without partitions: 0, not 1, since `partitions: 1` is a layout of its own (its
+ * checkpoint is `<name>#0/1`). Counted as 1 both, a switch between them found its count in use and
+ * seeded nothing, and the new checkpoint started from startFrom (with 'end', skipping every event since
+ * the old one).
+ */
+export const UNPARTITIONED = 0;
+
+/** The checkpoints of one way of splitting the runner: `count` UNPARTITIONED is the plain checkpoint. */
 interface Layout {
   count: number;
   checkpoints: CheckpointInfo[];
@@ -46,7 +55,7 @@ export async function adoptLayout(o: LayoutOptions): Promise<void> {
     const held = await holdAll(o.locks, namesOf(o.name, current.count), o.owner, current.count);
     try {
       // An old partition that never saved a checkpoint never handled anything: start from the beginning.
-      const complete = current.checkpoints.length >= current.count;
+      const complete = current.checkpoints.length >= checkpointsOf(current.count);
       const from = complete ? Math.min(...current.checkpoints.map((checkpoint) => checkpoint.position)) : 0;
       for (const name of names) await seed(o, name, from);
       o.logger.warn(
@@ -77,7 +86,7 @@ function toAdopt(all: readonly CheckpointInfo[], o: LayoutOptions): { current: L
   if (latest === undefined) return undefined;
   if (latest.count !== o.partitions) return { current: latest, names: namesOf(o.name, o.partitions) };
   const previous = older[0];
-  if (previous === undefined || latest.checkpoints.length >= latest.count) return undefined;
+  if (previous === undefined || latest.checkpoints.length >= checkpointsOf(latest.count)) return undefined;
   const seeded = new Set(latest.checkpoints.map((checkpoint) => checkpoint.name));
   return { current: previous, names: namesOf(o.name, o.partitions).filter((name) => !seeded.has(name)) };
 }
@@ -86,7 +95,7 @@ function toAdopt(all: readonly CheckpointInfo[], o: LayoutOptions): { current: L
 function layoutsOf(all: readonly CheckpointInfo[], name: string): Layout[] {
   const layouts = new Map<number, Layout>();
   for (const checkpoint of all) {
-    const count = checkpoint.name === name ? 1 : parsePartitionName(name, checkpoint.name)?.partitions;
+    const count = checkpoint.name === name ? UNPARTITIONED : parsePartitionName(name, checkpoint.name)?.partitions;
     if (count === undefined) continue;
     let layout = layouts.get(count);
     if (!layout) layouts.set(count, (layout = { count, checkpoints: [], lastSaved: -Infinity }));
@@ -97,8 +106,13 @@ function layoutsOf(all: readonly CheckpointInfo[], name: string): Layout[] {
   return [...layouts.values()].sort((a, b) => b.lastSaved - a.lastSaved);
 }
 
+/** How many checkpoints a layout of `count` has. */
+function checkpointsOf(count: number): number {
+  return count === UNPARTITIONED ? 1 : count;
+}
+
 function namesOf(name: string, count: number): string[] {
-  if (count === 1) return [name];
+  if (count === UNPARTITIONED) return [name];
   return Array.from({ length: count }, (_, partition) => partitionName(name, partition, count));
 }
 
@@ -151,7 +165,7 @@ async function seed(o: LayoutOptions, name: string, from: number): Promise<void>
 }
 
 function describeCount(count: number): string {
-  return count === 1 ? 'no partitions' : `${count} partitions`;
+  return count === UNPARTITIONED ? 'no partitions' : count === 1 ? '1 partition' : `${count} partitions`;
 }
 
 /**
