@@ -272,3 +272,14 @@ test('partitions: 1 is a layout of its own: switching between it and none re-par
   assert.equal(new Set(seen.map((event) => event.position)).size, seen.length, 'nothing twice');
   await backend.close();
 });
+
+test('a rebalanceIntervalMs whose membership ttl (4 of them) no timer can hold is refused when the runner is made, not at start', async () => {
+  // Before: accepted (at most MAX_TIMER_MS), then the first heartbeat refused its ttl of 4 intervals,
+  // and the runner failed at start with a message about a `ttlMs` the application never set.
+  const backend = memory<Ev>({ leaderElection: true });
+  assert.throws(
+    () => new Subscription<Ev>({ backend, name: 'slow-beat', partitions: 2, rebalanceIntervalMs: 2 ** 30, logger: silentLogger, handler: () => undefined }),
+    (error: Error & { code?: string }) => error.code === 'ESKIT_INVALID_ARGUMENT' && /rebalanceIntervalMs/.test(error.message),
+  );
+  await backend.close();
+});

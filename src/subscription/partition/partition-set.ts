@@ -3,12 +3,13 @@ import { hostname } from 'node:os';
 import type { Attributes } from '@opentelemetry/api';
 import type { CheckpointStore } from '../../core/checkpoint.js';
 import { unlessAborted, within } from '../../core/deadline.js';
-import { AlreadyStartedError, describeError, PartitionCountError } from '../../core/errors.js';
+import { AlreadyStartedError, describeError, InvalidArgumentError, PartitionCountError } from '../../core/errors.js';
 import type { EventShape, Recorded } from '../../core/event.js';
 import type { LockRegistry } from '../../core/lock.js';
 import type { Logger } from '../../core/logger.js';
 import type { LiveMember, MemberRegistry } from '../../core/members.js';
 import type { EventStore } from '../../core/store.js';
+import { MAX_TIMER_MS } from '../../core/validate.js';
 import { isTransient } from '../checkpointing.js';
 import type { EventSource } from '../reading.js';
 import type { SubscriptionState } from '../types.js';
@@ -96,6 +97,13 @@ export class PartitionSet<E extends EventShape, S> {
   #members: LiveMember[] = [];
 
   constructor(o: PartitionSetOptions<E, S>) {
+    // The membership ttl is 4 intervals, and the heartbeat refuses one no timer can hold: say so now,
+    // in terms of the option given, rather than failing at start over a `ttlMs`.
+    if (o.members && o.rebalanceIntervalMs * HEARTBEATS_PER_TTL > MAX_TIMER_MS) {
+      throw new InvalidArgumentError(
+        `${o.owner}: rebalanceIntervalMs must be at most ${Math.floor(MAX_TIMER_MS / HEARTBEATS_PER_TTL)} (a node counts as alive for ${HEARTBEATS_PER_TTL} of them, which a Node.js timer must hold), got ${o.rebalanceIntervalMs}`,
+      );
+    }
     this.#o = o;
     const holder = (o.locks as { holderId?: unknown } | undefined)?.holderId;
     this.nodeId = typeof holder === 'string' ? holder : `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
