@@ -11,6 +11,7 @@ import { figuresTable } from './lib/table.js';
 import { automationBench } from './automation.js';
 import { commandBench } from './command.js';
 import { leadershipBench } from './leadership.js';
+import { scaleBench } from './scale.js';
 import { storeBench } from './store.js';
 import { subscriptionBench } from './subscription.js';
 import { viewBench } from './view.js';
@@ -22,6 +23,7 @@ const groups: Record<string, BenchGroup> = {
   automation: automationBench,
   view: viewBench,
   command: commandBench,
+  scale: scaleBench,
 };
 
 const usage = `usage: npm run bench -- [group...] [--quick] [--filter <text>]...

@@ -308,7 +308,7 @@ async function backends(backend: PostgresBackend, name: string): Promise<number>
 }
 
 /** Raw unlock → a blocked pg_advisory_lock on another raw client returns, turn and turn about. */
-function rawHandoffBaseline(backend: PostgresBackend, lockName: string): LatencyRound {
+export function rawHandoffBaseline(backend: PostgresBackend, lockName: string): LatencyRound {
   let ready: Promise<{ clients: readonly [pg.Client, pg.Client]; pids: readonly [number, number] }> | undefined;
   const key = lockKey(lockName, backend.schema);
   let holder = 0;
