@@ -128,7 +128,9 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
     this.#error = undefined;
     this.#setState('standby');
     this.#publisher = this.#statusPublisher();
-    this.#publisher?.start();
+    // A partition's lane standing by is routine and short-lived: its row starts when it first leads
+    // (a node stands by for every partition it lacks; their rows were most of a rebalance's writes).
+    if (!this.#engine.routineStandby) this.#publisher?.start();
     const run = this.#loop();
     this.#run = run.then(() => undefined);
     this.#done = run.then((failure) => {
@@ -247,6 +249,7 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
   #setState(state: SubscriptionState): void {
     if (state === this.#state) return;
     this.#state = state;
+    if (state === 'leading') this.#publisher?.start();
     this.#engine.onStateChange?.(state);
   }
 

@@ -59,6 +59,20 @@ function releaseNodeId(name: string, id: string): void {
   if (taken?.size === 0) live.delete(name);
 }
 
+/** When each store was last pruned by this process (performance.now()). */
+const lastPruned = new WeakMap<RunnerStatusStore, number>();
+/** One prune per store per process and minute is plenty: rows are kept for an hour by default. */
+const PRUNE_EVERY_MS = 60_000;
+
+/** True when this process has not pruned `store` in the last minute (a partitioned runner starts many publishers at once). */
+function pruneDue(store: RunnerStatusStore): boolean {
+  const last = lastPruned.get(store);
+  const now = performance.now();
+  if (last !== undefined && now - last < PRUNE_EVERY_MS) return false;
+  lastPruned.set(store, now);
+  return true;
+}
+
 /**
  * Keeps a runner's status row current: a write when it starts, when it calls `changed()`, and on a
  * heartbeat, one write at a time (changes during a write become one more write after it). A failed
@@ -159,7 +173,7 @@ export class StatusPublisher {
     try {
       if (this.#pruneDue) {
         this.#pruneDue = false;
-        await this.#attempt('remove old status rows', async () => void (await this.#store.prune(this.#retentionMs)));
+        if (pruneDue(this.#store)) await this.#attempt('remove old status rows', async () => void (await this.#store.prune(this.#retentionMs)));
       }
       while (this.#dirty && !this.#stopped) {
         this.#dirty = false;
