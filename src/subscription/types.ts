@@ -157,9 +157,10 @@ export interface SubscriptionOptions<E extends EventShape> {
   /**
    * Splits the work into this many partitions, each with its own checkpoint, lease (and fencing
    * token), dead letters and status row (named `<name>#<partition>/<partitions>`), shared out over the
-   * live nodes: each takes ceil(partitions / nodes). An event belongs to one partition, chosen by
-   * `partitionKey`; events of one key are handled in order, events of different partitions in
-   * parallel. Without it, one node handles everything in global order. See docs/scaling.md.
+   * live nodes: each takes floor(partitions / nodes) or one more, so that the shares add up and none
+   * is over ceil(partitions / nodes). An event belongs to one partition, chosen by `partitionKey`;
+   * events of one key are handled in order, events of different partitions in parallel. Without it,
+   * one node handles everything in global order. See docs/scaling.md.
    */
   partitions?: number;
   /** The key that picks an event's partition (`hash(key) mod partitions`). Default: its stream id. */
