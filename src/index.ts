@@ -18,13 +18,14 @@ export type { HandleResult } from './decider/command-handler.js';
 
 // Reacting to events: subscriptions, automations and views.
 export { Subscription } from './subscription/subscription.js';
-export type { HandlerContext, SubscriptionOptions, SubscriptionStatus } from './subscription/subscription.js';
+export type { HandlerContext, PartitionStatus, SubscriptionOptions, SubscriptionStatus } from './subscription/subscription.js';
 export { Automation, inTransaction } from './automation/automation.js';
 export type { AutomationOptions, AutomationStatus, ExecuteContext, TodoItem, TriggerContext } from './automation/automation.js';
 export { MemoryView, SqlView, waitFor } from './view/index.js';
 export type { SqlViewHost, SqlViewOptions, SqlViewSetup, SqlViewTx, Upsert, ViewStatus } from './view/index.js';
 export type { DeadLetter, DeadLetterStore } from './core/dead-letter.js';
 export type { Lease, LockRegistry } from './core/lock.js';
+export type { MemberRegistry } from './core/members.js';
 export type { RetryPolicy } from './core/retry.js';
 
 // Errors: check them by code (isEskitError(error, ErrorCode.Concurrency)), which works across copies.

@@ -5,6 +5,7 @@ export * from './store.js';
 export * from './store-base.js';
 export type * from './checkpoint.js';
 export type * from './lock.js';
+export type * from './members.js';
 export type * from './backend.js';
 export * from './admin.js';
 export * from './runner-status.js';
