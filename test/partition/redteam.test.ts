@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { CheckpointStore } from '../../src/core/checkpoint.js';
 import type { LiveMember, MemberHeartbeat, MemberRegistry } from '../../src/core/members.js';
-import { memory } from '../../src/memory/index.js';
+import { memory, MemoryMemberRegistry } from '../../src/memory/index.js';
 import { Subscription } from '../../src/subscription/subscription.js';
 import type { Recorded } from '../../src/core/event.js';
 import { silentLogger } from '../../src/core/logger.js';
@@ -281,5 +281,45 @@ test('a rebalanceIntervalMs whose membership ttl (4 of them) no timer can hold i
     () => new Subscription<Ev>({ backend, name: 'slow-beat', partitions: 2, rebalanceIntervalMs: 2 ** 30, logger: silentLogger, handler: () => undefined }),
     (error: Error & { code?: string }) => error.code === 'ESKIT_INVALID_ARGUMENT' && /rebalanceIntervalMs/.test(error.message),
   );
+  await backend.close();
+});
+
+test('a heartbeat in flight at stop() does not land after the leave: the other nodes take every partition at once, and keep them', async () => {
+  // Before: stop() gave the heartbeat in flight up and left the group at once; the heartbeat's upsert,
+  // still running, landed after the leave and made the stopped node alive again (announced as a join)
+  // for a ttl. The others lowered their shares and let its released partitions lie unowned meanwhile.
+  const inner = new MemoryMemberRegistry();
+  const slow: { id?: string } = {};
+  const ids: string[] = [];
+  const members: MemberRegistry = {
+    async heartbeat(group, member) {
+      if (!ids.includes(member.id)) ids.push(member.id);
+      // This node's statements are slow: each one's upsert lands 150 ms after it was sent.
+      if (member.id === slow.id) await pause(150);
+      return inner.heartbeat(group, member);
+    },
+    leave: (group, member) => inner.leave(group, member),
+    onChange: (listener) => inner.onChange(listener),
+  };
+  const backend = memory<Ev>({ leaderElection: true });
+  const make = (): Subscription<Ev> =>
+    new Subscription<Ev>({ backend, members, name: 'late-beat', partitions: 4, rebalanceIntervalMs: 100, logger: silentLogger, handler: () => undefined });
+  const a = make();
+  const b = make();
+  await a.start();
+  await waitUntil(() => ids.length === 1);
+  await b.start();
+  await waitUntil(async () => (await leading(a)) === 2 && (await leading(b)) === 2, { message: '2 and 2' });
+  slow.id = ids[0];
+  await pause(120);
+  await a.stop();
+  await waitUntil(async () => (await leading(b)) === 4, { message: 'b to take all 4' });
+  let least = 4;
+  for (let sample = 0; sample < 40; sample++) {
+    least = Math.min(least, await leading(b));
+    await pause(10);
+  }
+  assert.equal(least, 4, 'b let partitions go again after a stopped node came back to life');
+  await b.stop();
   await backend.close();
 });

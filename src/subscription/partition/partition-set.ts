@@ -95,6 +95,8 @@ export class PartitionSet<E extends EventShape, S> {
   #wakeRequested = false;
   #shortChecks = 0;
   #members: LiveMember[] = [];
+  /** The last heartbeat sent: the leave at stop() waits for it. */
+  #beating: Promise<unknown> | undefined;
 
   constructor(o: PartitionSetOptions<E, S>) {
     // The membership ttl is 4 intervals, and the heartbeat refuses one no timer can hold: say so now,
@@ -217,7 +219,10 @@ export class PartitionSet<E extends EventShape, S> {
       unsubscribe?.();
       if (members) {
         // First, so that the others raise their shares and stand by for what this node releases next.
-        await within(members.leave(this.#o.name, this.nodeId), this.#o.stopCallTimeoutMs, `${this.#o.owner}: leaving the group`).catch((error: unknown) => {
+        // After the heartbeat stop() gave up on, if one is still running (in the same bound): landing
+        // after the leave, it made this node alive again for a ttl, and the others let its partitions lie.
+        const leave = (this.#beating ?? Promise.resolve()).catch(() => undefined).then(() => members.leave(this.#o.name, this.nodeId));
+        await within(leave, this.#o.stopCallTimeoutMs, `${this.#o.owner}: leaving the group`).catch((error: unknown) => {
           this.#o.logger.warn({ subscription: this.#o.name, err: error }, `${this.#o.owner}: leaving the group failed; the others notice when its membership runs out`);
         });
       }
@@ -231,8 +236,11 @@ export class PartitionSet<E extends EventShape, S> {
     const { members, partitions, name, owner } = this.#o;
     if (members) {
       // A database that stopped answering must not hold a stop(): the heartbeat is given up at once.
-      const beat = (): Promise<LiveMember[] | undefined> =>
-        unlessAborted(members.heartbeat(name, { id: this.nodeId, partitions, ttlMs: this.#o.rebalanceIntervalMs * HEARTBEATS_PER_TTL }), this.#stop.signal, undefined);
+      const beat = (): Promise<LiveMember[] | undefined> => {
+        const beating = members.heartbeat(name, { id: this.nodeId, partitions, ttlMs: this.#o.rebalanceIntervalMs * HEARTBEATS_PER_TTL });
+        this.#beating = beating;
+        return unlessAborted(beating, this.#stop.signal, undefined);
+      };
       let live = await beat();
       // Twice before the first lanes start: two nodes whose first heartbeats ran at once (PostgreSQL)
       // each read the group before the other's row was committed, so neither saw the other's count,
