@@ -205,3 +205,20 @@ test('going back from partitions to none: the subscription resumes from the lowe
   await plain.stop();
   await backend.close();
 });
+
+test('a partitionKey that returns no string fails the runner, naming the event (all such events in one partition would be quiet)', async () => {
+  const backend = memory<Ev>();
+  await seed(backend, 2, 1);
+  const subscription = new Subscription<Ev>({
+    backend,
+    name: 'no-key',
+    partitions: 4,
+    logger: silentLogger,
+    partitionKey: (event) => (event.data as unknown as Record<string, string>)['missing'] as string,
+    handler: () => undefined,
+  });
+  await subscription.start();
+  await assert.rejects(subscription.done, (error: Error) => /partitionKey/.test(error.message) && /position 1/.test(error.message) && /undefined, not a string/.test(error.message));
+  await subscription.stop();
+  await backend.close();
+});

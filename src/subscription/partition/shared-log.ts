@@ -190,9 +190,11 @@ export class SharedLog<E extends EventShape> {
   }
 
   #partitionOf(event: Recorded<E>): number {
-    let key: string;
+    let key: unknown;
     try {
       key = this.o.partitionKey(event);
+      // An undefined key (a field missing on some events) would put all of them in one partition, quietly.
+      if (typeof key !== 'string') throw new TypeError(`it returned ${key === null ? 'null' : typeof key}, not a string`);
     } catch (error) {
       // Not transient: the same event gets the same answer on every read. Thrown as it was, it counted
       // as a read failure to wait out, and every partition retried (and warned) each poll, for good.
@@ -203,7 +205,7 @@ export class SharedLog<E extends EventShape> {
         { cause: error },
       );
     }
-    return partitionOf(key, this.o.partitions);
+    return partitionOf(key as string, this.o.partitions);
   }
 }
 
