@@ -19,7 +19,8 @@ import { subscriptionParts } from './parts.js';
 import { LogReader } from './reading.js';
 import type { EventSource } from './reading.js';
 import { drainWork, finishWork } from './outstanding.js';
-import { StatusPublisher, runnerSnapshot } from './status-publisher.js';
+import { runnerPublisher } from './status-publisher.js';
+import type { StatusPublisher } from './status-publisher.js';
 import type { StoppingWork } from './outstanding.js';
 import type { Batch } from './reading.js';
 import type { EngineHooks, SubscriptionOptions, SubscriptionState, SubscriptionStatus } from './types.js';
@@ -42,7 +43,6 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
   readonly #store: EventStore<E>;
   readonly #checkpoints: CheckpointStore;
   readonly #retry: RetryPolicy;
-  readonly #batchSize: number;
   readonly #checkpointIntervalMs: number;
   readonly #pollIntervalMs: number;
   readonly #drainTimeoutMs: number;
@@ -76,7 +76,6 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
     this.#store = store;
     this.#checkpoints = checkpoints;
     this.#retry = retryPolicy(options.retry, defaultRetry);
-    this.#batchSize = positiveInteger('batchSize', options.batchSize ?? 500);
     this.#checkpointIntervalMs = milliseconds('checkpointIntervalMs', options.checkpointIntervalMs ?? 250, 0);
     this.#pollIntervalMs = milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500);
     this.#drainTimeoutMs = milliseconds('drainTimeoutMs', options.drainTimeoutMs ?? 10_000);
@@ -93,14 +92,9 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
       logger: this.#logger,
       routineStandby: engine.routineStandby,
     });
-    this.#reader = engine.source ?? new LogReader<E>({
-      name: this.name,
-      store,
-      batchSize: this.#batchSize,
-      types: options.types,
-      pollIntervalMs: this.#pollIntervalMs,
-      logger: this.#logger,
-    });
+    const batchSize = positiveInteger('batchSize', options.batchSize ?? 500);
+    // A partition's events come from its node's shared reader instead.
+    this.#reader = engine.source ?? new LogReader<E>({ name: this.name, store, batchSize, types: options.types, pollIntervalMs: this.#pollIntervalMs, logger: this.#logger });
     this.#delivery = new Delivery<E>({
       name: this.name,
       handler: options.handler,
@@ -274,19 +268,8 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
       if (!fencedHere.signal.aborted) fencedHere.abort(error);
     };
 
-    const start = await loadStart(
-      {
-        name: this.name,
-        checkpoints: this.#checkpoints,
-        store: this.#store,
-        startFrom: this.#options.startFrom,
-        retry: this.#retry,
-        pollIntervalMs: this.#pollIntervalMs,
-        logger: this.#logger,
-      },
-      token,
-      signal,
-    );
+    const common = { name: this.name, checkpoints: this.#checkpoints, retry: this.#retry, pollIntervalMs: this.#pollIntervalMs, logger: this.#logger };
+    const start = await loadStart({ ...common, store: this.#store, startFrom: this.#options.startFrom }, token, signal);
     if (start === 'stopped') return lost() ? this.#lostLeadership(ended.reason) : 'stopped';
     if (typeof start !== 'number') return this.#lostLeadership(start.fenced);
 
@@ -294,9 +277,12 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
     // except past outstanding work. Both are read in one synchronous step, so no work can slip in
     // between (the race the Go original fixed by ordering two reads).
     let read = start;
+    // The last of its own events handed over (handled or skipped); beyond it, `read` only passed over
+    // other partitions' events, saved at most every `passOverIntervalMs` (and at stop).
+    let ownRead = start;
+    const passOverIntervalMs = Math.max(1_000, 10 * this.#checkpointIntervalMs);
     const checkpoint = new Checkpointer({
-      name: this.name,
-      checkpoints: this.#checkpoints,
+      ...common,
       fencingToken: token,
       position: start,
       target: () => {
@@ -306,9 +292,6 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
       lost,
       stopSignal: this.#stop.signal,
       stopCallTimeoutMs: this.#stopCallTimeoutMs,
-      retry: this.#retry,
-      pollIntervalMs: this.#pollIntervalMs,
-      logger: this.#logger,
       onSaved: (position) => {
         this.#position = position;
         work?.checkpointed?.(position);
@@ -358,13 +341,15 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
         if (batch.length === 0 && page.through > read) {
           // Only other partitions' events: nothing to handle, and the checkpoint may pass them.
           read = page.through;
-          if (checkpoint.due(this.#checkpointIntervalMs)) await checkpoint.save();
+          if (checkpoint.due(passOverIntervalMs)) await checkpoint.save();
           continue;
         }
         if (batch.length === 0) {
           // Once per idle poll: registers the lag gauge with a meter provider installed after start().
           instruments();
-          await checkpoint.save();
+          // Caught up. Past its own last event, a partition has only passed over the others' events:
+          // saving that at every wake-up would be one write per partition per append.
+          if (ownRead > checkpoint.saved || checkpoint.due(passOverIntervalMs)) await checkpoint.save();
           if (lost()) break;
           await this.#reader.idle(signal);
           continue;
@@ -372,11 +357,11 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
         const handledBefore = this.#delivery.handled;
         const result = await this.#delivery.deliver(batch, token, signal, {
           handled: (position) => {
-            read = position;
+            read = ownRead = position;
             if (this.#engine.checkpointsInHandler) checkpoint.savedByHandler(position);
           },
           skipped: (position) => {
-            read = position;
+            read = ownRead = position;
           },
         });
         // Everything was handed over: the checkpoint may also pass the other partitions' events after it.
@@ -424,27 +409,23 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
 
   /** A status row for this run in the backend (`eskit status`), when there is a backend to write it to. */
   #statusPublisher(): StatusPublisher | undefined {
-    const runners = this.#options.backend?.admin?.runners ?? this.#engine.statusStore;
-    if (!runners) return undefined;
-    const holder = (this.#leaderLockOf as { holderId?: unknown } | undefined)?.holderId;
-    return new StatusPublisher({
-      store: runners,
+    return runnerPublisher({
+      runners: this.#options.backend?.admin?.runners ?? this.#engine.statusStore,
       name: this.name,
       kind: this.#engine.kind ?? 'subscription',
-      nodeId: typeof holder === 'string' ? holder : undefined,
+      leaderLock: this.#leaderLockOf,
       heartbeatMs: this.#options.statusHeartbeatMs,
       stopTimeoutMs: this.#stopCallTimeoutMs,
       logger: this.#logger,
-      snapshot: () =>
-        runnerSnapshot({
-          state: this.#state,
-          stopping: this.#stop.signal.aborted,
-          denied: this.#leadership.denied,
-          fencingToken: this.#fencingToken,
-          position: this.#position,
-          work: this.#engine.work?.(),
-          error: this.#error,
-        }),
+      run: () => ({
+        state: this.#state,
+        stopping: this.#stop.signal.aborted,
+        denied: this.#leadership.denied,
+        fencingToken: this.#fencingToken,
+        position: this.#position,
+        work: this.#engine.work?.(),
+        error: this.#error,
+      }),
     });
   }
 

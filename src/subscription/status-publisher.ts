@@ -258,3 +258,29 @@ export function runnerSnapshot(run: {
     lastError: run.error?.message,
   };
 }
+
+/** A runner's status publisher, when there is a store to write its row to (a backend's, or a view host's). */
+export function runnerPublisher(o: {
+  runners: RunnerStatusStore | undefined;
+  name: string;
+  kind: RunnerKind;
+  /** Names the node in the row when it is a registry with a `holderId` (PostgreSQL's). */
+  leaderLock: unknown;
+  heartbeatMs: number | undefined;
+  stopTimeoutMs: number;
+  logger: Logger;
+  run: () => Parameters<typeof runnerSnapshot>[0];
+}): StatusPublisher | undefined {
+  if (!o.runners) return undefined;
+  const holder = (o.leaderLock as { holderId?: unknown } | undefined)?.holderId;
+  return new StatusPublisher({
+    store: o.runners,
+    name: o.name,
+    kind: o.kind,
+    nodeId: typeof holder === 'string' ? holder : undefined,
+    heartbeatMs: o.heartbeatMs,
+    stopTimeoutMs: o.stopTimeoutMs,
+    logger: o.logger,
+    snapshot: () => runnerSnapshot(o.run()),
+  });
+}

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { memory } from '../../src/memory/index.js';
 import { Subscription } from '../../src/subscription/subscription.js';
 import type { Recorded } from '../../src/core/event.js';
+import type { CheckpointStore } from '../../src/core/checkpoint.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { partitionOf } from '../../src/subscription/partition/naming.js';
 import { waitUntil } from '../../src/testing/wait.js';
@@ -220,5 +221,44 @@ test('a partitionKey that returns no string fails the runner, naming the event (
   await subscription.start();
   await assert.rejects(subscription.done, (error: Error) => /partitionKey/.test(error.message) && /position 1/.test(error.message) && /undefined, not a string/.test(error.message));
   await subscription.stop();
+  await backend.close();
+});
+
+test('a partition saves its checkpoint for passing over the others\' events at most every few seconds, not at every append', async () => {
+  const backend = memory<Ev>();
+  const saves = new Map<string, number>();
+  const checkpoints = backend.checkpoints;
+  const counting: CheckpointStore = {
+    load: (name) => checkpoints.load(name),
+    claim: (name, token) => checkpoints.claim(name, token),
+    list: () => checkpoints.list(),
+    save: (name, position, options) => {
+      saves.set(name, (saves.get(name) ?? 0) + 1);
+      return checkpoints.save(name, position, options);
+    },
+  };
+  const seen: Recorded<Ev>[] = [];
+  const subscription = new Subscription<Ev>({
+    store: backend.store,
+    checkpoints: counting,
+    name: 'quiet-saves',
+    partitions: 4,
+    logger: silentLogger,
+    handler: (event) => void seen.push(event),
+  });
+  await subscription.start();
+  const own = partitionOf('hot', 4);
+  for (let n = 1; n <= 40; n++) {
+    await backend.store.append('hot', [{ type: 'Happened', data: { n, customer: 'c' } }]);
+    await waitUntil(() => seen.length === n);
+  }
+  await waitUntil(() => (saves.get(`quiet-saves#${own}/4`) ?? 0) >= 10, { message: 'the hot partition to save as it goes' });
+  for (let partition = 0; partition < 4; partition++) {
+    if (partition === own) continue;
+    assert.ok((saves.get(`quiet-saves#${partition}/4`) ?? 0) <= 3, `partition ${partition} saved ${saves.get(`quiet-saves#${partition}/4`)} times for events it only passed over`);
+  }
+  await subscription.stop();
+  // At stop, every partition's checkpoint is past everything.
+  for (const checkpoint of await checkpoints.list()) assert.equal(checkpoint.position, 40);
   await backend.close();
 });
