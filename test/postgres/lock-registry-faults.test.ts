@@ -37,7 +37,8 @@ describe('PostgresLockRegistry: errors of a statement on a live lock connection'
         await waitUntil(() => told() >= 2 || standby.state.error !== undefined, { timeoutMs: 15_000, message: `two takes failed with ${sqlstate}` });
         assert.equal(standby.state.error, undefined, `a take failing with ${sqlstate} failed the waiting acquire`);
         // It held nothing: the session was ended, and a new one may land on a healthy server.
-        await waitUntil(() => b.connectionPid !== undefined && b.connectionPid !== before, { message: `a new session after ${sqlstate}` });
+        // The reconnect backs off over the same consecutive failures: the same bound.
+        await waitUntil(() => b.connectionPid !== undefined && b.connectionPid !== before, { timeoutMs: 15_000, message: `a new session after ${sqlstate}` });
         await faults.clear('take');
       }
       assert.equal(standby.state.lease, undefined, 'A still holds the lock');
