@@ -280,7 +280,7 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
     // The last of its own events handed over (handled or skipped); beyond it, `read` only passed over
     // other partitions' events, saved at most every `passOverIntervalMs` (and at stop).
     let ownRead = start;
-    const passOverIntervalMs = Math.max(1_000, 10 * this.#checkpointIntervalMs);
+    const passOverIntervalMs = this.#engine.eagerPassOver ? this.#checkpointIntervalMs : Math.max(1_000, 10 * this.#checkpointIntervalMs);
     const checkpoint = new Checkpointer({
       ...common,
       fencingToken: token,
@@ -349,7 +349,7 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
           instruments();
           // Caught up. Past its own last event, a partition has only passed over the others' events:
           // saving that at every wake-up would be one write per partition per append.
-          if (ownRead > checkpoint.saved || checkpoint.due(passOverIntervalMs)) await checkpoint.save();
+          if (this.#engine.eagerPassOver || ownRead > checkpoint.saved || checkpoint.due(passOverIntervalMs)) await checkpoint.save();
           if (lost()) break;
           await this.#reader.idle(signal);
           continue;

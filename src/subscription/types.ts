@@ -248,4 +248,10 @@ export interface EngineHooks<E extends EventShape = EventShape> {
    * this runner's (see layout.ts). Resolves false when stopped first; a throw fails the run.
    */
   prepare?: (signal: AbortSignal) => Promise<boolean>;
+  /**
+   * A partition saves its progress over the other partitions' events as soon as it catches up, like
+   * its own (a view's partition: waitFor needs every partition's checkpoint past the position). Else
+   * that progress alone is saved at most every max(1 s, 10 × checkpointIntervalMs), and at stop.
+   */
+  eagerPassOver?: boolean;
 }
