@@ -11,6 +11,7 @@ import type { MemberRegistry } from '../core/members.js';
 import type { RunnerStatusStore } from '../core/runner-status.js';
 import type { EventStore } from '../core/store.js';
 import type { SqlViewBackend, ViewMeta } from '../core/view-backend.js';
+import { UNPARTITIONED } from '../subscription/partition/layout.js';
 import { partitionName } from '../subscription/partition/naming.js';
 import type { PartitionSet } from '../subscription/partition/partition-set.js';
 import { SubscriptionRunner } from '../subscription/runner.js';
@@ -108,9 +109,9 @@ export class ViewLanes<E extends EventShape> {
     this.names = Array.from({ length: partitions }, (_, partition) => partitionName(name, partition, partitions));
   }
 
-  /** The partitions this view is split into (1: unpartitioned). */
+  /** The partitions this view is split into: UNPARTITIONED (0) for none, apart from `partitions: 1`. */
   get partitions(): number {
-    return this.#o.options.partitions ?? 1;
+    return this.#o.options.partitions ?? UNPARTITIONED;
   }
 
   start(): Promise<void> {

@@ -13,13 +13,15 @@ import type { Lease, LockRegistry } from '../core/lock.js';
 import type { Logger } from '../core/logger.js';
 import type { EventStore } from '../core/store.js';
 import type { SqlViewBackend } from '../core/view-backend.js';
-import { parsePartitionName, partitionName, partitionOf } from '../subscription/partition/naming.js';
+import { describeCount, layoutsOf, namesOf } from '../subscription/partition/layout.js';
+import type { Layout } from '../subscription/partition/layout.js';
+import { partitionOf } from '../subscription/partition/naming.js';
 import { applyPinned } from './sql-rebuild.js';
 import type { PinnedFailures } from './sql-rebuild.js';
 
 export interface LayoutStep<E extends EventShape> {
   name: string;
-  /** The count this node starts with; 1: unpartitioned. */
+  /** The count this node starts with: UNPARTITIONED (0) for none, apart from `partitions: 1`. */
   partitions: number;
   partitionKey: (event: Recorded<E>) => string;
   /** The checkpoints of this node's lanes. */
@@ -34,11 +36,12 @@ export interface LayoutStep<E extends EventShape> {
   logger: Logger;
 }
 
-/** One way of splitting the view: `count` 1 is the unpartitioned checkpoint. */
-interface Layout {
-  count: number;
-  rows: CheckpointInfo[];
-  lastSaved: number;
+/** One step: the lanes of the count `from` catch up to `target`, where the lanes `names` (of the count `to`) start. */
+interface Change {
+  from: number;
+  to: number;
+  target: number;
+  names: readonly string[];
 }
 
 /**
@@ -59,58 +62,67 @@ export async function settleLayout<E extends EventShape>(o: LayoutStep<E>): Prom
 
 async function settleOnce<E extends EventShape>(o: LayoutStep<E>): Promise<void> {
   // The usual start: the count did not change, and this costs one read.
-  if (!stale(latestLayout(await o.backend.listCheckpoints(), o.name), o.partitions)) return;
+  if (changesOf(await o.backend.listCheckpoints(), o).length === 0) return;
   // Nodes starting at once serialise here (the partition set takes the same lock after this).
   const layoutLock = o.locks ? await o.locks.acquire(`${o.name}#layout`) : undefined;
   try {
-    const current = latestLayout(await o.backend.listCheckpoints(), o.name);
-    if (!current || !stale(current, o.partitions)) return;
-    const old = namesOf(o.name, current.count);
-    const held = await holdAll(o, old, current.count);
-    try {
-      const generation = (await o.backend.readMeta())?.generation ?? -1;
-      const target = Math.max(...current.rows.map((row) => row.position));
-      let applied = 0;
-      for (const [partition, lane] of old.entries()) {
-        applied += await catchUp(o, { lane, partition, count: current.count, target, generation, token: held[partition]?.fencingToken });
-      }
-      for (const lane of o.names) await seed(o, lane, target, generation);
-      o.logger.warn(
-        { view: o.name, from: current.count, to: o.partitions, position: target, applied },
-        `View "${o.name}": re-partitioned from ${describeCount(current.count)} to ${describeCount(o.partitions)}. The old lanes first applied their own events ` +
-          `up to position ${target} (${applied} events), where every new lane starts: each event is applied once.`,
-      );
-    } finally {
-      await Promise.all(held.map((lease) => lease?.release()));
-    }
+    for (const change of changesOf(await o.backend.listCheckpoints(), o)) await apply(o, change);
   } finally {
     await layoutLock?.release();
   }
 }
 
-function stale(layout: Layout | undefined, partitions: number): layout is Layout {
-  return layout !== undefined && layout.count !== partitions;
-}
-
-/** The layout whose checkpoints were saved last: the one the view ran with most recently. */
-function latestLayout(rows: readonly CheckpointInfo[], name: string): Layout | undefined {
-  const layouts = new Map<number, Layout>();
-  for (const row of rows) {
-    const count = row.name === name ? 1 : parsePartitionName(name, row.name)?.partitions;
-    if (count === undefined) continue;
-    let layout = layouts.get(count);
-    if (!layout) layouts.set(count, (layout = { count, rows: [], lastSaved: -Infinity }));
-    layout.rows.push(row);
-    layout.lastSaved = Math.max(layout.lastSaved, row.updatedAt.getTime());
+/**
+ * What to do before this node's count runs, from the layouts the checkpoints hold (layout.ts's, where
+ * no partitions, UNPARTITIONED, is a count apart from `partitions: 1`).
+ *
+ * A change cut short (a failure or a crash between two seeds) left the count saved last with some
+ * lanes seeded and the others without a checkpoint, or with the one a former run with that count left
+ * behind: it is completed first, from the layout before it (whose lanes it had caught up), as it would
+ * have been. Taken as done, an unseeded lane started from the beginning, or from its old checkpoint,
+ * and applied the events of its keys again. Then, when this node runs another count, that one's lanes
+ * catch up as usual.
+ */
+function changesOf(rows: readonly CheckpointInfo[], o: Pick<LayoutStep<EventShape>, 'name' | 'partitions' | 'names'>): Change[] {
+  const [latest, previous] = layoutsOf(rows, o.name);
+  if (latest === undefined) return [];
+  const highest = (layout: Layout): number => Math.max(...layout.checkpoints.map((checkpoint) => checkpoint.position));
+  const changes: Change[] = [];
+  let target = highest(latest);
+  if (previous !== undefined) {
+    // The change seeded its lanes where every old one had caught up, the highest old checkpoint, and
+    // the old lanes stayed there. A lane behind it was not seeded: its checkpoint, if any, is the one a
+    // former run with this count left (the time it was saved is no sign: taking its lock touches it).
+    const from = highest(previous);
+    const seeded = new Set(latest.checkpoints.filter((row) => row.position >= from).map((row) => row.name));
+    const names = namesOf(o.name, latest.count).filter((name) => !seeded.has(name));
+    if (names.length > 0) changes.push({ from: previous.count, to: latest.count, target: from, names });
+    target = Math.max(target, from);
   }
-  let latest: Layout | undefined;
-  for (const layout of layouts.values()) if (!latest || layout.lastSaved > latest.lastSaved) latest = layout;
-  return latest;
+  if (latest.count !== o.partitions) changes.push({ from: latest.count, to: o.partitions, target, names: o.names });
+  return changes;
 }
 
-function namesOf(name: string, count: number): string[] {
-  if (count === 1) return [name];
-  return Array.from({ length: count }, (_, partition) => partitionName(name, partition, count));
+async function apply<E extends EventShape>(o: LayoutStep<E>, change: Change): Promise<void> {
+  const { from, to, target } = change;
+  const old = namesOf(o.name, from);
+  const held = await holdAll(o, old, from);
+  try {
+    const generation = (await o.backend.readMeta())?.generation ?? -1;
+    let applied = 0;
+    for (const [partition, lane] of old.entries()) {
+      applied += await catchUp(o, { lane, partition, count: from, target, generation, token: held[partition]?.fencingToken });
+    }
+    for (const lane of change.names) await seed(o, lane, target, generation);
+    const what = to === o.partitions ? 're-partitioned' : 'completed a partition count change cut short,';
+    o.logger.warn(
+      { view: o.name, from, to, position: target, applied },
+      `View "${o.name}": ${what} from ${describeCount(from)} to ${describeCount(to)}. The old lanes first applied their own events ` +
+        `up to position ${target} (${applied} events), where the new lanes start: each event is applied once.`,
+    );
+  } finally {
+    await Promise.all(held.map((lease) => lease?.release()));
+  }
 }
 
 /**
@@ -141,7 +153,7 @@ async function catchUp<E extends EventShape>(
     if (page.length === 0) break;
     position = (page[page.length - 1] as Recorded<E>).position;
     const own = page.filter(
-      (event) => event.position <= at.target && (at.count === 1 || partitionOf(o.partitionKey(event), at.count) === at.partition),
+      (event) => event.position <= at.target && (at.count <= 1 || partitionOf(o.partitionKey(event), at.count) === at.partition),
     );
     if (own.length > 0) await applyPinned(own, apply, failures);
     applied += own.length;
@@ -199,8 +211,4 @@ async function tryAcquire(locks: LockRegistry, name: string): Promise<Lease | un
     if (controller.signal.aborted) return undefined;
     throw error;
   }
-}
-
-function describeCount(count: number): string {
-  return count === 1 ? 'no partitions' : `${count} partitions`;
 }

@@ -102,3 +102,32 @@ export async function soldCount(store: EventStore<SaleEvent>): Promise<number> {
   for await (const _event of store.readAll({ types: ['Sold'] })) count += 1;
   return count;
 }
+
+/**
+ * The host, whose views fail the first checkpoint save of `lane` (as a crash, a lost connection or a
+ * stop could leave a partition count change: some new lanes seeded, the others not).
+ */
+export function failingFirstSave(host: SqlViewHost<SaleEvent>, lane: string): SqlViewHost<SaleEvent> {
+  let armed = true;
+  const views: SqlViewHost<SaleEvent>['views'] = {
+    create: (spec) => {
+      const backend = host.views.create(spec);
+      return new Proxy(backend, {
+        get: (target, key) => {
+          if (key === 'saveCheckpoint') {
+            return (...args: Parameters<typeof backend.saveCheckpoint>) => {
+              if (armed && args[0] === lane) {
+                armed = false;
+                return Promise.reject(new Error(`injected: saving ${lane} failed`));
+              }
+              return target.saveCheckpoint(...args);
+            };
+          }
+          const value: unknown = Reflect.get(target, key, target);
+          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+    },
+  };
+  return new Proxy(host, { get: (target, key) => (key === 'views' ? views : Reflect.get(target, key, target)) });
+}

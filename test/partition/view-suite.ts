@@ -10,7 +10,7 @@ import type { EventStore } from '../../src/core/store.js';
 import { partitionOf } from '../../src/subscription/partition/naming.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import type { SqlViewHost } from '../../src/view/index.js';
-import { appendSales, assertSameSales, salesRows, salesView, soldCount } from './view-fixture.js';
+import { appendSales, assertSameSales, failingFirstSave, salesRows, salesView, soldCount } from './view-fixture.js';
 import type { SaleEvent, SalesOptions, SalesView } from './view-fixture.js';
 
 /** One database of a backend: a node on it (a backend; call again for another node), and its SQL. */
@@ -205,5 +205,68 @@ export function partitionedViewSuite(backendName: string, open: (cleanup: (fn: (
       await back.waitFor(head, { timeoutMs: 20_000 });
       assertSameSales(await rows(w, back, 'split_'), await rows(w, plain, 'plain_'), await soldCount(w.host.store));
     });
+
+    it('partitions: 1 is a count of its own: none, 1, none, 1, 4, 1 and none again carry on exactly once', async () => {
+      const w = await world();
+      const plain = await started(view(w, { prefix: 'plain_' }));
+      let from = 0;
+      for (const partitions of [undefined, 1, undefined, 1, 4, 1, undefined]) {
+        const head = await appendSales(w.host.store, 10, 2, from);
+        from += 10;
+        const split = await started(view(w, { prefix: 'split_', partitions }));
+        await plain.waitFor(head, { timeoutMs: 20_000 });
+        await split.waitFor(head, { timeoutMs: 20_000 });
+        const step = `after ${from / 10} starts, with ${String(partitions ?? 'no')} partitions`;
+        await assert.doesNotReject(async () => assertSameSales(await rows(w, split, 'split_'), await rows(w, plain, 'plain_'), await soldCount(w.host.store)), step);
+        await split.stop();
+      }
+    });
+
+    const cutShort = [
+      [2, 'the same count', true],
+      [3, 'another count', false],
+      [undefined, 'no partitions', true],
+      [4, 'the count before', false],
+    ] as const;
+    for (const [then, label, former] of cutShort) {
+      const unseeded = former ? 'the other left behind by a former run with 2' : 'the other without a checkpoint';
+      it(`a count change cut short (4 to 2, one new lane seeded, ${unseeded}) is completed, then ${label} carries on exactly once`, async () => {
+        const w = await world();
+        await appendSales(w.host.store, 20, 2);
+        const plain = await started(view(w, { prefix: 'plain_' }));
+        if (former) {
+          const two = await started(view(w, { prefix: 'split_', partitions: 2 }));
+          await two.waitFor(await w.host.store.headPosition(), { timeoutMs: 20_000 });
+          await two.stop();
+          await appendSales(w.host.store, 10, 1, 50);
+        }
+        const four = await started(view(w, { prefix: 'split_', partitions: 4 }));
+        await four.waitFor(await w.host.store.headPosition(), { timeoutMs: 20_000 });
+        await four.stop();
+
+        // 2 partitions: the old lanes catch up, then saving the second new lane fails (a crash there).
+        let head = await appendSales(w.host.store, 10, 2, 20);
+        const cut = salesView(failingFirstSave(w.host, 'split_sales#1/2'), { prefix: 'split_', partitions: 2 });
+        cleanups.push(() => cut.stop());
+        await assert.rejects(cut.start(), /injected/);
+        const lanes = await laneRows(w, 'split_sales');
+        const at = (name: string): number | undefined => lanes.find((row) => row.name === name)?.position;
+        assert.ok((at('split_sales#0/2') ?? 0) > (at('split_sales#1/2') ?? 0), `half seeded: ${lanes.map((row) => `${row.name}@${row.position}`).join(', ')}`);
+
+        head = await appendSales(w.host.store, 10, 1, 30);
+        const next = await started(view(w, { prefix: 'split_', partitions: then }));
+        await plain.waitFor(head, { timeoutMs: 20_000 });
+        await next.waitFor(head, { timeoutMs: 20_000 });
+        assertSameSales(await rows(w, next, 'split_'), await rows(w, plain, 'plain_'), await soldCount(w.host.store));
+
+        // And on from there.
+        await next.stop();
+        head = await appendSales(w.host.store, 10, 1, 40);
+        const last = await started(view(w, { prefix: 'split_', partitions: 3 }));
+        await plain.waitFor(head, { timeoutMs: 20_000 });
+        await last.waitFor(head, { timeoutMs: 20_000 });
+        assertSameSales(await rows(w, last, 'split_'), await rows(w, plain, 'plain_'), await soldCount(w.host.store));
+      });
+    }
   });
 }

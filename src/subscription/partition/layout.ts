@@ -28,7 +28,7 @@ export interface LayoutOptions {
 export const UNPARTITIONED = 0;
 
 /** The checkpoints of one way of splitting the runner: `count` UNPARTITIONED is the plain checkpoint. */
-interface Layout {
+export interface Layout {
   count: number;
   checkpoints: CheckpointInfo[];
   lastSaved: number;
@@ -92,7 +92,7 @@ function toAdopt(all: readonly CheckpointInfo[], o: LayoutOptions): { current: L
 }
 
 /** The layouts of the runner's checkpoints, the one saved last (the one used most recently) first. */
-function layoutsOf(all: readonly CheckpointInfo[], name: string): Layout[] {
+export function layoutsOf(all: readonly CheckpointInfo[], name: string): Layout[] {
   const layouts = new Map<number, Layout>();
   for (const checkpoint of all) {
     const count = checkpoint.name === name ? UNPARTITIONED : parsePartitionName(name, checkpoint.name)?.partitions;
@@ -111,7 +111,7 @@ function checkpointsOf(count: number): number {
   return count === UNPARTITIONED ? 1 : count;
 }
 
-function namesOf(name: string, count: number): string[] {
+export function namesOf(name: string, count: number): string[] {
   if (count === UNPARTITIONED) return [name];
   return Array.from({ length: count }, (_, partition) => partitionName(name, partition, count));
 }
@@ -164,7 +164,7 @@ async function seed(o: LayoutOptions, name: string, from: number): Promise<void>
   }
 }
 
-function describeCount(count: number): string {
+export function describeCount(count: number): string {
   return count === UNPARTITIONED ? 'no partitions' : count === 1 ? '1 partition' : `${count} partitions`;
 }
 
