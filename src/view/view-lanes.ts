@@ -104,7 +104,7 @@ export class ViewLanes<E extends EventShape> {
         members: members ?? o.members,
         rebalanceIntervalMs,
       },
-      (slot) => this.#runner(this.#lane(slot.name), { source: slot.source, onStateChange: slot.onStateChange, routineStandby: true }),
+      (slot) => this.#runner(this.#lane(slot.name), { source: slot.source, onStateChange: slot.onStateChange, routineStandby: true, eagerPassOver: true }),
     );
     this.names = Array.from({ length: partitions }, (_, partition) => partitionName(name, partition, partitions));
   }
@@ -170,7 +170,7 @@ export class ViewLanes<E extends EventShape> {
     return lane;
   }
 
-  #runner(lane: LaneState, hooks: Pick<EngineHooks<E>, 'source' | 'onStateChange' | 'routineStandby'>): SubscriptionRunner<E> {
+  #runner(lane: LaneState, hooks: Pick<EngineHooks<E>, 'source' | 'onStateChange' | 'routineStandby' | 'eagerPassOver'>): SubscriptionRunner<E> {
     const { options, store, backend, leaderLock, logger } = this.#o;
     const runnerOptions: SubscriptionOptions<E> = {
       ...subscriptionOptionsOf(options),
