@@ -262,3 +262,22 @@ test('a partition saves its checkpoint for passing over the others\' events at m
   for (const checkpoint of await checkpoints.list()) assert.equal(checkpoint.position, 40);
   await backend.close();
 });
+
+test('a re-partition fences the old partitions: a stale owner of one cannot save its checkpoint afterwards', async () => {
+  const backend = memory<Ev>({ leaderElection: true });
+  const total = await seed(backend, 4, 2);
+  const locks = backend.locks as NonNullable<typeof backend.locks>;
+  // The old layout (2 partitions); the owner of #0/2 is about to freeze with its lease.
+  const stale = await locks.acquire('fenced#0/2');
+  await backend.checkpoints.claim('fenced#0/2', stale.fencingToken);
+  await backend.checkpoints.save('fenced#0/2', 2, { fencingToken: stale.fencingToken });
+  await backend.checkpoints.save('fenced#1/2', 3);
+  locks.revoke('fenced#0/2');
+  const seen: Recorded<Ev>[] = [];
+  const subscription = new Subscription<Ev>({ backend, name: 'fenced', partitions: 4, rebalanceIntervalMs: 50, logger: silentLogger, handler: (event) => void seen.push(event) });
+  await subscription.start();
+  await waitUntil(() => seen.length === total - 2, { message: 'the events after the lowest old checkpoint' });
+  await assert.rejects(backend.checkpoints.save('fenced#0/2', 8, { fencingToken: stale.fencingToken }), (error: Error & { code?: string }) => error.code === 'ESKIT_FENCED');
+  await subscription.stop();
+  await backend.close();
+});

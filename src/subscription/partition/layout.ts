@@ -54,6 +54,11 @@ export async function adoptLayout(o: LayoutOptions): Promise<void> {
     const { current, names } = adopt;
     const held = await holdAll(o.locks, namesOf(o.name, current.count), o.owner, current.count);
     try {
+      // An old partition's owner that is stale (frozen past its lease) must not save after this: its
+      // save would make the old layout look newest, and the next start would re-partition from it.
+      for (const lease of held) {
+        if (current.checkpoints.some((checkpoint) => checkpoint.name === lease.name)) await o.checkpoints.claim(lease.name, lease.fencingToken);
+      }
       // An old partition that never saved a checkpoint never handled anything: start from the beginning.
       const complete = current.checkpoints.length >= checkpointsOf(current.count);
       const from = complete ? Math.min(...current.checkpoints.map((checkpoint) => checkpoint.position)) : 0;
