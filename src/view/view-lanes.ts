@@ -143,7 +143,8 @@ export class ViewLanes<E extends EventShape> {
    * checkpoint of its lanes; undefined while one of them has none.
    */
   async readPosition(): Promise<number | undefined> {
-    if (this.names.length === 1) return this.#o.backend.loadCheckpoint(this.#name);
+    // One lane: the view's own checkpoint, or `<name>#0/1` with `partitions: 1` (a layout of its own).
+    if (this.names.length === 1) return this.#o.backend.loadCheckpoint(this.names[0] as string);
     const saved = new Map((await this.#o.backend.listCheckpoints()).map((row) => [row.name, row.position]));
     let lowest: number | undefined;
     for (const name of this.names) {

@@ -125,6 +125,17 @@ export function partitionedViewSuite(backendName: string, open: (cleanup: (fn: (
       await reader.waitFor(noted, { timeoutMs: 2_000 });
     });
 
+    it('partitions: 1: waitFor in an instance that does not run the view reads the partition\'s checkpoint, not the plain one', async () => {
+      const w = await world();
+      await appendSales(w.host.store, 10, 2);
+      const one = await started(view(w, { prefix: 'split_', partitions: 1 }));
+      const reader = view(w, { prefix: 'split_', partitions: 1 });
+      const head = await w.host.store.headPosition();
+      await one.waitFor(head, { timeoutMs: 20_000 });
+      // It read `split_sales`, which partitions: 1 never writes (its lane is `split_sales#0/1`), and timed out.
+      await reader.waitFor(head, { timeoutMs: 5_000 });
+    });
+
     it('rebuilds a partitioned view: every checkpoint of the view goes to the swap position, and the view carries on', async () => {
       const w = await world();
       await appendSales(w.host.store, 30, 3);
