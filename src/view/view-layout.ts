@@ -9,11 +9,11 @@
 import type { CheckpointInfo } from '../core/checkpoint.js';
 import { ErrorCode, HandlerFailedError, isEskitError, PartitionCountError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
-import type { Lease, LockRegistry } from '../core/lock.js';
+import type { LockRegistry } from '../core/lock.js';
 import type { Logger } from '../core/logger.js';
 import type { EventStore } from '../core/store.js';
 import type { SqlViewBackend } from '../core/view-backend.js';
-import { describeCount, layoutsOf, namesOf } from '../subscription/partition/layout.js';
+import { describeCount, holdAll, layoutsOf, namesOf, tryAcquire } from '../subscription/partition/layout.js';
 import type { Layout } from '../subscription/partition/layout.js';
 import { partitionOf } from '../subscription/partition/naming.js';
 import { applyPinned } from './sql-rebuild.js';
@@ -106,7 +106,13 @@ function changesOf(rows: readonly CheckpointInfo[], o: Pick<LayoutStep<EventShap
 async function apply<E extends EventShape>(o: LayoutStep<E>, change: Change): Promise<void> {
   const { from, to, target } = change;
   const old = namesOf(o.name, from);
-  const held = await holdAll(o, old, from);
+  const held = await holdAll(o.locks, old, (name) =>
+    new PartitionCountError(
+      `SqlView "${o.name}": its checkpoints were saved with ${describeCount(from)}, and a node still runs "${name}". ` +
+        `Stop every node that runs it with ${describeCount(from)}, then start the nodes with ${describeCount(o.partitions)}: ` +
+        'the old lanes then catch up to one position, where the new ones start (see docs/views.md, "Partitioned views").',
+    ),
+  );
   try {
     const generation = (await o.backend.readMeta())?.generation ?? -1;
     let applied = 0;
@@ -121,7 +127,7 @@ async function apply<E extends EventShape>(o: LayoutStep<E>, change: Change): Pr
         `up to position ${target} (${applied} events), where the new lanes start: each event is applied once.`,
     );
   } finally {
-    await Promise.all(held.map((lease) => lease?.release()));
+    await Promise.all(held.map((lease) => lease.release()));
   }
 }
 
@@ -175,40 +181,5 @@ async function seed<E extends EventShape>(o: LayoutStep<E>, lane: string, positi
     await o.backend.saveCheckpoint(lane, position, generation, lease.fencingToken);
   } finally {
     await lease.release();
-  }
-}
-
-/** Every lock of the old layout, or a refusal: a held one means a node still runs it. */
-async function holdAll<E extends EventShape>(o: LayoutStep<E>, names: readonly string[], count: number): Promise<Array<Lease | undefined>> {
-  const { locks } = o;
-  if (!locks) return names.map(() => undefined);
-  const held: Lease[] = [];
-  try {
-    for (const name of names) {
-      const lease = await tryAcquire(locks, name);
-      if (!lease) {
-        throw new PartitionCountError(
-          `SqlView "${o.name}": its checkpoints were saved with ${describeCount(count)}, and a node still runs "${name}". ` +
-            `Stop every node that runs it with ${describeCount(count)}, then start the nodes with ${describeCount(o.partitions)}: ` +
-            'the old lanes then catch up to one position, where the new ones start (see docs/views.md, "Partitioned views").',
-        );
-      }
-      held.push(lease);
-    }
-    return held;
-  } catch (error) {
-    await Promise.all(held.map((lease) => lease.release()));
-    throw error;
-  }
-}
-
-/** The lock, or undefined when another holder has it (no waiting). */
-async function tryAcquire(locks: LockRegistry, name: string): Promise<Lease | undefined> {
-  const controller = new AbortController();
-  try {
-    return await locks.acquire(name, { signal: controller.signal, onWaiting: () => controller.abort() });
-  } catch (error) {
-    if (controller.signal.aborted) return undefined;
-    throw error;
   }
 }

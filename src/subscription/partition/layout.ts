@@ -52,7 +52,13 @@ export async function adoptLayout(o: LayoutOptions): Promise<void> {
     const adopt = toAdopt(await o.checkpoints.list(), o);
     if (!adopt) return;
     const { current, names } = adopt;
-    const held = await holdAll(o.locks, namesOf(o.name, current.count), o.owner, current.count);
+    const held = await holdAll(o.locks, namesOf(o.name, current.count), (name) =>
+      new PartitionCountError(
+        `${o.owner}: its checkpoints were saved with ${describeCount(current.count)}, and a node still runs "${name}". ` +
+          `Stop every node that runs it with ${describeCount(current.count)}, then start the nodes with the new count: ` +
+          'the new partitions then start from the lowest old checkpoint (see docs/scaling.md, "Changing the partition count").',
+      ),
+    );
     try {
       // An old partition's owner that is stale (frozen past its lease) must not save after this: its
       // save would make the old layout look newest, and the next start would re-partition from it.
@@ -121,12 +127,19 @@ export function namesOf(name: string, count: number): string[] {
   return Array.from({ length: count }, (_, partition) => partitionName(name, partition, count));
 }
 
-/** Takes every lock of the old layout at once, or none: a held one means a node still runs it. */
-async function holdAll(locks: LockRegistry | undefined, names: readonly string[], owner: string, count: number): Promise<Lease[]> {
+/**
+ * Takes every lock of an old layout, or none: a held one means a node still runs it, and `refusal`
+ * says so (an error naming the lock). Without leader election, there is nothing to take.
+ */
+export async function holdAll(locks: LockRegistry | undefined, names: readonly string[], refusal: (name: string) => Error): Promise<Lease[]> {
   if (!locks) return [];
   const held: Lease[] = [];
   try {
-    for (const name of names) held.push(await tryAcquire(locks, name, owner, count));
+    for (const name of names) {
+      const lease = await tryAcquire(locks, name);
+      if (!lease) throw refusal(name);
+      held.push(lease);
+    }
     return held;
   } catch (error) {
     await Promise.all(held.map((lease) => lease.release()));
@@ -134,17 +147,14 @@ async function holdAll(locks: LockRegistry | undefined, names: readonly string[]
   }
 }
 
-async function tryAcquire(locks: LockRegistry, name: string, owner: string, count: number): Promise<Lease> {
+/** The lock `name`, or undefined when another holder has it (a try-lock: no waiting). */
+export async function tryAcquire(locks: LockRegistry, name: string): Promise<Lease | undefined> {
   const controller = new AbortController();
   try {
     return await locks.acquire(name, { signal: controller.signal, onWaiting: () => controller.abort() });
   } catch (error) {
-    if (!controller.signal.aborted) throw error;
-    throw new PartitionCountError(
-      `${owner}: its checkpoints were saved with ${describeCount(count)}, and a node still runs "${name}". ` +
-        `Stop every node that runs it with ${describeCount(count)}, then start the nodes with the new count: ` +
-        'the new partitions then start from the lowest old checkpoint (see docs/scaling.md, "Changing the partition count").',
-    );
+    if (controller.signal.aborted) return undefined;
+    throw error;
   }
 }
 
@@ -154,12 +164,8 @@ async function seed(o: LayoutOptions, name: string, from: number): Promise<void>
     await o.checkpoints.save(name, from);
     return;
   }
-  const controller = new AbortController();
-  const lease = await o.locks.acquire(name, { signal: controller.signal, onWaiting: () => controller.abort() }).catch((error: unknown) => {
-    // Held: a node with this count runs it already, from a checkpoint of its own.
-    if (controller.signal.aborted) return undefined;
-    throw error;
-  });
+  const lease = await tryAcquire(o.locks, name);
+  // Held: a node with this count runs it already, from a checkpoint of its own.
   if (!lease) return;
   try {
     await o.checkpoints.claim(name, lease.fencingToken);
