@@ -25,7 +25,7 @@ export { MemoryView, SqlView, waitFor } from './view/index.js';
 export type { SqlViewHost, SqlViewOptions, SqlViewSetup, SqlViewTx, Upsert, ViewStatus } from './view/index.js';
 export type { DeadLetter, DeadLetterStore } from './core/dead-letter.js';
 export type { Lease, LockRegistry } from './core/lock.js';
-export type { MemberRegistry } from './core/members.js';
+export type { LiveMember, MemberHeartbeat, MemberRegistry } from './core/members.js';
 export type { RetryPolicy } from './core/retry.js';
 
 // Errors: check them by code (isEskitError(error, ErrorCode.Concurrency)), which works across copies.
