@@ -202,6 +202,9 @@ describe('PostgresLockRegistry: handover', () => {
       let waiting = false;
       const next = pending(b.acquire('other', { onWaiting: () => void (waiting = true) }));
       await waitUntil(() => waiting, { message: 'B to stand by' });
+      // onWaiting comes before B takes its waiter key; a release before that sends no NOTIFY (B's next
+      // try takes the lock instead), so wait for the key, as a release that should notify would find it.
+      await waitUntil(async () => b.connectionPid !== undefined && (await heldKeys(schema, b.connectionPid, 'ShareLock')).length > 0, { message: "B's waiter key" });
       await marker.release();
       assert.equal((await next.settled).fencingToken, marker.fencingToken + 1, 'the standby was woken by the release (its poll is 60 s)');
       await waitUntil(() => notifications() >= 1, { message: 'the release notification' });
