@@ -72,7 +72,8 @@ export class Subscription<E extends EventShape = EventShape> {
    * Lets the work in flight finish (for up to `drainTimeoutMs`, then abandons it), saves the
    * checkpoint, releases leadership. Safe to call twice; resolves when all of that is done or given
    * up, within about `drainTimeoutMs` + 3 × `stopCallTimeoutMs` even when the database stopped answering.
-   * Partitioned: this node first leaves the group, so that the others take its partitions at once.
+   * Partitioned: this node first leaves the group (bounded by one more `stopCallTimeoutMs`), so that the
+   * others take its partitions at once; then its partitions stop together.
    */
   stop(): Promise<void> {
     return (this.#runner ?? (this.#partitions as PartitionSet<E, SubscriptionStatus>)).stop();
