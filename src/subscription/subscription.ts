@@ -98,6 +98,7 @@ export function partitionSet<E extends EventShape, S>(
   owner: string,
   options: SubscriptionOptions<E>,
   lane: (slot: PartitionSlot<E>) => Lane<S>,
+  settings: { skipLayout?: boolean } = {},
 ): PartitionSet<E, S> {
   const parts = subscriptionParts(options);
   const partitions = checkPartitions(owner, options.partitions);
@@ -127,6 +128,7 @@ export function partitionSet<E extends EventShape, S>(
     stopCallTimeoutMs: milliseconds('stopCallTimeoutMs', options.stopCallTimeoutMs ?? 2_000),
     logger: options.logger ?? consoleLogger(),
     lane,
+    skipLayout: settings.skipLayout,
   });
 }
 

@@ -128,6 +128,9 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
   readonly #logger: Logger;
   #rebuilding: RebuildProgress | undefined;
 
+  /** A start() settling a count change: stop() aborts it. */
+  #starting: AbortController | undefined;
+
   constructor(options: SqlViewOptions<E, Tx, R>) {
     checkSqlViewSpec('SqlView', options);
     const host = options.backend as Partial<SqlViewHost<E, Tx, R>> | undefined;
@@ -200,10 +203,13 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
    * `partitions`); refused with `ESKIT_PARTITION_COUNT` while a node still runs the old count.
    */
   async start(): Promise<void> {
+    // A stop() while this sets up or catches up a count change must win: the lanes then do not start.
+    const starting = new AbortController();
+    this.#starting = starting;
     const meta = await this.#backend.ensureSetup(this.#version);
     this.#checkVersion(meta);
     const options = this.#options;
-    await settleLayout<E>({
+    const settling = settleLayout<E>({
       name: this.name,
       partitions: this.#lanes.partitions,
       partitionKey: options.partitionKey ?? ((event) => event.streamId),
@@ -215,7 +221,15 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
       batchSize: options.batchSize ?? 500,
       failures: this.#failures(),
       logger: this.#logger,
+      signal: starting.signal,
     });
+    try {
+      await settling;
+    } catch (error) {
+      if (!starting.signal.aborted) throw error;
+    }
+    if (starting.signal.aborted) return;
+    this.#starting = undefined;
     await this.#lanes.start();
   }
 
@@ -226,6 +240,7 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
 
   /** Lets the batch in flight commit, releases leadership (of every partition). Safe to call twice. */
   async stop(): Promise<void> {
+    this.#starting?.abort(new Error(`SqlView "${this.name}" was stopped while starting`));
     await this.#lanes.stop();
   }
 

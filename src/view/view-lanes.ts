@@ -105,6 +105,9 @@ export class ViewLanes<E extends EventShape> {
         rebalanceIntervalMs,
       },
       (slot) => this.#runner(this.#lane(slot.name), { source: slot.source, onStateChange: slot.onStateChange, routineStandby: true, eagerPassOver: true }),
+      // start() settled the count already (each old partition caught up, its checkpoints committed with
+      // its writes); the subscription way, re-seeding at the lowest checkpoint, would apply events twice.
+      { skipLayout: true },
     );
     this.names = Array.from({ length: partitions }, (_, partition) => partitionName(name, partition, partitions));
   }

@@ -34,6 +34,8 @@ export interface LayoutStep<E extends EventShape> {
   batchSize: number;
   failures: Omit<PinnedFailures<E>, 'source' | 'fail' | 'doing' | 'signal'>;
   logger: Logger;
+  /** stop() was called: stop waiting for another node's count change. */
+  signal?: AbortSignal;
 }
 
 /** One step: the lanes of the count `from` catch up to `target`, where the lanes `names` (of the count `to`) start. */
@@ -64,7 +66,7 @@ async function settleOnce<E extends EventShape>(o: LayoutStep<E>): Promise<void>
   // The usual start: the count did not change, and this costs one read.
   if (changesOf(await o.backend.listCheckpoints(), o).length === 0) return;
   // Nodes starting at once serialise here (the partition set takes the same lock after this).
-  const layoutLock = o.locks ? await o.locks.acquire(`${o.name}#layout`) : undefined;
+  const layoutLock = o.locks ? await o.locks.acquire(`${o.name}#layout`, { signal: o.signal }) : undefined;
   try {
     for (const change of changesOf(await o.backend.listCheckpoints(), o)) await apply(o, change);
   } finally {

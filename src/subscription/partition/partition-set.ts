@@ -57,6 +57,12 @@ export interface PartitionSetOptions<E extends EventShape, S> {
   stopCallTimeoutMs: number;
   logger: Logger;
   lane(slot: PartitionSlot<E>): Lane<S>;
+  /**
+   * The count change is settled by the runner itself before the set starts (a SQL view: each old
+   * partition catches up, committing its checkpoints with its writes); the set's own re-seeding at the
+   * lowest checkpoint would apply events twice.
+   */
+  skipLayout?: boolean;
 }
 
 /** Rebalance checks short of the share before it is reported (joins and moves take a few). */
@@ -83,6 +89,8 @@ export class PartitionSet<E extends EventShape, S> {
   readonly #attributes: Attributes;
   /** Lanes this node is stopping to give them up: not restarted until the stop is over. */
   readonly #releasing = new Set<Lane<S>>();
+  /** This run checked the partition count in use (layout.ts) and may start lanes. */
+  #laidOut = false;
   /** Lanes started whose run is not over yet. */
   readonly #active = new Set<Lane<S>>();
   #balanceScheduled = false;
@@ -171,6 +179,7 @@ export class PartitionSet<E extends EventShape, S> {
     if (this.#run) throw new AlreadyStartedError(this.#o.owner);
     this.#stop = new AbortController();
     this.#failure = undefined;
+    this.#laidOut = false;
     this.#started = true;
     const run = this.#loop();
     this.#run = run;
@@ -199,7 +208,6 @@ export class PartitionSet<E extends EventShape, S> {
       if (group === this.#o.name) this.#requestCheck();
     });
     try {
-      if (!(await adoptLayoutPatiently({ ...this.#o, signal: this.#stop.signal }))) return;
       let first = true;
       while (!this.#stop.signal.aborted && !this.#failure) {
         this.#wakeRequested = false;
@@ -258,6 +266,12 @@ export class PartitionSet<E extends EventShape, S> {
       }
       this.#members = live.filter((member) => member.partitions === partitions);
       if (this.#stop.signal.aborted) return;
+    }
+    if (!this.#laidOut) {
+      // After the membership check, so that a node refused for another count has written nothing;
+      // before any lane runs.
+      if (!this.#o.skipLayout && !(await adoptLayoutPatiently({ ...this.#o, signal: this.#stop.signal }))) return;
+      this.#laidOut = true;
     }
     this.#balance(true);
   }
