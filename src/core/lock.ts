@@ -3,6 +3,11 @@
  */
 export interface LockRegistry {
   /**
+   * Names this node (unique per registry instance): status rows and partition memberships use it.
+   * Optional: without one, a runner makes up an id.
+   */
+  readonly holderId?: string;
+  /**
    * Waits until this node holds the lock `name`, or `signal` aborts (then rejects with the abort reason).
    * `onWaiting` is called once when the lock is held elsewhere, so a standby can say it is one; it may
    * abort the signal (a try-lock), and if it throws, the acquire rejects with what it threw.

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { describeError } from '../core/errors.js';
 import { silentLogger } from '../core/logger.js';
+import type { LockRegistry } from '../core/lock.js';
 import type { Logger } from '../core/logger.js';
 import type { RunnerKind, RunnerRole, RunnerState, RunnerStatusStore, RunnerStatusUpdate, RunnerWork } from '../core/runner-status.js';
 import { milliseconds } from '../core/validate.js';
@@ -264,15 +265,15 @@ export function runnerPublisher(o: {
   runners: RunnerStatusStore | undefined;
   name: string;
   kind: RunnerKind;
-  /** Names the node in the row when it is a registry with a `holderId` (PostgreSQL's). */
-  leaderLock: unknown;
+  /** Names the node in the row by its `holderId`, when it has one. */
+  leaderLock: LockRegistry | undefined;
   heartbeatMs: number | undefined;
   stopTimeoutMs: number;
   logger: Logger;
   run: () => Parameters<typeof runnerSnapshot>[0];
 }): StatusPublisher | undefined {
   if (!o.runners) return undefined;
-  const holder = (o.leaderLock as { holderId?: unknown } | undefined)?.holderId;
+  const holder = o.leaderLock?.holderId;
   return new StatusPublisher({
     store: o.runners,
     name: o.name,

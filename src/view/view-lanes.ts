@@ -258,7 +258,7 @@ export class ViewLanes<E extends EventShape> {
 function watchLeadership(registry: LockRegistry, lane: LaneState): LockRegistry {
   return {
     // The node's id in status rows and member rows comes from the registry's holder id.
-    ...((registry as { holderId?: unknown }).holderId === undefined ? {} : { holderId: (registry as { holderId?: unknown }).holderId }),
+    holderId: registry.holderId,
     acquire: async (name, acquireOptions): Promise<Lease> => {
       const lease = await registry.acquire(name, acquireOptions);
       lease.signal.addEventListener('abort', () => (lane.leading = false), { once: true });

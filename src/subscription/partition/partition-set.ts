@@ -115,7 +115,7 @@ export class PartitionSet<E extends EventShape, S> {
       );
     }
     this.#o = o;
-    const holder = (o.locks as { holderId?: unknown } | undefined)?.holderId;
+    const holder = o.locks?.holderId;
     this.nodeId = typeof holder === 'string' ? holder : `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
     this.#attributes = Object.freeze({ [TelemetryAttribute.Subscription]: o.name });
     const log = new SharedLog<E>({
