@@ -193,6 +193,7 @@ function facadeOptions<E extends EventShape, P>(options: AutomationOptions<E, P>
     types: options.types,
     batchSize: options.batchSize,
     pollIntervalMs: options.pollIntervalMs,
+    startFrom: options.startFrom,
     stopCallTimeoutMs: options.stopCallTimeoutMs,
     logger: options.logger,
     partitions: options.partitions,

@@ -123,6 +123,7 @@ export function partitionSet<E extends EventShape, S>(
     types: options.types,
     pollIntervalMs: milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500),
     locks: parts.leaderLock,
+    startFrom: options.startFrom,
     members: parts.leaderLock ? members : undefined,
     rebalanceIntervalMs: milliseconds('rebalanceIntervalMs', options.rebalanceIntervalMs ?? 500),
     stopCallTimeoutMs: milliseconds('stopCallTimeoutMs', options.stopCallTimeoutMs ?? 2_000),
@@ -140,7 +141,7 @@ export function layoutCheck<E extends EventShape>(owner: string, options: Subscr
   const { checkpoints, leaderLock } = subscriptionParts(options);
   const logger = options.logger ?? consoleLogger();
   const pollIntervalMs = options.pollIntervalMs ?? 500;
-  return (signal) => adoptLayoutPatiently({ owner, name: options.name, partitions: UNPARTITIONED, checkpoints, locks: leaderLock, logger, signal, pollIntervalMs });
+  return (signal) => adoptLayoutPatiently({ owner, name: options.name, partitions: UNPARTITIONED, checkpoints, locks: leaderLock, logger, signal, pollIntervalMs, startFrom: options.startFrom });
 }
 
 /** What the state of a partitioned runner needs of its partition set, besides its lanes. */

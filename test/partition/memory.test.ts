@@ -281,3 +281,16 @@ test('a re-partition fences the old partitions: a stale owner of one cannot save
   await subscription.stop();
   await backend.close();
 });
+
+test('re-partitioning where an old partition never saved starts it where startFrom says, not from the beginning', async () => {
+  const backend = memory<Ev>();
+  const total = await seed(backend, 4, 4);
+  await backend.checkpoints.save('after#0/2', total);
+  const seen: Recorded<Ev>[] = [];
+  const subscription = new Subscription<Ev>({ backend, name: 'after', partitions: 4, startFrom: { after: 10 }, logger: silentLogger, handler: (event) => void seen.push(event) });
+  await subscription.start();
+  await waitUntil(() => seen.length === total - 10, { message: 'the events after position 10' });
+  assert.ok(seen.every((event) => event.position > 10), 'an event at or before startFrom was delivered');
+  await subscription.stop();
+  await backend.close();
+});

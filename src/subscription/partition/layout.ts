@@ -5,6 +5,7 @@ import type { Logger } from '../../core/logger.js';
 import { unlessAborted } from '../../core/deadline.js';
 import { delay } from '../../core/retry.js';
 import { isTransient } from '../checkpointing.js';
+import type { StartFrom } from '../types.js';
 import { parsePartitionName, partitionName } from './naming.js';
 
 export interface LayoutOptions {
@@ -17,6 +18,8 @@ export interface LayoutOptions {
   logger: Logger;
   /** Stops waiting for another node's layout check. */
   signal: AbortSignal;
+  /** Where an old partition that never saved a checkpoint began (see adoptLayout). */
+  startFrom?: StartFrom;
 }
 
 /**
@@ -65,9 +68,11 @@ export async function adoptLayout(o: LayoutOptions): Promise<void> {
       for (const lease of held) {
         if (current.checkpoints.some((checkpoint) => checkpoint.name === lease.name)) await o.checkpoints.claim(lease.name, lease.fencingToken);
       }
-      // An old partition that never saved a checkpoint never handled anything: start from the beginning.
+      // An old partition that never saved a checkpoint starts where startFrom says (the beginning unless
+      // it is a position: with 'end' there is no telling which head it would have taken).
       const complete = current.checkpoints.length >= checkpointsOf(current.count);
-      const from = complete ? Math.min(...current.checkpoints.map((checkpoint) => checkpoint.position)) : 0;
+      const unsaved = typeof o.startFrom === 'object' ? o.startFrom.after : 0;
+      const from = Math.min(...current.checkpoints.map((checkpoint) => checkpoint.position), ...(complete ? [] : [unsaved]));
       for (const name of names) await seed(o, name, from);
       o.logger.warn(
         { subscription: o.name, from: current.count, to: o.partitions, position: from },

@@ -12,7 +12,7 @@ import type { EventStore } from '../../core/store.js';
 import { MAX_TIMER_MS } from '../../core/validate.js';
 import { isTransient } from '../checkpointing.js';
 import type { EventSource } from '../reading.js';
-import type { SubscriptionState } from '../types.js';
+import type { StartFrom, SubscriptionState } from '../types.js';
 import { instruments, TelemetryAttribute } from '../../telemetry/telemetry.js';
 import { adoptLayoutPatiently } from './layout.js';
 import { partitionName } from './naming.js';
@@ -52,6 +52,8 @@ export interface PartitionSetOptions<E extends EventShape, S> {
   pollIntervalMs: number;
   /** Undefined: leader election is off, and this node runs every partition. */
   locks: LockRegistry | undefined;
+  /** For a re-partition from a layout where a partition never saved (see adoptLayout). */
+  startFrom?: StartFrom;
   members: MemberRegistry | undefined;
   rebalanceIntervalMs: number;
   stopCallTimeoutMs: number;
