@@ -42,7 +42,13 @@ describe('A dropped lock connection with partitions (PostgreSQL)', () => {
     const spread = Math.max(...lost.map((l) => l.t)) - Math.min(...lost.map((l) => l.t));
     assert.ok(spread < 100, `the ${held.length} leases ended together (within ${Math.round(spread)} ms)`);
     assert.equal(n2.find((l) => l.ev === 'released', from).length, 0, 'nothing was released: the leases were lost');
-    assert.ok(n2.find((l) => l.ev === 'owned' && (l.partitions as number[]).length === 0, from).length > 0, 'for a moment it held no partition at all');
+    // Once the last of them was lost it held nothing of the cut session. (Not necessarily nothing at all:
+    // the losses may spread over a few ms, and a lane may take a partition back on the new session
+    // before the last one is heard.)
+    const lastLost = Math.max(...lost.map((l) => l.t));
+    const afterLoss = n2.find((l) => l.ev === 'owned' && l.t >= lastLost, from)[0];
+    const cutTokens = Math.max(...tokens.values());
+    assert.ok(afterLoss && (afterLoss.tokens as number[]).every((token) => token > cutTokens), `after the losses it still held a lease of the cut session: ${JSON.stringify(afterLoss)}`);
 
     // It takes its share back on a new lock connection, with new tokens, and the three are even again.
     const again = await waitUntil(() => n2.find((l) => l.ev === 'owned' && (l.partitions as number[]).length === 4, from)[0], {
