@@ -54,6 +54,8 @@ export interface LatencyComparison {
   /** The p50 eskit should stay at or under, in ms (DESIGN.md section 4). */
   targetMs?: number;
   note?: string;
+  /** More fields for the JSON line (after the fixed ones), read once the rounds are done. */
+  extra?: () => Record<string, unknown>;
 }
 
 /**
@@ -120,6 +122,7 @@ export async function measureLatency(ctx: BenchContext, spec: LatencyComparison)
     ops: spec.samples,
   };
   if (spec.targetMs !== undefined) line.target_ms = spec.targetMs;
+  if (spec.extra !== undefined) Object.assign(line, spec.extra());
   process.stdout.write(`${JSON.stringify(line)}\n`);
   ctx.log(
     `${figure.bench}: p50 ${significant(e.p50, 3)} ms (p99 ${significant(e.p99, 3)}) vs ${significant(b.p50, 3)} ms (p99 ${significant(b.p99, 3)}), ` +
@@ -198,6 +201,8 @@ export interface PostgresBackend extends Backend {
   pool: pg.Pool;
   /** Another node's store: its own pool (and LISTEN connection) on the same schema, closed with the backend. */
   openStore(): PostgresEventStore;
+  /** Another node: a `postgres()` backend (no leader election) on a pool of its own, closed with the backend. */
+  openNode(): EskitPostgres;
   /** A raw client on a connection of its own, ended with the backend. */
   client(): Promise<pg.Client>;
 }
@@ -274,6 +279,7 @@ export async function openPostgresBackend(ctx: BenchContext, group: string): Pro
     connectionString,
     pool,
     openStore,
+    openNode: () => open(newPool()),
     async client() {
       const client = new pg.Client({ connectionString });
       client.on('error', () => undefined);

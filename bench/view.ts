@@ -3,12 +3,19 @@
 // subscription whose batches commit together with its checkpoint, so the ratio is the cost of those
 // transactions and of the view's own writes); a rebuild into shadow tables; and read-your-writes
 // (append → `waitFor` resolving) beside a raw NOTIFY → LISTEN round trip.
+import { spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { EventShape, Recorded } from '../src/core/event.js';
 import { PostgresViews } from '../src/postgres/index.js';
+import type { PostgresEventStore } from '../src/postgres/index.js';
 import { SqliteViews } from '../src/sqlite/index.js';
 import { SqlView } from '../src/view/index.js';
 import type { BenchContext, BenchGroup } from './lib/context.js';
+import type { PacedWritersOptions, PacedWritersPaused } from './fixtures/paced-writers.js';
+import { readJsonLines } from './lib/json-lines.js';
 import { sequential } from './lib/measure.js';
+import { percentileSorted, significant } from './lib/stats.js';
 import { benchLogger, catchUpOp, EVENT, measureLatency, notifyRoundTrip, openPostgresBackend, openSqliteBackend, seed, STREAM_LENGTH, within } from './subscription.js';
 import type { Backend, LatencyRound, PostgresBackend, SqliteBackend } from './subscription.js';
 
@@ -43,7 +50,7 @@ function sqliteView(ctx: BenchContext, backend: SqliteBackend, name: string): Sq
   });
 }
 
-function postgresView(ctx: BenchContext, backend: PostgresBackend, name: string, mode: Evolve): SqlView {
+function postgresView(ctx: BenchContext, backend: { store: PostgresEventStore }, name: string, mode: Evolve): SqlView {
   const { store } = backend;
   const common = { name, backend: { store, views: new PostgresViews({ store }) }, setup: setupOf(name), logger: benchLogger(ctx) };
   if (mode === 'upsert') {
@@ -80,7 +87,15 @@ function postgresView(ctx: BenchContext, backend: PostgresBackend, name: string,
 }
 
 export const viewBench: BenchGroup = async (ctx) => {
-  const figures = ['view.update.sqlite', 'view.update.postgres', 'view.update.postgres.awaited', 'view.update.postgres.batched', 'view.rebuild.postgres', 'view.readYourWrites.postgres'];
+  const figures = [
+    'view.update.sqlite',
+    'view.update.postgres',
+    'view.update.postgres.awaited',
+    'view.update.postgres.batched',
+    'view.rebuild.postgres',
+    'view.readYourWrites.postgres',
+    UNDER_LOAD,
+  ];
   if (ctx.selected('view.update.sqlite')) {
     let backend: SqliteBackend | undefined;
     try {
@@ -99,7 +114,8 @@ export const viewBench: BenchGroup = async (ctx) => {
   try {
     backend = await openPostgresBackend(ctx, 'view');
     const postgres = backend;
-    const head = await seedFor(ctx, backend);
+    // The under-load figure needs no backlog: seeded only for the others (as before when they run).
+    const head = figures.slice(1, -1).some((bench) => ctx.selected(bench)) ? await seedFor(ctx, backend) : 0;
     await updateFigure(ctx, backend, head, 'view.update.postgres', (name) => postgresView(ctx, postgres, name, 'upsert'), {
       how: 'evolve: one tx.upsert per event (queued by the view, written as one statement per batch)',
     });
@@ -122,6 +138,7 @@ export const viewBench: BenchGroup = async (ctx) => {
     );
     await rebuildFigure(ctx, backend, head);
     await readYourWritesFigure(ctx, backend);
+    await readYourWritesUnderLoadFigure(ctx, backend);
   } catch (error) {
     ctx.fail('view (postgres)', error);
   } finally {
@@ -238,5 +255,186 @@ async function readYourWritesFigure(ctx: BenchContext, backend: PostgresBackend)
     });
   } finally {
     await stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Read-your-writes under write load
+
+const UNDER_LOAD = 'view.readYourWrites.postgres.underLoad';
+const WRITERS_FIXTURE = fileURLToPath(new URL('./fixtures/paced-writers.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** Writer loops of the load, and each one's pace: 8 × one event every 8 ms ≈ 1,000 events/s in total. */
+const LOAD_WRITERS = 8;
+const LOAD_INTERVAL_MS = 8;
+/** After "go", before the first timed sample: the writers reach their pace and the view its steady state. */
+const LOAD_RAMP_MS = 250;
+
+/** The writer process (bench/fixtures/paced-writers.ts): killed on failure and on Ctrl-C. */
+class WritersProcess {
+  readonly #child: ChildProcessWithoutNullStreams;
+  readonly #lines: Array<Record<string, unknown>> = [];
+  readonly #wakes = new Set<() => void>();
+  readonly #exited: Promise<void>;
+  #exit: string | undefined;
+  #stderr = '';
+
+  constructor(ctx: BenchContext, options: PacedWritersOptions) {
+    this.#child = spawn(process.execPath, ['--import', 'tsx', WRITERS_FIXTURE, JSON.stringify(options)], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.#child.stdin.on('error', () => undefined);
+    this.#child.stderr.setEncoding('utf8');
+    readJsonLines(
+      this.#child.stdout,
+      (line) => this.#lines.push(line),
+      (text) => (this.#stderr += `[stdout] ${text}\n`),
+      () => this.#wake(),
+    );
+    this.#child.stderr.on('data', (chunk: string) => (this.#stderr += chunk));
+    this.#exited = new Promise((resolve) =>
+      this.#child.once('close', (code, signal) => {
+        this.#exit = `code ${String(code)}, signal ${String(signal)}`;
+        this.#wake();
+        resolve();
+      }),
+    );
+    const end = ctx.defer(() => this.end());
+    void this.#exited.then(end);
+  }
+
+  get mark(): number {
+    return this.#lines.length;
+  }
+
+  send(command: 'go' | 'pause'): void {
+    this.#child.stdin.write(`${command}\n`);
+  }
+
+  /** The first line with `ev` from index `from` on; rejects if the process exits first or after `timeoutMs`. */
+  next(ev: string, from: number, timeoutMs: number): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        const line = this.#lines.slice(from).find((l) => l.ev === ev);
+        if (line === undefined && this.#exit === undefined) return;
+        this.#wakes.delete(check);
+        clearTimeout(timer);
+        if (line !== undefined) resolve(line);
+        else reject(new Error(`the writer process exited (${String(this.#exit)}) before printing "${ev}":\n${this.#stderr.slice(-4000)}`));
+      };
+      const timer = setTimeout(() => {
+        this.#wakes.delete(check);
+        reject(new Error(`the writer process printed no "${ev}" in ${timeoutMs} ms:\n${this.#stderr.slice(-4000)}`));
+      }, timeoutMs);
+      this.#wakes.add(check);
+      check();
+    });
+  }
+
+  #wake(): void {
+    for (const wake of this.#wakes) wake();
+  }
+
+  async end(): Promise<void> {
+    if (this.#exit === undefined) {
+      this.#child.stdin.end();
+      this.#child.kill('SIGKILL');
+    }
+    await this.#exited;
+  }
+}
+
+/**
+ * The reader of the existing figure with other writers busy: 8 writer loops in a child process (another
+ * node, a pool of its own) append one event every 8 ms each to their own streams while this process
+ * appends one event (another node's store) and waits for the view (a node of its own) to cover it. The
+ * baseline is the same reader with the writers paused: the view idle.
+ */
+async function readYourWritesUnderLoadFigure(ctx: BenchContext, backend: PostgresBackend): Promise<void> {
+  if (!ctx.selected(UNDER_LOAD)) return;
+  const reader = backend.openStore();
+  const node = backend.openNode();
+  const view = postgresView(ctx, node, 'ryw_load', 'upsert');
+  const writers = new WritersProcess(ctx, {
+    connectionString: backend.connectionString,
+    schema: backend.schema,
+    writers: LOAD_WRITERS,
+    intervalMs: LOAD_INTERVAL_MS,
+    prefix: 'load',
+  });
+  await view.start();
+  const stop = ctx.defer(() => view.stop());
+  try {
+    await writers.next('ready', 0, 60_000);
+    await view.waitFor(await backend.store.headPosition(), { timeoutMs: 600_000 });
+    let appended = 0;
+    /** The writers' pauses (warm-up included): what the load achieved. */
+    const loads: PacedWritersPaused[] = [];
+    const appendMs = { loaded: [] as number[], idle: [] as number[] };
+    const rounds = (loaded: boolean): LatencyRound => async (samples) => {
+      const out: number[] = [];
+      const appends = loaded ? appendMs.loaded : appendMs.idle;
+      if (loaded) {
+        writers.send('go');
+        await new Promise((resolve) => setTimeout(resolve, LOAD_RAMP_MS));
+      }
+      try {
+        for (let i = 0; i < samples; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 2));
+          const call = performance.now();
+          const { position } = await reader.append(`ryw-load-${appended++ % 10}`, [EVENT]);
+          const returned = performance.now();
+          await view.waitFor(position, { timeoutMs: 10_000 });
+          out.push(performance.now() - returned);
+          appends.push(returned - call);
+        }
+      } finally {
+        if (loaded) {
+          const mark = writers.mark;
+          writers.send('pause');
+          loads.push((await writers.next('paused', mark, 30_000)) as unknown as PacedWritersPaused);
+          // Untimed: the view takes in the writers' tail, so the idle side starts idle.
+          await view.waitFor(await backend.store.headPosition(), { timeoutMs: 60_000 });
+        }
+      }
+      return out;
+    };
+    const load = (): { rate: number; appended: number; seconds: number } => {
+      const total = loads.reduce((sum, l) => sum + l.appended, 0);
+      const seconds = loads.reduce((sum, l) => sum + l.ms, 0) / 1000;
+      return { rate: total / seconds, appended: total, seconds };
+    };
+    const p50 = (values: readonly number[]): number => percentileSorted(Float64Array.from(values).sort(), 50);
+    const target = LOAD_WRITERS * (1000 / LOAD_INTERVAL_MS);
+    await measureLatency(ctx, {
+      bench: UNDER_LOAD,
+      samples: ctx.pick(80, 300),
+      rounds: ctx.pick(3, 5),
+      warmupSamples: 5,
+      eskit: rounds(true),
+      baseline: rounds(false),
+      baselineLabel: 'the same reader with the writers paused (the view idle)',
+      targetMs: 10,
+      note:
+        `from the append's return to waitFor resolving, while ${LOAD_WRITERS} writers in another process append one event every ` +
+        `${LOAD_INTERVAL_MS} ms each (target ~${target}/s in total); the view on a postgres() node of its own, the reader's appends through another store`,
+      extra: () => {
+        const { rate, appended: events, seconds } = load();
+        const writerP50 = p50(loads.map((l) => l.p50_ms));
+        return {
+          load_events_per_s: Math.round(rate),
+          load_target_events_per_s: target,
+          load_events: events,
+          load_seconds: significant(seconds),
+          load_writers: LOAD_WRITERS,
+          load_append_p50_ms: significant(writerP50),
+          append_p50_ms: significant(p50(appendMs.loaded)),
+          baseline_append_p50_ms: significant(p50(appendMs.idle)),
+        };
+      },
+    });
+    const { rate, appended: events, seconds } = load();
+    ctx.log(`  ${UNDER_LOAD}: the writers appended ${events} events in ${seconds.toFixed(1)} s of load (${Math.round(rate)}/s, target ${target}/s)`);
+  } finally {
+    await stop();
+    await writers.end();
   }
 }
