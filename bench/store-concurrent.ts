@@ -14,8 +14,6 @@
 //   report their end time on CLOCK_MONOTONIC); p50/p99 pool every process's per-append latencies.
 // - store.append.concurrent8.processes8.postgres: the same with 8 processes x 1 writer, the shape group
 //   commit cannot help (no process ever has two appends to group); no target, it shows the limit.
-import { spawn } from 'node:child_process';
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import type { EventStore } from '../src/core/store.js';
@@ -24,7 +22,7 @@ import type { BenchContext } from './lib/context.js';
 import { concurrent, sequential } from './lib/measure.js';
 import type { Round } from './lib/measure.js';
 import { EVENT } from './lib/store-workload.js';
-import { readJsonLines } from './lib/json-lines.js';
+import { BenchChild } from './lib/child.js';
 
 /** Writer loops per process (and the size of each pool). */
 export const WRITERS = 8;
@@ -37,7 +35,6 @@ const PG_PROCESSES = `store.append.concurrent${WRITERS * PROCESSES}.processes${P
 const LONE_PROCESSES = 8;
 const PG_LONE_WRITERS = `store.append.concurrent${LONE_PROCESSES}.processes${LONE_PROCESSES}.postgres`;
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const WRITER = fileURLToPath(new URL('./fixtures/append-writers.ts', import.meta.url));
 
 /** The figures of this file for an adapter (so that store.ts can skip an adapter that `--filter` leaves nothing of). */
@@ -209,7 +206,7 @@ function processesRound(
     const children = Array.from(
       { length: shape.processes },
       (_, i) =>
-        new WriterProcess(ctx, `${options.mode} writer process ${i}`, {
+        new BenchChild(ctx, `${options.mode} writer process ${i}`, WRITER, {
           ...options,
           writers: shape.writers,
           ops: Math.floor(ops / shape.processes) + (i < ops % shape.processes ? 1 : 0),
@@ -219,10 +216,10 @@ function processesRound(
     );
     let graceMs = 0;
     try {
-      await Promise.all(children.map((child) => child.next('ready', 60_000)));
+      await Promise.all(children.map((child) => child.next('ready', 0, 60_000)));
       const go = process.hrtime.bigint();
       for (const child of children) child.send('go');
-      const done = (await Promise.all(children.map((child) => child.next('done', 300_000)))) as unknown as WriterDone[];
+      const done = (await Promise.all(children.map((child) => child.next('done', 0, 300_000)))) as unknown as WriterDone[];
       graceMs = 10_000;
       let units = 0;
       let end = go;
@@ -240,82 +237,8 @@ function processesRound(
       return { units, elapsedNs: Number(end - go), latenciesNs: done.flatMap((result) => result.latenciesNs) };
     } finally {
       // After "done" a process closes its pool and exits; a failed round's processes are killed.
-      await Promise.all(children.map((child) => child.stop(graceMs)));
+      await Promise.all(children.map((child) => child.end(graceMs)));
     }
   };
 }
 
-/** A fixtures/append-writers.ts child process and the JSON lines it printed. */
-class WriterProcess {
-  readonly #child: ChildProcessWithoutNullStreams;
-  readonly #lines: Array<Record<string, unknown>> = [];
-  readonly #wakes = new Set<() => void>();
-  readonly #exited: Promise<void>;
-  #exit: string | undefined;
-  #stderr = '';
-
-  constructor(
-    ctx: BenchContext,
-    readonly label: string,
-    options: WriterOptions,
-  ) {
-    this.#child = spawn(process.execPath, ['--import', 'tsx', WRITER, JSON.stringify(options)], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
-    // A write to a process that just died must not take this one down.
-    this.#child.stdin.on('error', () => undefined);
-    this.#child.stderr.setEncoding('utf8');
-    readJsonLines(
-      this.#child.stdout,
-      (line) => this.#lines.push(line),
-      (text) => (this.#stderr += `[stdout] ${text}\n`),
-      () => {
-        for (const wake of this.#wakes) wake();
-      },
-    );
-    this.#child.stderr.on('data', (chunk: string) => (this.#stderr += chunk));
-    this.#exited = new Promise((resolve) =>
-      this.#child.once('close', (code, signal) => {
-        this.#exit = `code ${String(code)}, signal ${String(signal)}`;
-        for (const wake of this.#wakes) wake();
-        resolve();
-      }),
-    );
-    // Killed on Ctrl-C or when the run gives up; unregistered once it has exited.
-    const kill = ctx.defer(() => this.stop(0));
-    void this.#exited.then(kill);
-  }
-
-  /** The first line whose `ev` is `ev`; rejects if the process exits first or after `timeoutMs`. */
-  next(ev: string, timeoutMs: number): Promise<Record<string, unknown>> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const line = this.#lines.find((l) => l.ev === ev);
-        if (line === undefined && this.#exit === undefined) return;
-        this.#wakes.delete(check);
-        clearTimeout(timer);
-        if (line !== undefined) resolve(line);
-        else reject(new Error(`${this.label} exited (${String(this.#exit)}) before printing "${ev}":\n${this.#stderr.slice(-4000)}`));
-      };
-      const timer = setTimeout(() => {
-        this.#wakes.delete(check);
-        reject(new Error(`${this.label} printed no "${ev}" in ${timeoutMs} ms:\n${this.#stderr.slice(-4000)}`));
-      }, timeoutMs);
-      this.#wakes.add(check);
-      check();
-    });
-  }
-
-  send(line: string): void {
-    this.#child.stdin.write(`${line}\n`);
-  }
-
-  /** Waits up to `graceMs` for the process to exit on its own, then SIGKILLs it; resolves once it is gone. */
-  async stop(graceMs: number): Promise<void> {
-    if (this.#exit === undefined && graceMs > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.#exited, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
-      clearTimeout(timer);
-    }
-    if (this.#exit === undefined) this.#child.kill('SIGKILL');
-    await this.#exited;
-  }
-}

@@ -3,8 +3,6 @@
 // subscription whose batches commit together with its checkpoint, so the ratio is the cost of those
 // transactions and of the view's own writes); a rebuild into shadow tables; and read-your-writes
 // (append → `waitFor` resolving) beside a raw NOTIFY → LISTEN round trip.
-import { spawn } from 'node:child_process';
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { EventShape, Recorded } from '../src/core/event.js';
 import { PostgresViews } from '../src/postgres/index.js';
@@ -13,7 +11,7 @@ import { SqliteViews } from '../src/sqlite/index.js';
 import { SqlView } from '../src/view/index.js';
 import type { BenchContext, BenchGroup } from './lib/context.js';
 import type { PacedWritersOptions, PacedWritersPaused } from './fixtures/paced-writers.js';
-import { readJsonLines } from './lib/json-lines.js';
+import { BenchChild } from './lib/child.js';
 import { sequential } from './lib/measure.js';
 import { percentileSorted, significant } from './lib/stats.js';
 import { benchLogger, catchUpOp, EVENT, measureLatency, notifyRoundTrip, openPostgresBackend, openSqliteBackend, seed, STREAM_LENGTH, within } from './subscription.js';
@@ -263,84 +261,12 @@ async function readYourWritesFigure(ctx: BenchContext, backend: PostgresBackend)
 
 const UNDER_LOAD = 'view.readYourWrites.postgres.underLoad';
 const WRITERS_FIXTURE = fileURLToPath(new URL('./fixtures/paced-writers.ts', import.meta.url));
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** Writer loops of the load, and each one's pace: 8 × one event every 8 ms ≈ 1,000 events/s in total. */
 const LOAD_WRITERS = 8;
 const LOAD_INTERVAL_MS = 8;
 /** After "go", before the first timed sample: the writers reach their pace and the view its steady state. */
 const LOAD_RAMP_MS = 250;
 
-/** The writer process (bench/fixtures/paced-writers.ts): killed on failure and on Ctrl-C. */
-class WritersProcess {
-  readonly #child: ChildProcessWithoutNullStreams;
-  readonly #lines: Array<Record<string, unknown>> = [];
-  readonly #wakes = new Set<() => void>();
-  readonly #exited: Promise<void>;
-  #exit: string | undefined;
-  #stderr = '';
-
-  constructor(ctx: BenchContext, options: PacedWritersOptions) {
-    this.#child = spawn(process.execPath, ['--import', 'tsx', WRITERS_FIXTURE, JSON.stringify(options)], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
-    this.#child.stdin.on('error', () => undefined);
-    this.#child.stderr.setEncoding('utf8');
-    readJsonLines(
-      this.#child.stdout,
-      (line) => this.#lines.push(line),
-      (text) => (this.#stderr += `[stdout] ${text}\n`),
-      () => this.#wake(),
-    );
-    this.#child.stderr.on('data', (chunk: string) => (this.#stderr += chunk));
-    this.#exited = new Promise((resolve) =>
-      this.#child.once('close', (code, signal) => {
-        this.#exit = `code ${String(code)}, signal ${String(signal)}`;
-        this.#wake();
-        resolve();
-      }),
-    );
-    const end = ctx.defer(() => this.end());
-    void this.#exited.then(end);
-  }
-
-  get mark(): number {
-    return this.#lines.length;
-  }
-
-  send(command: 'go' | 'pause'): void {
-    this.#child.stdin.write(`${command}\n`);
-  }
-
-  /** The first line with `ev` from index `from` on; rejects if the process exits first or after `timeoutMs`. */
-  next(ev: string, from: number, timeoutMs: number): Promise<Record<string, unknown>> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const line = this.#lines.slice(from).find((l) => l.ev === ev);
-        if (line === undefined && this.#exit === undefined) return;
-        this.#wakes.delete(check);
-        clearTimeout(timer);
-        if (line !== undefined) resolve(line);
-        else reject(new Error(`the writer process exited (${String(this.#exit)}) before printing "${ev}":\n${this.#stderr.slice(-4000)}`));
-      };
-      const timer = setTimeout(() => {
-        this.#wakes.delete(check);
-        reject(new Error(`the writer process printed no "${ev}" in ${timeoutMs} ms:\n${this.#stderr.slice(-4000)}`));
-      }, timeoutMs);
-      this.#wakes.add(check);
-      check();
-    });
-  }
-
-  #wake(): void {
-    for (const wake of this.#wakes) wake();
-  }
-
-  async end(): Promise<void> {
-    if (this.#exit === undefined) {
-      this.#child.stdin.end();
-      this.#child.kill('SIGKILL');
-    }
-    await this.#exited;
-  }
-}
 
 /**
  * The reader of the existing figure with other writers busy: 8 writer loops in a child process (another
@@ -353,13 +279,14 @@ async function readYourWritesUnderLoadFigure(ctx: BenchContext, backend: Postgre
   const reader = backend.openStore();
   const node = backend.openNode();
   const view = postgresView(ctx, node, 'ryw_load', 'upsert');
-  const writers = new WritersProcess(ctx, {
+  const options: PacedWritersOptions = {
     connectionString: backend.connectionString,
     schema: backend.schema,
     writers: LOAD_WRITERS,
     intervalMs: LOAD_INTERVAL_MS,
     prefix: 'load',
-  });
+  };
+  const writers = new BenchChild(ctx, 'the writer process', WRITERS_FIXTURE, options);
   await view.start();
   const stop = ctx.defer(() => view.stop());
   try {

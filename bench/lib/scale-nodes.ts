@@ -1,16 +1,14 @@
 // The `scale` group's node processes (bench/fixtures/scale-node.ts) as the benchmark process sees
 // them: commands out, JSON lines in, which partitions each one holds, and waits on all of them at once.
-import { spawn } from 'node:child_process';
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { NodeCommand, NodeOptions } from '../fixtures/scale-node.js';
 import type { BenchContext } from './context.js';
-import { readJsonLines } from './json-lines.js';
+import { BenchChild } from './child.js';
+import type { Line } from './child.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const NODE = fileURLToPath(new URL('../fixtures/scale-node.ts', import.meta.url));
 
-export type Line = Record<string, unknown>;
+export type { Line } from './child.js';
 
 /** The partitions of every partitioned runner of the group. */
 export const PARTITIONS = 16;
@@ -31,18 +29,13 @@ export function now(): number {
 
 /** One node process. Its 'handled' lines go to `onHandled` (not kept: thousands per round). */
 export class NodeProcess {
-  readonly lines: Line[] = [];
   /** The partitions this node held at its last 'owned' line (since the last 'open'), and when. */
   owned: number[] = [];
   ownedAt = 0;
   /** Lock acquire calls for partitions since the process started (lane starts), at its last 'owned' line. */
   acquires = 0;
   onHandled: ((line: Line) => void) | undefined;
-  stderr = '';
-  readonly #child: ChildProcessWithoutNullStreams;
-  readonly #wakes = new Set<() => void>();
-  readonly #exited: Promise<void>;
-  #exit: string | undefined;
+  readonly #child: BenchChild;
 
   constructor(
     ctx: BenchContext,
@@ -50,46 +43,36 @@ export class NodeProcess {
     connectionString: string,
   ) {
     const options: NodeOptions = { connectionString, index };
-    this.#child = spawn(process.execPath, ['--import', 'tsx', NODE, JSON.stringify(options)], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
-    this.#child.stdin.on('error', () => undefined);
-    this.#child.stderr.setEncoding('utf8');
-    readJsonLines(
-      this.#child.stdout,
-      (line) => {
-        if (line.ev === 'handled') {
-          this.onHandled?.(line);
-          return;
-        }
-        if (line.ev === 'owned') {
-          this.owned = line.partitions as number[];
-          this.ownedAt = Number(line.at);
-          this.acquires = Number(line.acquires);
-        }
-        this.lines.push(line);
-      },
-      (text) => (this.stderr += `[stdout] ${text}\n`),
-      () => this.#wake(),
-    );
-    this.#child.stderr.on('data', (chunk: string) => (this.stderr += chunk));
-    this.#exited = new Promise((resolve) =>
-      this.#child.once('close', (code, signal) => {
-        this.#exit = `code ${String(code)}, signal ${String(signal)}`;
-        this.#wake();
-        resolve();
-      }),
-    );
-    const end = ctx.defer(() => this.end());
-    void this.#exited.then(end);
+    this.#child = new BenchChild(ctx, `node ${index}`, NODE, options, (line) => {
+      if (line.ev === 'handled') {
+        this.onHandled?.(line);
+        return false;
+      }
+      if (line.ev === 'owned') {
+        this.owned = line.partitions as number[];
+        this.ownedAt = Number(line.at);
+        this.acquires = Number(line.acquires);
+      }
+      return true;
+    });
+  }
+
+  get lines(): readonly Line[] {
+    return this.#child.lines;
+  }
+
+  get stderr(): string {
+    return this.#child.stderr;
   }
 
   /** Index of the next line: wait for lines from here on. */
   get mark(): number {
-    return this.lines.length;
+    return this.#child.mark;
   }
 
   send(command: NodeCommand): void {
     if (command.cmd === 'open') this.owned = [];
-    this.#child.stdin.write(`${JSON.stringify(command)}\n`);
+    this.#child.send(JSON.stringify(command));
   }
 
   /** The first line from index `from` on with `ev`, and matching `predicate` if given. */
@@ -105,7 +88,7 @@ export class NodeProcess {
   check(from: number): void {
     const failure = this.find('error', from) ?? this.find('failed', from);
     if (failure) throw new Error(`node ${this.index}: ${String(failure.message)}\n${this.stderr.slice(-2000)}`);
-    if (this.#exit !== undefined) throw new Error(`node ${this.index} exited (${this.#exit}):\n${this.stderr.slice(-2000)}`);
+    if (this.#child.exit !== undefined) throw new Error(`node ${this.index} exited (${this.#child.exit}):\n${this.stderr.slice(-2000)}`);
   }
 
   /** Waits for a line as `find` finds it. */
@@ -117,21 +100,12 @@ export class NodeProcess {
 
   /** Runs `wake` after each chunk of output (and at exit) until the returned remover is called. */
   listen(wake: () => void): () => void {
-    this.#wakes.add(wake);
-    return () => this.#wakes.delete(wake);
-  }
-
-  #wake(): void {
-    for (const wake of this.#wakes) wake();
+    return this.#child.listen(wake);
   }
 
   /** Ends the process (its stdin closes: it kills itself; SIGKILL as well); resolves once it is gone. */
-  async end(): Promise<void> {
-    if (this.#exit === undefined) {
-      this.#child.stdin.end();
-      this.#child.kill('SIGKILL');
-    }
-    await this.#exited;
+  end(): Promise<void> {
+    return this.#child.end();
   }
 }
 
