@@ -157,11 +157,6 @@ export class PartitionSet<E extends EventShape, S> {
     return this.#started;
   }
 
-  /** The live members at the last check (this node included). */
-  get members(): readonly LiveMember[] {
-    return this.#members;
-  }
-
   /**
    * The partitions this node may hold now, or all without election: floor(partitions / live members),
    * one more for the first `partitions mod members` of them by id, so that the shares add up to the
