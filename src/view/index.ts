@@ -3,7 +3,7 @@ export { ChangeFeed } from './change-feed.js';
 export type { ChangeFeedOptions, ChangeListener, ChangeSubscribeOptions, ViewChange } from './change-feed.js';
 export { RebuildFailedError } from '../core/errors.js';
 export { MemoryView } from './memory-view.js';
-export type { MemoryViewOptions } from './memory-view.js';
+export type { MemoryRebuildOptions, MemoryRebuildResult, MemoryViewOptions } from './memory-view.js';
 export type { WaitForOptions } from './progress.js';
 export type { KeysOf } from './signals.js';
 export { SqlView } from './sql-view.js';
