@@ -1,6 +1,7 @@
 // The contract between the SQL view engine (src/view) and the adapters that keep views in their
 // database: an adapter offers `SqlViews` (on its one-call backend, as `views`), and the engine asks it
 // for one `SqlViewBackend` per view. The helpers here are the rules every adapter must apply alike.
+import { createHash } from 'node:crypto';
 import type { CheckpointInfo } from './checkpoint.js';
 import { InvalidArgumentError } from './errors.js';
 import type { EventShape, Recorded } from './event.js';
@@ -70,6 +71,31 @@ export interface ViewMeta {
   tables: readonly string[];
 }
 
+/** A commit of a view made by another process (or another SqlView object), as its backend announced it. */
+export interface ViewCommitHint {
+  /** The lane whose checkpoint moved: the view's own name, or a partition's `<name>#<p>/<N>`. */
+  readonly lane: string;
+  /** The position of the first event the commit applied; `to + 1` when it applied none. */
+  readonly from: number;
+  /** The lane's checkpoint after the commit. */
+  readonly to: number;
+  /** A rebuild was swapped in at `to` (every lane's checkpoint is there now): anything may have changed. */
+  readonly swapped: boolean;
+}
+
+/** Who hears a view's commits from elsewhere (see `SqlViewBackend.watch`). */
+export interface ViewCommitListener {
+  committed(hint: ViewCommitHint): void;
+  /** Hints may have been lost (the adapter's connection was down): called each time it hears again. */
+  missed(): void;
+}
+
+/** Where a rebuild starts: the shadow tables' generation, and the position their rows reflect (0: empty). */
+export interface RebuildStart {
+  generation: number;
+  resumeFrom: number;
+}
+
 /**
  * One view's tables, checkpoints and rebuilds in the adapter's database. Every method that writes runs
  * in one transaction of its own; `applyLive` and `saveCheckpoint` check the generation (and
@@ -97,8 +123,14 @@ export interface SqlViewBackend<E extends EventShape> {
   lastRelevant(after: number, upTo: number): Promise<number>;
   /** Events of the view's types in (after, upTo]. */
   countRelevant(after: number, upTo: number): Promise<number>;
-  /** Claims the rebuild for `rebuildId`, (re)creates the shadow tables; returns their generation. */
-  beginRebuild(rebuildId: string): Promise<number>;
+  /**
+   * Claims the rebuild for `rebuildId` (fencing the rebuild that had it). Shadow tables left by a
+   * rebuild whose process died are taken over where their own checkpoint says, when they were built
+   * with the same code (`rebuildFingerprint`) and no other rebuilder has touched them since, unless
+   * `fresh`; otherwise they are dropped and created anew (`resumeFrom` 0).
+   */
+  beginRebuild(rebuildId: string, options?: { fresh?: boolean }): Promise<RebuildStart>;
+  /** evolve for each event into the shadow tables, and their checkpoint, in one transaction. */
   applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void>;
   /**
    * In one transaction: applies to the shadow tables the events the live view has applied beyond
@@ -115,8 +147,21 @@ export interface SqlViewBackend<E extends EventShape> {
     version: number,
     checkpoints: readonly string[],
   ): Promise<{ position: number; applied: number } | 'behind'>;
-  /** Drops the shadow tables if the rebuild is still ours. */
+  /** Drops the shadow tables (and their checkpoint) if the rebuild is still ours. */
   abandonRebuild(rebuildId: string, generation: number): Promise<void>;
+  /**
+   * Optional: hears the view's commits made elsewhere (other processes, other SqlView objects of the
+   * same view), as they commit, so that `waitFor` and the change feed need not poll for them. Only
+   * hints: the engine still polls, more slowly while `hearing`.
+   */
+  watch?(listener: ViewCommitListener): ViewWatch;
+}
+
+/** A `watch` in place. */
+export interface ViewWatch {
+  stop(): void;
+  /** True while hints arrive (the adapter's connection is up): polling can then slow down. */
+  readonly hearing: boolean;
 }
 
 /**
@@ -152,6 +197,29 @@ export function checkTableName(view: string, name: unknown): string {
  */
 export function shadowName(name: string, generation: number): string {
   return `${name}__rebuild_${generation}`;
+}
+
+/**
+ * What a rebuild's shadow tables are built with, as a hash: the setup (version and statements), the
+ * view's types, and the source text of evolve / evolveBatch. A rebuild resumes only shadow tables of
+ * the same fingerprint, so that no view holds rows written by two versions of its code. What the
+ * source text does not show (a helper it calls, a value it closes over) is not in it: that is what
+ * the rebuild's `fresh` option is for.
+ */
+export function rebuildFingerprint(spec: {
+  readonly types: readonly string[] | undefined;
+  readonly setup: SqlViewSetup;
+  readonly evolve?: unknown;
+  readonly evolveBatch?: unknown;
+}): string {
+  const code = {
+    version: spec.setup.version,
+    statements: spec.setup.statements((name) => `{${name}}`),
+    types: spec.types && [...new Set(spec.types)].sort(),
+    evolve: spec.evolve === undefined ? null : String(spec.evolve),
+    evolveBatch: spec.evolveBatch === undefined ? null : String(spec.evolveBatch),
+  };
+  return createHash('sha1').update(JSON.stringify(code)).digest('hex');
 }
 
 /**

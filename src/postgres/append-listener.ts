@@ -9,10 +9,12 @@ export interface AppendListenerOptions {
   channel: string;
   /** Called with the announced position for every notification. */
   onAppended: (position: number) => void;
-  /** The channel member registries notify (see `notifyChannel('members', schema)`). */
-  membersChannel: string;
-  /** Called with the announced group for every notification on `membersChannel`. */
-  onMembersChanged: (group: string) => void;
+  /**
+   * The other channels heard on the same connection, each with what to call with a notification's
+   * payload: the member registries' (`notifyChannel('members', schema)`, payload: the group) and the
+   * views' (`notifyChannel('views', schema)`, payload: a commit hint, see postgres-view.ts).
+   */
+  hints: ReadonlyMap<string, (payload: string) => void>;
   /**
    * Called once after every (re)connect, when LISTEN is in place: appends that committed while there
    * was no LISTEN (before the first connect, or while reconnecting) announced nothing.
@@ -34,11 +36,12 @@ const FIRST_RETRY_MS = 50;
 const MAX_RETRY_MS = 5_000;
 
 /**
- * One dedicated connection that LISTENs on a store's `appended` and `members` channels and turns
- * notifications into `onAppend` wake-ups and member changes. Both on one connection: a node running
- * partitioned runners needs both, and each LISTEN connection is a server session. Only a hint:
- * notifications are lost while the connection is down (the reconnect then wakes every append listener
- * once; member listeners learn at their next heartbeat), and readers poll anyway.
+ * One dedicated connection that LISTENs on a store's `appended` channel and its hint channels (members,
+ * views) and turns notifications into `onAppend` wake-ups, member changes and view commits. All on one
+ * connection: a node running partitioned runners and views needs them all, and each LISTEN connection
+ * is a server session. Only hints: notifications are lost while the connection is down (the reconnect
+ * then wakes every append listener once and tells view listeners they may have missed commits; member
+ * listeners learn at their next heartbeat), and readers poll anyway.
  *
  * Not through a pool: the connection is held for as long as anyone listens, and a pool's slot would be
  * taken from queries for good. Behind a transaction-pooling proxy (PgBouncer transaction mode) LISTEN
@@ -107,15 +110,16 @@ export class AppendListener {
   async #connect(): Promise<void> {
     this.#retry = undefined;
     if (!this.#running) return;
-    const { channel, membersChannel, logger } = this.#options;
+    const { channel, hints, logger } = this.#options;
     const connection: Connection = { client: new pg.Client(this.#options.connection()), dead: false, listening: false };
     const { client } = connection;
     this.#connection = connection;
     client.on('error', (error) => this.#lost(connection, error));
     client.on('end', () => this.#lost(connection, new Error('the connection ended')));
     client.on('notification', (message) => {
-      if (message.channel === membersChannel) {
-        if (message.payload) this.#options.onMembersChanged(message.payload);
+      const hint = hints.get(message.channel);
+      if (hint) {
+        if (message.payload) hint(message.payload);
         return;
       }
       if (message.channel !== channel) return;
@@ -125,7 +129,7 @@ export class AppendListener {
     try {
       await client.connect();
       // The channels are lower-case identifiers built by notifyChannel; quoting keeps them exact.
-      await client.query(`LISTEN "${channel}"; LISTEN "${membersChannel}"`);
+      await client.query([channel, ...hints.keys()].map((name) => `LISTEN "${name}"`).join('; '));
     } catch (error) {
       this.#lost(connection, error);
       return;

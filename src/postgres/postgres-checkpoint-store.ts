@@ -17,6 +17,7 @@ interface Statements {
   load: pg.QueryArrayConfig;
   claim: pg.QueryArrayConfig;
   save: pg.QueryArrayConfig;
+  saveAnnounced: pg.QueryArrayConfig;
   list: pg.QueryArrayConfig;
 }
 
@@ -29,6 +30,15 @@ function statements(schema: string): Statements {
   const s = quoteSchema(schema);
   const name = (what: string): string => `eskit.${schema}.checkpoint_${what}`;
   const array = 'array' as const;
+  // $3 NULL: no leader election, the write is unconditional and leaves the token as it is.
+  const saveText = `
+        INSERT INTO ${s}.checkpoints AS c (name, position, fencing_token, updated_at)
+        VALUES ($1, $2, coalesce($3::bigint, 0), clock_timestamp())
+        ON CONFLICT (name) DO UPDATE SET
+          position = CASE WHEN $3::bigint IS NULL OR c.fencing_token <= $3::bigint THEN excluded.position ELSE c.position END,
+          updated_at = CASE WHEN $3::bigint IS NULL OR c.fencing_token <= $3::bigint THEN excluded.updated_at ELSE c.updated_at END,
+          fencing_token = greatest(c.fencing_token, excluded.fencing_token)
+        RETURNING position, fencing_token`;
   cached = {
     load: { name: name('load'), rowMode: array, text: `SELECT position FROM ${s}.checkpoints WHERE name = $1` },
     // Every write is ONE statement, atomic on its own and inside a caller's transaction. A fenced write
@@ -48,18 +58,12 @@ function statements(schema: string): Statements {
           updated_at = CASE WHEN c.fencing_token <= excluded.fencing_token THEN excluded.updated_at ELSE c.updated_at END
         RETURNING position, fencing_token`,
     },
-    // $3 NULL: no leader election, the write is unconditional and leaves the token as it is.
-    save: {
-      name: name('save'),
+    save: { name: name('save'), rowMode: array, text: saveText },
+    // The same write, and a NOTIFY that goes out when (and only if) the caller's transaction commits.
+    saveAnnounced: {
+      name: name('save_announced'),
       rowMode: array,
-      text: `
-        INSERT INTO ${s}.checkpoints AS c (name, position, fencing_token, updated_at)
-        VALUES ($1, $2, coalesce($3::bigint, 0), clock_timestamp())
-        ON CONFLICT (name) DO UPDATE SET
-          position = CASE WHEN $3::bigint IS NULL OR c.fencing_token <= $3::bigint THEN excluded.position ELSE c.position END,
-          updated_at = CASE WHEN $3::bigint IS NULL OR c.fencing_token <= $3::bigint THEN excluded.updated_at ELSE c.updated_at END,
-          fencing_token = greatest(c.fencing_token, excluded.fencing_token)
-        RETURNING position, fencing_token`,
+      text: `WITH saved AS (${saveText}) SELECT position, fencing_token, pg_notify($4, $5) FROM saved`,
     },
     list: {
       name: name('list'),
@@ -94,11 +98,20 @@ async function run(client: pg.Pool | pg.ClientBase, schema: string, statement: p
   }
 }
 
-async function save(client: pg.Pool | pg.ClientBase, schema: string, name: string, position: number, fencingToken: number | undefined): Promise<void> {
+async function save(
+  client: pg.Pool | pg.ClientBase,
+  schema: string,
+  name: string,
+  position: number,
+  fencingToken: number | undefined,
+  notify?: { channel: string; payload: string },
+): Promise<void> {
   assertName(name);
   assertCount('position', position);
   if (fencingToken !== undefined) assertCount('fencingToken', fencingToken);
-  const rows = await run(client, schema, statements(schema).save, [name, position, fencingToken ?? null]);
+  const sql = statements(schema);
+  const values = [name, position, fencingToken ?? null];
+  const rows = await (notify ? run(client, schema, sql.saveAnnounced, [...values, notify.channel, notify.payload]) : run(client, schema, sql.save, values));
   const current = Number((rows[0] as CheckpointRow)[1]);
   if (fencingToken !== undefined && current > fencingToken) throw new FencedError(name, fencingToken, current);
 }
@@ -136,6 +149,22 @@ export async function savePostgresCheckpoint(
   const schema = options.schema ?? DEFAULT_SCHEMA;
   quoteSchema(schema);
   await save(client, schema, name, position, options.fencingToken);
+}
+
+/**
+ * Internal to eskit/postgres: `savePostgresCheckpoint` in the same statement as a NOTIFY of `payload`
+ * on `channel`, sent when the caller's transaction commits (a view announcing its commit: no extra
+ * round trip). A fenced write throws as there; the caller rolls back, which drops the notification.
+ */
+export async function saveAnnouncedCheckpoint(
+  client: pg.ClientBase,
+  schema: string,
+  name: string,
+  position: number,
+  fencingToken: number | undefined,
+  notify: { channel: string; payload: string },
+): Promise<void> {
+  await save(client, schema, name, position, fencingToken, notify);
 }
 
 /**

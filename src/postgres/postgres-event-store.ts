@@ -93,6 +93,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   #migrating: Promise<void> | undefined;
   readonly #listener: AppendListener;
   readonly #memberListeners = new Set<(group: string) => void>();
+  readonly #viewListeners = new Set<ViewHintListener>();
   readonly #groups = new GroupCommit((group) => this.#writeGroup(group));
 
   constructor(options: PostgresEventStoreOptions<E>) {
@@ -124,9 +125,14 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       connection: () => listenConnection(this.pool, this.schema),
       channel: notifyChannel('appended', this.schema),
       onAppended: (position) => this.notifyAppended(position),
-      membersChannel: notifyChannel('members', this.schema),
-      onMembersChanged: (group) => this.#membersChanged(group),
-      onListening: () => void this.#wakeAfterListening(),
+      hints: new Map([
+        [notifyChannel('members', this.schema), (group: string) => this.#membersChanged(group)],
+        [notifyChannel('views', this.schema), (hint: string) => this.#viewCommitted(hint)],
+      ]),
+      onListening: () => {
+        for (const listener of [...this.#viewListeners]) call(() => listener.missed());
+        void this.#wakeAfterListening();
+      },
       lingerMs: milliseconds('listenLingerMs', options.listenLingerMs ?? 10_000, 0),
       logger: options.logger ?? consoleLogger(),
     });
@@ -241,8 +247,30 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     };
   }
 
+  /**
+   * Internal to eskit/postgres (the SQL views' cross-process signals): `listener.heard` gets the payload
+   * of every notification on the schema's `views` channel (a view's commit, from any process), over the
+   * same LISTEN connection as `onAppend`; `listener.missed` is called each time LISTEN is (again) in
+   * place, since commits made before announced nothing here. Returns the remover.
+   */
+  onViewCommitted(listener: ViewHintListener): () => void {
+    if (this.closed) return () => undefined;
+    const wrapped: ViewHintListener = { heard: (hint) => listener.heard(hint), missed: () => listener.missed() };
+    this.#viewListeners.add(wrapped);
+    this.#listener.start();
+    return () => {
+      if (!this.#viewListeners.delete(wrapped)) return;
+      this.#idleIfUnheard();
+    };
+  }
+
   #idleIfUnheard(): void {
-    if (this.appendListenerCount === 0 && this.#memberListeners.size === 0) this.#listener.idle();
+    if (this.appendListenerCount === 0 && this.#memberListeners.size === 0 && this.#viewListeners.size === 0) this.#listener.idle();
+  }
+
+  #viewCommitted(hint: string): void {
+    // A hint that a listener failed to take: its poll finds the same.
+    for (const listener of [...this.#viewListeners]) call(() => listener.heard(hint));
   }
 
   #membersChanged(group: string): void {
@@ -379,6 +407,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     // Appends accepted before close() are written (or refused) before the pool goes.
     await this.#groups.drain();
     this.#memberListeners.clear();
+    this.#viewListeners.clear();
     await this.#listener.stop();
     if (this.#ownsPool) await this.pool.end();
   }
@@ -438,4 +467,18 @@ function asError(error: unknown): Error {
 // pg returns a Date unless the application registered another timestamptz parser globally.
 function toDate(value: unknown): Date {
   return value instanceof Date ? value : new Date(value as string);
+}
+
+/** Who hears the views' commit hints (see `PostgresEventStore.onViewCommitted`). */
+export interface ViewHintListener {
+  heard(hint: string): void;
+  missed(): void;
+}
+
+function call(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // Hints only: whoever failed to take one finds out at its next poll.
+  }
 }

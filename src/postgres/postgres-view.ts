@@ -1,16 +1,18 @@
 // PostgreSQL's side of the SQL views (see SqlViews in core): the versions table, each view's tables,
 // checkpoint and rebuilds in the event store's schema. What evolve writes with is in view-tx.ts.
+import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { CheckpointInfo } from '../core/checkpoint.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import { InvalidArgumentError, StoreClosedError, ViewFencedError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
-import { assertOwnTables, checkTableName, isViewCheckpoint, setupNames, shadowName } from '../core/view-backend.js';
-import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
+import { assertOwnTables, checkTableName, isViewCheckpoint, rebuildFingerprint, setupNames, shadowName } from '../core/view-backend.js';
+import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewCommitHint, ViewCommitListener, ViewMeta, ViewWatch } from '../core/view-backend.js';
 import { translateError } from './errors.js';
-import { PostgresCheckpointStore, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
+import { PostgresCheckpointStore, saveAnnouncedCheckpoint, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
 import type { PostgresStoreHandle } from './postgres-checkpoint-store.js';
-import { advisoryKey, quoteSchema } from './schema.js';
+import { advisoryKey, notifyChannel, quoteSchema } from './schema.js';
+import type { ViewHintListener } from './postgres-event-store.js';
 import { postgresViewTx } from './view-tx.js';
 import type { PostgresViewTx, ViewTx } from './view-tx.js';
 import { hearWhileCheckedOut } from './connection.js';
@@ -44,6 +46,23 @@ declare module '../cli/config.js' {
 /** The checkpoint rows named like view $1's (`isViewCheckpoint` keeps its own among them). */
 const VIEW_CHECKPOINTS = `(name = $1 OR left(name, char_length($1) + 1) = $1 || '#')`;
 
+/**
+ * A commit hint as NOTIFYed on the schema's `views` channel: who sent it (`s`, one SqlView object),
+ * the view (`v`), the lane (`l`) and positions (`f`, `t`); `x` when a rebuild was swapped in. Never
+ * row data or keys: a notification is written to disk and read by every listening process.
+ */
+interface HintPayload {
+  s: string;
+  v: string;
+  l: string;
+  f: number;
+  t: number;
+  x?: 1;
+}
+
+/** Below PostgreSQL's 8000-byte payload limit; a hint that would not fit is not sent (readers poll). */
+const MAX_HINT_BYTES = 7000;
+
 /** How long a swap waits for readers to let go of the live tables before it tries again. */
 const SWAP_LOCK_TIMEOUT_MS = 200;
 
@@ -64,8 +83,12 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #evolve: (events: readonly Recorded<E>[], tx: ViewTx) => Promise<void>;
   readonly #types: string[] | undefined;
   readonly #checkpoints: PostgresCheckpointStore;
-  readonly #generationQuery: pg.QueryArrayConfig;
   readonly #live: (name: string) => string;
+  /** Tells this object's own hints from those of other processes (and other objects of the view). */
+  readonly #source = randomBytes(6).toString('hex');
+  readonly #channel: string;
+  /** What the shadow tables of this object's rebuilds are built with (see beginRebuild). */
+  readonly #fingerprint: string;
 
   constructor(store: EventStore<E> & PostgresStoreHandle, spec: SqlViewSpec<E, PostgresViewTx, void | Promise<void>>) {
     this.#store = store;
@@ -97,13 +120,9 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     };
     this.#types = spec.types && [...new Set<string>(spec.types)];
     this.#checkpoints = new PostgresCheckpointStore({ store });
-    this.#generationQuery = {
-      name: `eskit.${this.#schema}.view_generation`,
-      rowMode: 'array',
-      // FOR SHARE: a swap (FOR UPDATE) waits for this transaction, and this one for a swap.
-      text: `SELECT generation FROM ${this.#s}.view_versions WHERE name = $1 FOR SHARE`,
-    };
     this.#live = (name) => this.#qualified(checkTableName(this.#name, name));
+    this.#channel = notifyChannel('views', this.#schema);
+    this.#fingerprint = rebuildFingerprint(spec);
   }
 
   table(name: string): string {
@@ -134,6 +153,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
             updated_at timestamptz NOT NULL
           )`);
       }
+      await this.#ensureShadows(client);
       const existing = await this.#meta(client, '');
       if (existing) return existing;
       const tables = await this.#create(client, (name) => name);
@@ -179,20 +199,72 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       }));
   }
 
+  /**
+   * Commits without waiting for its WAL flush (synchronous_commit off): the writes and the checkpoint
+   * commit or vanish together, and a tail lost to a crash of the server is applied again from the
+   * log, so exactly-once holds while a batch costs no disk flush of its own. Four round trips: BEGIN
+   * with the generation check, the upserts, the checkpoint with its NOTIFY, COMMIT.
+   */
   async applyLive(events: readonly Recorded<E>[], generation: number, fencingToken: number | undefined, checkpoint: string): Promise<void> {
-    await this.#transaction(async (client) => {
-      await this.#checkGeneration(client, generation);
-      await this.#evolve(events, postgresViewTx(client, this.#name, this.#live));
-      const position = (events[events.length - 1] as Recorded<E>).position;
-      await savePostgresCheckpoint(client, checkpoint, position, { fencingToken, schema: this.#schema });
-    });
+    const from = (events[0] as Recorded<E>).position;
+    const to = (events[events.length - 1] as Recorded<E>).position;
+    await this.#transaction(
+      async (client) => {
+        await this.#evolve(events, postgresViewTx(client, this.#name, this.#live));
+        await this.#saveCheckpoint(client, checkpoint, to, fencingToken, { s: this.#source, v: this.#name, l: checkpoint, f: from, t: to });
+      },
+      { generation, durable: false },
+    );
   }
 
+  // Durable: the runner may have dead-lettered the events this passes over, and a lost save would
+  // have them fail (and be dead-lettered) again.
   async saveCheckpoint(checkpoint: string, position: number, generation: number, fencingToken: number | undefined): Promise<void> {
-    await this.#transaction(async (client) => {
-      await this.#checkGeneration(client, generation);
-      await savePostgresCheckpoint(client, checkpoint, position, { fencingToken, schema: this.#schema });
+    await this.#transaction(
+      (client) => this.#saveCheckpoint(client, checkpoint, position, fencingToken, { s: this.#source, v: this.#name, l: checkpoint, f: position + 1, t: position }),
+      { generation, durable: true },
+    );
+  }
+
+  watch(listener: ViewCommitListener): ViewWatch {
+    const store = this.#store as { onViewCommitted?: (listener: ViewHintListener) => () => void; readonly listening?: boolean };
+    if (typeof store.onViewCommitted !== 'function') return { stop: () => undefined, hearing: false };
+    const stop = store.onViewCommitted({
+      heard: (payload) => {
+        const hint = this.#parseHint(payload);
+        if (hint) listener.committed(hint);
+      },
+      missed: () => listener.missed(),
     });
+    return {
+      stop,
+      get hearing() {
+        return store.listening === true;
+      },
+    };
+  }
+
+  /** A hint of this view from another object, or undefined (another view's, this object's own, or garbled). */
+  #parseHint(payload: string): ViewCommitHint | undefined {
+    let hint: Partial<HintPayload>;
+    try {
+      hint = JSON.parse(payload) as Partial<HintPayload>;
+    } catch {
+      return undefined;
+    }
+    if (hint.v !== this.#name || hint.s === this.#source) return undefined;
+    const { l: lane, f: from, t: to } = hint;
+    if (typeof lane !== 'string' || !Number.isSafeInteger(from) || !Number.isSafeInteger(to)) return undefined;
+    return { lane, from: from as number, to: to as number, swapped: hint.x === 1 };
+  }
+
+  async #saveCheckpoint(client: pg.PoolClient, checkpoint: string, position: number, fencingToken: number | undefined, hint: HintPayload): Promise<void> {
+    const payload = JSON.stringify(hint);
+    if (Buffer.byteLength(payload) > MAX_HINT_BYTES) {
+      await savePostgresCheckpoint(client, checkpoint, position, { fencingToken, schema: this.#schema });
+      return;
+    }
+    await saveAnnouncedCheckpoint(client, this.#schema, checkpoint, position, fencingToken, { channel: this.#channel, payload });
   }
 
   async lastRelevant(after: number, upTo: number): Promise<number> {
@@ -215,17 +287,30 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     return Number((result.rows[0] as [string])[0]);
   }
 
-  async beginRebuild(rebuildId: string): Promise<number> {
+  async beginRebuild(rebuildId: string, options: { fresh?: boolean } = {}): Promise<RebuildStart> {
     return this.#transaction(async (client) => {
       const meta = await this.#meta(client, ' FOR UPDATE');
       if (!meta) throw new ViewFencedError(this.#name, 'superseded');
       const generation = meta.generation + 1;
+      // Read in a statement of its own, after the lock: a shadow batch of the rebuild taken over
+      // (FOR SHARE) has committed by now, and this statement's snapshot sees its checkpoint.
+      const resumeFrom = options.fresh === true ? undefined : await this.#resumable(client, meta.rebuildId, generation);
       await client.query(`UPDATE ${this.#s}.view_versions SET rebuild_id = $2 WHERE name = $1`, [this.#name, rebuildId]);
+      if (resumeFrom !== undefined) {
+        await client.query(`UPDATE ${this.#s}.view_shadows SET rebuild_id = $2, updated_at = clock_timestamp() WHERE name = $1`, [this.#name, rebuildId]);
+        return { generation, resumeFrom };
+      }
       await this.#dropShadow(client, generation);
       const tables = await this.#create(client, (name) => shadowName(name, generation));
       const live = await this.#tables(client, tables);
       assertOwnTables(this.#name, tables, meta.tables, (name) => live.has(name));
-      return generation;
+      await client.query(
+        `INSERT INTO ${this.#s}.view_shadows (name, rebuild_id, generation, tables, fingerprint, position, updated_at) VALUES ($1, $2, $3, $4, $5, 0, clock_timestamp())
+         ON CONFLICT (name) DO UPDATE SET rebuild_id = excluded.rebuild_id, generation = excluded.generation, tables = excluded.tables,
+           fingerprint = excluded.fingerprint, position = 0, updated_at = excluded.updated_at`,
+        [this.#name, rebuildId, generation, tables, this.#fingerprint],
+      );
+      return { generation, resumeFrom: 0 };
     });
   }
 
@@ -234,6 +319,13 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       await this.#checkRebuild(client, rebuildId, ' FOR SHARE');
       const shadow = this.#shadowTx(client, generation);
       await this.#evolve(events, shadow);
+      const position = events[events.length - 1]?.position;
+      if (position === undefined) return;
+      await client.query(`UPDATE ${this.#s}.view_shadows SET position = $3, updated_at = clock_timestamp() WHERE name = $1 AND rebuild_id = $2`, [
+        this.#name,
+        rebuildId,
+        position,
+      ]);
     });
   }
 
@@ -291,6 +383,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
           `UPDATE ${this.#s}.view_versions SET version = $2, generation = $3, tables = $4, rebuild_id = NULL, updated_at = clock_timestamp() WHERE name = $1`,
           [this.#name, version, generation, tables],
         );
+        await client.query(`DELETE FROM ${this.#s}.view_shadows WHERE name = $1`, [this.#name]);
         // Every lane of every partition count the view has run with goes to the swap position, the
         // rebuilder's own ones last (the latest saved: the layout in use), so that whichever count
         // starts next begins there. No token: the swap is not the leader. The leaders' next writes
@@ -299,6 +392,9 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
         for (const name of [...lanes.map(([name]) => name).filter((name) => !own.has(name)), ...own]) {
           await savePostgresCheckpoint(client, name, upTo, { schema: this.#schema });
         }
+        // Processes following the view hear that everything may have changed, when (if) this commits.
+        const hint: HintPayload = { s: this.#source, v: this.#name, l: this.#name, f: upTo + 1, t: upTo, x: 1 };
+        await client.query('SELECT pg_notify($1, $2)', [this.#channel, JSON.stringify(hint).slice(0, MAX_HINT_BYTES)]);
         return { position: upTo, applied: tail.length };
       });
     } catch (error) {
@@ -317,7 +413,52 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       if (meta?.rebuildId !== rebuildId) return;
       await this.#dropShadow(client, generation);
       await client.query(`UPDATE ${this.#s}.view_versions SET rebuild_id = NULL WHERE name = $1`, [this.#name]);
+      await client.query(`DELETE FROM ${this.#s}.view_shadows WHERE name = $1`, [this.#name]);
     });
+  }
+
+  /**
+   * Creates the table of the shadow tables' checkpoints (also in a schema whose views were set up
+   * before rebuilds kept one), under ensureSetup's lock. One row per view while it has shadow tables:
+   * the rebuild that created or took them over last (equal to view_versions.rebuild_id unless a
+   * rebuilder that keeps no such row took them since), their generation and tables, what built them
+   * (rebuildFingerprint), and their checkpoint, committed with each shadow batch. Not columns of
+   * view_versions: every live transaction reads that row FOR SHARE, and a shadow batch updating it
+   * would wait for them, and they for its commit.
+   */
+  async #ensureShadows(client: pg.PoolClient): Promise<void> {
+    const found = await client.query(
+      `SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = 'view_shadows'`,
+      [this.#schema],
+    );
+    if (found.rowCount !== 0) return;
+    await client.query(`
+      CREATE TABLE ${this.#s}.view_shadows (
+        name text PRIMARY KEY,
+        rebuild_id text NOT NULL,
+        generation bigint NOT NULL,
+        tables text[] NOT NULL,
+        fingerprint text NOT NULL,
+        position bigint NOT NULL,
+        updated_at timestamptz NOT NULL
+      )`);
+  }
+
+  /**
+   * The checkpoint of shadow tables of `generation` that a rebuild of this code can go on with: the
+   * rebuild that last owned them kept it (`owner`, not one that keeps none), they were built with
+   * this code, and they are all there. undefined: start over.
+   */
+  async #resumable(client: pg.PoolClient, owner: string | null, generation: number): Promise<number | undefined> {
+    const result = await client.query<{ rebuild_id: string; generation: string; tables: string[]; fingerprint: string; position: string }>(
+      `SELECT rebuild_id, generation, tables, fingerprint, position FROM ${this.#s}.view_shadows WHERE name = $1`,
+      [this.#name],
+    );
+    const row = result.rows[0];
+    if (!row || row.rebuild_id !== owner || Number(row.generation) !== generation || row.fingerprint !== this.#fingerprint) return undefined;
+    const shadows = row.tables.map((name) => shadowName(name, generation));
+    const present = await this.#tables(client, shadows);
+    return shadows.every((name) => present.has(name)) ? Number(row.position) : undefined;
   }
 
   #shadowTx(client: pg.PoolClient, generation: number): ViewTx {
@@ -337,9 +478,21 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     return row && { version: row.version, generation: Number(row.generation), tables: row.tables, rebuildId: row.rebuild_id };
   }
 
-  async #checkGeneration(client: pg.PoolClient, generation: number): Promise<void> {
-    const result = await client.query<[string]>({ ...this.#generationQuery, values: [this.#name] });
-    const current = result.rows[0]?.[0];
+  /**
+   * BEGIN and the live writes' checks as ONE simple-protocol message (one round trip): the commit's
+   * durability, and the generation read FOR SHARE (a swap, FOR UPDATE, waits for this transaction,
+   * and this one for a swap). Literals, since a simple query takes no parameters.
+   */
+  #begin(client: pg.PoolClient, live: { generation: number; durable: boolean }): Promise<unknown> {
+    const statements = ['BEGIN'];
+    if (!live.durable) statements.push('SET LOCAL synchronous_commit = off');
+    statements.push(`SELECT generation FROM ${this.#s}.view_versions WHERE name = ${client.escapeLiteral(this.#name)} FOR SHARE`);
+    return client.query(statements.join('; '));
+  }
+
+  #checkGeneration(begun: unknown, generation: number): void {
+    const results = (Array.isArray(begun) ? begun : [begun]) as pg.QueryResult<{ generation: string }>[];
+    const current = results[results.length - 1]?.rows[0]?.generation;
     if (current === undefined || Number(current) !== generation) throw new ViewFencedError(this.#name, 'swapped');
   }
 
@@ -395,8 +548,11 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     if (this.#store.closed === true) throw new StoreClosedError(`event store of view "${this.#name}"`);
   }
 
-  /** One transaction on a connection of the pool; a connection that fails to roll back is discarded. */
-  async #transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  /**
+   * One transaction on a connection of the pool; a connection that fails to roll back is discarded.
+   * `live`: the live view's writes, checked against the generation they were read with.
+   */
+  async #transaction<T>(fn: (client: pg.PoolClient) => Promise<T>, live?: { generation: number; durable: boolean }): Promise<T> {
     this.#assertOpen();
     let client: pg.PoolClient;
     try {
@@ -407,7 +563,8 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     const stopHearing = hearWhileCheckedOut(client);
     let broken: Error | undefined;
     try {
-      await client.query('BEGIN');
+      if (live) this.#checkGeneration(await this.#begin(client, live), live.generation);
+      else await client.query('BEGIN');
       const result = await fn(client);
       await client.query('COMMIT');
       return result;

@@ -58,9 +58,10 @@ function fnv1a32(text: string): number {
 
 /**
  * What a NOTIFY channel of eskit announces; each gets its own channel per schema. 'members': a member
- * of a group joined or left (the payload is the group), see postgres-member-registry.ts.
+ * of a group joined or left (the payload is the group), see postgres-member-registry.ts. 'views': a SQL
+ * view committed (the payload names the view, the lane and the positions, never row data), see postgres-view.ts.
  */
-export type ChannelPurpose = 'appended' | 'released' | 'members';
+export type ChannelPurpose = 'appended' | 'released' | 'members' | 'views';
 
 // PostgreSQL truncates identifiers (and refuses channel names) beyond 63 bytes.
 const MAX_IDENTIFIER_BYTES = 63;

@@ -5,8 +5,8 @@ import type { CheckpointInfo } from '../core/checkpoint.js';
 import { InvalidArgumentError, PermanentFailure, ViewFencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { EventStore } from '../core/store.js';
-import { assertOwnTables, checkTableName, isViewCheckpoint, setupNames, shadowName } from '../core/view-backend.js';
-import type { SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
+import { assertOwnTables, checkTableName, isViewCheckpoint, rebuildFingerprint, setupNames, shadowName } from '../core/view-backend.js';
+import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
 import { translateSqliteError } from './errors.js';
 import { saveSqliteCheckpoint, SQLITE_NOW_MS, SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
 import { quote, sqliteViewTx } from './view-tx.js';
@@ -59,6 +59,32 @@ const CREATE_VERSIONS = `
     updated_at INTEGER NOT NULL
   )`;
 
+interface ShadowRow {
+  rebuild_id: string;
+  generation: number;
+  tables: string;
+  fingerprint: string;
+  position: number;
+}
+
+const SHADOWS = 'eskit_view_shadows';
+// The shadow tables of a view's rebuild, while there are any: the rebuild that created or took them
+// over last (equal to the versions table's rebuild_id unless a rebuilder that keeps no such row took
+// them since), their generation and tables (JSON), what built them (rebuildFingerprint), and their
+// checkpoint, committed with each shadow batch, from which a rebuild whose process died is resumed.
+// A table of its own, as on PostgreSQL, where every live transaction reads the versions row FOR SHARE
+// and a shadow batch updating that row would queue behind them (and they behind its commit).
+const CREATE_SHADOWS = `
+  CREATE TABLE IF NOT EXISTS ${SHADOWS} (
+    name        TEXT    PRIMARY KEY,
+    rebuild_id  TEXT    NOT NULL,
+    generation  INTEGER NOT NULL,
+    tables      TEXT    NOT NULL,
+    fingerprint TEXT    NOT NULL,
+    position    INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+  )`;
+
 /** The checkpoint rows named like view @view's (`isViewCheckpoint` keeps its own among them). */
 const VIEW_CHECKPOINTS = "(name = @view OR substr(name, 1, length(@view) + 1) = @view || '#')";
 
@@ -74,6 +100,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #name: string;
   readonly #setup: SqlViewSetup;
   readonly #spec: SqlViewSpec<E, SqliteViewTx, void>;
+  readonly #fingerprint: string;
   readonly #types: readonly string[] | undefined;
   readonly #store: EventStore<E>;
   readonly #checkpoints: SqliteCheckpointStore;
@@ -87,6 +114,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     this.#name = spec.name;
     this.#setup = spec.setup;
     this.#spec = spec;
+    this.#fingerprint = rebuildFingerprint(spec);
     this.#types = spec.types;
     this.#store = store;
     this.#checkpoints = new SqliteCheckpointStore({ store: { database: this.#db }, migrate: false });
@@ -100,6 +128,8 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   async ensureSetup(version: number): Promise<ViewMeta> {
     return this.#run('set up the view', () => {
       this.#db.exec(CREATE_VERSIONS);
+      // Also on a database whose views were set up before rebuilds kept a checkpoint.
+      this.#db.exec(CREATE_SHADOWS);
       return this.#db
         .transaction(() => {
           const existing = this.#meta();
@@ -183,21 +213,43 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     });
   }
 
-  async beginRebuild(rebuildId: string): Promise<number> {
+  async beginRebuild(rebuildId: string, options: { fresh?: boolean } = {}): Promise<RebuildStart> {
     return this.#run(`start rebuilding view "${this.#name}"`, () =>
       this.#db
-        .transaction(() => {
+        .transaction((): RebuildStart => {
           const meta = this.#meta();
           if (!meta) throw new ViewFencedError(this.#name, 'superseded');
           const generation = meta.generation + 1;
+          const resumeFrom = options.fresh === true ? undefined : this.#resumable(meta.rebuildId, generation);
           this.#prepare(`UPDATE ${VERSIONS} SET rebuild_id = ? WHERE name = ?`).run(rebuildId, this.#name);
+          if (resumeFrom !== undefined) {
+            this.#prepare(`UPDATE ${SHADOWS} SET rebuild_id = ?, updated_at = ${SQLITE_NOW_MS} WHERE name = ?`).run(rebuildId, this.#name);
+            return { generation, resumeFrom };
+          }
           this.#dropShadow(generation);
           const tables = this.#create((name) => shadowName(name, generation));
           assertOwnTables(this.#name, tables, meta.tables, (name) => this.#kind(name) === 'table');
-          return generation;
+          this.#prepare(
+            `INSERT INTO ${SHADOWS} (name, rebuild_id, generation, tables, fingerprint, position, updated_at) VALUES (?, ?, ?, ?, ?, 0, ${SQLITE_NOW_MS})
+             ON CONFLICT (name) DO UPDATE SET rebuild_id = excluded.rebuild_id, generation = excluded.generation, tables = excluded.tables,
+               fingerprint = excluded.fingerprint, position = 0, updated_at = excluded.updated_at`,
+          ).run(this.#name, rebuildId, generation, JSON.stringify(tables), this.#fingerprint);
+          return { generation, resumeFrom: 0 };
         })
         .immediate(),
     );
+  }
+
+  /**
+   * The checkpoint of shadow tables of `generation` that a rebuild of this code can go on with: the
+   * rebuild that last owned them kept it (`owner`, not one that keeps none), they were built with
+   * this code, and they are all there. undefined: start over.
+   */
+  #resumable(owner: string | null, generation: number): number | undefined {
+    const row = this.#prepare(`SELECT rebuild_id, generation, tables, fingerprint, position FROM ${SHADOWS} WHERE name = ?`).get(this.#name) as ShadowRow | undefined;
+    if (!row || row.rebuild_id !== owner || row.generation !== generation || row.fingerprint !== this.#fingerprint) return undefined;
+    const tables = JSON.parse(row.tables) as string[];
+    return tables.every((name) => this.#kind(shadowName(name, generation)) === 'table') ? row.position : undefined;
   }
 
   async applyShadow(events: readonly Recorded<E>[], rebuildId: string, generation: number): Promise<void> {
@@ -207,6 +259,10 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
         .transaction(() => {
           this.#checkRebuild(rebuildId);
           this.#apply(events, tx);
+          const position = events[events.length - 1]?.position;
+          if (position !== undefined) {
+            this.#prepare(`UPDATE ${SHADOWS} SET position = ?, updated_at = ${SQLITE_NOW_MS} WHERE name = ? AND rebuild_id = ?`).run(position, this.#name, rebuildId);
+          }
         })
         .immediate(),
     );
@@ -271,6 +327,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       JSON.stringify(tables),
       this.#name,
     );
+    this.#prepare(`DELETE FROM ${SHADOWS} WHERE name = ?`).run(this.#name);
     // Every lane of every partition count the view has run with goes to the swap position, the
     // rebuilder's own ones last (the latest saved: the layout in use), so that whichever count starts
     // next begins there. No token: the swap is not the leader. The leaders' next writes fail the
@@ -288,6 +345,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
           if (this.#meta()?.rebuildId !== rebuildId) return;
           this.#dropShadow(generation);
           this.#prepare(`UPDATE ${VERSIONS} SET rebuild_id = NULL WHERE name = ?`).run(this.#name);
+          this.#prepare(`DELETE FROM ${SHADOWS} WHERE name = ?`).run(this.#name);
         })
         .immediate(),
     );

@@ -30,7 +30,7 @@ export interface ChangeSubscribeOptions {
 
 export interface ChangeFeedOptions {
   view: string;
-  /** Changes within this many milliseconds are delivered as one. Default 10. */
+  /** After a delivery, changes within this many milliseconds are delivered as one. Default 10. */
   debounceMs?: number;
   /**
    * The most keys a change carries, and the most a listener keeps pending: beyond it they collapse to
@@ -99,8 +99,10 @@ class Subscriber {
 /**
  * Fans a view's changes out to any number of listeners (server-sent events, caches, UI pushes).
  *
- * Publishing is cheap and never waits for a listener: changes are collected for `debounceMs`, then
- * handed to every listener in one pass. Each listener holds at most one undelivered change, whose keys
+ * Publishing is cheap and never waits for a listener. A change is handed to every listener in one pass
+ * right after the publishing turn of the event loop (what that turn published is merged); after a
+ * delivery, changes are collected for `debounceMs` and delivered together: a quiet view is pushed at
+ * once, a busy one at most once per `debounceMs`. Each listener holds at most one undelivered change, whose keys
  * are merged and capped, so a listener that stops reading costs a bounded amount of memory, and the
  * view and the other listeners carry on.
  */
@@ -113,7 +115,9 @@ export class ChangeFeed {
   readonly #activity = new Set<(active: boolean) => void>();
   #keys: Keys | undefined;
   #position = 0;
-  #timer: NodeJS.Timeout | undefined;
+  #scheduled = false;
+  /** When the last delivery went out (performance.now()); -Infinity before the first. */
+  #deliveredAt = -Infinity;
 
   constructor(options: ChangeFeedOptions) {
     this.view = options.view;
@@ -204,9 +208,12 @@ export class ChangeFeed {
         }
       }
     }
-    if (this.#timer === undefined) {
+    if (!this.#scheduled) {
       // Not rearmed by later changes: a steady stream is delivered every debounceMs, not never.
-      this.#timer = setTimeout(() => this.#flush(), this.#debounceMs);
+      this.#scheduled = true;
+      const wait = this.#deliveredAt + this.#debounceMs - performance.now();
+      if (wait > 0) setTimeout(() => this.#flush(), wait);
+      else setImmediate(() => this.#flush());
     }
   }
 
@@ -217,7 +224,8 @@ export class ChangeFeed {
   }
 
   #flush(): void {
-    this.#timer = undefined;
+    this.#scheduled = false;
+    this.#deliveredAt = performance.now();
     const keys = this.#keys;
     this.#keys = undefined;
     if (keys === undefined) return;

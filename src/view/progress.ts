@@ -17,10 +17,12 @@ export interface ProgressTrackerOptions {
   view: string;
   /** Reads the view's durable checkpoint (another process may be the one moving it). */
   read: () => Promise<number | undefined>;
-  /** How often the checkpoint is read while someone waits or follows. */
-  pollIntervalMs: number;
+  /** How often the checkpoint is read while someone waits or follows (asked before each poll). */
+  pollIntervalMs: number | (() => number);
   /** The checkpoint moved from `from` to `to`, as a poll saw it (not through `advance`). */
   onPolled?: (from: number, to: number) => void;
+  /** `true` when the first waiter or follower arrives, `false` when the last one leaves. */
+  onInterest?: (active: boolean) => void;
   logger: Logger;
 }
 
@@ -37,6 +39,8 @@ export class ProgressTracker {
   #followers = 0;
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> | undefined;
+  #again = false;
+  #interestShown = false;
 
   constructor(options: ProgressTrackerOptions) {
     this.#options = options;
@@ -56,13 +60,27 @@ export class ProgressTracker {
     }
   }
 
-  /** Reads the checkpoint now; returns the highest position known after it. */
+  /**
+   * Reads the checkpoint now; returns the highest position known after it. Asked while a read is in
+   * flight, it reads once more after that one: the read in flight may have begun before what the
+   * caller learned of (a commit hint), and would miss it.
+   */
   async refresh(): Promise<number | undefined> {
     if (this.#polling) {
+      this.#again = true;
       await this.#polling;
       return this.#known;
     }
-    this.#polling = this.#poll().finally(() => (this.#polling = undefined));
+    this.#polling = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#poll();
+        } while (this.#again);
+      } finally {
+        this.#polling = undefined;
+      }
+    })();
     await this.#polling;
     return this.#known;
   }
@@ -70,12 +88,14 @@ export class ProgressTracker {
   /** Keeps polling while the returned function has not been called (a change feed with listeners). */
   follow(): () => void {
     this.#followers += 1;
+    this.#interestChanged();
     this.#schedule();
     let done = false;
     return () => {
       if (done) return;
       done = true;
       this.#followers -= 1;
+      this.#interestChanged();
     };
   }
 
@@ -93,6 +113,7 @@ export class ProgressTracker {
         if (!this.#waiters.delete(waiter)) return false;
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
+        this.#interestChanged();
         return true;
       };
       const onAbort = (): void => {
@@ -109,12 +130,24 @@ export class ProgressTracker {
       }, timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.add(waiter);
+      this.#interestChanged();
       this.#schedule();
     });
   }
 
   #interested(): boolean {
     return this.#waiters.size > 0 || this.#followers > 0;
+  }
+
+  #interestChanged(): void {
+    const interested = this.#interested();
+    if (interested === this.#interestShown) return;
+    this.#interestShown = interested;
+    try {
+      this.#options.onInterest?.(interested);
+    } catch (error) {
+      this.#options.logger.warn({ view: this.#options.view, err: error }, `View "${this.#options.view}": starting or stopping to hear its commits failed`);
+    }
   }
 
   #schedule(): void {
@@ -124,7 +157,7 @@ export class ProgressTracker {
         this.#timer = undefined;
         this.#schedule();
       });
-    }, this.#options.pollIntervalMs);
+    }, typeof this.#options.pollIntervalMs === 'function' ? this.#options.pollIntervalMs() : this.#options.pollIntervalMs);
     // Waiters hold their own timeout timer; a follower alone must not keep the process alive.
     this.#timer.unref();
   }

@@ -2,6 +2,7 @@ import { InvalidArgumentError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
 import type { EventStore } from '../core/store.js';
+import type { ViewCommitHint, ViewCommitListener, ViewWatch } from '../core/view-backend.js';
 import { milliseconds } from '../core/validate.js';
 import { ChangeFeed } from './change-feed.js';
 import { ProgressTracker } from './progress.js';
@@ -25,10 +26,17 @@ export interface ViewSignalsOptions<E extends EventShape> {
   lastRelevant?: (after: number, upTo: number) => Promise<number>;
   /** True while this process runs the view (its own commits then feed the change feed). */
   isLeading: () => boolean;
+  /** Hears the view's commits made elsewhere as they happen (`SqlViewBackend.watch`); without it, polls only. */
+  watch?: (listener: ViewCommitListener) => ViewWatch;
+  /** The lane whose checkpoint is the view's position (a view of one lane); undefined when partitioned. */
+  positionLane?: string;
 }
 
 /** Events read to work out which keys another process changed, before giving up and saying "everything". */
 const MAX_REMOTE_EVENTS = 1000;
+
+/** The safety-net poll while commit hints arrive: they normally tell first. */
+const HEARING_POLL_MS = 1000;
 
 /**
  * What every kind of view shares around its state: the change feed, read-your-writes waiting, and
@@ -38,6 +46,15 @@ export class ViewSignals<E extends EventShape> {
   readonly changes: ChangeFeed;
   readonly #options: ViewSignalsOptions<E>;
   readonly #tracker: ProgressTracker;
+  /** Hearing commit hints, while anyone waits or follows. */
+  #watch: ViewWatch | undefined;
+  /** The first `missed` after `watch` is the hearing starting, not a gap. */
+  #heardBefore = false;
+  /** How far another process's changes have been published (by a hint or a poll): never twice. */
+  #announced: number | undefined;
+  /** Keys of other processes' changes being read, and the range waiting for that read to end. */
+  #reading = false;
+  #pending: { after: number; to: number } | undefined;
 
   constructor(options: ViewSignalsOptions<E>) {
     this.#options = options;
@@ -45,11 +62,13 @@ export class ViewSignals<E extends EventShape> {
     this.#tracker = new ProgressTracker({
       view: options.view,
       read: options.readCheckpoint,
-      pollIntervalMs: options.pollIntervalMs,
+      pollIntervalMs: () => (this.#watch?.hearing ? Math.max(options.pollIntervalMs, HEARING_POLL_MS) : options.pollIntervalMs),
       logger: options.logger,
       onPolled: (from, to) => {
-        if (!options.isLeading() && this.changes.listenerCount > 0) void this.#remoteChange(from, to);
+        if (!this.#publishesRemote() || (this.#announced !== undefined && to <= this.#announced)) return;
+        this.#remoteChange(Math.max(from, this.#announced ?? from), to);
       },
+      onInterest: (active) => this.#hear(active),
     });
     let unfollow: (() => void) | undefined;
     this.changes.onActivity((active) => {
@@ -98,24 +117,32 @@ export class ViewSignals<E extends EventShape> {
     options.signal?.throwIfAborted();
     const started = performance.now();
     let known = this.#tracker.position;
-    // Leading here, every commit arrives through `committed`; otherwise only a read can tell.
-    if (known === undefined || (known < position && !this.#options.isLeading())) known = await this.#tracker.refresh();
-    const at = known ?? 0;
-    if (at >= position) return;
-    let target = position;
-    if (this.#options.types !== undefined) {
-      target = await (this.#options.lastRelevant ?? ((after, upTo) => this.#lastRelevant(after, upTo)))(at, position);
-      if (target <= at) return;
+    if (known !== undefined && known >= position) return;
+    // Hearing commits from elsewhere before reading the checkpoint: a commit in between is then
+    // either read or heard, never neither.
+    const stopFollowing = this.#tracker.follow();
+    try {
+      // Leading here, every commit arrives through `committed`; otherwise only a read can tell.
+      if (known === undefined || !this.#options.isLeading()) known = await this.#tracker.refresh();
+      const at = known ?? 0;
+      if (at >= position) return;
+      let target = position;
+      if (this.#options.types !== undefined) {
+        target = await (this.#options.lastRelevant ?? ((after, upTo) => this.#lastRelevant(after, upTo)))(at, position);
+        if (target <= at) return;
+      }
+      const view = this.#options.view;
+      await this.#tracker.wait(target, {
+        timeoutMs: Math.max(0, Math.round(timeoutMs - (performance.now() - started))),
+        reportedTimeoutMs: timeoutMs,
+        signal: options.signal,
+        describe: () =>
+          `waitFor: view "${view}" reaching position ${position} (its checkpoint is at ${String(this.#tracker.position ?? 'none')}; ` +
+          'is the view started, and is some node leading it?)',
+      });
+    } finally {
+      stopFollowing();
     }
-    const view = this.#options.view;
-    await this.#tracker.wait(target, {
-      timeoutMs: Math.max(0, Math.round(timeoutMs - (performance.now() - started))),
-      reportedTimeoutMs: timeoutMs,
-      signal: options.signal,
-      describe: () =>
-        `waitFor: view "${view}" reaching position ${position} (its checkpoint is at ${String(this.#tracker.position ?? 'none')}; ` +
-        'is the view started, and is some node leading it?)',
-    });
   }
 
   #keys(events: readonly Recorded<E>[]): Iterable<string> | undefined {
@@ -135,8 +162,73 @@ export class ViewSignals<E extends EventShape> {
     return keys;
   }
 
-  /** Another process moved the view: work out the keys from the events in between when that is cheap. */
-  async #remoteChange(from: number, to: number): Promise<void> {
+  #publishesRemote(): boolean {
+    return !this.#options.isLeading() && this.changes.listenerCount > 0;
+  }
+
+  #hear(active: boolean): void {
+    this.#watch?.stop();
+    this.#watch = undefined;
+    this.#heardBefore = false;
+    if (!active || !this.#options.watch) return;
+    this.#watch = this.#options.watch({ committed: (hint) => this.#heard(hint), missed: () => this.#missed() });
+  }
+
+  /** Another process (or view object) committed: waiters learn at once, listeners get its keys. */
+  #heard(hint: ViewCommitHint): void {
+    if (this.#publishesRemote()) {
+      if (hint.swapped) {
+        this.changes.publish(undefined, hint.to);
+        this.#announced = Math.max(this.#announced ?? hint.to, hint.to);
+      } else if (hint.lane !== this.#options.positionLane) {
+        // A partition's commit: its own range (other partitions' events in it only add keys).
+        this.#remoteChange(hint.from - 1, hint.to);
+        this.#announced = Math.max(this.#announced ?? hint.to, hint.to);
+      } else if (this.#announced === undefined || hint.to > this.#announced) {
+        this.#remoteChange(this.#announced ?? hint.from - 1, hint.to);
+        this.#announced = hint.to;
+      }
+    }
+    // One lane: its checkpoint is the view's position. Partitioned (or swapped): the lowest of the
+    // checkpoints, read.
+    if (hint.lane === this.#options.positionLane && !hint.swapped) this.#tracker.advance(hint.to);
+    else void this.#tracker.refresh();
+  }
+
+  /**
+   * Hearing (again): commits made before announced nothing here, so read the checkpoint; and after a
+   * gap (the connection was down), anything may have changed meanwhile.
+   */
+  #missed(): void {
+    const heardBefore = this.#heardBefore;
+    this.#heardBefore = true;
+    void this.#tracker.refresh();
+    if (heardBefore && this.#publishesRemote()) this.changes.publish(undefined, this.#tracker.position ?? 0);
+  }
+
+  /**
+   * Another process moved the view over (after, to]: work out the keys from the events in between when
+   * that is cheap. One read at a time per view; ranges that arrive meanwhile are merged into the next.
+   */
+  #remoteChange(after: number, to: number): void {
+    const pending = this.#pending;
+    this.#pending = pending ? { after: Math.min(pending.after, after), to: Math.max(pending.to, to) } : { after, to };
+    if (this.#reading) return;
+    this.#reading = true;
+    void (async () => {
+      try {
+        while (this.#pending) {
+          const range = this.#pending;
+          this.#pending = undefined;
+          await this.#publishRange(range.after, range.to);
+        }
+      } finally {
+        this.#reading = false;
+      }
+    })();
+  }
+
+  async #publishRange(from: number, to: number): Promise<void> {
     const { store, types, keysOf } = this.#options;
     if (!keysOf) {
       this.changes.publish(undefined, to);

@@ -21,15 +21,24 @@ export interface RebuildOptions {
   onProgress?: (progress: RebuildProgress) => void;
   /** Stops the rebuild; the shadow tables are dropped and the live view stays as it was. */
   signal?: AbortSignal;
-  /** Events per shadow transaction. Default 1000. */
+  /** Events per shadow transaction (each commits the shadow's own checkpoint too). Default 1000. */
   batchSize?: number;
+  /**
+   * Drops the shadow tables a rebuild whose process died left behind, and starts from the beginning
+   * of the log. Default false: such a rebuild is resumed where its shadow checkpoint says, if its
+   * shadow was built with the same setup, types and evolve source text. Pass true when evolve's
+   * behaviour changed in a way its source text does not show (a helper it calls, a value it closes over).
+   */
+  fresh?: boolean;
 }
 
 export interface RebuildResult {
   /** The checkpoint the rebuilt view was swapped in at. */
   position: number;
-  /** Events applied. */
+  /** Events the rebuilt view was built from: those a resumed rebuild found in the shadow tables count too. */
   events: number;
+  /** The shadow tables' checkpoint a resumed rebuild went on from; 0 when it started from the beginning. */
+  resumedFrom: number;
   /** Incremented by every swap. */
   generation: number;
   durationMs: number;
@@ -127,11 +136,16 @@ export interface RebuildContext<E extends EventShape> {
 }
 
 /**
- * Replays every event into shadow tables, catches up with the head round after round, then swaps them
- * in (see SqlView.rebuild). Drops the shadow tables when it does not get to the swap.
+ * Replays every event into shadow tables (or, resuming, those after the shadow's checkpoint), catches
+ * up with the head round after round, then swaps them in (see SqlView.rebuild). Drops the shadow
+ * tables when it does not get to the swap; only a process that dies leaves them to be resumed.
  */
-export async function rebuildView<E extends EventShape>(c: RebuildContext<E>, batchSize: number, signal: AbortSignal | undefined): Promise<RebuildResult> {
+export async function rebuildView<E extends EventShape>(
+  c: RebuildContext<E>,
+  options: { batchSize: number; signal: AbortSignal | undefined; fresh: boolean },
+): Promise<RebuildResult> {
   const { backend, store, progress } = c;
+  const { batchSize, signal } = options;
   const started = performance.now();
   const rebuildId = randomUUID();
   let generation: number | undefined;
@@ -140,8 +154,17 @@ export async function rebuildView<E extends EventShape>(c: RebuildContext<E>, ba
   try {
     signal?.throwIfAborted();
     await backend.ensureSetup(c.version);
-    const shadow = (generation = await backend.beginRebuild(rebuildId));
-    let position = 0;
+    const start = await backend.beginRebuild(rebuildId, { fresh: options.fresh });
+    const shadow = (generation = start.generation);
+    let position = start.resumeFrom;
+    if (position > 0) {
+      // The bar then shows how far the rebuild really is, not how much this process did.
+      progress.done = await backend.countRelevant(0, position);
+      c.failures.logger.info(
+        { view: c.view, position, events: progress.done },
+        `View "${c.view}": resuming a rebuild that died from its shadow tables' checkpoint at position ${position} (${progress.done} events in them)`,
+      );
+    }
     for (;;) {
       const head = await store.headPosition();
       progress.total = progress.done + (await backend.countRelevant(position, head));
@@ -175,7 +198,7 @@ export async function rebuildView<E extends EventShape>(c: RebuildContext<E>, ba
     swapped = true;
     progress.total = progress.done;
     c.report();
-    return { position, events: progress.done, generation: shadow, durationMs: performance.now() - started };
+    return { position, events: progress.done, generation: shadow, resumedFrom: start.resumeFrom, durationMs: performance.now() - started };
   } finally {
     if (!swapped && generation !== undefined) {
       await backend.abandonRebuild(rebuildId, generation).catch((error: unknown) => {

@@ -179,6 +179,8 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
       readCheckpoint: () => this.#lanes.readPosition(),
       lastRelevant: (after, upTo) => backend.lastRelevant(after, upTo),
       isLeading: () => this.#lanes.leadingAll,
+      watch: backend.watch?.bind(backend),
+      positionLane: this.#lanes.names.length === 1 ? this.#lanes.names[0] : undefined,
     });
   }
 
@@ -287,6 +289,8 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
    * on whichever node leads it), catches up with the head, then swaps the shadow tables in and sets the
    * checkpoint in one transaction. Readers see the old view or the new one, never a part-built one.
    * Can run on any node; one rebuild per view at a time (a second one takes over from the first).
+   * The shadow tables commit their own checkpoint with each batch: a rebuild whose process died is
+   * resumed from there by the next one (built with the same code; `fresh` starts over).
    * Partitioned: the replay is one pass in log order, and the swap sets every partition's checkpoint
    * (those of any other count the view ran with too) to the swap position.
    */
@@ -316,8 +320,7 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
           },
           fail: (event, error) => new RebuildFailedError(this.name, event.position, error),
         },
-        batchSize,
-        options.signal,
+        { batchSize, signal: options.signal, fresh: options.fresh === true },
       );
       this.#signals.replaced(result.position, result.position);
       this.#logger.info({ view: this.name, ...result }, `View "${this.name}": rebuilt and swapped in at position ${result.position}`);

@@ -32,7 +32,7 @@ export interface ViewOptions<E extends EventShape> {
   pollIntervalMs?: number;
   /** The keys an event changes, for the change feed. Without it every change is "everything changed". */
   keysOf?: KeysOf<E>;
-  /** Change feed debounce. Default 10 ms. */
+  /** Change feed: a change is pushed at once, then changes within this many ms of a push go out as one. Default 10. */
   debounceMs?: number;
   /** Keys a change (and a listener's pending change) carries before it becomes "everything". Default 1000. */
   maxKeys?: number;

@@ -11,7 +11,7 @@ import { SQLITE_MIGRATIONS } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { cli, parseJson } from './helpers.js';
 import type { Capture } from './helpers.js';
-import { createWorld, HOLDER } from './world.js';
+import { createWorld, deadCartsRebuild, HOLDER } from './world.js';
 import type { World } from './world.js';
 
 const CONFIG = fileURLToPath(new URL('./fixtures/eskit.config.ts', import.meta.url));
@@ -328,6 +328,20 @@ export function cliSuite(kind: 'sqlite' | 'postgres'): void {
       assert.equal(tty.code, 0, tty.stderr);
       assert.match(tty.stderr, /\rrebuilding carts \[#+\] 100% /);
       assert.equal(parseJson<{ generation: number }>(tty).generation, 2);
+
+      // A rebuild that died is resumed from its shadow tables, and says so; --fresh starts over.
+      const diedAt = await deadCartsRebuild(world.host, 2);
+      const resumed = await cli(['view', 'rebuild', 'carts', '--config', CONFIG, ...world.db]);
+      assert.equal(resumed.code, 0, resumed.stderr);
+      assert.match(
+        resumed.stdout,
+        new RegExp(`^Rebuilt view "carts", resuming from position ${diedAt} \\(where the shadow tables of a rebuild that died had got\\): \\d+ events in .*\\(generation 3\\)\\.$`, 'm'),
+      );
+      await deadCartsRebuild(world.host, 2);
+      const fresh = await cli(['view', 'rebuild', 'carts', '--fresh', '--json', '--config', CONFIG, ...world.db]);
+      assert.equal(fresh.code, 0, fresh.stderr);
+      const { generation, resumedFrom } = parseJson<{ generation: number; resumedFrom: number }>(fresh);
+      assert.deepEqual({ generation, resumedFrom }, { generation: 4, resumedFrom: 0 });
 
       const unknown = await cli(['view', 'rebuild', 'nope', '--config', CONFIG, ...world.db]);
       assert.equal(unknown.code, 1);

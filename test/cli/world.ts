@@ -12,9 +12,9 @@ import { silentLogger } from '../../src/core/logger.js';
 import type { Logger } from '../../src/core/logger.js';
 import { EventRegistry } from '../../src/core/registry.js';
 import { postgres } from '../../src/postgres/index.js';
-import type { PostgresEventStore, PostgresViews } from '../../src/postgres/index.js';
+import type { PostgresEventStore, PostgresViews, PostgresViewTx } from '../../src/postgres/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
-import type { SqliteEventStore, SqliteViews } from '../../src/sqlite/index.js';
+import type { SqliteEventStore, SqliteViews, SqliteViewTx } from '../../src/sqlite/index.js';
 import { Subscription } from '../../src/subscription/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { SqlView } from '../../src/view/index.js';
@@ -31,32 +31,38 @@ type CartsHost =
   | { backend: 'sqlite'; store: SqliteEventStore<ShopEvent>; views: SqliteViews<ShopEvent> }
   | { backend: 'postgres'; store: PostgresEventStore<ShopEvent>; views: PostgresViews<ShopEvent> };
 
+const cartsStatements = (t: (name: string) => string): string[] => [`CREATE TABLE ${t('carts')} (id TEXT PRIMARY KEY, items INTEGER NOT NULL)`];
+
+function evolveSqlite(event: Recorded<ShopEvent>, { prepare, table }: SqliteViewTx): void {
+  prepare(`INSERT INTO ${table('carts')} (id, items) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET items = items + 1`).run(event.streamId);
+}
+
+async function evolvePostgres(event: Recorded<ShopEvent>, { client, table }: PostgresViewTx): Promise<void> {
+  await client.query(`INSERT INTO ${table('carts')} (id, items) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET items = ${table('carts')}.items + 1`, [event.streamId]);
+}
+
 /** The view `view rebuild` works on: one row per cart with its item count. */
 export function cartsView(context: CartsHost, options: { leaderLock?: LockRegistry; logger?: Logger } = {}): SqlView<ShopEvent> {
   const common = { name: 'carts', types: ['ItemAdded'] as const, logger: options.logger ?? silentLogger, leaderLock: options.leaderLock, pollIntervalMs: 50 };
-  const statements = (t: (name: string) => string): string[] => [`CREATE TABLE ${t('carts')} (id TEXT PRIMARY KEY, items INTEGER NOT NULL)`];
   if (context.backend === 'sqlite') {
-    return new SqlView({
-      ...common,
-      types: ['ItemAdded'],
-      backend: context,
-      setup: { version: 1, statements },
-      evolve: (event, { prepare, table }) => {
-        prepare(`INSERT INTO ${table('carts')} (id, items) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET items = items + 1`).run(event.streamId);
-      },
-    });
+    return new SqlView({ ...common, types: ['ItemAdded'], backend: context, setup: { version: 1, statements: cartsStatements }, evolve: evolveSqlite });
   }
-  return new SqlView({
-    ...common,
-    types: ['ItemAdded'],
-    backend: context,
-    setup: { version: 1, statements },
-    evolve: async (event, { client, table }) => {
-      await client.query(`INSERT INTO ${table('carts')} (id, items) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET items = ${table('carts')}.items + 1`, [
-        event.streamId,
-      ]);
-    },
-  });
+  return new SqlView({ ...common, types: ['ItemAdded'], backend: context, setup: { version: 1, statements: cartsStatements }, evolve: evolvePostgres });
+}
+
+/**
+ * What a rebuild of carts whose process died after its first `count` events leaves: shadow tables
+ * built by cartsView's code, and their checkpoint, which it returns (the next rebuild resumes there).
+ */
+export async function deadCartsRebuild(host: CartsHost, count: number): Promise<number> {
+  const spec = { name: 'carts', types: ['ItemAdded'] as const, setup: { version: 1, statements: cartsStatements } };
+  const backend = host.backend === 'sqlite' ? host.views.create({ ...spec, evolve: evolveSqlite }) : host.views.create({ ...spec, evolve: evolvePostgres });
+  const rebuildId = 'a rebuild that died';
+  const { generation } = await backend.beginRebuild(rebuildId);
+  const events: Recorded<ShopEvent>[] = [];
+  for await (const event of host.store.readAll({ types: ['ItemAdded'], limit: count })) events.push(event);
+  await backend.applyShadow(events, rebuildId, generation);
+  return (events[events.length - 1] as Recorded<ShopEvent>).position;
 }
 
 interface Backend {

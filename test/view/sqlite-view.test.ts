@@ -395,6 +395,7 @@ describe('SqlView on SQLite: rebuild', () => {
     });
     const result = await secondRun;
     assert.equal(result?.generation, 1);
+    assert.ok((result?.resumedFrom ?? 0) > 0, 'the second went on from where the first had got in the shadow tables');
     const runner = track(sqliteCounter(backend));
     await runner.start();
     await runner.waitFor(await store.headPosition());

@@ -34,12 +34,17 @@ async function viewContext(adapter: AdapterStore<EventShape>, logger: EskitConfi
 const rebuild: CommandSpec = {
   name: 'view rebuild',
   summary: 'rebuild a view into shadow tables and swap it in',
-  help: `Usage: eskit view rebuild <name> [--config <file>] [--batch-size <n>] [--json]
+  help: `Usage: eskit view rebuild <name> [--config <file>] [--batch-size <n>] [--fresh] [--json]
 
 Replays every event of the view's types into shadow tables while the live view keeps serving (and
 keeps being updated by whichever node leads it), then swaps them in and sets the checkpoint in one
 transaction. A progress bar is drawn on stderr (a line per 10 % when stderr is not a terminal).
 Ctrl-C stops the rebuild: its shadow tables are dropped and the live view stays as it was.
+
+A rebuild whose process died (killed, crashed) leaves its shadow tables and their checkpoint: the
+next one resumes from there when the view's setup, types and evolve source text are unchanged, and
+says so. --fresh starts from the beginning instead (for an evolve whose behaviour changed in a way its
+source text does not show, such as a helper it calls).
 
 The CLI cannot know a view's evolve code, so it takes the views from a config module: --config, or
 the first of eskit.config.js, eskit.config.mjs, eskit.config.ts, eskit.config.mts in the working
@@ -49,9 +54,10 @@ a .ts config is loaded through tsx.
 Options:
   --config <file>     the config module
   --batch-size <n>    events per shadow transaction (default 1000)
-  --json              print the result {view, position, events, generation, durationMs}
+  --fresh             drop the shadow tables a dead rebuild left, and start from the beginning
+  --json              print the result {view, position, events, generation, resumedFrom, durationMs}
 `,
-  options: { config: { type: 'string' }, 'batch-size': { type: 'string' }, json: { type: 'boolean' } },
+  options: { config: { type: 'string' }, 'batch-size': { type: 'string' }, fresh: { type: 'boolean' }, json: { type: 'boolean' } },
   positionals: { min: 1, max: 1, names: '<name>' },
   async run(context) {
     const name = context.args[0] as string;
@@ -72,7 +78,7 @@ Options:
     const bar = new ProgressBar(context.io.stderr, `rebuilding ${name}`);
     let result;
     try {
-      result = await view.rebuild({ batchSize, signal: context.signal, onProgress: ({ done, total }) => bar.update(done, total) });
+      result = await view.rebuild({ batchSize, fresh: flag(context.values, 'fresh'), signal: context.signal, onProgress: ({ done, total }) => bar.update(done, total) });
     } catch (error) {
       bar.abandon();
       if (context.signal.aborted) {
@@ -87,8 +93,10 @@ Options:
     if (flag(context.values, 'json')) {
       context.out(json({ view: name, ...result, durationMs: Math.round(result.durationMs) }));
     } else {
+      // The time is then that of the rest of a replay, not of a whole one.
+      const resumed = result.resumedFrom > 0 ? `, resuming from position ${result.resumedFrom} (where the shadow tables of a rebuild that died had got)` : '';
       context.out(
-        `Rebuilt view "${name}": ${result.events} events in ${duration(result.durationMs)}, swapped in at position ${result.position} (generation ${result.generation}).\n`,
+        `Rebuilt view "${name}"${resumed}: ${result.events} events in ${duration(result.durationMs)}, swapped in at position ${result.position} (generation ${result.generation}).\n`,
       );
     }
     return ExitCode.Ok;

@@ -1,0 +1,154 @@
+// A SQL view's commits announced to other processes (NOTIFY on the schema's `views` channel): a
+// process that does not run the view learns of each commit as it happens, for waitFor and for its
+// change feed, instead of polling. Another process is played by another store on its own pool; the
+// readers' polls are set to a minute, so only a hint can wake them within the tests' bounds.
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import type pg from 'pg';
+import { silentLogger } from '../../src/core/logger.js';
+import { PostgresEventStore, PostgresViews } from '../../src/postgres/index.js';
+import { waitUntil } from '../../src/testing/wait.js';
+import type { ViewChange } from '../../src/view/index.js';
+import { connectTestPool, createTestSchema } from '../support/postgres.js';
+import type { TestSchema } from '../support/postgres.js';
+import { counted, other, pgCounter } from './helpers.js';
+import type { TestEvent } from './helpers.js';
+
+let cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  const pending = cleanups.reverse();
+  cleanups = [];
+  for (const cleanup of pending) await cleanup();
+});
+
+/** Far beyond every bound below: a reader that resolves in time heard a hint. */
+const NO_POLL = 60_000;
+
+interface Node {
+  store: PostgresEventStore<TestEvent>;
+  host: { store: PostgresEventStore<TestEvent>; views: PostgresViews<TestEvent> };
+}
+
+async function twoNodes(): Promise<{ schema: TestSchema; writer: Node; reader: Node }> {
+  const schema = await createTestSchema({ create: false });
+  cleanups.push(() => schema.drop());
+  const node = async (pool: pg.Pool): Promise<Node> => {
+    const store = new PostgresEventStore<TestEvent>({ pool, schema: schema.name, logger: silentLogger });
+    cleanups.push(() => store.close());
+    await store.migrate();
+    return { store, host: { store, views: new PostgresViews({ store }) } };
+  };
+  const writer = await node(schema.pool);
+  const otherPool = await connectTestPool(4);
+  cleanups.push(() => otherPool.end());
+  const reader = await node(otherPool);
+  return { schema, writer, reader };
+}
+
+function track<V extends { stop(): Promise<void> }>(view: V): V {
+  cleanups.push(() => view.stop());
+  return view;
+}
+
+/** The pids of the stores' LISTEN connections (named after the schema). */
+async function listenerPids(schema: TestSchema): Promise<number[]> {
+  const result = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [`eskit listen ${schema.name}`]);
+  return result.rows.map((row) => row.pid);
+}
+
+describe('SqlView on PostgreSQL: commits heard by other processes', () => {
+  it('waitFor in a process that does not run the view resolves on the commit, not on a poll', async () => {
+    const { writer, reader } = await twoNodes();
+    const view = track(pgCounter(writer.host));
+    await view.start();
+    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL });
+    for (let i = 1; i <= 20; i++) {
+      const { position } = await writer.store.append(`w-${i % 3}`, [counted(i)]);
+      await follower.waitFor(position, { timeoutMs: 3000 });
+    }
+    assert.equal(reader.store.listening, true, "the reader's store LISTENs while it waits");
+    // Events of no interest to the view move its checkpoint too (announced the same way).
+    const { position } = await writer.store.append('o', [other(), other()]);
+    await follower.waitFor(position, { timeoutMs: 3000 });
+  });
+
+  it("a listener in another process gets each commit's keys, once", async () => {
+    const { writer, reader } = await twoNodes();
+    const view = track(pgCounter(writer.host));
+    await view.start();
+    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
+    const changes: ViewChange[] = [];
+    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
+    await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN' });
+    const positions: number[] = [];
+    for (let i = 1; i <= 5; i++) {
+      const { position } = await writer.store.append(`k-${i}`, [counted(i)]);
+      positions.push(position);
+      await waitUntil(() => changes.some((change) => change.position === position), { timeoutMs: 3000, message: `the change at ${position}` });
+    }
+    const keys = changes.flatMap((change) => change.keys ?? ['<everything>']);
+    assert.deepEqual(keys.sort(), ['k-1', 'k-2', 'k-3', 'k-4', 'k-5']);
+    assert.deepEqual(
+      changes.map((change) => change.position),
+      positions,
+    );
+  });
+
+  it('partitioned: waitFor in another process resolves once every partition passed the position', async () => {
+    const { writer, reader } = await twoNodes();
+    const view = track(pgCounter(writer.host, { partitions: 3 }));
+    await view.start();
+    const follower = pgCounter(reader.host, { partitions: 3, checkpointPollMs: NO_POLL });
+    for (let i = 1; i <= 12; i++) {
+      const { position } = await writer.store.append(`p-${i}`, [counted(i)]);
+      await follower.waitFor(position, { timeoutMs: 3000 });
+    }
+  });
+
+  it("a rebuild swapped in by another process is announced as 'anything may have changed'", async () => {
+    const { writer, reader } = await twoNodes();
+    const view = track(pgCounter(writer.host, { keysOf: (event) => event.streamId }));
+    await view.start();
+    const { position } = await writer.store.append('r', [counted(1), counted(2)]);
+    await view.waitFor(position);
+    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
+    const changes: ViewChange[] = [];
+    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
+    await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN' });
+    const rebuilt = await view.rebuild();
+    await waitUntil(() => changes.some((change) => change.keys === undefined && change.position === rebuilt.position), {
+      timeoutMs: 3000,
+      message: 'the swap to reach the listener',
+    });
+  });
+
+  it('a lost LISTEN connection: waiting goes on through the reconnect, and listeners hear that anything may have changed', async () => {
+    const { schema, writer, reader } = await twoNodes();
+    const view = track(pgCounter(writer.host, { keysOf: (event) => event.streamId }));
+    await view.start();
+    await waitUntil(() => writer.store.listening, { message: 'the writer to LISTEN' });
+    const [writerPid] = await listenerPids(schema);
+    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
+    const changes: ViewChange[] = [];
+    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
+    const readerPid = async (): Promise<number | undefined> => (await listenerPids(schema)).find((pid) => pid !== writerPid);
+    const first = await waitUntil(() => readerPid(), { message: "the reader's LISTEN connection" });
+    await reader.store.pool.query('SELECT pg_terminate_backend($1)', [first]);
+    // Committed while the reader hears nothing: the reconnect must make up for it.
+    const { position } = await writer.store.append('gap', [counted(1)]);
+    await view.waitFor(position);
+    await follower.waitFor(position, { timeoutMs: 5000 });
+    await waitUntil(() => changes.some((change) => change.keys === undefined && change.position >= position), {
+      timeoutMs: 5000,
+      message: "the listener to hear 'anything may have changed' after the reconnect",
+    });
+    const second = await waitUntil(async () => {
+      const pid = await readerPid();
+      return pid !== undefined && pid !== first ? pid : undefined;
+    }, { message: 'a new LISTEN connection' });
+    assert.notEqual(second, first);
+    const after = await writer.store.append('after', [counted(2)]);
+    await waitUntil(() => changes.some((change) => change.keys?.includes('after')), { timeoutMs: 3000, message: 'a commit heard over the new connection' });
+    await follower.waitFor(after.position, { timeoutMs: 3000 });
+  });
+});
