@@ -124,11 +124,6 @@ export async function readPage<E extends EventShape>(
  */
 export class LogReader<E extends EventShape> implements EventSource<E> {
   readonly #waker: Waker;
-  /**
-   * The page after a full one, read while the runner handles that one: catching up, the next read
-   * then overlaps the handler's own database work instead of following it.
-   */
-  #ahead: { after: number; page: Promise<Recorded<E>[]> } | undefined;
 
   constructor(private readonly o: LogReaderOptions<E>) {
     this.#waker = new Waker(o.pollIntervalMs);
@@ -144,20 +139,9 @@ export class LogReader<E extends EventShape> implements EventSource<E> {
 
   async readBatch(position: number, signal: AbortSignal): Promise<Batch<E> | undefined> {
     const { store, batchSize, types } = this.o;
-    const ahead = this.#ahead;
-    this.#ahead = undefined;
-    // Read ahead from elsewhere (the checkpoint was reloaded): of no use, dropped.
-    const read = ahead?.after === position ? () => ahead.page : () => readPage(store, position, batchSize, types);
-    const events = await readOrWait(read, signal, this.o);
+    const events = await readOrWait(() => readPage(store, position, batchSize, types), signal, this.o);
     if (events === undefined) return undefined;
-    const through = events.length === 0 ? position : (events[events.length - 1] as Recorded<E>).position;
-    if (events.length === batchSize && !signal.aborted) {
-      const page = readPage(store, through, batchSize, types);
-      // Awaited by the next readBatch, or never (a stop, a reload): its failure is that call's to report.
-      page.catch(() => undefined);
-      this.#ahead = { after: through, page };
-    }
-    return { events, through };
+    return { events, through: events.length === 0 ? position : (events[events.length - 1] as Recorded<E>).position };
   }
 
   wake(): void {
