@@ -192,7 +192,8 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
     const polling = setInterval(() => void reader.read().catch(() => undefined), 100);
     display.start();
 
-    // This process does not run the view: waitFor reads its checkpoint (every 10 ms while waiting).
+    // This process does not run the view: on PostgreSQL waitFor hears the worker's commits (NOTIFY);
+    // on SQLite it reads the view's checkpoint every 10 ms while waiting.
     const view = backend.salesView({ checkpointPollMs: 10 });
     const readBacks: ReadBack[] = [];
     let stopped: Worker | undefined;

@@ -35,7 +35,17 @@ export interface SqliteViewTx extends SqlViewTx {
 export function sqliteViewTx(db: Database.Database, view: string, map: (name: string) => string): SqliteViewTx {
   const cache = new Map<string, Database.Statement>();
   const upserts = new Map<string, Database.Statement>();
-  const table = (name: string): string => quote(map(checkTableName(view, name)));
+  // Called for every event by the usual evolve (`prepare(\`... ${table('carts')} ...\`)`): checked once per name.
+  const tables = new Map<string, string>();
+  const table = (name: string): string => {
+    let quoted = tables.get(name);
+    if (quoted === undefined) {
+      quoted = quote(map(checkTableName(view, name)));
+      if (tables.size >= MAX_CACHED_STATEMENTS) tables.clear();
+      tables.set(name, quoted);
+    }
+    return quoted;
+  };
   const prepare = <P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> => {
     let statement = cache.get(sql);
     if (statement === undefined) {
