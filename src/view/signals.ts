@@ -67,6 +67,8 @@ export class ViewSignals<E extends EventShape> {
       onPolled: (from, to) => {
         if (!this.#publishesRemote() || (this.#announced !== undefined && to <= this.#announced)) return;
         this.#remoteChange(Math.max(from, this.#announced ?? from), to);
+        // Published: a hint of the same commits (heard after the read) must not publish them again.
+        this.#announced = to;
       },
       onInterest: (active) => this.#hear(active),
     });

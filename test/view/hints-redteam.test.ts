@@ -1,0 +1,86 @@
+// Red-team tests of the views' commit hints (NOTIFY on the schema's `views` channel) and of the
+// signals that consume them: each pins a defect found in review.
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import type pg from 'pg';
+import { silentLogger } from '../../src/core/logger.js';
+import { PostgresEventStore, PostgresViews } from '../../src/postgres/index.js';
+import { waitUntil } from '../../src/testing/wait.js';
+import type { ViewChange } from '../../src/view/index.js';
+import { connectTestPool, createTestSchema } from '../support/postgres.js';
+import type { TestSchema } from '../support/postgres.js';
+import { counted, pgCounter } from './helpers.js';
+import type { TestEvent } from './helpers.js';
+
+let cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  const pending = cleanups.reverse();
+  cleanups = [];
+  for (const cleanup of pending) await cleanup();
+});
+
+const NO_POLL = 60_000;
+
+interface Node {
+  store: PostgresEventStore<TestEvent>;
+  host: { store: PostgresEventStore<TestEvent>; views: PostgresViews<TestEvent> };
+}
+
+async function twoNodes(): Promise<{ schema: TestSchema; writer: Node; reader: Node }> {
+  const schema = await createTestSchema({ create: false });
+  cleanups.push(() => schema.drop());
+  const node = async (pool: pg.Pool): Promise<Node> => {
+    const store = new PostgresEventStore<TestEvent>({ pool, schema: schema.name, logger: silentLogger });
+    cleanups.push(() => store.close());
+    await store.migrate();
+    return { store, host: { store, views: new PostgresViews({ store }) } };
+  };
+  const writer = await node(schema.pool);
+  const otherPool = await connectTestPool(4);
+  cleanups.push(() => otherPool.end());
+  const reader = await node(otherPool);
+  return { schema, writer, reader };
+}
+
+function track<V extends { stop(): Promise<void> }>(view: V): V {
+  cleanups.push(() => view.stop());
+  return view;
+}
+
+async function listenerPids(schema: TestSchema): Promise<number[]> {
+  const result = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [`eskit listen ${schema.name}`]);
+  return result.rows.map((row) => row.pid);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('views commit hints: red team', () => {
+  it('a range published by a poll (after a reconnect) is not published again by the next hint', async () => {
+    const { schema, writer, reader } = await twoNodes();
+    const view = track(pgCounter(writer.host, { keysOf: (event) => event.streamId }));
+    await view.start();
+    await waitUntil(() => writer.store.listening, { message: 'the writer to LISTEN' });
+    const [writerPid] = await listenerPids(schema);
+    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
+    const changes: ViewChange[] = [];
+    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
+    await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN' });
+    // Heard: the follower has announced up to here.
+    const first = await writer.store.append('first', [counted(1)]);
+    await waitUntil(() => changes.some((change) => change.keys?.includes('first')), { timeoutMs: 3000, message: 'the first change' });
+    const readerPid = async (): Promise<number | undefined> => (await listenerPids(schema)).find((pid) => pid !== writerPid);
+    const old = await waitUntil(() => readerPid(), { message: "the reader's LISTEN connection" });
+    await reader.store.pool.query('SELECT pg_terminate_backend($1)', [old]);
+    const gap = await writer.store.append('gap', [counted(2)]);
+    await view.waitFor(gap.position);
+    // The reconnect reads the checkpoint, and that poll publishes the gap's keys.
+    await waitUntil(() => changes.some((change) => change.keys?.includes('gap')), { timeoutMs: 5000, message: "the gap's keys after the reconnect" });
+    await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN again' });
+    await writer.store.append('after', [counted(3)]);
+    await waitUntil(() => changes.some((change) => change.keys?.includes('after')), { timeoutMs: 3000, message: 'the change after the reconnect' });
+    await sleep(50);
+    assert.ok(first.position < gap.position);
+    const withGap = changes.filter((change) => change.keys?.includes('gap'));
+    assert.equal(withGap.length, 1, `the gap's keys were published ${withGap.length} times: ${JSON.stringify(changes)}`);
+  });
+});
