@@ -174,6 +174,9 @@ export class ViewSignals<E extends EventShape> {
     this.#heardBefore = false;
     if (!active || !this.#options.watch) return;
     this.#watch = this.#options.watch({ committed: (hint) => this.#heard(hint), missed: () => this.#missed() });
+    // Already hearing (the connection was up for someone else): no `missed` marks the start, so the
+    // next one is a reconnect after a gap.
+    this.#heardBefore = this.#watch.hearing;
   }
 
   /** Another process (or view object) committed: waiters learn at once, listeners get its keys. */

@@ -83,4 +83,28 @@ describe('views commit hints: red team', () => {
     const withGap = changes.filter((change) => change.keys?.includes('gap'));
     assert.equal(withGap.length, 1, `the gap's keys were published ${withGap.length} times: ${JSON.stringify(changes)}`);
   });
+
+  it("a listener that arrives while the store already LISTENs hears 'anything may have changed' after a reconnect", async () => {
+    const { schema, writer, reader } = await twoNodes();
+    const view = track(pgCounter(writer.host, { keysOf: (event) => event.streamId }));
+    await view.start();
+    await waitUntil(() => writer.store.listening, { message: 'the writer to LISTEN' });
+    const [writerPid] = await listenerPids(schema);
+    // Something else on the reader's store listens first (here: another view's listener).
+    const bystander = pgCounter(reader.host, { name: 'bystander', checkpointPollMs: NO_POLL, debounceMs: 0 });
+    cleanups.push(bystander.changes.subscribe(() => undefined));
+    await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN' });
+    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
+    const changes: ViewChange[] = [];
+    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
+    const readerPid = async (): Promise<number | undefined> => (await listenerPids(schema)).find((pid) => pid !== writerPid);
+    const old = await waitUntil(() => readerPid(), { message: "the reader's LISTEN connection" });
+    await reader.store.pool.query('SELECT pg_terminate_backend($1)', [old]);
+    const gap = await writer.store.append('gap', [counted(1)]);
+    await view.waitFor(gap.position);
+    await waitUntil(() => changes.some((change) => change.keys === undefined), {
+      timeoutMs: 5000,
+      message: "the listener to hear 'anything may have changed' after the reconnect",
+    });
+  });
 });
