@@ -39,7 +39,8 @@ export class ProgressTracker {
   #followers = 0;
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> | undefined;
-  #again = false;
+  /** The read to start once the one in flight ends (asked for meanwhile). */
+  #next: Promise<void> | undefined;
   #interestShown = false;
 
   constructor(options: ProgressTrackerOptions) {
@@ -63,26 +64,25 @@ export class ProgressTracker {
   /**
    * Reads the checkpoint now; returns the highest position known after it. Asked while a read is in
    * flight, it reads once more after that one: the read in flight may have begun before what the
-   * caller learned of (a commit hint), and would miss it.
+   * caller learned of (a commit hint), and would miss it. Those asking meanwhile share that one next
+   * read, and each caller waits for at most two reads, however many more are asked for meanwhile.
    */
   async refresh(): Promise<number | undefined> {
-    if (this.#polling) {
-      this.#again = true;
-      await this.#polling;
-      return this.#known;
-    }
-    this.#polling = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.#poll();
-        } while (this.#again);
-      } finally {
-        this.#polling = undefined;
-      }
-    })();
-    await this.#polling;
+    await this.#read();
     return this.#known;
+  }
+
+  #read(): Promise<void> {
+    if (!this.#polling) {
+      this.#polling = this.#poll().finally(() => (this.#polling = undefined));
+      return this.#polling;
+    }
+    this.#next ??= this.#polling.then(() => {
+      this.#next = undefined;
+      // A read someone began once the last one ended began after this was asked for: it will do.
+      return this.#polling ?? this.#read();
+    });
+    return this.#next;
   }
 
   /** Keeps polling while the returned function has not been called (a change feed with listeners). */

@@ -4,9 +4,12 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import type pg from 'pg';
 import { silentLogger } from '../../src/core/logger.js';
+import type { EventStore } from '../../src/core/store.js';
+import type { ViewCommitListener } from '../../src/core/view-backend.js';
 import { PostgresEventStore, PostgresViews } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import type { ViewChange } from '../../src/view/index.js';
+import { ViewSignals } from '../../src/view/signals.js';
 import { connectTestPool, createTestSchema } from '../support/postgres.js';
 import type { TestSchema } from '../support/postgres.js';
 import { counted, pgCounter } from './helpers.js';
@@ -106,5 +109,49 @@ describe('views commit hints: red team', () => {
       timeoutMs: 5000,
       message: "the listener to hear 'anything may have changed' after the reconnect",
     });
+  });
+
+  it('waitFor on a partitioned view resolves (or times out) while hints keep arriving during every checkpoint read', async () => {
+    let listener: ViewCommitListener | undefined;
+    let interval: NodeJS.Timeout | undefined;
+    const signals = new ViewSignals<TestEvent>({
+      view: 'v',
+      store: {} as EventStore<TestEvent>,
+      types: undefined,
+      keysOf: undefined,
+      debounceMs: 0,
+      maxKeys: undefined,
+      pollIntervalMs: 50,
+      logger: silentLogger,
+      // A read that takes 20 ms; the view is well past the position waited for.
+      readCheckpoint: async () => {
+        await sleep(20);
+        return 100;
+      },
+      isLeading: () => false,
+      // Partitioned: every hint makes the tracker read the checkpoints.
+      positionLane: undefined,
+      watch: (heard) => {
+        listener = heard;
+        interval = setInterval(() => listener?.committed({ lane: 'v#0/2', from: 100, to: 100, swapped: false }), 5);
+        return {
+          stop: () => {
+            clearInterval(interval);
+            interval = undefined;
+          },
+          hearing: true,
+        };
+      },
+    });
+    cleanups.push(() => clearInterval(interval));
+    const started = performance.now();
+    const outcome = await Promise.race([
+      signals.waitFor(50, { timeoutMs: 300 }).then(
+        () => 'resolved',
+        (error: unknown) => `rejected: ${String(error)}`,
+      ),
+      sleep(1500).then(() => 'still waiting'),
+    ]);
+    assert.equal(outcome, 'resolved', `after ${Math.round(performance.now() - started)} ms`);
   });
 });
