@@ -393,8 +393,9 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
           await savePostgresCheckpoint(client, name, upTo, { schema: this.#schema });
         }
         // Processes following the view hear that everything may have changed, when (if) this commits.
-        const hint: HintPayload = { s: this.#source, v: this.#name, l: this.#name, f: upTo + 1, t: upTo, x: 1 };
-        await client.query('SELECT pg_notify($1, $2)', [this.#channel, JSON.stringify(hint).slice(0, MAX_HINT_BYTES)]);
+        // A hint too long for a NOTIFY (a view name of thousands of bytes) is not sent: readers poll.
+        const hint = JSON.stringify({ s: this.#source, v: this.#name, l: this.#name, f: upTo + 1, t: upTo, x: 1 } satisfies HintPayload);
+        if (Buffer.byteLength(hint) <= MAX_HINT_BYTES) await client.query('SELECT pg_notify($1, $2)', [this.#channel, hint]);
         return { position: upTo, applied: tail.length };
       });
     } catch (error) {

@@ -154,4 +154,15 @@ describe('views commit hints: red team', () => {
     ]);
     assert.equal(outcome, 'resolved', `after ${Math.round(performance.now() - started)} ms`);
   });
+
+  it('a rebuild of a view whose (long, non-ASCII) name would not fit a NOTIFY still swaps in', async () => {
+    const { writer } = await twoNodes();
+    const name = 'é'.repeat(3500);
+    const view = track(pgCounter(writer.host, { name }));
+    await view.start();
+    const { position } = await writer.store.append('r', [counted(1)]);
+    await view.waitFor(position);
+    const rebuilt = await view.rebuild();
+    assert.equal(rebuilt.position, position);
+  });
 });
