@@ -190,7 +190,10 @@ export class ViewSignals<E extends EventShape> {
         this.#remoteChange(hint.from - 1, hint.to);
         this.#announced = Math.max(this.#announced ?? hint.to, hint.to);
       } else if (this.#announced === undefined || hint.to > this.#announced) {
-        this.#remoteChange(this.#announced ?? hint.from - 1, hint.to);
+        // From where the last hint or poll stopped, but not before this commit: every change to the
+        // rows comes with a hint of its own, so what lies before it was announced already, or
+        // published here as this process's own commits (while it led), or made while nobody listened.
+        this.#remoteChange(Math.max(this.#announced ?? -1, hint.from - 1), hint.to);
         this.#announced = hint.to;
       }
     }

@@ -6,6 +6,7 @@ import type pg from 'pg';
 import { silentLogger } from '../../src/core/logger.js';
 import type { EventStore } from '../../src/core/store.js';
 import type { ViewCommitListener } from '../../src/core/view-backend.js';
+import { MemoryEventStore } from '../../src/memory/index.js';
 import { PostgresEventStore, PostgresViews } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import type { ViewChange } from '../../src/view/index.js';
@@ -164,5 +165,53 @@ describe('views commit hints: red team', () => {
     await view.waitFor(position);
     const rebuilt = await view.rebuild();
     assert.equal(rebuilt.position, position);
+  });
+
+  it("a process that led the view for a while does not republish its own commits when the next leader's hints arrive", async () => {
+    const store = new MemoryEventStore<TestEvent>();
+    let listener: ViewCommitListener | undefined;
+    let leading = false;
+    const signals = new ViewSignals<TestEvent>({
+      view: 'v',
+      store,
+      types: undefined,
+      keysOf: (event) => event.streamId,
+      debounceMs: 0,
+      maxKeys: undefined,
+      pollIntervalMs: NO_POLL,
+      logger: silentLogger,
+      readCheckpoint: () => Promise.resolve(undefined),
+      isLeading: () => leading,
+      positionLane: 'v',
+      watch: (heard) => {
+        listener = heard;
+        return { stop: () => (listener = undefined), hearing: true };
+      },
+    });
+    const changes: ViewChange[] = [];
+    const unsubscribe = signals.changes.subscribe((change) => void changes.push(change));
+    cleanups.push(unsubscribe);
+    const published = async (key: string): Promise<void> => {
+      await waitUntil(() => changes.some((change) => change.keys?.includes(key)), { timeoutMs: 2000, message: `the change of ${key}` });
+    };
+    // Another process leads: its commit is heard.
+    const first = await store.append('first', [counted(1)]);
+    listener?.committed({ lane: 'v', from: first.position, to: first.position, swapped: false });
+    await published('first');
+    // This process leads for a while: its own commit is published as it commits.
+    leading = true;
+    const own = await store.append('own', [counted(2)]);
+    const ownEvents = [];
+    for await (const event of store.readAll({ after: first.position })) ownEvents.push(event);
+    signals.committed(ownEvents, own.position, own.position);
+    await published('own');
+    // Leadership moves on; the next leader's commit is heard.
+    leading = false;
+    const next = await store.append('next', [counted(3)]);
+    listener?.committed({ lane: 'v', from: next.position, to: next.position, swapped: false });
+    await published('next');
+    await sleep(20);
+    const withOwn = changes.filter((change) => change.keys?.includes('own'));
+    assert.equal(withOwn.length, 1, `'own' was published ${withOwn.length} times: ${JSON.stringify(changes)}`);
   });
 });
