@@ -39,6 +39,12 @@ const MAX_REMOTE_EVENTS = 1000;
 const HEARING_POLL_MS = 1000;
 
 /**
+ * How long the poll stays at `checkpointPollMs` after it found progress no hint had announced (a
+ * writer that does not announce: an older eskit in a rolling upgrade, a proxy that drops NOTIFY).
+ */
+const UNHEARD_MS = 60_000;
+
+/**
  * What every kind of view shares around its state: the change feed, read-your-writes waiting, and
  * following a view that another process runs.
  */
@@ -52,6 +58,9 @@ export class ViewSignals<E extends EventShape> {
   #heardBefore = false;
   /** How far another process's changes have been published (by a hint or a poll): never twice. */
   #announced: number | undefined;
+  /** The highest position a hint announced; and until when (performance.now()) hints are not trusted. */
+  #heardMax = -1;
+  #unheardUntil = 0;
   /** Keys of other processes' changes being read, and the range waiting for that read to end. */
   #reading = false;
   #pending: { after: number; to: number } | undefined;
@@ -62,9 +71,11 @@ export class ViewSignals<E extends EventShape> {
     this.#tracker = new ProgressTracker({
       view: options.view,
       read: options.readCheckpoint,
-      pollIntervalMs: () => (this.#watch?.hearing ? Math.max(options.pollIntervalMs, HEARING_POLL_MS) : options.pollIntervalMs),
+      pollIntervalMs: () =>
+        this.#watch?.hearing && performance.now() >= this.#unheardUntil ? Math.max(options.pollIntervalMs, HEARING_POLL_MS) : options.pollIntervalMs,
       logger: options.logger,
       onPolled: (from, to) => {
+        if (this.#watch?.hearing && to > this.#heardMax) this.#unheardUntil = performance.now() + UNHEARD_MS;
         if (!this.#publishesRemote() || (this.#announced !== undefined && to <= this.#announced)) return;
         this.#remoteChange(Math.max(from, this.#announced ?? from), to);
         // Published: a hint of the same commits (heard after the read) must not publish them again.
@@ -181,6 +192,7 @@ export class ViewSignals<E extends EventShape> {
 
   /** Another process (or view object) committed: waiters learn at once, listeners get its keys. */
   #heard(hint: ViewCommitHint): void {
+    this.#heardMax = Math.max(this.#heardMax, hint.to);
     if (this.#publishesRemote()) {
       if (hint.swapped) {
         this.changes.publish(undefined, hint.to);

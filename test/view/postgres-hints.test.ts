@@ -6,9 +6,11 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import type pg from 'pg';
 import { silentLogger } from '../../src/core/logger.js';
+import type { EventStore } from '../../src/core/store.js';
 import { PostgresEventStore, PostgresViews } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import type { ViewChange } from '../../src/view/index.js';
+import { ViewSignals } from '../../src/view/signals.js';
 import { connectTestPool, createTestSchema } from '../support/postgres.js';
 import type { TestSchema } from '../support/postgres.js';
 import { counted, other, pgCounter } from './helpers.js';
@@ -150,5 +152,40 @@ describe('SqlView on PostgreSQL: commits heard by other processes', () => {
     const after = await writer.store.append('after', [counted(2)]);
     await waitUntil(() => changes.some((change) => change.keys?.includes('after')), { timeoutMs: 3000, message: 'a commit heard over the new connection' });
     await follower.waitFor(after.position, { timeoutMs: 3000 });
+  });
+
+  it('progress no hint announced (an older eskit writing, a proxy dropping NOTIFY): the poll goes back from 1 s to checkpointPollMs', async () => {
+    // The signals alone, with a watch that hears nothing: the checkpoint moves only in the database.
+    let checkpoint = 10;
+    let reads = 0;
+    const signals = new ViewSignals<TestEvent>({
+      view: 'quiet',
+      store: {} as EventStore<TestEvent>,
+      types: undefined,
+      keysOf: undefined,
+      debounceMs: 0,
+      maxKeys: undefined,
+      pollIntervalMs: 20,
+      logger: silentLogger,
+      readCheckpoint: async () => {
+        reads++;
+        return checkpoint;
+      },
+      isLeading: () => false,
+      positionLane: 'quiet',
+      watch: () => ({ stop: () => undefined, hearing: true }),
+    });
+    const moveWhileWaiting = async (to: number, timeoutMs: number): Promise<void> => {
+      const before = reads;
+      const waiting = signals.waitFor(to, { timeoutMs });
+      // After waitFor's own first read: only a poll can find the move.
+      await waitUntil(() => reads > before, { message: "waitFor's first read" });
+      checkpoint = to;
+      await waiting;
+    };
+    // The first unannounced move is found by the 1 s safety-net poll ...
+    await moveWhileWaiting(11, 3000);
+    // ... and from then on the poll runs every checkpointPollMs: well within 300 ms, every time.
+    for (let to = 12; to <= 16; to++) await moveWhileWaiting(to, 300);
   });
 });
