@@ -136,11 +136,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       // Serialises set-ups in this schema (and with migrations); the catalog is read under it, not
       // through IF NOT EXISTS, whose name lookup may not see what the previous holder just created.
       await client.query('SELECT pg_advisory_xact_lock($1, $2)', [lockClass, lockObject]);
-      const found = await client.query(
-        `SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = 'view_versions'`,
-        [this.#schema],
-      );
-      if (found.rowCount === 0) {
+      if ((await this.#tables(client, ['view_versions'])).size === 0) {
         // generation: incremented by every swap. tables: the live tables' names. rebuild_id: the
         // rebuild that owns the shadow tables right now (NULL when none runs).
         await client.query(`
@@ -428,11 +424,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
    * would wait for them, and they for its commit.
    */
   async #ensureShadows(client: pg.PoolClient): Promise<void> {
-    const found = await client.query(
-      `SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = 'view_shadows'`,
-      [this.#schema],
-    );
-    if (found.rowCount !== 0) return;
+    if ((await this.#tables(client, ['view_shadows'])).size !== 0) return;
     await client.query(`
       CREATE TABLE ${this.#s}.view_shadows (
         name text PRIMARY KEY,

@@ -3,60 +3,15 @@
 // change feed, instead of polling. Another process is played by another store on its own pool; the
 // readers' polls are set to a minute, so only a hint can wake them within the tests' bounds.
 import assert from 'node:assert/strict';
-import { afterEach, describe, it } from 'node:test';
-import type pg from 'pg';
+import { describe, it } from 'node:test';
 import { silentLogger } from '../../src/core/logger.js';
 import type { EventStore } from '../../src/core/store.js';
-import { PostgresEventStore, PostgresViews } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import type { ViewChange } from '../../src/view/index.js';
 import { ViewSignals } from '../../src/view/signals.js';
-import { connectTestPool, createTestSchema } from '../support/postgres.js';
-import type { TestSchema } from '../support/postgres.js';
 import { counted, other, pgCounter } from './helpers.js';
 import type { TestEvent } from './helpers.js';
-
-let cleanups: Array<() => unknown> = [];
-afterEach(async () => {
-  const pending = cleanups.reverse();
-  cleanups = [];
-  for (const cleanup of pending) await cleanup();
-});
-
-/** Far beyond every bound below: a reader that resolves in time heard a hint. */
-const NO_POLL = 60_000;
-
-interface Node {
-  store: PostgresEventStore<TestEvent>;
-  host: { store: PostgresEventStore<TestEvent>; views: PostgresViews<TestEvent> };
-}
-
-async function twoNodes(): Promise<{ schema: TestSchema; writer: Node; reader: Node }> {
-  const schema = await createTestSchema({ create: false });
-  cleanups.push(() => schema.drop());
-  const node = async (pool: pg.Pool): Promise<Node> => {
-    const store = new PostgresEventStore<TestEvent>({ pool, schema: schema.name, logger: silentLogger });
-    cleanups.push(() => store.close());
-    await store.migrate();
-    return { store, host: { store, views: new PostgresViews({ store }) } };
-  };
-  const writer = await node(schema.pool);
-  const otherPool = await connectTestPool(4);
-  cleanups.push(() => otherPool.end());
-  const reader = await node(otherPool);
-  return { schema, writer, reader };
-}
-
-function track<V extends { stop(): Promise<void> }>(view: V): V {
-  cleanups.push(() => view.stop());
-  return view;
-}
-
-/** The pids of the stores' LISTEN connections (named after the schema). */
-async function listenerPids(schema: TestSchema): Promise<number[]> {
-  const result = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [`eskit listen ${schema.name}`]);
-  return result.rows.map((row) => row.pid);
-}
+import { cleanups, listenerPids, NO_POLL, track, twoNodes } from './hint-nodes.js';
 
 describe('SqlView on PostgreSQL: commits heard by other processes', () => {
   it('waitFor in a process that does not run the view resolves on the commit, not on a poll', async () => {
