@@ -227,7 +227,7 @@ interface RawWrites {
   label: string;
   /** Untimed, once: the checkpoint table. */
   setup(): Promise<void>;
-  write(events: readonly Recorded<EventShape>[], table: string): void | Promise<void>;
+  write(events: readonly RawEvent[], table: string): void | Promise<void>;
   /** Untimed, after each write: the events the table counts (sum of `events`). */
   count(table: string): number | Promise<number>;
 }
@@ -253,10 +253,10 @@ function sqliteRawWrites(backend: SqliteBackend): RawWrites {
       const checkpoint = db.prepare(`UPDATE ${RAW_CHECKPOINTS} SET position = ? WHERE name = ?`);
       const batch = db.transaction((from: number, to: number) => {
         for (let i = from; i < to; i++) {
-          const event = events[i] as Recorded<EventShape>;
-          row.run(event.streamId, quantityOf(event));
+          const event = events[i] as RawEvent;
+          row.run(event.streamId, event.quantity);
         }
-        checkpoint.run((events[to - 1] as Recorded<EventShape>).position, table);
+        checkpoint.run((events[to - 1] as RawEvent).position, table);
       });
       for (let from = 0; from < events.length; from += RAW_BATCH) batch(from, Math.min(from + RAW_BATCH, events.length));
     },
@@ -299,8 +299,8 @@ function postgresRawWrites(backend: PostgresBackend): RawWrites {
         for (let from = 0; from < events.length; from += RAW_BATCH) {
           const batch = events.slice(from, from + RAW_BATCH);
           await client.query(begin);
-          await client.query({ text, values: [batch.map((event) => event.streamId), batch.map(quantityOf)] });
-          await client.query({ text: checkpoint, values: [(batch[batch.length - 1] as Recorded<EventShape>).position, table] });
+          await client.query({ text, values: [batch.map((event) => event.streamId), batch.map((event) => event.quantity)] });
+          await client.query({ text: checkpoint, values: [(batch[batch.length - 1] as RawEvent).position, table] });
           await client.query('COMMIT');
         }
       } catch (error) {
@@ -317,15 +317,26 @@ function postgresRawWrites(backend: PostgresBackend): RawWrites {
   };
 }
 
-/** Every event of the log, read once per backend (untimed) for the raw writes. */
-const eventsRead = new WeakMap<Backend, Promise<Recorded<EventShape>[]>>();
+/**
+ * What the raw writes take of an event: what a hand-written projection keeps. Not the decoded events
+ * themselves: 100,000 of them held through the figure would grow the heap that every op's garbage
+ * collection walks, eskit's side included.
+ */
+interface RawEvent {
+  streamId: string;
+  position: number;
+  quantity: number;
+}
 
-function readEvents(backend: Backend, head: number): Promise<Recorded<EventShape>[]> {
+/** Every event of the log, read once per backend (untimed) for the raw writes. */
+const eventsRead = new WeakMap<Backend, Promise<RawEvent[]>>();
+
+function readEvents(backend: Backend, head: number): Promise<RawEvent[]> {
   let read = eventsRead.get(backend);
   if (read === undefined) {
     read = (async () => {
-      const events: Recorded<EventShape>[] = [];
-      for await (const event of backend.store.readAll()) events.push(event);
+      const events: RawEvent[] = [];
+      for await (const event of backend.store.readAll()) events.push({ streamId: event.streamId, position: event.position, quantity: quantityOf(event) });
       if (events.length !== head) throw new Error(`read ${events.length} events, expected ${head}`);
       return events;
     })();

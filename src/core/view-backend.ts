@@ -191,6 +191,23 @@ export function checkTableName(view: string, name: unknown): string {
 }
 
 /**
+ * `table()` as evolve gets it: `name` checked (`checkTableName`) and turned into SQL text by `toSql`,
+ * once per name. The usual evolve calls it for every event, and the check is a regular expression.
+ */
+export function tableNames(view: string, toSql: (name: string) => string): (name: string) => string {
+  const known = new Map<string, string>();
+  return (name) => {
+    let sql = known.get(name);
+    if (sql === undefined) {
+      sql = toSql(checkTableName(view, name));
+      if (known.size >= 1000) known.clear();
+      known.set(name, sql);
+    }
+    return sql;
+  };
+}
+
+/**
  * The shadow name of `name` for the rebuild that produces `generation`. The suffix carries the
  * generation so that index names (which live on after the table is renamed) never collide with the
  * next rebuild's.

@@ -54,6 +54,18 @@ const shapes = new Map<string, RowShape>();
 const MAX_SHAPES = 1000;
 
 /**
+ * The shape found last: an evolve upserts the same shape event after event, and comparing a few names
+ * costs less than building the id of the cache above (a string per event).
+ */
+let lastShape: { view: string; table: string; increments: readonly string[]; shape: RowShape } | undefined;
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
  * Checks an upsert's arguments; every mistake is an InvalidArgumentError saying which and how. The
  * names are checked once per shape (the hot path of a view: the same literal per event), the values
  * every time.
@@ -69,15 +81,29 @@ export function rowShape(view: string, table: string, row: Row, options: UpsertO
   // NUL in it, or with the separator of another encoding, can never pass for a cached shape.
   const keys = Array.isArray(key) ? key : [];
   const increments = Array.isArray(increment) ? increment : [];
-  const id = `${view}\0${table}\0${columns.join('\0')}\0\0${keys.join('\0')}\0\0${increments.join('\0')}`;
-  let shape = shapes.get(id);
-  if (shape !== undefined && (shape.key.length !== keys.length || shape.increment.size !== increments.length || shape.columns.length !== columns.length)) {
-    shape = undefined;
-  }
-  if (shape === undefined) {
-    shape = newShape(view, table, row, options, id);
-    if (shapes.size >= MAX_SHAPES) shapes.clear();
-    shapes.set(id, shape);
+  let shape: RowShape | undefined;
+  const last = lastShape;
+  if (
+    last !== undefined &&
+    last.view === view &&
+    last.table === table &&
+    sameNames(last.shape.columns, columns) &&
+    sameNames(last.shape.key, keys) &&
+    sameNames(last.increments, increments)
+  ) {
+    shape = last.shape;
+  } else {
+    const id = `${view}\0${table}\0${columns.join('\0')}\0\0${keys.join('\0')}\0\0${increments.join('\0')}`;
+    shape = shapes.get(id);
+    if (shape !== undefined && (shape.key.length !== keys.length || shape.increment.size !== increments.length || shape.columns.length !== columns.length)) {
+      shape = undefined;
+    }
+    if (shape === undefined) {
+      shape = newShape(view, table, row, options, id);
+      if (shapes.size >= MAX_SHAPES) shapes.clear();
+      shapes.set(id, shape);
+    }
+    lastShape = { view, table, increments: [...increments], shape };
   }
   for (const column of shape.columns) {
     const value = row[column];

@@ -6,7 +6,7 @@ import type { CheckpointInfo } from '../core/checkpoint.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import { InvalidArgumentError, StoreClosedError, ViewFencedError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
-import { assertOwnTables, checkTableName, isViewCheckpoint, rebuildFingerprint, setupNames, shadowName } from '../core/view-backend.js';
+import { assertOwnTables, checkTableName, isViewCheckpoint, tableNames, rebuildFingerprint, setupNames, shadowName } from '../core/view-backend.js';
 import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewCommitHint, ViewCommitListener, ViewMeta, ViewWatch } from '../core/view-backend.js';
 import { translateError } from './errors.js';
 import { PostgresCheckpointStore, saveAnnouncedCheckpoint, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
@@ -120,7 +120,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     };
     this.#types = spec.types && [...new Set<string>(spec.types)];
     this.#checkpoints = new PostgresCheckpointStore({ store });
-    this.#live = (name) => this.#qualified(checkTableName(this.#name, name));
+    this.#live = tableNames(this.#name, (name) => this.#qualified(name));
     this.#channel = notifyChannel('views', this.#schema);
     this.#fingerprint = rebuildFingerprint(spec);
   }

@@ -3,7 +3,7 @@
 import type Database from 'better-sqlite3';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { SqlViewTx } from '../core/view-backend.js';
-import { checkTableName } from '../core/view-backend.js';
+import { tableNames } from '../core/view-backend.js';
 import { onConflict, quoteColumn, rowShape } from '../core/view-rows.js';
 import type { RowValue, Upsert } from '../core/view-rows.js';
 
@@ -35,17 +35,7 @@ export interface SqliteViewTx extends SqlViewTx {
 export function sqliteViewTx(db: Database.Database, view: string, map: (name: string) => string): SqliteViewTx {
   const cache = new Map<string, Database.Statement>();
   const upserts = new Map<string, Database.Statement>();
-  // Called for every event by the usual evolve (`prepare(\`... ${table('carts')} ...\`)`): checked once per name.
-  const tables = new Map<string, string>();
-  const table = (name: string): string => {
-    let quoted = tables.get(name);
-    if (quoted === undefined) {
-      quoted = quote(map(checkTableName(view, name)));
-      if (tables.size >= MAX_CACHED_STATEMENTS) tables.clear();
-      tables.set(name, quoted);
-    }
-    return quoted;
-  };
+  const table = tableNames(view, (name) => quote(map(name)));
   const prepare = <P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> => {
     let statement = cache.get(sql);
     if (statement === undefined) {
