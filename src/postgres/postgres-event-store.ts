@@ -92,8 +92,8 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   #migrated = false;
   #migrating: Promise<void> | undefined;
   readonly #listener: AppendListener;
-  readonly #memberListeners = new Set<(group: string) => void>();
-  readonly #viewListeners = new Set<ViewHintListener>();
+  /** Who hears the hint channels (members, views) over the LISTEN connection. */
+  readonly #hintListeners = new Map<HintTopic, Set<HintListener>>(HINT_TOPICS.map((topic) => [topic, new Set()]));
   readonly #groups = new GroupCommit((group) => this.#writeGroup(group));
 
   constructor(options: PostgresEventStoreOptions<E>) {
@@ -125,12 +125,9 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       connection: () => listenConnection(this.pool, this.schema),
       channel: notifyChannel('appended', this.schema),
       onAppended: (position) => this.notifyAppended(position),
-      hints: new Map([
-        [notifyChannel('members', this.schema), (group: string) => this.#membersChanged(group)],
-        [notifyChannel('views', this.schema), (hint: string) => this.#viewCommitted(hint)],
-      ]),
+      hints: new Map(HINT_TOPICS.map((topic) => [notifyChannel(topic, this.schema), (payload: string) => this.#heard(topic, payload)])),
       onListening: () => {
-        for (const listener of [...this.#viewListeners]) call(() => listener.missed());
+        for (const listeners of this.#hintListeners.values()) for (const listener of [...listeners]) call(() => listener.missed?.());
         void this.#wakeAfterListening();
       },
       lingerMs: milliseconds('listenLingerMs', options.listenLingerMs ?? 10_000, 0),
@@ -230,57 +227,48 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
 
   /**
    * Internal to eskit/postgres (the member registry's `onChange`): `listener` hears the group named by
-   * every notification on the schema's `members` channel, from any process, over the same LISTEN
-   * connection as `onAppend` (started by the first listener of either kind, idled after the last).
-   * Returns the remover.
+   * every notification on the schema's `members` channel, from any process. Returns the remover.
    */
   onMembersChanged(listener: (group: string) => void): () => void {
-    // A closed store calls no one; it must not open a connection either.
-    if (this.closed) return () => undefined;
-    // Wrapped, so that the same function added twice is two listeners with a remover each.
-    const wrapped = (group: string): void => listener(group);
-    this.#memberListeners.add(wrapped);
-    this.#listener.start();
-    return () => {
-      if (!this.#memberListeners.delete(wrapped)) return;
-      this.#idleIfUnheard();
-    };
+    return this.#hear('members', { heard: listener });
   }
 
   /**
    * Internal to eskit/postgres (the SQL views' cross-process signals): `listener.heard` gets the payload
-   * of every notification on the schema's `views` channel (a view's commit, from any process), over the
-   * same LISTEN connection as `onAppend`; `listener.missed` is called each time LISTEN is (again) in
-   * place, since commits made before announced nothing here. Returns the remover.
+   * of every notification on the schema's `views` channel (a view's commit, from any process);
+   * `listener.missed` is called each time LISTEN is (again) in place, since commits made before
+   * announced nothing here. Returns the remover.
    */
-  onViewCommitted(listener: ViewHintListener): () => void {
+  onViewCommitted(listener: Required<HintListener>): () => void {
+    return this.#hear('views', listener);
+  }
+
+  /**
+   * Hints over the same LISTEN connection as `onAppend` (started by the first listener of any kind,
+   * idled after the last). A hint a listener failed to take is found again by its own poll or heartbeat.
+   */
+  #hear(topic: HintTopic, listener: HintListener): () => void {
+    // A closed store calls no one; it must not open a connection either.
     if (this.closed) return () => undefined;
-    const wrapped: ViewHintListener = { heard: (hint) => listener.heard(hint), missed: () => listener.missed() };
-    this.#viewListeners.add(wrapped);
+    const listeners = this.#hintListeners.get(topic) as Set<HintListener>;
+    // Wrapped, so that the same listener added twice is two listeners with a remover each.
+    const wrapped: HintListener = { heard: (payload) => listener.heard(payload), missed: () => listener.missed?.() };
+    listeners.add(wrapped);
     this.#listener.start();
     return () => {
-      if (!this.#viewListeners.delete(wrapped)) return;
+      if (!listeners.delete(wrapped)) return;
       this.#idleIfUnheard();
     };
   }
 
   #idleIfUnheard(): void {
-    if (this.appendListenerCount === 0 && this.#memberListeners.size === 0 && this.#viewListeners.size === 0) this.#listener.idle();
+    if (this.appendListenerCount > 0) return;
+    for (const listeners of this.#hintListeners.values()) if (listeners.size > 0) return;
+    this.#listener.idle();
   }
 
-  #viewCommitted(hint: string): void {
-    // A hint that a listener failed to take: its poll finds the same.
-    for (const listener of [...this.#viewListeners]) call(() => listener.heard(hint));
-  }
-
-  #membersChanged(group: string): void {
-    for (const listener of [...this.#memberListeners]) {
-      try {
-        listener(group);
-      } catch {
-        // A hint that a listener failed to take: its next heartbeat tells it the same.
-      }
-    }
+  #heard(topic: HintTopic, payload: string): void {
+    for (const listener of [...(this.#hintListeners.get(topic) ?? [])]) call(() => listener.heard(payload));
   }
 
   /** Whether the LISTEN connection is up (it runs only while someone listens). */
@@ -406,8 +394,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   protected async closeResources(): Promise<void> {
     // Appends accepted before close() are written (or refused) before the pool goes.
     await this.#groups.drain();
-    this.#memberListeners.clear();
-    this.#viewListeners.clear();
+    for (const listeners of this.#hintListeners.values()) listeners.clear();
     await this.#listener.stop();
     if (this.#ownsPool) await this.pool.end();
   }
@@ -469,10 +456,15 @@ function toDate(value: unknown): Date {
   return value instanceof Date ? value : new Date(value as string);
 }
 
-/** Who hears the views' commit hints (see `PostgresEventStore.onViewCommitted`). */
-export interface ViewHintListener {
-  heard(hint: string): void;
-  missed(): void;
+/** The channels besides `appended` that the LISTEN connection hears. */
+const HINT_TOPICS = ['members', 'views'] as const;
+type HintTopic = (typeof HINT_TOPICS)[number];
+
+/** Who hears a hint channel (see `PostgresEventStore.onViewCommitted`). */
+export interface HintListener {
+  heard(payload: string): void;
+  /** LISTEN is (again) in place: hints sent before were not heard. */
+  missed?(): void;
 }
 
 function call(fn: () => void): void {

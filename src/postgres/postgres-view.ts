@@ -12,7 +12,7 @@ import { translateError } from './errors.js';
 import { PostgresCheckpointStore, saveAnnouncedCheckpoint, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
 import type { PostgresStoreHandle } from './postgres-checkpoint-store.js';
 import { advisoryKey, notifyChannel, quoteSchema } from './schema.js';
-import type { ViewHintListener } from './postgres-event-store.js';
+import type { HintListener } from './postgres-event-store.js';
 import { postgresViewTx } from './view-tx.js';
 import type { PostgresViewTx, ViewTx } from './view-tx.js';
 import { hearWhileCheckedOut } from './connection.js';
@@ -223,7 +223,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   watch(listener: ViewCommitListener): ViewWatch {
-    const store = this.#store as { onViewCommitted?: (listener: ViewHintListener) => () => void; readonly listening?: boolean };
+    const store = this.#store as { onViewCommitted?: (listener: Required<HintListener>) => () => void; readonly listening?: boolean };
     if (typeof store.onViewCommitted !== 'function') return { stop: () => undefined, hearing: false };
     const stop = store.onViewCommitted({
       heard: (payload) => {
