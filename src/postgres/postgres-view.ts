@@ -1,18 +1,17 @@
 // PostgreSQL's side of the SQL views (see SqlViews in core): the versions table, each view's tables,
 // checkpoint and rebuilds in the event store's schema. What evolve writes with is in view-tx.ts.
-import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { CheckpointInfo } from '../core/checkpoint.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import { InvalidArgumentError, StoreClosedError, ViewFencedError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
 import { assertOwnTables, checkTableName, isViewCheckpoint, tableNames, rebuildFingerprint, setupNames, shadowName } from '../core/view-backend.js';
-import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewCommitHint, ViewCommitListener, ViewMeta, ViewWatch } from '../core/view-backend.js';
+import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewCommitListener, ViewMeta, ViewWatch } from '../core/view-backend.js';
 import { translateError } from './errors.js';
 import { PostgresCheckpointStore, saveAnnouncedCheckpoint, savePostgresCheckpoint } from './postgres-checkpoint-store.js';
 import type { PostgresStoreHandle } from './postgres-checkpoint-store.js';
-import { advisoryKey, notifyChannel, quoteSchema } from './schema.js';
-import type { HintListener } from './postgres-event-store.js';
+import { advisoryKey, quoteSchema } from './schema.js';
+import { ViewHints } from './view-hints.js';
 import { postgresViewTx } from './view-tx.js';
 import type { PostgresViewTx, ViewTx } from './view-tx.js';
 import { hearWhileCheckedOut } from './connection.js';
@@ -46,23 +45,6 @@ declare module '../cli/config.js' {
 /** The checkpoint rows named like view $1's (`isViewCheckpoint` keeps its own among them). */
 const VIEW_CHECKPOINTS = `(name = $1 OR left(name, char_length($1) + 1) = $1 || '#')`;
 
-/**
- * A commit hint as NOTIFYed on the schema's `views` channel: who sent it (`s`, one SqlView object),
- * the view (`v`), the lane (`l`) and positions (`f`, `t`); `x` when a rebuild was swapped in. Never
- * row data or keys: a notification is written to disk and read by every listening process.
- */
-interface HintPayload {
-  s: string;
-  v: string;
-  l: string;
-  f: number;
-  t: number;
-  x?: 1;
-}
-
-/** Below PostgreSQL's 8000-byte payload limit; a hint that would not fit is not sent (readers poll). */
-const MAX_HINT_BYTES = 7000;
-
 /** How long a swap waits for readers to let go of the live tables before it tries again. */
 const SWAP_LOCK_TIMEOUT_MS = 200;
 
@@ -84,9 +66,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #types: string[] | undefined;
   readonly #checkpoints: PostgresCheckpointStore;
   readonly #live: (name: string) => string;
-  /** Tells this object's own hints from those of other processes (and other objects of the view). */
-  readonly #source = randomBytes(6).toString('hex');
-  readonly #channel: string;
+  readonly #hints: ViewHints;
   /** What the shadow tables of this object's rebuilds are built with (see beginRebuild). */
   readonly #fingerprint: string;
 
@@ -121,7 +101,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     this.#types = spec.types && [...new Set<string>(spec.types)];
     this.#checkpoints = new PostgresCheckpointStore({ store });
     this.#live = tableNames(this.#name, (name) => this.#qualified(name));
-    this.#channel = notifyChannel('views', this.#schema);
+    this.#hints = new ViewHints(store, this.#schema, this.#name);
     this.#fingerprint = rebuildFingerprint(spec);
   }
 
@@ -207,7 +187,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     await this.#transaction(
       async (client) => {
         await this.#evolve(events, postgresViewTx(client, this.#name, this.#live));
-        await this.#saveCheckpoint(client, checkpoint, to, fencingToken, { s: this.#source, v: this.#name, l: checkpoint, f: from, t: to });
+        await this.#saveCheckpoint(client, checkpoint, to, fencingToken, from);
       },
       { generation, durable: false },
     );
@@ -217,50 +197,20 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   // have them fail (and be dead-lettered) again.
   async saveCheckpoint(checkpoint: string, position: number, generation: number, fencingToken: number | undefined): Promise<void> {
     await this.#transaction(
-      (client) => this.#saveCheckpoint(client, checkpoint, position, fencingToken, { s: this.#source, v: this.#name, l: checkpoint, f: position + 1, t: position }),
+      (client) => this.#saveCheckpoint(client, checkpoint, position, fencingToken, position + 1),
       { generation, durable: true },
     );
   }
 
   watch(listener: ViewCommitListener): ViewWatch {
-    const store = this.#store as { onViewCommitted?: (listener: Required<HintListener>) => () => void; readonly listening?: boolean };
-    if (typeof store.onViewCommitted !== 'function') return { stop: () => undefined, hearing: false };
-    const stop = store.onViewCommitted({
-      heard: (payload) => {
-        const hint = this.#parseHint(payload);
-        if (hint) listener.committed(hint);
-      },
-      missed: () => listener.missed(),
-    });
-    return {
-      stop,
-      get hearing() {
-        return store.listening === true;
-      },
-    };
+    return this.#hints.watch(listener);
   }
 
-  /** A hint of this view from another object, or undefined (another view's, this object's own, or garbled). */
-  #parseHint(payload: string): ViewCommitHint | undefined {
-    let hint: Partial<HintPayload>;
-    try {
-      hint = JSON.parse(payload) as Partial<HintPayload>;
-    } catch {
-      return undefined;
-    }
-    if (hint.v !== this.#name || hint.s === this.#source) return undefined;
-    const { l: lane, f: from, t: to } = hint;
-    if (typeof lane !== 'string' || !Number.isSafeInteger(from) || !Number.isSafeInteger(to)) return undefined;
-    return { lane, from: from as number, to: to as number, swapped: hint.x === 1 };
-  }
-
-  async #saveCheckpoint(client: pg.PoolClient, checkpoint: string, position: number, fencingToken: number | undefined, hint: HintPayload): Promise<void> {
-    const payload = JSON.stringify(hint);
-    if (Buffer.byteLength(payload) > MAX_HINT_BYTES) {
-      await savePostgresCheckpoint(client, checkpoint, position, { fencingToken, schema: this.#schema });
-      return;
-    }
-    await saveAnnouncedCheckpoint(client, this.#schema, checkpoint, position, fencingToken, { channel: this.#channel, payload });
+  /** The lane's checkpoint, announced as the commit of [from, position] (from = position + 1: nothing applied). */
+  async #saveCheckpoint(client: pg.PoolClient, checkpoint: string, position: number, fencingToken: number | undefined, from: number): Promise<void> {
+    const payload = this.#hints.payload(checkpoint, from, position);
+    if (payload === undefined) await savePostgresCheckpoint(client, checkpoint, position, { fencingToken, schema: this.#schema });
+    else await saveAnnouncedCheckpoint(client, this.#schema, checkpoint, position, fencingToken, { channel: this.#hints.channel, payload });
   }
 
   async lastRelevant(after: number, upTo: number): Promise<number> {
@@ -390,8 +340,8 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
         }
         // Processes following the view hear that everything may have changed, when (if) this commits.
         // A hint too long for a NOTIFY (a view name of thousands of bytes) is not sent: readers poll.
-        const hint = JSON.stringify({ s: this.#source, v: this.#name, l: this.#name, f: upTo + 1, t: upTo, x: 1 } satisfies HintPayload);
-        if (Buffer.byteLength(hint) <= MAX_HINT_BYTES) await client.query('SELECT pg_notify($1, $2)', [this.#channel, hint]);
+        const hint = this.#hints.payload(this.#name, upTo + 1, upTo, true);
+        if (hint !== undefined) await client.query('SELECT pg_notify($1, $2)', [this.#hints.channel, hint]);
         return { position: upTo, applied: tail.length };
       });
     } catch (error) {
