@@ -168,6 +168,12 @@ export async function saveAnnouncedCheckpoint(
 }
 
 /**
+ * Internal to eskit/postgres: the checkpoint rows named like view $1's (`isViewCheckpoint` keeps its
+ * own among them), for a view's list of checkpoints and its rebuild's swap.
+ */
+export const VIEW_CHECKPOINTS = `(name = $1 OR left(name, char_length($1) + 1) = $1 || '#')`;
+
+/**
  * Checkpoints in `<schema>.checkpoints`, next to the events. Every call is one statement, so it is
  * atomic across processes. Fencing as in `CheckpointStore`: the row keeps the newest token that claimed
  * or saved it, and older tokens are rejected with `FencedError` (carrying the current token).
