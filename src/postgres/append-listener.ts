@@ -165,3 +165,58 @@ export class AppendListener {
     void ending.finally(() => this.#ending.delete(ending));
   }
 }
+
+/** The channels besides `appended` that the LISTEN connection hears. */
+export const HINT_TOPICS = ['members', 'views'] as const;
+export type HintTopic = (typeof HINT_TOPICS)[number];
+
+/** Who hears a hint channel (see `PostgresEventStore.onViewCommitted`). */
+export interface HintListener {
+  heard(payload: string): void;
+  /** LISTEN is (again) in place: hints sent before were not heard. */
+  missed?(): void;
+}
+
+/**
+ * Who hears each hint channel. A listener that throws is skipped: it finds the same hint by its own
+ * poll or heartbeat.
+ */
+export class HintListeners {
+  readonly #byTopic = new Map<HintTopic, Set<HintListener>>(HINT_TOPICS.map((topic) => [topic, new Set()]));
+
+  /** Adds `listener`; returns the remover, which says whether it removed it (false the second time). */
+  add(topic: HintTopic, listener: HintListener): () => boolean {
+    const listeners = this.#byTopic.get(topic) as Set<HintListener>;
+    // Wrapped, so that the same listener added twice is two listeners with a remover each.
+    const wrapped: HintListener = { heard: (payload) => listener.heard(payload), missed: () => listener.missed?.() };
+    listeners.add(wrapped);
+    return () => listeners.delete(wrapped);
+  }
+
+  heard(topic: HintTopic, payload: string): void {
+    for (const listener of [...(this.#byTopic.get(topic) ?? [])]) attempt(() => listener.heard(payload));
+  }
+
+  missed(): void {
+    for (const listeners of this.#byTopic.values()) for (const listener of [...listeners]) attempt(() => listener.missed?.());
+  }
+
+  /** Listeners of every channel. */
+  get size(): number {
+    let size = 0;
+    for (const listeners of this.#byTopic.values()) size += listeners.size;
+    return size;
+  }
+
+  clear(): void {
+    for (const listeners of this.#byTopic.values()) listeners.clear();
+  }
+}
+
+function attempt(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // Hints only: whoever failed to take one finds out at its next poll or heartbeat.
+  }
+}

@@ -16,7 +16,8 @@ import { appendOneStatements } from './append-functions.js';
 import { runStatementPair } from './locked-append.js';
 import { migratePostgres } from './migrations.js';
 import { queryPooled } from './pooled-query.js';
-import { AppendListener } from './append-listener.js';
+import { AppendListener, HINT_TOPICS, HintListeners } from './append-listener.js';
+import type { HintListener, HintTopic } from './append-listener.js';
 import { checkConnectionString, DEFAULT_CONNECT_TIMEOUT_MS, ownPoolConfig } from './connection.js';
 import { DEFAULT_SCHEMA, notifyChannel, quoteSchema } from './schema.js';
 
@@ -93,7 +94,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   #migrating: Promise<void> | undefined;
   readonly #listener: AppendListener;
   /** Who hears the hint channels (members, views) over the LISTEN connection. */
-  readonly #hintListeners = new Map<HintTopic, Set<HintListener>>(HINT_TOPICS.map((topic) => [topic, new Set()]));
+  readonly #hints = new HintListeners();
   readonly #groups = new GroupCommit((group) => this.#writeGroup(group));
 
   constructor(options: PostgresEventStoreOptions<E>) {
@@ -125,9 +126,9 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       connection: () => listenConnection(this.pool, this.schema),
       channel: notifyChannel('appended', this.schema),
       onAppended: (position) => this.notifyAppended(position),
-      hints: new Map(HINT_TOPICS.map((topic) => [notifyChannel(topic, this.schema), (payload: string) => this.#heard(topic, payload)])),
+      hints: new Map(HINT_TOPICS.map((topic) => [notifyChannel(topic, this.schema), (payload: string) => this.#hints.heard(topic, payload)])),
       onListening: () => {
-        for (const listeners of this.#hintListeners.values()) for (const listener of [...listeners]) call(() => listener.missed?.());
+        this.#hints.missed();
         void this.#wakeAfterListening();
       },
       lingerMs: milliseconds('listenLingerMs', options.listenLingerMs ?? 10_000, 0),
@@ -250,25 +251,15 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   #hear(topic: HintTopic, listener: HintListener): () => void {
     // A closed store calls no one; it must not open a connection either.
     if (this.closed) return () => undefined;
-    const listeners = this.#hintListeners.get(topic) as Set<HintListener>;
-    // Wrapped, so that the same listener added twice is two listeners with a remover each.
-    const wrapped: HintListener = { heard: (payload) => listener.heard(payload), missed: () => listener.missed?.() };
-    listeners.add(wrapped);
+    const remove = this.#hints.add(topic, listener);
     this.#listener.start();
     return () => {
-      if (!listeners.delete(wrapped)) return;
-      this.#idleIfUnheard();
+      if (remove()) this.#idleIfUnheard();
     };
   }
 
   #idleIfUnheard(): void {
-    if (this.appendListenerCount > 0) return;
-    for (const listeners of this.#hintListeners.values()) if (listeners.size > 0) return;
-    this.#listener.idle();
-  }
-
-  #heard(topic: HintTopic, payload: string): void {
-    for (const listener of [...(this.#hintListeners.get(topic) ?? [])]) call(() => listener.heard(payload));
+    if (this.appendListenerCount === 0 && this.#hints.size === 0) this.#listener.idle();
   }
 
   /** Whether the LISTEN connection is up (it runs only while someone listens). */
@@ -394,7 +385,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   protected async closeResources(): Promise<void> {
     // Appends accepted before close() are written (or refused) before the pool goes.
     await this.#groups.drain();
-    for (const listeners of this.#hintListeners.values()) listeners.clear();
+    this.#hints.clear();
     await this.#listener.stop();
     if (this.#ownsPool) await this.pool.end();
   }
@@ -456,21 +447,3 @@ function toDate(value: unknown): Date {
   return value instanceof Date ? value : new Date(value as string);
 }
 
-/** The channels besides `appended` that the LISTEN connection hears. */
-const HINT_TOPICS = ['members', 'views'] as const;
-type HintTopic = (typeof HINT_TOPICS)[number];
-
-/** Who hears a hint channel (see `PostgresEventStore.onViewCommitted`). */
-export interface HintListener {
-  heard(payload: string): void;
-  /** LISTEN is (again) in place: hints sent before were not heard. */
-  missed?(): void;
-}
-
-function call(fn: () => void): void {
-  try {
-    fn();
-  } catch {
-    // Hints only: whoever failed to take one finds out at its next poll.
-  }
-}

@@ -3,7 +3,7 @@
 // connection. Only hints (see SqlViewBackend.watch): readers still poll, more slowly.
 import { randomBytes } from 'node:crypto';
 import type { ViewCommitHint, ViewCommitListener, ViewWatch } from '../core/view-backend.js';
-import type { HintListener } from './postgres-event-store.js';
+import type { HintListener } from './append-listener.js';
 import { notifyChannel } from './schema.js';
 
 /**
