@@ -85,6 +85,13 @@ export interface ViewRow {
   generation: number;
   /** A rebuild owns shadow tables right now. */
   rebuilding: boolean;
+  /**
+   * The shadow tables of that rebuild: their checkpoint (the last event a shadow batch committed) and
+   * when it last moved, by the database's clock. A rebuild whose updatedAt stops moving has died;
+   * `rebuild()` resumes it from `position`. undefined when no rebuild runs, and where the rebuild keeps
+   * no such checkpoint (memory; a database whose views predate it; a rebuilder of an older version).
+   */
+  shadow?: { position: number; updatedAt: Date } | undefined;
   updatedAt: Date;
 }
 

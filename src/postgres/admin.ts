@@ -188,19 +188,32 @@ export class PostgresAdmin implements Admin {
   }
 
   async #views(client: Client): Promise<ViewRow[]> {
-    // Views create this table when the first one starts; migrations do not.
+    // Views create these tables when the first one starts (view_shadows since rebuilds keep their
+    // shadow tables' checkpoint); migrations do not.
     const exists = await this.#rows(
-      `SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = 'view_versions'`,
+      `SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = $1 AND c.relname IN ('view_versions', 'view_shadows')`,
       [this.#store.schema],
       client,
     );
-    if (exists.length === 0) return [];
-    const rows = await this.#rows(`SELECT name, version, generation, rebuild_id IS NOT NULL AS rebuilding, updated_at FROM ${this.#s}.view_versions ORDER BY name`, [], client);
+    const tables = new Set(exists.map((row) => row.relname as string));
+    if (!tables.has('view_versions')) return [];
+    // The shadow row of the rebuild that owns the view now (not one left by a rebuilder it took over from).
+    const shadow = tables.has('view_shadows')
+      ? { columns: 's.position AS shadow_position, s.updated_at AS shadow_updated_at', join: `LEFT JOIN ${this.#s}.view_shadows s ON s.name = v.name AND s.rebuild_id = v.rebuild_id` }
+      : { columns: 'NULL::bigint AS shadow_position, NULL::timestamptz AS shadow_updated_at', join: '' };
+    const rows = await this.#rows(
+      `SELECT v.name, v.version, v.generation, v.rebuild_id IS NOT NULL AS rebuilding, v.updated_at, ${shadow.columns}
+       FROM ${this.#s}.view_versions v ${shadow.join} ORDER BY v.name`,
+      [],
+      client,
+    );
     return rows.map((row) => ({
       name: row.name as string,
       version: Number(row.version),
       generation: Number(row.generation),
       rebuilding: row.rebuilding === true,
+      shadow: row.shadow_position === null ? undefined : { position: Number(row.shadow_position), updatedAt: row.shadow_updated_at as Date },
       updatedAt: row.updated_at as Date,
     }));
   }

@@ -64,17 +64,24 @@ export class SqliteAdmin implements Admin {
   }
 
   async views(): Promise<ViewRow[]> {
-    // Views create this table when the first one starts; migrations do not.
+    // Views create these tables when the first one starts (eskit_view_shadows since rebuilds keep
+    // their shadow tables' checkpoint); migrations do not.
     if (!this.#hasTable('eskit_view_versions')) return [];
+    // The shadow row of the rebuild that owns the view now (not one left by a rebuilder it took over from).
+    const shadow = this.#hasTable('eskit_view_shadows')
+      ? { columns: 's.position AS shadow_position, s.updated_at AS shadow_updated_at', join: 'LEFT JOIN eskit_view_shadows s ON s.name = v.name AND s.rebuild_id = v.rebuild_id' }
+      : { columns: 'NULL AS shadow_position, NULL AS shadow_updated_at', join: '' };
     const rows = this.#all(
       'read the view versions',
-      'SELECT name, version, generation, rebuild_id IS NOT NULL AS rebuilding, updated_at FROM eskit_view_versions ORDER BY name',
+      `SELECT v.name, v.version, v.generation, v.rebuild_id IS NOT NULL AS rebuilding, v.updated_at, ${shadow.columns}
+       FROM eskit_view_versions v ${shadow.join} ORDER BY v.name`,
     );
     return rows.map((row) => ({
       name: row.name as string,
       version: row.version as number,
       generation: row.generation as number,
       rebuilding: row.rebuilding === 1,
+      shadow: row.shadow_position === null ? undefined : { position: row.shadow_position as number, updatedAt: new Date(row.shadow_updated_at as number) },
       updatedAt: new Date(row.updated_at as number),
     }));
   }

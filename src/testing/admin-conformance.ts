@@ -28,6 +28,12 @@ export interface AdminConformanceHarness {
    */
   createView?(backend: AdminBackend, name: string): Promise<void>;
   /**
+   * Leaves what a rebuild of the view `name` (made by createView) whose process died after its first
+   * shadow batch leaves: its shadow tables and their checkpoint, which it returns. Leave it out where
+   * rebuilds keep no such checkpoint.
+   */
+  deadRebuild?(backend: AdminBackend, name: string): Promise<number>;
+  /**
    * The backend stamps times with the database's clock, not this process's: true for a database
    * server or file, false for memory (where this process is the database).
    */
@@ -226,11 +232,24 @@ export function adminConformance(harness: AdminConformanceHarness): void {
         await createView(subject, 'carts');
         const [view, ...rest] = await subject.admin.views();
         assert.deepEqual(rest, []);
-        assert.deepEqual([view?.name, view?.generation, view?.rebuilding], ['carts', 0, false]);
+        assert.deepEqual([view?.name, view?.generation, view?.rebuilding, view?.shadow], ['carts', 0, false, undefined]);
         assert.ok(view?.updatedAt instanceof Date);
         const error = await refused(() => subject.admin.resetCheckpoint('carts', 0), 'view');
         assert.match(error.message, /Rebuild the view instead/);
       });
+
+      if (harness.deadRebuild) {
+        const deadRebuild = harness.deadRebuild;
+        test("a rebuild that died is listed with its shadow tables' checkpoint and when it last moved", async (subject) => {
+          await createView(subject, 'carts');
+          const position = await deadRebuild(subject, 'carts');
+          const [view] = await subject.admin.views();
+          assert.deepEqual([view?.name, view?.generation, view?.rebuilding, view?.shadow?.position], ['carts', 0, true, position]);
+          const movedAt = view?.shadow?.updatedAt;
+          assert.ok(movedAt instanceof Date && !Number.isNaN(movedAt.getTime()), `a time: ${String(movedAt)}`);
+          assert.ok(Math.abs(movedAt.getTime() - Date.now()) < 60_000, 'just now (by the database clock, near enough this one)');
+        });
+      }
     }
 
     test('status rows: published, replaced per node, listed in order, with every field', async ({ admin }) => {

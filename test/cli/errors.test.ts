@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
+import { rebuildingText } from '../../src/cli/commands/status.js';
 import { loadConfig } from '../../src/cli/config-loader.js';
 import { ProgressBar } from '../../src/cli/progress.js';
 import { DEFAULT_SCHEMA as CLI_DEFAULT_SCHEMA, parseTarget } from '../../src/cli/target.js';
@@ -262,5 +263,16 @@ describe('eskit CLI: progress bar', () => {
     bar.finish(10, 10);
     const clearLine = '\u001b[K';
     assert.equal(out.text, `\rrebuilding v [${'-'.repeat(30)}]   0% 0/10 events${clearLine}\rrebuilding v [${'#'.repeat(30)}] 100% 10/10 events${clearLine}\n`);
+  });
+});
+
+describe('eskit CLI: status of a view being rebuilt', () => {
+  it("STATE says where the shadow tables' checkpoint is and when it last moved", () => {
+    const now = new Date('2025-01-01T12:00:00.000Z');
+    const view = { version: 1, generation: 3, rebuilding: true, shadow: { position: 1234, updatedAt: '2025-01-01T11:59:57.000Z' } };
+    assert.equal(rebuildingText(view, now), ', rebuilding (shadow at 1,234, 3.0 s ago)');
+    assert.equal(rebuildingText({ ...view, shadow: null }, now), ', rebuilding', 'a rebuilder that keeps no checkpoint');
+    assert.equal(rebuildingText({ ...view, rebuilding: false, shadow: null }, now), '');
+    assert.equal(rebuildingText(null, now), '');
   });
 });

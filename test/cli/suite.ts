@@ -89,7 +89,7 @@ export function cliSuite(kind: 'sqlite' | 'postgres'): void {
 
       const carts = entry(report, 'carts');
       assert.equal(carts.kind, 'view');
-      assert.deepEqual(carts.view, { version: 1, generation: 0, rebuilding: false });
+      assert.deepEqual(carts.view, { version: 1, generation: 0, rebuilding: false, shadow: null });
       assert.equal(carts.state, 'leading');
       assert.equal(carts.position, 4, 'the last ItemAdded: the view filters by type');
       assert.equal(carts.lag, 1);
@@ -318,7 +318,7 @@ export function cliSuite(kind: 'sqlite' | 'postgres'): void {
       assert.match(result.stdout, /^Rebuilt view "carts": \d+ events in .*, swapped in at position \d+ \(generation 1\)\.$/m);
       assert.match(result.stderr, /rebuilding carts: 0% \(0\/\d+ events\)/);
       assert.match(result.stderr, /rebuilding carts: 100% \((\d+)\/\1 events\)/);
-      assert.deepEqual(entry(await status(), 'carts').view, { version: 1, generation: 1, rebuilding: false });
+      assert.deepEqual(entry(await status(), 'carts').view, { version: 1, generation: 1, rebuilding: false, shadow: null });
       // The running view saw the swap, and keeps its tables up to date.
       const { position } = await world.store.append('cart-5', [{ type: 'ItemAdded', data: { sku: 'after-rebuild' } }]);
       await world.view.waitFor(position, { timeoutMs: 10_000 });
@@ -331,12 +331,22 @@ export function cliSuite(kind: 'sqlite' | 'postgres'): void {
 
       // A rebuild that died is resumed from its shadow tables, and says so; --fresh starts over.
       const diedAt = await deadCartsRebuild(world.host, 2);
+      // Until then, status shows where the dead rebuild's shadow tables got, and when they last moved.
+      const dead = entry(await status(), 'carts').view;
+      const movedAt = dead?.shadow?.updatedAt ?? '';
+      assert.deepEqual(dead, { version: 1, generation: 2, rebuilding: true, shadow: { position: diedAt, updatedAt: movedAt } });
+      assert.ok(Math.abs(Date.now() - Date.parse(movedAt)) < 60_000, `the shadow's checkpoint moved just now (by the database's clock): ${movedAt}`);
+      const text = await run('status', 'carts');
+      assert.equal(text.code, 0, text.stderr);
+      assert.match(text.stdout, new RegExp(`^carts\\s+view \\(setup v1, gen 2\\)\\s+\\d+\\s+\\d+\\s+leading, rebuilding \\(shadow at ${diedAt}, [\\d.]+ (ms|s) ago\\)\\s`, 'm'));
       const resumed = await cli(['view', 'rebuild', 'carts', '--config', CONFIG, ...world.db]);
       assert.equal(resumed.code, 0, resumed.stderr);
       assert.match(
         resumed.stdout,
         new RegExp(`^Rebuilt view "carts", resuming from position ${diedAt} \\(where the shadow tables of a rebuild that died had got\\): \\d+ events in .*\\(generation 3\\)\\.$`, 'm'),
       );
+      assert.deepEqual(entry(await status(), 'carts').view, { version: 1, generation: 3, rebuilding: false, shadow: null }, 'swapped in: no shadow left');
+      assert.doesNotMatch((await run('status', 'carts')).stdout, /rebuilding/);
       await deadCartsRebuild(world.host, 2);
       const fresh = await cli(['view', 'rebuild', 'carts', '--fresh', '--json', '--config', CONFIG, ...world.db]);
       assert.equal(fresh.code, 0, fresh.stderr);

@@ -8,6 +8,7 @@ import { afterEach, describe, it } from 'node:test';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import type { Recorded } from '../../src/core/event.js';
 import { silentLogger } from '../../src/core/logger.js';
+import type { Admin } from '../../src/core/admin.js';
 import type { EventStore } from '../../src/core/store.js';
 import type { SqlViewBackend, SqlViewSpec, SqlViewTx } from '../../src/core/view-backend.js';
 import { postgres } from '../../src/postgres/index.js';
@@ -38,6 +39,7 @@ const otherEvolve: Spec = { ...spec, evolve: (event, tx) => tx.upsert('tally', {
 
 interface World {
   store: EventStore<TestEvent>;
+  admin: Admin;
   create(spec: Spec): SqlViewBackend<TestEvent>;
   view(spec: Spec): SqlView<TestEvent, SqlViewTx, void>;
   /** The sum of n over the table (`tally`, or a shadow `tally__rebuild_<g>`); undefined when it does not exist. */
@@ -60,6 +62,7 @@ const worlds: Array<{ name: string; open(): Promise<World> }> = [
       const exists = (table: string) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table) !== undefined;
       return {
         store: backend.store,
+        admin: backend.admin,
         create: (s) => backend.views.create(s),
         view: (s) => new SqlView({ ...s, backend, logger: silentLogger }) as SqlView<TestEvent, SqlViewTx, void>,
         sum: async (table) => (exists(table) ? Number(db.prepare(`SELECT coalesce(sum(n), 0) FROM "${table}"`).pluck().get()) : undefined),
@@ -78,6 +81,7 @@ const worlds: Array<{ name: string; open(): Promise<World> }> = [
       const s = `"${schema.name}"`;
       return {
         store: backend.store,
+        admin: backend.admin,
         create: (x) => backend.views.create(x),
         view: (x) => new SqlView({ ...x, backend, logger: silentLogger }) as unknown as SqlView<TestEvent, SqlViewTx, void>,
         async sum(table) {
@@ -101,6 +105,12 @@ async function appendEvents(store: EventStore<TestEvent>): Promise<Recorded<Test
 }
 
 const fenced = (error: unknown): boolean => isEskitError(error, ErrorCode.Fenced);
+
+/** What the admin surface (`eskit status`) says of the view's rebuild: its shadow checkpoint's position, or whether one runs without. */
+async function shadowOf(w: World): Promise<{ rebuilding: boolean | undefined; position: number | undefined }> {
+  const view = (await w.admin.views()).find((row) => row.name === 'tally');
+  return { rebuilding: view?.rebuilding, position: view?.shadow?.position };
+}
 
 for (const world of worlds) {
   describe(`resumable rebuilds (${world.name}): the backend`, () => {
@@ -152,13 +162,16 @@ for (const world of worlds) {
 
       assert.equal((await begin(mine, 'g')).resumeFrom, 0);
       assert.deepEqual(await mine.beginRebuild('h'), { generation: 1, resumeFrom: tenIn }, 'the same code resumes');
+      assert.deepEqual(await shadowOf(w), { rebuilding: true, position: tenIn }, 'the admin shows where the taken-over shadow is');
       await w.ownedByOlderCode();
+      assert.deepEqual(await shadowOf(w), { rebuilding: true, position: undefined }, "an older rebuilder's progress is not the shadow row's");
       assert.equal((await begin(mine, 'i')).resumeFrom, 0, 'an older rebuilder took the shadow over (and rebuilt it its way)');
       assert.equal((await begin(mine, 'j', { fresh: true })).resumeFrom, 0, 'fresh');
       assert.equal(await w.sum('tally__rebuild_1'), 10);
 
       await mine.abandonRebuild('j', 1);
       assert.equal(await w.sum('tally__rebuild_1'), undefined, 'an abandoned rebuild drops its shadow tables');
+      assert.deepEqual(await shadowOf(w), { rebuilding: false, position: undefined });
       assert.deepEqual(await mine.beginRebuild('k'), { generation: 1, resumeFrom: 0 });
       // Abandoning a rebuild that is no longer ours changes nothing.
       await mine.applyShadow(events.slice(0, 10), 'k', 1);
@@ -171,7 +184,9 @@ for (const world of worlds) {
       const events = await appendEvents(w.store);
       const backend = w.create(spec);
       await backend.ensureSetup(1);
+      await backend.beginRebuild('old');
       await w.dropRebuildCheckpoints();
+      assert.deepEqual(await shadowOf(w), { rebuilding: true, position: undefined }, 'the admin reads such a database too');
       const again = w.create(spec);
       await again.ensureSetup(1);
       assert.deepEqual(await again.beginRebuild('r1'), { generation: 1, resumeFrom: 0 });
@@ -193,6 +208,7 @@ for (const world of worlds) {
       const dead = w.create(spec);
       assert.deepEqual(await dead.beginRebuild('dead'), { generation: 2, resumeFrom: 0 });
       await dead.applyShadow(events.slice(0, 12), 'dead', 2);
+      assert.deepEqual(await shadowOf(w), { rebuilding: true, position: (events[11] as Recorded<TestEvent>).position });
 
       const progress: RebuildProgress[] = [];
       const resumed = await view.rebuild({ batchSize: 7, onProgress: (p) => progress.push(p) });
@@ -202,6 +218,7 @@ for (const world of worlds) {
       assert.equal(resumed.events, 30);
       assert.equal(resumed.generation, 2);
       assert.equal(await w.sum('tally'), 30);
+      assert.deepEqual(await shadowOf(w), { rebuilding: false, position: undefined }, 'swapped in: no shadow left');
 
       // fresh: true drops such a shadow and starts from zero.
       await dead.beginRebuild('dead again');

@@ -67,7 +67,12 @@ export interface StatusEntry {
     checkpoint: number | null;
   };
   deadLetters: { dead: number; redrive: number };
-  view: { version: number; generation: number; rebuilding: boolean } | null;
+  /**
+   * A view's versions row. `shadow`: while a rebuild owns shadow tables, their checkpoint and when it
+   * last moved (by the database's clock); one whose updatedAt stops moving has died, and the next
+   * rebuild resumes from its position. Null when no rebuild runs, or it keeps no such checkpoint.
+   */
+  view: { version: number; generation: number; rebuilding: boolean; shadow: { position: number; updatedAt: string } | null } | null;
   updatedAt: string | null;
   /**
    * The status rows of the nodes that run (or ran) it, a denied standby too. A partitioned runner's:
@@ -195,7 +200,14 @@ export async function collectStatus(db: CliDatabase): Promise<{ report: StatusRe
         : null,
       fencingToken: { lease: lock?.fencingToken ?? null, checkpoint: subscription?.checkpointToken ?? null },
       deadLetters: letters.get(name) ?? { dead: 0, redrive: 0 },
-      view: view ? { version: view.version, generation: view.generation, rebuilding: view.rebuilding } : null,
+      view: view
+        ? {
+            version: view.version,
+            generation: view.generation,
+            rebuilding: view.rebuilding,
+            shadow: view.shadow ? { position: view.shadow.position, updatedAt: view.shadow.updatedAt.toISOString() } : null,
+          }
+        : null,
       updatedAt: subscription?.updatedAt?.toISOString() ?? null,
       nodes,
       superseded: false,

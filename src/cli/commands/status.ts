@@ -86,6 +86,18 @@ function renderNodes(entries: readonly StatusEntry[]): string {
   return text;
 }
 
+/**
+ * ", rebuilding (shadow at 1,234, 3.0 s ago)": a rebuild owns shadow tables, and where their checkpoint
+ * is and when it last moved (one that stops moving died: the next rebuild resumes there). Without that
+ * checkpoint (a rebuilder that keeps none), ", rebuilding" alone; "" when no rebuild runs.
+ */
+export function rebuildingText(view: StatusEntry['view'], now: Date): string {
+  if (!view?.rebuilding) return '';
+  const shadow = view.shadow;
+  if (shadow === null) return ', rebuilding';
+  return `, rebuilding (shadow at ${shadow.position.toLocaleString('en-US')}, ${ago(new Date(shadow.updatedAt), now)})`;
+}
+
 /** The columns of one entry of the main table: a runner, one of its partitions, or a partitioned runner as a whole. */
 function entryRow(entry: StatusEntry, locks: ReadonlyMap<string, LockRow>, now: Date): string[] {
   const kind = entry.view ? `view (setup v${entry.view.version}, gen ${entry.view.generation})` : entry.kind === 'unknown' ? UNKNOWN_KIND : entry.kind;
@@ -96,7 +108,7 @@ function entryRow(entry: StatusEntry, locks: ReadonlyMap<string, LockRow>, now: 
     kind,
     entry.position === null ? '-' : String(entry.position),
     entry.lag === null ? '-' : String(entry.lag),
-    entry.superseded ? 'superseded' : STATE_TEXT[entry.state] + (entry.view?.rebuilding ? ', rebuilding' : ''),
+    entry.superseded ? 'superseded' : STATE_TEXT[entry.state] + rebuildingText(entry.view, now),
     nodesSummary(entry.nodes),
     token === null || token === 0 ? '-' : String(token),
     redrive > 0 ? `${dead} (+${redrive} redrive)` : String(dead),
@@ -189,7 +201,9 @@ token and dead letters, and its owner (the node leading it). In the node lines, 
 all its partitions: which partitions it leads (ROLE), its counters summed. Checkpoints left by a
 partition count used before are "superseded" (docs/scaling.md, "Changing the partition count").
 
-Views also show their setup version and generation (incremented by every rebuild).
+Views also show their setup version and generation (incremented by every rebuild). While a rebuild
+owns shadow tables, STATE adds "rebuilding (shadow at <position>, <when> ago)": their checkpoint and
+when it last moved. A rebuild whose checkpoint stops moving has died: the next rebuild resumes there.
 Without status rows the database records no kind: an automation is told by its completion records or
 to-do (execute, trigger) dead letters, a subscription by its handler dead letters; with none of them
 right now (both are pruned), KIND says "subscription or automation" (--json: "unknown").
@@ -199,7 +213,8 @@ Arguments:
 
 Options:
   --json      the same as JSON: {database, schemaVersion, head, entries: [{..., nodes: [...], partitions}]},
-              partitions: null, or {count, owners: [{nodeId, partitions}], unowned, entries: [...]}
+              partitions: null, or {count, owners: [{nodeId, partitions}], unowned, entries: [...]};
+              a view's entry has view: {version, generation, rebuilding, shadow: {position, updatedAt} | null}
 `,
   options: { json: { type: 'boolean' } },
   positionals: { min: 0, max: Number.POSITIVE_INFINITY, names: '[<name>...]' },
