@@ -46,7 +46,11 @@ describe('A dropped lock connection with partitions (PostgreSQL)', () => {
     // the losses may spread over a few ms, and a lane may take a partition back on the new session
     // before the last one is heard.)
     const lastLost = Math.max(...lost.map((l) => l.t));
-    const afterLoss = n2.find((l) => l.ev === 'owned' && l.t >= lastLost, from)[0];
+    // Its report of what it owns after them may come a moment after the last loss line.
+    const afterLoss = await waitUntil(() => n2.find((l) => l.ev === 'owned' && l.t >= lastLost, from)[0], {
+      timeoutMs: 10_000,
+      message: 'n2 reporting what it owns after the losses',
+    });
     const cutTokens = Math.max(...tokens.values());
     assert.ok(afterLoss && (afterLoss.tokens as number[]).every((token) => token > cutTokens), `after the losses it still held a lease of the cut session: ${JSON.stringify(afterLoss)}`);
 
