@@ -6,7 +6,10 @@ import { silentLogger } from '../../src/core/logger.js';
 import { PostgresEventStore, PostgresViews } from '../../src/postgres/index.js';
 import { connectTestPool, createTestSchema } from '../support/postgres.js';
 import type { TestSchema } from '../support/postgres.js';
-import type { TestEvent } from './helpers.js';
+import { waitUntil } from '../../src/testing/wait.js';
+import type { ViewChange } from '../../src/view/index.js';
+import { pgCounter } from './helpers.js';
+import type { PgCounter, TestEvent } from './helpers.js';
 
 /** Run after each test, last added first. */
 export const cleanups: Array<() => unknown> = [];
@@ -48,4 +51,25 @@ export function track<V extends { stop(): Promise<void> }>(view: V): V {
 export async function listenerPids(schema: TestSchema): Promise<number[]> {
   const result = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [`eskit listen ${schema.name}`]);
   return result.rows.map((row) => row.pid);
+}
+
+/**
+ * On the reader: the counter view as a process that does not run it sees it (no poll within the tests'
+ * bounds, keys by stream, no throttle), with every change it publishes recorded.
+ */
+export function follow(reader: HintNode): { follower: PgCounter; changes: ViewChange[] } {
+  const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
+  const changes: ViewChange[] = [];
+  cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
+  return { follower, changes };
+}
+
+/**
+ * Once the writer LISTENs: a reader of the pid of the reader's LISTEN connection (the one that is not
+ * the writer's), for terminating it.
+ */
+export async function readerListenerPid(schema: TestSchema, writer: HintNode): Promise<() => Promise<number | undefined>> {
+  await waitUntil(() => writer.store.listening, { message: 'the writer to LISTEN' });
+  const [writerPid] = await listenerPids(schema);
+  return async () => (await listenerPids(schema)).find((pid) => pid !== writerPid);
 }

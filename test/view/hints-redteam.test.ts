@@ -11,7 +11,7 @@ import type { ViewChange } from '../../src/view/index.js';
 import { ViewSignals } from '../../src/view/signals.js';
 import { counted, pgCounter } from './helpers.js';
 import type { TestEvent } from './helpers.js';
-import { cleanups, listenerPids, NO_POLL, track, twoNodes } from './hint-nodes.js';
+import { cleanups, follow, NO_POLL, readerListenerPid, track, twoNodes } from './hint-nodes.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -20,16 +20,12 @@ describe('views commit hints: red team', () => {
     const { schema, writer, reader } = await twoNodes();
     const view = track(pgCounter(writer.host, { keysOf: (event) => event.streamId }));
     await view.start();
-    await waitUntil(() => writer.store.listening, { message: 'the writer to LISTEN' });
-    const [writerPid] = await listenerPids(schema);
-    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
-    const changes: ViewChange[] = [];
-    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
+    const readerPid = await readerListenerPid(schema, writer);
+    const { changes } = follow(reader);
     await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN' });
     // Heard: the follower has announced up to here.
     const first = await writer.store.append('first', [counted(1)]);
     await waitUntil(() => changes.some((change) => change.keys?.includes('first')), { timeoutMs: 3000, message: 'the first change' });
-    const readerPid = async (): Promise<number | undefined> => (await listenerPids(schema)).find((pid) => pid !== writerPid);
     const old = await waitUntil(() => readerPid(), { message: "the reader's LISTEN connection" });
     await reader.store.pool.query('SELECT pg_terminate_backend($1)', [old]);
     const gap = await writer.store.append('gap', [counted(2)]);
@@ -49,16 +45,12 @@ describe('views commit hints: red team', () => {
     const { schema, writer, reader } = await twoNodes();
     const view = track(pgCounter(writer.host, { keysOf: (event) => event.streamId }));
     await view.start();
-    await waitUntil(() => writer.store.listening, { message: 'the writer to LISTEN' });
-    const [writerPid] = await listenerPids(schema);
+    const readerPid = await readerListenerPid(schema, writer);
     // Something else on the reader's store listens first (here: another view's listener).
     const bystander = pgCounter(reader.host, { name: 'bystander', checkpointPollMs: NO_POLL, debounceMs: 0 });
     cleanups.push(bystander.changes.subscribe(() => undefined));
     await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN' });
-    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
-    const changes: ViewChange[] = [];
-    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
-    const readerPid = async (): Promise<number | undefined> => (await listenerPids(schema)).find((pid) => pid !== writerPid);
+    const { changes } = follow(reader);
     const old = await waitUntil(() => readerPid(), { message: "the reader's LISTEN connection" });
     await reader.store.pool.query('SELECT pg_terminate_backend($1)', [old]);
     const gap = await writer.store.append('gap', [counted(1)]);

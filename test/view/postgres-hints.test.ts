@@ -7,11 +7,10 @@ import { describe, it } from 'node:test';
 import { silentLogger } from '../../src/core/logger.js';
 import type { EventStore } from '../../src/core/store.js';
 import { waitUntil } from '../../src/testing/wait.js';
-import type { ViewChange } from '../../src/view/index.js';
 import { ViewSignals } from '../../src/view/signals.js';
 import { counted, other, pgCounter } from './helpers.js';
 import type { TestEvent } from './helpers.js';
-import { cleanups, listenerPids, NO_POLL, track, twoNodes } from './hint-nodes.js';
+import { follow, NO_POLL, readerListenerPid, track, twoNodes } from './hint-nodes.js';
 
 describe('SqlView on PostgreSQL: commits heard by other processes', () => {
   it('waitFor in a process that does not run the view resolves on the commit, not on a poll', async () => {
@@ -33,9 +32,7 @@ describe('SqlView on PostgreSQL: commits heard by other processes', () => {
     const { writer, reader } = await twoNodes();
     const view = track(pgCounter(writer.host));
     await view.start();
-    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
-    const changes: ViewChange[] = [];
-    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
+    const { changes } = follow(reader);
     await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN' });
     const positions: number[] = [];
     for (let i = 1; i <= 5; i++) {
@@ -68,9 +65,7 @@ describe('SqlView on PostgreSQL: commits heard by other processes', () => {
     await view.start();
     const { position } = await writer.store.append('r', [counted(1), counted(2)]);
     await view.waitFor(position);
-    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
-    const changes: ViewChange[] = [];
-    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
+    const { changes } = follow(reader);
     await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN' });
     const rebuilt = await view.rebuild();
     await waitUntil(() => changes.some((change) => change.keys === undefined && change.position === rebuilt.position), {
@@ -83,12 +78,8 @@ describe('SqlView on PostgreSQL: commits heard by other processes', () => {
     const { schema, writer, reader } = await twoNodes();
     const view = track(pgCounter(writer.host, { keysOf: (event) => event.streamId }));
     await view.start();
-    await waitUntil(() => writer.store.listening, { message: 'the writer to LISTEN' });
-    const [writerPid] = await listenerPids(schema);
-    const follower = pgCounter(reader.host, { checkpointPollMs: NO_POLL, keysOf: (event) => event.streamId, debounceMs: 0 });
-    const changes: ViewChange[] = [];
-    cleanups.push(follower.changes.subscribe((change) => void changes.push(change)));
-    const readerPid = async (): Promise<number | undefined> => (await listenerPids(schema)).find((pid) => pid !== writerPid);
+    const readerPid = await readerListenerPid(schema, writer);
+    const { follower, changes } = follow(reader);
     const first = await waitUntil(() => readerPid(), { message: "the reader's LISTEN connection" });
     await reader.store.pool.query('SELECT pg_terminate_backend($1)', [first]);
     // Committed while the reader hears nothing: the reconnect must make up for it.
