@@ -219,6 +219,70 @@ CREATE TABLE ${s}.members (
 `,
 };
 
+const lifecycleMigration: PostgresMigration = {
+  version: 9,
+  name: 'stream_lifecycle',
+  sql: (s) => `
+-- Lifecycle events (a stream deleted or truncated) belong to the stream they concern, so they reach
+-- the readers of its category, but they sit outside its numbering: their stream_version counts down
+-- from -1, so no read of the stream, no version check and no append ever meets them. Existing rows are
+-- all >= 1; NOT VALID skips re-checking them (the constraint still holds for every new row).
+ALTER TABLE ${s}.events DROP CONSTRAINT events_stream_version_check;
+ALTER TABLE ${s}.events ADD CONSTRAINT events_stream_version_check CHECK (stream_version <> 0) NOT VALID;
+
+-- What a soft delete keeps: the stream's events as they were, out of every read, for an audit or a
+-- restore by hand. deleted_at is the server's clock. A hard delete removes the stream's rows here too.
+CREATE TABLE ${s}.deleted_events (
+  position bigint NOT NULL,
+  id uuid NOT NULL,
+  stream_id text NOT NULL,
+  stream_version bigint NOT NULL,
+  type text NOT NULL,
+  data jsonb NOT NULL,
+  metadata jsonb NOT NULL,
+  created_at timestamptz NOT NULL,
+  deleted_at timestamptz NOT NULL,
+  CONSTRAINT deleted_events_pkey PRIMARY KEY (position)
+);
+CREATE INDEX deleted_events_stream ON ${s}.deleted_events (stream_id, stream_version);
+`,
+};
+
+const categoriesMigration: PostgresMigration = {
+  version: 10,
+  name: 'categories',
+  sql: (s) => `
+-- A category is the stream id up to its first '-' (the whole id when it has none): 'order-42' is in
+-- 'order', 'shopping-cart-1' in 'shopping'. An expression index rather than a column: appends write
+-- nothing more, and a category read walks exactly its own events in position order. The query must
+-- use this very expression (CATEGORY_SQL in postgres-event-store.ts). Built inside the migration's
+-- transaction, so appends wait while it builds (seconds per million events).
+CREATE INDEX events_category_position ON ${s}.events (split_part(stream_id, '-', 1), position);
+`,
+};
+
+const snapshotsMigration: PostgresMigration = {
+  version: 11,
+  name: 'snapshots',
+  sql: (s) => `
+-- The latest snapshot of each stream per snapshot name (one decider's state). state_version is the
+-- version the code gave the state's shape: a row of another version is ignored, never misread.
+-- stream_version and event_id name the last event folded in, so a loader can tell that this very
+-- event is still in the stream (a stream deleted and started again has other ids). Replaced only by a
+-- snapshot of a higher stream_version.
+CREATE TABLE ${s}.snapshots (
+  stream_id text NOT NULL,
+  name text NOT NULL,
+  state_version text NOT NULL,
+  stream_version bigint NOT NULL,
+  event_id uuid NOT NULL,
+  state jsonb NOT NULL,
+  created_at timestamptz NOT NULL,
+  CONSTRAINT snapshots_pkey PRIMARY KEY (stream_id, name)
+);
+`,
+};
+
 /** Every step, in order. Later adapters' tables are added here as new versions. */
 export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   eventsMigration,
@@ -229,6 +293,9 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   runnerStatusMigration,
   appendGroupMigration,
   membersMigration,
+  lifecycleMigration,
+  categoriesMigration,
+  snapshotsMigration,
 ];
 
 /**

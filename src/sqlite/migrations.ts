@@ -143,6 +143,84 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 7,
+    name: 'stream lifecycle',
+    // Lifecycle events (a stream deleted or truncated) belong to the stream they concern but sit
+    // outside its numbering: stream_version counts down from -1, so no read of the stream, no version
+    // check and no append meets them. SQLite cannot change a CHECK in place, so the table is rebuilt
+    // (a copy of the log, once; triggers of your own on eskit_events must be created again). The
+    // AUTOINCREMENT high-water mark is carried over, so no position is ever handed out twice.
+    // eskit_deleted_events: what a soft delete keeps, out of every read (deleted_at: ms since the epoch).
+    sql: `
+      CREATE TABLE eskit_events_rebuilt (
+        position       INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id       TEXT    NOT NULL UNIQUE,
+        stream_id      TEXT    NOT NULL,
+        stream_version INTEGER NOT NULL CHECK (stream_version <> 0),
+        type           TEXT    NOT NULL,
+        data           TEXT    NOT NULL,
+        metadata       TEXT    NOT NULL,
+        created_at     INTEGER NOT NULL,
+        UNIQUE (stream_id, stream_version)
+      );
+      INSERT INTO eskit_events_rebuilt (position, event_id, stream_id, stream_version, type, data, metadata, created_at)
+        SELECT position, event_id, stream_id, stream_version, type, data, metadata, created_at FROM eskit_events ORDER BY position;
+      INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'eskit_events_rebuilt', seq FROM sqlite_sequence WHERE name = 'eskit_events'
+          AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'eskit_events_rebuilt');
+      UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'eskit_events'), 0))
+        WHERE name = 'eskit_events_rebuilt';
+      DROP TABLE eskit_events;
+      ALTER TABLE eskit_events_rebuilt RENAME TO eskit_events;
+      CREATE INDEX eskit_events_type_position ON eskit_events (type, position);
+      CREATE TABLE eskit_deleted_events (
+        position       INTEGER PRIMARY KEY,
+        event_id       TEXT    NOT NULL,
+        stream_id      TEXT    NOT NULL,
+        stream_version INTEGER NOT NULL,
+        type           TEXT    NOT NULL,
+        data           TEXT    NOT NULL,
+        metadata       TEXT    NOT NULL,
+        created_at     INTEGER NOT NULL,
+        deleted_at     INTEGER NOT NULL
+      );
+      CREATE INDEX eskit_deleted_events_stream ON eskit_deleted_events (stream_id, stream_version);
+    `,
+  },
+  {
+    version: 8,
+    name: 'categories',
+    // A category is the stream id up to its first '-' (the whole id when it has none). An expression
+    // index: appends write nothing more, and a category read walks its own events in position order.
+    // Queries must use this very expression (CATEGORY_SQL in sqlite-event-store.ts).
+    sql: `
+      CREATE INDEX eskit_events_category_position ON eskit_events (
+        (CASE WHEN instr(stream_id, '-') > 0 THEN substr(stream_id, 1, instr(stream_id, '-') - 1) ELSE stream_id END),
+        position
+      );
+    `,
+  },
+  {
+    version: 9,
+    name: 'snapshots',
+    // The latest snapshot of each stream per snapshot name (one decider's state). state_version is the
+    // version the code gave the state's shape (a row of another version is ignored); stream_version and
+    // event_id name the last event folded in, so a loader can tell that this very event is still in
+    // the stream. Replaced only by a snapshot of a higher stream_version. created_at: ms since the epoch.
+    sql: `
+      CREATE TABLE eskit_snapshots (
+        stream_id      TEXT    NOT NULL,
+        name           TEXT    NOT NULL,
+        state_version  TEXT    NOT NULL,
+        stream_version INTEGER NOT NULL,
+        event_id       TEXT    NOT NULL,
+        state          TEXT    NOT NULL,
+        created_at     INTEGER NOT NULL,
+        PRIMARY KEY (stream_id, name)
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 const CREATE_MIGRATIONS_TABLE = `

@@ -46,7 +46,7 @@ describe('PostgreSQL migrations', () => {
     cleanups.push(async () => void (await Promise.all(pools.map((p) => p.end()))));
     const stores = pools.map((pool) => new PostgresEventStore({ pool, schema: name, migrate: false }));
     const results = await Promise.all(pools.map((pool) => migratePostgres(pool, name)));
-    assert.deepEqual(results.flat().sort(), latest.map((m) => m.version), 'every version applied by exactly one caller');
+    assert.deepEqual(results.flat().sort((a, b) => a - b), latest.map((m) => m.version), 'every version applied by exactly one caller');
     assert.deepEqual(await recorded(pools[0]!, name), latest);
     // And lazily, through stores racing their first appends on another fresh schema.
     const other = await freshSchema();

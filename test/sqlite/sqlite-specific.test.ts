@@ -155,12 +155,16 @@ describe('SqliteEventStore: migrations', () => {
       'eskit_completions',
       'eskit_dead_letters',
       'eskit_dead_letters_source_status_id',
+      'eskit_deleted_events',
+      'eskit_deleted_events_stream',
       'eskit_events',
+      'eskit_events_category_position',
       'eskit_events_type_position',
       'eskit_leases',
       'eskit_members',
       'eskit_migrations',
       'eskit_runner_status',
+      'eskit_snapshots',
     ]);
   });
 
