@@ -48,7 +48,14 @@ export interface AutomationOptions<E extends EventShape, P> {
    * same database, `inTransaction(completions, ...)` makes them exactly once.
    */
   execute: ((item: TodoItem<P>, context: ExecuteContext) => unknown) | TransactionalExecute<P>;
+  /** Only events of these types reach `trigger`. */
   types?: readonly E['type'][];
+  /**
+   * Only events of streams in this category (the stream id up to its first `-`, e.g. 'order' for
+   * `order-42`); with `types`, both must match. Read through an index: a small category of a large log
+   * costs about its own events.
+   */
+  category?: string;
   /** Leader election. Default: the backend's (on for `postgres()`); false turns it off. */
   leaderLock?: LockRegistry | false;
   /** Items of different keys running at once. A key waiting out a retry's backoff holds no slot. Default 8. */
@@ -191,6 +198,7 @@ function facadeOptions<E extends EventShape, P>(options: AutomationOptions<E, P>
     handler: () => undefined,
     leaderLock: options.leaderLock,
     types: options.types,
+    category: options.category,
     batchSize: options.batchSize,
     pollIntervalMs: options.pollIntervalMs,
     startFrom: options.startFrom,

@@ -127,6 +127,7 @@ export class AutomationRunner<E extends EventShape = EventShape, P = unknown> {
       store,
       checkpoints: options.checkpoints,
       types: options.types,
+      category: options.category,
       batchSize: options.batchSize,
       startFrom: options.startFrom,
       pollIntervalMs: this.#pollIntervalMs,

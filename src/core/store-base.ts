@@ -14,6 +14,7 @@ import type {
   ReadDirection,
   ReadStreamOptions,
 } from './store.js';
+import { checkCategory } from './store.js';
 
 /** An event checked and serialised, ready for an adapter to write. */
 export interface PreparedEvent {
@@ -46,6 +47,14 @@ export interface WrittenEvents {
   /** Global positions of the written events, in order. */
   positions: number[];
   timestamp: Date;
+}
+
+/** What a read of the log keeps; both filters must match when both are given. */
+export interface LogFilter {
+  /** Only these stored types (never empty). */
+  types?: readonly string[];
+  /** Only streams of this category (see `categoryOf`). */
+  category?: string;
 }
 
 export interface EventStoreBaseOptions<E extends EventShape> {
@@ -81,8 +90,8 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   protected abstract writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents>;
   /** Up to `limit` events of the stream from `fromVersion` (inclusive) in `direction`. */
   protected abstract readStreamRows(streamId: string, fromVersion: number, direction: ReadDirection, limit: number): Promise<StoredEventRow[]>;
-  /** Up to `limit` events after `after` in global order, optionally only of `types`. */
-  protected abstract readAllRows(after: number, limit: number, types: readonly string[] | undefined): Promise<StoredEventRow[]>;
+  /** Up to `limit` events after `after` in global order that pass `filter` (its fields are checked already). */
+  protected abstract readAllRows(after: number, limit: number, filter: LogFilter): Promise<StoredEventRow[]>;
   protected abstract readStreamVersion(streamId: string): Promise<number>;
   protected abstract readHeadPosition(): Promise<number>;
   protected abstract closeResources(): Promise<void>;
@@ -185,6 +194,8 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     let after = 0;
     let remaining = 0;
     const types = options.types;
+    const category = options.category;
+    const filter: LogFilter = {};
     const start = (): void => {
       this.assertOpen();
       after = options.after ?? 0;
@@ -196,12 +207,15 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
         throw new InvalidArgumentError('types must be an array of event type names');
       }
       if (types !== undefined && types.length === 0) remaining = 0;
+      checkCategory(category);
+      if (types !== undefined) filter.types = types;
+      if (category !== undefined) filter.category = category;
     };
     return this.#paged(start, async () => {
       if (remaining <= 0) return undefined;
       this.assertOpen();
       const pageLimit = Math.min(this.pageSize, remaining);
-      const rows = await this.readAllRows(after, pageLimit, types);
+      const rows = await this.readAllRows(after, pageLimit, filter);
       remaining = rows.length < pageLimit ? 0 : remaining - rows.length;
       const last = rows[rows.length - 1];
       if (last) after = last.position;

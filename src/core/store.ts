@@ -1,5 +1,6 @@
-import { ConcurrencyError } from './errors.js';
+import { ConcurrencyError, InvalidArgumentError } from './errors.js';
 import type { EventShape, NewEvent, Recorded } from './event.js';
+import type { DeleteStreamOptions, LifecycleResult, TruncateStreamOptions } from './lifecycle.js';
 
 /**
  * What the writer believes about the stream. Enforced inside the write by every adapter:
@@ -41,7 +42,29 @@ export interface ReadAllOptions {
   limit?: number;
   /** Only events of these types. */
   types?: readonly string[];
+  /**
+   * Only events of streams in this category: the stream id up to its first `-` (the whole id when it
+   * has none), so `'order'` reads `order-1`, `order-2`, ... and `shopping-cart-1` is in `'shopping'`.
+   * Indexed on every adapter, so a category costs about its own events; with `types`, both must match.
+   */
+  category?: string;
   raw?: boolean;
+}
+
+/** Throws unless `category` is a usable category name (or undefined: no category filter). */
+export function checkCategory(category: unknown): asserts category is string | undefined {
+  if (category === undefined) return;
+  if (typeof category !== 'string' || category === '' || category.includes('-')) {
+    throw new InvalidArgumentError(
+      `category must be a non-empty stream-id prefix without "-" (the text before the first "-" of a stream id, e.g. 'order' for 'order-42'), got ${JSON.stringify(category) ?? String(category)}`,
+    );
+  }
+}
+
+/** The category of a stream: its id up to the first `-`, or the whole id when it has none. */
+export function categoryOf(streamId: string): string {
+  const dash = streamId.indexOf('-');
+  return dash === -1 ? streamId : streamId.slice(0, dash);
 }
 
 /**
@@ -59,6 +82,20 @@ export interface EventStore<E extends EventShape = EventShape> {
   readAll(options?: ReadAllOptions): AsyncIterable<Recorded<E>>;
   /** The stream's current version; 0 when it has no events. */
   streamVersion(streamId: string): Promise<number>;
+  /**
+   * Deletes the stream: its events leave every read at once (soft: kept in deleted_events, out of
+   * reads; `hard: true`: removed for good), its snapshots are removed, and a `$stream.deleted` event
+   * is appended (see `StreamLifecycleEvent`). The stream then reads as absent (version 0); the next
+   * append starts it again at 1, or fails with `StreamDeletedError` when `appends: 'refuse'`. An
+   * absent stream fails with `StreamNotFoundError`.
+   */
+  deleteStream(streamId: string, options?: DeleteStreamOptions): Promise<LifecycleResult>;
+  /**
+   * Removes the stream's events before `beforeVersion` for good (2 <= beforeVersion <= its version:
+   * the last event always stays) and appends a `$stream.truncated` event. Versions do not change, and
+   * appends go on as before; a read of the stream from 1 starts at `beforeVersion`.
+   */
+  truncateStream(streamId: string, beforeVersion: number, options?: TruncateStreamOptions): Promise<LifecycleResult>;
   /** The highest global position visible to readers; 0 when the store is empty. */
   headPosition(): Promise<number>;
   /**

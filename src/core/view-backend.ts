@@ -44,6 +44,8 @@ export interface SqlViewSpec<E extends EventShape, Tx, R> {
   readonly name: string;
   /** Only events of these types reach evolve; undefined: every type. */
   readonly types: readonly E['type'][] | undefined;
+  /** Only events of streams in this category; undefined: every stream. */
+  readonly category?: string | undefined;
   readonly setup: SqlViewSetup;
   /** Applies one event, inside the transaction that also saves the checkpoint. */
   readonly evolve?: (event: Recorded<E>, tx: Tx) => R;
@@ -225,6 +227,7 @@ export function shadowName(name: string, generation: number): string {
  */
 export function rebuildFingerprint(spec: {
   readonly types: readonly string[] | undefined;
+  readonly category?: string | undefined;
   readonly setup: SqlViewSetup;
   readonly evolve?: unknown;
   readonly evolveBatch?: unknown;
@@ -233,6 +236,8 @@ export function rebuildFingerprint(spec: {
     version: spec.setup.version,
     statements: spec.setup.statements((name) => `{${name}}`),
     types: spec.types && [...new Set(spec.types)].sort(),
+    // Absent (so the same hash as before categories existed) when the view reads every stream.
+    category: spec.category,
     evolve: spec.evolve === undefined ? null : String(spec.evolve),
     evolveBatch: spec.evolveBatch === undefined ? null : String(spec.evolveBatch),
   };

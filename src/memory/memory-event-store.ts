@@ -1,7 +1,7 @@
 import { DuplicateEventIdError } from '../core/errors.js';
-import { assertExpectedVersion } from '../core/store.js';
+import { assertExpectedVersion, categoryOf } from '../core/store.js';
 import { EventStoreBase } from '../core/store-base.js';
-import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
+import type { EventStoreBaseOptions, LogFilter, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { EventShape } from '../core/event.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
 
@@ -52,13 +52,13 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
     return copies(stream.slice(Math.max(0, end - limit), end).reverse());
   }
 
-  protected async readAllRows(after: number, limit: number, types: readonly string[] | undefined): Promise<StoredEventRow[]> {
-    if (!types) return copies(this.#log.slice(after, after + limit));
-    const wanted = new Set(types);
+  protected async readAllRows(after: number, limit: number, { types, category }: LogFilter): Promise<StoredEventRow[]> {
+    if (!types && category === undefined) return copies(this.#log.slice(after, after + limit));
+    const wanted = types ? new Set(types) : undefined;
     const out: StoredEventRow[] = [];
     for (let i = after; i < this.#log.length && out.length < limit; i++) {
       const row = this.#log[i] as StoredEventRow;
-      if (wanted.has(row.type)) out.push({ ...row });
+      if ((wanted === undefined || wanted.has(row.type)) && (category === undefined || categoryOf(row.streamId) === category)) out.push({ ...row });
     }
     return out;
   }

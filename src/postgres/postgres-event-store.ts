@@ -8,7 +8,7 @@ import { GroupCommit } from '../core/group-commit.js';
 import type { GroupedAppend, GroupOutcome } from '../core/group-commit.js';
 import { ConcurrencyError } from '../core/errors.js';
 import { EventStoreBase } from '../core/store-base.js';
-import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
+import type { EventStoreBaseOptions, LogFilter, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
 import { isStatementError, translateAppendError, translateError } from './errors.js';
 import { encodeExpected, groupOutcomes, groupValues } from './append-group.js';
@@ -62,11 +62,15 @@ interface Statements {
   readBackward: pg.QueryArrayConfig;
   readAll: pg.QueryArrayConfig;
   readAllTypes: pg.QueryArrayConfig;
+  readCategory: pg.QueryArrayConfig;
+  readCategoryTypes: pg.QueryArrayConfig;
   streamVersion: pg.QueryArrayConfig;
   head: pg.QueryArrayConfig;
 }
 
 const COLUMNS = 'position, id, stream_id, stream_version, type, data::text, metadata::text, created_at';
+/** A stream's category, exactly as the index of migration 10 computes it (the planner matches the expression). */
+const CATEGORY_SQL = "split_part(stream_id, '-', 1)";
 
 /**
  * The event store on PostgreSQL. Every write is one round trip and one transaction: a group of
@@ -166,6 +170,16 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
         name: name('read_all_types'),
         rowMode: array,
         text: `SELECT ${COLUMNS} FROM ${s}.events WHERE position > $1 AND type = ANY($3::text[]) ORDER BY position LIMIT $2`,
+      },
+      readCategory: {
+        name: name('read_category'),
+        rowMode: array,
+        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE ${CATEGORY_SQL} = $3 AND position > $1 ORDER BY position LIMIT $2`,
+      },
+      readCategoryTypes: {
+        name: name('read_category_types'),
+        rowMode: array,
+        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE ${CATEGORY_SQL} = $3 AND position > $1 AND type = ANY($4::text[]) ORDER BY position LIMIT $2`,
       },
       streamVersion: {
         name: name('stream_version'),
@@ -364,10 +378,15 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     return this.#rows(statement, [streamId, fromVersion, limit]);
   }
 
-  protected async readAllRows(after: number, limit: number, types: readonly string[] | undefined): Promise<StoredEventRow[]> {
-    if (types === undefined) return this.#rows(this.#sql.readAll, [after, limit]);
-    const storable = types.filter((type) => !UNSTORABLE_TEXT.test(type));
-    if (storable.length === 0) return [];
+  protected async readAllRows(after: number, limit: number, { types, category }: LogFilter): Promise<StoredEventRow[]> {
+    if (category !== undefined && UNSTORABLE_TEXT.test(category)) return [];
+    const storable = types?.filter((type) => !UNSTORABLE_TEXT.test(type));
+    if (storable?.length === 0) return [];
+    if (category !== undefined) {
+      if (storable === undefined) return this.#rows(this.#sql.readCategory, [after, limit, category]);
+      return this.#rows(this.#sql.readCategoryTypes, [after, limit, category, storable]);
+    }
+    if (storable === undefined) return this.#rows(this.#sql.readAll, [after, limit]);
     return this.#rows(this.#sql.readAllTypes, [after, limit, storable]);
   }
 

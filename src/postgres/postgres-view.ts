@@ -53,6 +53,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #setup: SqlViewSetup;
   readonly #evolve: (events: readonly Recorded<E>[], tx: ViewTx) => Promise<void>;
   readonly #types: string[] | undefined;
+  readonly #category: string | undefined;
   readonly #checkpoints: PostgresCheckpointStore;
   readonly #live: (name: string) => string;
   readonly #hints: ViewHints;
@@ -87,6 +88,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       }
     };
     this.#types = spec.types && [...new Set<string>(spec.types)];
+    this.#category = spec.category;
     this.#checkpoints = new PostgresCheckpointStore({ store });
     this.#live = tableNames(this.#name, (name) => this.#qualified(name));
     this.#hints = new ViewHints(store, this.#schema, this.#name);
@@ -96,6 +98,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       view: this.#name,
       setup: this.#setup,
       types: this.#types,
+      category: this.#category,
       fingerprint: rebuildFingerprint(spec),
       hints: this.#hints,
       evolve: this.#evolve,
@@ -216,23 +219,23 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   async lastRelevant(after: number, upTo: number): Promise<number> {
-    if (this.#types === undefined) return upTo > after ? upTo : 0;
-    const result = await this.#query({
-      rowMode: 'array',
-      text: `SELECT coalesce(max(position), 0) FROM ${this.#s}.events WHERE position > $1 AND position <= $2 AND type = ANY($3::text[])`,
-      values: [after, upTo, this.#types],
-    });
+    if (this.#types === undefined && this.#category === undefined) return upTo > after ? upTo : 0;
+    const result = await this.#query({ rowMode: 'array', ...this.#relevant('coalesce(max(position), 0)', after, upTo) });
     return Number((result.rows[0] as [string])[0]);
   }
 
   async countRelevant(after: number, upTo: number): Promise<number> {
-    const types = this.#types === undefined ? '' : ' AND type = ANY($3::text[])';
-    const result = await this.#query({
-      rowMode: 'array',
-      text: `SELECT count(*) FROM ${this.#s}.events WHERE position > $1 AND position <= $2${types}`,
-      values: this.#types === undefined ? [after, upTo] : [after, upTo, this.#types],
-    });
+    const result = await this.#query({ rowMode: 'array', ...this.#relevant('count(*)', after, upTo) });
     return Number((result.rows[0] as [string])[0]);
+  }
+
+  /** `what` over the view's events in (after, upTo]: of its types, in its category. */
+  #relevant(what: string, after: number, upTo: number): { text: string; values: unknown[] } {
+    const values: unknown[] = [after, upTo];
+    let text = `SELECT ${what} FROM ${this.#s}.events WHERE position > $1 AND position <= $2`;
+    if (this.#types !== undefined) text += ` AND type = ANY($${values.push(this.#types)}::text[])`;
+    if (this.#category !== undefined) text += ` AND split_part(stream_id, '-', 1) = $${values.push(this.#category)}`;
+    return { text, values };
   }
 
   beginRebuild(rebuildId: string, options?: { fresh?: boolean }): Promise<RebuildStart> {

@@ -20,6 +20,7 @@ export interface ViewRebuildHost<E extends EventShape> {
   readonly view: string;
   readonly setup: SqlViewSetup;
   readonly types: string[] | undefined;
+  readonly category: string | undefined;
   /** What the shadow tables of this object's rebuilds are built with (see beginRebuild). */
   readonly fingerprint: string;
   /** The swap announces itself on the view's hint channel. */
@@ -114,7 +115,7 @@ export class PostgresViewRebuilds<E extends EventShape> {
     // inside the swap's transaction. If the live view got further still in between, 'behind'.
     const head = await host.store.headPosition();
     const tail: Recorded<E>[] = [];
-    for await (const event of host.store.readAll({ after: position, types: host.types })) tail.push(event);
+    for await (const event of host.store.readAll({ after: position, types: host.types, category: host.category })) tail.push(event);
     const upTo = Math.max(position, head, tail[tail.length - 1]?.position ?? 0);
     try {
       return await host.transaction(async (client) => {

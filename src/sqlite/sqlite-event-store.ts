@@ -6,7 +6,7 @@ import type { ExpectedVersion, ReadDirection } from '../core/store.js';
 import { GroupCommit } from '../core/group-commit.js';
 import type { GroupedAppend, GroupOutcome } from '../core/group-commit.js';
 import { EventStoreBase } from '../core/store-base.js';
-import type { EventStoreBaseOptions, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
+import type { EventStoreBaseOptions, LogFilter, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import { configureSqlite, DEFAULT_BUSY_TIMEOUT_MS, openSqlite } from './connection.js';
 import { translateSqliteError } from './errors.js';
 import { migrateSqlite } from './migrations.js';
@@ -41,10 +41,14 @@ interface Statements {
   all: Statement<[number, number], RawRow>;
   allOfType: Statement<[string, number, number], RawRow>;
   allOfManyTypes: Statement<[number, string, number], RawRow>;
+  ofCategory: Statement<[string, number, number], RawRow>;
+  ofCategoryAndTypes: Statement<[string, number, string, number], RawRow>;
   head: Statement<[], number>;
 }
 
 const COLUMNS = 'position, event_id, stream_id, stream_version, type, data, metadata, created_at';
+/** A stream's category, exactly as the index of migration 8 computes it (the planner matches the expression). */
+const CATEGORY_SQL = "(CASE WHEN instr(stream_id, '-') > 0 THEN substr(stream_id, 1, instr(stream_id, '-') - 1) ELSE stream_id END)";
 /**
  * A type filter with up to this many types is read as a merge of one index range per type (see
  * `#allOfTypes`); beyond it, by a scan in position order that skips other types.
@@ -140,9 +144,13 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
     }
   }
 
-  protected async readAllRows(after: number, limit: number, types: readonly string[] | undefined): Promise<StoredEventRow[]> {
+  protected async readAllRows(after: number, limit: number, { types, category }: LogFilter): Promise<StoredEventRow[]> {
     try {
       const statements = this.#statements ?? this.#prepare();
+      if (category !== undefined) {
+        if (types === undefined) return toRows(statements.ofCategory.all(category, after, limit));
+        return toRows(statements.ofCategoryAndTypes.all(category, after, JSON.stringify([...new Set(types)]), limit));
+      }
       if (types === undefined) return toRows(statements.all.all(after, limit));
       if (types.length === 1) return toRows(statements.allOfType.all(types[0] as string, after, limit));
       const distinct = [...new Set(types)];
@@ -243,6 +251,11 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
       // matches, where an index lookup per type would have to sort every later match first.
       allOfManyTypes: read(
         `SELECT ${COLUMNS} FROM eskit_events WHERE position > ? AND +type IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`,
+      ),
+      ofCategory: read(`SELECT ${COLUMNS} FROM eskit_events WHERE ${CATEGORY_SQL} = ? AND position > ? ORDER BY position LIMIT ?`),
+      // The category's range of the index, in position order; `+type` keeps the planner on it.
+      ofCategoryAndTypes: read(
+        `SELECT ${COLUMNS} FROM eskit_events WHERE ${CATEGORY_SQL} = ? AND position > ? AND +type IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`,
       ),
       head: db.prepare<[], number>('SELECT COALESCE(MAX(position), 0) FROM eskit_events').pluck().safeIntegers(false),
     };

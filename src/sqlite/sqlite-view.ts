@@ -10,6 +10,9 @@ import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec,
 import { translateSqliteError } from './errors.js';
 import { saveSqliteCheckpoint, SQLITE_NOW_MS, SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
 import { quote, sqliteViewTx } from './view-tx.js';
+
+/** A stream's category, exactly as the index of migration 8 computes it. */
+const CATEGORY_SQL = "(CASE WHEN instr(stream_id, '-') > 0 THEN substr(stream_id, 1, instr(stream_id, '-') - 1) ELSE stream_id END)";
 import type { SqliteViewTx } from './view-tx.js';
 
 /**
@@ -102,6 +105,9 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #spec: SqlViewSpec<E, SqliteViewTx, void>;
   readonly #fingerprint: string;
   readonly #types: readonly string[] | undefined;
+  /** The category filter as SQL (`AND <category> = ?`), '' for a view of every stream. */
+  readonly #inCategory: string;
+  readonly #category: string[];
   readonly #store: EventStore<E>;
   readonly #checkpoints: SqliteCheckpointStore;
   readonly #statements = new Map<string, Database.Statement>();
@@ -116,6 +122,8 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     this.#spec = spec;
     this.#fingerprint = rebuildFingerprint(spec);
     this.#types = spec.types;
+    this.#inCategory = spec.category === undefined ? '' : ` AND ${CATEGORY_SQL} = ?`;
+    this.#category = spec.category === undefined ? [] : [spec.category];
     this.#store = store;
     this.#checkpoints = new SqliteCheckpointStore({ store: { database: this.#db }, migrate: false });
     this.#live = sqliteViewTx(this.#db, this.#name, (name) => name);
@@ -191,12 +199,17 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   async lastRelevant(after: number, upTo: number): Promise<number> {
-    if (this.#types === undefined) return upTo > after ? upTo : 0;
-    // One indexed look-up per type, on (type, position).
-    const statement = this.#prepare('SELECT max(position) FROM eskit_events WHERE type = ? AND position > ? AND position <= ?').pluck();
+    if (this.#types === undefined && this.#category.length === 0) return upTo > after ? upTo : 0;
     return this.#run('read the log', () => {
+      if (this.#types === undefined) {
+        // One look-up on the category index, (category, position).
+        const statement = this.#prepare(`SELECT max(position) FROM eskit_events WHERE position > ? AND position <= ?${this.#inCategory}`).pluck();
+        return (statement.get(after, upTo, ...this.#category) as number | null) ?? 0;
+      }
+      // One indexed look-up per type, on (type, position).
+      const statement = this.#prepare(`SELECT max(position) FROM eskit_events WHERE type = ? AND position > ? AND position <= ?${this.#inCategory}`).pluck();
       let last = 0;
-      for (const type of new Set(this.#types)) last = Math.max(last, (statement.get(type, after, upTo) as number | null) ?? 0);
+      for (const type of new Set(this.#types)) last = Math.max(last, (statement.get(type, after, upTo, ...this.#category) as number | null) ?? 0);
       return last;
     });
   }
@@ -204,11 +217,12 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   async countRelevant(after: number, upTo: number): Promise<number> {
     return this.#run('count events', () => {
       if (this.#types === undefined) {
-        return this.#prepare('SELECT count(*) FROM eskit_events WHERE position > ? AND position <= ?').pluck().get(after, upTo) as number;
+        const statement = this.#prepare(`SELECT count(*) FROM eskit_events WHERE position > ? AND position <= ?${this.#inCategory}`).pluck();
+        return statement.get(after, upTo, ...this.#category) as number;
       }
-      const statement = this.#prepare('SELECT count(*) FROM eskit_events WHERE type = ? AND position > ? AND position <= ?').pluck();
+      const statement = this.#prepare(`SELECT count(*) FROM eskit_events WHERE type = ? AND position > ? AND position <= ?${this.#inCategory}`).pluck();
       let count = 0;
-      for (const type of new Set(this.#types)) count += statement.get(type, after, upTo) as number;
+      for (const type of new Set(this.#types)) count += statement.get(type, after, upTo, ...this.#category) as number;
       return count;
     });
   }
@@ -281,7 +295,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     // the live view; another process doing so shows up as 'behind', and the rebuild goes round again.
     const head = await this.#store.headPosition();
     const tail: Recorded<E>[] = [];
-    for await (const event of this.#store.readAll({ after: position, types: this.#types })) tail.push(event);
+    for await (const event of this.#store.readAll({ after: position, types: this.#types, category: this.#category[0] })) tail.push(event);
     const upTo = Math.max(position, head, tail[tail.length - 1]?.position ?? 0);
     let outcome: { position: number; applied: number } | 'behind';
     try {

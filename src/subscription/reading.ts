@@ -82,6 +82,7 @@ export interface LogReaderOptions<E extends EventShape> {
   store: EventStore<E>;
   batchSize: number;
   types: readonly E['type'][] | undefined;
+  category: string | undefined;
   pollIntervalMs: number;
   logger: Logger;
 }
@@ -112,9 +113,10 @@ export async function readPage<E extends EventShape>(
   position: number,
   limit: number,
   types: readonly E['type'][] | undefined,
+  category: string | undefined,
 ): Promise<Recorded<E>[]> {
   const page: Recorded<E>[] = [];
-  for await (const event of store.readAll({ after: position, limit, types })) page.push(event);
+  for await (const event of store.readAll({ after: position, limit, types, category })) page.push(event);
   return page;
 }
 
@@ -138,8 +140,8 @@ export class LogReader<E extends EventShape> implements EventSource<E> {
   }
 
   async readBatch(position: number, signal: AbortSignal): Promise<Batch<E> | undefined> {
-    const { store, batchSize, types } = this.o;
-    const events = await readOrWait(() => readPage(store, position, batchSize, types), signal, this.o);
+    const { store, batchSize, types, category } = this.o;
+    const events = await readOrWait(() => readPage(store, position, batchSize, types, category), signal, this.o);
     if (events === undefined) return undefined;
     return { events, through: events.length === 0 ? position : (events[events.length - 1] as Recorded<E>).position };
   }

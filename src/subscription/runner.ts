@@ -9,6 +9,7 @@ import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
+import { checkCategory } from '../core/store.js';
 import type { EventStore } from '../core/store.js';
 import { milliseconds, positiveInteger } from '../core/validate.js';
 import { TelemetryAttribute, instruments, reportLag } from '../telemetry/telemetry.js';
@@ -93,8 +94,9 @@ export class SubscriptionRunner<E extends EventShape = EventShape> {
       routineStandby: engine.routineStandby,
     });
     const batchSize = positiveInteger('batchSize', options.batchSize ?? 500);
+    checkCategory(options.category);
     // A partition's events come from its node's shared reader instead.
-    this.#reader = engine.source ?? new LogReader<E>({ name: this.name, store, batchSize, types: options.types, pollIntervalMs: this.#pollIntervalMs, logger: this.#logger });
+    this.#reader = engine.source ?? new LogReader<E>({ name: this.name, store, batchSize, types: options.types, category: options.category, pollIntervalMs: this.#pollIntervalMs, logger: this.#logger });
     this.#delivery = new Delivery<E>({
       name: this.name,
       handler: options.handler,

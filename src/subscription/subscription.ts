@@ -121,6 +121,7 @@ export function partitionSet<E extends EventShape, S>(
     checkpoints: parts.checkpoints,
     batchSize: positiveInteger('batchSize', options.batchSize ?? 500),
     types: options.types,
+    category: options.category,
     pollIntervalMs: milliseconds('pollIntervalMs', options.pollIntervalMs ?? 500),
     locks: parts.leaderLock,
     startFrom: options.startFrom,

@@ -106,6 +106,12 @@ export interface SubscriptionOptions<E extends EventShape> {
   batchHandler?: BatchHandler<E>;
   /** Only events of these types reach the handler. */
   types?: readonly E['type'][];
+  /**
+   * Only events of streams in this category (the stream id up to its first `-`, e.g. 'order' for
+   * `order-42`); with `types`, both must match. Read through an index: a small category of a large log
+   * costs about its own events.
+   */
+  category?: string;
   /** Events read per round trip. Default 500. */
   batchSize?: number;
   /**

@@ -1,5 +1,6 @@
 import { after, afterEach, before, describe } from 'node:test';
 import { appendTests } from './conformance/append.js';
+import { categoryTests } from './conformance/categories.js';
 import { concurrencyTests } from './conformance/concurrency.js';
 import { concurrentWriterTests } from './conformance/concurrent-writers.js';
 import { SuiteContext } from './conformance/context.js';
@@ -42,6 +43,7 @@ export function eventStoreConformance(harness: ConformanceHarness): void {
     groupCommitTests(ctx);
     concurrentWriterTests(ctx);
     readTests(ctx);
+    categoryTests(ctx);
     payloadTests(ctx);
     registryTests(ctx);
     failureTests(ctx);

@@ -99,6 +99,7 @@ export class MemoryView<S, E extends EventShape = EventShape> {
       view: options.name,
       store,
       types: options.types,
+      category: options.category,
       keysOf: options.keysOf,
       debounceMs: options.debounceMs,
       maxKeys: options.maxKeys,
@@ -184,7 +185,7 @@ export class MemoryView<S, E extends EventShape = EventShape> {
         this.#logger.warn({ view: this.name, err: error }, `View "${this.name}": the rebuild progress callback threw`);
       }
     };
-    const { retry, onHandlerFailure, deadLetters, types } = this.#options;
+    const { retry, onHandlerFailure, deadLetters, types, category } = this.#options;
     const failures: PinnedFailures<E> = {
       view: this.name,
       retry: retryPolicy(retry, defaultRebuildRetry),
@@ -212,7 +213,7 @@ export class MemoryView<S, E extends EventShape = EventShape> {
         for (;;) {
           signal?.throwIfAborted();
           const batch: Recorded<E>[] = [];
-          for await (const event of this.#store.readAll({ after: position, limit: batchSize, types })) batch.push(event);
+          for await (const event of this.#store.readAll({ after: position, limit: batchSize, types, category })) batch.push(event);
           if (batch.length > 0) {
             await applyPinned(
               batch,
@@ -291,7 +292,7 @@ export class MemoryView<S, E extends EventShape = EventShape> {
     for (;;) {
       signal?.throwIfAborted();
       let read = 0;
-      for await (const event of this.#store.readAll({ after: position, limit: pageSize, types: this.#options.types, raw: true })) {
+      for await (const event of this.#store.readAll({ after: position, limit: pageSize, types: this.#options.types, category: this.#options.category, raw: true })) {
         read++;
         if (event.position > upTo) return count;
         count++;

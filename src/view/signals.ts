@@ -15,6 +15,8 @@ export interface ViewSignalsOptions<E extends EventShape> {
   view: string;
   store: EventStore<E>;
   types: readonly string[] | undefined;
+  /** The view's category; absent: every stream. */
+  category?: string | undefined;
   keysOf: KeysOf<E> | undefined;
   debounceMs: number | undefined;
   maxKeys: number | undefined;
@@ -140,7 +142,7 @@ export class ViewSignals<E extends EventShape> {
       const at = known ?? 0;
       if (at >= position) return;
       let target = position;
-      if (this.#options.types !== undefined) {
+      if (this.#options.types !== undefined || this.#options.category !== undefined) {
         target = await (this.#options.lastRelevant ?? ((after, upTo) => this.#lastRelevant(after, upTo)))(at, position);
         if (target <= at) return;
       }
@@ -249,14 +251,14 @@ export class ViewSignals<E extends EventShape> {
   }
 
   async #publishRange(from: number, to: number): Promise<void> {
-    const { store, types, keysOf } = this.#options;
+    const { store, types, category, keysOf } = this.#options;
     if (!keysOf) {
       this.changes.publish(undefined, to);
       return;
     }
     const events: Recorded<E>[] = [];
     try {
-      for await (const event of store.readAll({ after: from, types, limit: MAX_REMOTE_EVENTS + 1 })) {
+      for await (const event of store.readAll({ after: from, types, category, limit: MAX_REMOTE_EVENTS + 1 })) {
         if (event.position > to) break;
         events.push(event);
       }
@@ -270,7 +272,7 @@ export class ViewSignals<E extends EventShape> {
   /** The generic way: read the view's events after `after` (fine for the memory store and small lags). */
   async #lastRelevant(after: number, upTo: number): Promise<number> {
     let last = 0;
-    for await (const event of this.#options.store.readAll({ after, types: this.#options.types, raw: true })) {
+    for await (const event of this.#options.store.readAll({ after, types: this.#options.types, category: this.#options.category, raw: true })) {
       if (event.position > upTo) break;
       last = event.position;
     }

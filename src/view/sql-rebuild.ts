@@ -125,6 +125,7 @@ export interface RebuildContext<E extends EventShape> {
   store: EventStore<E>;
   backend: SqlViewBackend<E>;
   types: readonly E['type'][] | undefined;
+  category: string | undefined;
   version: number;
   /** The checkpoints of the rebuilder's own lanes, which the swap writes last. */
   checkpoints: readonly string[];
@@ -172,7 +173,7 @@ export async function rebuildView<E extends EventShape>(
       for (;;) {
         signal?.throwIfAborted();
         const batch: Recorded<E>[] = [];
-        for await (const event of store.readAll({ after: position, limit: batchSize, types: c.types })) batch.push(event);
+        for await (const event of store.readAll({ after: position, limit: batchSize, types: c.types, category: c.category })) batch.push(event);
         if (batch.length > 0) {
           await applyPinned(batch, (events) => backend.applyShadow(events, rebuildId, shadow), failures);
           position = (batch[batch.length - 1] as Recorded<E>).position;

@@ -147,8 +147,8 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
           'Give it sqlite({ path }) or postgres({ connectionString }).',
       );
     }
-    const { name, types, setup, evolve, evolveBatch } = options;
-    const backend = views.create({ name, types, setup, evolve, evolveBatch });
+    const { name, types, category, setup, evolve, evolveBatch } = options;
+    const backend = views.create({ name, types, category, setup, evolve, evolveBatch });
     this.name = name;
     this.#options = options;
     this.#store = store;
@@ -171,6 +171,7 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
       view: name,
       store,
       types,
+      category,
       keysOf: options.keysOf,
       debounceMs: options.debounceMs,
       maxKeys: options.maxKeys,
@@ -220,6 +221,7 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
       backend: this.#backend,
       store: this.#store,
       types: options.types,
+      category: options.category,
       batchSize: options.batchSize ?? 500,
       failures: this.#failures(),
       logger: this.#logger,
@@ -307,6 +309,7 @@ export class SqlView<E extends EventShape = EventShape, Tx = SqlViewTx, R = void
           store: this.#store,
           backend: this.#backend,
           types: this.#options.types,
+          category: this.#options.category,
           version: this.#version,
           checkpoints: this.#lanes.names,
           failures: this.#failures(),

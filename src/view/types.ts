@@ -13,6 +13,8 @@ export interface ViewOptions<E extends EventShape> {
   name: string;
   /** Only events of these types reach `evolve`. */
   types?: readonly E['type'][];
+  /** Only events of streams in this category (the stream id up to its first `-`); with `types`, both must match. */
+  category?: string;
   /** Events applied per transaction (at most: a batch is what the log has, up to this). Default 500. */
   batchSize?: number;
   /**
@@ -79,8 +81,8 @@ export function subscriptionOptionsOf<E extends EventShape>(
   options: ViewOptions<E>,
 ): Pick<
   SubscriptionOptions<E>,
-  'name' | 'types' | 'batchSize' | 'retry' | 'deadLetters' | 'onHandlerFailure' | 'pollIntervalMs' | 'drainTimeoutMs' | 'stopCallTimeoutMs'
+  'name' | 'types' | 'category' | 'batchSize' | 'retry' | 'deadLetters' | 'onHandlerFailure' | 'pollIntervalMs' | 'drainTimeoutMs' | 'stopCallTimeoutMs'
 > {
-  const { name, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs } = options;
-  return { name, types, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs };
+  const { name, types, category, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs } = options;
+  return { name, types, category, batchSize, retry, deadLetters, onHandlerFailure, pollIntervalMs, drainTimeoutMs, stopCallTimeoutMs };
 }

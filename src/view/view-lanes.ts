@@ -95,6 +95,7 @@ export class ViewLanes<E extends EventShape> {
         handler: () => undefined,
         leaderLock: o.leaderLock ?? false,
         types: options.types,
+        category: options.category,
         batchSize: options.batchSize,
         pollIntervalMs: options.pollIntervalMs,
         stopCallTimeoutMs: options.stopCallTimeoutMs,

@@ -31,6 +31,7 @@ export interface LayoutStep<E extends EventShape> {
   backend: SqlViewBackend<E>;
   store: EventStore<E>;
   types: readonly E['type'][] | undefined;
+  category: string | undefined;
   batchSize: number;
   failures: Omit<PinnedFailures<E>, 'source' | 'fail' | 'doing' | 'signal'>;
   logger: Logger;
@@ -157,7 +158,7 @@ async function catchUp<E extends EventShape>(
   // while a read of it is open).
   for (let position = from; position < at.target; ) {
     const page: Recorded<E>[] = [];
-    for await (const event of o.store.readAll({ after: position, limit: o.batchSize, types: o.types })) page.push(event);
+    for await (const event of o.store.readAll({ after: position, limit: o.batchSize, types: o.types, category: o.category })) page.push(event);
     if (page.length === 0) break;
     position = (page[page.length - 1] as Recorded<E>).position;
     const own = page.filter(

@@ -9,7 +9,7 @@ import {
   isEskitError,
   silentLogger,
 } from '../../src/index.js';
-import type { CheckpointStore, CompletionStore, StoredEventRow } from '../../src/adapter/index.js';
+import type { CheckpointStore, CompletionStore, LogFilter, StoredEventRow } from '../../src/adapter/index.js';
 import { StoreClosedError } from '../../src/adapter/index.js';
 import { MemoryCheckpointStore, MemoryCompletionStore, MemoryDeadLetterStore, MemoryEventStore, MemoryLockRegistry } from '../../src/memory/index.js';
 import type { AutomationOptions, DeadLetterStore, EventShape } from '../../src/index.js';
@@ -26,12 +26,12 @@ openGatesThenStopAfterEach();
 class FlakyPointReads extends MemoryEventStore {
   failPointReads = false;
   pointReadFailures = 0;
-  protected override async readAllRows(after: number, limit: number, types: readonly string[] | undefined): Promise<StoredEventRow[]> {
+  protected override async readAllRows(after: number, limit: number, filter: LogFilter): Promise<StoredEventRow[]> {
     if (this.failPointReads && limit === 1) {
       this.pointReadFailures += 1;
       throw new Error('connection terminated unexpectedly');
     }
-    return super.readAllRows(after, limit, types);
+    return super.readAllRows(after, limit, filter);
   }
 }
 

@@ -49,6 +49,7 @@ export interface PartitionSetOptions<E extends EventShape, S> {
   checkpoints: CheckpointStore;
   batchSize: number;
   types: readonly E['type'][] | undefined;
+  category: string | undefined;
   pollIntervalMs: number;
   /** Undefined: leader election is off, and this node runs every partition. */
   locks: LockRegistry | undefined;
@@ -127,6 +128,7 @@ export class PartitionSet<E extends EventShape, S> {
       partitionKey: o.partitionKey ?? ((event) => event.streamId),
       batchSize: o.batchSize,
       types: o.types,
+      category: o.category,
       pollIntervalMs: o.pollIntervalMs,
       logger: o.logger,
     });

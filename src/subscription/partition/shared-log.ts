@@ -17,6 +17,7 @@ export interface SharedLogOptions<E extends EventShape> {
   /** Events a partition gets per page, and a private read's page. */
   batchSize: number;
   types: readonly E['type'][] | undefined;
+  category: string | undefined;
   pollIntervalMs: number;
   logger: Logger;
 }
@@ -122,7 +123,7 @@ export class SharedLog<E extends EventShape> {
       try {
         let page: Recorded<E>[];
         try {
-          page = await readPage(this.o.store, this.#end, this.#pageSize, this.o.types);
+          page = await readPage(this.o.store, this.#end, this.#pageSize, this.o.types, this.o.category);
         } catch (error) {
           if (!isTransient(error)) throw error;
           this.o.logger.warn({ subscription: this.o.name, err: error }, `Subscription "${this.o.name}": reading events failed; retrying`);
@@ -158,7 +159,7 @@ export class SharedLog<E extends EventShape> {
 
   /** A partition outside the window reads the log itself, keeping its own events of the page. */
   async #readAlone(partition: number, position: number, signal: AbortSignal): Promise<Batch<E> | undefined> {
-    const page = await readOrWait(() => readPage(this.o.store, position, this.o.batchSize, this.o.types), signal, this.o);
+    const page = await readOrWait(() => readPage(this.o.store, position, this.o.batchSize, this.o.types, this.o.category), signal, this.o);
     if (page === undefined) return undefined;
     const events = page.filter((event) => this.#partitionOf(event) === partition);
     return { events, through: page.length === 0 ? position : (page[page.length - 1] as Recorded<E>).position };
