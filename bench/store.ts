@@ -21,6 +21,7 @@ import { sequential } from './lib/measure.js';
 import type { Op } from './lib/measure.js';
 import { createRawEvents, DATA, EVENT, METADATA, rawInsertMany, rawInsertOne, TYPE } from './lib/store-workload.js';
 import { concurrentFigures, concurrentPostgres, concurrentSqlite, WRITERS } from './store-concurrent.js';
+import { readCategoryFigure } from './store-category.js';
 
 /** Events per read page, given to the stores explicitly so that both sides page alike. */
 const PAGE_SIZE = 500;
@@ -78,6 +79,11 @@ export const storeBench: BenchGroup = async (ctx) => {
       // Each adapter's files, schema and pools go before the next adapter runs (and on Ctrl-C).
       await subject?.close();
     }
+  }
+  try {
+    await readCategoryFigure(ctx);
+  } catch (error) {
+    ctx.fail('store (category read)', error);
   }
 };
 
