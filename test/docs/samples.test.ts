@@ -24,14 +24,14 @@
 // README.md (not edited with the guides) known not to compile yet.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { entryPaths, isModule, REPO, tsBlocks } from './markdown.js';
+import type { Block } from './markdown.js';
 
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const TSC = join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
 
 /**
@@ -62,56 +62,12 @@ function stubs(): string {
  */
 const KNOWN_ERRORS: Array<{ doc: string; sample: string; error: string }> = [];
 
-interface Block {
-  /** The markdown file, relative to the repository. */
-  doc: string;
-  /** The line of the block's first code line in the markdown file (1-based). */
-  line: number;
-  code: string;
-}
-
-/** Every ```ts block of a markdown file (also indented ones, in lists), its indentation removed. */
-function tsBlocks(doc: string, markdown: string): Block[] {
-  const blocks: Block[] = [];
-  const lines = markdown.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const open = /^(\s*)(`{3,})\s*(\S*)/.exec(lines[i] as string);
-    if (!open) continue;
-    const [, indent = '', fence = '', lang = ''] = open;
-    const body: string[] = [];
-    let j = i + 1;
-    for (; j < lines.length; j++) {
-      const text = lines[j] as string;
-      if (text.trimStart().startsWith(fence) && text.trim().replace(/`/g, '') === '') break;
-      body.push(text.startsWith(indent) ? text.slice(indent.length) : text.trimStart());
-    }
-    if (lang === 'ts' || lang === 'typescript') blocks.push({ doc, line: i + 2, code: body.join('\n') });
-    i = j;
-  }
-  return blocks;
-}
-
-/** A block with an `import` line is a whole module; the others are fragments. */
-const isModule = (code: string): boolean => /^\s*import[\s{*'"]/m.test(code);
-
 function docs(): Array<{ doc: string; markdown: string }> {
   const files = readdirSync(join(REPO, 'docs'))
     .filter((name) => name.endsWith('.md'))
     .sort()
     .map((name) => join('docs', name));
   return [...files, 'README.md'].map((doc) => ({ doc, markdown: readFileSync(join(REPO, doc), 'utf8') }));
-}
-
-/** `eskit` and `eskit/<x>` → the source file package.json's `exports` builds that entry from. */
-function entryPaths(): Record<string, string[]> {
-  const manifest = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { exports: Record<string, { types: string }> };
-  const paths: Record<string, string[]> = {};
-  for (const [subpath, target] of Object.entries(manifest.exports)) {
-    const source = join(REPO, target.types.replace(/^\.\/dist\//, 'src/').replace(/\.d\.ts$/, '.ts'));
-    assert.ok(existsSync(source), `${subpath} is built from ${source}`);
-    paths[subpath === '.' ? 'eskit' : `eskit/${subpath.slice(2)}`] = [source];
-  }
-  return paths;
 }
 
 /** Where a block goes in the temporary folder: its guide's folder, under the name it gives itself or its line. */
