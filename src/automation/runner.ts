@@ -300,7 +300,7 @@ export class AutomationRunner<E extends EventShape = EventShape, P = unknown> {
     if (triggered !== undefined && triggered !== null && !Array.isArray(triggered)) {
       // The common trigger result, one item: no array, no occurrence count.
       const { key, payload } = checkItem(triggered as TodoItem<P>);
-      const itemId = `1:${key}`;
+      const itemId = `${partPrefix(event)}1:${key}`;
       if (period.completed.size === 0 || !period.completed.has(`${event.position}/${itemId}`)) {
         this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: NO_FAILURES });
       }
@@ -314,7 +314,7 @@ export class AutomationRunner<E extends EventShape = EventShape, P = unknown> {
       const n = (occurrences?.get(key) ?? 0) + 1;
       occurrences?.set(key, n);
       // The occurrence number first keeps ids unambiguous whatever the key contains.
-      const itemId = `${n}:${key}`;
+      const itemId = `${partPrefix(event)}${n}:${key}`;
       if (period.completed.size > 0 && period.completed.has(`${event.position}/${itemId}`)) continue;
       this.#add(period, { key, payload, itemId, event, position: event.position, redriveOf: undefined, failures: NO_FAILURES });
     }
@@ -367,4 +367,12 @@ export class AutomationRunner<E extends EventShape = EventShape, P = unknown> {
   }
 }
 
-
+/**
+ * Completions are keyed by (position, item id), and the parts of a split stored event share one
+ * position: each part after the first prefixes its item ids with its index ("1.1:key"), so their
+ * items never pass for one another's. Part 0 and unsplit events keep "1:key".
+ */
+function partPrefix(event: Recorded): string {
+  const index = event.part?.index;
+  return index === undefined || index === 0 ? '' : `${index}.`;
+}

@@ -31,6 +31,24 @@ export interface StoredEvent<T extends string = string, D = unknown> {
   /** Position in the global order, starting at 1. Never reused, may have gaps. */
   position: number;
   timestamp: Date;
+  /**
+   * Only on the events a registry split decoded from one stored event (see EventRegistry `splits`):
+   * they share its position, stream version, timestamp and metadata. Part 0 keeps the stored id,
+   * the others have ids derived from it (stable across reads).
+   */
+  part?: EventPart;
+}
+
+/** Where a split's event came from: which part of which stored event. */
+export interface EventPart {
+  /** 0 for the first part, in the order the split returned them. */
+  index: number;
+  /** How many events the stored event was split into. */
+  count: number;
+  /** The stored event's id (part 0's id). */
+  storedId: string;
+  /** The stored event's type (the retired type that was split). */
+  storedType: string;
 }
 
 /**

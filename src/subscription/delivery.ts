@@ -81,7 +81,8 @@ export class Delivery<E extends EventShape> {
         });
         if (result !== 'done' && result !== 'aborted') ended = result;
       } else {
-        for (const event of batch) {
+        for (let index = 0; index < batch.length; index++) {
+          const event = batch[index] as Recorded<E>;
           if (signal.aborted) break;
           const result = await this.#handle(event, token, signal);
           if (result === 'aborted') break;
@@ -90,7 +91,8 @@ export class Delivery<E extends EventShape> {
             break;
           }
           last = event.position;
-          positions.handled(event.position);
+          // The parts of a split stored event share its position: it is handled once the last is.
+          if (!samePosition(batch, index + 1, event.position)) positions.handled(event.position);
         }
       }
       return ended;
@@ -154,7 +156,9 @@ export class Delivery<E extends EventShape> {
       }
       if (lastError === undefined) {
         this.handled += chunk.length;
-        committed(last.position);
+        // A chunk replayed one event at a time can end inside a split stored event (its parts share
+        // one position): that position is committed with its last part.
+        if (!samePosition(batch, index + chunk.length, last.position)) committed(last.position);
         index += chunk.length;
         continue;
       }
@@ -164,7 +168,7 @@ export class Delivery<E extends EventShape> {
       }
       const outcome = await this.#afterLastAttempt(last, lastError, attempts, fencingToken, signal);
       if (outcome !== 'done') return outcome;
-      skipped(last.position);
+      if (!samePosition(batch, index + 1, last.position)) skipped(last.position);
       index += 1;
     }
     return 'done';
@@ -289,4 +293,9 @@ const ABANDONED: unique symbol = Symbol('abandoned');
 
 export function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
+
+/** True when `batch[index]` is at `position`: another part of the same split stored event. */
+function samePosition<E extends EventShape>(batch: readonly Recorded<E>[], index: number, position: number): boolean {
+  return index < batch.length && (batch[index] as Recorded<E>).position === position;
 }

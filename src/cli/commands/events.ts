@@ -3,6 +3,7 @@ import type { EventStore } from '../../core/store.js';
 import { CliError, ExitCode, UsageError } from '../errors.js';
 import type { CommandSpec } from '../command.js';
 import { flag, integerOption, stringsOption } from '../command.js';
+import { check } from './events-check.js';
 
 /** One line per event: position, stream@version, type, time, data as JSON. */
 export function eventLine(event: Recorded, asJson: boolean): string {
@@ -166,4 +167,4 @@ Options:
   },
 };
 
-export const eventCommands: CommandSpec[] = [read, tail];
+export const eventCommands: CommandSpec[] = [read, tail, check];

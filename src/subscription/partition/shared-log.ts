@@ -148,8 +148,11 @@ export class SharedLog<E extends EventShape> {
     let index = firstAfter(entries, position);
     const events: Recorded<E>[] = [];
     let through = position;
-    for (; index < entries.length && events.length < this.o.batchSize; index++) {
+    for (; index < entries.length; index++) {
       const entry = entries[index] as Entry<E>;
+      // The parts of a split stored event share its position, and a checkpoint is a position: a batch
+      // never ends between them (the next would start after that position and miss the rest).
+      if (events.length >= this.o.batchSize && entry.event.position !== through) break;
       through = entry.event.position;
       if (entry.partition === partition) events.push(entry.event);
     }
