@@ -5,10 +5,29 @@ import { advisoryKey, notifyChannel } from './schema.js';
 
 /** SQLSTATE raised by `<schema>.append` and `<schema>.append_one` when the expected version does not hold; DETAIL is the actual version. */
 export const VERSION_CONFLICT_SQLSTATE = 'ES409';
+/** SQLSTATE raised by the append functions (from migration 12) for a stream deleted with appends: 'refuse'. */
+export const STREAM_DELETED_SQLSTATE = 'ES410';
 
 /** What `append_group` says in an append's offset when it refused it: a version conflict, a duplicate id. */
 export const GROUP_REFUSED_VERSION = -1;
 export const GROUP_REFUSED_DUPLICATE = -2;
+/** From migration 12: the stream was deleted with appends: 'refuse'. */
+export const GROUP_REFUSED_DELETED = -3;
+
+/**
+ * Whether the stream's latest lifecycle event (its lowest negative version) refuses appends; false
+ * when it has none. `stream` is an SQL expression. Asked only for a stream at version 0, so appends to
+ * existing streams never pay for it (from migration 12, and in appendOneStatements).
+ */
+export function refusesAppendsSql(s: string, stream: string): string {
+  return `coalesce((SELECT l.type = '$stream.deleted' AND l.data->>'appends' = 'refuse' FROM ${s}.events l
+    WHERE l.stream_id = ${stream} AND l.stream_version < 0 ORDER BY l.stream_version LIMIT 1), false)`;
+}
+
+/** Lifecycle events (migration 9) have negative versions: every version lookup from migration 12 on leaves them out. */
+function eventsOnly(lifecycle: boolean, alias: string): string {
+  return lifecycle ? ` AND ${alias}.stream_version > 0` : '';
+}
 
 /** How the append functions receive the non-numeric expected versions (numbers pass through, >= 0). */
 export const EXPECTED_ANY = -1;
@@ -20,16 +39,23 @@ export const EXPECTED_STREAM_EXISTS = -3;
  * with a fresh snapshot, check the expected version. Generated text rather than a helper function, as
  * a nested plpgsql call would cost time inside the serialised section.
  */
-function lockAndCheck(s: string, rawSchema: string): string {
+function lockAndCheck(s: string, rawSchema: string, lifecycle = false): string {
   const [lockClass, lockObject] = advisoryKey('append', rawSchema);
+  const refused = lifecycle
+    ? `
+  IF actual = 0 AND ${refusesAppendsSql(s, 'p_stream_id')} THEN
+    RAISE EXCEPTION USING ERRCODE = '${STREAM_DELETED_SQLSTATE}',
+      MESSAGE = format('eskit: stream %s was deleted and refuses appends', p_stream_id);
+  END IF;`
+    : '';
   return `
   PERFORM pg_advisory_xact_lock(${lockClass}, ${lockObject});
 
   -- A new statement, so a new snapshot: it sees every append committed before the lock was granted.
   SELECT e.stream_version INTO actual
-    FROM ${s}.events e WHERE e.stream_id = p_stream_id
+    FROM ${s}.events e WHERE e.stream_id = p_stream_id${eventsOnly(lifecycle, 'e')}
     ORDER BY e.stream_version DESC LIMIT 1;
-  actual := coalesce(actual, 0);
+  actual := coalesce(actual, 0);${refused}
   IF NOT (p_expected = ${EXPECTED_ANY} OR p_expected = actual
           OR (p_expected = ${EXPECTED_NO_STREAM} AND actual = 0) OR (p_expected = ${EXPECTED_STREAM_EXISTS} AND actual > 0)) THEN
     RAISE EXCEPTION USING ERRCODE = '${VERSION_CONFLICT_SQLSTATE}', DETAIL = actual::text,
@@ -52,7 +78,8 @@ function lockAndCheck(s: string, rawSchema: string): string {
  * the throughput without it). Where that matters more than the wake-up, turn it off with the setting
  * `eskit.notify = off` (per role, database or connection; subscribers then rely on polling).
  */
-export function appendFunctions(s: string, rawSchema: string, options: { replace: boolean; notify: boolean }): string {
+export function appendFunctions(s: string, rawSchema: string, options: { replace: boolean; notify: boolean; lifecycle?: boolean }): string {
+  const lifecycle = options.lifecycle ?? false;
   const create = options.replace ? 'CREATE OR REPLACE' : 'CREATE';
   const notify = (position: string): string =>
     options.notify
@@ -77,7 +104,7 @@ BEGIN
      OR cardinality(p_metadata) IS DISTINCT FROM n THEN
     RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'eskit: append needs ids, types, data and metadata of the same non-zero length';
   END IF;
-${lockAndCheck(s, rawSchema)}
+${lockAndCheck(s, rawSchema, lifecycle)}
   IF n > 1 THEN
     -- Nobody else draws while we hold the lock, so first .. first + n - 1 are ours.
     PERFORM setval('${s}.events_position', first_position + n - 1);
@@ -90,7 +117,7 @@ END
 $fn$;
 
 ${appendOneHead(s, create)}
-${lockAndCheck(s, rawSchema)}
+${lockAndCheck(s, rawSchema, lifecycle)}
   last_version := actual + 1;
   INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
   VALUES (first_position, p_id, p_stream_id, last_version, p_type, p_data, p_metadata, written_at);${notify('first_position')}
@@ -117,10 +144,16 @@ $fn$;
  * stream's version after the append; the actual version on a conflict; the 1-based index of the
  * duplicate event in the append).
  */
-export function appendGroupFunction(s: string, rawSchema: string): string {
+export function appendGroupFunction(s: string, rawSchema: string, lifecycle = false): string {
   const [lockClass, lockObject] = advisoryKey('append', rawSchema);
+  // Checked first: a stream that refuses appends refuses them whatever the expected version.
+  const check = lifecycle
+    ? `IF actual = 0 AND ${refusesAppendsSql(s, 'p_streams[a]')} THEN
+      offsets[a] := ${GROUP_REFUSED_DELETED};
+    ELSIF`
+    : 'IF';
   return `
-CREATE FUNCTION ${s}.append_group(
+${lifecycle ? 'CREATE OR REPLACE' : 'CREATE'} FUNCTION ${s}.append_group(
   p_streams text[],
   p_expected bigint[],
   p_counts integer[],
@@ -160,7 +193,7 @@ BEGIN
   PERFORM pg_advisory_xact_lock(${lockClass}, ${lockObject});
 
   -- New statements, so new snapshots: they see every append committed before the lock was granted.
-  SELECT array_agg(coalesce((SELECT e.stream_version FROM ${s}.events e WHERE e.stream_id = g.stream_id
+  SELECT array_agg(coalesce((SELECT e.stream_version FROM ${s}.events e WHERE e.stream_id = g.stream_id${eventsOnly(lifecycle, 'e')}
                               ORDER BY e.stream_version DESC LIMIT 1), 0) ORDER BY g.i)
     INTO initial
     FROM unnest(p_streams) WITH ORDINALITY AS g(stream_id, i);
@@ -181,7 +214,7 @@ BEGIN
     running[a] := actual;
     starts[a] := first_event;
     expected := p_expected[a];
-    IF NOT (expected = ${EXPECTED_ANY} OR expected = actual
+    ${check} NOT (expected = ${EXPECTED_ANY} OR expected = actual
             OR (expected = ${EXPECTED_NO_STREAM} AND actual = 0) OR (expected = ${EXPECTED_STREAM_EXISTS} AND actual > 0)) THEN
       offsets[a] := ${GROUP_REFUSED_VERSION};
       versions[a] := actual;
@@ -250,20 +283,28 @@ BEGIN`;
  * statement of a plpgsql function is an executor run of its own; this is the path of every lone
  * one-event append.
  */
-export function fasterAppendOne(s: string, rawSchema: string): string {
+export function fasterAppendOne(s: string, rawSchema: string, lifecycle = false): string {
   const [lockClass, lockObject] = advisoryKey('append', rawSchema);
+  const refused = lifecycle ? ` AND NOT (v.version = 0 AND ${refusesAppendsSql(s, 'p_stream_id')})` : '';
+  const refusal = lifecycle
+    ? `
+    IF actual = 0 AND ${refusesAppendsSql(s, 'p_stream_id')} THEN
+      RAISE EXCEPTION USING ERRCODE = '${STREAM_DELETED_SQLSTATE}',
+        MESSAGE = format('eskit: stream %s was deleted and refuses appends', p_stream_id);
+    END IF;`
+    : '';
   return `
 ${appendOneHead(s, 'CREATE OR REPLACE')}
   PERFORM pg_advisory_xact_lock(${lockClass}, ${lockObject});
   INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
   SELECT nextval('${s}.events_position'), p_id, p_stream_id, v.version + 1, p_type, p_data, p_metadata, clock_timestamp()
-    FROM (SELECT coalesce(max(e.stream_version), 0) AS version FROM ${s}.events e WHERE e.stream_id = p_stream_id) AS v
-   WHERE p_expected = ${EXPECTED_ANY} OR p_expected = v.version
-      OR (p_expected = ${EXPECTED_NO_STREAM} AND v.version = 0) OR (p_expected = ${EXPECTED_STREAM_EXISTS} AND v.version > 0)
+    FROM (SELECT coalesce(max(e.stream_version), 0) AS version FROM ${s}.events e WHERE e.stream_id = p_stream_id${eventsOnly(lifecycle, 'e')}) AS v
+   WHERE (p_expected = ${EXPECTED_ANY} OR p_expected = v.version
+      OR (p_expected = ${EXPECTED_NO_STREAM} AND v.version = 0) OR (p_expected = ${EXPECTED_STREAM_EXISTS} AND v.version > 0))${refused}
   RETURNING position, stream_version, created_at INTO first_position, last_version, written_at;
   IF NOT FOUND THEN
     -- Still under the lock: the version that refused the append is the one reported.
-    SELECT coalesce(max(e.stream_version), 0) INTO actual FROM ${s}.events e WHERE e.stream_id = p_stream_id;
+    SELECT coalesce(max(e.stream_version), 0) INTO actual FROM ${s}.events e WHERE e.stream_id = p_stream_id${eventsOnly(lifecycle, 'e')};${refusal}
     RAISE EXCEPTION USING ERRCODE = '${VERSION_CONFLICT_SQLSTATE}', DETAIL = actual::text,
       MESSAGE = format('eskit: stream %s is at version %s, the append expected %s', p_stream_id, actual, p_expected);
   END IF;
@@ -280,7 +321,8 @@ $fn$;
  * one INSERT that looks the stream version up, checks the expected version, draws the position, and
  * notifies ($1 stream, $2 expected, $3 id, $4 type, $5 data, $6 metadata). Its one row: the version the
  * append was judged against, then the position, the time in ms and nothing (the notification), the
- * last three NULL when the expected version did not hold. Sent in one round trip and one implicit
+ * last three NULL when the expected version did not hold; last, whether the stream refuses appends (it was
+ * deleted with appends: 'refuse'; the append is not written). Sent in one round trip and one implicit
  * transaction (see locked-append.ts); the INSERT is a statement after the lock, so its snapshot is
  * taken with the lock held, as append_one's is. Why: a plpgsql call costs ~30-40 µs, ~10 % of a lone
  * append on loopback.
@@ -289,20 +331,23 @@ export function appendOneStatements(s: string, rawSchema: string): { lock: strin
   const [lockClass, lockObject] = advisoryKey('append', rawSchema);
   return {
     lock: `SELECT pg_advisory_xact_lock(${lockClass}, ${lockObject})`,
+    // \`refused\`: a new stream (version 0) deleted with appends: 'refuse'. The CASE asks only then, so an
+    // append to an existing stream costs what it did before lifecycle events existed.
     insert: `WITH current AS (
-  SELECT coalesce(max(e.stream_version), 0) AS version FROM ${s}.events e WHERE e.stream_id = $1
+  SELECT v.version, CASE WHEN v.version = 0 THEN ${refusesAppendsSql(s, '$1')} ELSE false END AS refused
+    FROM (SELECT coalesce(max(e.stream_version), 0) AS version FROM ${s}.events e WHERE e.stream_id = $1 AND e.stream_version > 0) AS v
 ), written AS (
   INSERT INTO ${s}.events (position, id, stream_id, stream_version, type, data, metadata, created_at)
   SELECT nextval('${s}.events_position'), $3, $1, current.version + 1, $4, $5, $6, clock_timestamp()
     FROM current
-   WHERE $2::bigint = ${EXPECTED_ANY} OR $2::bigint = current.version
-      OR ($2::bigint = ${EXPECTED_NO_STREAM} AND current.version = 0) OR ($2::bigint = ${EXPECTED_STREAM_EXISTS} AND current.version > 0)
+   WHERE NOT current.refused AND ($2::bigint = ${EXPECTED_ANY} OR $2::bigint = current.version
+      OR ($2::bigint = ${EXPECTED_NO_STREAM} AND current.version = 0) OR ($2::bigint = ${EXPECTED_STREAM_EXISTS} AND current.version > 0))
   RETURNING position, created_at
 ), notified AS (
   SELECT pg_notify('${notifyChannel('appended', rawSchema)}', written.position::text) FROM written
    WHERE coalesce(current_setting('eskit.notify', true), '') <> 'off'
 )
-SELECT current.version, written.position, (extract(epoch FROM written.created_at) * 1000)::float8, (SELECT count(*) FROM notified)
+SELECT current.version, written.position, (extract(epoch FROM written.created_at) * 1000)::float8, (SELECT count(*) FROM notified), current.refused
   FROM current LEFT JOIN written ON true`,
   };
 }

@@ -1,8 +1,8 @@
-import { ConcurrencyError, DuplicateEventIdError } from '../core/errors.js';
+import { ConcurrencyError, DuplicateEventIdError, StreamDeletedError } from '../core/errors.js';
 import type { GroupedAppend, GroupOutcome } from '../core/group-commit.js';
 import type { PreparedEvent } from '../core/store-base.js';
 import type { ExpectedVersion } from '../core/store.js';
-import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, GROUP_REFUSED_DUPLICATE, GROUP_REFUSED_VERSION } from './append-functions.js';
+import { EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, GROUP_REFUSED_DELETED, GROUP_REFUSED_DUPLICATE, GROUP_REFUSED_VERSION } from './append-functions.js';
 
 // The client side of `<schema>.append_group` (append-functions.ts): its parameters, and what its
 // answer means for each append of the group.
@@ -50,6 +50,7 @@ export function groupOutcomes(group: readonly GroupedAppend[], row: unknown[]): 
     const offset = offsets[index] as number;
     const version = Number(versions[index]);
     if (offset === GROUP_REFUSED_VERSION) return new ConcurrencyError(append.streamId, append.expected, version);
+    if (offset === GROUP_REFUSED_DELETED) return new StreamDeletedError(append.streamId);
     if (offset === GROUP_REFUSED_DUPLICATE) return new DuplicateEventIdError((append.events[version - 1] as PreparedEvent).id);
     const first = base + offset + 1;
     return { streamVersion: version, positions: append.events.map((_, k) => first + k), timestamp };

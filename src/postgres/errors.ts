@@ -1,9 +1,9 @@
-import { ConcurrencyError, DuplicateEventIdError, MigrationError, SerializationError } from '../core/errors.js';
+import { ConcurrencyError, DuplicateEventIdError, MigrationError, SerializationError, StreamDeletedError } from '../core/errors.js';
 import type { PreparedEvent } from '../core/store-base.js';
 import type { ExpectedVersion } from '../core/store.js';
 import type pg from 'pg';
 import { connectionFailure } from './connection.js';
-import { VERSION_CONFLICT_SQLSTATE } from './append-functions.js';
+import { STREAM_DELETED_SQLSTATE, VERSION_CONFLICT_SQLSTATE } from './append-functions.js';
 
 /** The fields of a server error that eskit looks at (pg's DatabaseError has them all). */
 interface PgServerError {
@@ -71,6 +71,7 @@ export function translateAppendError(
   if (e.code === VERSION_CONFLICT_SQLSTATE) {
     return new ConcurrencyError(streamId, expected, Number(e.detail));
   }
+  if (e.code === STREAM_DELETED_SQLSTATE) return new StreamDeletedError(streamId);
   if (e.code === '23505' && e.constraint === 'events_id_key') {
     // DETAIL: Key (id)=(0190...) already exists.
     const id = /\(id\)=\(([^)]+)\)/.exec(e.detail ?? '')?.[1] ?? duplicateInBatch(events) ?? 'unknown';

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { MigrationError } from '../core/errors.js';
+import { lifecycleMigrationSql } from './lifecycle-functions.js';
 import { appendFunctions, appendGroupFunction, EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, fasterAppendOne, VERSION_CONFLICT_SQLSTATE } from './append-functions.js';
 import { connectionFailure, hearWhileCheckedOut } from './connection.js';
 import { advisoryKey, quoteSchema } from './schema.js';
@@ -283,6 +284,15 @@ CREATE TABLE ${s}.snapshots (
 `,
 };
 
+const lifecycleFunctionsMigration: PostgresMigration = {
+  version: 12,
+  name: 'lifecycle_functions',
+  // The append functions again (same signatures): version lookups see events only (stream_version > 0)
+  // and a stream deleted with appends: 'refuse' refuses (asked only at version 0); delete_stream and
+  // truncate_stream, each one transaction under the append lock (lifecycle-functions.ts).
+  sql: (s, rawSchema) => lifecycleMigrationSql(s, rawSchema),
+};
+
 /** Every step, in order. Later adapters' tables are added here as new versions. */
 export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   eventsMigration,
@@ -296,6 +306,7 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   lifecycleMigration,
   categoriesMigration,
   snapshotsMigration,
+  lifecycleFunctionsMigration,
 ];
 
 /**

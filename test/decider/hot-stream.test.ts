@@ -61,6 +61,8 @@ function anotherHandle<E extends EventShape>(store: EventStore<E>): EventStore<E
     readStream: ((streamId: string, options?: ReadStreamOptions) => store.readStream(streamId, options)) as EventStore<E>['readStream'],
     readAll: ((options?: ReadStreamOptions) => store.readAll(options)) as EventStore<E>['readAll'],
     streamVersion: (streamId) => store.streamVersion(streamId),
+    deleteStream: (streamId, options) => store.deleteStream(streamId, options),
+    truncateStream: (streamId, before, options) => store.truncateStream(streamId, before, options),
     headPosition: () => store.headPosition(),
     onAppend: (listener) => store.onAppend(listener),
     close: () => Promise.resolve(),

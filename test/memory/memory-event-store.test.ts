@@ -2,12 +2,35 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { MemoryEventStore } from '../../src/memory/memory-event-store.js';
+import type { EventStore } from '../../src/core/store.js';
 import { eventStoreConformance } from '../../src/testing/conformance.js';
 import { collect } from '../../src/testing/conformance/context.js';
 
+// Each store's snapshot names per stream, cleared through the hook a deletion calls (the memory
+// snapshot store listens to the same hook).
+const snapshots = new WeakMap<EventStore, Map<string, Set<string>>>();
+function memoryStore(store: EventStore): MemoryEventStore {
+  assert.ok(store instanceof MemoryEventStore, 'the memory harness was handed a store it did not create');
+  return store;
+}
+
 eventStoreConformance({
   name: 'memory',
-  createStore: async (options) => new MemoryEventStore(options),
+  createStore: async (options) => {
+    const store = new MemoryEventStore(options);
+    const stored = new Map<string, Set<string>>();
+    store.onStreamDeleted((streamId) => stored.delete(streamId));
+    snapshots.set(store as EventStore, stored);
+    return store;
+  },
+  lifecycle: {
+    deletedVersions: async (store, streamId) => memoryStore(store).deletedVersionsForTesting(streamId),
+    writeSnapshot: async (store, streamId, name) => {
+      const stored = snapshots.get(store) as Map<string, Set<string>>;
+      stored.set(streamId, (stored.get(streamId) ?? new Set()).add(name));
+    },
+    snapshotCount: async (store, streamId) => snapshots.get(store)?.get(streamId)?.size ?? 0,
+  },
   corruptEvent: async (store, position) => {
     assert.ok(store instanceof MemoryEventStore, 'the memory harness only corrupts MemoryEventStore');
     store.corruptForTesting(position, { data: '{"truncated": ' });

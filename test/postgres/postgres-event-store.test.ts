@@ -38,6 +38,25 @@ eventStoreConformance({
     const result = await pool.query(`UPDATE "${name}".events SET metadata = '[1, 2]' WHERE position = $1`, [position]);
     if (result.rowCount !== 1) throw new Error(`no event at position ${position} to corrupt`);
   },
+  lifecycle: {
+    async deletedVersions(store, streamId) {
+      const { pool, name } = schemaOf(store);
+      const result = await pool.query<{ v: string }>(`SELECT stream_version AS v FROM "${name}".deleted_events WHERE stream_id = $1 ORDER BY stream_version`, [streamId]);
+      return result.rows.map((row) => Number(row.v));
+    },
+    async writeSnapshot(store, streamId, name) {
+      const schema = schemaOf(store);
+      await schema.pool.query(
+        `INSERT INTO "${schema.name}".snapshots (stream_id, name, state_version, stream_version, event_id, state, created_at) VALUES ($1, $2, '1', 1, $3, '{}', now())`,
+        [streamId, name, '00000000-0000-7000-8000-000000000000'],
+      );
+    },
+    async snapshotCount(store, streamId) {
+      const { pool, name } = schemaOf(store);
+      const result = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${name}".snapshots WHERE stream_id = $1`, [streamId]);
+      return result.rows[0]?.n ?? 0;
+    },
+  },
   async dispose() {
     const all = [...schemas.values()];
     schemas.clear();

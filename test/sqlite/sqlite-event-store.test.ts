@@ -26,6 +26,20 @@ eventStoreConformance({
     const changed = sqlite(store).database.prepare("UPDATE eskit_events SET data = '{not json' WHERE position = ?").run(position).changes;
     if (changed !== 1) throw new Error(`no event at position ${position} to corrupt`);
   },
+  lifecycle: {
+    async deletedVersions(store, streamId) {
+      const rows = sqlite(store).database.prepare('SELECT stream_version FROM eskit_deleted_events WHERE stream_id = ? ORDER BY stream_version').pluck().all(streamId);
+      return rows as number[];
+    },
+    async writeSnapshot(store, streamId, name) {
+      sqlite(store)
+        .database.prepare("INSERT INTO eskit_snapshots (stream_id, name, state_version, stream_version, event_id, state, created_at) VALUES (?, ?, '1', 1, ?, '{}', 0)")
+        .run(streamId, name, '00000000-0000-7000-8000-000000000000');
+    },
+    async snapshotCount(store, streamId) {
+      return sqlite(store).database.prepare('SELECT count(*) FROM eskit_snapshots WHERE stream_id = ?').pluck().get(streamId) as number;
+    },
+  },
   async dispose() {
     for (const path of files) removeDatabase(path);
     files = [];

@@ -156,6 +156,8 @@ function holdingReads(
     readStream: inner.readStream.bind(inner),
     readAll: readAll as EventStore<TestEvent>['readAll'],
     streamVersion: inner.streamVersion.bind(inner),
+    deleteStream: inner.deleteStream.bind(inner),
+    truncateStream: inner.truncateStream.bind(inner),
     headPosition: inner.headPosition.bind(inner),
     onAppend: inner.onAppend.bind(inner),
     close: inner.close.bind(inner),

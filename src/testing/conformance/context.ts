@@ -28,6 +28,8 @@ export interface ConformanceHarness {
    * the backend allows it, else metadata that is not an object.
    */
   corruptEvent(store: EventStore, position: number): Promise<void>;
+  /** Optional: what the lifecycle tests look at beside the log (stream lifecycle, issue 19). Without it those checks are skipped. */
+  lifecycle?: LifecycleHooks;
   /** Called after each test (once its stores are closed), to drop schemas/files. */
   dispose?(): Promise<void>;
   /** Fails a test that runs longer than this (a hung read or lock must fail, not stall CI). Default 60 000. */
@@ -36,6 +38,16 @@ export interface ConformanceHarness {
   setup?(): Promise<void>;
   /** Optional: runs once after the suite. */
   teardown?(): Promise<void>;
+}
+
+/** Storage a stream's deletion must clear, as the adapter keeps it. */
+export interface LifecycleHooks {
+  /** The stream versions of the stream's rows kept by soft deletes (deleted_events), ascending. */
+  deletedVersions(store: EventStore, streamId: string): Promise<number[]>;
+  /** Stores a snapshot of the stream under `name` in the adapter's snapshot storage. */
+  writeSnapshot(store: EventStore, streamId: string, name: string): Promise<void>;
+  /** How many snapshots the adapter's snapshot storage holds for the stream. */
+  snapshotCount(store: EventStore, streamId: string): Promise<number>;
 }
 
 type TestFn = () => Promise<void>;

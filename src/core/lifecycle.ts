@@ -1,0 +1,130 @@
+// Stream lifecycle: deleting and truncating streams, and the system events that record it. The
+// operations are EventStore methods (deleteStream, truncateStream); this module holds their types,
+// argument checks and the reserved `$stream.` types, so every adapter reads and writes them alike.
+import { newEventId } from './event-id.js';
+import { InvalidArgumentError } from './errors.js';
+import type { ExpectedVersion } from './store.js';
+
+/** Types starting with this are eskit's own (lifecycle events): appends of them are refused. */
+export const RESERVED_TYPE_PREFIX = '$stream.';
+export const STREAM_DELETED = '$stream.deleted';
+export const STREAM_TRUNCATED = '$stream.truncated';
+
+/** What an append to a deleted stream does: start it again at version 1, or fail with `StreamDeletedError`. */
+export type AppendsAfterDelete = 'restart' | 'refuse';
+
+export interface StreamDeletedData {
+  /** The last version the stream had: every event up to it was deleted. */
+  version: number;
+  /** true: the rows were removed for good; false: kept out of every read (deleted_events). */
+  hard: boolean;
+  appends: AppendsAfterDelete;
+}
+
+export interface StreamTruncatedData {
+  /** The stream now starts at this version; everything before it was removed for good. */
+  before: number;
+  /** The stream's version when it was truncated (unchanged by the truncation). */
+  version: number;
+}
+
+/**
+ * The system events eskit appends when a stream is deleted or truncated. They belong to the stream
+ * they concern (same stream id, so category readers get them) but sit outside its numbering (negative
+ * stream versions): `readStream`, `streamVersion` and version checks never meet them. `readAll`,
+ * subscriptions and views receive them only when their `types` name them (or for raw reads without a
+ * types filter); add this type to your event union to handle them.
+ */
+export type StreamLifecycleEvent =
+  | { type: typeof STREAM_DELETED; data: StreamDeletedData }
+  | { type: typeof STREAM_TRUNCATED; data: StreamTruncatedData };
+
+export interface DeleteStreamOptions {
+  /** true: remove the rows for good (the stream's earlier soft-deleted rows too). Default false (soft). */
+  hard?: boolean;
+  /** Default 'restart': the next append starts the stream again at version 1. */
+  appends?: AppendsAfterDelete;
+  /** Checked against the stream's version under the append lock, as for an append. Default 'any'. */
+  expectedVersion?: ExpectedVersion;
+}
+
+export interface TruncateStreamOptions {
+  /** Checked against the stream's version under the append lock, as for an append. Default 'any'. */
+  expectedVersion?: ExpectedVersion;
+}
+
+/** Where the lifecycle event was written: a reader that has seen this position sees the stream as changed. */
+export interface LifecycleResult {
+  position: number;
+}
+
+/** What an adapter writes in one transaction under its append serialisation (argument checks done). */
+export type LifecycleRequest =
+  | { kind: 'delete'; id: string; expected: ExpectedVersion; hard: boolean; appends: AppendsAfterDelete }
+  | { kind: 'truncate'; id: string; expected: ExpectedVersion; before: number };
+
+/** What an adapter reports back. */
+export interface LifecycleWritten {
+  position: number;
+  timestamp: Date;
+}
+
+export function isLifecycleType(type: string): boolean {
+  return type.startsWith(RESERVED_TYPE_PREFIX);
+}
+
+/** The lifecycle event's data, as every adapter stores it (the stream's version is known only under the lock). */
+export function lifecycleData(request: LifecycleRequest, version: number): StreamDeletedData | StreamTruncatedData {
+  return request.kind === 'delete'
+    ? { version, hard: request.hard, appends: request.appends }
+    : { before: request.before, version };
+}
+
+export function lifecycleType(request: LifecycleRequest): string {
+  return request.kind === 'delete' ? STREAM_DELETED : STREAM_TRUNCATED;
+}
+
+/** The checked request of `deleteStream`; throws InvalidArgumentError on a bad option. */
+export function deleteRequest(options: DeleteStreamOptions, checkExpected: (expected: unknown) => ExpectedVersion): LifecycleRequest {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('deleteStream options must be an object');
+  const { hard = false, appends = 'restart' } = options;
+  if (typeof hard !== 'boolean') throw new InvalidArgumentError(`deleteStream: hard must be true or false, got ${String(hard)}`);
+  if (appends !== 'restart' && appends !== 'refuse') {
+    throw new InvalidArgumentError(`deleteStream: appends must be "restart" or "refuse", got ${JSON.stringify(appends) ?? String(appends)}`);
+  }
+  return { kind: 'delete', id: newEventId(), expected: checkExpected(options.expectedVersion ?? 'any'), hard, appends };
+}
+
+/** The checked request of `truncateStream`; the upper bound (the stream's version) is checked by the adapter. */
+export function truncateRequest(before: unknown, options: TruncateStreamOptions, checkExpected: (expected: unknown) => ExpectedVersion): LifecycleRequest {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('truncateStream options must be an object');
+  if (typeof before !== 'number' || !Number.isSafeInteger(before) || before < 2) {
+    throw new InvalidArgumentError(
+      `truncateStream: beforeVersion must be an integer of at least 2 (the events before it are removed, and version 1 alone is nothing to remove), got ${String(before)}`,
+    );
+  }
+  return { kind: 'truncate', id: newEventId(), expected: checkExpected(options.expectedVersion ?? 'any'), before };
+}
+
+/** The refusal of `truncateStream` when `before` is past the stream's version (the last event always stays). */
+export function truncateBeyondVersion(streamId: string, before: number, version: number): InvalidArgumentError {
+  return new InvalidArgumentError(
+    `Cannot truncate stream "${streamId}" before version ${before}: it is at version ${version}, and its last event always stays. ` +
+      `Pass a beforeVersion from 2 to ${version}, or delete the stream instead.`,
+  );
+}
+
+/** The refusal of an append of a reserved type. */
+export function reservedType(type: string, index: number): InvalidArgumentError {
+  return new InvalidArgumentError(
+    `event ${index} has type "${type}": types starting with "${RESERVED_TYPE_PREFIX}" are eskit's lifecycle events, written only by deleteStream and truncateStream. Rename your event type.`,
+  );
+}
+
+/**
+ * Rows a read returns to the caller: without a types filter, a decoded (not raw) read of the log skips
+ * lifecycle events, so code written before they existed never meets a type it does not know.
+ */
+export function keepsLifecycleEvents(raw: boolean, types: readonly string[] | undefined): boolean {
+  return raw || types !== undefined;
+}
