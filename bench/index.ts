@@ -10,6 +10,7 @@ import type { BenchGroup } from './lib/context.js';
 import { figuresTable } from './lib/table.js';
 import { automationBench } from './automation.js';
 import { commandBench } from './command.js';
+import { deciderBench } from './decider.js';
 import { leadershipBench } from './leadership.js';
 import { scaleBench } from './scale.js';
 import { storeBench } from './store.js';
@@ -23,6 +24,7 @@ const groups: Record<string, BenchGroup> = {
   automation: automationBench,
   view: viewBench,
   command: commandBench,
+  decider: deciderBench,
   scale: scaleBench,
 };
 

@@ -4,6 +4,7 @@ import type { CompletionStore, DeadLetterStore } from './dead-letter.js';
 import type { EventShape } from './event.js';
 import type { LockRegistry } from './lock.js';
 import type { MemberRegistry } from './members.js';
+import type { SnapshotStore } from './snapshot.js';
 import type { EventStore } from './store.js';
 
 /**
@@ -19,6 +20,11 @@ export interface Backend<E extends EventShape = EventShape> {
   readonly checkpoints: CheckpointStore;
   readonly deadLetters: DeadLetterStore;
   readonly completions: CompletionStore;
+  /**
+   * Where command handlers keep deciders' snapshots (`new CommandHandler({ backend, snapshots: { version } })`).
+   * Every bundled backend has one; optional so that a backend written before snapshots still fits.
+   */
+  readonly snapshots?: SnapshotStore;
   /**
    * Leader election for the runners built on this backend: one node runs each of them. Undefined when
    * it is off (the default on memory and SQLite; on by default on PostgreSQL).

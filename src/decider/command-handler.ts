@@ -4,10 +4,13 @@ import type { EventShape, Metadata, NewEvent, Recorded } from '../core/event.js'
 import { backoffDelay, delay, retryPolicy } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import { assertExpectedVersion } from '../core/store.js';
+import type { SnapshotStore } from '../core/snapshot.js';
 import type { EventStore, ExpectedVersion } from '../core/store.js';
 import { activeTracer, inSpan, SpanName, TelemetryAttribute } from '../telemetry/telemetry.js';
-import { decidedEvents, initialStateOf } from './decider.js';
+import { decidedEvents } from './decider.js';
 import type { Decider } from './decider.js';
+import { DeciderSnapshots, replay } from './snapshots.js';
+import type { LoadedStream, SnapshotOptions } from './snapshots.js';
 import { acquireStream } from './stream-queue.js';
 
 /** Conflict retries: default 5 attempts in all, waits from 5 ms doubling up to 200 ms, full jitter. */
@@ -15,11 +18,25 @@ export type RetryOptions = Partial<RetryPolicy>;
 
 export interface CommandHandlerOptions<S, C, E extends EventShape> {
   /** Where the streams live: `memory()`, `sqlite({ path })`, `postgres({ connectionString })`, or give `store`. */
-  backend?: { readonly store: EventStore<E> };
+  backend?: { readonly store: EventStore<E>; readonly snapshots?: SnapshotStore };
   store?: EventStore<E>;
   decider: Decider<S, C, E>;
   /** How conflicts with concurrent writers are retried. */
   retry?: RetryOptions;
+  /**
+   * Load streams from snapshots and write them as commands go (`{ version: 1 }`: every 100 events, in
+   * `backend.snapshots`). Without it, every command folds the whole stream. See `SnapshotOptions`.
+   */
+  snapshots?: SnapshotOptions<S>;
+}
+
+/** A stream's state as `aggregate` reads it. */
+export interface AggregateResult<S> {
+  state: S;
+  /** The stream's version: pass it as `expectedVersion` for a command based on this state. */
+  version: number;
+  /** Global position of the stream's last event; undefined when the stream has no events. */
+  position: number | undefined;
 }
 
 export interface HandleOptions {
@@ -67,11 +84,17 @@ const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 5, initialDelayMs: 5, maxDelay
  * current bound), up to `maxAttempts`. After the last attempt it throws a `ConcurrencyError` that
  * says how many attempts were made, with the last conflict as its cause. Errors thrown by `decide`
  * are domain rejections: thrown unchanged, never retried.
+ *
+ * With `snapshots`, a load starts from the stream's latest usable snapshot and folds only the events
+ * after it, and snapshots are written after commands, outside the append (see `SnapshotOptions`).
+ * A stream whose first events were truncated away, with no snapshot covering them, fails with
+ * `StreamHistoryMissingError` rather than being decided on a partial history.
  */
 export class CommandHandler<S, C, E extends EventShape> {
   readonly #store: EventStore<E>;
   readonly #decider: Decider<S, C, E>;
   readonly #retry: RetryPolicy;
+  readonly #snapshots: DeciderSnapshots<S, E> | undefined;
 
   constructor(options: CommandHandlerOptions<S, C, E>) {
     if (typeof options !== 'object' || options === null) {
@@ -88,10 +111,30 @@ export class CommandHandler<S, C, E extends EventShape> {
     this.#store = store;
     this.#decider = decider;
     this.#retry = retryPolicy(options.retry, DEFAULT_RETRY);
+    this.#snapshots =
+      options.snapshots === undefined ? undefined : new DeciderSnapshots<S, E>(options.snapshots, decider as Decider<S, unknown, E>, options.backend?.snapshots);
   }
 
   get decider(): Decider<S, C, E> {
     return this.#decider;
+  }
+
+  /**
+   * The stream's current state, loaded as a command would load it (from a snapshot when there is a
+   * usable one), without deciding anything. Writes nothing, snapshots included.
+   */
+  async aggregate(streamId: string): Promise<AggregateResult<S>> {
+    const { state, version, position } = await this.#load(streamId);
+    return { state, version, position };
+  }
+
+  /**
+   * Waits until the snapshots that commands have started writing are written (or failed, which is
+   * logged). Snapshots are written after a command returns, so that they never delay or fail it:
+   * call this before closing the backend, or in a test before reading the snapshot store.
+   */
+  flushSnapshots(): Promise<void> {
+    return this.#snapshots?.flush() ?? Promise.resolve();
   }
 
   handle(streamId: string, command: C, options: HandleOptions = {}): Promise<HandleResult<S, E>> {
@@ -156,16 +199,12 @@ export class CommandHandler<S, C, E extends EventShape> {
     expectedVersion: ExpectedVersion | undefined,
   ): Promise<HandleResult<S, E> | { conflict: ConcurrencyError }> {
     const decider = this.#decider;
-    let state = initialStateOf(decider);
-    let version = 0;
-    let position: number | undefined;
-    for await (const event of this.#store.readStream(streamId)) {
-      // A stored event is the domain event plus its envelope; evolve only relies on type and data.
-      state = decider.evolve(state, event as unknown as E);
-      version = event.streamVersion;
-      position = event.position;
-    }
+    const loaded = await this.#load(streamId);
+    let { state } = loaded;
+    const { version, position } = loaded;
     if (expectedVersion !== undefined) assertExpectedVersion(streamId, expectedVersion, version);
+    // Before decide, which may change the state it is given: a snapshot is built from this copy only.
+    const prepared = this.#snapshots?.prepare(streamId, loaded);
 
     const decided = decidedEvents(decider.decide(state, command));
     if (decided.length === 0) return { state, events: [], nextExpectedVersion: version, position };
@@ -178,6 +217,7 @@ export class CommandHandler<S, C, E extends EventShape> {
       if (isEskitError(error, ErrorCode.Concurrency)) return { conflict: error as ConcurrencyError };
       throw error;
     }
+    this.#snapshots?.committed(streamId, prepared, appended.events);
     for (const event of decided) state = decider.evolve(state, event);
     return {
       state,
@@ -185,6 +225,11 @@ export class CommandHandler<S, C, E extends EventShape> {
       nextExpectedVersion: appended.nextExpectedVersion,
       position: appended.position,
     };
+  }
+
+  #load(streamId: string): Promise<LoadedStream<S>> {
+    const snapshots = this.#snapshots;
+    return snapshots === undefined ? replay(this.#store, this.#decider as Decider<S, unknown, E>, streamId) : snapshots.load(this.#store, streamId);
   }
 
   #metadataFor(options: HandleOptions): Metadata {

@@ -7,8 +7,8 @@ import type { EventShape } from '../core/event.js';
  * - `evolve`: applies one event to a state.
  *
  * Keep `decide` and `evolve` free of I/O and of hidden inputs (clock, random): the command handler
- * may call `decide` again after a concurrency conflict, and a stream is folded from the start every
- * time it is loaded.
+ * may call `decide` again after a concurrency conflict, and a stream is folded every time it is loaded
+ * (from its start, or with `snapshots` from a snapshot that `evolve` built from earlier events).
  */
 export interface Decider<State, Command, Event extends EventShape> {
   /**

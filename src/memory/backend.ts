@@ -7,6 +7,7 @@ import { MemoryDeadLetterStore } from './memory-dead-letter-store.js';
 import { MemoryEventStore } from './memory-event-store.js';
 import { MemoryLockRegistry } from './memory-lock-registry.js';
 import { MemoryMemberRegistry } from './memory-member-registry.js';
+import { MemorySnapshotStore } from './memory-snapshot-store.js';
 import { MemoryAdmin } from './admin.js';
 
 export interface MemoryBackendOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
@@ -23,6 +24,7 @@ export interface MemoryBackend<E extends EventShape = EventShape> extends Backen
   readonly checkpoints: MemoryCheckpointStore;
   readonly deadLetters: MemoryDeadLetterStore;
   readonly completions: MemoryCompletionStore;
+  readonly snapshots: MemorySnapshotStore;
   readonly locks: MemoryLockRegistry | undefined;
   /** Who is alive among the "nodes" of this process (there whenever `locks` is); `expire()` kills one. */
   readonly members: MemoryMemberRegistry | undefined;
@@ -55,6 +57,7 @@ export function memory<E extends EventShape = EventShape>(options: MemoryBackend
     checkpoints,
     deadLetters,
     completions,
+    snapshots: new MemorySnapshotStore({ store }),
     locks,
     members,
     admin: new MemoryAdmin({ store, checkpoints, deadLetters, completions, locks }),

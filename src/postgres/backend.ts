@@ -8,6 +8,7 @@ import { PostgresCheckpointStore } from './postgres-checkpoint-store.js';
 import { PostgresCompletionStore } from './postgres-completion-store.js';
 import { PostgresDeadLetterStore } from './postgres-dead-letter-store.js';
 import { PostgresEventStore } from './postgres-event-store.js';
+import { PostgresSnapshotStore } from './postgres-snapshot-store.js';
 import type { PostgresEventStoreOptions } from './postgres-event-store.js';
 import { PostgresViews } from './postgres-view.js';
 import { PostgresAdmin } from './admin.js';
@@ -30,6 +31,7 @@ export interface PostgresBackend<E extends EventShape = EventShape> extends Back
   readonly checkpoints: PostgresCheckpointStore;
   readonly deadLetters: PostgresDeadLetterStore;
   readonly completions: PostgresCompletionStore;
+  readonly snapshots: PostgresSnapshotStore;
   readonly locks: PostgresLockRegistry | undefined;
   /**
    * Who is alive among the nodes running a partitioned runner (there whenever `locks` is): a killed
@@ -77,6 +79,7 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
   const members = locks ? new PostgresMemberRegistry({ store, locks, migrate }) : undefined;
   const deadLetters = new PostgresDeadLetterStore({ store, migrate });
   const completions = new PostgresCompletionStore({ store, migrate });
+  const snapshots = new PostgresSnapshotStore({ store, migrate });
   const admin = new PostgresAdmin({ store, migrate });
   let closing: Promise<void> | undefined;
   return {
@@ -85,6 +88,7 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
     checkpoints,
     deadLetters,
     completions,
+    snapshots,
     locks,
     members,
     schema: store.schema,
@@ -95,7 +99,7 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
       closing ??= (async () => {
         await members?.close();
         await locks?.close();
-        await Promise.all([checkpoints.close(), deadLetters.close(), completions.close()]);
+        await Promise.all([checkpoints.close(), deadLetters.close(), completions.close(), snapshots.close()]);
         await store.close();
       })();
       return closing;

@@ -9,6 +9,7 @@ import type { SqliteEventStoreOptions } from './sqlite-event-store.js';
 import { SqliteLockRegistry } from './sqlite-lock-registry.js';
 import type { SqliteLockRegistryOptions } from './sqlite-lock-registry.js';
 import { SqliteMemberRegistry } from './sqlite-member-registry.js';
+import { SqliteSnapshotStore } from './sqlite-snapshot-store.js';
 import { SqliteViews } from './sqlite-view.js';
 import { SqliteAdmin } from './admin.js';
 
@@ -26,6 +27,7 @@ export interface SqliteBackend<E extends EventShape = EventShape> extends Backen
   readonly checkpoints: SqliteCheckpointStore;
   readonly deadLetters: SqliteDeadLetterStore;
   readonly completions: SqliteCompletionStore;
+  readonly snapshots: SqliteSnapshotStore;
   readonly locks: SqliteLockRegistry | undefined;
   /**
    * Who is alive among the processes sharing the file that run a partitioned runner (there whenever
@@ -60,6 +62,7 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
   const members = locks ? new SqliteMemberRegistry({ store, migrate }) : undefined;
   const deadLetters = new SqliteDeadLetterStore({ store, migrate });
   const completions = new SqliteCompletionStore({ store, migrate });
+  const snapshots = new SqliteSnapshotStore({ store, migrate });
   const admin = new SqliteAdmin({ store, migrate });
   let closing: Promise<void> | undefined;
   return {
@@ -68,6 +71,7 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
     checkpoints,
     deadLetters,
     completions,
+    snapshots,
     locks,
     members,
     database: store.database,
