@@ -7,7 +7,9 @@ import './telemetry/install.js';
 // Where events live: one call per backend (the database ones in their own entries).
 export { memory } from './memory/backend.js';
 export type { Backend } from './core/backend.js';
-export type { AppendResult, EventStore, ExpectedVersion } from './core/store.js';
+export type { AppendResult, EventStore, ExpectedVersion, ReadAllOptions } from './core/store.js';
+// Categories: the stream id up to its first '-', as readAll({ category }) and the runners' category option read it.
+export { categoryOf } from './core/store.js';
 export type { EventShape, Metadata, NewEvent, Recorded } from './core/event.js';
 export { EventRegistry } from './core/registry.js';
 
@@ -30,6 +32,31 @@ export type { RetryPolicy } from './core/retry.js';
 
 // Errors: check them by code (isEskitError(error, ErrorCode.Concurrency)), which works across copies.
 export { ConcurrencyError, ErrorCode, EskitError, FencedError, HandlerFailedError, PermanentFailure, isEskitError } from './core/errors.js';
+
+// Stream lifecycle (issue 19): store.deleteStream / truncateStream and the events they append.
+export { STREAM_DELETED, STREAM_TRUNCATED, StreamDeletedError, StreamNotFoundError } from './core/lifecycle-exports.js';
+export type {
+  AppendsAfterDelete,
+  DeleteStreamOptions,
+  LifecycleResult,
+  StreamDeletedData,
+  StreamLifecycleEvent,
+  StreamTruncatedData,
+  TruncateStreamOptions,
+} from './core/lifecycle-exports.js';
+
+// Schema evolution (issue 19): version chains, renames and splits in the EventRegistry.
+export { RegistryDefinitionError, RetiredEventTypeError } from './core/errors.js';
+export { SCHEMA_VERSION_KEY } from './core/registry.js';
+export type { EventDefinitions, EventRegistryOptions, EventTypeDefinition, SplitDefinition, SplitPart, UpcastStep } from './core/registry.js';
+export type { EventPart } from './core/event.js';
+
+// Snapshots (issue 19): CommandHandler({ snapshots: { version } }), policies, the store contract.
+export { allOf, anyOf, everyEvents, onEventTypes, slowerThan, snapshotWhen } from './core/snapshot.js';
+export type { NewSnapshot, Snapshot, SnapshotContext, SnapshotLoadContext, SnapshotPolicy, SnapshotStore } from './core/snapshot.js';
+export type { AggregateResult } from './decider/command-handler.js';
+export type { SnapshotOptions } from './decider/snapshots.js';
+export { CorruptSnapshotError, StreamHistoryMissingError } from './core/errors.js';
 
 // Logging and telemetry.
 export { consoleLogger, silentLogger } from './core/logger.js';

@@ -15,6 +15,9 @@ import type { Item, Period } from './period.js';
 import { normalise } from './todo-items.js';
 import type { Trigger, TriggerContext } from './todo-items.js';
 
+/** Errors of an event the store's registry cannot read (a redrive of it fails instead of waiting). */
+const NO_LONGER_DECODES: readonly string[] = [ErrorCode.EventValidation, ErrorCode.UnknownEventType, ErrorCode.CorruptEvent];
+
 export interface DeadLetteringOptions<E extends EventShape, P> {
   name: string;
   deadLetters: DeadLetterStore;
@@ -96,15 +99,20 @@ export class DeadLettering<E extends EventShape, P> {
       period.redriving.add(letter.id);
       let event: Recorded | undefined;
       try {
-        event = await this.#eventAt(letter.eventPosition);
+        event = await this.#eventAt(letter.eventPosition, letter.eventId);
       } catch (error) {
+        if (NO_LONGER_DECODES.some((code) => isEskitError(error, code))) {
+          // Waiting will not help: the registry no longer reads this event. Say so on the letter.
+          await this.settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: describeError(error) }] });
+          continue;
+        }
         // A tick's promise has no one to reject to (that would crash the process): a later tick retries.
         period.redriving.delete(letter.id);
         this.o.warn('reading a redriven event failed; it will be picked up again', error);
         continue;
       }
       if (!event) {
-        await this.settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: `event at position ${letter.eventPosition} not found` }] });
+        await this.settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: `the event at position ${letter.eventPosition} is no longer in the store (its stream was deleted or truncated): nothing to redrive; discard the letter (eskit dlq discard ${letter.id})` }] });
         continue;
       }
       if (letter.stage === 'execute') {
@@ -139,9 +147,15 @@ export class DeadLettering<E extends EventShape, P> {
     period.redriving.delete(letter.id);
   }
 
-  async #eventAt(position: number): Promise<Recorded | undefined> {
-    for await (const event of this.o.store.readAll({ after: position - 1, limit: 1, raw: true })) {
-      return event.position === position ? event : undefined;
+  /**
+   * The event as the trigger first got it: decoded by the store's registry (renames, upcasters,
+   * splits). The parts of a split stored event share its position; the letter's event id picks one.
+   */
+  async #eventAt(position: number, id: string): Promise<Recorded | undefined> {
+    for await (const event of this.o.store.readAll({ after: position - 1, limit: 1 })) {
+      if (event.position !== position) return undefined;
+      // One event per position, but the parts of a split share theirs: the letter's id says which part.
+      if (event.part === undefined || event.id === id) return event;
     }
     return undefined;
   }

@@ -25,6 +25,21 @@ export const ErrorCode = {
   ResetRefused: 'ESKIT_RESET_REFUSED',
   /** A partitioned runner met another partition count (a live node, or stored checkpoints): see PartitionCountError. */
   PartitionCount: 'ESKIT_PARTITION_COUNT',
+  // Snapshots (issue 19).
+  /** A stored snapshot row is not JSON: see CorruptSnapshotError. A command handler ignores it and replays. */
+  CorruptSnapshot: 'ESKIT_CORRUPT_SNAPSHOT',
+  /** A stream's first events are gone (truncated) and no usable snapshot covers them: see StreamHistoryMissingError. */
+  StreamHistoryMissing: 'ESKIT_STREAM_HISTORY_MISSING',
+  // Stream lifecycle (issue 19).
+  /** An append to a stream deleted with `appends: 'refuse'`: see StreamDeletedError. */
+  StreamDeleted: 'ESKIT_STREAM_DELETED',
+  /** deleteStream or truncateStream of a stream that has no events: see StreamNotFoundError. */
+  StreamNotFound: 'ESKIT_STREAM_NOT_FOUND',
+  // Schema evolution (issue 19).
+  /** An EventRegistry's definitions contradict each other (a gap in a version chain, a rename clash): see RegistryDefinitionError. */
+  RegistryDefinition: 'ESKIT_REGISTRY_DEFINITION',
+  /** An append (or a typed read's filter) named a type that was renamed or split: see RetiredEventTypeError. */
+  RetiredEventType: 'ESKIT_RETIRED_EVENT_TYPE',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -332,6 +347,110 @@ export class RebuildFailedError extends EskitError {
       `Rebuilding view "${view}" stopped at the event at position ${position}: ${describeError(cause)}. ` +
         'The live view is unchanged and keeps serving. Fix evolve (or give the view a deadLetters store to skip such events), then rebuild again.',
       { cause },
+    );
+  }
+}
+
+// Snapshots (issue 19).
+
+/** A stored snapshot cannot be read back. Only a cache: a command handler ignores it and replays the stream. */
+export class CorruptSnapshotError extends EskitError {
+  constructor(
+    readonly streamId: string,
+    /** The snapshot's name (`name` is the error's). */
+    readonly snapshotName: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      ErrorCode.CorruptSnapshot,
+      `The snapshot "${snapshotName}" of stream "${streamId}" cannot be read: ${reason}. It was changed outside eskit; ` +
+        'delete it (snapshots.deleteStream) and the next command writes a new one.',
+      options,
+    );
+  }
+}
+
+/**
+ * A stream's history does not start where it was asked to: its first events were removed (truncated)
+ * and no usable snapshot covers them, so its state cannot be rebuilt.
+ */
+export class StreamHistoryMissingError extends EskitError {
+  constructor(
+    readonly streamId: string,
+    /** The version the read asked for (1 for a full replay). */
+    readonly fromVersion: number,
+    /** The version of the first event that is still there. */
+    readonly firstVersion: number,
+  ) {
+    super(
+      ErrorCode.StreamHistoryMissing,
+      `Stream "${streamId}" was truncated before version ${firstVersion} and no usable snapshot covers it, so its state cannot be rebuilt ` +
+        `(asked for version ${fromVersion}, the first event left is version ${firstVersion}). Load it with the snapshots option whose name and ` +
+        `version match a snapshot at version ${firstVersion} or later, or restore the removed events. Before truncating a stream, make sure ` +
+        'such a snapshot is written (handler.flushSnapshots()) and that every decider loading the stream uses it.',
+    );
+  }
+}
+
+// Schema evolution (issue 19).
+
+/**
+ * An EventRegistry was built from definitions that contradict each other: a version chain with a gap,
+ * a duplicate or a step past the current version, an old name that is also a current type, a split
+ * into a type that does not exist. Thrown by the constructor, so a bad deploy fails at startup.
+ */
+export class RegistryDefinitionError extends EskitError {
+  constructor(message: string) {
+    super(ErrorCode.RegistryDefinition, `Invalid event registry: ${message}`);
+  }
+}
+
+/**
+ * A type that was renamed or split is never written again, and a typed read cannot ask for it (its
+ * events are read as the types that replaced it). `replacedBy` names those types.
+ */
+export class RetiredEventTypeError extends EskitError {
+  constructor(
+    readonly eventType: string,
+    readonly replacedBy: readonly string[],
+    readonly how: 'renamed' | 'split',
+    readonly action: 'append' | 'read',
+  ) {
+    const names = replacedBy.map((name) => `"${name}"`).join(', ');
+    super(
+      ErrorCode.RetiredEventType,
+      how === 'renamed'
+        ? `Event type "${eventType}" was renamed to ${names}: ${action === 'append' ? 'append' : 'ask for'} ${names} instead. ` +
+            `Stored "${eventType}" events are read as ${names}.`
+        : `Event type "${eventType}" was split into ${names}: ${action === 'append' ? 'append those events' : `ask for ${names}`} instead. ` +
+            `Stored "${eventType}" events are read as those.`,
+    );
+  }
+}
+
+// Stream lifecycle (issue 19).
+
+/** An append to a stream that was deleted with `appends: 'refuse'`. Nothing was written. */
+export class StreamDeletedError extends EskitError {
+  constructor(readonly streamId: string) {
+    super(
+      ErrorCode.StreamDeleted,
+      `Stream "${streamId}" was deleted and refuses appends (deleteStream with appends: 'refuse'); nothing was written. ` +
+        'Append to another stream id: the deletion is final for this one.',
+    );
+  }
+}
+
+/** deleteStream or truncateStream of a stream that has no events (never written, or deleted already). */
+export class StreamNotFoundError extends EskitError {
+  constructor(
+    readonly streamId: string,
+    operation: string,
+  ) {
+    super(
+      ErrorCode.StreamNotFound,
+      `Cannot ${operation} stream "${streamId}": it has no events (never written, or deleted already); nothing was written. Check the stream id.`,
     );
   }
 }

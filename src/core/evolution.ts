@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { EventValidationError, RegistryDefinitionError } from './errors.js';
 import type { EventShape, Metadata } from './event.js';
 import type { EventTypeDefinition } from './registry.js';
+import { isLifecycleType, RESERVED_TYPE_PREFIX } from './lifecycle.js';
 
 /**
  * The metadata key an append writes the type's schema version under, when that version is above 1.
@@ -12,10 +13,8 @@ import type { EventTypeDefinition } from './registry.js';
  */
 export const SCHEMA_VERSION_KEY = '$schemaVersion';
 
-/** Types starting with this are eskit's stream lifecycle events: a registry reads them as stored. */
-export const LIFECYCLE_TYPE_PREFIX = '$stream.';
-
-export const isLifecycleType = (type: string): boolean => type.startsWith(LIFECYCLE_TYPE_PREFIX);
+// Types starting with `$stream.` are eskit's stream lifecycle events (lifecycle.ts): a registry reads them as stored.
+export { isLifecycleType } from './lifecycle.js';
 
 /** One step of a version chain: turns data of version `from` into version `from + 1`. */
 export interface UpcastStep {
@@ -93,7 +92,7 @@ export function compileRegistry(definitions: Record<string, EventTypeDefinition<
   const compiledSplits = new Map<string, CompiledSplit>();
   if (typeof splits !== 'object' || splits === null) throw new RegistryDefinitionError('splits must be an object { [storedType]: { into, split } }.');
   for (const [source, definition] of Object.entries(splits)) {
-    if (isLifecycleType(source)) throw new RegistryDefinitionError(`"${source}" cannot be split: types starting with "${LIFECYCLE_TYPE_PREFIX}" are eskit's lifecycle events.`);
+    if (isLifecycleType(source)) throw new RegistryDefinitionError(`"${source}" cannot be split: types starting with "${RESERVED_TYPE_PREFIX}" are eskit's lifecycle events.`);
     if (types.has(source)) {
       throw new RegistryDefinitionError(`"${source}" is both a current type and split: a split type is never written again. Remove its definition, or its split.`);
     }
@@ -117,7 +116,7 @@ export function compileRegistry(definitions: Record<string, EventTypeDefinition<
 function compileType(name: string, definition: EventTypeDefinition<unknown>): CompiledType {
   if (name === '') throw new RegistryDefinitionError('an event type name cannot be empty.');
   if (isLifecycleType(name)) {
-    throw new RegistryDefinitionError(`"${name}" cannot be defined: types starting with "${LIFECYCLE_TYPE_PREFIX}" are eskit's lifecycle events, read without a definition.`);
+    throw new RegistryDefinitionError(`"${name}" cannot be defined: types starting with "${RESERVED_TYPE_PREFIX}" are eskit's lifecycle events, read without a definition.`);
   }
   if (typeof definition !== 'object' || definition === null) throw new RegistryDefinitionError(`the definition of "${name}" must be an object ({} when it has no rules).`);
   const { validate, upcast, upcasters = [], renamedFrom = [] } = definition;
@@ -126,7 +125,7 @@ function compileType(name: string, definition: EventTypeDefinition<unknown>): Co
   if (validate !== undefined && typeof validate !== 'function') throw new RegistryDefinitionError(`validate of "${name}" must be a function.`);
   if (upcast !== undefined && typeof upcast !== 'function') throw new RegistryDefinitionError(`upcast of "${name}" must be a function.`);
   if (!Array.isArray(renamedFrom) || renamedFrom.some((old) => typeof old !== 'string' || old === '' || isLifecycleType(old))) {
-    throw new RegistryDefinitionError(`renamedFrom of "${name}" must be a list of old type names (non-empty, not "${LIFECYCLE_TYPE_PREFIX}...").`);
+    throw new RegistryDefinitionError(`renamedFrom of "${name}" must be a list of old type names (non-empty, not "${RESERVED_TYPE_PREFIX}...").`);
   }
   if (!Array.isArray(upcasters)) throw new RegistryDefinitionError(`upcasters of "${name}" must be a list of steps { from, up }.`);
   if (upcast !== undefined && (version > 1 || upcasters.length > 0)) {

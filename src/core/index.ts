@@ -3,7 +3,11 @@ export type * from './event.js';
 export * from './registry.js';
 export * from './store.js';
 export * from './store-base.js';
+// Stream lifecycle (issue 19).
+export * from './lifecycle-exports.js';
 export type * from './checkpoint.js';
+// Snapshots (issue 19).
+export * from './snapshot.js';
 export type * from './lock.js';
 export type * from './members.js';
 export type * from './backend.js';

@@ -3,7 +3,7 @@ import type { EventShape, Metadata, Recorded } from './event.js';
 import { compileRegistry, isLifecycleType, partId, reasonOf, SCHEMA_VERSION_KEY, storedVersion, upgrade } from './evolution.js';
 import type { CompiledRegistry, CompiledSplit, CompiledType, SplitDefinition, SplitPart, UpcastStep } from './evolution.js';
 
-export { LIFECYCLE_TYPE_PREFIX, SCHEMA_VERSION_KEY, partId } from './evolution.js';
+export { SCHEMA_VERSION_KEY, partId } from './evolution.js';
 export type { SplitDefinition, SplitPart, UpcastStep } from './evolution.js';
 
 /** How one event type is checked and upgraded. Every field is optional. */

@@ -1,5 +1,5 @@
 import { newEventId } from './event-id.js';
-import { CorruptEventError, InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
+import { InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
 import type { EventShape, Metadata, NewEvent, Recorded } from './event.js';
 import { appendObserver } from './hooks.js';
 import type { MetadataStamp } from './hooks.js';
@@ -15,6 +15,9 @@ import type {
   ReadStreamOptions,
 } from './store.js';
 import { checkCategory } from './store.js';
+import { decodeRow, pagedRead } from './paged-read.js';
+import { deleteRequest, isLifecycleType, keepsLifecycleEvents, reservedType, truncateRequest } from './lifecycle.js';
+import type { DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, TruncateStreamOptions } from './lifecycle.js';
 
 /** An event checked and serialised, ready for an adapter to write. */
 export interface PreparedEvent {
@@ -57,6 +60,14 @@ export interface LogFilter {
   category?: string;
 }
 
+/** What a typed read keeps of the decoded events (see readAll). */
+interface DecodeFilter {
+  /** The asked types, when a split can make others; undefined keeps everything. */
+  keep: ReadonlySet<string> | undefined;
+  /** A stored row was decoded and left no event. */
+  skipped(): void;
+}
+
 export interface EventStoreBaseOptions<E extends EventShape> {
   /** Checks types and data on append, upcasts and validates on read. Without it, any type is accepted. */
   registry?: EventRegistry<E>;
@@ -93,6 +104,11 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   /** Up to `limit` events after `after` in global order that pass `filter` (its fields are checked already). */
   protected abstract readAllRows(after: number, limit: number, filter: LogFilter): Promise<StoredEventRow[]>;
   protected abstract readStreamVersion(streamId: string): Promise<number>;
+  /**
+   * Deletes or truncates the stream and appends its lifecycle event, in one transaction under the
+   * append serialisation (see lifecycle.ts); `StreamNotFoundError` for an absent stream.
+   */
+  protected abstract writeLifecycle(streamId: string, request: LifecycleRequest): Promise<LifecycleWritten>;
   protected abstract readHeadPosition(): Promise<number>;
   protected abstract closeResources(): Promise<void>;
 
@@ -176,7 +192,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       remaining = optionalCount('limit', options.limit) ?? Number.POSITIVE_INFINITY;
       from = optionalCount('fromVersion', options.fromVersion) ?? (direction === 'forward' ? 1 : Number.MAX_SAFE_INTEGER);
     };
-    return this.#paged(start, async () => {
+    return pagedRead(start, async () => {
       if (remaining <= 0 || from < 1) return undefined;
       this.assertOpen();
       const pageLimit = Math.min(this.pageSize, remaining);
@@ -185,7 +201,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       const last = rows[rows.length - 1];
       if (last) from = direction === 'forward' ? last.streamVersion + 1 : last.streamVersion - 1;
       return rows;
-    }, options.raw === true);
+    }, (row) => decodeRow(row, this.#registry, options.raw === true, undefined));
   }
 
   readAll(options: ReadAllOptions & { raw: true }): AsyncIterable<Recorded>;
@@ -196,6 +212,17 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     const types = options.types;
     const category = options.category;
     const filter: LogFilter = {};
+    // Schema evolution: a typed read fetches the stored names of its types (old names, split types)
+    // and keeps only the asked types of a split's parts; a stored event that left none does not count
+    // against the limit (else a page of such events would end a read with nothing read).
+    let atEnd = false;
+    const decoding: DecodeFilter = {
+      keep: undefined,
+      skipped: () => {
+        if (!atEnd) remaining += 1;
+      },
+    };
+    const keepLifecycle = keepsLifecycleEvents(options.raw === true, types);
     const start = (): void => {
       this.assertOpen();
       after = options.after ?? 0;
@@ -208,78 +235,59 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       }
       if (types !== undefined && types.length === 0) remaining = 0;
       checkCategory(category);
-      if (types !== undefined) filter.types = types;
+      if (types !== undefined && this.#registry !== undefined && options.raw !== true) {
+        const stored = this.#registry.storedTypesFor(types);
+        filter.types = stored.types;
+        decoding.keep = stored.keep;
+      } else if (types !== undefined) filter.types = types;
       if (category !== undefined) filter.category = category;
     };
-    return this.#paged(start, async () => {
+    return pagedRead(start, async () => {
       if (remaining <= 0) return undefined;
       this.assertOpen();
       const pageLimit = Math.min(this.pageSize, remaining);
       const rows = await this.readAllRows(after, pageLimit, filter);
-      remaining = rows.length < pageLimit ? 0 : remaining - rows.length;
+      // The end of the log is told by the rows the adapter returned; the limit counts the ones kept.
+      const kept = keepLifecycle ? rows : rows.filter((row) => !isLifecycleType(row.type));
+      atEnd = rows.length < pageLimit;
+      remaining = atEnd ? 0 : remaining - kept.length;
       const last = rows[rows.length - 1];
       if (last) after = last.position;
-      return rows;
-    }, options.raw === true);
+      return kept;
+    }, (row) => decodeRow(row, this.#registry, options.raw === true, decoding.keep), decoding.skipped);
   }
 
-  /**
-   * An async iterable over pages fetched on demand. Hand-written rather than an async generator: a
-   * generator costs a promise chain per event, which showed as ~20% of a SQLite scan. Argument checks
-   * run on the first `next()`, so a bad read rejects like any other read failure.
-   */
-  #paged(start: () => void, nextPage: () => Promise<StoredEventRow[] | undefined>, raw: boolean): AsyncIterable<Recorded> {
-    return {
-      [Symbol.asyncIterator]: () => {
-        let rows: StoredEventRow[] = [];
-        let index = 0;
-        let started = false;
-        let done = false;
-        const finish = (): IteratorResult<Recorded> => {
-          done = true;
-          rows = [];
-          return { value: undefined, done: true };
-        };
-        const fill = async (): Promise<IteratorResult<Recorded>> => {
-          if (!started) {
-            started = true;
-            start();
-          }
-          for (;;) {
-            if (done) return finish();
-            const page = await nextPage();
-            if (page === undefined) return finish();
-            if (page.length === 0) continue;
-            rows = page;
-            index = 1;
-            return { value: this.#decode(page[0] as StoredEventRow, raw), done: false };
-          }
-        };
-        return {
-          next: (): Promise<IteratorResult<Recorded>> => {
-            if (index < rows.length) {
-              try {
-                return Promise.resolve({ value: this.#decode(rows[index++] as StoredEventRow, raw), done: false });
-              } catch (error) {
-                finish();
-                return Promise.reject(error);
-              }
-            }
-            return fill().catch((error: unknown) => {
-              finish();
-              throw error;
-            });
-          },
-          return: (): Promise<IteratorResult<Recorded>> => Promise.resolve(finish()),
-        };
-      },
-    };
+  async deleteStream(streamId: string, options: DeleteStreamOptions = {}): Promise<LifecycleResult> {
+    this.assertOpen();
+    assertStreamId(streamId);
+    return this.#lifecycle(streamId, deleteRequest(options, checkedExpected));
+  }
+
+  async truncateStream(streamId: string, beforeVersion: number, options: TruncateStreamOptions = {}): Promise<LifecycleResult> {
+    this.assertOpen();
+    assertStreamId(streamId);
+    return this.#lifecycle(streamId, truncateRequest(beforeVersion, options, checkedExpected));
+  }
+
+  async #lifecycle(streamId: string, request: LifecycleRequest): Promise<LifecycleResult> {
+    const { position } = await this.writeLifecycle(streamId, request);
+    this.notifyAppended(position);
+    return { position };
   }
 
   async streamVersion(streamId: string): Promise<number> {
     this.assertOpen();
     assertStreamId(streamId);
     return this.readStreamVersion(streamId);
+  }
+
+  /**
+   * The stored type names a typed read of `types` fetches: with a registry, also the old names of
+   * renamed types and the stored types that split into them. For code that reads raw or queries the
+   * log table itself (the SQL views' waitFor) and must select what a typed read would.
+   */
+  storedTypes(types: readonly string[]): string[] {
+    return this.#registry === undefined ? [...types] : [...this.#registry.storedTypesFor(types).types];
   }
 
   async headPosition(): Promise<number> {
@@ -329,6 +337,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     if (typeof type !== 'string' || type.length === 0) {
       throw new InvalidArgumentError(`event ${index} needs a non-empty string type`);
     }
+    if (isLifecycleType(type)) throw reservedType(type, index);
     if (!isStorableText(type)) {
       throw new SerializationError('type', {
         path: 'type',
@@ -347,30 +356,12 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     }
     const data = jsonCopy(this.#registry ? this.#registry.encode(type, event.data) : event.data, 'data', index, type);
     const metadata = jsonCopy(given, 'metadata', index, type) as Metadata;
+    this.#registry?.stampVersion(type, metadata);
     stamp?.(metadata);
     return { id, type, data, metadata };
   }
 
-  #decode(row: StoredEventRow, raw: boolean): Recorded {
-    let data: unknown;
-    let metadata: Metadata;
-    try {
-      data = JSON.parse(row.data);
-      metadata = JSON.parse(row.metadata) as Metadata;
-    } catch (cause) {
-      throw new CorruptEventError(row.position, 'its data or metadata is not valid JSON', { cause });
-    }
-    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
-      throw new CorruptEventError(row.position, 'its metadata is not an object');
-    }
-    if (!raw && this.#registry) data = this.#registry.decode(row.type, data, metadata, row.position);
-    // Adapters hand over rows of their own (never shared), so the row becomes the event in place:
-    // one object per event instead of two.
-    const event = row as unknown as Recorded;
-    event.data = data;
-    event.metadata = metadata;
-    return event;
-  }
+
 }
 
 function assertStreamId(streamId: unknown): asserts streamId is string {
@@ -387,10 +378,31 @@ function assertExpectedVersionArgument(expected: unknown): asserts expected is E
   );
 }
 
+function checkedExpected(expected: unknown): ExpectedVersion {
+  assertExpectedVersionArgument(expected);
+  return expected;
+}
+
 function optionalCount(name: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
     throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
   }
   return value;
+}
+
+/**
+ * What a typed read of `types` selects in the stored log, for any store: `storedTypes` of an
+ * EventStoreBase (renamed and split types), else the types as given. Undefined stays undefined (every
+ * type). Lifecycle events are left out of an unfiltered read by the reader, see `readsLifecycleRow`.
+ */
+export function storedTypesOf(store: object, types: readonly string[] | undefined): string[] | undefined {
+  if (types === undefined) return undefined;
+  const own = (store as { storedTypes?: unknown }).storedTypes;
+  return typeof own === 'function' ? (own.call(store, types) as string[]) : [...types];
+}
+
+/** Whether a raw read of `types` (as stored) would reach a typed reader: lifecycle rows only when asked for by type. */
+export function readsLifecycleRow(type: string, types: readonly string[] | undefined): boolean {
+  return types !== undefined || !isLifecycleType(type);
 }

@@ -7,6 +7,8 @@ export * from './memory-lock-registry.js';
 export * from './memory-member-registry.js';
 export * from './memory-dead-letter-store.js';
 export * from './memory-completion-store.js';
+// Snapshots (issue 19).
+export * from './memory-snapshot-store.js';
 export * from './backend.js';
 export { MemoryAdmin } from './admin.js';
 export type { MemoryAdminParts } from './admin.js';

@@ -8,6 +8,9 @@ export { PostgresDeadLetterStore } from './postgres-dead-letter-store.js';
 export type { PostgresDeadLetterStoreOptions } from './postgres-dead-letter-store.js';
 export { PostgresCompletionStore } from './postgres-completion-store.js';
 export type { PostgresCompletionStoreOptions } from './postgres-completion-store.js';
+// Snapshots (issue 19).
+export { PostgresSnapshotStore } from './postgres-snapshot-store.js';
+export type { PostgresSnapshotStoreOptions } from './postgres-snapshot-store.js';
 export { PostgresLockRegistry } from './postgres-lock-registry.js';
 export type { PostgresLockRegistryOptions } from './postgres-lock-registry.js';
 export { PostgresMemberRegistry } from './postgres-member-registry.js';

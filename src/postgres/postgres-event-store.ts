@@ -6,13 +6,16 @@ import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { GroupCommit } from '../core/group-commit.js';
 import type { GroupedAppend, GroupOutcome } from '../core/group-commit.js';
-import { ConcurrencyError } from '../core/errors.js';
+import { ConcurrencyError, StreamDeletedError, StreamNotFoundError } from '../core/errors.js';
+import type { LifecycleRequest, LifecycleWritten } from '../core/lifecycle.js';
+import { lifecycleCall, lifecycleRefusal } from './lifecycle-functions.js';
 import { EventStoreBase } from '../core/store-base.js';
 import type { EventStoreBaseOptions, LogFilter, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
 import { isStatementError, translateAppendError, translateError } from './errors.js';
 import { encodeExpected, groupOutcomes, groupValues } from './append-group.js';
-import { appendOneStatements } from './append-functions.js';
+import { eventStatements } from './event-statements.js';
+import type { Statements } from './event-statements.js';
 import { runStatementPair } from './locked-append.js';
 import { migratePostgres } from './migrations.js';
 import { queryPooled } from './pooled-query.js';
@@ -53,24 +56,6 @@ const UNSTORABLE_TEXT = /\u0000|\p{Cs}/u;
 
 type Row = unknown[];
 
-interface Statements {
-  lock: { name: string; text: string };
-  insertOne: { name: string; text: string };
-  appendGroup: pg.QueryArrayConfig;
-  append: pg.QueryArrayConfig;
-  readForward: pg.QueryArrayConfig;
-  readBackward: pg.QueryArrayConfig;
-  readAll: pg.QueryArrayConfig;
-  readAllTypes: pg.QueryArrayConfig;
-  readCategory: pg.QueryArrayConfig;
-  readCategoryTypes: pg.QueryArrayConfig;
-  streamVersion: pg.QueryArrayConfig;
-  head: pg.QueryArrayConfig;
-}
-
-const COLUMNS = 'position, id, stream_id, stream_version, type, data::text, metadata::text, created_at';
-/** A stream's category, exactly as the index of migration 10 computes it (the planner matches the expression). */
-const CATEGORY_SQL = "split_part(stream_id, '-', 1)";
 
 /**
  * The event store on PostgreSQL. Every write is one round trip and one transaction: a group of
@@ -115,7 +100,6 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       throw new InvalidArgumentError(`migrate must be true or false, got ${String(options.migrate)}`);
     }
     this.schema = options.schema ?? DEFAULT_SCHEMA;
-    const s = quoteSchema(this.schema);
     this.#autoMigrate = options.migrate ?? true;
     if (pool) {
       this.pool = pool;
@@ -138,57 +122,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       lingerMs: milliseconds('listenLingerMs', options.listenLingerMs ?? 10_000, 0),
       logger: options.logger ?? consoleLogger(),
     });
-    // Named statements are parsed once per connection. The schema is in the name: one pool may serve stores of several schemas.
-    const name = (what: string): string => `eskit.${this.schema}.${what}`;
-    const array = 'array' as const;
-    const one = appendOneStatements(s, this.schema);
-    this.#sql = {
-      lock: { name: name('append_lock'), text: one.lock },
-      insertOne: { name: name('append_one_insert'), text: one.insert },
-      appendGroup: {
-        name: name('append_group'),
-        rowMode: array,
-        text: `SELECT base_position, offsets, versions, (extract(epoch FROM written_at) * 1000)::float8 FROM ${s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      },
-      append: {
-        name: name('append'),
-        rowMode: array,
-        text: `SELECT first_position, last_version, (extract(epoch FROM written_at) * 1000)::float8 FROM ${s}.append($1, $2, $3, $4, $5, $6)`,
-      },
-      readForward: {
-        name: name('read_forward'),
-        rowMode: array,
-        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`,
-      },
-      readBackward: {
-        name: name('read_backward'),
-        rowMode: array,
-        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND stream_version <= $2 ORDER BY stream_version DESC LIMIT $3`,
-      },
-      readAll: { name: name('read_all'), rowMode: array, text: `SELECT ${COLUMNS} FROM ${s}.events WHERE position > $1 ORDER BY position LIMIT $2` },
-      readAllTypes: {
-        name: name('read_all_types'),
-        rowMode: array,
-        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE position > $1 AND type = ANY($3::text[]) ORDER BY position LIMIT $2`,
-      },
-      // Unnamed, so planned for the category asked each time: a generic plan cannot tell a category of
-      // 1% of the log (walk the category index) from one of half of it (walk positions and filter), and
-      // would pick one way for all (a forced generic plan took the position walk: the whole log read for 1% of it).
-      readCategory: {
-        rowMode: array,
-        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE ${CATEGORY_SQL} = $3 AND position > $1 ORDER BY position LIMIT $2`,
-      },
-      readCategoryTypes: {
-        rowMode: array,
-        text: `SELECT ${COLUMNS} FROM ${s}.events WHERE ${CATEGORY_SQL} = $3 AND position > $1 AND type = ANY($4::text[]) ORDER BY position LIMIT $2`,
-      },
-      streamVersion: {
-        name: name('stream_version'),
-        rowMode: array,
-        text: `SELECT stream_version FROM ${s}.events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1`,
-      },
-      head: { name: name('head'), rowMode: array, text: `SELECT coalesce(max(position), 0) FROM ${s}.events` },
-    };
+    this.#sql = eventStatements(this.schema);
   }
 
   /**
@@ -340,8 +274,8 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     } catch (error) {
       throw translateAppendError(error, this.schema, streamId, expected, events, this.pool);
     }
-    const [version, position, millis] = row;
-    if (position === null) throw new ConcurrencyError(streamId, expected, Number(version));
+    const [version, position, millis, , refused] = row;
+    if (position === null) throw refused === 't' ? new StreamDeletedError(streamId) : new ConcurrencyError(streamId, expected, Number(version));
     return { streamVersion: Number(version) + 1, positions: [Number(position)], timestamp: new Date(Number(millis)) };
   }
 
@@ -371,6 +305,19 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       positions: events.map((_, index) => first + index),
       timestamp: new Date(Number(row[2])),
     };
+  }
+
+  /** One call of delete_stream or truncate_stream (migration 12): one round trip, one transaction under the append lock. */
+  protected async writeLifecycle(streamId: string, request: LifecycleRequest): Promise<LifecycleWritten> {
+    await this.#ready();
+    if (UNSTORABLE_TEXT.test(streamId)) throw new StreamNotFoundError(streamId, request.kind);
+    let row: Row;
+    try {
+      row = (await queryPooled(this.pool, { rowMode: 'array', ...lifecycleCall(quoteSchema(this.schema), streamId, request) }))[0] as Row;
+    } catch (error) {
+      throw lifecycleRefusal(error, streamId, request) ?? translateAppendError(error, this.schema, streamId, request.expected, [], this.pool);
+    }
+    return { position: Number(row[0]), timestamp: new Date(Number(row[1])) };
   }
 
   protected async readStreamRows(streamId: string, fromVersion: number, direction: ReadDirection, limit: number): Promise<StoredEventRow[]> {

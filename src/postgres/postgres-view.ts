@@ -6,6 +6,7 @@ import type { CheckpointInfo } from '../core/checkpoint.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import { InvalidArgumentError, StoreClosedError, ViewFencedError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
+import { storedTypesOf } from '../core/store-base.js';
 import { checkTableName, isViewCheckpoint, tableNames, rebuildFingerprint } from '../core/view-backend.js';
 import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewCommitListener, ViewMeta, ViewWatch } from '../core/view-backend.js';
 import { translateError } from './errors.js';
@@ -53,6 +54,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #setup: SqlViewSetup;
   readonly #evolve: (events: readonly Recorded<E>[], tx: ViewTx) => Promise<void>;
   readonly #types: string[] | undefined;
+  readonly #storedTypes: string[] | undefined;
   readonly #category: string | undefined;
   readonly #checkpoints: PostgresCheckpointStore;
   readonly #live: (name: string) => string;
@@ -88,6 +90,8 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
       }
     };
     this.#types = spec.types && [...new Set<string>(spec.types)];
+    // What a typed read of the view's types selects (old names, split types), for the SQL below.
+    this.#storedTypes = storedTypesOf(store, this.#types);
     this.#category = spec.category;
     this.#checkpoints = new PostgresCheckpointStore({ store });
     this.#live = tableNames(this.#name, (name) => this.#qualified(name));
@@ -219,7 +223,6 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   async lastRelevant(after: number, upTo: number): Promise<number> {
-    if (this.#types === undefined && this.#category === undefined) return upTo > after ? upTo : 0;
     const result = await this.#query({ rowMode: 'array', ...this.#relevant('coalesce(max(position), 0)', after, upTo) });
     return Number((result.rows[0] as [string])[0]);
   }
@@ -233,7 +236,8 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   #relevant(what: string, after: number, upTo: number): { text: string; values: unknown[] } {
     const values: unknown[] = [after, upTo];
     let text = `SELECT ${what} FROM ${this.#s}.events WHERE position > $1 AND position <= $2`;
-    if (this.#types !== undefined) text += ` AND type = ANY($${values.push(this.#types)}::text[])`;
+    // A view of every type never gets lifecycle events (see readAll).
+    text += this.#storedTypes === undefined ? " AND left(type, 8) <> '$stream.'" : ` AND type = ANY($${values.push(this.#storedTypes)}::text[])`;
     if (this.#category !== undefined) text += ` AND split_part(stream_id, '-', 1) = $${values.push(this.#category)}`;
     return { text, values };
   }

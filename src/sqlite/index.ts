@@ -17,6 +17,9 @@ export { SqliteDeadLetterStore } from './sqlite-dead-letter-store.js';
 export type { SqliteDeadLetterStoreOptions } from './sqlite-dead-letter-store.js';
 export { SqliteCompletionStore } from './sqlite-completion-store.js';
 export type { SqliteCompletionStoreOptions } from './sqlite-completion-store.js';
+// Snapshots (issue 19).
+export { SqliteSnapshotStore } from './sqlite-snapshot-store.js';
+export type { SqliteSnapshotStoreOptions } from './sqlite-snapshot-store.js';
 export { SqliteViews } from './sqlite-view.js';
 export type { SqliteViewTx } from './view-tx.js';
 export { sqlite } from './backend.js';

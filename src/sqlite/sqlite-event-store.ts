@@ -10,6 +10,8 @@ import type { EventStoreBaseOptions, LogFilter, PreparedEvent, StoredEventRow, W
 import { configureSqlite, DEFAULT_BUSY_TIMEOUT_MS, openSqlite } from './connection.js';
 import { translateSqliteError } from './errors.js';
 import { migrateSqlite } from './migrations.js';
+import { lifecycleWriter, refusesAppends, STREAM_VERSION_SQL } from './sqlite-lifecycle.js';
+import type { LifecycleRequest, LifecycleWritten } from '../core/lifecycle.js';
 
 export interface SqliteEventStoreOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
   /** The database file, created if missing (its directory must exist). `':memory:'` for a private in-memory log. */
@@ -44,6 +46,7 @@ interface Statements {
   ofCategory: Statement<[string, number, number], RawRow>;
   ofCategoryAndTypes: Statement<[string, number, string, number], RawRow>;
   head: Statement<[], number>;
+  lifecycle: ReturnType<typeof lifecycleWriter>;
 }
 
 const COLUMNS = 'position, event_id, stream_id, stream_version, type, data, metadata, created_at';
@@ -134,6 +137,14 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
     }
   }
 
+  protected async writeLifecycle(streamId: string, request: LifecycleRequest): Promise<LifecycleWritten> {
+    try {
+      return (this.#statements ?? this.#prepare()).lifecycle.immediate(streamId, request);
+    } catch (error) {
+      throw translateSqliteError(error, this.database, `${request.kind} stream "${streamId}"`);
+    }
+  }
+
   protected async readStreamRows(streamId: string, fromVersion: number, direction: ReadDirection, limit: number): Promise<StoredEventRow[]> {
     try {
       const statements = this.#statements ?? this.#prepare();
@@ -196,7 +207,7 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
     const db = this.database;
     // safeIntegers(false) everywhere: a shared handle may have turned on BigInt results by default.
     const version = db
-      .prepare<[string], number>('SELECT COALESCE(MAX(stream_version), 0) FROM eskit_events WHERE stream_id = ?')
+      .prepare<[string], number>(STREAM_VERSION_SQL)
       .pluck()
       .safeIntegers(false);
     const insert = db
@@ -204,9 +215,12 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
         'INSERT INTO eskit_events (event_id, stream_id, stream_version, type, data, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
       )
       .safeIntegers(false);
+    const refuses = refusesAppends(db);
     const write = (streamId: string, events: PreparedEvent[], expected: ExpectedVersion): WrittenEvents => {
       // Read under the write lock (the transaction is IMMEDIATE), so no other writer can move it.
       const current = version.get(streamId) as number;
+      // Only a stream that looks new can be one deleted with appends: 'refuse'.
+      if (current === 0) refuses(streamId);
       assertExpectedVersion(streamId, expected, current);
       const now = Date.now();
       const positions = new Array<number>(events.length);
@@ -244,7 +258,7 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
       append,
       appendGroup,
       forward: read(`SELECT ${COLUMNS} FROM eskit_events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?`),
-      backward: read(`SELECT ${COLUMNS} FROM eskit_events WHERE stream_id = ? AND stream_version <= ? ORDER BY stream_version DESC LIMIT ?`),
+      backward: read(`SELECT ${COLUMNS} FROM eskit_events WHERE stream_id = ? AND stream_version <= ? AND stream_version > 0 ORDER BY stream_version DESC LIMIT ?`),
       all: read(`SELECT ${COLUMNS} FROM eskit_events WHERE position > ? ORDER BY position LIMIT ?`),
       allOfType: read(`SELECT ${COLUMNS} FROM eskit_events WHERE type = ? AND position > ? ORDER BY position LIMIT ?`),
       // `+type` keeps the planner off the type index: walking positions in order stops after `limit`
@@ -258,6 +272,7 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
         `SELECT ${COLUMNS} FROM eskit_events WHERE ${CATEGORY_SQL} = ? AND position > ? AND +type IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`,
       ),
       head: db.prepare<[], number>('SELECT COALESCE(MAX(position), 0) FROM eskit_events').pluck().safeIntegers(false),
+      lifecycle: lifecycleWriter(db),
     };
     this.#statements = statements;
     return statements;

@@ -5,6 +5,7 @@ import type { CheckpointInfo } from '../core/checkpoint.js';
 import { InvalidArgumentError, PermanentFailure, ViewFencedError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { EventStore } from '../core/store.js';
+import { storedTypesOf } from '../core/store-base.js';
 import { assertOwnTables, checkTableName, isViewCheckpoint, rebuildFingerprint, setupNames, shadowName } from '../core/view-backend.js';
 import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
 import { translateSqliteError } from './errors.js';
@@ -12,6 +13,8 @@ import { saveSqliteCheckpoint, SQLITE_NOW_MS, SqliteCheckpointStore } from './sq
 import { quote, sqliteViewTx } from './view-tx.js';
 
 /** A stream's category, exactly as the index of migration 8 computes it. */
+/** A view of every type never gets lifecycle events (see readAll). */
+const NOT_LIFECYCLE = " AND substr(type, 1, 8) <> '$stream.'";
 const CATEGORY_SQL = "(CASE WHEN instr(stream_id, '-') > 0 THEN substr(stream_id, 1, instr(stream_id, '-') - 1) ELSE stream_id END)";
 import type { SqliteViewTx } from './view-tx.js';
 
@@ -105,6 +108,7 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   readonly #spec: SqlViewSpec<E, SqliteViewTx, void>;
   readonly #fingerprint: string;
   readonly #types: readonly string[] | undefined;
+  readonly #storedTypes: readonly string[] | undefined;
   /** The category filter as SQL (`AND <category> = ?`), '' for a view of every stream. */
   readonly #inCategory: string;
   readonly #category: string[];
@@ -122,6 +126,8 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     this.#spec = spec;
     this.#fingerprint = rebuildFingerprint(spec);
     this.#types = spec.types;
+    // What a typed read of the view's types selects (old names, split types), for the SQL below.
+    this.#storedTypes = storedTypesOf(store, spec.types);
     this.#inCategory = spec.category === undefined ? '' : ` AND ${CATEGORY_SQL} = ?`;
     this.#category = spec.category === undefined ? [] : [spec.category];
     this.#store = store;
@@ -199,30 +205,30 @@ class SqliteViewBackend<E extends EventShape> implements SqlViewBackend<E> {
   }
 
   async lastRelevant(after: number, upTo: number): Promise<number> {
-    if (this.#types === undefined && this.#category.length === 0) return upTo > after ? upTo : 0;
     return this.#run('read the log', () => {
-      if (this.#types === undefined) {
-        // One look-up on the category index, (category, position).
-        const statement = this.#prepare(`SELECT max(position) FROM eskit_events WHERE position > ? AND position <= ?${this.#inCategory}`).pluck();
+      if (this.#storedTypes === undefined) {
+        // The last event but a lifecycle one (a view of every type never gets those): walking
+        // positions down, or the category index, it stops at the first.
+        const statement = this.#prepare(`SELECT max(position) FROM eskit_events WHERE position > ? AND position <= ?${this.#inCategory}${NOT_LIFECYCLE}`).pluck();
         return (statement.get(after, upTo, ...this.#category) as number | null) ?? 0;
       }
       // One indexed look-up per type, on (type, position).
       const statement = this.#prepare(`SELECT max(position) FROM eskit_events WHERE type = ? AND position > ? AND position <= ?${this.#inCategory}`).pluck();
       let last = 0;
-      for (const type of new Set(this.#types)) last = Math.max(last, (statement.get(type, after, upTo, ...this.#category) as number | null) ?? 0);
+      for (const type of new Set(this.#storedTypes)) last = Math.max(last, (statement.get(type, after, upTo, ...this.#category) as number | null) ?? 0);
       return last;
     });
   }
 
   async countRelevant(after: number, upTo: number): Promise<number> {
     return this.#run('count events', () => {
-      if (this.#types === undefined) {
-        const statement = this.#prepare(`SELECT count(*) FROM eskit_events WHERE position > ? AND position <= ?${this.#inCategory}`).pluck();
+      if (this.#storedTypes === undefined) {
+        const statement = this.#prepare(`SELECT count(*) FROM eskit_events WHERE position > ? AND position <= ?${this.#inCategory}${NOT_LIFECYCLE}`).pluck();
         return statement.get(after, upTo, ...this.#category) as number;
       }
       const statement = this.#prepare(`SELECT count(*) FROM eskit_events WHERE type = ? AND position > ? AND position <= ?${this.#inCategory}`).pluck();
       let count = 0;
-      for (const type of new Set(this.#types)) count += statement.get(type, after, upTo, ...this.#category) as number;
+      for (const type of new Set(this.#storedTypes)) count += statement.get(type, after, upTo, ...this.#category) as number;
       return count;
     });
   }

@@ -8,11 +8,14 @@ import type { ConformanceHarness } from './conformance/context.js';
 import { expectedVersionTests } from './conformance/expected-version.js';
 import { failureTests } from './conformance/failures.js';
 import { groupCommitTests } from './conformance/group-commit.js';
+import { lifecycleReaderTests } from './conformance/lifecycle-readers.js';
+import { lifecycleTests } from './conformance/lifecycle.js';
 import { payloadTests } from './conformance/payloads.js';
 import { readTests } from './conformance/reads.js';
 import { registryTests } from './conformance/registry.js';
+import { evolutionTests } from './conformance/evolution.js';
 
-export type { ConformanceHarness, CreateStoreOptions } from './conformance/context.js';
+export type { ConformanceHarness, CreateStoreOptions, LifecycleHooks } from './conformance/context.js';
 
 /**
  * Registers the EventStore conformance tests (node:test `describe`/`it`) for one adapter. Every adapter
@@ -46,6 +49,9 @@ export function eventStoreConformance(harness: ConformanceHarness): void {
     categoryTests(ctx);
     payloadTests(ctx);
     registryTests(ctx);
+    evolutionTests(ctx);
     failureTests(ctx);
+    lifecycleTests(ctx);
+    lifecycleReaderTests(ctx);
   });
 }

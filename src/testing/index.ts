@@ -8,3 +8,5 @@ export * from './completion-conformance.js';
 export * from './lock-registry-conformance.js';
 export * from './member-registry-conformance.js';
 export * from './admin-conformance.js';
+// Snapshots (issue 19).
+export * from './snapshot-conformance.js';

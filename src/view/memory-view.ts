@@ -6,6 +6,7 @@ import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { retryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
+import { readsLifecycleRow, storedTypesOf } from '../core/store-base.js';
 import { Subscription } from '../subscription/subscription.js';
 import type { ChangeFeed } from './change-feed.js';
 import type { WaitForOptions } from './progress.js';
@@ -292,10 +293,11 @@ export class MemoryView<S, E extends EventShape = EventShape> {
     for (;;) {
       signal?.throwIfAborted();
       let read = 0;
-      for await (const event of this.#store.readAll({ after: position, limit: pageSize, types: this.#options.types, category: this.#options.category, raw: true })) {
+      const { types, category } = this.#options;
+      for await (const event of this.#store.readAll({ after: position, limit: pageSize, types: storedTypesOf(this.#store, types), category, raw: true })) {
         read++;
         if (event.position > upTo) return count;
-        count++;
+        if (readsLifecycleRow(event.type, types)) count++;
         position = event.position;
       }
       if (read < pageSize) return count;

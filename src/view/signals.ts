@@ -2,6 +2,7 @@ import { InvalidArgumentError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
 import type { EventStore } from '../core/store.js';
+import { readsLifecycleRow, storedTypesOf } from '../core/store-base.js';
 import type { ViewCommitHint, ViewCommitListener, ViewWatch } from '../core/view-backend.js';
 import { milliseconds } from '../core/validate.js';
 import { ChangeFeed } from './change-feed.js';
@@ -142,10 +143,10 @@ export class ViewSignals<E extends EventShape> {
       const at = known ?? 0;
       if (at >= position) return;
       let target = position;
-      if (this.#options.types !== undefined || this.#options.category !== undefined) {
-        target = await (this.#options.lastRelevant ?? ((after, upTo) => this.#lastRelevant(after, upTo)))(at, position);
-        if (target <= at) return;
-      }
+      // Always: even a view of every type never applies lifecycle events (a typed read skips them),
+      // so a position that is one must not be waited for.
+      target = await (this.#options.lastRelevant ?? ((after, upTo) => this.#lastRelevant(after, upTo)))(at, position);
+      if (target <= at) return;
       const view = this.#options.view;
       await this.#tracker.wait(target, {
         timeoutMs: Math.max(0, Math.round(timeoutMs - (performance.now() - started))),
@@ -272,8 +273,10 @@ export class ViewSignals<E extends EventShape> {
   /** The generic way: read the view's events after `after` (fine for the memory store and small lags). */
   async #lastRelevant(after: number, upTo: number): Promise<number> {
     let last = 0;
-    for await (const event of this.#options.store.readAll({ after, types: this.#options.types, category: this.#options.category, raw: true })) {
+    const { store, types, category } = this.#options;
+    for await (const event of store.readAll({ after, types: storedTypesOf(store, types), category, raw: true })) {
       if (event.position > upTo) break;
+      if (!readsLifecycleRow(event.type, types)) continue;
       last = event.position;
     }
     return last;

@@ -1,11 +1,12 @@
 // The guides whose samples are programs, not only listings, run them: each ```ts block of such a guide
-// that imports something is a whole program, run in a child process (tsx), and must exit 0. The
+// that imports something is a whole program, run in a child process (tsx), and must exit 0; so do the
+// examples the guides link to (examples/lifecycle/*.ts). The
 // samples assert what they show (node:assert), so a guide that stops telling the truth fails here.
 // They run on memory() or SQLite ':memory:', so they need no server. `eskit` and its subpaths are
 // rewritten to the sources package.json's `exports` builds them from, as samples.test.ts maps them.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,6 +15,16 @@ import { entryPaths, isModule, REPO, tsBlocks } from './markdown.js';
 
 const RUNNABLE_GUIDES = ['docs/lifecycle.md'];
 const TSX = join(REPO, 'node_modules', 'tsx', 'dist', 'cli.mjs');
+const EXAMPLES = 'examples/lifecycle';
+
+/** Runs a TypeScript program with tsx; resolves with its exit code and output. */
+function run(file: string, cwd: string): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [TSX, file], { cwd, timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, output: `${stdout}${stderr}` });
+    });
+  });
+}
 
 /** The sample with `from 'eskit…'` pointing at the source files. */
 function rewired(code: string, entries: Record<string, string[]>): string {
@@ -41,13 +52,16 @@ describe('the guides run their samples', { timeout: 120_000 }, () => {
       it(`${doc}:${sample.line} runs and exits 0`, async () => {
         const file = join(dir, `${doc.replace(/\W/g, '_')}_L${sample.line}.mts`);
         await writeFile(file, rewired(sample.code, entryPaths()));
-        const outcome = await new Promise<{ code: number | null; output: string }>((resolve) => {
-          execFile(process.execPath, [TSX, file], { cwd: dir, timeout: 60_000 }, (error, stdout, stderr) => {
-            resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, output: `${stdout}${stderr}` });
-          });
-        });
+        const outcome = await run(file, dir);
         assert.equal(outcome.code, 0, `${doc}:${sample.line} failed:\n${outcome.output}`);
       });
     }
+  }
+
+  for (const name of readdirSync(join(REPO, EXAMPLES)).filter((file) => file.endsWith('.ts')).sort()) {
+    it(`${EXAMPLES}/${name} runs and exits 0`, async () => {
+      const outcome = await run(join(REPO, EXAMPLES, name), REPO);
+      assert.equal(outcome.code, 0, `${EXAMPLES}/${name} failed:\n${outcome.output}`);
+    });
   }
 });

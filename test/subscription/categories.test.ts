@@ -96,7 +96,7 @@ for (const [adapter, make] of adapters) {
       const expected = await orderPositions(backend);
       await waitUntil(() => plain.length >= expected.length && partitioned.length >= expected.length && triggered.length >= expected.length, {
         timeoutMs: 20_000,
-        what: 'every order event delivered',
+        message: 'every order event delivered',
       });
       assert.deepEqual(plain, expected);
       assert.deepEqual([...partitioned].sort((a, b) => a - b), expected);

@@ -117,6 +117,8 @@ describe('SqlView on PostgreSQL: commits heard by other processes', () => {
         reads++;
         return checkpoint;
       },
+      // Every position is one the view applies (the backend would say so from the log).
+      lastRelevant: async (_after, upTo) => upTo,
       isLeading: () => false,
       positionLane: 'quiet',
       watch: () => ({ stop: () => undefined, hearing: true }),
