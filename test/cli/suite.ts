@@ -139,6 +139,16 @@ export function cliSuite(kind: 'sqlite' | 'postgres'): void {
       const orders = await run('events', 'tail', '--from', '1', '--no-follow', '--type', 'OrderPlaced', '--json');
       assert.deepEqual(orders.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { type: string }).type), ['OrderPlaced']);
 
+      const streamOf = (line: string): string => (line.split(/\s+/)[1] as string).split('@')[0] as string;
+      const carts = await run('events', 'tail', '--from', '1', '--no-follow', '--category', 'cart');
+      assert.equal(carts.code, 0, carts.stderr);
+      const cartLines = all.stdout.trim().split('\n').filter((line) => streamOf(line).startsWith('cart-'));
+      assert.ok(cartLines.length > 0 && cartLines.length < 5, 'the world has carts and other streams');
+      assert.deepEqual(carts.stdout.trim().split('\n'), cartLines);
+      const badCategory = await run('events', 'tail', '--from', '1', '--no-follow', '--category', 'cart-1');
+      assert.notEqual(badCategory.code, 0);
+      assert.match(badCategory.stderr, /--category takes a category name without '-'/);
+
       // Live: starts at the head, prints what is appended after, until the signal.
       const stop = new AbortController();
       let out: Capture | undefined;

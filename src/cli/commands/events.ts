@@ -76,10 +76,18 @@ function pause(ms: number, signal: AbortSignal, onWake: (wake: (() => void) | un
  */
 export async function followLog(
   store: EventStore,
-  options: { after: number; types: readonly string[] | undefined; limit: number | undefined; follow: boolean; intervalMs: number; signal: AbortSignal },
+  options: {
+    after: number;
+    types: readonly string[] | undefined;
+    category?: string | undefined;
+    limit: number | undefined;
+    follow: boolean;
+    intervalMs: number;
+    signal: AbortSignal;
+  },
   emit: (event: Recorded) => void,
 ): Promise<number> {
-  const { types, limit, signal } = options;
+  const { types, category, limit, signal } = options;
   let after = options.after;
   let printed = 0;
   let woken = false;
@@ -95,10 +103,10 @@ export async function followLog(
     while (!signal.aborted) {
       woken = false;
       // Every event up to this head is visible now, so none can appear at or before it later: with a
-      // type filter, the next read can start after it even when no event of those types was there.
-      const head = types === undefined ? undefined : await store.headPosition();
+      // filter, the next read can start after it even when no event it keeps was there.
+      const head = types === undefined && category === undefined ? undefined : await store.headPosition();
       let read = 0;
-      for await (const event of store.readAll({ after, limit: pageSize, types, raw: true })) {
+      for await (const event of store.readAll({ after, limit: pageSize, types, category, raw: true })) {
         emit(event);
         after = event.position;
         read += 1;
@@ -120,7 +128,7 @@ export async function followLog(
 const tail: CommandSpec = {
   name: 'events tail',
   summary: 'follow the log live (Ctrl-C to stop)',
-  help: `Usage: eskit events tail [--from <position>] [--type <type>]... [--limit <n>] [--no-follow] [--json]
+  help: `Usage: eskit events tail [--from <position>] [--type <type>]... [--category <name>] [--limit <n>] [--no-follow] [--json]
 
 Follows the global log and prints each new event as it is appended, one per line, until Ctrl-C:
 
@@ -133,6 +141,8 @@ Options:
   --from <position>   first print the events from this global position on (1: the whole log);
                       default: only events appended from now on
   --type <type>       only events of this type (repeatable)
+  --category <name>   only streams of this category: the stream id up to its first '-'
+                      (order for order-42)
   --limit <n>         exit after n events
   --no-follow         exit at the end of the log instead of following (needs --from)
   --interval <ms>     how often to poll (default 500)
@@ -141,6 +151,7 @@ Options:
   options: {
     from: { type: 'string' },
     type: { type: 'string', multiple: true },
+    category: { type: 'string' },
     limit: { type: 'string' },
     'no-follow': { type: 'boolean' },
     interval: { type: 'string' },
@@ -154,13 +165,17 @@ Options:
     const follow = !flag(context.values, 'no-follow');
     if (!follow && from === undefined) throw new UsageError('--no-follow needs --from <position>', { hint: 'Without --from, tail starts at the end of the log.' });
     const types = stringsOption(context.values, 'type');
+    const category = context.values.category as string | undefined;
+    if (category !== undefined && (category === '' || category.includes('-'))) {
+      throw new UsageError(`--category takes a category name without '-', got "${category}"`, { hint: "A category is a stream id up to its first '-': --category order follows order-1, order-2, ..." });
+    }
     const asJson = flag(context.values, 'json');
     const db = await context.open();
     const after = from === undefined ? await db.store.headPosition() : from - 1;
     if (follow && context.io.stderr.isTTY) context.err(`Following ${db.target.display} after position ${after} (Ctrl-C to stop)\n`);
     await followLog(
       db.store,
-      { after, types: types.length === 0 ? undefined : types, limit, follow, intervalMs, signal: context.signal },
+      { after, types: types.length === 0 ? undefined : types, category, limit, follow, intervalMs, signal: context.signal },
       (event) => context.out(eventLine(event, asJson)),
     );
     return ExitCode.Ok;
