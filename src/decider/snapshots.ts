@@ -213,6 +213,9 @@ export class DeciderSnapshots<S, E extends EventShape> {
         position = event.position;
         continue;
       }
+      // The other parts of the snapshot's event, when its stored type has been split since: folded
+      // into the snapshot already (as the stored event), like part 0.
+      if (event.streamVersion === from) continue;
       state = this.#decider.evolve(state, event as unknown as E);
       version = event.streamVersion;
       position = event.position;
