@@ -6,7 +6,10 @@ import { CommandHandler } from '../../src/decider/index.js';
 import type { Decider } from '../../src/decider/index.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { EventRegistry } from '../../src/core/registry.js';
+import { postgres } from '../../src/postgres/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
+import { createTestSchema } from '../support/postgres.js';
+import { MemoryView } from '../../src/view/index.js';
 import { databasesAfterEach } from '../sqlite/helpers.js';
 
 const files = databasesAfterEach('redteam-snap');
@@ -100,4 +103,148 @@ describe('red team: split parts and the readers', () => {
     // "The last event of the stream" (backward, first one read) must be the last one a forward read ends with.
     assert.deepEqual(backward, [...forward].reverse());
   });
+});
+
+describe('red team: eskit events check', () => {
+  it('a log with lifecycle events and rows that are not JSON: each corrupt row is one failure, the rest is checked', async () => {
+    const { checkLog } = await import('../../src/cli/commands/events-check.js');
+    const { registry } = await import('../cli/fixtures/evolution.config.js');
+    const path = files.freshPath();
+    const backend = sqlite({ path });
+    files.closeAfterTest(() => backend.close());
+    for (let i = 0; i < 6; i++) await backend.store.append(`order-${i % 2}`, [{ type: 'ItemAdded', data: { sku: `s${i}` } }]);
+    await backend.store.truncateStream('order-0', 2); // $stream.truncated
+    await backend.store.deleteStream('order-1'); // soft: $stream.deleted
+    await backend.store.append('order-2', [{ type: 'CheckedOut', data: { orderId: 'o', amount: 1 } }]);
+    const head = await backend.store.headPosition();
+    const rows = backend.store.database.prepare('SELECT position, type FROM eskit_events ORDER BY position').all() as Array<{ position: number; type: string }>;
+    // Two corrupt rows next to each other, and one at the end of the log.
+    const live = rows.filter((r) => r.type === 'ItemAdded');
+    const corrupt = [live[0]!.position, live[1]!.position];
+    for (const position of corrupt) backend.store.database.prepare("UPDATE eskit_events SET data = '{' WHERE position = ?").run(position);
+    backend.store.database.prepare("UPDATE eskit_events SET metadata = '[1]' WHERE position = ?").run(head);
+    const report = await checkLog(backend.store, registry, { details: 10 });
+    assert.equal(report.through, head);
+    assert.equal(report.checked, rows.length);
+    assert.deepEqual(report.failures.map((f) => [f.position, f.code]), [...corrupt, head].map((p) => [p, 'ESKIT_CORRUPT_EVENT']));
+    assert.equal(report.failed, 3);
+    assert.deepEqual(report.types.filter((t) => t.type.startsWith('$')).map((t) => [t.type, t.failed]), [['$stream.deleted', 0], ['$stream.truncated', 0]]);
+  });
+});
+
+/** A registry whose split makes a PaymentTaken part only for a checkout that took money. */
+const sometimesPaid = (): EventRegistry<NewEvent> =>
+  new EventRegistry<NewEvent>(
+    { OrderPlaced: {}, PaymentTaken: {} },
+    {
+      splits: {
+        CheckedOut: {
+          into: ['OrderPlaced', 'PaymentTaken'],
+          split: (data) => {
+            const { orderId, amount } = data as { orderId: string; amount: number };
+            return amount > 0
+              ? [
+                  { type: 'OrderPlaced', data: { orderId } },
+                  { type: 'PaymentTaken', data: { orderId, amount } },
+                ]
+              : [{ type: 'OrderPlaced', data: { orderId } }];
+          },
+        },
+      },
+    },
+  );
+
+describe('red team: waitFor and split parts a typed view never gets', () => {
+  // NOT FIXED (left skipped): waitFor's lastRelevant (ViewSignals#lastRelevant for MemoryView, and the
+  // SQL lastRelevant/countRelevant of SqliteViews and PostgresViews) selects the stored names of the
+  // view's types (storedTypes: split sources included) without decoding them, while the view's typed
+  // read keeps only the asked parts (storedTypesFor's keep) and yields nothing for a stored event whose
+  // split made none of them (which the docs allow: "a stored event left with no asked part"). The view's
+  // checkpoint never passes such a row, so waitFor(p) times out when the last "relevant" row <= p is one.
+  // A fix needs lastRelevant to decode split rows (or the typed read's checkpoint to pass skipped rows),
+  // on all three adapters. Reproduce: remove .skip; it fails with ESKIT_TIMEOUT after 2 s.
+  it.skip('MemoryView of PaymentTaken: waitFor(position of a CheckedOut with no PaymentTaken part) resolves once the view is caught up', async () => {
+    const path = files.freshPath();
+    const before = sqlite<OldEvent>({ path });
+    await before.store.append('shop-1', [{ type: 'CheckedOut', data: { orderId: 'a', amount: 10 } }]);
+    const { position } = await before.store.append('shop-1', [{ type: 'CheckedOut', data: { orderId: 'free', amount: 0 } }]);
+    await before.close();
+    const backend = sqlite<NewEvent>({ path, registry: sometimesPaid() });
+    files.closeAfterTest(() => backend.close());
+    const view = new MemoryView<number, NewEvent>({
+      name: 'paid',
+      backend,
+      types: ['PaymentTaken'],
+      initialState: 0,
+      evolve: (state, event) => state + (event.data as { amount: number }).amount,
+      logger: silentLogger,
+      leaderLock: false,
+      pollIntervalMs: 10,
+    } as never);
+    await view.start();
+    files.closeAfterTest(() => view.stop());
+    await view.waitFor(1, { timeoutMs: 2000 });
+    assert.equal(view.state, 10);
+    // The view has applied every event it will ever get up to `position`: position 2 has none for it.
+    // Bug: lastRelevant counts the stored CheckedOut row (a stored type of PaymentTaken), but the view's
+    // typed read keeps no part of it, so its checkpoint never passes 2 and waitFor times out.
+    await view.waitFor(position, { timeoutMs: 2000 });
+  });
+});
+
+// ---- key order of a state loaded from a snapshot ----------------------------------------------------
+
+type QueueEvent = { type: 'Queued'; data: { job: string } } | { type: 'Taken'; data: { job: string } };
+/** Jobs run in the order they were queued: the first key of `jobs` is next (JS keeps insertion order). */
+const queue: Decider<{ jobs: Record<string, true> }, { queue: string } | { take: true }, QueueEvent> = {
+  initialState: () => ({ jobs: {} }),
+  decide: (state, command) => {
+    if ('queue' in command) return { type: 'Queued', data: { job: command.queue } };
+    const next = Object.keys(state.jobs)[0];
+    return next === undefined ? [] : { type: 'Taken', data: { job: next } };
+  },
+  evolve: (state, event) => {
+    const jobs = { ...state.jobs };
+    if (event.type === 'Queued') jobs[event.data.job] = true;
+    else delete jobs[event.data.job];
+    return { jobs };
+  },
+};
+
+describe('red team: a snapshot keeps the state as folded, key order included', () => {
+  // NOT FIXED on PostgreSQL (left skipped there): <schema>.snapshots.state is jsonb (migration 11), which
+  // stores objects with their keys sorted (by length, then bytes), so a state loaded from a snapshot has
+  // another key order than the one evolve built; a decider that reads key order (Object.keys(...)[0] as
+  // "oldest") decides differently after a snapshot load than after a full replay: here it takes "ant"
+  // instead of "zebra". Memory and SQLite keep the text. A fix: store state as json (keeps the text),
+  // i.e. a migration ALTER COLUMN state TYPE json and $6::json in the save. Note that events.data is
+  // jsonb too, so key order inside one event's data is already lost on every PostgreSQL read (and the
+  // append's result, built from the input, keeps it): the same divergence can come from there.
+  for (const adapter of ['sqlite', 'postgres'] as const) {
+    it(`${adapter}: the job taken after a snapshot load is the one a full replay takes`, { skip: adapter === 'postgres' && 'jsonb reorders keys: see above' }, async () => {
+      let backend;
+      if (adapter === 'sqlite') {
+        backend = sqlite<QueueEvent>({ path: files.freshPath() });
+        files.closeAfterTest(() => backend!.close());
+      } else {
+        const schema = await createTestSchema({ create: false });
+        backend = postgres<QueueEvent>({ connectionString: schema.connectionString, schema: schema.name, leaderElection: false });
+        files.closeAfterTest(() => schema.drop());
+        files.closeAfterTest(() => backend!.close());
+      }
+      const withSnapshots = new CommandHandler({ backend, decider: queue, snapshots: { version: 1, every: 2, logger: silentLogger } });
+      await withSnapshots.handle('q-1', { queue: 'zebra' });
+      await withSnapshots.handle('q-1', { queue: 'ant' });
+      await withSnapshots.flushSnapshots();
+      assert.equal((await backend.snapshots.load('q-1', 'decider'))?.streamVersion, 2);
+      const replayed = await new CommandHandler({ backend, decider: queue }).aggregate('q-1');
+      assert.deepEqual(Object.keys(replayed.state.jobs), ['zebra', 'ant']);
+      // A handler that loads from the stored snapshot (a fresh one: no cache).
+      const fresh = new CommandHandler({ backend, decider: queue, snapshots: { version: 1, every: 2, logger: silentLogger } });
+      const loaded = await fresh.aggregate('q-1');
+      assert.deepEqual(Object.keys(loaded.state.jobs), ['zebra', 'ant'], 'jsonb sorts keys (by length, then bytes): the order evolve made is lost');
+      const taken = await fresh.handle('q-1', { take: true });
+      assert.deepEqual(taken.events.map((e) => e.data.job), ['zebra']);
+    });
+  }
 });
