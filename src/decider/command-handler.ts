@@ -218,7 +218,9 @@ export class CommandHandler<S, C, E extends EventShape> {
       throw error;
     }
     this.#snapshots?.committed(streamId, prepared, appended.events);
-    for (const event of decided) state = decider.evolve(state, event);
+    // The events as appended (validated by the registry, equal to a read), as a later load folds them:
+    // not decide's own objects, which a validate that fills defaults or normalises would not match.
+    for (const event of appended.events) state = decider.evolve(state, event as unknown as E);
     return {
       state,
       events: appended.events,

@@ -248,3 +248,30 @@ describe('red team: a snapshot keeps the state as folded, key order included', (
     });
   }
 });
+
+// ---- a registry whose validate normalises data --------------------------------------------------------
+
+type Added = { type: 'ItemAdded'; data: { sku: string; quantity: number } };
+const cart: Decider<{ count: number }, { sku: string }, Added> = {
+  initialState: () => ({ count: 0 }),
+  // decide leaves quantity to the schema's default, as with zod's .default(1).
+  decide: (_s, c) => ({ type: 'ItemAdded', data: { sku: c.sku } as Added['data'] }),
+  evolve: (s, e) => ({ count: s.count + e.data.quantity }),
+};
+const defaults = (): EventRegistry<Added> =>
+  new EventRegistry<Added>({ ItemAdded: { validate: (d) => ({ quantity: 1, ...(d as { sku: string }) }) } });
+
+describe('red team: the state a command returns is the state a load then reads', () => {
+  it('validate fills a default: handle().state, the snapshot and a full replay agree', async () => {
+    const backend = sqlite<Added>({ path: files.freshPath(), registry: defaults() });
+    files.closeAfterTest(() => backend.close());
+    const handler = new CommandHandler({ backend, decider: cart, snapshots: { version: 1, every: 1, logger: silentLogger } });
+    const result = await handler.handle('cart-1', { sku: 'tea' });
+    await handler.flushSnapshots();
+    assert.deepEqual((await backend.snapshots.load('cart-1', 'decider'))?.state, { count: 1 });
+    assert.deepEqual((await new CommandHandler({ backend, decider: cart }).aggregate('cart-1')).state, { count: 1 });
+    // Bug (from before issue 19): handle() folds the events decide returned, not the events appended
+    // (validated), so its state is { count: NaN } while every load reads { count: 1 }.
+    assert.deepEqual(result.state, { count: 1 });
+  });
+});
