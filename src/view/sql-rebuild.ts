@@ -103,18 +103,19 @@ async function skipOrFail<E extends EventShape>(event: Recorded<E>, error: unkno
   }
   if (!o.deadLetters) throw o.fail(event, error, attempts);
   // A rebuild replays what the live view may have dead-lettered already: one letter per event.
-  if (!(await deadLettered(o.deadLetters, o.source, event.position))) {
+  if (!(await deadLettered(o.deadLetters, o.source, event.position, event.id))) {
     await addDeadLetter(o.deadLetters, deadLetterFor(o.source, 'handler', event, attempts, error));
     instruments().deadLetters.add(1, { [TelemetryAttribute.Subscription]: o.source, [TelemetryAttribute.Stage]: 'handler' });
   }
   o.logger.warn({ view: o.view, position: event.position, err: error }, `View "${o.view}": ${o.doing} skipped a failing event (dead-lettered)`);
 }
 
-async function deadLettered(deadLetters: DeadLetterStore, source: string, position: number): Promise<boolean> {
+/** By position and event id: the parts of a split stored event share a position, and each has its own letter. */
+async function deadLettered(deadLetters: DeadLetterStore, source: string, position: number, eventId: string): Promise<boolean> {
   let afterId: string | undefined;
   for (;;) {
     const page: DeadLetter[] = await deadLetters.list({ source, limit: 500, afterId });
-    if (page.some((letter) => letter.eventPosition === position)) return true;
+    if (page.some((letter) => letter.eventPosition === position && letter.eventId === eventId)) return true;
     if (page.length < 500) return false;
     afterId = (page[page.length - 1] as DeadLetter).id;
   }
