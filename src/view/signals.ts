@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '../core/errors.js';
+import { InvalidArgumentError, TimeoutError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
 import type { EventStore } from '../core/store.js';
@@ -37,6 +37,12 @@ export interface ViewSignalsOptions<E extends EventShape> {
 
 /** Events read to work out which keys another process changed, before giving up and saying "everything". */
 const MAX_REMOTE_EVENTS = 1000;
+
+/**
+ * How often a waitFor still waiting looks again for the last event of the view up to its position: an
+ * event deleted meanwhile (its stream deleted or truncated) is never applied, so it is not waited for.
+ */
+const RETARGET_MS = 1000;
 
 /** The safety-net poll while commit hints arrive: they normally tell first. */
 const HEARING_POLL_MS = 1000;
@@ -142,20 +148,34 @@ export class ViewSignals<E extends EventShape> {
       if (known === undefined || !this.#options.isLeading()) known = await this.#tracker.refresh();
       const at = known ?? 0;
       if (at >= position) return;
-      let target = position;
+      const lastRelevant = this.#options.lastRelevant ?? ((after: number, upTo: number) => this.#lastRelevant(after, upTo));
       // Always: even a view of every type never applies lifecycle events (a typed read skips them),
       // so a position that is one must not be waited for.
-      target = await (this.#options.lastRelevant ?? ((after, upTo) => this.#lastRelevant(after, upTo)))(at, position);
+      let target = await lastRelevant(at, position);
       if (target <= at) return;
       const view = this.#options.view;
-      await this.#tracker.wait(target, {
-        timeoutMs: Math.max(0, Math.round(timeoutMs - (performance.now() - started))),
-        reportedTimeoutMs: timeoutMs,
-        signal: options.signal,
-        describe: () =>
-          `waitFor: view "${view}" reaching position ${position} (its checkpoint is at ${String(this.#tracker.position ?? 'none')}; ` +
-          'is the view started, and is some node leading it?)',
-      });
+      for (;;) {
+        const remaining = Math.max(0, Math.round(timeoutMs - (performance.now() - started)));
+        const slice = Math.min(remaining, RETARGET_MS);
+        try {
+          await this.#tracker.wait(target, {
+            timeoutMs: slice,
+            reportedTimeoutMs: timeoutMs,
+            signal: options.signal,
+            describe: () =>
+              `waitFor: view "${view}" reaching position ${position} (its checkpoint is at ${String(this.#tracker.position ?? 'none')}; ` +
+              'is the view started, and is some node leading it?)',
+          });
+          return;
+        } catch (error) {
+          if (slice >= remaining || !(error instanceof TimeoutError)) throw error;
+        }
+        // The events it waits for may have left the log since (their stream deleted or truncated):
+        // the view never applies those, so wait only for what is still there.
+        const now = this.#tracker.position ?? 0;
+        target = await lastRelevant(now, target).catch(() => target);
+        if (target <= now) return;
+      }
     } finally {
       stopFollowing();
     }
