@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CommandHandler } from '../../src/decider/index.js';
 import type { Decider } from '../../src/decider/index.js';
+import type { Recorded } from '../../src/core/event.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { EventRegistry } from '../../src/core/registry.js';
 import { postgres } from '../../src/postgres/index.js';
@@ -177,7 +178,7 @@ describe('red team: waitFor and split parts a typed view never gets', () => {
       backend,
       types: ['PaymentTaken'],
       initialState: 0,
-      evolve: (state, event) => state + (event.data as { amount: number }).amount,
+      evolve: (state: number, event: Recorded<NewEvent>) => state + (event.data as { amount: number }).amount,
       logger: silentLogger,
       leaderLock: false,
       pollIntervalMs: 10,
@@ -322,5 +323,51 @@ describe('red team: a view rebuild dead-letters each failing part of a split sto
     const again = make('live', liveLetters);
     await again.rebuild();
     assert.deepEqual(await letters(liveLetters, 'live'), expected);
+  });
+});
+
+// ---- a snapshot write that lands after the stream was deleted -------------------------------------------
+
+type Tick = { type: 'Ticked'; data: { n: number } };
+const ticks: Decider<{ sum: number; count: number }, { n: number }, Tick> = {
+  initialState: () => ({ sum: 0, count: 0 }),
+  decide: (_s, c) => ({ type: 'Ticked', data: { n: c.n } }),
+  evolve: (s, e) => ({ sum: s.sum + e.data.n, count: s.count + 1 }),
+};
+
+describe('red team: a snapshot written after its stream was hard-deleted (held)', () => {
+  it('the stale row survives the delete, is ignored by every load of the restarted stream, and replaced', async () => {
+    const backend = sqlite<Tick>({ path: files.freshPath() });
+    files.closeAfterTest(() => backend.close());
+    // A snapshot store whose saves wait for a gate: the write is in flight while the stream is deleted.
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const held = {
+      load: (id: string, name: string) => backend.snapshots.load(id, name),
+      save: async (...args: Parameters<typeof backend.snapshots.save>) => {
+        await gate;
+        return backend.snapshots.save(...args);
+      },
+      deleteStream: (id: string) => backend.snapshots.deleteStream(id),
+    };
+    const a = new CommandHandler({ backend, decider: ticks, snapshots: { version: 1, every: 3, store: held, logger: silentLogger } });
+    for (let n = 1; n <= 3; n++) await a.handle('t-1', { n: 100 });
+    await backend.store.deleteStream('t-1', { hard: true });
+    open();
+    await a.flushSnapshots();
+    const stale = await backend.snapshots.load('t-1', 'decider');
+    assert.equal(stale?.streamVersion, 3, 'the write landed after the delete: a stale row');
+    // The stream starts again, through a handler of another process (no cache) and through `a` (whose cache has version 3).
+    const b = new CommandHandler({ backend, decider: ticks, snapshots: { version: 1, every: 3, logger: silentLogger } });
+    for (let n = 1; n <= 4; n++) {
+      await (n % 2 === 0 ? a : b).handle('t-1', { n });
+      const replayed = (await new CommandHandler({ backend, decider: ticks }).aggregate('t-1')).state;
+      assert.deepEqual((await a.aggregate('t-1')).state, replayed);
+      assert.deepEqual((await b.aggregate('t-1')).state, replayed);
+    }
+    await Promise.all([a.flushSnapshots(), b.flushSnapshots()]);
+    const now = await backend.snapshots.load('t-1', 'decider');
+    assert.notEqual(now?.eventId, stale?.eventId, 'replaced by a snapshot of the new history');
+    assert.deepEqual(now?.state, { sum: 1 + 2 + 3, count: 3 });
   });
 });
