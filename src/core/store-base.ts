@@ -15,7 +15,7 @@ import type {
   ReadStreamOptions,
 } from './store.js';
 import { checkCategory } from './store.js';
-import { decodeRow, pagedRead } from './paged-read.js';
+import { decodeRow, LOOKED_THROUGH, pagedRead } from './paged-read.js';
 import { deleteRequest, isLifecycleType, keepsLifecycleEvents, reservedType, truncateRequest } from './lifecycle.js';
 import type { DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, TruncateStreamOptions } from './lifecycle.js';
 
@@ -242,7 +242,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       } else if (types !== undefined) filter.types = types;
       if (category !== undefined) filter.category = category;
     };
-    return pagedRead(start, async () => {
+    const read = pagedRead(start, async () => {
       if (remaining <= 0) return undefined;
       this.assertOpen();
       const pageLimit = Math.min(this.pageSize, remaining);
@@ -255,6 +255,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       if (last) after = last.position;
       return kept;
     }, (row) => decodeRow(row, this.#registry, options.raw === true, decoding.keep), decoding.skipped);
+    return Object.defineProperty(read, LOOKED_THROUGH, { get: () => after });
   }
 
   async deleteStream(streamId: string, options: DeleteStreamOptions = {}): Promise<LifecycleResult> {

@@ -4,6 +4,7 @@ import type { Logger } from '../core/logger.js';
 import { delay } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
 import { isTransient } from './checkpointing.js';
+import { LOOKED_THROUGH } from '../core/paged-read.js';
 
 /** One page of a runner's events, and how far the log was looked at to find them. */
 export interface Batch<E extends EventShape> {
@@ -107,17 +108,24 @@ export async function readOrWait<T>(
   }
 }
 
-/** Reads up to `limit` events after `position`. */
+/**
+ * Reads up to `limit` events after `position`. `through`: how far the read looked, past the last event
+ * when the store says so (LOOKED_THROUGH): rows it skipped after that event (lifecycle events of a
+ * read without types) are then not read again by the next page.
+ */
 export async function readPage<E extends EventShape>(
   store: EventStore<E>,
   position: number,
   limit: number,
   types: readonly E['type'][] | undefined,
   category: string | undefined,
-): Promise<Recorded<E>[]> {
-  const page: Recorded<E>[] = [];
-  for await (const event of store.readAll({ after: position, limit, types, category })) page.push(event);
-  return page;
+): Promise<Batch<E>> {
+  const events: Recorded<E>[] = [];
+  const read = store.readAll({ after: position, limit, types, category });
+  for await (const event of read) events.push(event);
+  const last = events.length === 0 ? position : (events[events.length - 1] as Recorded<E>).position;
+  const looked = (read as { [LOOKED_THROUGH]?: unknown })[LOOKED_THROUGH];
+  return { events, through: typeof looked === 'number' && looked > last ? looked : last };
 }
 
 /**
@@ -141,9 +149,7 @@ export class LogReader<E extends EventShape> implements EventSource<E> {
 
   async readBatch(position: number, signal: AbortSignal): Promise<Batch<E> | undefined> {
     const { store, batchSize, types, category } = this.o;
-    const events = await readOrWait(() => readPage(store, position, batchSize, types, category), signal, this.o);
-    if (events === undefined) return undefined;
-    return { events, through: events.length === 0 ? position : (events[events.length - 1] as Recorded<E>).position };
+    return readOrWait(() => readPage(store, position, batchSize, types, category), signal, this.o);
   }
 
   wake(): void {

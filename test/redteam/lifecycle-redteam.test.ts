@@ -1,6 +1,6 @@
 // Red team of stream lifecycle (issue 19): deletes and truncates racing appends and readers, across
 // several stores (pools) on one PostgreSQL schema; migrations; categories. Each test states what it
-// checks; a skipped one describes a finding not fixed yet.
+// checks; FOUND notes say what broke before its fix.
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import type { Recorded } from '../../src/core/event.js';
@@ -18,6 +18,8 @@ import { silentLogger } from '../../src/core/logger.js';
 import { memory } from '../../src/memory/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
 import { sqliteCounter } from '../view/helpers.js';
+import { Subscription } from '../../src/subscription/index.js';
+import { waitUntil } from '../../src/testing/wait.js';
 
 let cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -202,4 +204,62 @@ describe('red team: waitFor and a stream deleted while the view is behind', () =
     await view.start();
     await waiting;
   });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Subscriptions of every type at the end of a log whose tail is lifecycle events.
+
+/** A memory store that counts the rows its reads of the log fetch. */
+class CountingStore extends MemoryEventStore {
+  rowsRead = 0;
+  protected override async readAllRows(after: number, limit: number, filter: Parameters<MemoryEventStore['readAllRows']>[2]) {
+    const rows = await super.readAllRows(after, limit, filter);
+    this.rowsRead += rows.length;
+    return rows;
+  }
+}
+
+describe('red team: a subscription idle behind a tail of lifecycle events', () => {
+  // FOUND, FIXED: a subscription (or view, automation) without `types` whose log ends with lifecycle
+  // events (a purge that deleted many streams, and nothing appended since) re-read that whole tail on
+  // every poll and every wake-up, for as long as nothing else was appended. Its typed readAll skips the
+  // $stream.* rows (keepsLifecycleEvents), so the page held no event, `through` stayed at the last
+  // event handled (LogReader and SharedLog took the last *event's* position), and the next read started
+  // below the tail again; the checkpoint never passed it either, so a restart read it again. Here 2,000
+  // deleted streams and a 20 ms poll: ~90,000 rows fetched per idle second on the memory store. Now
+  // readAll's iterable tells how far it looked (LOOKED_THROUGH) and the runners go on from there.
+  for (const partitions of [undefined, 3]) {
+    it(`re-reads no lifecycle tail on each idle poll, and delivers what comes after it (${partitions === undefined ? 'plain' : 'partitioned'})`, async () => {
+      const store = new CountingStore();
+      const backend = { ...memory(), store };
+      await store.append('live-1', [{ type: 'A', data: 1 }]);
+      for (let i = 0; i < 2000; i++) {
+        await store.append(`gone-${i}`, [{ type: 'A', data: i }]);
+        await store.deleteStream(`gone-${i}`);
+      }
+      const head = await store.headPosition();
+      const seen: number[] = [];
+      const subscription = new Subscription({
+        name: 'all',
+        backend,
+        leaderLock: false,
+        logger: silentLogger,
+        pollIntervalMs: 20,
+        ...(partitions === undefined ? {} : { partitions }),
+        handler: (event) => void seen.push(event.position),
+      });
+      cleanups.push(() => subscription.stop());
+      await subscription.start();
+      await waitUntil(async () => (partitions === undefined ? await backend.checkpoints.load('all') : head) === head, { message: 'the checkpoint to pass the tail' });
+      await sleep(100);
+      assert.equal(seen.length, 1);
+      const before = store.rowsRead;
+      await sleep(1000);
+      const idle = store.rowsRead - before;
+      assert.ok(idle < 2000, `an idle second re-read ${idle} rows of a 2,000-row lifecycle tail`);
+      const { position } = await store.append('live-2', [{ type: 'A', data: 2 }]);
+      await waitUntil(() => seen.includes(position), { message: 'the event after the tail' });
+      assert.equal(seen.length, 2);
+    });
+  }
 });

@@ -122,8 +122,9 @@ export class SharedLog<E extends EventShape> {
     this.#fetching ??= (async (): Promise<true | undefined> => {
       try {
         let page: Recorded<E>[];
+        let through: number;
         try {
-          page = await readPage(this.o.store, this.#end, this.#pageSize, this.o.types, this.o.category);
+          ({ events: page, through } = await readPage(this.o.store, this.#end, this.#pageSize, this.o.types, this.o.category));
         } catch (error) {
           if (!isTransient(error)) throw error;
           this.o.logger.warn({ subscription: this.o.name, err: error }, `Subscription "${this.o.name}": reading events failed; retrying`);
@@ -133,7 +134,8 @@ export class SharedLog<E extends EventShape> {
         // Tagged before any is kept: a partitionKey that throws leaves the window as it was.
         const tagged = page.map((event) => ({ event, partition: this.#partitionOf(event) }));
         for (const entry of tagged) this.#entries.push(entry);
-        if (page.length > 0) this.#end = (page[page.length - 1] as Recorded<E>).position;
+        // Past the last event when the read skipped rows after it (lifecycle events): not read again.
+        this.#end = Math.max(this.#end, through);
         this.#trim();
         return true;
       } finally {
@@ -164,8 +166,7 @@ export class SharedLog<E extends EventShape> {
   async #readAlone(partition: number, position: number, signal: AbortSignal): Promise<Batch<E> | undefined> {
     const page = await readOrWait(() => readPage(this.o.store, position, this.o.batchSize, this.o.types, this.o.category), signal, this.o);
     if (page === undefined) return undefined;
-    const events = page.filter((event) => this.#partitionOf(event) === partition);
-    return { events, through: page.length === 0 ? position : (page[page.length - 1] as Recorded<E>).position };
+    return { events: page.events.filter((event) => this.#partitionOf(event) === partition), through: page.through };
   }
 
   /**
