@@ -17,6 +17,10 @@ import { MemoryView } from '../../src/view/index.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { memory } from '../../src/memory/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
+import Database from 'better-sqlite3';
+import { migrateSqlite, SQLITE_MIGRATIONS } from '../../src/sqlite/migrations.js';
+import { migratePostgres, POSTGRES_MIGRATIONS } from '../../src/postgres/migrations.js';
+import pg from 'pg';
 import { sqliteCounter } from '../view/helpers.js';
 import { Subscription } from '../../src/subscription/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
@@ -126,6 +130,33 @@ describe('red team: stream lifecycle on PostgreSQL, several stores', () => {
   });
 });
 
+describe('red team: appends to deleted streams through every PostgreSQL write path (held)', () => {
+  it("append_group, the lone one-event statement pair and append(): 'refuse' wins over any expected version; 'restart' numbers from 1 within a group", async () => {
+    const schema = await pgSchema();
+    const store = pgStore(schema);
+    const other = pgStore(schema);
+    await store.append('refused-1', [{ type: 'A', data: 1 }]);
+    await store.append('restart-1', [{ type: 'A', data: 1 }, { type: 'A', data: 2 }]);
+    await store.deleteStream('refused-1', { appends: 'refuse' });
+    await store.deleteStream('restart-1');
+    const outcome = (p: Promise<{ nextExpectedVersion: number }>) => p.then((r) => `v${r.nextExpectedVersion}`, (e: { code?: string }) => `${e.code}`);
+    // Made in one turn: one group (append_group).
+    const grouped = await Promise.all([
+      outcome(other.append('refused-1', [{ type: 'A', data: 1 }])),
+      outcome(other.append('restart-1', [{ type: 'A', data: 1 }], { expectedVersion: 'no_stream' })),
+      outcome(other.append('refused-1', [{ type: 'A', data: 1 }, { type: 'A', data: 2 }], { expectedVersion: 'no_stream' })),
+      outcome(other.append('restart-1', [{ type: 'A', data: 1 }], { expectedVersion: 'no_stream' })),
+      outcome(other.append('restart-1', [{ type: 'A', data: 1 }, { type: 'A', data: 1 }], { expectedVersion: 1 })),
+      outcome(other.append('refused-1', [{ type: 'A', data: 1 }], { expectedVersion: 3 })),
+    ]);
+    assert.deepEqual(grouped, ['ESKIT_STREAM_DELETED', 'v1', 'ESKIT_STREAM_DELETED', 'ESKIT_CONCURRENCY', 'v3', 'ESKIT_STREAM_DELETED']);
+    // Alone: the statement pair (one event) and append() (several).
+    assert.equal(await outcome(other.append('refused-1', [{ type: 'A', data: 1 }], { expectedVersion: 0 })), 'ESKIT_STREAM_DELETED');
+    assert.equal(await outcome(other.append('refused-1', [{ type: 'A', data: 1 }, { type: 'B', data: 1 }])), 'ESKIT_STREAM_DELETED');
+    assert.equal(await store.streamVersion('refused-1'), 0);
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------
 // Categories: awkward stream ids read the same on every adapter as categoryOf says.
 
@@ -176,6 +207,10 @@ for (const [adapter, make] of categoryAdapters) {
 // Views: waitFor the position of an event whose stream is deleted while the view is behind it.
 
 describe('red team: waitFor and a stream deleted while the view is behind', () => {
+  // FOUND, FIXED: waitFor(p) worked out once, when it began, the last event of the view up to p and
+  // waited for the checkpoint to reach it. When that event's stream was deleted (or truncated) before
+  // the view got to it, the view never applied it and its checkpoint never reached it: waitFor timed
+  // out ("is the view started ...?") although the view was up to date. It now looks again every second.
   it('memory view: waitFor(p) resolves once the view is past what is left of the log, when the event at p was deleted after waitFor began', async () => {
     const backend = memory();
     const view = new MemoryView<number>({ name: 'v', backend, types: ['Counted'], initialState: 0, evolve: (s) => s + 1, logger: silentLogger, checkpointPollMs: 10 });
@@ -262,4 +297,41 @@ describe('red team: a subscription idle behind a tail of lifecycle events', () =
       assert.equal(seen.length, 2);
     });
   }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Migrations of logs written before lifecycle events: positions stay monotonic (these held).
+describe('red team: upgrading a log written before stream lifecycle', () => {
+  it('SQLite: the v7 rebuild keeps the AUTOINCREMENT high-water mark when the newest events were deleted by hand before upgrading', async () => {
+    const path = files.freshPath();
+    const db = new Database(path);
+    migrateSqlite(db, SQLITE_MIGRATIONS.slice(0, 6));
+    const insert = db.prepare("INSERT INTO eskit_events (event_id, stream_id, stream_version, type, data, metadata, created_at) VALUES (?, 's-1', ?, 'A', '1', '{}', 0)");
+    for (let i = 1; i <= 5; i++) insert.run(`00000000-0000-4000-8000-00000000000${i}`, i);
+    db.prepare('DELETE FROM eskit_events WHERE position >= 4').run();
+    db.close();
+    const store = new SqliteEventStore({ path });
+    cleanups.push(() => store.close());
+    assert.equal((await store.append('s-1', [{ type: 'A', data: 1 }])).position, 6);
+    assert.equal((await store.deleteStream('s-1', { hard: true })).position, 7);
+    assert.equal((await store.append('t-1', [{ type: 'A', data: 1 }])).position, 8);
+  });
+
+  it('PostgreSQL: two processes migrating a v8 schema with data at once; the sequence goes on past a deleted newest event; version 0 is refused', async () => {
+    const schema = await pgSchema();
+    await migratePostgres(schema.pool, schema.name, POSTGRES_MIGRATIONS.slice(0, 8));
+    const s = `"${schema.name}"`;
+    for (let i = 0; i < 5; i++) await schema.pool.query(`SELECT * FROM ${s}.append_one('s-1', -1, gen_random_uuid(), 'A', '1', '{}')`);
+    await schema.pool.query(`DELETE FROM ${s}.events WHERE position = 5`);
+    const pools = [new pg.Pool({ connectionString: schema.connectionString, max: 1 }), new pg.Pool({ connectionString: schema.connectionString, max: 1 })];
+    cleanups.push(() => Promise.all(pools.map((p) => p.end())));
+    const applied = await Promise.all(pools.map((p) => migratePostgres(p, schema.name)));
+    assert.deepEqual(applied.flat().sort((a, b) => a - b), [9, 10, 11, 12]);
+    const store = new PostgresEventStore({ pool: pools[0]!, schema: schema.name });
+    cleanups.push(() => store.close());
+    const appended = await store.append('s-1', [{ type: 'A', data: 1 }]);
+    assert.deepEqual([appended.position, appended.nextExpectedVersion], [6, 5]);
+    assert.equal((await store.deleteStream('s-1', { hard: true })).position, 7);
+    await assert.rejects(schema.pool.query(`INSERT INTO ${s}.events VALUES (100, gen_random_uuid(), 'z', 0, 'A', '1', '{}', now())`), /events_stream_version_check/);
+  });
 });
