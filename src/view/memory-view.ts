@@ -89,13 +89,15 @@ export class MemoryView<S, E extends EventShape = EventShape> {
       },
       list: async () => [],
     };
+    // eagerPassOver: the checkpoint is this object's memory, so passing over events the view does not
+    // get (other types, a split's other parts) costs nothing, and waitFor on one returns at once.
     this.#subscription = new Subscription<E>({
       ...subscriptionOptionsOf(options),
       store,
       checkpoints,
       logger,
       batchHandler: (events) => this.#apply(events),
-    }, { checkpointsInHandler: true, kind: 'view' });
+    }, { checkpointsInHandler: true, kind: 'view', eagerPassOver: true });
     this.#signals = new ViewSignals<E>({
       view: options.name,
       store,

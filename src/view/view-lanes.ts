@@ -83,7 +83,10 @@ export class ViewLanes<E extends EventShape> {
         throw new InvalidArgumentError(`SqlView "${name}": partitionKey, members and rebalanceIntervalMs need partitions (the number of partitions to split the events into).`);
       }
       this.names = [name];
-      this.#face = this.#runner(this.#lane(name), {});
+      // Eager: what a read passes over without handing it to the view (a lifecycle event, a split row
+      // with none of its types) is saved once caught up, so waitFor on it returns; a typed read skips
+      // other types in SQL, so this is a write only when such rows were there.
+      this.#face = this.#runner(this.#lane(name), { eagerPassOver: true });
       return;
     }
     this.#face = partitionSet<E, SubscriptionStatus>(

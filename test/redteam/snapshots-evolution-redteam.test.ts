@@ -10,7 +10,8 @@ import { EventRegistry } from '../../src/core/registry.js';
 import { postgres } from '../../src/postgres/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
 import { createTestSchema } from '../support/postgres.js';
-import { MemoryView } from '../../src/view/index.js';
+import { MemoryView, SqlView } from '../../src/view/index.js';
+import type { SqliteViewTx } from '../../src/sqlite/index.js';
 import { MemoryDeadLetterStore } from '../../src/memory/memory-dead-letter-store.js';
 import { databasesAfterEach } from '../sqlite/helpers.js';
 
@@ -157,15 +158,10 @@ const sometimesPaid = (): EventRegistry<NewEvent> =>
   );
 
 describe('red team: waitFor and split parts a typed view never gets', () => {
-  // NOT FIXED (left skipped): waitFor's lastRelevant (ViewSignals#lastRelevant for MemoryView, and the
-  // SQL lastRelevant/countRelevant of SqliteViews and PostgresViews) selects the stored names of the
-  // view's types (storedTypes: split sources included) without decoding them, while the view's typed
-  // read keeps only the asked parts (storedTypesFor's keep) and yields nothing for a stored event whose
-  // split made none of them (which the docs allow: "a stored event left with no asked part"). The view's
-  // checkpoint never passes such a row, so waitFor(p) times out when the last "relevant" row <= p is one.
-  // A fix needs lastRelevant to decode split rows (or the typed read's checkpoint to pass skipped rows),
-  // on all three adapters. Reproduce: remove .skip; it fails with ESKIT_TIMEOUT after 2 s.
-  it.skip('MemoryView of PaymentTaken: waitFor(position of a CheckedOut with no PaymentTaken part) resolves once the view is caught up', async () => {
+  // Found by the red team: the view's checkpoint never passed a stored event whose split made none of
+  // its types, so waitFor timed out. Fixed by readAll telling how far it looked (LOOKED_THROUGH) and
+  // MemoryView passing over eagerly (its checkpoint is memory).
+  it('MemoryView of PaymentTaken: waitFor(position of a CheckedOut with no PaymentTaken part) resolves once the view is caught up', async () => {
     const path = files.freshPath();
     const before = sqlite<OldEvent>({ path });
     await before.store.append('shop-1', [{ type: 'CheckedOut', data: { orderId: 'a', amount: 10 } }]);
@@ -188,9 +184,32 @@ describe('red team: waitFor and split parts a typed view never gets', () => {
     await view.waitFor(1, { timeoutMs: 2000 });
     assert.equal(view.state, 10);
     // The view has applied every event it will ever get up to `position`: position 2 has none for it.
-    // Bug: lastRelevant counts the stored CheckedOut row (a stored type of PaymentTaken), but the view's
-    // typed read keeps no part of it, so its checkpoint never passes 2 and waitFor times out.
     await view.waitFor(position, { timeoutMs: 2000 });
+  });
+
+  it('SqlView on SQLite of PaymentTaken: the same waitFor resolves', async () => {
+    const path = files.freshPath();
+    const before = sqlite<OldEvent>({ path });
+    await before.store.append('shop-1', [{ type: 'CheckedOut', data: { orderId: 'a', amount: 10 } }]);
+    const { position } = await before.store.append('shop-1', [{ type: 'CheckedOut', data: { orderId: 'free', amount: 0 } }]);
+    await before.close();
+    const backend = sqlite<NewEvent>({ path, registry: sometimesPaid() });
+    files.closeAfterTest(() => backend.close());
+    const view = new SqlView<NewEvent, SqliteViewTx, void>({
+      name: 'paid',
+      backend,
+      types: ['PaymentTaken'],
+      leaderLock: false,
+      logger: silentLogger,
+      pollIntervalMs: 10,
+      setup: { version: 1, statements: (t) => [`CREATE TABLE ${t('paid')} (position INTEGER PRIMARY KEY, amount INTEGER NOT NULL)`] },
+      evolve: (event, { prepare, table }) => void prepare(`INSERT INTO ${table('paid')} (position, amount) VALUES (?, ?)`).run(event.position, (event.data as { amount: number }).amount),
+    });
+    await view.start();
+    files.closeAfterTest(() => view.stop());
+    await view.waitFor(1, { timeoutMs: 2000 });
+    await view.waitFor(position, { timeoutMs: 2000 });
+    assert.deepEqual(backend.database.prepare('SELECT amount FROM paid').pluck().all(), [10]);
   });
 });
 
