@@ -35,19 +35,25 @@ export const EXPECTED_NO_STREAM = -2;
 export const EXPECTED_STREAM_EXISTS = -3;
 
 /**
+ * plpgsql that refuses an append to a stream deleted with appends 'refuse'. Only where the stream
+ * looks new (version 0), so an append to a stream with events pays nothing for it.
+ */
+function refuseDeletedStream(s: string, indent: string): string {
+  return `
+${indent}IF actual = 0 AND ${refusesAppendsSql(s, 'p_stream_id')} THEN
+${indent}  RAISE EXCEPTION USING ERRCODE = '${STREAM_DELETED_SQLSTATE}',
+${indent}    MESSAGE = format('eskit: stream %s was deleted and refuses appends', p_stream_id);
+${indent}END IF;`;
+}
+
+/**
  * The serialised head shared by both append functions: take the append lock, read the stream's version
  * with a fresh snapshot, check the expected version. Generated text rather than a helper function, as
  * a nested plpgsql call would cost time inside the serialised section.
  */
 function lockAndCheck(s: string, rawSchema: string, lifecycle = false): string {
   const [lockClass, lockObject] = advisoryKey('append', rawSchema);
-  const refused = lifecycle
-    ? `
-  IF actual = 0 AND ${refusesAppendsSql(s, 'p_stream_id')} THEN
-    RAISE EXCEPTION USING ERRCODE = '${STREAM_DELETED_SQLSTATE}',
-      MESSAGE = format('eskit: stream %s was deleted and refuses appends', p_stream_id);
-  END IF;`
-    : '';
+  const refused = lifecycle ? refuseDeletedStream(s, '  ') : '';
   return `
   PERFORM pg_advisory_xact_lock(${lockClass}, ${lockObject});
 
@@ -286,13 +292,7 @@ BEGIN`;
 export function fasterAppendOne(s: string, rawSchema: string, lifecycle = false): string {
   const [lockClass, lockObject] = advisoryKey('append', rawSchema);
   const refused = lifecycle ? ` AND NOT (v.version = 0 AND ${refusesAppendsSql(s, 'p_stream_id')})` : '';
-  const refusal = lifecycle
-    ? `
-    IF actual = 0 AND ${refusesAppendsSql(s, 'p_stream_id')} THEN
-      RAISE EXCEPTION USING ERRCODE = '${STREAM_DELETED_SQLSTATE}',
-        MESSAGE = format('eskit: stream %s was deleted and refuses appends', p_stream_id);
-    END IF;`
-    : '';
+  const refusal = lifecycle ? refuseDeletedStream(s, '    ') : '';
   return `
 ${appendOneHead(s, 'CREATE OR REPLACE')}
   PERFORM pg_advisory_xact_lock(${lockClass}, ${lockObject});
