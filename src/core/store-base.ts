@@ -201,7 +201,11 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       const last = rows[rows.length - 1];
       if (last) from = direction === 'forward' ? last.streamVersion + 1 : last.streamVersion - 1;
       return rows;
-    }, (row) => decodeRow(row, this.#registry, options.raw === true, undefined));
+    }, (row) => {
+      const decoded = decodeRow(row, this.#registry, options.raw === true, undefined);
+      // Backward is newest first down to the parts of a split: its last part is the stream's last event.
+      return direction === 'backward' && Array.isArray(decoded) ? decoded.reverse() : decoded;
+    });
   }
 
   readAll(options: ReadAllOptions & { raw: true }): AsyncIterable<Recorded>;

@@ -270,14 +270,15 @@ const snapshotsMigration: PostgresMigration = {
 -- version the code gave the state's shape: a row of another version is ignored, never misread.
 -- stream_version and event_id name the last event folded in, so a loader can tell that this very
 -- event is still in the stream (a stream deleted and started again has other ids). Replaced only by a
--- snapshot of a higher stream_version.
+-- snapshot of a higher stream_version. state is json, not jsonb: the text as written, key order
+-- included, so a state loaded from a snapshot is the state evolve built (jsonb sorts keys).
 CREATE TABLE ${s}.snapshots (
   stream_id text NOT NULL,
   name text NOT NULL,
   state_version text NOT NULL,
   stream_version bigint NOT NULL,
   event_id uuid NOT NULL,
-  state jsonb NOT NULL,
+  state json NOT NULL,
   created_at timestamptz NOT NULL,
   CONSTRAINT snapshots_pkey PRIMARY KEY (stream_id, name)
 );

@@ -37,7 +37,7 @@ function statements(schema: string): Statements {
       rowMode: array,
       text: `
         INSERT INTO ${s}.snapshots AS t (stream_id, name, state_version, stream_version, event_id, state, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6::jsonb, clock_timestamp())
+        VALUES ($1, $2, $3, $4, $5, $6::json, clock_timestamp())
         ON CONFLICT (stream_id, name) DO UPDATE SET
           state_version = excluded.state_version,
           stream_version = excluded.stream_version,

@@ -86,11 +86,9 @@ describe('red team: snapshots and schema evolution', () => {
 });
 
 describe('red team: split parts and the readers', () => {
-  // Not a bug by the spec: the conformance suite (src/testing/conformance/evolution.ts, "a backward read
-  // keeps the parts in their order") asks for parts in forward order on a backward read. Left skipped as
-  // a design question: with it, the first event of readStream(id, { direction: 'backward', limit: 1 })
-  // is part 0, not the stream's last event (part n-1), so "read the last event" code sees the wrong one.
-  it.skip('readStream backward yields the parts of a split stored event newest first, like every other event', async () => {
+  // Found by the red team: a backward read gave a split's parts in forward order, so the first event of
+  // readStream(id, { direction: 'backward', limit: 1 }) was part 0, not the stream's last event.
+  it('readStream backward yields the parts of a split stored event newest first, like every other event', async () => {
     const path = files.freshPath();
     const before = sqlite<OldEvent>({ path });
     await before.store.append('shop-1', [{ type: 'CheckedOut', data: { orderId: 'a', amount: 10 } }]);
@@ -233,16 +231,12 @@ const queue: Decider<{ jobs: Record<string, true> }, { queue: string } | { take:
 };
 
 describe('red team: a snapshot keeps the state as folded, key order included', () => {
-  // NOT FIXED on PostgreSQL (left skipped there): <schema>.snapshots.state is jsonb (migration 11), which
-  // stores objects with their keys sorted (by length, then bytes), so a state loaded from a snapshot has
-  // another key order than the one evolve built; a decider that reads key order (Object.keys(...)[0] as
-  // "oldest") decides differently after a snapshot load than after a full replay: here it takes "ant"
-  // instead of "zebra". Memory and SQLite keep the text. A fix: store state as json (keeps the text),
-  // i.e. a migration ALTER COLUMN state TYPE json and $6::json in the save. Note that events.data is
-  // jsonb too, so key order inside one event's data is already lost on every PostgreSQL read (and the
-  // append's result, built from the input, keeps it): the same divergence can come from there.
+  // Found by the red team: <schema>.snapshots.state was jsonb, which sorts keys, so a state loaded from a
+  // snapshot had another key order than the one evolve built, and a decider reading key order decided
+  // differently than after a full replay. Now json (the text as written). Events' data is jsonb on
+  // PostgreSQL, so key order inside one event's data is not kept there (docs/event-stores.md).
   for (const adapter of ['sqlite', 'postgres'] as const) {
-    it(`${adapter}: the job taken after a snapshot load is the one a full replay takes`, { skip: adapter === 'postgres' && 'jsonb reorders keys: see above' }, async () => {
+    it(`${adapter}: the job taken after a snapshot load is the one a full replay takes`, async () => {
       let backend;
       if (adapter === 'sqlite') {
         backend = sqlite<QueueEvent>({ path: files.freshPath() });
