@@ -13,9 +13,6 @@ import { isLifecycleType, RESERVED_TYPE_PREFIX } from './lifecycle.js';
  */
 export const SCHEMA_VERSION_KEY = '$schemaVersion';
 
-// Types starting with `$stream.` are eskit's stream lifecycle events (lifecycle.ts): a registry reads them as stored.
-export { isLifecycleType } from './lifecycle.js';
-
 /** One step of a version chain: turns data of version `from` into version `from + 1`. */
 export interface UpcastStep {
   from: number;

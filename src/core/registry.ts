@@ -1,6 +1,8 @@
 import { EventValidationError, InvalidArgumentError, RetiredEventTypeError, UnknownEventTypeError } from './errors.js';
 import type { EventShape, Metadata, Recorded } from './event.js';
-import { compileRegistry, isLifecycleType, partId, reasonOf, SCHEMA_VERSION_KEY, storedVersion, upgrade } from './evolution.js';
+import { compileRegistry, partId, reasonOf, SCHEMA_VERSION_KEY, storedVersion, upgrade } from './evolution.js';
+// Types starting with `$stream.` are eskit's stream lifecycle events: a registry reads them as stored.
+import { isLifecycleType } from './lifecycle.js';
 import type { CompiledRegistry, CompiledSplit, CompiledType, SplitDefinition, SplitPart, UpcastStep } from './evolution.js';
 
 export { SCHEMA_VERSION_KEY, partId } from './evolution.js';

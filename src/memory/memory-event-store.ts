@@ -62,7 +62,7 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
   protected async writeLifecycle(streamId: string, request: LifecycleRequest): Promise<LifecycleWritten> {
     const stream = this.#streams.get(streamId) ?? [];
     const version = versionOf(stream);
-    if (version === 0) throw new StreamNotFoundError(streamId, request.kind === 'delete' ? 'delete' : 'truncate');
+    if (version === 0) throw new StreamNotFoundError(streamId, request.kind);
     assertExpectedVersion(streamId, request.expected, version);
     if (request.kind === 'truncate' && request.before > version) throw truncateBeyondVersion(streamId, request.before, version);
     const removed = new Set(request.kind === 'delete' ? stream : stream.filter((row) => row.streamVersion < request.before));

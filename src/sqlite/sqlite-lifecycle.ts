@@ -49,7 +49,7 @@ export function lifecycleWriter(db: Database.Database): Database.Transaction<(st
   );
   return db.transaction((streamId: string, request: LifecycleRequest): LifecycleWritten => {
     const current = version.get(streamId) as number;
-    if (current === 0) throw new StreamNotFoundError(streamId, request.kind === 'delete' ? 'delete' : 'truncate');
+    if (current === 0) throw new StreamNotFoundError(streamId, request.kind);
     assertExpectedVersion(streamId, request.expected, current);
     const now = Date.now();
     if (request.kind === 'truncate') {
