@@ -18,7 +18,8 @@ export interface EventTypeDefinition<D> {
   /**
    * Turns data stored by an older version of the code into the current shape. Runs on every read,
    * whatever version the event was stored at. For more than one change, use `version` and
-   * `upcasters` instead (the two cannot be combined: this one becomes the step from version 1).
+   * `upcasters` instead (the two cannot be combined: move this function into `upcasters` as the step
+   * `{ from: 1, up }`).
    */
   upcast?: (data: unknown, metadata: Metadata) => unknown;
   /**

@@ -365,8 +365,6 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     stamp?.(metadata);
     return { id, type, data, metadata };
   }
-
-
 }
 
 function assertStreamId(streamId: unknown): asserts streamId is string {

@@ -7,8 +7,8 @@ export interface CachedSnapshot {
 }
 
 /**
- * The latest snapshot a CommandHandler wrote or loaded, per stream, so that a load can skip reading it
- * back from the store (one round trip of the three a command costs on PostgreSQL).
+ * The latest snapshot a CommandHandler wrote, per stream (a snapshot loaded from the store is not kept:
+ * only the writes go through `set`), so that a load can skip reading it back from the store (one round trip of the three a command costs on PostgreSQL).
  *
  * Only ever a hint. A cached snapshot is used exactly like a stored one: only if the stream still has
  * its event at its version with its id, else the store's is tried, then a full replay. Another process

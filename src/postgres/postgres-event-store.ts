@@ -56,7 +56,6 @@ const UNSTORABLE_TEXT = /\u0000|\p{Cs}/u;
 
 type Row = unknown[];
 
-
 /**
  * The event store on PostgreSQL. Every write is one round trip and one transaction: a group of
  * appends (GroupCommit) one call of `<schema>.append_group`, a lone append of several events one call

@@ -23,7 +23,7 @@ function statements(schema: string): Statements {
   const name = (what: string): string => `eskit.${schema}.snapshot_${what}`;
   const array = 'array' as const;
   cached = {
-    // state as text, parsed here: the pool may carry its own jsonb parser, and a row that does not
+    // state as text, parsed here: the pool may carry its own json type parser, and a row that does not
     // parse must become a CorruptSnapshotError like on the other adapters.
     load: {
       name: name('load'),
