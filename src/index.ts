@@ -34,7 +34,8 @@ export type { RetryPolicy } from './core/retry.js';
 export { ConcurrencyError, ErrorCode, EskitError, FencedError, HandlerFailedError, PermanentFailure, isEskitError } from './core/errors.js';
 
 // Stream lifecycle (issue 19): store.deleteStream / truncateStream and the events they append.
-export { STREAM_DELETED, STREAM_TRUNCATED, StreamDeletedError, StreamNotFoundError } from './core/lifecycle-exports.js';
+export { STREAM_DELETED, STREAM_TRUNCATED } from './core/lifecycle-exports.js';
+export { StreamDeletedError, StreamNotFoundError } from './core/errors.js';
 export type {
   AppendsAfterDelete,
   DeleteStreamOptions,

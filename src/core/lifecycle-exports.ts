@@ -1,5 +1,16 @@
-// The public names of the stream lifecycle (lifecycle.ts also holds what only the adapters use).
-export { RESERVED_TYPE_PREFIX, STREAM_DELETED, STREAM_TRUNCATED, isLifecycleType } from './lifecycle.js';
+// What core's index (so `eskit/adapter`) exports of the stream lifecycle: the public types, and what an
+// adapter's `writeLifecycle` needs to write the lifecycle event as the bundled adapters do. The root
+// entry picks the public names from here. lifecycle.ts also holds the argument checks only
+// EventStoreBase runs. The errors (StreamDeletedError, StreamNotFoundError) come from errors.ts.
+export {
+  RESERVED_TYPE_PREFIX,
+  STREAM_DELETED,
+  STREAM_TRUNCATED,
+  isLifecycleType,
+  lifecycleData,
+  lifecycleType,
+  truncateBeyondVersion,
+} from './lifecycle.js';
 export type {
   AppendsAfterDelete,
   DeleteStreamOptions,
@@ -11,4 +22,3 @@ export type {
   StreamTruncatedData,
   TruncateStreamOptions,
 } from './lifecycle.js';
-export { StreamDeletedError, StreamNotFoundError } from './errors.js';
