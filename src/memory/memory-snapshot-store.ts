@@ -60,8 +60,8 @@ export class MemorySnapshotStore implements SnapshotStore {
     return count;
   }
 
-  /** For tests: replaces a row's state text as is (for example with text that is not JSON). */
-  corrupt(streamId: string, name: string, stateText: string): void {
+  /** Test hook: replaces a row's state text as is (for example with text that is not JSON), as an outside writer might. */
+  corruptForTesting(streamId: string, name: string, stateText: string): void {
     const row = this.#streams.get(streamId)?.get(name);
     if (row !== undefined) row.state = stateText;
   }

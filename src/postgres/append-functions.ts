@@ -1,6 +1,7 @@
 // The SQL of eskit's append functions, as the migrations create them: append_one and append (one
 // append per call) and append_group (several, see GroupCommit). Generated text per schema; each
 // migration that changes one says so in migrations.ts.
+import { STREAM_DELETED } from '../core/lifecycle.js';
 import { advisoryKey, notifyChannel } from './schema.js';
 
 /** SQLSTATE raised by `<schema>.append` and `<schema>.append_one` when the expected version does not hold; DETAIL is the actual version. */
@@ -20,7 +21,7 @@ export const GROUP_REFUSED_DELETED = -3;
  * existing streams never pay for it (from migration 12, and in appendOneStatements).
  */
 export function refusesAppendsSql(s: string, stream: string): string {
-  return `coalesce((SELECT l.type = '$stream.deleted' AND l.data->>'appends' = 'refuse' FROM ${s}.events l
+  return `coalesce((SELECT l.type = '${STREAM_DELETED}' AND l.data->>'appends' = 'refuse' FROM ${s}.events l
     WHERE l.stream_id = ${stream} AND l.stream_version < 0 ORDER BY l.stream_version LIMIT 1), false)`;
 }
 
