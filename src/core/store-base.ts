@@ -405,7 +405,10 @@ export function storedTypesOf(store: object, types: readonly string[] | undefine
   return typeof own === 'function' ? (own.call(store, types) as string[]) : [...types];
 }
 
-/** Whether a raw read of `types` (as stored) would reach a typed reader: lifecycle rows only when asked for by type. */
+/**
+ * Whether a row of a raw read of `types` (as stored) would reach a typed reader: lifecycle rows only
+ * when asked for by type. The rule readAll applies (`keepsLifecycleEvents`), for readers that read raw.
+ */
 export function readsLifecycleRow(type: string, types: readonly string[] | undefined): boolean {
-  return types !== undefined || !isLifecycleType(type);
+  return keepsLifecycleEvents(false, types) || !isLifecycleType(type);
 }
