@@ -1,9 +1,8 @@
 // How EventStoreBase turns the rows an adapter reads into the events a reader iterates: the paging
 // iterator, and the one decode path every reader goes through (JSON, registry upcasting, renames, splits).
 import { CorruptEventError } from './errors.js';
-import type { Metadata, Recorded } from './event.js';
+import type { EventShape, Metadata, Recorded } from './event.js';
 import type { EventRegistry } from './registry.js';
-import type { EventShape } from './event.js';
 import type { StoredEventRow } from './store-base.js';
 
 /**
