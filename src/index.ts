@@ -7,7 +7,7 @@ import './telemetry/install.js';
 // Where events live: one call per backend (the database ones in their own entries).
 export { memory } from './memory/backend.js';
 export type { Backend } from './core/backend.js';
-export type { AppendResult, EventStore, ExpectedVersion, ReadAllOptions } from './core/store.js';
+export type { AppendResult, EventStore, ExpectedVersion } from './core/store.js';
 // Categories: the stream id up to its first '-', as readAll({ category }) and the runners' category option read it.
 export { categoryOf } from './core/store.js';
 export type { EventShape, Metadata, NewEvent, Recorded } from './core/event.js';
@@ -33,31 +33,15 @@ export type { RetryPolicy } from './core/retry.js';
 // Errors: check them by code (isEskitError(error, ErrorCode.Concurrency)), which works across copies.
 export { ConcurrencyError, ErrorCode, EskitError, FencedError, HandlerFailedError, PermanentFailure, isEskitError } from './core/errors.js';
 
-// Stream lifecycle (issue 19): store.deleteStream / truncateStream and the events they append.
+// A store for years (issue 19): what applications name. The option, result and error types, the
+// snapshot store contract and the registry's definition types are in `eskit/adapter`; errors are
+// checked by code (ErrorCode.StreamDeleted, ...).
 export { STREAM_DELETED, STREAM_TRUNCATED } from './core/lifecycle-exports.js';
-export { StreamDeletedError, StreamNotFoundError } from './core/errors.js';
-export type {
-  AppendsAfterDelete,
-  DeleteStreamOptions,
-  LifecycleResult,
-  StreamDeletedData,
-  StreamLifecycleEvent,
-  StreamTruncatedData,
-  TruncateStreamOptions,
-} from './core/lifecycle-exports.js';
-
-// Schema evolution (issue 19): version chains, renames and splits in the EventRegistry.
-export { RegistryDefinitionError, RetiredEventTypeError } from './core/errors.js';
-export { SCHEMA_VERSION_KEY } from './core/registry.js';
-export type { EventDefinitions, EventRegistryOptions, EventTypeDefinition, SplitDefinition, SplitPart, UpcastStep } from './core/registry.js';
-export type { EventPart } from './core/event.js';
-
-// Snapshots (issue 19): CommandHandler({ snapshots: { version } }), policies, the store contract.
+export type { StreamLifecycleEvent } from './core/lifecycle-exports.js';
+export type { UpcastStep } from './core/registry.js';
 export { allOf, anyOf, everyEvents, onEventTypes, slowerThan, snapshotWhen } from './core/snapshot.js';
-export type { NewSnapshot, Snapshot, SnapshotContext, SnapshotLoadContext, SnapshotPolicy, SnapshotStore } from './core/snapshot.js';
-export type { AggregateResult } from './decider/command-handler.js';
+export type { SnapshotPolicy } from './core/snapshot.js';
 export type { SnapshotOptions } from './decider/snapshots.js';
-export { CorruptSnapshotError, StreamHistoryMissingError } from './core/errors.js';
 
 // Logging and telemetry.
 export { consoleLogger, silentLogger } from './core/logger.js';

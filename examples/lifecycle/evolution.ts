@@ -6,8 +6,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ErrorCode, EventRegistry, isEskitError, SCHEMA_VERSION_KEY } from '../../src/index.js';
-import type { EventDefinitions, UpcastStep } from '../../src/index.js';
+import { ErrorCode, EventRegistry, isEskitError } from '../../src/index.js';
+import type { UpcastStep } from '../../src/index.js';
+import { SCHEMA_VERSION_KEY } from '../../src/adapter/index.js';
+import type { EventDefinitions } from '../../src/adapter/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
 
 // Today's events. ItemAdded was { sku } (v1), then { sku, quantity } (v2), now { product: { sku }, quantity } (v3).

@@ -1,4 +1,4 @@
-import { InvalidArgumentError, TimeoutError } from '../core/errors.js';
+import { ErrorCode, InvalidArgumentError, isEskitError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
 import type { EventStore } from '../core/store.js';
@@ -168,7 +168,7 @@ export class ViewSignals<E extends EventShape> {
           });
           return;
         } catch (error) {
-          if (slice >= remaining || !(error instanceof TimeoutError)) throw error;
+          if (slice >= remaining || !isEskitError(error, ErrorCode.Timeout)) throw error;
         }
         // The events it waits for may have left the log since (their stream deleted or truncated):
         // the view never applies those, so wait only for what is still there.
