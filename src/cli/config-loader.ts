@@ -80,7 +80,7 @@ export async function loadConfig(file: string | undefined, cwd: string, tsx: Tsx
     path = CONFIG_NAMES.map((name) => resolve(cwd, name)).find((candidate) => existsSync(candidate));
     if (path === undefined) {
       throw new CliError(`no ${CONFIG_NAMES.join(', ')} in ${cwd}`, {
-        hint: `Pass --config <file>: a module whose default export is { views: (context) => [...] } (see ${OPERATIONS_GUIDE}).`,
+        hint: `Pass --config <file>: a module whose default export is defineConfig({ registry, views }) (the registry for events check, the views for view rebuild; see ${OPERATIONS_GUIDE}).`,
       });
     }
   }
@@ -90,7 +90,7 @@ export async function loadConfig(file: string | undefined, cwd: string, tsx: Tsx
   const inner = (config as { default?: unknown } | null)?.default;
   if (typeof inner === 'object' && inner !== null && !('views' in (config as object)) && !('registry' in (config as object))) config = inner;
   if (typeof config !== 'object' || config === null) {
-    throw new CliError(`the config ${path} has no default export object`, { hint: `export default { views: (context) => [...] } (see ${OPERATIONS_GUIDE}).` });
+    throw new CliError(`the config ${path} has no default export object`, { hint: `export default defineConfig({ registry, views: (context) => [...] }) (see ${OPERATIONS_GUIDE}).` });
   }
   const { views, registry } = config as { views?: unknown; registry?: unknown };
   if (views !== undefined && typeof views !== 'function') {
