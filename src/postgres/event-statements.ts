@@ -21,7 +21,7 @@ export interface Statements {
 
 const COLUMNS = 'position, id, stream_id, stream_version, type, data::text, metadata::text, created_at';
 /** A stream's category, exactly as the index of migration 10 computes it (the planner matches the expression). */
-const CATEGORY_SQL = "split_part(stream_id, '-', 1)";
+export const CATEGORY_SQL = "split_part(stream_id, '-', 1)";
 
 export function eventStatements(schema: string): Statements {
   const s = quoteSchema(schema);

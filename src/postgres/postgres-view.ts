@@ -7,6 +7,7 @@ import type { EventShape, Recorded } from '../core/event.js';
 import { InvalidArgumentError, StoreClosedError, ViewFencedError } from '../core/errors.js';
 import type { EventStore } from '../core/store.js';
 import { storedTypesOf } from '../core/store-base.js';
+import { CATEGORY_SQL } from './event-statements.js';
 import { checkTableName, isViewCheckpoint, tableNames, rebuildFingerprint } from '../core/view-backend.js';
 import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewCommitListener, ViewMeta, ViewWatch } from '../core/view-backend.js';
 import { translateError } from './errors.js';
@@ -238,7 +239,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     let text = `SELECT ${what} FROM ${this.#s}.events WHERE position > $1 AND position <= $2`;
     // A view of every type never gets lifecycle events (see readAll).
     text += this.#storedTypes === undefined ? " AND left(type, 8) <> '$stream.'" : ` AND type = ANY($${values.push(this.#storedTypes)}::text[])`;
-    if (this.#category !== undefined) text += ` AND split_part(stream_id, '-', 1) = $${values.push(this.#category)}`;
+    if (this.#category !== undefined) text += ` AND ${CATEGORY_SQL} = $${values.push(this.#category)}`;
     return { text, values };
   }
 

@@ -51,7 +51,7 @@ interface Statements {
 
 const COLUMNS = 'position, event_id, stream_id, stream_version, type, data, metadata, created_at';
 /** A stream's category, exactly as the index of migration 8 computes it (the planner matches the expression). */
-const CATEGORY_SQL = "(CASE WHEN instr(stream_id, '-') > 0 THEN substr(stream_id, 1, instr(stream_id, '-') - 1) ELSE stream_id END)";
+export const CATEGORY_SQL = "(CASE WHEN instr(stream_id, '-') > 0 THEN substr(stream_id, 1, instr(stream_id, '-') - 1) ELSE stream_id END)";
 /**
  * A type filter with up to this many types is read as a merge of one index range per type (see
  * `#allOfTypes`); beyond it, by a scan in position order that skips other types.

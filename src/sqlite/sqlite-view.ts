@@ -6,17 +6,15 @@ import { InvalidArgumentError, PermanentFailure, ViewFencedError } from '../core
 import type { EventShape, Recorded } from '../core/event.js';
 import type { EventStore } from '../core/store.js';
 import { storedTypesOf } from '../core/store-base.js';
+import { CATEGORY_SQL } from './sqlite-event-store.js';
 import { assertOwnTables, checkTableName, isViewCheckpoint, rebuildFingerprint, setupNames, shadowName } from '../core/view-backend.js';
 import type { RebuildStart, SqlViewBackend, SqlViews, SqlViewSetup, SqlViewSpec, ViewMeta } from '../core/view-backend.js';
 import { translateSqliteError } from './errors.js';
 import { saveSqliteCheckpoint, SQLITE_NOW_MS, SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
 import { quote, sqliteViewTx } from './view-tx.js';
-
-/** A stream's category, exactly as the index of migration 8 computes it. */
-/** A view of every type never gets lifecycle events (see readAll). */
-const NOT_LIFECYCLE = " AND substr(type, 1, 8) <> '$stream.'";
-const CATEGORY_SQL = "(CASE WHEN instr(stream_id, '-') > 0 THEN substr(stream_id, 1, instr(stream_id, '-') - 1) ELSE stream_id END)";
 import type { SqliteViewTx } from './view-tx.js';
+
+const NOT_LIFECYCLE = " AND substr(type, 1, 8) <> '$stream.'"; // a view of every type never gets them (see readAll)
 
 /**
  * The SQL views of a SQLite event store: each view's tables live in the store's file and use its
