@@ -6,8 +6,8 @@ import type { EventRegistry } from './registry.js';
 import type { StoredEventRow } from './store-base.js';
 
 /**
- * On the iterable `readAll` returns (EventStoreBase): once an iteration has ended, the position of the
- * last stored row it fetched. Every row up to it was delivered or skipped (a lifecycle event a typed
+ * On the iterable `readAll` returns (EventStoreBase): once an iteration has run to its end (not left
+ * with `break`), the position of the last stored row it fetched. Every row up to it was delivered or skipped (a lifecycle event a typed
  * read leaves out, a split's parts none of which were asked for), so a reader may go on from there:
  * the subscription runners use it so that a tail of skipped rows is not read again at every poll.
  */
