@@ -80,6 +80,9 @@ describe('SqlView on PostgreSQL: commits heard by other processes', () => {
     await view.start();
     const readerPid = await readerListenerPid(schema, writer);
     const { follower, changes } = follow(reader);
+    // LISTEN in place, not only connected: a connection killed before its LISTEN was never heard on, so
+    // its successor's start is no gap (and announces nothing).
+    await waitUntil(() => reader.store.listening, { message: 'the reader to LISTEN' });
     const first = await waitUntil(() => readerPid(), { message: "the reader's LISTEN connection" });
     const before = changes.length;
     await reader.store.pool.query('SELECT pg_terminate_backend($1)', [first]);
