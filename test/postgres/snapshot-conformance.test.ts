@@ -2,7 +2,7 @@ import { postgres, PostgresEventStore, PostgresSnapshotStore } from '../../src/p
 import { snapshotConformance } from '../../src/testing/snapshot-conformance.js';
 import { createTestSchema } from '../support/postgres.js';
 
-// jsonb holds only valid JSON: there is no row to corrupt, so that test is skipped here.
+// The json column holds only valid JSON: there is no row to corrupt, so that test is not run here.
 snapshotConformance({
   name: 'postgres, the backend\'s (sharing the event store\'s pool and schema)',
   create: async () => {

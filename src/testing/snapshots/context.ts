@@ -23,7 +23,7 @@ export interface SnapshotConformanceHarness {
   create(): Promise<SnapshotStores>;
   /**
    * Optional: overwrites the stored state of the snapshot (streamId, name) with text that is not JSON,
-   * where the backend can hold such text. Without it that test is skipped.
+   * where the backend can hold such text. Without it that test is not run.
    */
   corruptSnapshot?(stores: SnapshotStores, streamId: string, name: string): Promise<void>;
   /** Fails a test that runs longer than this (a hung query must fail, not stall CI). Default 60 000. */
@@ -142,14 +142,13 @@ export function gate(): { wait: Promise<void>; release: () => void } {
   return { wait, release };
 }
 
-export type SnapshotTest = (name: string, optionsOrFn: { skip?: string | false } | TestBody, maybeFn?: TestBody) => void;
+export type SnapshotTest = (name: string, fn: TestBody) => void;
 type TestBody = (stores: SnapshotStores) => Promise<void>;
 
 /** `it` with fresh stores from the harness for each test, closed when it ends whatever happened. */
 export function snapshotTest(harness: SnapshotConformanceHarness): SnapshotTest {
-  return (name, optionsOrFn, maybeFn) => {
-    const [options, fn] = typeof optionsOrFn === 'function' ? [{}, optionsOrFn] : [optionsOrFn, maybeFn as TestBody];
-    it(name, { timeout: harness.testTimeoutMs ?? 60_000, ...options }, async () => {
+  return (name, fn) => {
+    it(name, { timeout: harness.testTimeoutMs ?? 60_000 }, async () => {
       const stores = await harness.create();
       try {
         await fn(stores);
