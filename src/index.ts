@@ -43,6 +43,13 @@ export { allOf, anyOf, everyEvents, onEventTypes, slowerThan, snapshotWhen } fro
 export type { SnapshotPolicy } from './core/snapshot.js';
 export type { SnapshotOptions } from './decider/snapshots.js';
 
+// Personal data (issue 20): declare personal fields Personal<T>; forget(subject) erases them. The key
+// store contract is in `eskit/adapter`.
+export { isRedacted } from './core/personal/types.js';
+export type { Personal, Redacted } from './core/personal/types.js';
+export { SUBJECT_FORGOTTEN } from './core/lifecycle-exports.js';
+export type { SubjectForgottenEvent } from './core/lifecycle-exports.js';
+
 // Logging and telemetry.
 export { consoleLogger, silentLogger } from './core/logger.js';
 export type { Logger } from './core/logger.js';

@@ -44,6 +44,11 @@ export const ErrorCode = {
   RegistryDefinition: 'ESKIT_REGISTRY_DEFINITION',
   /** An append (or a typed read's filter) named a type that was renamed or split: see RetiredEventTypeError. */
   RetiredEventType: 'ESKIT_RETIRED_EVENT_TYPE',
+  // Personal data (issue 20).
+  /** Personal data appended for a subject that was forgotten, with no new key allowed: see SubjectForgottenError. */
+  SubjectForgotten: 'ESKIT_SUBJECT_FORGOTTEN',
+  /** A personal field's key id is unknown to the key store (lost, or another store's): see SubjectKeyMissingError. */
+  SubjectKeyMissing: 'ESKIT_SUBJECT_KEY_MISSING',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -5,6 +5,7 @@
 import { ErrorCode, EskitError } from './error-codes.js';
 
 export { ErrorCode, EskitError, isEskitError } from './error-codes.js';
+export { SubjectForgottenError, SubjectKeyMissingError } from './personal/errors.js';
 
 export class ConcurrencyError extends EskitError {
   /**

@@ -5,6 +5,8 @@ import { EventValidationError, RegistryDefinitionError } from './errors.js';
 import type { EventShape, Metadata } from './event.js';
 import type { EventTypeDefinition } from './registry.js';
 import { isLifecycleType, RESERVED_TYPE_PREFIX } from './lifecycle.js';
+import { compilePersonal } from './personal/fields.js';
+import type { CompiledPersonal } from './personal/fields.js';
 
 /**
  * The metadata key an append writes the type's schema version under, when that version is above 1.
@@ -49,6 +51,7 @@ export interface CompiledType {
   upcast: EventTypeDefinition<unknown>['upcast'];
   validate: EventTypeDefinition<unknown>['validate'];
   renamedFrom: readonly string[];
+  personal: readonly CompiledPersonal[] | undefined;
 }
 
 export interface CompiledSplit {
@@ -62,6 +65,7 @@ export interface CompiledRegistry {
   /** Old name → the type it is read as. */
   renamed: ReadonlyMap<string, CompiledType>;
   splits: ReadonlyMap<string, CompiledSplit>;
+  hasPersonalData: boolean;
 }
 
 const isPositiveInteger = (value: unknown): value is number => typeof value === 'number' && Number.isSafeInteger(value) && value >= 1;
@@ -107,7 +111,7 @@ export function compileRegistry(definitions: Record<string, EventTypeDefinition<
     }
     compiledSplits.set(source, { source, into: [...new Set(into)], split: definition.split });
   }
-  return { types, renamed, splits: compiledSplits };
+  return { types, renamed, splits: compiledSplits, hasPersonalData: [...types.values()].some((type) => type.personal !== undefined) };
 }
 
 function compileType(name: string, definition: EventTypeDefinition<unknown>): CompiledType {
@@ -153,7 +157,7 @@ function compileType(name: string, definition: EventTypeDefinition<unknown>): Co
         `${missing.length === 1 ? 'that version' : 'those versions'} could not be read. Add { from: ${missing[0]}, up } (one step per version, 1 to ${version - 1}).`,
     );
   }
-  return { name, version, steps: steps as UpcastStep['up'][], upcast, validate, renamedFrom: [...renamedFrom] };
+  return { name, version, steps: steps as UpcastStep['up'][], upcast, validate, renamedFrom: [...renamedFrom], personal: compilePersonal(name, definition.personal) };
 }
 
 /** The schema version an event was stored at: its `$schemaVersion`, 1 without one. */
@@ -170,7 +174,11 @@ export function storedVersion(type: string, metadata: Metadata, position: number
  * Data stored at version `from` of `type`, as the current version: the legacy `upcast`, each step
  * from `from` on, then `validate`. `stored` is the type name in the log (an old name, a split source).
  */
-export function upgrade(type: CompiledType, stored: string, data: unknown, metadata: Metadata, from: number, position: number | undefined): unknown {
+/**
+ * `redacted`: some personal field reads as the redaction marker, which `validate` (written for the live
+ * shape) would refuse; the event passed it when it was appended, so it is skipped.
+ */
+export function upgrade(type: CompiledType, stored: string, data: unknown, metadata: Metadata, from: number, position: number | undefined, redacted = false): unknown {
   const as = stored === type.name ? '' : ` (stored as "${stored}")`;
   if (from > type.version) {
     throw new EventValidationError(
@@ -188,7 +196,7 @@ export function upgrade(type: CompiledType, stored: string, data: unknown, metad
       throw new EventValidationError(type.name, `its upcaster from version ${version} to ${version + 1}${as} threw: ${reasonOf(cause)}`, { cause, position });
     }
   }
-  if (!type.validate) return current;
+  if (!type.validate || redacted) return current;
   try {
     return type.validate(current);
   } catch (cause) {

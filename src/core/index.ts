@@ -8,6 +8,8 @@ export * from './lifecycle-exports.js';
 export type * from './checkpoint.js';
 // Snapshots (issue 19).
 export * from './snapshot.js';
+// Personal data (issue 20).
+export * from './personal/index.js';
 export type * from './lock.js';
 export type * from './members.js';
 export type * from './backend.js';

@@ -6,7 +6,10 @@ export {
   RESERVED_TYPE_PREFIX,
   STREAM_DELETED,
   STREAM_TRUNCATED,
+  SUBJECT_FORGOTTEN,
+  SUBJECT_TYPE_PREFIX,
   isLifecycleType,
+  subjectStreamId,
   lifecycleData,
   lifecycleType,
   truncateBeyondVersion,
@@ -20,5 +23,7 @@ export type {
   StreamDeletedData,
   StreamLifecycleEvent,
   StreamTruncatedData,
+  SubjectForgottenData,
+  SubjectForgottenEvent,
   TruncateStreamOptions,
 } from './lifecycle.js';

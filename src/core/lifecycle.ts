@@ -9,6 +9,27 @@ import type { ExpectedVersion } from './store.js';
 export const RESERVED_TYPE_PREFIX = '$stream.';
 export const STREAM_DELETED = '$stream.deleted';
 export const STREAM_TRUNCATED = '$stream.truncated';
+/** Types starting with this are eskit's events about data subjects (personal data): refused on append too. */
+export const SUBJECT_TYPE_PREFIX = '$subject.';
+/** Appended by `forget(subject)` to the stream `$subject-<subject>` (see `SubjectForgottenEvent`). */
+export const SUBJECT_FORGOTTEN = '$subject.forgotten';
+
+export interface SubjectForgottenData {
+  subject: string;
+  /** Keys destroyed by this forget (0 when the subject was forgotten before, or never had one). */
+  keysDestroyed: number;
+}
+
+/**
+ * The event `forget(subject)` appends once the subject's keys are destroyed: a view keyed by subject
+ * clears its rows on it (name the type in its `types`, as for the lifecycle events).
+ */
+export type SubjectForgottenEvent = { type: typeof SUBJECT_FORGOTTEN; data: SubjectForgottenData };
+
+/** The stream a subject's `$subject.forgotten` events are appended to. */
+export function subjectStreamId(subject: string): string {
+  return `$subject-${subject}`;
+}
 
 /** What an append to a deleted stream does: start it again at version 1, or fail with `StreamDeletedError`. */
 export type AppendsAfterDelete = 'restart' | 'refuse';
@@ -69,8 +90,9 @@ export interface LifecycleWritten {
   timestamp: Date;
 }
 
+/** eskit's own events: the stream lifecycle (`$stream.*`) and data subjects (`$subject.*`). */
 export function isLifecycleType(type: string): boolean {
-  return type.startsWith(RESERVED_TYPE_PREFIX);
+  return type.startsWith(RESERVED_TYPE_PREFIX) || type.startsWith(SUBJECT_TYPE_PREFIX);
 }
 
 /** The lifecycle event's data, as every adapter stores it (the stream's version is known only under the lock). */
@@ -117,7 +139,7 @@ export function truncateBeyondVersion(streamId: string, before: number, version:
 /** The refusal of an append of a reserved type. */
 export function reservedType(type: string, index: number): InvalidArgumentError {
   return new InvalidArgumentError(
-    `event ${index} has type "${type}": types starting with "${RESERVED_TYPE_PREFIX}" are eskit's lifecycle events, written only by deleteStream and truncateStream. Rename your event type.`,
+    `event ${index} has type "${type}": types starting with "${RESERVED_TYPE_PREFIX}" or "${SUBJECT_TYPE_PREFIX}" are eskit's own events, written only by deleteStream, truncateStream and forget. Rename your event type.`,
   );
 }
 

@@ -4,6 +4,8 @@ import { CorruptEventError } from './errors.js';
 import type { EventShape, Metadata, Recorded } from './event.js';
 import type { EventRegistry } from './registry.js';
 import type { StoredEventRow } from './store-base.js';
+import { markPersonal } from './personal/personal-data.js';
+import type { Opened } from './personal/fields.js';
 
 /**
  * On the iterable `readAll` returns (EventStoreBase): once an iteration has run to its end (not left
@@ -102,18 +104,20 @@ export function pagedRead(
 /**
  * A stored row as the event(s) it is read as, through the registry (the one decode path of every
  * reader): one event (the row itself, changed in place), a split's parts (an array), or undefined
- * when `keep` leaves none of them. `raw`: JSON only, the stored type and data as they are.
+ * when `keep` leaves none of them. `raw`: JSON only, the stored type and data as they are. `opened`:
+ * the row's data with its personal fields opened (see PersonalData.openPage), used instead of its JSON.
  */
 export function decodeRow<E extends EventShape>(
   row: StoredEventRow,
   registry: EventRegistry<E> | undefined,
   raw: boolean,
   keep: ReadonlySet<string> | undefined,
+  opened?: Opened,
 ): DecodedRow {
   let data: unknown;
   let metadata: Metadata;
   try {
-    data = JSON.parse(row.data);
+    data = opened === undefined ? JSON.parse(row.data) : opened.data;
     metadata = JSON.parse(row.metadata) as Metadata;
   } catch (cause) {
     throw new CorruptEventError(row.position, 'its data or metadata is not valid JSON', { cause });
@@ -124,19 +128,22 @@ export function decodeRow<E extends EventShape>(
   // Adapters hand over rows of their own (never shared), so the row becomes the event in place:
   // one object per event instead of two.
   const event = row as unknown as Recorded;
+  const redacted = opened?.redacted === true;
   if (!raw && registry) {
     if (registry.isSplit(row.type)) {
       event.data = data;
       event.metadata = metadata;
-      const parts: Recorded[] = registry.decodeEvent(event);
+      const parts: Recorded[] = registry.decodeEvent(event, redacted);
       const kept = keep === undefined ? parts : parts.filter((part) => keep.has(part.type));
+      if (opened !== undefined) for (const part of kept) markPersonal(part, opened.kids);
       return kept.length === 0 ? undefined : kept;
     }
-    data = registry.decode(row.type, data, metadata, row.position);
+    data = registry.decode(row.type, data, metadata, row.position, redacted);
     event.type = registry.decodedType(row.type);
     if (keep !== undefined && !keep.has(event.type)) return undefined;
   }
   event.data = data;
   event.metadata = metadata;
+  if (opened !== undefined) markPersonal(event, opened.kids);
   return event;
 }

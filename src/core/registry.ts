@@ -4,6 +4,8 @@ import { compileRegistry, partId, reasonOf, SCHEMA_VERSION_KEY, storedVersion, u
 // Types starting with `$stream.` are eskit's stream lifecycle events: a registry reads them as stored.
 import { isLifecycleType } from './lifecycle.js';
 import type { CompiledRegistry, CompiledSplit, CompiledType, SplitDefinition, SplitPart, UpcastStep } from './evolution.js';
+import type { CompiledPersonal } from './personal/fields.js';
+import type { PersonalDataDefinition } from './personal/types.js';
 
 export { SCHEMA_VERSION_KEY, partId } from './evolution.js';
 export type { SplitDefinition, SplitPart, UpcastStep } from './evolution.js';
@@ -38,11 +40,17 @@ export interface EventTypeDefinition<D> {
    * their metadata says (a rename does not restart the count). They can no longer be appended.
    */
   renamedFrom?: readonly string[];
+  /**
+   * The type's personal data: whose it is and which fields hold it (a list for several subjects). The
+   * fields are encrypted on append with the subject's key, and read as the redaction marker once
+   * `forget(subject)` destroyed it: declare them `Personal<T>`. Paths are those of the current version.
+   */
+  personal?: PersonalDataDefinition<D> | readonly PersonalDataDefinition<D>[];
 }
 
-/** A definition for every type of the union, except eskit's lifecycle events (`$stream.*`), read as stored. */
+/** A definition for every type of the union, except eskit's own events (`$stream.*`, `$subject.*`), read as stored. */
 export type EventDefinitions<E extends EventShape> = {
-  [K in Exclude<E['type'], `$stream.${string}`>]: EventTypeDefinition<Extract<E, { type: K }>['data']>;
+  [K in Exclude<E['type'], `$stream.${string}` | `$subject.${string}`>]: EventTypeDefinition<Extract<E, { type: K }>['data']>;
 };
 
 export interface EventRegistryOptions<E extends EventShape> {
@@ -103,6 +111,16 @@ export class EventRegistry<E extends EventShape> {
     return this.#current(type, 'read').version;
   }
 
+  /** The personal data definitions of a current type (undefined: it has none). */
+  personalOf(type: string): readonly CompiledPersonal[] | undefined {
+    return this.#compiled.types.get(type)?.personal;
+  }
+
+  /** True when some current type has personal fields. */
+  get hasPersonalData(): boolean {
+    return this.#compiled.hasPersonalData;
+  }
+
   /** Checks an event before it is written. */
   encode(type: string, data: unknown): unknown {
     const definition = this.#current(type, 'append');
@@ -128,14 +146,14 @@ export class EventRegistry<E extends EventShape> {
    * The data of a stored event of a current type or an old name, as the current version (upcast and
    * validated). A split type is several events: read those with `decodeEvent`.
    */
-  decode(type: string, data: unknown, metadata: Metadata, position?: number): unknown {
+  decode(type: string, data: unknown, metadata: Metadata, position?: number, redacted = false): unknown {
     if (isLifecycleType(type)) return data;
     const definition = this.#compiled.types.get(type) ?? this.#compiled.renamed.get(type);
     if (!definition) {
       if (this.#compiled.splits.has(type)) throw new InvalidArgumentError(`"${type}" is split into several events; decode it with decodeEvent`);
       throw new UnknownEventTypeError(type, position);
     }
-    return upgrade(definition, type, data, metadata, storedVersion(type, metadata, position), position);
+    return upgrade(definition, type, data, metadata, storedVersion(type, metadata, position), position, redacted);
   }
 
   /** The type a stored type name is read as (the new name of an old one; itself otherwise). */
@@ -152,10 +170,10 @@ export class EventRegistry<E extends EventShape> {
    * A stored event (as a raw read returns it) as the events it is read as: one, or a split's parts.
    * The same decoding every read of a store with this registry does. Throws what such a read would.
    */
-  decodeEvent(stored: Recorded): Recorded<E>[] {
+  decodeEvent(stored: Recorded, redacted = false): Recorded<E>[] {
     const split = this.#compiled.splits.get(stored.type);
-    if (split) return this.#split(stored, split);
-    const data = this.decode(stored.type, stored.data, stored.metadata, stored.position);
+    if (split) return this.#split(stored, split, redacted);
+    const data = this.decode(stored.type, stored.data, stored.metadata, stored.position, redacted);
     return [{ ...stored, type: this.decodedType(stored.type), data } as Recorded<E>];
   }
 
@@ -163,7 +181,7 @@ export class EventRegistry<E extends EventShape> {
    * The parts of a stored event of a split type. They share its position, stream version, timestamp
    * and metadata (part 0 gets the given metadata object, the others copies); part 0 keeps its id.
    */
-  #split(stored: Recorded, split: CompiledSplit): Recorded<E>[] {
+  #split(stored: Recorded, split: CompiledSplit, redacted: boolean): Recorded<E>[] {
     const { position } = stored;
     let parts: readonly SplitPart<E>[];
     try {
@@ -190,7 +208,7 @@ export class EventRegistry<E extends EventShape> {
         throw new EventValidationError(stored.type, `its split returned a "${type}" part with version ${String(version)}; a version is a positive integer`, { position });
       }
       const metadata = index === 0 ? stored.metadata : structuredClone(stored.metadata);
-      const data = upgrade(target, stored.type, part.data, metadata, version, position);
+      const data = upgrade(target, stored.type, part.data, metadata, version, position, redacted);
       return {
         id: partId(stored.id, index),
         type,

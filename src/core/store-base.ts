@@ -16,8 +16,11 @@ import type {
 } from './store.js';
 import { checkCategory } from './store.js';
 import { decodeRow, LOOKED_THROUGH, pagedRead } from './paged-read.js';
-import { deleteRequest, isLifecycleType, keepsLifecycleEvents, reservedType, truncateRequest } from './lifecycle.js';
-import type { DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, TruncateStreamOptions } from './lifecycle.js';
+import { deleteRequest, isLifecycleType, keepsLifecycleEvents, reservedType, SUBJECT_FORGOTTEN, subjectStreamId, truncateRequest } from './lifecycle.js';
+import type { DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, SubjectForgottenData, TruncateStreamOptions } from './lifecycle.js';
+import { markPersonal, PersonalData } from './personal/personal-data.js';
+import type { Opened } from './personal/fields.js';
+import type { ForgetResult, SubjectKeyStore } from './personal/types.js';
 
 /** An event checked and serialised, ready for an adapter to write. */
 export interface PreparedEvent {
@@ -73,6 +76,21 @@ export interface EventStoreBaseOptions<E extends EventShape> {
   registry?: EventRegistry<E>;
   /** Events fetched per round trip while iterating a read. Default 500. */
   pageSize?: number;
+  /**
+   * Where the keys of personal data live (see `personal` in the registry). Adapters pass their own;
+   * without one, appends of personal data are refused and envelopes read as stored.
+   */
+  subjectKeys?: SubjectKeyStore;
+  /** How long a key found in `subjectKeys` is reused without asking again (ms); see PersonalDataOptions. */
+  keyCacheMs?: number;
+}
+
+/** An event to append, checked: its data and metadata are copies of the caller's. */
+interface CheckedEvent {
+  id: string;
+  type: string;
+  data: unknown;
+  metadata: Metadata;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -84,6 +102,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  */
 export abstract class EventStoreBase<E extends EventShape = EventShape> implements EventStore<E> {
   readonly #registry: EventRegistry<E> | undefined;
+  readonly #personal: PersonalData | undefined;
   protected readonly pageSize: number;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -91,6 +110,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
 
   protected constructor(options: EventStoreBaseOptions<E> = {}) {
     this.#registry = options.registry;
+    this.#personal = options.subjectKeys === undefined ? undefined : new PersonalData({ keys: options.subjectKeys, cacheMs: options.keyCacheMs });
     this.pageSize = options.pageSize ?? 500;
     if (!Number.isInteger(this.pageSize) || this.pageSize < 1) {
       throw new InvalidArgumentError(`pageSize must be a positive integer, got ${String(options.pageSize)}`);
@@ -148,19 +168,20 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     const prepared = new Array<PreparedEvent>(count);
     // The checked copies are what a read returns, so the result hands them out instead of parsing the
     // JSON back: equal to a read, and sharing no objects with the caller's input.
-    const values = new Array<{ data: unknown; metadata: Metadata }>(count);
+    const values = new Array<CheckedEvent>(count);
+    for (let i = 0; i < count; i++) values[i] = this.#check(events[i] as NewEvent<E>, i, stamp);
+    const personal = this.#registry?.hasPersonalData === true ? await this.#encryptPersonal(values) : undefined;
     for (let i = 0; i < count; i++) {
-      const value = this.#check(events[i] as NewEvent<E>, i, stamp);
-      values[i] = value;
-      prepared[i] = { id: value.id, type: value.type, data: JSON.stringify(value.data), metadata: JSON.stringify(value.metadata) };
+      const value = values[i] as CheckedEvent;
+      const stored = personal?.[i]?.data ?? value.data;
+      prepared[i] = { id: value.id, type: value.type, data: JSON.stringify(stored), metadata: JSON.stringify(value.metadata) };
     }
     const written = await this.writeEvents(streamId, prepared, expected);
     this.notifyAppended(written.positions[written.positions.length - 1] as number);
-    const recorded = prepared.map((event, index) => {
-      const value = values[index] as { data: unknown; metadata: Metadata };
-      return {
-        id: event.id,
-        type: event.type,
+    const recorded = values.map((value, index) => {
+      const event = {
+        id: value.id,
+        type: value.type,
         data: value.data,
         metadata: value.metadata,
         streamId,
@@ -168,6 +189,9 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
         position: written.positions[index] as number,
         timestamp: written.timestamp,
       } as Recorded<E>;
+      const kids = personal?.[index]?.kids;
+      if (kids !== undefined) markPersonal(event, kids);
+      return event;
     });
     return {
       nextExpectedVersion: written.streamVersion,
@@ -182,6 +206,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     let remaining = 0;
     let from = 0;
     let direction: ReadDirection = 'forward';
+    let opened: Map<object, Opened> | undefined;
     const start = (): void => {
       this.assertOpen();
       assertStreamId(streamId);
@@ -200,9 +225,10 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       remaining = rows.length < pageLimit ? 0 : remaining - rows.length;
       const last = rows[rows.length - 1];
       if (last) from = direction === 'forward' ? last.streamVersion + 1 : last.streamVersion - 1;
+      opened = await this.#openPage(rows, options.raw === true);
       return rows;
     }, (row) => {
-      const decoded = decodeRow(row, this.#registry, options.raw === true, undefined);
+      const decoded = decodeRow(row, this.#registry, options.raw === true, undefined, opened?.get(row));
       // Backward is newest first down to the parts of a split: its last part is the stream's last event.
       return direction === 'backward' && Array.isArray(decoded) ? decoded.reverse() : decoded;
     });
@@ -213,6 +239,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   readAll(options: ReadAllOptions = {}): AsyncIterable<Recorded> {
     let after = 0;
     let remaining = 0;
+    let opened: Map<object, Opened> | undefined;
     const types = options.types;
     const category = options.category;
     const filter: LogFilter = {};
@@ -257,8 +284,9 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       remaining = atEnd ? 0 : remaining - kept.length;
       const last = rows[rows.length - 1];
       if (last) after = last.position;
+      opened = await this.#openPage(kept, options.raw === true);
       return kept;
-    }, (row) => decodeRow(row, this.#registry, options.raw === true, decoding.keep), decoding.skipped);
+    }, (row) => decodeRow(row, this.#registry, options.raw === true, decoding.keep, opened?.get(row)), decoding.skipped);
     return Object.defineProperty(read, LOOKED_THROUGH, { get: () => after });
   }
 
@@ -278,6 +306,58 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     const { position } = await this.writeLifecycle(streamId, request);
     this.notifyAppended(position);
     return { position };
+  }
+
+  /**
+   * Erases the subject's personal data: records the erasure and destroys the subject's keys (see
+   * SubjectKeyStore), then appends `$subject.forgotten` to the stream `$subject-<subject>`. From then on
+   * the subject's personal fields read as the redaction marker everywhere, copies sealed with the keys
+   * (snapshots, dead letters) cannot be opened, and appends of personal data for the subject fail
+   * with SubjectForgottenError until `allowNewKey(subject)`. Idempotent.
+   */
+  async forget(subject: string): Promise<ForgetResult & { position: number }> {
+    this.assertOpen();
+    const result = await this.#personalData('forget').forget(subject);
+    const data: SubjectForgottenData = { subject, keysDestroyed: result.keysDestroyed };
+    const event: PreparedEvent = { id: newEventId(), type: SUBJECT_FORGOTTEN, data: JSON.stringify(data), metadata: '{}' };
+    const written = await this.writeEvents(subjectStreamId(subject), [event], 'any');
+    const position = written.positions[0] as number;
+    this.notifyAppended(position);
+    return { ...result, position };
+  }
+
+  /**
+   * Lets a forgotten subject have personal data again, under a new key (their data from before the
+   * erasure stays unreadable). Returns nothing secret.
+   */
+  async allowNewKey(subject: string): Promise<void> {
+    this.assertOpen();
+    await this.#personalData('allowNewKey').allowNewKey(subject);
+  }
+
+  /** This store's personal data (keys, sealing), for the parts of eskit that copy event data. */
+  get personalData(): PersonalData | undefined {
+    return this.#personal;
+  }
+
+  #personalData(what: string): PersonalData {
+    if (this.#personal === undefined) {
+      throw new InvalidArgumentError(`${what} needs a key store for personal data: this store was made without subjectKeys (the bundled adapters always have one)`);
+    }
+    return this.#personal;
+  }
+
+  async #encryptPersonal(values: readonly CheckedEvent[]): Promise<Array<{ data: unknown; kids: string[] } | undefined> | undefined> {
+    const registry = this.#registry as EventRegistry<E>;
+    const definitions = values.map((value) => registry.personalOf(value.type));
+    if (definitions.every((definition) => definition === undefined)) return undefined;
+    return this.#personalData('Appending personal data').encrypt(values, definitions);
+  }
+
+  /** A typed read's page with its personal fields opened (one key lookup); raw reads get envelopes. */
+  async #openPage(rows: readonly StoredEventRow[], raw: boolean): Promise<Map<object, Opened> | undefined> {
+    if (raw || this.#personal === undefined || rows.length === 0) return undefined;
+    return this.#personal.openPage(rows);
   }
 
   async streamVersion(streamId: string): Promise<number> {
@@ -334,7 +414,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   }
 
   /** The event's id and type, checked, and copies of its data and metadata that JSON holds exactly (see jsonCopy). */
-  #check(event: NewEvent<E>, index: number, stamp: MetadataStamp | undefined): { id: string; type: string; data: unknown; metadata: Metadata } {
+  #check(event: NewEvent<E>, index: number, stamp: MetadataStamp | undefined): CheckedEvent {
     if (typeof event !== 'object' || event === null) {
       throw new InvalidArgumentError(`event ${index} must be an object with a type and data`);
     }

@@ -6,6 +6,7 @@ import { EventStoreBase } from '../core/store-base.js';
 import type { EventStoreBaseOptions, LogFilter, PreparedEvent, StoredEventRow, WrittenEvents } from '../core/store-base.js';
 import type { EventShape } from '../core/event.js';
 import type { ExpectedVersion, ReadDirection } from '../core/store.js';
+import { MemorySubjectKeyStore } from './memory-subject-key-store.js';
 
 export type MemoryEventStoreOptions<E extends EventShape> = EventStoreBaseOptions<E>;
 
@@ -28,7 +29,7 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
   readonly #onDeleted = new Set<(streamId: string) => void>();
 
   constructor(options: MemoryEventStoreOptions<E> = {}) {
-    super(options);
+    super({ ...options, subjectKeys: options.subjectKeys ?? new MemorySubjectKeyStore() });
   }
 
   protected async writeEvents(streamId: string, events: PreparedEvent[], expected: ExpectedVersion): Promise<WrittenEvents> {

@@ -238,7 +238,7 @@ class PostgresViewBackend<E extends EventShape> implements SqlViewBackend<E> {
     const values: unknown[] = [after, upTo];
     let text = `SELECT ${what} FROM ${this.#s}.events WHERE position > $1 AND position <= $2`;
     // A view of every type never gets lifecycle events (see readAll).
-    text += this.#storedTypes === undefined ? " AND left(type, 8) <> '$stream.'" : ` AND type = ANY($${values.push(this.#storedTypes)}::text[])`;
+    text += this.#storedTypes === undefined ? " AND left(type, 8) <> '$stream.' AND left(type, 9) <> '$subject.'" : ` AND type = ANY($${values.push(this.#storedTypes)}::text[])`;
     if (this.#category !== undefined) text += ` AND ${CATEGORY_SQL} = $${values.push(this.#category)}`;
     return { text, values };
   }

@@ -14,7 +14,7 @@ import { saveSqliteCheckpoint, SQLITE_NOW_MS, SqliteCheckpointStore } from './sq
 import { quote, sqliteViewTx } from './view-tx.js';
 import type { SqliteViewTx } from './view-tx.js';
 
-const NOT_LIFECYCLE = " AND substr(type, 1, 8) <> '$stream.'"; // a view of every type never gets them (see readAll)
+const NOT_LIFECYCLE = " AND substr(type, 1, 8) <> '$stream.' AND substr(type, 1, 9) <> '$subject.'"; // a view of every type never gets them (see readAll)
 
 /**
  * The SQL views of a SQLite event store: each view's tables live in the store's file and use its

@@ -1,0 +1,137 @@
+// Personal fields inside an event's data: the registry's definitions compiled, the copy an append
+// stores (each field replaced by its envelope), and the walk a read does to open the envelopes.
+import { CorruptEventError, EventValidationError, RegistryDefinitionError } from '../errors.js';
+import type { Metadata } from '../event.js';
+import { decryptField, encryptField, isFieldEnvelope } from './cipher.js';
+import type { FieldEnvelope } from './cipher.js';
+import { SubjectKeyMissingError } from './errors.js';
+import { REDACTED } from './types.js';
+import type { PersonalDataDefinition, SubjectKey } from './types.js';
+
+/** One definition of a type, checked. */
+export interface CompiledPersonal {
+  subject: PersonalDataDefinition<unknown>['subject'];
+  fields: ReadonlyArray<{ path: string; segments: readonly string[] }>;
+}
+
+export function compilePersonal(type: string, given: unknown): CompiledPersonal[] | undefined {
+  if (given === undefined) return undefined;
+  const definitions = (Array.isArray(given) ? given : [given]) as Array<Partial<PersonalDataDefinition<unknown>> | null>;
+  const seen = new Set<string>();
+  const compiled = definitions.map((definition) => {
+    if (typeof definition?.subject !== 'function' || !Array.isArray(definition.fields) || definition.fields.length === 0) {
+      throw new RegistryDefinitionError(`personal of "${type}" is { subject: (data) => id, fields: ['email', ...] } (or a list of them), with at least one field.`);
+    }
+    const fields = definition.fields.map((path: unknown) => {
+      const segments = typeof path === 'string' ? path.split('.') : [];
+      if (segments.length === 0 || segments.some((segment) => segment === '')) {
+        throw new RegistryDefinitionError(`personal of "${type}" has field ${JSON.stringify(path)}; a field is a name or a dotted path ('address.street').`);
+      }
+      if (seen.has(path as string)) throw new RegistryDefinitionError(`personal of "${type}" lists "${String(path)}" twice; a field belongs to one subject.`);
+      seen.add(path as string);
+      return { path: path as string, segments };
+    });
+    return { subject: definition.subject, fields };
+  });
+  // A field inside another personal field would be encrypted twice over, and could not be read alone.
+  for (const path of seen) {
+    for (const other of seen) {
+      if (other !== path && other.startsWith(`${path}.`)) throw new RegistryDefinitionError(`personal of "${type}" lists "${path}" and "${other}", which lies inside it; list one.`);
+    }
+  }
+  return compiled;
+}
+
+/** The subjects of an event's personal data, checked (a subject is a non-empty string). */
+export function subjectsOf(type: string, definitions: readonly CompiledPersonal[], data: unknown, metadata: Metadata): string[] {
+  return definitions.map(({ subject }) => {
+    let id: unknown;
+    try {
+      id = subject(data, metadata);
+    } catch (cause) {
+      throw new EventValidationError(type, `its personal data's subject function threw: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    }
+    if (typeof id !== 'string' || id === '') {
+      throw new EventValidationError(type, `its personal data's subject function returned ${JSON.stringify(id) ?? String(id)}; a subject is a non-empty string (the person's id)`);
+    }
+    return id;
+  });
+}
+
+/**
+ * A copy of `data` whose personal fields are envelopes (the objects on their paths are copied; the
+ * rest is shared with `data`, which is not changed). `keys[i]` is the key of `definitions[i]`'s subject.
+ */
+export function encryptedCopy(data: unknown, definitions: readonly CompiledPersonal[], keys: readonly SubjectKey[], eventId: string): unknown {
+  let copy = data;
+  definitions.forEach((definition, index) => {
+    const { kid, key } = keys[index] as SubjectKey;
+    for (const { path, segments } of definition.fields) copy = replaceAt(copy, segments, 0, (value) => encryptField(value, kid, key, eventId, path));
+  });
+  return copy;
+}
+
+function replaceAt(node: unknown, segments: readonly string[], depth: number, replace: (value: unknown) => unknown): unknown {
+  if (typeof node !== 'object' || node === null || Array.isArray(node)) return node;
+  const name = segments[depth] as string;
+  if (!Object.hasOwn(node, name)) return node;
+  const value = (node as Record<string, unknown>)[name];
+  const next = depth === segments.length - 1 ? (value === null || value === undefined ? value : replace(value)) : replaceAt(value, segments, depth + 1, replace);
+  return next === value ? node : { ...(node as Record<string, unknown>), [name]: next };
+}
+
+/** The key ids of every envelope in `data` (stored data, parsed). */
+export function envelopeKids(data: unknown, into: Set<string>): Set<string> {
+  walk(data, '', (envelope) => {
+    into.add(envelope.kid);
+    return envelope;
+  });
+  return into;
+}
+
+/** What opening an event's envelopes gave. */
+export interface Opened {
+  data: unknown;
+  /** Some field's subject was forgotten: it reads as the redaction marker. */
+  redacted: boolean;
+  /** The key ids of the event's personal fields (what a copy of its data must be sealed with). */
+  kids: string[];
+}
+
+/**
+ * `data` (stored data, parsed, owned by the caller: changed in place) with every envelope opened: the
+ * value, or the redaction marker when its key was destroyed (null in `keys`). A key id not in `keys` is
+ * a key the store never had: SubjectKeyMissingError; an envelope that does not authenticate (tampered,
+ * or moved to another event or field): CorruptEventError.
+ */
+export function openEnvelopes(data: unknown, keys: ReadonlyMap<string, Uint8Array | null>, eventId: string, position: number): Opened {
+  let redacted = false;
+  const kids = new Set<string>();
+  const opened = walk(data, '', (envelope, path) => {
+    kids.add(envelope.kid);
+    const key = keys.get(envelope.kid);
+    if (key === undefined) throw new SubjectKeyMissingError(envelope.kid, position);
+    if (key === null) {
+      redacted = true;
+      return REDACTED;
+    }
+    try {
+      return decryptField(envelope, key, eventId, path);
+    } catch (cause) {
+      throw new CorruptEventError(position, `its personal field "${path}" does not decrypt under its key (changed after it was written, or copied from another event)`, { cause });
+    }
+  });
+  return { data: opened, redacted, kids: [...kids] };
+}
+
+/** Calls `visit` for each envelope (with its dotted path) and puts what it returns in its place. */
+function walk(node: unknown, path: string, visit: (envelope: FieldEnvelope, path: string) => unknown): unknown {
+  if (typeof node !== 'object' || node === null || Array.isArray(node)) return node;
+  if (isFieldEnvelope(node)) return visit(node, path);
+  const record = node as Record<string, unknown>;
+  for (const name of Object.keys(record)) {
+    const value = record[name];
+    if (typeof value === 'object' && value !== null) record[name] = walk(value, path === '' ? name : `${path}.${name}`, visit);
+  }
+  return node;
+}

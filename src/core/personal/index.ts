@@ -1,0 +1,8 @@
+// What core's index (so `eskit/adapter`) exports of personal data: the types and the key store
+// contract, the pieces a key store of your own (a KMS) needs, and the sealing that copies of personal
+// data go through. The root entry picks the public names from here.
+export { isRedacted, REDACTED } from './types.js';
+export type { ForgetResult, Personal, PersonalDataDefinition, Redacted, SubjectKey, SubjectKeyStore } from './types.js';
+export { newDataKey } from './cipher.js';
+export { checkSubject, PersonalData, personalKidsOf } from './personal-data.js';
+export type { PersonalDataOptions } from './personal-data.js';
