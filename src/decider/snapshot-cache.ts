@@ -4,6 +4,8 @@ export interface CachedSnapshot {
   eventId: string;
   /** JSON text, parsed on each use, so that no caller shares an object with the cache. */
   state: string;
+  /** Key ids of the personal data in the state: it is used only while they all live. */
+  kids: readonly string[];
 }
 
 /**

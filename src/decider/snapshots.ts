@@ -3,7 +3,10 @@ import type { EventShape, Recorded } from '../core/event.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
 import { everyEvents, snapshotStateCopy } from '../core/snapshot.js';
-import type { SnapshotContext, SnapshotLoadContext, SnapshotPolicy, SnapshotStore } from '../core/snapshot.js';
+import type { Snapshot, SnapshotContext, SnapshotLoadContext, SnapshotPolicy, SnapshotStore } from '../core/snapshot.js';
+import { isSealedValue } from '../core/personal/cipher.js';
+import { personalKidsOf } from '../core/personal/personal-data.js';
+import type { PersonalData } from '../core/personal/personal-data.js';
 import type { EventStore } from '../core/store.js';
 import { initialStateOf } from './decider.js';
 import type { Decider } from './decider.js';
@@ -71,6 +74,11 @@ export interface LoadedStream<S> {
   loadMs: number;
   /** A stored snapshot that was read but could not be used: a new one may replace it. */
   unusable: { streamVersion: number; eventId: string } | undefined;
+  /**
+   * The key ids of the personal data folded into the state (the snapshot's and the events'): a
+   * snapshot of it is sealed with them, so forgetting any of its subjects erases it.
+   */
+  kids: ReadonlySet<string>;
 }
 
 /** A copy of the loaded state, taken before `decide` ran, that a snapshot can be built from. */
@@ -79,6 +87,7 @@ export interface PreparedSnapshot {
   base: unknown;
   context: SnapshotLoadContext;
   unusable: LoadedStream<unknown>['unusable'];
+  kids: ReadonlySet<string>;
 }
 
 /** Folds the whole stream from version 1. Throws `StreamHistoryMissingError` when its first events are gone. */
@@ -88,16 +97,33 @@ export async function replay<S, E extends EventShape>(store: EventStore<E>, deci
   let version = 0;
   let position: number | undefined;
   let loadedEvents = 0;
+  const kids = new Set<string>();
   for await (const event of store.readStream(streamId)) {
     // A stream truncated before its first event read from 1 starts later: its state cannot be folded.
     if (loadedEvents === 0 && event.streamVersion !== 1) throw new StreamHistoryMissingError(streamId, 1, event.streamVersion);
     // A stored event is the domain event plus its envelope; evolve only relies on type and data.
     state = decider.evolve(state, event as unknown as E);
+    addKids(kids, event);
     version = event.streamVersion;
     position = event.position;
     loadedEvents++;
   }
-  return { state, version, position, snapshotVersion: 0, loadedEvents, loadMs: performance.now() - started, unusable: undefined };
+  return { state, version, position, snapshotVersion: 0, loadedEvents, loadMs: performance.now() - started, unusable: undefined, kids };
+}
+
+function addKids(into: Set<string>, event: object): void {
+  const kids = personalKidsOf(event);
+  if (kids !== undefined) for (const kid of kids) into.add(kid);
+}
+
+/** The store's personal data (keys, sealing), when it has any: EventStoreBase's. */
+function personalDataOf(store: EventStore<EventShape>): PersonalData | undefined {
+  return (store as { personalData?: PersonalData }).personalData;
+}
+
+/** What a snapshot's sealed state is bound to: its stream, name and last event. */
+function sealContext(streamId: string, name: string, eventId: string): string {
+  return `snapshot:${streamId}:${name}:${eventId}`;
 }
 
 /** The snapshot side of one CommandHandler: its settings, and the writes it has not finished yet. */
@@ -162,13 +188,14 @@ export class DeciderSnapshots<S, E extends EventShape> {
   async load(store: EventStore<E>, streamId: string): Promise<LoadedStream<S>> {
     const started = performance.now();
     const cached = this.#cache.get(streamId);
-    if (cached !== undefined) {
+    const personal = personalDataOf(store);
+    if (cached !== undefined && (await this.#cachedStillReadable(personal, cached.kids))) {
       const state = this.#decode(streamId, () => JSON.parse(cached.state) as unknown);
-      const resumed = state === undefined ? undefined : await this.#resume(store, streamId, cached, state.value, started);
+      const resumed = state === undefined ? undefined : await this.#resume(store, streamId, cached, state.value, started, cached.kids);
       if (resumed !== undefined) return resumed;
-      // Not this stream's history any more (deleted, truncated past it): ask the store.
-      this.#cache.delete(streamId);
     }
+    // Not this stream's history any more (deleted, truncated past it), or its subject was forgotten: ask the store.
+    if (cached !== undefined) this.#cache.delete(streamId);
     const snapshot = await this.#store.load(streamId, this.name).catch((error: unknown) => {
       this.#logger.warn({ streamId, snapshot: this.name, err: error }, `could not load the snapshot, replaying the stream: ${describeError(error)}`);
       return undefined;
@@ -176,9 +203,34 @@ export class DeciderSnapshots<S, E extends EventShape> {
     if (snapshot === undefined) return replay(store, this.#decider, streamId);
     const unusable = { streamVersion: snapshot.streamVersion, eventId: snapshot.eventId };
     if (snapshot.stateVersion !== this.stateVersion) return { ...(await replay(store, this.#decider, streamId)), unusable };
-    const state = this.#decode(streamId, () => snapshot.state);
-    const resumed = state === undefined ? undefined : await this.#resume(store, streamId, snapshot, state.value, started);
+    const opened = await this.#open(personal, snapshot);
+    const state = opened === undefined ? undefined : this.#decode(streamId, () => opened.value);
+    const resumed = state === undefined ? undefined : await this.#resume(store, streamId, snapshot, state.value, started, opened?.kids ?? []);
     return resumed ?? { ...(await replay(store, this.#decider, streamId)), unusable };
+  }
+
+  /**
+   * A stored snapshot's state: as stored, or opened when it was sealed (it holds personal data);
+   * undefined when a subject it holds data of was forgotten (or the keys cannot be read): replay then.
+   */
+  async #open(personal: PersonalData | undefined, snapshot: Snapshot): Promise<{ value: unknown; kids: readonly string[] } | undefined> {
+    if (!isSealedValue(snapshot.state)) return { value: snapshot.state, kids: [] };
+    if (personal === undefined) return undefined;
+    try {
+      const opened = await personal.open(snapshot.state, sealContext(snapshot.streamId, this.name, snapshot.eventId));
+      return opened.erased === true ? undefined : { value: opened.value, kids: snapshot.state.kids };
+    } catch (error) {
+      this.#logger.warn({ streamId: snapshot.streamId, snapshot: this.name, err: error }, `could not open the sealed snapshot, replaying the stream: ${describeError(error)}`);
+      return undefined;
+    }
+  }
+
+  /** A cached state holding personal data is used only while every one of its keys lives. */
+  async #cachedStillReadable(personal: PersonalData | undefined, kids: readonly string[]): Promise<boolean> {
+    if (kids.length === 0) return true;
+    if (personal === undefined) return false;
+    const keys = await personal.keysById(kids);
+    return kids.every((kid) => keys.get(kid) != null);
   }
 
   /** The state of a snapshot's JSON, or undefined (logged) when `fromJSON` rejects it. */
@@ -198,8 +250,10 @@ export class DeciderSnapshots<S, E extends EventShape> {
     snapshot: { streamVersion: number; eventId: string },
     initial: S,
     started: number,
+    snapshotKids: readonly string[],
   ): Promise<LoadedStream<S> | undefined> {
     let state = initial;
+    const kids = new Set(snapshotKids);
     const from = snapshot.streamVersion;
     let version = 0;
     let position: number | undefined;
@@ -217,12 +271,13 @@ export class DeciderSnapshots<S, E extends EventShape> {
       // into the snapshot already (as the stored event), like part 0.
       if (event.streamVersion === from) continue;
       state = this.#decider.evolve(state, event as unknown as E);
+      addKids(kids, event);
       version = event.streamVersion;
       position = event.position;
       loadedEvents++;
     }
     if (version === 0) return undefined;
-    return { state, version, position, snapshotVersion: from, loadedEvents, loadMs: performance.now() - started, unusable: undefined };
+    return { state, version, position, snapshotVersion: from, loadedEvents, loadMs: performance.now() - started, unusable: undefined, kids };
   }
 
   /**
@@ -240,7 +295,7 @@ export class DeciderSnapshots<S, E extends EventShape> {
     };
     try {
       if (this.#policy.mayBeDue !== undefined && !this.#policy.mayBeDue(context)) return undefined;
-      return { base: snapshotStateCopy(this.#toJSON(loaded.state), streamId, this.name), context, unusable: loaded.unusable };
+      return { base: snapshotStateCopy(this.#toJSON(loaded.state), streamId, this.name), context, unusable: loaded.unusable, kids: loaded.kids };
     } catch (error) {
       this.#warnNotWritten(streamId, error);
       return undefined;
@@ -251,7 +306,7 @@ export class DeciderSnapshots<S, E extends EventShape> {
    * After the append: when the policy says so, folds the committed events onto the prepared copy and
    * writes the snapshot in the background. Never throws; a failed write is logged.
    */
-  committed(streamId: string, prepared: PreparedSnapshot | undefined, events: readonly Recorded<E>[]): void {
+  committed(streamId: string, prepared: PreparedSnapshot | undefined, events: readonly Recorded<E>[], personal: PersonalData | undefined): void {
     if (prepared === undefined || events.length === 0 || this.#pending.has(streamId)) return;
     const last = events[events.length - 1] as Recorded<E>;
     let json: unknown;
@@ -266,14 +321,27 @@ export class DeciderSnapshots<S, E extends EventShape> {
       this.#warnNotWritten(streamId, error);
       return;
     }
-    const snapshot = { streamId, name: this.name, stateVersion: this.stateVersion, streamVersion: last.streamVersion, eventId: last.id, state: json };
+    const kids = new Set(prepared.kids);
+    for (const event of events) addKids(kids, event);
+    const sealWith = [...kids];
     // Right as soon as it is built, written or not: the next load can start from it.
-    this.#cache.set(streamId, { streamVersion: last.streamVersion, eventId: last.id, state: JSON.stringify(json) });
+    this.#cache.set(streamId, { streamVersion: last.streamVersion, eventId: last.id, state: JSON.stringify(json), kids: sealWith });
     const replacing = prepared.unusable;
     const write = (async () => {
       // Not later than this: on a synchronous driver (SQLite) a macrotask would wait for a caller's
       // loop of commands to end, and every command meanwhile would find this write still pending.
-      await this.#store.save(snapshot, replacing === undefined ? undefined : { replacing });
+      let state = json;
+      if (sealWith.length > 0) {
+        // Personal data is never stored in the clear: sealed with its subjects' keys, or not at all
+        // (a subject forgotten meanwhile: a snapshot of its data must not outlive the erasure).
+        if (personal === undefined) return;
+        state = await personal.seal(json, sealWith, sealContext(streamId, this.name, last.id));
+        if (state === undefined) return;
+      }
+      await this.#store.save(
+        { streamId, name: this.name, stateVersion: this.stateVersion, streamVersion: last.streamVersion, eventId: last.id, state },
+        replacing === undefined ? undefined : { replacing },
+      );
     })()
       .catch((error: unknown) => this.#warnNotWritten(streamId, error))
       .finally(() => this.#pending.delete(streamId));

@@ -178,7 +178,7 @@ describe('CommandHandler snapshots', () => {
 
   it('SnapshotCache: least recently used out first, by entries and by bytes; never moves back to a lower version', () => {
     const cache = new SnapshotCache(2, 1000);
-    const entry = (streamVersion: number, state = '{}') => ({ streamVersion, eventId: 'id', state });
+    const entry = (streamVersion: number, state = '{}') => ({ streamVersion, eventId: 'id', state, kids: [] });
     cache.set('a', entry(1));
     cache.set('b', entry(1));
     cache.get('a');
