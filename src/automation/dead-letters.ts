@@ -9,6 +9,7 @@ import { backoffDelay, delay } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import type { EventStore } from '../core/store.js';
 import { addDeadLetter } from '../core/storable-letter.js';
+import { isRedacted } from '../core/personal/types.js';
 import { TelemetryAttribute, instruments } from '../telemetry/telemetry.js';
 import { NO_FAILURES } from './period.js';
 import type { Item, Period } from './period.js';
@@ -113,6 +114,11 @@ export class DeadLettering<E extends EventShape, P> {
       }
       if (!event) {
         await this.settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: `the event at position ${letter.eventPosition} is no longer in the store (its stream was deleted or truncated): nothing to redrive; discard the letter (eskit dlq discard ${letter.id})` }] });
+        continue;
+      }
+      if (letter.stage === 'execute' && isRedacted(letter.payload)) {
+        // Sealed with the keys of a subject forgotten since: the item's payload is gone for good.
+        await this.settleRedrive(period, letter, { ok: false, attempts: [{ at: new Date(), error: `the payload was erased (a subject of its event was forgotten): nothing to redrive; discard the letter (eskit dlq discard ${letter.id})` }] });
         continue;
       }
       if (letter.stage === 'execute') {
