@@ -6,6 +6,7 @@ import type { Logger } from '../core/logger.js';
 import { backoffDelay } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, linksToEvents } from '../telemetry/telemetry.js';
+import { originalError, withheldIfPersonal } from '../core/personal/withheld.js';
 import { AttemptContext, isThenable } from './attempt.js';
 import type { ExecuteContext } from './attempt.js';
 import type { Item, Period, RunningAttempt, Slot } from './period.js';
@@ -135,7 +136,8 @@ export class Executor<P> {
       period.fenced(error as FencedError);
       return 'abandoned';
     }
-    item.failures = [...item.failures, { at: new Date(), error: describeError(error) }];
+    // The dead letter keeps what was thrown (sealed when the event holds personal data).
+    item.failures = [...item.failures, { at: new Date(), error: describeError(originalError(error)) }];
     const permanent = isEskitError(error, ErrorCode.PermanentFailure);
     if (permanent || attempt >= this.o.retry.maxAttempts) {
       if (!(await this.o.givenUp(period, item, error))) return 'abandoned';
@@ -180,7 +182,7 @@ export class Executor<P> {
         result = span ? callInSpan(span, this.o.execute, this.o.executeThis, todo, context) : this.o.execute(todo, context);
       }
     } catch (error) {
-      const failure = error ?? new Error('execute threw a nullish value');
+      const failure = withheldIfPersonal(error ?? new Error('execute threw a nullish value'), [item.event], item.event.position);
       if (span) endSpan(span, failure);
       return Promise.resolve(failure);
     }
@@ -214,7 +216,7 @@ export class Executor<P> {
       const settle = (error: unknown): void => {
         if (expired) period.hung -= 1;
         period.attempts.delete(tracked);
-        const outcome = error !== undefined && expired ? expired : error;
+        const outcome = error !== undefined && expired ? expired : error === undefined ? undefined : withheldIfPersonal(error, [item.event], item.event.position);
         if (span) endSpan(span, outcome);
         resolve(outcome);
       };

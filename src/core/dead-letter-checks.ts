@@ -1,3 +1,4 @@
+import { originalError } from './personal/withheld.js';
 import type { WriteFence } from './checkpoint.js';
 import { FencedError, InvalidArgumentError, SerializationError, describeError } from './errors.js';
 import type { DeadLetter, DeadLetterQuery, DeadLetterStage, DeadLetterStatus, FailedAttempt, NewDeadLetter } from './dead-letter.js';
@@ -297,7 +298,8 @@ export function deadLetterFor(
   item: { key: string; payload: unknown } = { key: '', payload: null },
 ): NewDeadLetter {
   const at = new Date();
-  const text = describeError(error);
+  // What was thrown, also when logs got it withheld: the letter is sealed when the event holds personal data.
+  const text = describeError(originalError(error));
   return {
     source,
     stage,

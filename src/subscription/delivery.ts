@@ -8,6 +8,7 @@ import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import { addDeadLetter } from '../core/storable-letter.js';
+import { originalError, withheldIfPersonal } from '../core/personal/withheld.js';
 import { SpanName, TelemetryAttribute, activeTracer, callInSpan, failSpan, instruments, linksToEvents, recordFailure } from '../telemetry/telemetry.js';
 import type { BatchHandler, FailureAction, HandlerContext, SubscriptionHandler } from './types.js';
 
@@ -141,8 +142,9 @@ export class Delivery<E extends EventShape> {
           if (isThenable(result) && (await this.#abandonedAtDrain(result, `the batch handler (events ${chunk[0]?.position} to ${last.position})`))) return 'aborted';
           lastError = undefined;
           break;
-        } catch (error) {
+        } catch (thrown) {
           if (signal.aborted) return 'aborted';
+          const error = withheldIfPersonal(thrown, chunk, last.position);
           if (isEskitError(error, ErrorCode.Fenced)) return { error };
           lastError = error ?? new Error('the batch handler threw a nullish value');
           if (isEskitError(error, ErrorCode.PermanentFailure) || attempt === this.o.retry.maxAttempts) break;
@@ -187,8 +189,9 @@ export class Delivery<E extends EventShape> {
         if (isThenable(result) && (await this.#abandonedAtDrain(result, `the handler of the event at position ${event.position}`))) return 'aborted';
         this.handled += 1;
         return 'done';
-      } catch (error) {
+      } catch (thrown) {
         if (signal.aborted) return 'aborted';
+        const error = withheldIfPersonal(thrown, [event], event.position);
         // A newer token won downstream (or a view was rebuilt under this node): step down and lead again
         // from the checkpoint, as the batch path does; retrying or dead-lettering it would be wrong.
         if (isEskitError(error, ErrorCode.Fenced)) return { error };
@@ -250,7 +253,8 @@ export class Delivery<E extends EventShape> {
     if (onFailure) {
       let decision: 'skip' | 'stop' | typeof ABANDONED;
       try {
-        decision = await unlessAborted(onFailure({ event, error, attempts, fencingToken, signal }), this.o.drainExpired(), ABANDONED);
+        // Your callback gets what your handler threw (logs and spans get it withheld, see withheld.ts).
+        decision = await unlessAborted(onFailure({ event, error: originalError(error), attempts, fencingToken, signal }), this.o.drainExpired(), ABANDONED);
       } catch (failureError) {
         // Stopping while the failure was being recorded: the event is delivered again later.
         if (signal.aborted) return 'aborted';
@@ -277,7 +281,7 @@ export class Delivery<E extends EventShape> {
       try {
         await addDeadLetter(deadLetters, deadLetterFor(this.o.name, 'handler', event, attempts, error), fenced);
         instruments().deadLetters.add(1, this.#deadLetterAttributes);
-        this.o.logger.warn({ subscription: this.o.name, position: event.position, err: error }, `Subscription "${this.o.name}": event dead-lettered`);
+        this.o.logger.warn({ subscription: this.o.name, position: event.position, err: withheldIfPersonal(error, [event], event.position) }, `Subscription "${this.o.name}": event dead-lettered`);
         return 'skip';
       } catch (storeError) {
         if (isEskitError(storeError, ErrorCode.Fenced)) throw storeError;

@@ -10,6 +10,7 @@ import type { Logger } from '../core/logger.js';
 import { backoffDelay, delay } from '../core/retry.js';
 import type { RetryPolicy } from '../core/retry.js';
 import { addDeadLetter } from '../core/storable-letter.js';
+import { withheldIfPersonal } from '../core/personal/withheld.js';
 import type { EventStore } from '../core/store.js';
 import type { SqlViewBackend } from '../core/view-backend.js';
 import type { FailureAction } from '../subscription/subscription.js';
@@ -96,9 +97,10 @@ export async function applyPinned<E extends EventShape>(
   }
 }
 
-async function skipOrFail<E extends EventShape>(event: Recorded<E>, error: unknown, attempts: number, o: PinnedFailures<E>): Promise<void> {
+async function skipOrFail<E extends EventShape>(event: Recorded<E>, thrown: unknown, attempts: number, o: PinnedFailures<E>): Promise<void> {
+  const error = withheldIfPersonal(thrown, [event], event.position);
   if (o.onHandlerFailure) {
-    if ((await o.onHandlerFailure({ event, error, attempts, fencingToken: undefined, signal: new AbortController().signal })) === 'skip') return;
+    if ((await o.onHandlerFailure({ event, error: thrown, attempts, fencingToken: undefined, signal: new AbortController().signal })) === 'skip') return;
     throw o.fail(event, error, attempts);
   }
   if (!o.deadLetters) throw o.fail(event, error, attempts);
