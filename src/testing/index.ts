@@ -10,3 +10,6 @@ export * from './member-registry-conformance.js';
 export * from './admin-conformance.js';
 // Snapshots (issue 19).
 export * from './snapshot-conformance.js';
+// Personal data (issue 20).
+export * from './subject-key-conformance.js';
+export * from './personal-data-conformance.js';
