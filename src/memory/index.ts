@@ -13,3 +13,4 @@ export * from './backend.js';
 export { MemoryAdmin } from './admin.js';
 export type { MemoryAdminParts } from './admin.js';
 export { MemoryRunnerStatusStore } from './memory-runner-status.js';
+export { MemorySubjectKeyStore } from './memory-subject-key-store.js';

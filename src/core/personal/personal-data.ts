@@ -48,6 +48,8 @@ export class PersonalData {
   readonly #cacheMs: number;
   readonly #live = new Map<string, Cached<SubjectKey>>();
   readonly #byKid = new Map<string, Cached<Uint8Array | null>>();
+  /** Counts evictions: a key fetched across one is not cached. */
+  #generation = 0;
 
   constructor(options: PersonalDataOptions) {
     this.keys = options.keys;
@@ -113,11 +115,13 @@ export class PersonalData {
       else missing.push(kid);
     }
     if (missing.length === 0) return found;
+    const generation = this.#generation;
     const fetched = await this.keys.keysById(missing);
     for (const [kid, key] of fetched) {
       found.set(kid, key);
-      // A destroyed key stays destroyed: that answer is kept however long the cache is.
-      if (this.#cacheMs > 0 || key === null) remember(this.#byKid, kid, { value: key, until: now + this.#cacheMs });
+      // A destroyed key stays destroyed: that answer is kept however long the cache is. A live one
+      // only if no forget ran while it was fetched (it may be that forget's key).
+      if (key === null || (this.#cacheMs > 0 && generation === this.#generation)) remember(this.#byKid, kid, { value: key, until: now + this.#cacheMs });
     }
     return found;
   }
@@ -156,21 +160,26 @@ export class PersonalData {
   }
 
   /** Forgets the subject in the key store and empties this cache of its keys. */
+  /**
+   * Forgets the subject in the key store, then empties this cache of every live key: which of them
+   * were the subject's is not known here (a key cached by a read has no subject), and forgets are rare.
+   */
   async forget(subject: string): Promise<ForgetResult> {
     checkSubject(subject);
-    const live = this.#live.get(subject);
     try {
       return await this.keys.forget(subject);
     } finally {
-      this.#live.delete(subject);
-      if (live) this.#byKid.delete(live.value.kid);
+      this.evict();
     }
   }
 
   async allowNewKey(subject: string): Promise<SubjectKey> {
     checkSubject(subject);
-    this.#live.delete(subject);
-    return this.keys.allowNewKey(subject);
+    try {
+      return await this.keys.allowNewKey(subject);
+    } finally {
+      this.evict();
+    }
   }
 
   /**
@@ -178,6 +187,8 @@ export class PersonalData {
    * have been missed): drop them from the cache.
    */
   evict(kids?: readonly string[]): void {
+    // A fetch that started before this must not cache what it found (see keysById, #keyFor).
+    this.#generation += 1;
     if (kids === undefined) {
       this.#live.clear();
       for (const [kid, cached] of this.#byKid) if (cached.value !== null) this.#byKid.delete(kid);
@@ -192,8 +203,9 @@ export class PersonalData {
     const now = performance.now();
     const cached = this.#live.get(subject);
     if (cached !== undefined && cached.until > now) return cached.value;
+    const generation = this.#generation;
     const key = await this.keys.keyFor(subject);
-    if (this.#cacheMs > 0) {
+    if (this.#cacheMs > 0 && generation === this.#generation) {
       remember(this.#live, subject, { value: key, until: now + this.#cacheMs });
       remember(this.#byKid, key.kid, { value: key.key, until: now + this.#cacheMs });
     }
