@@ -383,8 +383,8 @@ export class StreamDeletedError extends EskitError {
   constructor(readonly streamId: string) {
     super(
       ErrorCode.StreamDeleted,
-      `Stream "${streamId}" was deleted and refuses appends (deleteStream with appends: 'refuse'); nothing was written. ` +
-        'Append to another stream id: the deletion is final for this one.',
+      `Stream "${streamId}" was deleted with appends: 'refuse', or archived, and refuses appends; nothing was written. ` +
+        'Append to another stream id: a deletion is final for this one (an archived stream reads back with readArchived).',
     );
   }
 }

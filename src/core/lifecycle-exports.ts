@@ -4,6 +4,7 @@
 // EventStoreBase runs. The errors (StreamDeletedError, StreamNotFoundError) come from errors.ts.
 export {
   RESERVED_TYPE_PREFIX,
+  STREAM_ARCHIVED,
   STREAM_DELETED,
   STREAM_TRUNCATED,
   SUBJECT_FORGOTTEN,
@@ -16,6 +17,8 @@ export {
 } from './lifecycle.js';
 export type {
   AppendsAfterDelete,
+  ArchiveStreamOptions,
+  StreamArchivedData,
   DeleteStreamOptions,
   LifecycleRequest,
   LifecycleResult,

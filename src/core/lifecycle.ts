@@ -9,6 +9,7 @@ import type { ExpectedVersion } from './store.js';
 export const RESERVED_TYPE_PREFIX = '$stream.';
 export const STREAM_DELETED = '$stream.deleted';
 export const STREAM_TRUNCATED = '$stream.truncated';
+export const STREAM_ARCHIVED = '$stream.archived';
 /** Types starting with this are eskit's events about data subjects (personal data): refused on append too. */
 export const SUBJECT_TYPE_PREFIX = '$subject.';
 /** Appended by `forget(subject)` to the stream `$subject-<subject>` (see `SubjectForgottenEvent`). */
@@ -49,8 +50,15 @@ export interface StreamTruncatedData {
   version: number;
 }
 
+export interface StreamArchivedData {
+  /** The last version the stream had: every event up to it moved to the archive. */
+  version: number;
+  /** An archived stream is finished: appends are refused (see `readArchived`). */
+  appends: 'refuse';
+}
+
 /**
- * The system events eskit appends when a stream is deleted or truncated. They belong to the stream
+ * The system events eskit appends when a stream is deleted, truncated or archived. They belong to the stream
  * they concern (same stream id, so category readers get them) but sit outside its numbering (negative
  * stream versions): `readStream`, `streamVersion` and version checks never meet them. `readAll`,
  * subscriptions and views receive them only when their `types` name them (or for raw reads without a
@@ -58,6 +66,7 @@ export interface StreamTruncatedData {
  */
 export type StreamLifecycleEvent =
   | { type: typeof STREAM_DELETED; data: StreamDeletedData }
+  | { type: typeof STREAM_ARCHIVED; data: StreamArchivedData }
   | { type: typeof STREAM_TRUNCATED; data: StreamTruncatedData };
 
 export interface DeleteStreamOptions {
@@ -74,6 +83,8 @@ export interface TruncateStreamOptions {
   expectedVersion?: ExpectedVersion;
 }
 
+export type ArchiveStreamOptions = TruncateStreamOptions;
+
 /** Where the lifecycle event was written: a reader that has seen this position sees the stream as changed. */
 export interface LifecycleResult {
   position: number;
@@ -82,6 +93,7 @@ export interface LifecycleResult {
 /** What an adapter writes in one transaction under its append serialisation (argument checks done). */
 export type LifecycleRequest =
   | { kind: 'delete'; id: string; expected: ExpectedVersion; hard: boolean; appends: AppendsAfterDelete }
+  | { kind: 'archive'; id: string; expected: ExpectedVersion }
   | { kind: 'truncate'; id: string; expected: ExpectedVersion; before: number };
 
 /** What an adapter reports back. */
@@ -96,14 +108,20 @@ export function isLifecycleType(type: string): boolean {
 }
 
 /** The lifecycle event's data, as every adapter stores it (the stream's version is known only under the lock). */
-export function lifecycleData(request: LifecycleRequest, version: number): StreamDeletedData | StreamTruncatedData {
-  return request.kind === 'delete'
-    ? { version, hard: request.hard, appends: request.appends }
-    : { before: request.before, version };
+export function lifecycleData(request: LifecycleRequest, version: number): StreamDeletedData | StreamTruncatedData | StreamArchivedData {
+  if (request.kind === 'delete') return { version, hard: request.hard, appends: request.appends };
+  if (request.kind === 'archive') return { version, appends: 'refuse' };
+  return { before: request.before, version };
 }
 
 export function lifecycleType(request: LifecycleRequest): string {
-  return request.kind === 'delete' ? STREAM_DELETED : STREAM_TRUNCATED;
+  return request.kind === 'delete' ? STREAM_DELETED : request.kind === 'archive' ? STREAM_ARCHIVED : STREAM_TRUNCATED;
+}
+
+/** The checked request of `archiveStream`. */
+export function archiveRequest(options: ArchiveStreamOptions, checkExpected: (expected: unknown) => ExpectedVersion): LifecycleRequest {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('archiveStream options must be an object');
+  return { kind: 'archive', id: newEventId(), expected: checkExpected(options.expectedVersion ?? 'any') };
 }
 
 /** The checked request of `deleteStream`; throws InvalidArgumentError on a bad option. */

@@ -16,8 +16,8 @@ import type {
 } from './store.js';
 import { checkCategory } from './store.js';
 import { decodeRow, LOOKED_THROUGH, pagedRead } from './paged-read.js';
-import { deleteRequest, isLifecycleType, keepsLifecycleEvents, reservedType, SUBJECT_FORGOTTEN, subjectStreamId, truncateRequest } from './lifecycle.js';
-import type { DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, SubjectForgottenData, TruncateStreamOptions } from './lifecycle.js';
+import { archiveRequest, deleteRequest, isLifecycleType, keepsLifecycleEvents, reservedType, SUBJECT_FORGOTTEN, subjectStreamId, truncateRequest } from './lifecycle.js';
+import type { ArchiveStreamOptions, DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, SubjectForgottenData, TruncateStreamOptions } from './lifecycle.js';
 import { markPersonal, PersonalData } from './personal/personal-data.js';
 import type { Opened } from './personal/fields.js';
 import type { ForgetResult, SubjectKeyStore } from './personal/types.js';
@@ -129,6 +129,8 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
    * append serialisation (see lifecycle.ts); `StreamNotFoundError` for an absent stream.
    */
   protected abstract writeLifecycle(streamId: string, request: LifecycleRequest): Promise<LifecycleWritten>;
+  /** Up to `limit` archived events of the stream from `fromVersion` (inclusive), in version order. */
+  protected abstract readArchivedRows(streamId: string, fromVersion: number, limit: number): Promise<StoredEventRow[]>;
   protected abstract readHeadPosition(): Promise<number>;
   protected abstract closeResources(): Promise<void>;
 
@@ -300,6 +302,38 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     this.assertOpen();
     assertStreamId(streamId);
     return this.#lifecycle(streamId, truncateRequest(beforeVersion, options, checkedExpected));
+  }
+
+  async archiveStream(streamId: string, options: ArchiveStreamOptions = {}): Promise<LifecycleResult> {
+    this.assertOpen();
+    assertStreamId(streamId);
+    return this.#lifecycle(streamId, archiveRequest(options, checkedExpected));
+  }
+
+  /**
+   * The events `archiveStream` moved out of the log, in version order, decoded like any read (personal
+   * fields of forgotten subjects read as the marker).
+   */
+  readArchived(streamId: string, options: { raw: true }): AsyncIterable<Recorded>;
+  readArchived(streamId: string, options?: { raw?: boolean }): AsyncIterable<Recorded<E>>;
+  readArchived(streamId: string, options: { raw?: boolean } = {}): AsyncIterable<Recorded> {
+    let from = 1;
+    let done = false;
+    let opened: Map<object, Opened> | undefined;
+    const raw = options.raw === true;
+    return pagedRead(() => {
+      this.assertOpen();
+      assertStreamId(streamId);
+    }, async () => {
+      if (done) return undefined;
+      this.assertOpen();
+      const rows = await this.readArchivedRows(streamId, from, this.pageSize);
+      done = rows.length < this.pageSize;
+      const last = rows[rows.length - 1];
+      if (last) from = last.streamVersion + 1;
+      opened = await this.#openPage(rows, raw);
+      return rows;
+    }, (row) => decodeRow(row, this.#registry, raw, undefined, opened?.get(row)));
   }
 
   async #lifecycle(streamId: string, request: LifecycleRequest): Promise<LifecycleResult> {

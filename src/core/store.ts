@@ -1,6 +1,7 @@
 import { ConcurrencyError, InvalidArgumentError } from './errors.js';
 import type { EventShape, NewEvent, Recorded } from './event.js';
-import type { DeleteStreamOptions, LifecycleResult, TruncateStreamOptions } from './lifecycle.js';
+import type { ArchiveStreamOptions, DeleteStreamOptions, LifecycleResult, TruncateStreamOptions } from './lifecycle.js';
+import type { ForgetResult } from './personal/types.js';
 
 /**
  * What the writer believes about the stream. Enforced inside the write by every adapter:
@@ -96,6 +97,23 @@ export interface EventStore<E extends EventShape = EventShape> {
    * appends go on as before; a read of the stream from 1 starts at `beforeVersion`.
    */
   truncateStream(streamId: string, beforeVersion: number, options?: TruncateStreamOptions): Promise<LifecycleResult>;
+  /**
+   * Moves a finished stream to the archive (a table of its own; the memory store keeps it in memory):
+   * its events leave every read of the log at once, its snapshots are removed, `$stream.archived` is
+   * appended, and later appends are refused. `readArchived` reads it back.
+   */
+  archiveStream(streamId: string, options?: ArchiveStreamOptions): Promise<LifecycleResult>;
+  /** The events of an archived stream, in version order, decoded like any read. */
+  readArchived(streamId: string, options: { raw: true }): AsyncIterable<Recorded>;
+  readArchived(streamId: string, options?: { raw?: boolean }): AsyncIterable<Recorded<E>>;
+  /**
+   * Erases a data subject's personal data (see `personal` in EventRegistry): destroys the subject's
+   * keys, so their personal fields read as the redaction marker everywhere, and appends
+   * `$subject.forgotten`. Later appends of the subject's personal data fail until `allowNewKey`.
+   */
+  forget(subject: string): Promise<ForgetResult & { position: number }>;
+  /** Lets a forgotten subject have personal data again, under a new key. */
+  allowNewKey(subject: string): Promise<void>;
   /** The highest global position visible to readers; 0 when the store is empty. */
   headPosition(): Promise<number>;
   /**

@@ -25,6 +25,8 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
   readonly #lifecycle = new Map<string, { version: number; refuse: boolean }>();
   /** What soft deletes kept (deleted_events on the database adapters). */
   readonly #deleted: StoredEventRow[] = [];
+  /** What archiveStream moved out of the log, by stream (archived_events on the database adapters). */
+  readonly #archived = new Map<string, StoredEventRow[]>();
   readonly #ids = new Set<string>();
   readonly #onDeleted = new Set<(streamId: string) => void>();
 
@@ -66,9 +68,13 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
     if (version === 0) throw new StreamNotFoundError(streamId, request.kind);
     assertExpectedVersion(streamId, request.expected, version);
     if (request.kind === 'truncate' && request.before > version) throw truncateBeyondVersion(streamId, request.before, version);
-    const removed = new Set(request.kind === 'delete' ? stream : stream.filter((row) => row.streamVersion < request.before));
+    const removed = new Set(request.kind === 'truncate' ? stream.filter((row) => row.streamVersion < request.before) : stream);
     const timestamp = new Date();
-    if (request.kind === 'delete') {
+    if (request.kind === 'archive') {
+      this.#streams.delete(streamId);
+      this.#archived.set(streamId, [...(this.#archived.get(streamId) ?? []), ...stream]);
+      for (const listener of this.#onDeleted) listener(streamId);
+    } else if (request.kind === 'delete') {
       this.#streams.delete(streamId);
       if (request.hard) {
         for (let i = this.#deleted.length - 1; i >= 0; i--) if ((this.#deleted[i] as StoredEventRow).streamId === streamId) this.#deleted.splice(i, 1);
@@ -96,7 +102,7 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
     this.#ids.add(row.id);
     this.#lifecycle.set(streamId, {
       version: row.streamVersion,
-      refuse: request.kind === 'delete' ? request.appends === 'refuse' : (previous?.refuse ?? false),
+      refuse: request.kind === 'delete' ? request.appends === 'refuse' : request.kind === 'archive' || (previous?.refuse ?? false),
     });
     return { position: row.position, timestamp };
   }
@@ -139,6 +145,11 @@ export class MemoryEventStore<E extends EventShape = EventShape> extends EventSt
       if ((wanted === undefined || wanted.has(row.type)) && (category === undefined || categoryOf(row.streamId) === category)) out.push({ ...row });
     }
     return out;
+  }
+
+  protected async readArchivedRows(streamId: string, fromVersion: number, limit: number): Promise<StoredEventRow[]> {
+    const rows = (this.#archived.get(streamId) ?? []).filter((row) => row.streamVersion >= fromVersion);
+    return copies(rows.slice(0, limit));
   }
 
   protected async readStreamVersion(streamId: string): Promise<number> {

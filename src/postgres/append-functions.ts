@@ -21,7 +21,8 @@ export const GROUP_REFUSED_DELETED = -3;
  * existing streams never pay for it (from migration 12, and in appendOneStatements).
  */
 export function refusesAppendsSql(s: string, stream: string): string {
-  return `coalesce((SELECT l.type = '${STREAM_DELETED}' AND l.data->>'appends' = 'refuse' FROM ${s}.events l
+  // By the data, not the type: a delete with appends 'refuse' and an archive (migration 14) both say so.
+  return `coalesce((SELECT l.data->>'appends' = 'refuse' FROM ${s}.events l
     WHERE l.stream_id = ${stream} AND l.stream_version < 0 ORDER BY l.stream_version LIMIT 1), false)`;
 }
 
@@ -43,7 +44,7 @@ function refuseDeletedStream(s: string, indent: string): string {
   return `
 ${indent}IF actual = 0 AND ${refusesAppendsSql(s, 'p_stream_id')} THEN
 ${indent}  RAISE EXCEPTION USING ERRCODE = '${STREAM_DELETED_SQLSTATE}',
-${indent}    MESSAGE = format('eskit: stream %s was deleted and refuses appends', p_stream_id);
+${indent}    MESSAGE = format('eskit: stream %s was deleted or archived and refuses appends', p_stream_id);
 ${indent}END IF;`;
 }
 

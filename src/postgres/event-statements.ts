@@ -11,6 +11,7 @@ export interface Statements {
   append: pg.QueryArrayConfig;
   readForward: pg.QueryArrayConfig;
   readBackward: pg.QueryArrayConfig;
+  readArchived: pg.QueryArrayConfig;
   readAll: pg.QueryArrayConfig;
   readAllTypes: pg.QueryArrayConfig;
   readCategory: pg.QueryArrayConfig;
@@ -46,6 +47,11 @@ return {
       name: name('read_forward'),
       rowMode: array,
       text: `SELECT ${COLUMNS} FROM ${s}.events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`,
+    },
+    readArchived: {
+      name: name('read_archived'),
+      rowMode: array,
+      text: `SELECT ${COLUMNS} FROM ${s}.archived_events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`,
     },
     readBackward: {
       name: name('read_backward'),

@@ -2,7 +2,7 @@
 // again, now blind to lifecycle events and refusing appends to a stream deleted with 'refuse', and the
 // delete_stream / truncate_stream functions), and the client side that calls them.
 import { StreamNotFoundError } from '../core/errors.js';
-import { STREAM_DELETED, STREAM_TRUNCATED, truncateBeyondVersion } from '../core/lifecycle.js';
+import { STREAM_ARCHIVED, STREAM_DELETED, STREAM_TRUNCATED, truncateBeyondVersion } from '../core/lifecycle.js';
 import type { LifecycleRequest } from '../core/lifecycle.js';
 import { appendFunctions, appendGroupFunction, EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, fasterAppendOne, VERSION_CONFLICT_SQLSTATE } from './append-functions.js';
 import { encodeExpected } from './append-group.js';
@@ -109,6 +109,60 @@ $fn$;
 }
 
 /**
+ * Migration 14: the archive table, archive_stream (a soft delete whose rows move to archived_events,
+ * refusing later appends), and the append functions again, now refusing by the lifecycle event's
+ * data (appends: 'refuse'), which an archive writes too.
+ */
+export function archiveMigrationSql(s: string, rawSchema: string): string {
+  return (
+    `
+CREATE TABLE ${s}.archived_events (
+  position bigint NOT NULL,
+  id uuid NOT NULL,
+  stream_id text NOT NULL,
+  stream_version bigint NOT NULL,
+  type text NOT NULL,
+  data jsonb NOT NULL,
+  metadata jsonb NOT NULL,
+  created_at timestamptz NOT NULL,
+  archived_at timestamptz NOT NULL,
+  CONSTRAINT archived_events_pkey PRIMARY KEY (position)
+);
+CREATE INDEX archived_events_stream ON ${s}.archived_events (stream_id, stream_version);
+
+CREATE FUNCTION ${s}.archive_stream(
+  p_stream_id text,
+  p_expected bigint,
+  p_id uuid,
+  OUT lifecycle_position bigint,
+  OUT written_at timestamptz
+) LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  actual bigint;
+  next_version bigint;
+BEGIN${lockAndCheck(s, rawSchema, 'archive')}
+  WITH moved AS (
+    DELETE FROM ${s}.events e WHERE e.stream_id = p_stream_id AND e.stream_version > 0
+    RETURNING e.position, e.id, e.stream_id, e.stream_version, e.type, e.data, e.metadata, e.created_at
+  )
+  INSERT INTO ${s}.archived_events (position, id, stream_id, stream_version, type, data, metadata, created_at, archived_at)
+  SELECT m.position, m.id, m.stream_id, m.stream_version, m.type, m.data, m.metadata, m.created_at, written_at FROM moved m;
+  DELETE FROM ${s}.snapshots sn WHERE sn.stream_id = p_stream_id;${appendLifecycleEvent(
+    s,
+    rawSchema,
+    STREAM_ARCHIVED,
+    "jsonb_build_object('version', actual, 'appends', 'refuse')",
+  )}
+END
+$fn$;
+` +
+    appendFunctions(s, rawSchema, { replace: true, notify: true, lifecycle: true }) +
+    appendGroupFunction(s, rawSchema, true) +
+    fasterAppendOne(s, rawSchema, true)
+  );
+}
+
+/**
  * Migration 12: the append functions again (same signatures), their version lookups limited to
  * stream_version > 0 and refusing a stream deleted with appends: 'refuse' (asked only when the stream
  * is at version 0), then delete_stream and truncate_stream.
@@ -129,6 +183,7 @@ export function lifecycleCall(s: string, streamId: string, request: LifecycleReq
   if (request.kind === 'delete') {
     return { text: `${columns} FROM ${s}.delete_stream($1, $2, $3, $4, $5)`, values: [streamId, expected, request.hard, request.appends === 'refuse', request.id] };
   }
+  if (request.kind === 'archive') return { text: `${columns} FROM ${s}.archive_stream($1, $2, $3)`, values: [streamId, expected, request.id] };
   return { text: `${columns} FROM ${s}.truncate_stream($1, $2, $3, $4)`, values: [streamId, expected, request.before, request.id] };
 }
 

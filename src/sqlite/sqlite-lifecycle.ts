@@ -1,9 +1,9 @@
-// Deleting and truncating streams on SQLite (see lifecycle.ts in core): one BEGIN IMMEDIATE
+// Deleting, truncating and archiving streams on SQLite (see lifecycle.ts in core): one BEGIN IMMEDIATE
 // transaction, so it holds the database's single write lock like every append, and its lifecycle
 // event takes its position (AUTOINCREMENT: above every one ever handed out) under that lock.
 import type Database from 'better-sqlite3';
 import { StreamDeletedError, StreamNotFoundError } from '../core/errors.js';
-import { lifecycleData, lifecycleType, STREAM_DELETED, truncateBeyondVersion } from '../core/lifecycle.js';
+import { lifecycleData, lifecycleType, truncateBeyondVersion } from '../core/lifecycle.js';
 import type { LifecycleRequest, LifecycleWritten } from '../core/lifecycle.js';
 import { assertExpectedVersion } from '../core/store.js';
 
@@ -17,7 +17,8 @@ export const STREAM_VERSION_SQL = 'SELECT COALESCE(MAX(stream_version), 0) FROM 
 export function refusesAppends(db: Database.Database): (streamId: string) => void {
   const latest = db
     .prepare<[string], number>(
-      `SELECT type = '${STREAM_DELETED}' AND json_extract(data, '$.appends') = 'refuse' FROM eskit_events
+      // By the data, not the type: a delete with appends 'refuse' and an archive both say so.
+      `SELECT json_extract(data, '$.appends') = 'refuse' FROM eskit_events
         WHERE stream_id = ? AND stream_version < 0 ORDER BY stream_version LIMIT 1`,
     )
     .pluck()
@@ -33,6 +34,11 @@ export function lifecycleWriter(db: Database.Database): Database.Transaction<(st
   const version = db.prepare<[string], number>(STREAM_VERSION_SQL).pluck().safeIntegers(false);
   const keep = prepare<[number, string]>(
     `INSERT INTO eskit_deleted_events (position, event_id, stream_id, stream_version, type, data, metadata, created_at, deleted_at)
+     SELECT position, event_id, stream_id, stream_version, type, data, metadata, created_at, ? FROM eskit_events
+      WHERE stream_id = ? AND stream_version > 0`,
+  );
+  const archive = prepare<[number, string]>(
+    `INSERT INTO eskit_archived_events (position, event_id, stream_id, stream_version, type, data, metadata, created_at, archived_at)
      SELECT position, event_id, stream_id, stream_version, type, data, metadata, created_at, ? FROM eskit_events
       WHERE stream_id = ? AND stream_version > 0`,
   );
@@ -56,7 +62,8 @@ export function lifecycleWriter(db: Database.Database): Database.Transaction<(st
       if (request.before > current) throw truncateBeyondVersion(streamId, request.before, current);
       removeBefore.run(streamId, request.before);
     } else {
-      if (request.hard) forget.run(streamId);
+      if (request.kind === 'archive') archive.run(now, streamId);
+      else if (request.hard) forget.run(streamId);
       else keep.run(now, streamId);
       removeAll.run(streamId);
       snapshots.run(streamId);

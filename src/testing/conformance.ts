@@ -1,5 +1,6 @@
 import { after, afterEach, before, describe } from 'node:test';
 import { appendTests } from './conformance/append.js';
+import { archiveTests } from './conformance/archive.js';
 import { categoryTests } from './conformance/categories.js';
 import { concurrencyTests } from './conformance/concurrency.js';
 import { concurrentWriterTests } from './conformance/concurrent-writers.js';
@@ -53,5 +54,6 @@ export function eventStoreConformance(harness: ConformanceHarness): void {
     failureTests(ctx);
     lifecycleTests(ctx);
     lifecycleReaderTests(ctx);
+    archiveTests(ctx);
   });
 }
