@@ -1,7 +1,6 @@
 // The SQL of eskit's append functions, as the migrations create them: append_one and append (one
 // append per call) and append_group (several, see GroupCommit). Generated text per schema; each
 // migration that changes one says so in migrations.ts.
-import { STREAM_DELETED } from '../core/lifecycle.js';
 import { advisoryKey, notifyChannel } from './schema.js';
 
 /** SQLSTATE raised by `<schema>.append` and `<schema>.append_one` when the expected version does not hold; DETAIL is the actual version. */
