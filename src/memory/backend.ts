@@ -1,5 +1,8 @@
 import type { Backend } from '../core/backend.js';
+import { SealedDeadLetterStore } from '../core/personal/sealed-dead-letters.js';
 import type { EventShape } from '../core/event.js';
+import type { PersonalData } from '../core/personal/personal-data.js';
+import type { SubjectKeyStore } from '../core/personal/types.js';
 import type { EventStoreBaseOptions } from '../core/store-base.js';
 import { MemoryCheckpointStore } from './memory-checkpoint-store.js';
 import { MemoryCompletionStore } from './memory-completion-store.js';
@@ -22,9 +25,15 @@ export interface MemoryBackend<E extends EventShape = EventShape> extends Backen
   readonly kind: 'memory';
   readonly store: MemoryEventStore<E>;
   readonly checkpoints: MemoryCheckpointStore;
-  readonly deadLetters: MemoryDeadLetterStore;
+  /**
+   * The dead-letter queue. Letters about events with personal data are kept sealed with the event's
+   * subject keys (payload and errors) and opened on the way out: a forget erases them.
+   */
+  readonly deadLetters: SealedDeadLetterStore;
   readonly completions: MemoryCompletionStore;
   readonly snapshots: MemorySnapshotStore;
+  /** Where the subjects' keys of personal data live: a `MemorySubjectKeyStore`, or the key store you gave as `subjectKeys`. */
+  readonly subjectKeys: SubjectKeyStore;
   readonly locks: MemoryLockRegistry | undefined;
   /** Who is alive among the "nodes" of this process (there whenever `locks` is); `expire()` kills one. */
   readonly members: MemoryMemberRegistry | undefined;
@@ -55,9 +64,11 @@ export function memory<E extends EventShape = EventShape>(options: MemoryBackend
     kind: 'memory',
     store,
     checkpoints,
-    deadLetters,
+    deadLetters: new SealedDeadLetterStore(deadLetters, store),
     completions,
     snapshots: new MemorySnapshotStore({ store }),
+    // The store always has one (its own, unless you gave yours).
+    subjectKeys: (store.personalData as PersonalData).keys,
     locks,
     members,
     admin: new MemoryAdmin({ store, checkpoints, deadLetters, completions, locks }),

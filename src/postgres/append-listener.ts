@@ -166,8 +166,11 @@ export class AppendListener {
   }
 }
 
-/** The channels besides `appended` that the LISTEN connection hears. */
-export const HINT_TOPICS = ['members', 'views'] as const;
+/**
+ * The channels besides `appended` that the LISTEN connection hears. 'subjects': key ids destroyed by a
+ * forget, dropped from the event store's key cache (postgres-subject-key-store.ts).
+ */
+export const HINT_TOPICS = ['members', 'views', 'subjects'] as const;
 export type HintTopic = (typeof HINT_TOPICS)[number];
 
 /** Who hears a hint channel (see `PostgresEventStore.onViewCommitted`). */

@@ -1,6 +1,9 @@
 import type { Backend } from '../core/backend.js';
+import { SealedDeadLetterStore } from '../core/personal/sealed-dead-letters.js';
 import type { EventShape } from '../core/event.js';
 import { InvalidArgumentError } from '../core/errors.js';
+import type { PersonalData } from '../core/personal/personal-data.js';
+import type { SubjectKeyStore } from '../core/personal/types.js';
 import { PostgresLockRegistry } from './postgres-lock-registry.js';
 import type { PostgresLockRegistryOptions } from './postgres-lock-registry.js';
 import { PostgresMemberRegistry } from './postgres-member-registry.js';
@@ -29,9 +32,18 @@ export interface PostgresBackend<E extends EventShape = EventShape> extends Back
   readonly kind: 'postgres';
   readonly store: PostgresEventStore<E>;
   readonly checkpoints: PostgresCheckpointStore;
-  readonly deadLetters: PostgresDeadLetterStore;
+  /**
+   * The dead-letter queue. Letters about events with personal data are kept sealed with the event's
+   * subject keys (payload and errors) and opened on the way out: a forget erases them.
+   */
+  readonly deadLetters: SealedDeadLetterStore;
   readonly completions: PostgresCompletionStore;
   readonly snapshots: PostgresSnapshotStore;
+  /**
+   * Where the subjects' keys of personal data live: a `PostgresSubjectKeyStore` on the same pool and
+   * schema (`<schema>.subject_keys`), or the key store you gave as `subjectKeys`.
+   */
+  readonly subjectKeys: SubjectKeyStore;
   readonly locks: PostgresLockRegistry | undefined;
   /**
    * Who is alive among the nodes running a partitioned runner (there whenever `locks` is): a killed
@@ -86,9 +98,11 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
     kind: 'postgres',
     store,
     checkpoints,
-    deadLetters,
+    deadLetters: new SealedDeadLetterStore(deadLetters, store),
     completions,
     snapshots,
+    // The store always has one (its own, unless you gave yours).
+    subjectKeys: (store.personalData as PersonalData).keys,
     locks,
     members,
     schema: store.schema,

@@ -11,6 +11,9 @@ export type { PostgresCompletionStoreOptions } from './postgres-completion-store
 // Snapshots (issue 19).
 export { PostgresSnapshotStore } from './postgres-snapshot-store.js';
 export type { PostgresSnapshotStoreOptions } from './postgres-snapshot-store.js';
+// Personal data (issue 20).
+export { PostgresSubjectKeyStore } from './postgres-subject-key-store.js';
+export type { PostgresSubjectKeyStoreOptions } from './postgres-subject-key-store.js';
 export { PostgresLockRegistry } from './postgres-lock-registry.js';
 export type { PostgresLockRegistryOptions } from './postgres-lock-registry.js';
 export { PostgresMemberRegistry } from './postgres-member-registry.js';

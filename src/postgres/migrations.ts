@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { MigrationError } from '../core/errors.js';
-import { lifecycleMigrationSql } from './lifecycle-functions.js';
+import { archiveMigrationSql, lifecycleMigrationSql } from './lifecycle-functions.js';
 import { appendFunctions, appendGroupFunction, EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, fasterAppendOne, VERSION_CONFLICT_SQLSTATE } from './append-functions.js';
 import { connectionFailure, hearWhileCheckedOut } from './connection.js';
 import { advisoryKey, quoteSchema } from './schema.js';
@@ -294,6 +294,34 @@ const lifecycleFunctionsMigration: PostgresMigration = {
   sql: (s, rawSchema) => lifecycleMigrationSql(s, rawSchema),
 };
 
+const subjectKeysMigration: PostgresMigration = {
+  version: 13,
+  name: 'subject_keys',
+  sql: (s) => `
+-- The data keys of personal data (postgres-subject-key-store.ts), one live key per subject at most
+-- (the partial unique index). forget sets key NULL and forgotten_at on the subject's rows and never
+-- deletes one: the row is the fence that refuses new keys, and a destroyed key must never look like
+-- one never created. A subject forgotten before it had a key gets a row with no key at all.
+CREATE TABLE ${s}.subject_keys (
+  kid text NOT NULL,
+  subject text NOT NULL,
+  key bytea,
+  created_at timestamptz NOT NULL,
+  forgotten_at timestamptz,
+  CONSTRAINT subject_keys_pkey PRIMARY KEY (kid),
+  CONSTRAINT subject_keys_key_check CHECK ((key IS NULL) = (forgotten_at IS NOT NULL))
+);
+CREATE UNIQUE INDEX subject_keys_live ON ${s}.subject_keys (subject) WHERE forgotten_at IS NULL;
+CREATE INDEX subject_keys_subject ON ${s}.subject_keys (subject);
+`,
+};
+
+const archiveMigration: PostgresMigration = {
+  version: 14,
+  name: 'archive',
+  sql: (s, rawSchema) => archiveMigrationSql(s, rawSchema),
+};
+
 /** Every step, in order. Later adapters' tables are added here as new versions. */
 export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   eventsMigration,
@@ -308,6 +336,8 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   categoriesMigration,
   snapshotsMigration,
   lifecycleFunctionsMigration,
+  subjectKeysMigration,
+  archiveMigration,
 ];
 
 /**

@@ -23,6 +23,8 @@ import { AppendListener, HINT_TOPICS, HintListeners } from './append-listener.js
 import type { HintListener, HintTopic } from './append-listener.js';
 import { checkConnectionString, DEFAULT_CONNECT_TIMEOUT_MS, ownPoolConfig } from './connection.js';
 import { DEFAULT_SCHEMA, notifyChannel, quoteSchema } from './schema.js';
+import { PostgresSubjectKeyStore } from './postgres-subject-key-store.js';
+import { DEFAULT_KEY_CACHE_MS, ForgetHearing, lateHandle } from './subject-key-cache.js';
 
 export interface PostgresEventStoreOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
   /** A pool you own: the store uses it and leaves it open on close(). Give this or `connectionString`. */
@@ -81,12 +83,31 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   #migrated = false;
   #migrating: Promise<void> | undefined;
   readonly #listener: AppendListener;
-  /** Who hears the hint channels (members, views) over the LISTEN connection. */
+  /** Who hears the hint channels (members, views, subjects) over the LISTEN connection. */
   readonly #hints = new HintListeners();
   readonly #groups = new GroupCommit((group) => this.#writeGroup(group));
+  /** Keeps the key cache in step with other processes' forgets (when the key store is the store's own). */
+  readonly #forgets: ForgetHearing;
 
   constructor(options: PostgresEventStoreOptions<E>) {
-    super(options);
+    // The subjects' keys live in this store's schema, on its pool, which it has only after super():
+    // the key store reads them at first use (`late` is filled right after super()).
+    const late: { store?: PostgresEventStore<E> } = {};
+    const store = (): PostgresEventStore<E> => late.store as PostgresEventStore<E>;
+    const own = options?.subjectKeys === undefined;
+    const keyCacheMs = own ? (options?.keyCacheMs ?? DEFAULT_KEY_CACHE_MS) : 0;
+    const forgets = new ForgetHearing({
+      cacheMs: keyCacheMs,
+      hear: (listener) => store().#hear('subjects', listener),
+      evict: (kids) => store().personalData?.evict(kids),
+      closed: () => store().closed,
+    });
+    const subjectKeys = own
+      ? new PostgresSubjectKeyStore({ store: lateHandle(() => late.store), migrate: options?.migrate, logger: options?.logger, onKeysRead: () => forgets.keysHandedOut() })
+      : options.subjectKeys;
+    super({ ...options, subjectKeys, keyCacheMs: own ? keyCacheMs : options.keyCacheMs });
+    late.store = this;
+    this.#forgets = forgets;
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError('PostgresEventStore needs an options object with `pool` or `connectionString`.');
     }
@@ -325,6 +346,11 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
     return this.#rows(statement, [streamId, fromVersion, limit]);
   }
 
+  protected async readArchivedRows(streamId: string, fromVersion: number, limit: number): Promise<StoredEventRow[]> {
+    if (UNSTORABLE_TEXT.test(streamId)) return [];
+    return this.#rows(this.#sql.readArchived, [streamId, fromVersion, limit]);
+  }
+
   protected async readAllRows(after: number, limit: number, { types, category }: LogFilter): Promise<StoredEventRow[]> {
     if (category !== undefined && UNSTORABLE_TEXT.test(category)) return [];
     const storable = types?.filter((type) => !UNSTORABLE_TEXT.test(type));
@@ -351,6 +377,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
   protected async closeResources(): Promise<void> {
     // Appends accepted before close() are written (or refused) before the pool goes.
     await this.#groups.drain();
+    this.#forgets.close();
     this.#hints.clear();
     await this.#listener.stop();
     if (this.#ownsPool) await this.pool.end();

@@ -47,6 +47,15 @@ export function advisoryKey(purpose: AdvisoryPurpose, schema: string): [number, 
   return [fnv1a32(`eskit.${purpose}`), fnv1a32(schema)];
 }
 
+/**
+ * The two-int advisory lock key that serialises creating, forgetting and allowing the keys of one
+ * subject in `schema` (postgres-subject-key-store.ts), in the two-int key space of `advisoryKey` under
+ * a purpose of its own. Subjects whose hashes collide share a key: they only wait on each other.
+ */
+export function subjectLockKey(schema: string, subject: string): [number, number] {
+  return [fnv1a32('eskit.subject'), fnv1a32(`${schema}\u0000${subject}`)];
+}
+
 function fnv1a32(text: string): number {
   let hash = 0x811c9dc5;
   for (const byte of Buffer.from(text, 'utf8')) {
@@ -60,8 +69,10 @@ function fnv1a32(text: string): number {
  * What a NOTIFY channel of eskit announces; each gets its own channel per schema. 'members': a member
  * of a group joined or left (the payload is the group), see postgres-member-registry.ts. 'views': a SQL
  * view committed (the payload names the view, the lane and the positions, never row data), see postgres-view.ts.
+ * 'subjects': subjects were forgotten (the payload is the destroyed key ids, comma-separated), see
+ * postgres-subject-key-store.ts.
  */
-export type ChannelPurpose = 'appended' | 'released' | 'members' | 'views';
+export type ChannelPurpose = 'appended' | 'released' | 'members' | 'views' | 'subjects';
 
 // PostgreSQL truncates identifiers (and refuses channel names) beyond 63 bytes.
 const MAX_IDENTIFIER_BYTES = 63;

@@ -1,5 +1,8 @@
 import type { Backend } from '../core/backend.js';
+import { SealedDeadLetterStore } from '../core/personal/sealed-dead-letters.js';
 import type { EventShape } from '../core/event.js';
+import type { PersonalData } from '../core/personal/personal-data.js';
+import type { SubjectKeyStore } from '../core/personal/types.js';
 import type Database from 'better-sqlite3';
 import { SqliteCheckpointStore } from './sqlite-checkpoint-store.js';
 import { SqliteCompletionStore } from './sqlite-completion-store.js';
@@ -25,9 +28,18 @@ export interface SqliteBackend<E extends EventShape = EventShape> extends Backen
   readonly kind: 'sqlite';
   readonly store: SqliteEventStore<E>;
   readonly checkpoints: SqliteCheckpointStore;
-  readonly deadLetters: SqliteDeadLetterStore;
+  /**
+   * The dead-letter queue. Letters about events with personal data are kept sealed with the event's
+   * subject keys (payload and errors) and opened on the way out: a forget erases them.
+   */
+  readonly deadLetters: SealedDeadLetterStore;
   readonly completions: SqliteCompletionStore;
   readonly snapshots: SqliteSnapshotStore;
+  /**
+   * Where the subjects' keys of personal data live: a `SqliteSubjectKeyStore` on the same connection
+   * (the `eskit_subject_keys` table), or the key store you gave as `subjectKeys`.
+   */
+  readonly subjectKeys: SubjectKeyStore;
   readonly locks: SqliteLockRegistry | undefined;
   /**
    * Who is alive among the processes sharing the file that run a partitioned runner (there whenever
@@ -69,9 +81,11 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
     kind: 'sqlite',
     store,
     checkpoints,
-    deadLetters,
+    deadLetters: new SealedDeadLetterStore(deadLetters, store),
     completions,
     snapshots,
+    // The store always has one (its own, unless you gave yours).
+    subjectKeys: (store.personalData as PersonalData).keys,
     locks,
     members,
     database: store.database,

@@ -20,6 +20,9 @@ export type { SqliteCompletionStoreOptions } from './sqlite-completion-store.js'
 // Snapshots (issue 19).
 export { SqliteSnapshotStore } from './sqlite-snapshot-store.js';
 export type { SqliteSnapshotStoreOptions } from './sqlite-snapshot-store.js';
+// Personal data (issue 20).
+export { SqliteSubjectKeyStore } from './sqlite-subject-key-store.js';
+export type { SqliteSubjectKeyStoreOptions } from './sqlite-subject-key-store.js';
 export { SqliteViews } from './sqlite-view.js';
 export type { SqliteViewTx } from './view-tx.js';
 export { sqlite } from './backend.js';

@@ -221,6 +221,45 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 10,
+    name: 'subject keys',
+    // The data keys of personal data, one live key per subject at most (the partial unique index).
+    // forget sets key NULL and forgotten_at on the subject's rows and never deletes one: the row is
+    // the fence that refuses new keys, and a destroyed key must never look like one never created. A
+    // subject forgotten before it had a key gets a row with no key at all. Times: ms since the epoch.
+    sql: `
+      CREATE TABLE eskit_subject_keys (
+        kid          TEXT    PRIMARY KEY,
+        subject      TEXT    NOT NULL,
+        key          BLOB    NULL,
+        created_at   INTEGER NOT NULL,
+        forgotten_at INTEGER NULL,
+        CHECK ((key IS NULL) = (forgotten_at IS NOT NULL))
+      );
+      CREATE UNIQUE INDEX eskit_subject_keys_live ON eskit_subject_keys (subject) WHERE forgotten_at IS NULL;
+      CREATE INDEX eskit_subject_keys_subject ON eskit_subject_keys (subject);
+    `,
+  },
+  {
+    version: 11,
+    name: 'archived events',
+    // What archiveStream moved out of the log (sqlite-lifecycle.ts), read back by readArchived.
+    sql: `
+      CREATE TABLE eskit_archived_events (
+        position       INTEGER PRIMARY KEY,
+        event_id       TEXT    NOT NULL,
+        stream_id      TEXT    NOT NULL,
+        stream_version INTEGER NOT NULL,
+        type           TEXT    NOT NULL,
+        data           TEXT    NOT NULL,
+        metadata       TEXT    NOT NULL,
+        created_at     INTEGER NOT NULL,
+        archived_at    INTEGER NOT NULL
+      );
+      CREATE INDEX eskit_archived_events_stream ON eskit_archived_events (stream_id, stream_version);
+    `,
+  },
 ];
 
 const CREATE_MIGRATIONS_TABLE = `

@@ -11,6 +11,7 @@ import { configureSqlite, DEFAULT_BUSY_TIMEOUT_MS, openSqlite } from './connecti
 import { translateSqliteError } from './errors.js';
 import { migrateSqlite } from './migrations.js';
 import { lifecycleWriter, refusesAppends, STREAM_VERSION_SQL } from './sqlite-lifecycle.js';
+import { SqliteSubjectKeyStore } from './sqlite-subject-key-store.js';
 import type { LifecycleRequest, LifecycleWritten } from '../core/lifecycle.js';
 
 export interface SqliteEventStoreOptions<E extends EventShape> extends EventStoreBaseOptions<E> {
@@ -40,6 +41,7 @@ interface Statements {
   appendGroup: Database.Transaction<GroupTransaction>;
   forward: Statement<[string, number, number], RawRow>;
   backward: Statement<[string, number, number], RawRow>;
+  archived: Statement<[string, number, number], RawRow>;
   all: Statement<[number, number], RawRow>;
   allOfType: Statement<[string, number, number], RawRow>;
   allOfManyTypes: Statement<[number, string, number], RawRow>;
@@ -79,7 +81,15 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
   readonly #groups = new GroupCommit((group) => this.#writeGroup(group));
 
   constructor(options: SqliteEventStoreOptions<E>) {
-    super(options);
+    // The subjects' keys live in the same file, on this store's connection, which is opened below,
+    // after super(): the key store looks it up at first use. The store migrates it (or migrate() does).
+    const opened: { database?: Database.Database } = {};
+    const connection = {
+      get database() {
+        return opened.database as Database.Database;
+      },
+    };
+    super({ ...options, subjectKeys: options.subjectKeys ?? new SqliteSubjectKeyStore({ store: connection, migrate: false }) });
     const { path, database } = options;
     if ((path === undefined) === (database === undefined)) {
       throw new InvalidArgumentError('SqliteEventStore needs exactly one of `path` (a database file) or `database` (an open better-sqlite3 handle)');
@@ -94,6 +104,7 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
       this.database = database;
       this.#ownsDatabase = false;
     }
+    opened.database = this.database;
     if (options.migrate ?? true) {
       try {
         migrateSqlite(this.database);
@@ -152,6 +163,14 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
       return toRows(statement.all(streamId, fromVersion, limit));
     } catch (error) {
       throw translateSqliteError(error, this.database, `read stream "${streamId}"`);
+    }
+  }
+
+  protected async readArchivedRows(streamId: string, fromVersion: number, limit: number): Promise<StoredEventRow[]> {
+    try {
+      return toRows((this.#statements ?? this.#prepare()).archived.all(streamId, fromVersion, limit));
+    } catch (error) {
+      throw translateSqliteError(error, this.database, `read the archive of stream "${streamId}"`);
     }
   }
 
@@ -259,6 +278,7 @@ export class SqliteEventStore<E extends EventShape = EventShape> extends EventSt
       appendGroup,
       forward: read(`SELECT ${COLUMNS} FROM eskit_events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?`),
       backward: read(`SELECT ${COLUMNS} FROM eskit_events WHERE stream_id = ? AND stream_version <= ? AND stream_version > 0 ORDER BY stream_version DESC LIMIT ?`),
+      archived: read(`SELECT ${COLUMNS} FROM eskit_archived_events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?`),
       all: read(`SELECT ${COLUMNS} FROM eskit_events WHERE position > ? ORDER BY position LIMIT ?`),
       allOfType: read(`SELECT ${COLUMNS} FROM eskit_events WHERE type = ? AND position > ? ORDER BY position LIMIT ?`),
       // `+type` keeps the planner off the type index: walking positions in order stops after `limit`

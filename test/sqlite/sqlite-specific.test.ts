@@ -151,6 +151,8 @@ describe('SqliteEventStore: migrations', () => {
     assert.ok(rows.every((r) => Number.isInteger(r.applied_at) && r.applied_at > 0));
     const tables = store.database.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND name LIKE 'eskit_%' ORDER BY name").pluck().all();
     assert.deepEqual(tables, [
+      'eskit_archived_events',
+      'eskit_archived_events_stream',
       'eskit_checkpoints',
       'eskit_completions',
       'eskit_dead_letters',
@@ -165,6 +167,9 @@ describe('SqliteEventStore: migrations', () => {
       'eskit_migrations',
       'eskit_runner_status',
       'eskit_snapshots',
+      'eskit_subject_keys',
+      'eskit_subject_keys_live',
+      'eskit_subject_keys_subject',
     ]);
   });
 
