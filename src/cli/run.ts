@@ -8,6 +8,7 @@ import { eventCommands } from './commands/events.js';
 import { migrate } from './commands/migrate.js';
 import { status } from './commands/status.js';
 import { streamCommands } from './commands/streams.js';
+import { subjectCommands } from './commands/subjects.js';
 import { subscriptionCommands } from './commands/subscription.js';
 import { viewCommands } from './commands/view.js';
 import type { CliDatabase } from './database.js';
@@ -21,7 +22,7 @@ export type { CliIO, CliOutput } from './io.js';
 export { ExitCode } from './errors.js';
 
 /** Every command, in the order `eskit --help` lists them. */
-export const COMMANDS: readonly CommandSpec[] = [migrate, status, ...dlqCommands, ...eventCommands, ...streamCommands, ...subscriptionCommands, ...viewCommands];
+export const COMMANDS: readonly CommandSpec[] = [migrate, status, ...dlqCommands, ...eventCommands, ...streamCommands, ...subjectCommands, ...subscriptionCommands, ...viewCommands];
 
 const GROUPS = [...new Set(COMMANDS.filter((spec) => spec.name.includes(' ')).map((spec) => spec.name.split(' ')[0] as string))];
 

@@ -1,6 +1,6 @@
 // The guides whose samples are programs, not only listings, run them: each ```ts block of such a guide
 // that imports something is a whole program, run in a child process (tsx), and must exit 0; so do the
-// examples the guides link to (examples/lifecycle/*.ts). The
+// examples the guides link to (examples/lifecycle/*.ts, examples/personal-data/*.ts). The
 // samples assert what they show (node:assert), so a guide that stops telling the truth fails here.
 // They run on memory() or SQLite ':memory:', so they need no server. `eskit` and its subpaths are
 // rewritten to the sources package.json's `exports` builds them from, as samples.test.ts maps them.
@@ -13,9 +13,9 @@ import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { entryPaths, isModule, REPO, tsBlocks } from './markdown.js';
 
-const RUNNABLE_GUIDES = ['docs/lifecycle.md'];
+const RUNNABLE_GUIDES = ['docs/lifecycle.md', 'docs/personal-data.md'];
 const TSX = join(REPO, 'node_modules', 'tsx', 'dist', 'cli.mjs');
-const EXAMPLES = 'examples/lifecycle';
+const EXAMPLES = ['examples/lifecycle', 'examples/personal-data'];
 
 /** Runs a TypeScript program with tsx; resolves with its exit code and output. */
 function run(file: string, cwd: string): Promise<{ code: number | null; output: string }> {
@@ -58,10 +58,12 @@ describe('the guides run their samples', { timeout: 120_000 }, () => {
     }
   }
 
-  for (const name of readdirSync(join(REPO, EXAMPLES)).filter((file) => file.endsWith('.ts')).sort()) {
-    it(`${EXAMPLES}/${name} runs and exits 0`, async () => {
-      const outcome = await run(join(REPO, EXAMPLES, name), REPO);
-      assert.equal(outcome.code, 0, `${EXAMPLES}/${name} failed:\n${outcome.output}`);
-    });
+  for (const folder of EXAMPLES) {
+    for (const name of readdirSync(join(REPO, folder)).filter((file) => file.endsWith('.ts')).sort()) {
+      it(`${folder}/${name} runs and exits 0`, async () => {
+        const outcome = await run(join(REPO, folder, name), REPO);
+        assert.equal(outcome.code, 0, `${folder}/${name} failed:\n${outcome.output}`);
+      });
+    }
   }
 });

@@ -1,4 +1,5 @@
-import type { DeadLetter, DeadLetterStatus } from '../../core/dead-letter.js';
+import type { DeadLetter, DeadLetterStatus, DeadLetterStore } from '../../core/dead-letter.js';
+import { SealedDeadLetterStore } from '../../core/personal/sealed-dead-letters.js';
 import type { Recorded } from '../../core/event.js';
 import type { CliDatabase } from '../database.js';
 import { describeHolder } from '../database.js';
@@ -6,6 +7,7 @@ import { CliError, ExitCode, unknownName, UsageError } from '../errors.js';
 import type { CommandContext, CommandSpec } from '../command.js';
 import { flag, integerOption, stringOption } from '../command.js';
 import { ago, json, plural, table, truncate } from '../format.js';
+import { printable, printableLetter } from '../personal-fields.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -14,8 +16,17 @@ function letterId(text: string): string {
   return text.toLowerCase();
 }
 
+/**
+ * The dead letters with their sealed payloads and error texts opened (an operator needs the error to
+ * act on it); once a subject of the letter's event was forgotten they read as the redaction marker and
+ * "[erased: ...]". The events themselves are read raw: their personal fields print as "[personal]".
+ */
+function openedLetters(db: CliDatabase): DeadLetterStore {
+  return new SealedDeadLetterStore(db.deadLetters, db.adapter.store);
+}
+
 async function getLetter(db: CliDatabase, id: string): Promise<DeadLetter> {
-  const letter = await db.deadLetters.get(id);
+  const letter = await openedLetters(db).get(id);
   if (!letter) throw new CliError(`no dead letter ${id}`, { hint: 'It may have been redriven successfully or discarded; `eskit dlq list` shows what is there.' });
   return letter;
 }
@@ -65,8 +76,9 @@ Options:
     const db = await context.open();
     if (source !== undefined) await assertKnownSource(db, source);
     // One more than shown: whether there is a next page.
-    const page = await db.deadLetters.list({ source, status, limit: limit + 1, afterId });
-    const letters = page.slice(0, limit);
+    const page = await openedLetters(db).list({ source, status, limit: limit + 1, afterId });
+    // What is still sealed (keys this store cannot read) prints as "[personal]".
+    const letters = page.slice(0, limit).map(printableLetter);
     const more = page.length > limit;
     if (flag(context.values, 'json')) {
       context.out(json(letters));
@@ -113,7 +125,10 @@ const show: CommandSpec = {
   help: `Usage: eskit dlq show <id> [--json]
 
 Everything about one dead letter: where it failed (source and stage), its to-do item (key, payload),
-every attempt's time and error, and the event it came from.
+every attempt's time and error, and the event it came from. A letter about an event with personal data
+is stored sealed with its subjects' keys and shown opened; once a subject was forgotten its payload reads
+{"$redacted":true} and its errors "[erased: ...]". The event is shown as stored: its personal fields
+print as "[personal]" (the CLI never decrypts events).
 
 Options:
   --json   the dead letter, with the event under "event"
@@ -123,10 +138,11 @@ Options:
   async run(context) {
     const id = letterId(context.args[0] as string);
     const db = await context.open();
-    const letter = await getLetter(db, id);
+    // The letter opened (what is still sealed prints as "[personal]"); the event raw, its personal fields as "[personal]".
+    const letter = printableLetter(await getLetter(db, id));
     const event = await eventAt(db, letter.eventPosition);
     if (flag(context.values, 'json')) {
-      context.out(json({ ...letter, event: event ?? null }));
+      context.out(json({ ...letter, event: event === undefined ? null : { ...event, data: printable(event.data) } }));
       return ExitCode.Ok;
     }
     const stage = { execute: "an automation's side effect for a to-do item", trigger: "an automation's trigger", handler: "a subscription's or view's handler" }[letter.stage];
@@ -145,7 +161,7 @@ Options:
       text += `  ${index + 1}. ${attempt.at.toISOString()}  ${indent(attempt.error)}\n`;
     });
     if (event) {
-      text += `\nEvent data:\n    ${indent(JSON.stringify(event.data, null, 2))}\n`;
+      text += `\nEvent data:\n    ${indent(JSON.stringify(printable(event.data), null, 2))}\n`;
       if (Object.keys(event.metadata).length > 0) text += `Event metadata:\n    ${indent(JSON.stringify(event.metadata, null, 2))}\n`;
     } else {
       text += `\nThe event at position ${letter.eventPosition} is no longer in the store.\n`;

@@ -4,14 +4,19 @@ import { CliError, ExitCode, UsageError } from '../errors.js';
 import type { CommandSpec } from '../command.js';
 import { flag, integerOption, stringsOption } from '../command.js';
 import { check } from './events-check.js';
+import { printable } from '../personal-fields.js';
 
-/** One line per event: position, stream@version, type, time, data as JSON. */
+/**
+ * One line per event: position, stream@version, type, time, data as JSON. Events are read raw, so a
+ * personal field is its stored envelope: it prints as "[personal]".
+ */
 export function eventLine(event: Recorded, asJson: boolean): string {
+  const data = printable(event.data);
   if (asJson) {
-    const { position, streamId, streamVersion, id, type, timestamp, data, metadata } = event;
+    const { position, streamId, streamVersion, id, type, timestamp, metadata } = event;
     return `${JSON.stringify({ position, streamId, streamVersion, id, type, timestamp, data, metadata })}\n`;
   }
-  return `${event.position}  ${event.streamId}@${event.streamVersion}  ${event.type}  ${event.timestamp.toISOString()}  ${JSON.stringify(event.data)}\n`;
+  return `${event.position}  ${event.streamId}@${event.streamVersion}  ${event.type}  ${event.timestamp.toISOString()}  ${JSON.stringify(data)}\n`;
 }
 
 const read: CommandSpec = {
@@ -23,7 +28,8 @@ Prints a stream's events, one per line:
 
   <position>  <stream>@<version>  <type>  <time>  <data as JSON>
 
-Events are printed as stored (no registry, no upcasting). Exit 1 when the stream has no events.
+Events are printed as stored (no registry, no upcasting); personal fields print as "[personal]" (the
+CLI never decrypts them). Exit 1 when the stream has no events.
 
 Options:
   --from <version>   start at this stream version (default: the first, or the last with --backward)
@@ -135,7 +141,8 @@ Follows the global log and prints each new event as it is appended, one per line
   <position>  <stream>@<version>  <type>  <time>  <data as JSON>
 
 It wakes on append notifications (LISTEN/NOTIFY on PostgreSQL) and polls as well (on SQLite,
-polling is how it sees other processes' appends).
+polling is how it sees other processes' appends). Events are printed as stored; personal fields print
+as "[personal]" (the CLI never decrypts them).
 
 Options:
   --from <position>   first print the events from this global position on (1: the whole log);
