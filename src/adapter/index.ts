@@ -1,6 +1,6 @@
 // `eskit/adapter`: what an adapter author builds a backend with. The contracts every adapter
 // implements (EventStore, CheckpointStore, DeadLetterStore, CompletionStore, LockRegistry, MemberRegistry, Admin,
-// RunnerStatusStore, the SQL view backend), EventStoreBase (extend it and implement seven storage
+// RunnerStatusStore, the SQL view backend), EventStoreBase (extend it and implement eight storage
 // primitives), the checks and decoders the bundled adapters share, and every error class. Prove an
 // adapter with the suites of `eskit/testing`.
 import '../telemetry/install.js';
