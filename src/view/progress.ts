@@ -143,6 +143,12 @@ export class ProgressTracker {
     const interested = this.#interested();
     if (interested === this.#interestShown) return;
     this.#interestShown = interested;
+    if (!interested) {
+      // Nobody waits or follows: no poll after the last answer (it would read a store that may be
+      // closed by then, and warn).
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
     try {
       this.#options.onInterest?.(interested);
     } catch (error) {
@@ -153,10 +159,9 @@ export class ProgressTracker {
   #schedule(): void {
     if (this.#timer !== undefined || !this.#interested()) return;
     this.#timer = setTimeout(() => {
-      void this.refresh().finally(() => {
-        this.#timer = undefined;
-        this.#schedule();
-      });
+      this.#timer = undefined;
+      if (!this.#interested()) return;
+      void this.refresh().finally(() => this.#schedule());
     }, typeof this.#options.pollIntervalMs === 'function' ? this.#options.pollIntervalMs() : this.#options.pollIntervalMs);
     // Waiters hold their own timeout timer; a follower alone must not keep the process alive.
     this.#timer.unref();
