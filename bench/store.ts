@@ -22,6 +22,7 @@ import type { Op } from './lib/measure.js';
 import { createRawEvents, DATA, EVENT, METADATA, rawInsertMany, rawInsertOne, TYPE } from './lib/store-workload.js';
 import { concurrentFigures, concurrentPostgres, concurrentSqlite, WRITERS } from './store-concurrent.js';
 import { readCategoryFigure } from './store-category.js';
+import { encryptedFigures } from './store-encrypted.js';
 
 /** Events per read page, given to the stores explicitly so that both sides page alike. */
 const PAGE_SIZE = 500;
@@ -84,6 +85,11 @@ export const storeBench: BenchGroup = async (ctx) => {
     await readCategoryFigure(ctx);
   } catch (error) {
     ctx.fail('store (category read)', error);
+  }
+  try {
+    await encryptedFigures(ctx);
+  } catch (error) {
+    ctx.fail('store (personal data)', error);
   }
 };
 
