@@ -36,7 +36,7 @@ export { ConcurrencyError, ErrorCode, EskitError, FencedError, HandlerFailedErro
 // A store for years (issue 19): what applications name. The option, result and error types, the
 // snapshot store contract and the registry's definition types are in `eskit/adapter`; errors are
 // checked by code (ErrorCode.StreamDeleted, ...).
-export { STREAM_DELETED, STREAM_TRUNCATED } from './core/lifecycle-exports.js';
+export { STREAM_ARCHIVED, STREAM_DELETED, STREAM_TRUNCATED } from './core/lifecycle-exports.js';
 export type { StreamLifecycleEvent } from './core/lifecycle-exports.js';
 export type { UpcastStep } from './core/registry.js';
 export { allOf, anyOf, everyEvents, onEventTypes, slowerThan, snapshotWhen } from './core/snapshot.js';
