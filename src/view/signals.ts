@@ -1,3 +1,4 @@
+import { withheldIfPersonal } from '../core/personal/withheld.js';
 import { ErrorCode, InvalidArgumentError, isEskitError } from '../core/errors.js';
 import type { EventShape, Recorded } from '../core/event.js';
 import type { Logger } from '../core/logger.js';
@@ -185,13 +186,16 @@ export class ViewSignals<E extends EventShape> {
     const keysOf = this.#options.keysOf;
     if (!keysOf) return undefined;
     const keys = new Set<string>();
+    let current: Recorded<E> | undefined;
     try {
       for (const event of events) {
+        current = event;
         const result = keysOf(event);
         if (typeof result === 'string') keys.add(result);
         else for (const key of result) keys.add(key);
       }
-    } catch (error) {
+    } catch (thrown) {
+      const error = current === undefined ? thrown : withheldIfPersonal(thrown, [current], current.position);
       this.#options.logger.warn({ view: this.#options.view, err: error }, `View "${this.#options.view}": keysOf threw; reporting that everything changed`);
       return undefined;
     }

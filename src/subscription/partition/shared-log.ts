@@ -1,3 +1,4 @@
+import { withheldIfPersonal } from '../../core/personal/withheld.js';
 import { describeError, ErrorCode, EskitError } from '../../core/errors.js';
 import type { EventShape, Recorded } from '../../core/event.js';
 import type { Logger } from '../../core/logger.js';
@@ -200,9 +201,10 @@ export class SharedLog<E extends EventShape> {
       key = this.o.partitionKey(event);
       // An undefined key (a field missing on some events) would put all of them in one partition, quietly.
       if (typeof key !== 'string') throw new TypeError(`it returned ${key === null ? 'null' : typeof key}, not a string`);
-    } catch (error) {
+    } catch (thrown) {
       // Not transient: the same event gets the same answer on every read. Thrown as it was, it counted
       // as a read failure to wait out, and every partition retried (and warned) each poll, for good.
+      const error = withheldIfPersonal(thrown, [event], event.position);
       throw new EskitError(
         ErrorCode.InvalidArgument,
         `Partitioned runner "${this.o.name}": partitionKey threw for the event at position ${event.position} (stream "${event.streamId}", type ${event.type}): ${describeError(error)}. ` +
