@@ -46,10 +46,9 @@ export class DeadLettering<E extends EventShape, P> {
       await this.settleRedrive(period, item.redriveOf, { ok: false, attempts: [...item.failures] });
       return true;
     }
-    const letter: NewDeadLetter = {
-      ...deadLetterFor(this.o.name, 'execute', item.event, item.failures.length, error, item),
-      attempts: [...item.failures],
-    };
+    // The same object (not a spread copy): it carries the event's keys, for sealing.
+    const letter: NewDeadLetter = deadLetterFor(this.o.name, 'execute', item.event, item.failures.length, error, item);
+    letter.attempts = [...item.failures];
     try {
       return await this.storeUntilStored(letter, period.halt.signal, period);
     } catch (storeError) {

@@ -4,6 +4,7 @@
 // CLI never decrypts events: an operator's terminal, shell history and whatever a pipe feeds are copies
 // that `forget` could not reach. Dead letters are opened for the operator (dlq.ts); what is still
 // sealed there (keys this store cannot read) prints as "[personal]" too.
+import { isSealedErrorText } from '../core/personal/sealed-dead-letters.js';
 import { isFieldEnvelope, isSealedValue } from '../core/personal/cipher.js';
 
 /** What a personal field (or a sealed copy of personal data) prints as. */
@@ -28,12 +29,9 @@ export function printable(value: unknown): unknown {
   return copy ?? value;
 }
 
-/** How a dead-letter store keeps an error text sealed with the event's subject keys (SealedDeadLetterStore). */
-const SEALED_ERROR_PREFIX = '$sealed:';
-
 /** A dead letter's error text, or `[personal]` for one stored sealed (it may quote personal data). */
 export function printableError(text: string): string {
-  return text.startsWith(SEALED_ERROR_PREFIX) ? PERSONAL_PLACEHOLDER : text;
+  return isSealedErrorText(text) ? PERSONAL_PLACEHOLDER : text;
 }
 
 /** A dead letter as the CLI shows it: payload and error texts through `printable`/`printableError`. */

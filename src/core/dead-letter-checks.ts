@@ -1,4 +1,5 @@
 import { originalError } from './personal/withheld.js';
+import { letterFrom } from './personal/sealed-dead-letters.js';
 import type { WriteFence } from './checkpoint.js';
 import { FencedError, InvalidArgumentError, SerializationError, describeError } from './errors.js';
 import type { DeadLetter, DeadLetterQuery, DeadLetterStage, DeadLetterStatus, FailedAttempt, NewDeadLetter } from './dead-letter.js';
@@ -300,7 +301,7 @@ export function deadLetterFor(
   const at = new Date();
   // What was thrown, also when logs got it withheld: the letter is sealed when the event holds personal data.
   const text = describeError(originalError(error));
-  return {
+  return letterFrom({
     source,
     stage,
     key: item.key,
@@ -310,5 +311,5 @@ export function deadLetterFor(
     eventPosition: event.position,
     streamId: event.streamId,
     attempts: Array.from({ length: Math.max(1, attempts) }, () => ({ at, error: text })),
-  };
+  }, event);
 }

@@ -1,6 +1,6 @@
 // How EventStoreBase turns the rows an adapter reads into the events a reader iterates: the paging
 // iterator, and the one decode path every reader goes through (JSON, registry upcasting, renames, splits).
-import { CorruptEventError } from './errors.js';
+import { CorruptEventError, ErrorCode, EventValidationError, isEskitError } from './errors.js';
 import type { EventShape, Metadata, Recorded } from './event.js';
 import type { EventRegistry } from './registry.js';
 import type { StoredEventRow } from './store-base.js';
@@ -128,22 +128,35 @@ export function decodeRow<E extends EventShape>(
   // Adapters hand over rows of their own (never shared), so the row becomes the event in place:
   // one object per event instead of two.
   const event = row as unknown as Recorded;
-  const redacted = opened?.redacted === true;
-  if (!raw && registry) {
-    if (registry.isSplit(row.type)) {
-      event.data = data;
-      event.metadata = metadata;
-      const parts: Recorded[] = registry.decodeEvent(event, redacted);
-      const kept = keep === undefined ? parts : parts.filter((part) => keep.has(part.type));
-      if (opened !== undefined) for (const part of kept) markPersonal(part, opened.kids);
-      return kept.length === 0 ? undefined : kept;
-    }
-    data = registry.decode(row.type, data, metadata, row.position, redacted);
-    event.type = registry.decodedType(row.type);
-    if (keep !== undefined && !keep.has(event.type)) return undefined;
-  }
-  event.data = data;
   event.metadata = metadata;
+  if (raw || !registry) {
+    event.data = data;
+    return event;
+  }
+  if (opened === undefined || opened.kids.length === 0) return decodeThrough(registry, event, data, keep, opened);
+  try {
+    return decodeThrough(registry, event, data, keep, opened);
+  } catch (error) {
+    // An upcaster's or validate's reason may quote the plaintext it was given, and a read's error
+    // reaches logs and status: withheld, as the errors of handlers on such events are.
+    if (!isEskitError(error, ErrorCode.EventValidation)) throw error;
+    throw new EventValidationError(event.type, 'its upcasters or validate refused it; the reason is withheld, as it may quote the personal data the event holds', { position: event.position });
+  }
+}
+
+/** The registry's part of decodeRow: renames, splits, upcasters and validate, then the `keep` filter. */
+function decodeThrough<E extends EventShape>(registry: EventRegistry<E>, event: Recorded, stored: unknown, keep: ReadonlySet<string> | undefined, opened: Opened | undefined): DecodedRow {
+  const redacted = opened?.redacted === true;
+  if (registry.isSplit(event.type)) {
+    event.data = stored;
+    const parts: Recorded[] = registry.decodeEvent(event, { redacted });
+    const kept = keep === undefined ? parts : parts.filter((part) => keep.has(part.type));
+    if (opened !== undefined) for (const part of kept) markPersonal(part, opened.kids);
+    return kept.length === 0 ? undefined : kept;
+  }
+  event.data = registry.decode(event.type, stored, event.metadata, event.position, { redacted });
+  event.type = registry.decodedType(event.type);
+  if (keep !== undefined && !keep.has(event.type)) return undefined;
   if (opened !== undefined) markPersonal(event, opened.kids);
   return event;
 }

@@ -61,6 +61,15 @@ export interface EventRegistryOptions<E extends EventShape> {
   splits?: Record<string, SplitDefinition<E>>;
 }
 
+/** How a stored event is decoded. */
+export interface DecodeOptions {
+  /**
+   * Some personal field reads as the redaction marker (its subject was forgotten): `validate`, written
+   * for the live shape, is skipped (the event passed it when it was appended). Upcasters still run.
+   */
+  redacted?: boolean;
+}
+
 /** The stored type names a typed read of some types has to fetch, and what it keeps of them. */
 export interface StoredTypeFilter {
   /** Stored names: the asked types, their old names, and the split types that can make them. */
@@ -146,7 +155,8 @@ export class EventRegistry<E extends EventShape> {
    * The data of a stored event of a current type or an old name, as the current version (upcast and
    * validated). A split type is several events: read those with `decodeEvent`.
    */
-  decode(type: string, data: unknown, metadata: Metadata, position?: number, redacted = false): unknown {
+  decode(type: string, data: unknown, metadata: Metadata, position?: number, options: DecodeOptions = {}): unknown {
+    const redacted = options.redacted === true;
     if (isLifecycleType(type)) return data;
     const definition = this.#compiled.types.get(type) ?? this.#compiled.renamed.get(type);
     if (!definition) {
@@ -170,10 +180,10 @@ export class EventRegistry<E extends EventShape> {
    * A stored event (as a raw read returns it) as the events it is read as: one, or a split's parts.
    * The same decoding every read of a store with this registry does. Throws what such a read would.
    */
-  decodeEvent(stored: Recorded, redacted = false): Recorded<E>[] {
+  decodeEvent(stored: Recorded, options: DecodeOptions = {}): Recorded<E>[] {
     const split = this.#compiled.splits.get(stored.type);
-    if (split) return this.#split(stored, split, redacted);
-    const data = this.decode(stored.type, stored.data, stored.metadata, stored.position, redacted);
+    if (split) return this.#split(stored, split, options.redacted === true);
+    const data = this.decode(stored.type, stored.data, stored.metadata, stored.position, options);
     return [{ ...stored, type: this.decodedType(stored.type), data } as Recorded<E>];
   }
 

@@ -1,5 +1,5 @@
 import { newEventId } from './event-id.js';
-import { InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
+import { describeError, ErrorCode, EskitError, InvalidArgumentError, isEskitError, SerializationError, StoreClosedError } from './errors.js';
 import type { EventShape, Metadata, NewEvent, Recorded } from './event.js';
 import { appendObserver } from './hooks.js';
 import type { MetadataStamp } from './hooks.js';
@@ -18,9 +18,9 @@ import { checkCategory } from './store.js';
 import { decodeRow, LOOKED_THROUGH, pagedRead } from './paged-read.js';
 import { archiveRequest, deleteRequest, isLifecycleType, keepsLifecycleEvents, reservedType, SUBJECT_FORGOTTEN, subjectStreamId, truncateRequest } from './lifecycle.js';
 import type { ArchiveStreamOptions, DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, SubjectForgottenData, TruncateStreamOptions } from './lifecycle.js';
-import { markPersonal, PersonalData } from './personal/personal-data.js';
+import { checkSubject, markPersonal, PersonalData } from './personal/personal-data.js';
 import type { Opened } from './personal/fields.js';
-import type { ForgetResult, SubjectKeyStore } from './personal/types.js';
+import type { ForgetReport, SubjectKeyStore } from './personal/types.js';
 
 /** An event checked and serialised, ready for an adapter to write. */
 export interface PreparedEvent {
@@ -349,12 +349,28 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
    * (snapshots, dead letters) cannot be opened, and appends of personal data for the subject fail
    * with SubjectForgottenError until `allowNewKey(subject)`. Idempotent.
    */
-  async forget(subject: string): Promise<ForgetResult & { position: number }> {
+  async forget(subject: string): Promise<ForgetReport> {
     this.assertOpen();
-    const result = await this.#personalData('forget').forget(subject);
+    const personal = this.#personalData('forget');
+    checkSubject(subject);
+    // Checked before anything is destroyed: the event's stream id holds the subject.
+    if (!isStorableText(subject)) {
+      throw new InvalidArgumentError(`Cannot forget subject ${JSON.stringify(subject)}: it ${unstorableTextReason(subject)}, which no store can hold. Nothing was changed.`);
+    }
+    const result = await personal.forget(subject);
     const data: SubjectForgottenData = { subject, keysDestroyed: result.keysDestroyed };
     const event: PreparedEvent = { id: newEventId(), type: SUBJECT_FORGOTTEN, data: JSON.stringify(data), metadata: '{}' };
-    const written = await this.writeEvents(subjectStreamId(subject), [event], 'any');
+    let written: WrittenEvents;
+    try {
+      written = await this.writeEvents(subjectStreamId(subject), [event], 'any');
+    } catch (error) {
+      throw new EskitError(
+        isEskitError(error) ? error.code : ErrorCode.Connection,
+        `Subject "${subject}" is forgotten (its keys are destroyed), but recording $subject.forgotten failed: ${describeError(error)}. ` +
+          'Call forget again: it destroys nothing more and appends the event, so that views clear their rows.',
+        { cause: error },
+      );
+    }
     const position = written.positions[0] as number;
     this.notifyAppended(position);
     return { ...result, position };

@@ -1,7 +1,7 @@
 import { ConcurrencyError, InvalidArgumentError } from './errors.js';
 import type { EventShape, NewEvent, Recorded } from './event.js';
 import type { ArchiveStreamOptions, DeleteStreamOptions, LifecycleResult, TruncateStreamOptions } from './lifecycle.js';
-import type { ForgetResult } from './personal/types.js';
+import type { ForgetReport } from './personal/types.js';
 
 /**
  * What the writer believes about the stream. Enforced inside the write by every adapter:
@@ -111,7 +111,7 @@ export interface EventStore<E extends EventShape = EventShape> {
    * keys, so their personal fields read as the redaction marker everywhere, and appends
    * `$subject.forgotten`. Later appends of the subject's personal data fail until `allowNewKey`.
    */
-  forget(subject: string): Promise<ForgetResult & { position: number }>;
+  forget(subject: string): Promise<ForgetReport>;
   /** Lets a forgotten subject have personal data again, under a new key. */
   allowNewKey(subject: string): Promise<void>;
   /** The highest global position visible to readers; 0 when the store is empty. */

@@ -11,7 +11,7 @@ import { decidedEvents } from './decider.js';
 import type { Decider } from './decider.js';
 import { DeciderSnapshots, replay } from './snapshots.js';
 import type { LoadedStream, SnapshotOptions } from './snapshots.js';
-import type { PersonalData } from '../core/personal/personal-data.js';
+import { personalDataOf } from '../core/personal/personal-data.js';
 import { acquireStream } from './stream-queue.js';
 
 /** Conflict retries: default 5 attempts in all, waits from 5 ms doubling up to 200 ms, full jitter. */
@@ -218,7 +218,7 @@ export class CommandHandler<S, C, E extends EventShape> {
       if (isEskitError(error, ErrorCode.Concurrency)) return { conflict: error as ConcurrencyError };
       throw error;
     }
-    this.#snapshots?.committed(streamId, prepared, appended.events, (this.#store as { personalData?: PersonalData }).personalData);
+    this.#snapshots?.committed(streamId, prepared, appended.events, personalDataOf(this.#store));
     // The events as appended (validated by the registry, equal to a read), as a later load folds them:
     // not decide's own objects, which a validate that fills defaults or normalises would not match.
     for (const event of appended.events) state = decider.evolve(state, event as unknown as E);

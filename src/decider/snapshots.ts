@@ -5,7 +5,7 @@ import type { Logger } from '../core/logger.js';
 import { everyEvents, snapshotStateCopy } from '../core/snapshot.js';
 import type { Snapshot, SnapshotContext, SnapshotLoadContext, SnapshotPolicy, SnapshotStore } from '../core/snapshot.js';
 import { isSealedValue } from '../core/personal/cipher.js';
-import { personalKidsOf } from '../core/personal/personal-data.js';
+import { personalDataOf, personalKidsOf } from '../core/personal/personal-data.js';
 import type { PersonalData } from '../core/personal/personal-data.js';
 import type { EventStore } from '../core/store.js';
 import { initialStateOf } from './decider.js';
@@ -116,10 +116,6 @@ function addKids(into: Set<string>, event: object): void {
   if (kids !== undefined) for (const kid of kids) into.add(kid);
 }
 
-/** The store's personal data (keys, sealing), when it has any: EventStoreBase's. */
-function personalDataOf(store: EventStore<EventShape>): PersonalData | undefined {
-  return (store as { personalData?: PersonalData }).personalData;
-}
 
 /** What a snapshot's sealed state is bound to: its stream, name and last event. */
 function sealContext(streamId: string, name: string, eventId: string): string {

@@ -1,6 +1,7 @@
 import type { Backend } from '../core/backend.js';
 import { SealedDeadLetterStore } from '../core/personal/sealed-dead-letters.js';
 import type { EventShape } from '../core/event.js';
+import { personalDataOf } from '../core/personal/personal-data.js';
 import type { PersonalData } from '../core/personal/personal-data.js';
 import type { SubjectKeyStore } from '../core/personal/types.js';
 import type { EventStoreBaseOptions } from '../core/store-base.js';
@@ -68,7 +69,7 @@ export function memory<E extends EventShape = EventShape>(options: MemoryBackend
     completions,
     snapshots: new MemorySnapshotStore({ store }),
     // The store always has one (its own, unless you gave yours).
-    subjectKeys: (store.personalData as PersonalData).keys,
+    subjectKeys: (personalDataOf(store) as PersonalData).keys,
     locks,
     members,
     admin: new MemoryAdmin({ store, checkpoints, deadLetters, completions, locks }),

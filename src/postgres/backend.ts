@@ -2,6 +2,7 @@ import type { Backend } from '../core/backend.js';
 import { SealedDeadLetterStore } from '../core/personal/sealed-dead-letters.js';
 import type { EventShape } from '../core/event.js';
 import { InvalidArgumentError } from '../core/errors.js';
+import { personalDataOf } from '../core/personal/personal-data.js';
 import type { PersonalData } from '../core/personal/personal-data.js';
 import type { SubjectKeyStore } from '../core/personal/types.js';
 import { PostgresLockRegistry } from './postgres-lock-registry.js';
@@ -102,7 +103,7 @@ export function postgres<E extends EventShape = EventShape>(options: PostgresBac
     completions,
     snapshots,
     // The store always has one (its own, unless you gave yours).
-    subjectKeys: (store.personalData as PersonalData).keys,
+    subjectKeys: (personalDataOf(store) as PersonalData).keys,
     locks,
     members,
     schema: store.schema,

@@ -103,7 +103,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       closed: () => store().closed,
     });
     const subjectKeys = own
-      ? new PostgresSubjectKeyStore({ store: lateHandle(() => late.store), migrate: options?.migrate, logger: options?.logger, onKeysRead: () => forgets.keysHandedOut() })
+      ? new PostgresSubjectKeyStore({ store: lateHandle(() => late.store), migrate: options?.migrate, logger: options?.logger, beforeKeysRead: () => forgets.keysHandedOut() })
       : options.subjectKeys;
     super({ ...options, subjectKeys, keyCacheMs: own ? keyCacheMs : options.keyCacheMs });
     late.store = this;

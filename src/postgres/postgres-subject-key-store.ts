@@ -20,10 +20,12 @@ export interface PostgresSubjectKeyStoreOptions extends PostgresTableOptions {
   /** Where a VACUUM after `forget` that failed is reported. Default: warnings and errors on stderr. */
   logger?: Logger;
   /**
-   * Called each time live keys were handed out. The event store passes it: while its key cache may
-   * hold keys, it listens for other processes' forgets, to drop those keys at once.
+   * Called before each read that may hand out live keys. The event store passes it: while its key
+   * cache may hold keys, it listens for other processes' forgets, to drop those keys at once. Before,
+   * not after: a forget announced while the read runs must be heard (the cache then refuses to keep
+   * what the read found).
    */
-  onKeysRead?: () => void;
+  beforeKeysRead?: () => void;
 }
 
 /** kid, key (null once destroyed) */
@@ -148,10 +150,11 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
     checkSubject(subject);
     assertStorableText(subject, 'subject');
     const access = this.#table();
+    this.#options.beforeKeysRead?.();
     const [row] = (await access.query(statements(access.schema).latest, [subject])).rows as KeyRow[];
     if (row === undefined) return this.#create(subject, true);
     if (row[1] === null) throw new SubjectForgottenError(subject);
-    return this.#handedOut(keyOf(row));
+    return keyOf(row);
   }
 
   async keysById(kids: readonly string[]): Promise<Map<string, Uint8Array | null>> {
@@ -160,13 +163,9 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
     const asked = [...new Set(kids)].filter((kid) => !unstorableText(kid));
     if (asked.length === 0) return found;
     const access = this.#table();
+    this.#options.beforeKeysRead?.();
     const rows = (await access.query(statements(access.schema).byKids, [asked])).rows as KeyRow[];
-    let live = false;
-    for (const row of rows) {
-      live ||= row[1] !== null;
-      found.set(row[0], row[1] === null ? null : keyOf(row).key);
-    }
-    if (live) this.#options.onKeysRead?.();
+    for (const row of rows) found.set(row[0], row[1] === null ? null : keyOf(row).key);
     return found;
   }
 
@@ -200,10 +199,11 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
 
   async #create(subject: string, refuseForgotten: boolean): Promise<SubjectKey> {
     const key = Buffer.from(newDataKey());
+    this.#options.beforeKeysRead?.();
     try {
       const row = await this.#locked(subject, (client, schema) => client.query({ ...statements(schema).create, values: [subject, randomUUID(), key, refuseForgotten] }));
       if (row === undefined) throw new SubjectForgottenError(subject);
-      return this.#handedOut(keyOf(row as KeyRow));
+      return keyOf(row as KeyRow);
     } finally {
       key.fill(0);
     }
@@ -260,11 +260,6 @@ export class PostgresSubjectKeyStore implements SubjectKeyStore {
         `The VACUUM after forgetting subject "${subject}" failed (the subject is forgotten: its key is unreadable through SQL); autovacuum removes the old row version later`,
       );
     }
-  }
-
-  #handedOut(key: SubjectKey): SubjectKey {
-    this.#options.onKeysRead?.();
-    return key;
   }
 
   #table(): PostgresTableAccess {

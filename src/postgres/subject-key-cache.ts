@@ -56,7 +56,10 @@ export class ForgetHearing {
     this.#options = options;
   }
 
-  /** The key store handed out live keys: hear forgets for as long as the cache may keep them. */
+  /**
+   * The key store is about to read keys: hear forgets from now on (a forget announced during the read
+   * is then heard) for as long as the cache may keep what it finds.
+   */
   keysHandedOut(): void {
     const { cacheMs } = this.#options;
     if (cacheMs <= 0 || this.#options.closed()) return;

@@ -1,6 +1,7 @@
 import type { Backend } from '../core/backend.js';
 import { SealedDeadLetterStore } from '../core/personal/sealed-dead-letters.js';
 import type { EventShape } from '../core/event.js';
+import { personalDataOf } from '../core/personal/personal-data.js';
 import type { PersonalData } from '../core/personal/personal-data.js';
 import type { SubjectKeyStore } from '../core/personal/types.js';
 import type Database from 'better-sqlite3';
@@ -85,7 +86,7 @@ export function sqlite<E extends EventShape = EventShape>(options: SqliteBackend
     completions,
     snapshots,
     // The store always has one (its own, unless you gave yours).
-    subjectKeys: (store.personalData as PersonalData).keys,
+    subjectKeys: (personalDataOf(store) as PersonalData).keys,
     locks,
     members,
     database: store.database,

@@ -17,6 +17,10 @@ export function configureSqlite(database: Database.Database, busyTimeoutMs: numb
     database.pragma(`busy_timeout = ${busyTimeoutMs}`);
     enableWal(database, busyTimeoutMs);
     database.pragma('synchronous = NORMAL');
+    // Deleted and overwritten bytes are zeroed, not left in free pages: a destroyed key (forget), and
+    // a view's row cleared on $subject.forgotten, must not stay readable in the file. From open, on
+    // every connection eskit configures, whatever it is used for first.
+    database.pragma('secure_delete = ON');
   } catch (error) {
     throw translateSqliteError(error, database, 'configure the connection (WAL mode)');
   }

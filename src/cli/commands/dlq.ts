@@ -22,7 +22,8 @@ function letterId(text: string): string {
  * "[erased: ...]". The events themselves are read raw: their personal fields print as "[personal]".
  */
 function openedLetters(db: CliDatabase): DeadLetterStore {
-  return new SealedDeadLetterStore(db.deadLetters, db.adapter.store);
+  // The backends' dead-letter stores open letters already; one given some other way is wrapped here.
+  return db.deadLetters instanceof SealedDeadLetterStore ? db.deadLetters : new SealedDeadLetterStore(db.deadLetters, db.adapter.store);
 }
 
 async function getLetter(db: CliDatabase, id: string): Promise<DeadLetter> {

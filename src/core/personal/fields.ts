@@ -62,21 +62,34 @@ export function subjectsOf(type: string, definitions: readonly CompiledPersonal[
  * A copy of `data` whose personal fields are envelopes (the objects on their paths are copied; the
  * rest is shared with `data`, which is not changed). `keys[i]` is the key of `definitions[i]`'s subject.
  */
-export function encryptedCopy(data: unknown, definitions: readonly CompiledPersonal[], keys: readonly SubjectKey[], eventId: string): unknown {
+export function encryptedCopy(type: string, data: unknown, definitions: readonly CompiledPersonal[], keys: readonly SubjectKey[], eventId: string): unknown {
   let copy = data;
   definitions.forEach((definition, index) => {
     const { kid, key } = keys[index] as SubjectKey;
-    for (const { path, segments } of definition.fields) copy = replaceAt(copy, segments, 0, (value) => encryptField(value, kid, key, eventId, path));
+    for (const { path, segments } of definition.fields) copy = replaceAt(copy, segments, 0, (value) => encryptField(value, kid, key, eventId, path), type);
   });
   return copy;
 }
 
-function replaceAt(node: unknown, segments: readonly string[], depth: number, replace: (value: unknown) => unknown): unknown {
-  if (typeof node !== 'object' || node === null || Array.isArray(node)) return node;
+/**
+ * `node` with the value at `segments` replaced. An absent, undefined or null value on the way is left
+ * alone (nothing personal there); any other value that is not a plain object on the way (an array, a
+ * string) is refused: the field would otherwise be stored in the clear without a word.
+ */
+function replaceAt(node: unknown, segments: readonly string[], depth: number, replace: (value: unknown) => unknown, type: string): unknown {
+  if (node === null || node === undefined) return node;
+  if (typeof node !== 'object' || Array.isArray(node)) {
+    const at = depth === 0 ? 'the data' : `"${segments.slice(0, depth).join('.')}"`;
+    throw new EventValidationError(
+      type,
+      `its personal field "${segments.join('.')}" runs through ${at}, which is ${Array.isArray(node) ? 'an array' : `a ${typeof node}`}, not an object: ` +
+        `list ${depth === 0 ? 'fields of an object' : `"${segments.slice(0, depth).join('.')}"`} in personal.fields to encrypt it whole`,
+    );
+  }
   const name = segments[depth] as string;
   if (!Object.hasOwn(node, name)) return node;
   const value = (node as Record<string, unknown>)[name];
-  const next = depth === segments.length - 1 ? (value === null || value === undefined ? value : replace(value)) : replaceAt(value, segments, depth + 1, replace);
+  const next = depth === segments.length - 1 ? (value === null || value === undefined ? value : replace(value)) : replaceAt(value, segments, depth + 1, replace, type);
   return next === value ? node : { ...(node as Record<string, unknown>), [name]: next };
 }
 
@@ -94,7 +107,7 @@ export interface Opened {
   data: unknown;
   /** Some field's subject was forgotten: it reads as the redaction marker. */
   redacted: boolean;
-  /** The key ids of the event's personal fields (what a copy of its data must be sealed with). */
+  /** The ids of the keys that opened a field (what a copy of the event's data must be sealed with). */
   kids: string[];
 }
 
@@ -108,13 +121,15 @@ export function openEnvelopes(data: unknown, keys: ReadonlyMap<string, Uint8Arra
   let redacted = false;
   const kids = new Set<string>();
   const opened = walk(data, '', (envelope, path) => {
-    kids.add(envelope.kid);
     const key = keys.get(envelope.kid);
     if (key === undefined) throw new SubjectKeyMissingError(envelope.kid, position);
     if (key === null) {
       redacted = true;
       return REDACTED;
     }
+    // Only keys that opened something: a copy of the event's data holds plaintext of those subjects
+    // alone (a forgotten subject's fields are the marker, nothing to seal).
+    kids.add(envelope.kid);
     try {
       return decryptField(envelope, key, eventId, path);
     } catch (cause) {

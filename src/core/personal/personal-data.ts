@@ -24,6 +24,13 @@ export function markPersonal(event: object, kids: readonly string[]): void {
   if (kids.length > 0) KIDS.set(event, kids);
 }
 
+/** A store's personal data (EventStoreBase's), when it has any: for the parts of eskit that copy event data. */
+export function personalDataOf(store: object): PersonalData | undefined {
+  const personal = (store as { personalData?: unknown }).personalData;
+  // By shape, not instanceof: two copies of the package in one process must still see each other's.
+  return typeof (personal as PersonalData | undefined)?.seal === 'function' ? (personal as PersonalData) : undefined;
+}
+
 export interface PersonalDataOptions {
   keys: SubjectKeyStore;
   /**
@@ -75,7 +82,7 @@ export class PersonalData {
       const own = subjects[index];
       if (own === undefined) return undefined;
       const used = own.map((subject) => keys.get(subject) as SubjectKey);
-      return { data: encryptedCopy(event.data, definitions[index] as readonly CompiledPersonal[], used, event.id), kids: [...new Set(used.map((key) => key.kid))] };
+      return { data: encryptedCopy(event.type, event.data, definitions[index] as readonly CompiledPersonal[], used, event.id), kids: [...new Set(used.map((key) => key.kid))] };
     });
   }
 
@@ -159,7 +166,6 @@ export class PersonalData {
     return { value: openValue(stored as SealedValue, live, context) };
   }
 
-  /** Forgets the subject in the key store and empties this cache of its keys. */
   /**
    * Forgets the subject in the key store, then empties this cache of every live key: which of them
    * were the subject's is not known here (a key cached by a read has no subject), and forgets are rare.

@@ -7,12 +7,29 @@ import type { EventStore } from '../store.js';
 import { isSealedValue } from './cipher.js';
 import type { SealedValue } from './cipher.js';
 import { envelopeKids } from './fields.js';
-import { personalKidsOf } from './personal-data.js';
-import type { PersonalData } from './personal-data.js';
+import { personalDataOf, personalKidsOf } from './personal-data.js';
 import { REDACTED } from './types.js';
+
+/** The key ids of the event a letter was made from, as the runner had it (see `letterFrom`). */
+const LETTER_KIDS = new WeakMap<object, readonly string[]>();
+
+/**
+ * Marks a letter with the keys that opened its event's fields (none: no plaintext in it), so that it
+ * is sealed with them even when the event has left the log by the time the letter is stored
+ * (archived, deleted or truncated while the handler was retried).
+ */
+export function letterFrom<L extends NewDeadLetter>(letter: L, event: object): L {
+  LETTER_KIDS.set(letter, personalKidsOf(event) ?? []);
+  return letter;
+}
 
 /** How a sealed error text is stored: this prefix, then the sealed value as JSON. */
 const SEALED_ERROR = '$sealed:';
+
+/** True for a dead letter's error text stored sealed (see SealedDeadLetterStore). */
+export function isSealedErrorText(text: string): boolean {
+  return text.startsWith(SEALED_ERROR);
+}
 /** What an error reads as once a subject of its event was forgotten. */
 export const ERASED_ERROR = '[erased: a subject of this letter\'s event was forgotten]';
 
@@ -24,11 +41,11 @@ export const ERASED_ERROR = '[erased: a subject of this letter\'s event was forg
 export class SealedDeadLetterStore implements DeadLetterStore {
   constructor(
     readonly inner: DeadLetterStore,
-    readonly store: EventStore & { readonly personalData?: PersonalData },
+    readonly store: EventStore,
   ) {}
 
   async add(letter: NewDeadLetter, options?: FencedWriteOptions): Promise<DeadLetter> {
-    const kids = personalKidsOf(letter) ?? (await this.#eventKids(letter.eventPosition));
+    const kids = LETTER_KIDS.get(letter) ?? (await this.#eventKids(letter.eventPosition));
     const stored = await this.inner.add(await this.#seal(letter, kids), options);
     return this.#open(stored);
   }
@@ -51,7 +68,7 @@ export class SealedDeadLetterStore implements DeadLetterStore {
   }
 
   async settleRedrive(id: string, outcome: { ok: true } | { ok: false; attempts: FailedAttempt[] }, options?: FencedWriteOptions): Promise<void> {
-    if (outcome.ok || this.store.personalData === undefined) return this.inner.settleRedrive(id, outcome, options);
+    if (outcome.ok || personalDataOf(this.store) === undefined) return this.inner.settleRedrive(id, outcome, options);
     const stored = await this.inner.get(id);
     const kids = stored === undefined ? [] : (sealedKids(stored) ?? (await this.#eventKids(stored.eventPosition)));
     const attempts = await this.#sealAttempts(outcome.attempts, kids, stored?.eventId ?? id);
@@ -63,7 +80,7 @@ export class SealedDeadLetterStore implements DeadLetterStore {
   }
 
   async #seal(letter: NewDeadLetter, kids: readonly string[]): Promise<NewDeadLetter> {
-    const personal = this.store.personalData;
+    const personal = personalDataOf(this.store);
     if (personal === undefined || kids.length === 0) return letter;
     const context = letterContext(letter.eventId);
     // Forgotten already: nothing of the event's personal data may be kept, so nothing is.
@@ -72,7 +89,7 @@ export class SealedDeadLetterStore implements DeadLetterStore {
   }
 
   async #sealAttempts(attempts: readonly FailedAttempt[], kids: readonly string[], eventId: string): Promise<FailedAttempt[]> {
-    const personal = this.store.personalData;
+    const personal = personalDataOf(this.store);
     if (personal === undefined || kids.length === 0) return [...attempts];
     return Promise.all(
       attempts.map(async ({ at, error }) => {
@@ -83,7 +100,7 @@ export class SealedDeadLetterStore implements DeadLetterStore {
   }
 
   async #open(letter: DeadLetter): Promise<DeadLetter> {
-    const personal = this.store.personalData;
+    const personal = personalDataOf(this.store);
     if (personal === undefined || sealedKids(letter) === undefined) return letter;
     const context = letterContext(letter.eventId);
     let payload: unknown = letter.payload;
@@ -104,7 +121,7 @@ export class SealedDeadLetterStore implements DeadLetterStore {
 
   /** The key ids of the event's personal fields, read as stored (undefined position or a gone event: none). */
   async #eventKids(position: number): Promise<string[]> {
-    if (this.store.personalData === undefined) return [];
+    if (personalDataOf(this.store) === undefined) return [];
     for await (const event of this.store.readAll({ after: position - 1, limit: 1, raw: true })) {
       return event.position === position ? [...envelopeKids(event.data, new Set())] : [];
     }

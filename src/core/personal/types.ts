@@ -41,8 +41,26 @@ export interface PersonalDataDefinition<D> {
    * objects (`'address.street'`). A field that is absent, undefined or null is left as it is; any other
    * JSON value (a string, an object, an array) is encrypted whole.
    */
-  fields: readonly string[];
+  fields: readonly PersonalField<D>[];
 }
+
+/**
+ * The paths a personal field can have in data of type `D`: its keys, and dotted paths into nested
+ * objects (not into arrays), three levels deep. So a typo (`'emial'`) does not compile; for untyped
+ * data (`unknown`) any string.
+ */
+export type PersonalField<D> = unknown extends D ? string : FieldPath<D, []>;
+
+type Unwrapped<T> = Exclude<NonNullable<T>, Redacted>;
+type FieldPath<D, Depth extends unknown[]> = Depth['length'] extends 3
+  ? never
+  : Unwrapped<D> extends infer O
+    ? O extends readonly unknown[]
+      ? never
+      : O extends object
+        ? { [K in keyof O & string]: K | (Unwrapped<O[K]> extends readonly unknown[] ? never : Unwrapped<O[K]> extends object ? `${K}.${FieldPath<O[K], [...Depth, 0]>}` : never) }[keyof O & string]
+        : never
+    : never;
 
 /** A subject's data key: 32 bytes for AES-256-GCM, and its id (written into every field it encrypts). */
 export interface SubjectKey {
@@ -57,6 +75,11 @@ export interface ForgetResult {
   keysDestroyed: number;
   /** The subject was forgotten before this call (and had no key allowed since). */
   alreadyForgotten: boolean;
+}
+
+/** What `store.forget` did: the key store's part, and the position of the `$subject.forgotten` it appended. */
+export interface ForgetReport extends ForgetResult {
+  position: number;
 }
 
 /**
