@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CommandHandler, ErrorCode, EventRegistry, isEskitError, isRedacted } from '../../src/index.js';
 import type { Decider, Personal } from '../../src/index.js';
-import { SealedDeadLetterStore } from '../../src/core/personal/sealed-dead-letters.js';
+import type { SealedDeadLetterStore } from '../../src/core/personal/sealed-dead-letters.js';
 import { deadLetterFor } from '../../src/core/dead-letter-checks.js';
 import { memory } from '../../src/memory/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
