@@ -397,7 +397,7 @@ export class StreamNotFoundError extends EskitError {
   ) {
     super(
       ErrorCode.StreamNotFound,
-      `Cannot ${operation} stream "${streamId}": it has no events (never written, or deleted already); nothing was written. Check the stream id.`,
+      `Cannot ${operation} stream "${streamId}": it has no events (never written, or deleted or archived already); nothing was written. Check the stream id.`,
     );
   }
 }
