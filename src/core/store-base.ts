@@ -1,10 +1,10 @@
 import { newEventId } from './event-id.js';
 import { describeError, ErrorCode, EskitError, InvalidArgumentError, isEskitError, SerializationError, StoreClosedError } from './errors.js';
-import type { EventShape, Metadata, NewEvent, Recorded } from './event.js';
+import type { EventShape, NewEvent, Recorded } from './event.js';
 import { appendObserver } from './hooks.js';
 import type { MetadataStamp } from './hooks.js';
 import type { EventRegistry } from './registry.js';
-import { isStorableText, jsonCopy, unstorableTextReason } from './validate.js';
+import { isStorableText, unstorableTextReason } from './validate.js';
 import type {
   AppendOptions,
   AppendResult,
@@ -15,8 +15,12 @@ import type {
   ReadStreamOptions,
 } from './store.js';
 import { checkCategory } from './store.js';
+import { assertExpectedVersionArgument, assertStreamId, checkedExpected, checkEvent, optionalCount } from './store-arguments.js';
+import type { CheckedEvent } from './store-arguments.js';
+// Where they were first written; importers read them from here.
+export { readsLifecycleRow, storedTypesOf } from './store-arguments.js';
 import { decodeRow, LOOKED_THROUGH, pagedRead } from './paged-read.js';
-import { archiveRequest, deleteRequest, isLifecycleType, keepsLifecycleEvents, reservedType, SUBJECT_FORGOTTEN, subjectStreamId, truncateRequest } from './lifecycle.js';
+import { archiveRequest, deleteRequest, isLifecycleType, keepsLifecycleEvents, SUBJECT_FORGOTTEN, subjectStreamId, truncateRequest } from './lifecycle.js';
 import type { ArchiveStreamOptions, DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, SubjectForgottenData, TruncateStreamOptions } from './lifecycle.js';
 import { checkSubject, markPersonal, PersonalData } from './personal/personal-data.js';
 import type { Opened } from './personal/fields.js';
@@ -84,16 +88,6 @@ export interface EventStoreBaseOptions<E extends EventShape> {
   /** How long a key found in `subjectKeys` is reused without asking again (ms); see PersonalDataOptions. */
   keyCacheMs?: number;
 }
-
-/** An event to append, checked: its data and metadata are copies of the caller's. */
-interface CheckedEvent {
-  id: string;
-  type: string;
-  data: unknown;
-  metadata: Metadata;
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Everything adapters share: argument checks, serialisation, registry decoding, paging and the closed
@@ -171,7 +165,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     // The checked copies are what a read returns, so the result hands them out instead of parsing the
     // JSON back: equal to a read, and sharing no objects with the caller's input.
     const values = new Array<CheckedEvent>(count);
-    for (let i = 0; i < count; i++) values[i] = this.#check(events[i] as NewEvent<E>, i, stamp);
+    for (let i = 0; i < count; i++) values[i] = checkEvent(events[i] as NewEvent<E>, i, this.#registry, stamp);
     const personal = this.#registry?.hasPersonalData === true ? await this.#encryptPersonal(values) : undefined;
     for (let i = 0; i < count; i++) {
       const value = values[i] as CheckedEvent;
@@ -462,83 +456,4 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     }
     return this.#closing;
   }
-
-  /** The event's id and type, checked, and copies of its data and metadata that JSON holds exactly (see jsonCopy). */
-  #check(event: NewEvent<E>, index: number, stamp: MetadataStamp | undefined): CheckedEvent {
-    if (typeof event !== 'object' || event === null) {
-      throw new InvalidArgumentError(`event ${index} must be an object with a type and data`);
-    }
-    const { type } = event;
-    if (typeof type !== 'string' || type.length === 0) {
-      throw new InvalidArgumentError(`event ${index} needs a non-empty string type`);
-    }
-    if (isLifecycleType(type)) throw reservedType(type, index);
-    if (!isStorableText(type)) {
-      throw new SerializationError('type', {
-        path: 'type',
-        reason: `Cannot append event ${index}: its type ${JSON.stringify(type)} ${unstorableTextReason(type)}. Nothing was written.`,
-      });
-    }
-    const givenId = event.id;
-    if (givenId !== undefined && (typeof givenId !== 'string' || !UUID.test(givenId))) {
-      throw new InvalidArgumentError(`event ${index} has id ${String(givenId)}, which is not a UUID`);
-    }
-    // Lower case, as PostgreSQL's uuid type gives it back: one id is one id on every adapter.
-    const id = givenId === undefined ? newEventId() : givenId.toLowerCase();
-    const given = event.metadata ?? {};
-    if (typeof given !== 'object' || given === null || Array.isArray(given)) {
-      throw new InvalidArgumentError(`event ${index} metadata must be a plain object`);
-    }
-    const data = jsonCopy(this.#registry ? this.#registry.encode(type, event.data) : event.data, 'data', index, type);
-    const metadata = jsonCopy(given, 'metadata', index, type) as Metadata;
-    this.#registry?.stampVersion(type, metadata);
-    stamp?.(metadata);
-    return { id, type, data, metadata };
-  }
-}
-
-function assertStreamId(streamId: unknown): asserts streamId is string {
-  if (typeof streamId !== 'string' || streamId.length === 0) {
-    throw new InvalidArgumentError(`streamId must be a non-empty string, got ${JSON.stringify(streamId) ?? String(streamId)}`);
-  }
-}
-
-function assertExpectedVersionArgument(expected: unknown): asserts expected is ExpectedVersion {
-  if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return;
-  if (typeof expected === 'number' && Number.isSafeInteger(expected) && expected >= 0) return;
-  throw new InvalidArgumentError(
-    `expectedVersion must be a non-negative integer, "no_stream", "stream_exists" or "any"; got ${JSON.stringify(expected) ?? String(expected)}`,
-  );
-}
-
-function checkedExpected(expected: unknown): ExpectedVersion {
-  assertExpectedVersionArgument(expected);
-  return expected;
-}
-
-function optionalCount(name: string, value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
-  }
-  return value;
-}
-
-/**
- * What a typed read of `types` selects in the stored log, for any store: `storedTypes` of an
- * EventStoreBase (renamed and split types), else the types as given. Undefined stays undefined (every
- * type). Lifecycle events are left out of an unfiltered read by the reader, see `readsLifecycleRow`.
- */
-export function storedTypesOf(store: object, types: readonly string[] | undefined): string[] | undefined {
-  if (types === undefined) return undefined;
-  const own = (store as { storedTypes?: unknown }).storedTypes;
-  return typeof own === 'function' ? (own.call(store, types) as string[]) : [...types];
-}
-
-/**
- * Whether a row of a raw read of `types` (as stored) would reach a typed reader: lifecycle rows only
- * when asked for by type. The rule readAll applies (`keepsLifecycleEvents`), for readers that read raw.
- */
-export function readsLifecycleRow(type: string, types: readonly string[] | undefined): boolean {
-  return keepsLifecycleEvents(false, types) || !isLifecycleType(type);
 }

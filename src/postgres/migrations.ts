@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { MigrationError } from '../core/errors.js';
 import { archiveMigrationSql, lifecycleMigrationSql } from './lifecycle-functions.js';
+import { subjectKeysTableSql } from './subject-keys-table.js';
 import { appendFunctions, appendGroupFunction, EXPECTED_ANY, EXPECTED_NO_STREAM, EXPECTED_STREAM_EXISTS, fasterAppendOne, VERSION_CONFLICT_SQLSTATE } from './append-functions.js';
 import { connectionFailure, hearWhileCheckedOut } from './connection.js';
 import { advisoryKey, quoteSchema } from './schema.js';
@@ -297,23 +298,7 @@ const lifecycleFunctionsMigration: PostgresMigration = {
 const subjectKeysMigration: PostgresMigration = {
   version: 13,
   name: 'subject_keys',
-  sql: (s) => `
--- The data keys of personal data (postgres-subject-key-store.ts), one live key per subject at most
--- (the partial unique index). forget sets key NULL and forgotten_at on the subject's rows and never
--- deletes one: the row is the fence that refuses new keys, and a destroyed key must never look like
--- one never created. A subject forgotten before it had a key gets a row with no key at all.
-CREATE TABLE ${s}.subject_keys (
-  kid text NOT NULL,
-  subject text NOT NULL,
-  key bytea,
-  created_at timestamptz NOT NULL,
-  forgotten_at timestamptz,
-  CONSTRAINT subject_keys_pkey PRIMARY KEY (kid),
-  CONSTRAINT subject_keys_key_check CHECK ((key IS NULL) = (forgotten_at IS NOT NULL))
-);
-CREATE UNIQUE INDEX subject_keys_live ON ${s}.subject_keys (subject) WHERE forgotten_at IS NULL;
-CREATE INDEX subject_keys_subject ON ${s}.subject_keys (subject);
-`,
+  sql: (s) => subjectKeysTableSql(s),
 };
 
 const archiveMigration: PostgresMigration = {
