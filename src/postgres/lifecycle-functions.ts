@@ -34,6 +34,20 @@ function lockAndCheck(s: string, rawSchema: string, operation: string): string {
   written_at := clock_timestamp();`;
 }
 
+/** plpgsql moving the stream's events (not its lifecycle events) out of the log into `table`, stamped with the write's time. */
+function moveStreamRows(s: string, table: string, stampColumn: string, indent: string): string {
+  return [
+    'WITH moved AS (',
+    `  DELETE FROM ${s}.events e WHERE e.stream_id = p_stream_id AND e.stream_version > 0`,
+    '  RETURNING e.position, e.id, e.stream_id, e.stream_version, e.type, e.data, e.metadata, e.created_at',
+    ')',
+    `INSERT INTO ${s}.${table} (position, id, stream_id, stream_version, type, data, metadata, created_at, ${stampColumn})`,
+    'SELECT m.position, m.id, m.stream_id, m.stream_version, m.type, m.data, m.metadata, m.created_at, written_at FROM moved m;',
+  ]
+    .map((line) => indent + line)
+    .join('\n');
+}
+
 /** Appends the lifecycle event: next negative version of the stream, a fresh position (drawn under the lock), notified on commit. */
 function appendLifecycleEvent(s: string, rawSchema: string, type: string, data: string): string {
   return `
@@ -65,12 +79,7 @@ BEGIN${lockAndCheck(s, rawSchema, 'delete')}
     DELETE FROM ${s}.deleted_events d WHERE d.stream_id = p_stream_id;
     DELETE FROM ${s}.events e WHERE e.stream_id = p_stream_id AND e.stream_version > 0;
   ELSE
-    WITH moved AS (
-      DELETE FROM ${s}.events e WHERE e.stream_id = p_stream_id AND e.stream_version > 0
-      RETURNING e.position, e.id, e.stream_id, e.stream_version, e.type, e.data, e.metadata, e.created_at
-    )
-    INSERT INTO ${s}.deleted_events (position, id, stream_id, stream_version, type, data, metadata, created_at, deleted_at)
-    SELECT m.position, m.id, m.stream_id, m.stream_version, m.type, m.data, m.metadata, m.created_at, written_at FROM moved m;
+${moveStreamRows(s, 'deleted_events', 'deleted_at', '    ')}
   END IF;
   DELETE FROM ${s}.snapshots sn WHERE sn.stream_id = p_stream_id;${appendLifecycleEvent(
     s,
@@ -141,12 +150,7 @@ DECLARE
   actual bigint;
   next_version bigint;
 BEGIN${lockAndCheck(s, rawSchema, 'archive')}
-  WITH moved AS (
-    DELETE FROM ${s}.events e WHERE e.stream_id = p_stream_id AND e.stream_version > 0
-    RETURNING e.position, e.id, e.stream_id, e.stream_version, e.type, e.data, e.metadata, e.created_at
-  )
-  INSERT INTO ${s}.archived_events (position, id, stream_id, stream_version, type, data, metadata, created_at, archived_at)
-  SELECT m.position, m.id, m.stream_id, m.stream_version, m.type, m.data, m.metadata, m.created_at, written_at FROM moved m;
+${moveStreamRows(s, 'archived_events', 'archived_at', '  ')}
   DELETE FROM ${s}.snapshots sn WHERE sn.stream_id = p_stream_id;${appendLifecycleEvent(
     s,
     rawSchema,
