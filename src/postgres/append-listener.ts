@@ -20,6 +20,11 @@ export interface AppendListenerOptions {
    * was no LISTEN (before the first connect, or while reconnecting) announced nothing.
    */
   onListening: () => void;
+  /**
+   * Called each time the connection is lost or a (re)connect fails, before the wait for the next try:
+   * from then until `onListening`, notifications are not heard (see `reconnecting`).
+   */
+  onLost?: () => void;
   /** How long the connection stays up after `idle()` (nobody listens), for the next listener. */
   lingerMs: number;
   logger: Logger;
@@ -107,6 +112,15 @@ export class AppendListener {
     return this.#connection !== undefined && !this.#connection.dead && this.#connection.listening;
   }
 
+  /**
+   * True from the moment the connection was lost (or a connect failed) until LISTEN is in place again:
+   * how long that lasts is not known (the server may refuse connections for a while). False while the
+   * first connect after `start()` is under way.
+   */
+  get reconnecting(): boolean {
+    return this.#running && this.#failures > 0;
+  }
+
   async #connect(): Promise<void> {
     this.#retry = undefined;
     if (!this.#running) return;
@@ -148,6 +162,7 @@ export class AppendListener {
     if (this.#connection !== connection || !this.#running) return;
     this.#connection = undefined;
     this.#failures += 1;
+    this.#options.onLost?.();
     // The first retry is almost at once (a killed backend, a restarted proxy); then back off with jitter.
     const ceiling = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (this.#failures - 1));
     const wait = this.#failures === 1 ? FIRST_RETRY_MS : ceiling / 2 + (Math.random() * ceiling) / 2;

@@ -100,6 +100,7 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
       cacheMs: keyCacheMs,
       hear: (listener) => store().#hear('subjects', listener),
       evict: (kids) => store().personalData?.evict(kids),
+      deaf: () => store().#listener.reconnecting,
       closed: () => store().closed,
     });
     const subjectKeys = own
@@ -139,6 +140,8 @@ export class PostgresEventStore<E extends EventShape = EventShape> extends Event
         this.#hints.missed();
         void this.#wakeAfterListening();
       },
+      // Forgets announced from now on are not heard: keys cached so far must not be used meanwhile.
+      onLost: () => this.#forgets.lost(),
       lingerMs: milliseconds('listenLingerMs', options.listenLingerMs ?? 10_000, 0),
       logger: options.logger ?? consoleLogger(),
     });

@@ -38,15 +38,23 @@ export interface ForgetHearingOptions {
   hear: (listener: Required<HintListener>) => () => void;
   /** Drops these key ids from the key cache; undefined: every live key. */
   evict: (kids?: readonly string[]) => void;
+  /** True while the LISTEN connection is lost and not back yet: forgets announced meanwhile go unheard. */
+  deaf: () => boolean;
   closed: () => boolean;
 }
 
 /**
  * Keeps the key cache in step with other processes' forgets: every forget announces the key ids it
  * destroyed on the schema's `subjects` channel, and while the cache may hold keys (for `cacheMs`
- * after the key store last handed one out) those are dropped from it as they are heard. Each time
- * LISTEN is (re)connected the whole cache is dropped, as forgets meanwhile were not heard. Only then:
- * a process that never reads personal data is spared the LISTEN connection (a server session).
+ * after the key store last handed one out) those are dropped from it as they are heard. Only then: a
+ * process that never reads personal data is spared the LISTEN connection (a server session).
+ *
+ * Forgets announced while LISTEN is not in place are not heard. So the whole cache is dropped the
+ * moment the LISTEN connection is lost (`lost`), and nothing read while it is down is cached: it may
+ * stay down for long (a server at its connection limit, a network split between the LISTEN socket and
+ * the pool), and the cached keys would be used for up to `cacheMs` after their subject was forgotten.
+ * Each time LISTEN is (re)connected the whole cache is dropped again, as forgets during the connect
+ * were not heard either.
  */
 export class ForgetHearing {
   readonly #options: ForgetHearingOptions;
@@ -63,6 +71,9 @@ export class ForgetHearing {
   keysHandedOut(): void {
     const { cacheMs } = this.#options;
     if (cacheMs <= 0 || this.#options.closed()) return;
+    // With LISTEN down, a forget during or after this read would go unheard: an eviction now keeps the
+    // cache from keeping what the read finds (PersonalData caches no live key fetched across one).
+    if (this.#options.deaf()) this.#options.evict();
     const until = performance.now() + cacheMs;
     if (this.#heard !== undefined) {
       this.#heard.until = until;
@@ -74,6 +85,14 @@ export class ForgetHearing {
     });
     this.#heard = { stop, until, timer: undefined };
     this.#stopAt(cacheMs);
+  }
+
+  /**
+   * The LISTEN connection is lost: drop every live key now, whether forgets are being heard or not (a
+   * key cached by a read just before hearing stopped may still be kept).
+   */
+  lost(): void {
+    if (this.#options.cacheMs > 0) this.#options.evict();
   }
 
   /** Stops hearing (the store is closing). */

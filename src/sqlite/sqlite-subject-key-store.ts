@@ -15,6 +15,12 @@ import { translateSqliteError } from './errors.js';
 import { migrateSqlite } from './migrations.js';
 import { SQLITE_NOW_MS } from './sqlite-checkpoint-store.js';
 
+/**
+ * How often a WAL checkpoint that a reader held back is tried again: soon after a typical read ends,
+ * and each try costs a few locks when the reader is still there (it copies no page past its snapshot).
+ */
+const RETRY_CHECKPOINT_MS = 200;
+
 export interface SqliteSubjectKeyStoreOptions extends Omit<SqliteConnectionOptions, 'path'> {
   /** Where a WAL checkpoint after `forget` that failed is reported. Default: warnings and errors on stderr. */
   logger?: Logger;
@@ -97,9 +103,13 @@ function keyOf([kid, stored]: KeyRow): SubjectKey {
  * connection: `secure_delete` is turned on, so SQLite overwrites the bytes a destroyed key leaves behind
  * (on that connection: deletes of yours on it zero their bytes too, at some extra writing), and after
  * a forget a `wal_checkpoint(TRUNCATE)` copies the new page into the file and empties the WAL, which
- * still holds the old one. That checkpoint is best effort: a reader of another connection in the middle
- * of a read holds it back (then SQLite's own checkpoints finish the job once it is done; nothing waits
- * here). Copies outside the file (backups, the file system's own) are beyond its reach.
+ * still holds the old one. A reader of another connection in the middle of a read holds that checkpoint
+ * back, and nothing waits for it here; SQLite's own checkpoints do not finish the job either (they are
+ * PASSIVE: they copy pages into the file but leave the old frames, the destroyed key among them, in the
+ * `-wal` file until the WAL wraps or the last connection closes). So a checkpoint held back stays
+ * pending and is tried again, every RETRY_CHECKPOINT_MS (an unref'd timer) and before each use of this
+ * key store, until it completes or the connection closes. Copies outside the file (backups, the file
+ * system's own) are beyond its reach.
  */
 export class SqliteSubjectKeyStore implements SubjectKeyStore {
   readonly #logger: Logger;
@@ -107,6 +117,11 @@ export class SqliteSubjectKeyStore implements SubjectKeyStore {
   readonly #store: { readonly database: Database.Database } | undefined;
   readonly #migrate: boolean;
   #database: Database.Database | undefined;
+  /**
+   * A forget's WAL checkpoint did not complete: the WAL may still hold a destroyed key. `timer` tries
+   * again; `warned`: a failure other than a reader was logged (once, not at every try).
+   */
+  #pending: { timer: ReturnType<typeof setTimeout> | undefined; warned: boolean } | undefined;
 
   constructor(options: SqliteSubjectKeyStoreOptions) {
     this.#logger = options.logger ?? consoleLogger();
@@ -170,35 +185,98 @@ export class SqliteSubjectKeyStore implements SubjectKeyStore {
   /**
    * Moves the page without the destroyed key into the file and empties the WAL, without waiting: the
    * busy timeout is 0 meanwhile (this is synchronous, so nothing else runs on the connection), as a
-   * reader of another connection can hold a checkpoint back for as long as it reads.
+   * reader of another connection can hold a checkpoint back for as long as it reads. When it does not
+   * complete, it is left pending (see #retryLater).
    */
   #checkpoint(subject: string): void {
     const database = this.database;
-    // Inside a transaction of the caller's, the forget is not even committed yet: nothing to move.
-    if (database.inTransaction || database.memory) return;
+    if (database.memory) return;
+    const outcome = this.#tryCheckpoint(database);
+    // The WAL is empty: whatever an earlier forget left pending is done too.
+    if (outcome === 'done') return this.#settle();
+    if (outcome === 'in transaction') {
+      // Inside a transaction of the caller's, the forget is not even committed yet: it is tried once
+      // that transaction is over (and does no harm if it was rolled back).
+    } else if (outcome.busy) {
+      this.#logger.debug(
+        { subject, walFrames: outcome.walFrames, checkpointed: outcome.checkpointed },
+        `The WAL checkpoint after forgetting subject "${subject}" was held back by another connection's read; it is tried again until that read is over`,
+      );
+    } else {
+      this.#warn(`The WAL checkpoint after forgetting subject "${subject}" failed (the subject is forgotten: its key is gone from the table); it is tried again`, {
+        subject,
+        err: outcome.error,
+      });
+    }
+    this.#retryLater();
+  }
+
+  /** A pending checkpoint tried again: by the timer, and before each use of the key store. */
+  #retryCheckpoint(database: Database.Database): void {
+    const outcome = this.#tryCheckpoint(database);
+    if (outcome === 'done') {
+      this.#settle();
+      this.#logger.debug({}, 'The WAL checkpoint held back after a forget is done: the WAL holds no destroyed key any more');
+    } else if (outcome !== 'in transaction' && !outcome.busy) {
+      this.#warn('The WAL checkpoint held back after a forget failed again; it is tried again', { err: outcome.error });
+    }
+  }
+
+  /** One wal_checkpoint(TRUNCATE) with the busy timeout at 0: done when every WAL frame was moved and the WAL emptied. */
+  #tryCheckpoint(database: Database.Database): 'done' | 'in transaction' | { busy: true; walFrames: number; checkpointed: number } | { busy: false; error: unknown } {
+    if (database.inTransaction) return 'in transaction';
     let busyTimeoutMs: number | undefined;
     try {
       busyTimeoutMs = database.pragma('busy_timeout', { simple: true }) as number;
       database.pragma('busy_timeout = 0');
       const [result] = database.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number; log: number; checkpointed: number }>;
-      if (result !== undefined && result.busy !== 0) {
-        this.#logger.debug(
-          { subject, walFrames: result.log, checkpointed: result.checkpointed },
-          `The WAL checkpoint after forgetting subject "${subject}" was held back by another connection's read; SQLite's next checkpoint moves the rest`,
-        );
-      }
+      // Not in WAL mode (a handle of yours): busy 0, log and checkpointed -1, nothing to move.
+      if (result === undefined || (result.busy === 0 && result.log === result.checkpointed)) return 'done';
+      return { busy: true, walFrames: result.log, checkpointed: result.checkpointed };
     } catch (error) {
-      this.#logger.warn(
-        { subject, err: error },
-        `The WAL checkpoint after forgetting subject "${subject}" failed (the subject is forgotten: its key is gone from the table); SQLite's next checkpoint moves the page`,
-      );
+      if ((error as { code?: unknown }).code === 'SQLITE_BUSY') return { busy: true, walFrames: -1, checkpointed: -1 };
+      return { busy: false, error };
     } finally {
       if (busyTimeoutMs !== undefined && database.open) database.pragma(`busy_timeout = ${busyTimeoutMs}`);
     }
   }
 
+  /**
+   * Keeps the checkpoint pending and tries it again on a timer until it completes or the connection
+   * closes. Unref'd: a pending checkpoint never keeps the process alive (the last connection to close
+   * checkpoints and removes the WAL anyway).
+   */
+  #retryLater(): void {
+    const pending = (this.#pending ??= { timer: undefined, warned: false });
+    if (pending.timer !== undefined) return;
+    pending.timer = setTimeout(() => {
+      pending.timer = undefined;
+      if (this.#pending !== pending) return;
+      const database = this.#database;
+      if (database === undefined || !database.open) return this.#settle();
+      this.#retryCheckpoint(database);
+      if (this.#pending === pending) this.#retryLater();
+    }, RETRY_CHECKPOINT_MS);
+    pending.timer.unref();
+  }
+
+  #settle(): void {
+    clearTimeout(this.#pending?.timer);
+    this.#pending = undefined;
+  }
+
+  /** A failure other than a reader holding the checkpoint back: logged once while the checkpoint is pending. */
+  #warn(message: string, fields: Record<string, unknown>): void {
+    const pending = (this.#pending ??= { timer: undefined, warned: false });
+    if (pending.warned) return;
+    pending.warned = true;
+    this.#logger.warn(fields, message);
+  }
+
   #run<T>(operation: string, fn: (statements: Statements) => T): T {
     const database = this.database;
+    // The store is in use: the read that held a forget's checkpoint back may be over by now.
+    if (this.#pending !== undefined) this.#retryCheckpoint(database);
     try {
       return fn(statements(database));
     } catch (error) {

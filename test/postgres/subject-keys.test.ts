@@ -1,9 +1,12 @@
 // What PostgresSubjectKeyStore and the event store's key cache do beyond the SubjectKeyStore contract
 // (personal-data-conformance.test.ts runs that): forgets heard over LISTEN while keys may be cached,
-// the cache dropped when LISTEN reconnects, VACUUM after forget, the subject lock under SERIALIZABLE.
+// the cache dropped when LISTEN is lost (nothing cached until it is back) and again when it is back,
+// VACUUM after forget, the subject lock under SERIALIZABLE.
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
+import { createServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type pg from 'pg';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
@@ -94,11 +97,17 @@ describe('PostgreSQL subject keys and the key cache', () => {
     );
   });
 
-  it('the LISTEN connection lost and back: the whole key cache is dropped, as forgets meanwhile were not heard', async () => {
+  it('the LISTEN connection lost and back: the whole key cache is dropped when it is lost and again when it is back, as forgets meanwhile were not heard', async () => {
     const schema = await freshSchema();
     // Silent: the lost connection is reported as a warning.
     const here = await open(schema.name, { logger: silentLogger });
     const evicted = spyOnEvict(here);
+    const listeningAtEviction: boolean[] = [];
+    const spied = here.store.personalData?.evict.bind(here.store.personalData);
+    (here.store.personalData as NonNullable<typeof here.store.personalData>).evict = (kids) => {
+      if (kids === undefined) listeningAtEviction.push(here.store.listening);
+      spied?.(kids);
+    };
     await here.store.append('contact-cy', [{ type: 'ContactAdded', data: { id: 'cy', email: 'cy@example.com' } }]);
     await waitUntil(() => here.store.listening, { message: 'the store to LISTEN' });
     // LISTEN in place once already: that first (re)connect dropped the cache too.
@@ -106,9 +115,43 @@ describe('PostgreSQL subject keys and the key cache', () => {
     evicted.length = 0;
     const { rows } = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [`eskit listen ${schema.name}`]);
     assert.equal(rows.length, 1, 'one LISTEN connection');
+    listeningAtEviction.length = 0;
     await schema.pool.query('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
-    await waitUntil(() => evicted.includes(undefined), { message: 'the reconnected LISTEN to drop the whole cache' });
-    assert.equal(here.store.listening, true);
+    await waitUntil(() => here.store.listening && listeningAtEviction.length >= 2, { message: 'the lost and the reconnected LISTEN to drop the whole cache' });
+    assert.equal(listeningAtEviction[0], false, 'dropped once lost, before listening again');
+    assert.equal(listeningAtEviction.at(-1), true, 'and again once listening');
+  });
+
+  it('the LISTEN connection down and not back: keys read meanwhile are not cached, so another process\'s forget is seen at once', async () => {
+    const schema = await freshSchema();
+    const here = await open(schema.name, { logger: silentLogger });
+    const there = await open(schema.name);
+    await here.store.append('contact-dot', [{ type: 'ContactAdded', data: { id: 'dot', email: 'dot@example.com' } }]);
+    const kid = await kidOf(here, 'contact-dot');
+    await waitUntil(() => here.store.listening, { message: 'the store to LISTEN' });
+    // Its reconnects hang (a server that accepts and never answers), so LISTEN stays down for the test.
+    const held: Socket[] = [];
+    const silent = createServer((socket) => void held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const options = here.store.pool.options as { connectionString?: string };
+    const url = options.connectionString as string;
+    options.connectionString = url.replace(/@[^/]+\//, `@127.0.0.1:${(silent.address() as AddressInfo).port}/`);
+    cleanups.push(async () => {
+      options.connectionString = url;
+      for (const socket of held) socket.destroy();
+      silent.close();
+    });
+    const { rows } = await schema.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [`eskit listen ${schema.name}`]);
+    await schema.pool.query('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
+    await waitUntil(() => !here.store.listening, { message: 'the LISTEN connection to be lost' });
+
+    assert.ok((await here.store.personalData?.keysById([kid]))?.get(kid) instanceof Uint8Array, 'read from the table (on the pool\'s connection, still up)');
+    await there.store.forget('dot');
+    assert.equal((await here.store.personalData?.keysById([kid]))?.get(kid), null, 'the key read with LISTEN down was not cached');
+    await assert.rejects(
+      here.store.append('contact-dot', [{ type: 'ContactAdded', data: { id: 'dot', email: 'dot@example.com' } }]),
+      (error) => isEskitError(error, ErrorCode.SubjectForgotten),
+    );
   });
 
   it('forget VACUUMs the table: the old row version holding the key goes (unless an older transaction on the server still sees it)', async (t: TestContext) => {

@@ -1,12 +1,14 @@
 // What SqliteSubjectKeyStore does beyond the SubjectKeyStore contract (personal-data-conformance.test.ts
 // runs that): a destroyed key's bytes leave the file and its WAL, the WAL checkpoint after forget never
-// waits for another connection's reader, and the key store follows its event store's connection.
+// waits for another connection's reader (it is tried again until it completes), and the key store
+// follows its event store's connection.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { ErrorCode, isEskitError } from '../../src/core/errors.js';
 import type { Logger } from '../../src/core/logger.js';
 import { migrateSqlite, openSqlite, sqlite, SQLITE_MIGRATIONS, SqliteSubjectKeyStore } from '../../src/sqlite/index.js';
+import { waitUntil } from '../../src/testing/wait.js';
 import { databasesAfterEach } from './helpers.js';
 
 const { freshPath, closeAfterTest } = databasesAfterEach('subject-keys');
@@ -75,6 +77,43 @@ describe('SqliteSubjectKeyStore', () => {
     reader.close();
     await keys.forget('bob');
     assert.equal(inFiles(path, key.key), 0, 'once the reader is gone, the next checkpoint removes every trace');
+  });
+
+  it('a checkpoint a reader held back is tried again by itself, and completes once the read is over', async () => {
+    const path = freshPath();
+    const database = openSqlite(path);
+    closeAfterTest(() => database.close());
+    const logger = recordingLogger();
+    const keys = new SqliteSubjectKeyStore({ database, logger });
+    const key = await keys.keyFor('fay');
+    const reader = openSqlite(path);
+    closeAfterTest(() => reader.open && reader.close());
+    reader.prepare('BEGIN').run();
+    reader.prepare('SELECT count(*) FROM eskit_subject_keys').get();
+    await keys.forget('fay');
+    assert.equal(inFiles(path, key.key), 25, 'held back: the destroyed key is still in the WAL');
+
+    reader.prepare('COMMIT').run();
+    // Nothing uses the key store from here on: its own timer tries the checkpoint again.
+    await waitUntil(() => inFiles(path, key.key) === 0, { message: 'the pending checkpoint to be tried again and empty the WAL' });
+    assert.ok(logger.entries.some((entry) => entry.level === 'debug' && entry.message.includes('is done')), JSON.stringify(logger.entries));
+  });
+
+  it('a checkpoint held back is tried again at the next use of the key store', async () => {
+    const path = freshPath();
+    const database = openSqlite(path);
+    closeAfterTest(() => database.close());
+    const keys = new SqliteSubjectKeyStore({ database, logger: recordingLogger() });
+    const key = await keys.keyFor('gil');
+    const reader = openSqlite(path);
+    closeAfterTest(() => reader.open && reader.close());
+    reader.prepare('BEGIN').run();
+    reader.prepare('SELECT count(*) FROM eskit_subject_keys').get();
+    await keys.forget('gil');
+    reader.prepare('COMMIT').run();
+    assert.equal(inFiles(path, key.key), 25, 'not tried again yet');
+    await keys.isForgotten('gil');
+    assert.equal(inFiles(path, key.key), 0, 'tried again before the read: the WAL is emptied');
   });
 
   it('a forget inside a transaction of the caller\'s is rolled back with it, and no checkpoint is tried', async () => {
