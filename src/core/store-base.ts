@@ -22,7 +22,9 @@ export { readsLifecycleRow, storedTypesOf } from './store-arguments.js';
 import { decodeRow, LOOKED_THROUGH, pagedRead } from './paged-read.js';
 import { archiveRequest, deleteRequest, isLifecycleType, keepsLifecycleEvents, SUBJECT_FORGOTTEN, subjectStreamId, truncateRequest } from './lifecycle.js';
 import type { ArchiveStreamOptions, DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, SubjectForgottenData, TruncateStreamOptions } from './lifecycle.js';
-import { checkSubject, markPersonal, PersonalData } from './personal/personal-data.js';
+import { checkSubject, ENVELOPE_MARK, markPersonal, PersonalData } from './personal/personal-data.js';
+import { refuseEnvelopeShapes } from './personal/fields.js';
+import { markPersonalError } from './personal/withheld.js';
 import type { Opened } from './personal/fields.js';
 import type { ForgetReport, SubjectKeyStore } from './personal/types.js';
 
@@ -165,12 +167,23 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     // The checked copies are what a read returns, so the result hands them out instead of parsing the
     // JSON back: equal to a read, and sharing no objects with the caller's input.
     const values = new Array<CheckedEvent>(count);
-    for (let i = 0; i < count; i++) values[i] = checkEvent(events[i] as NewEvent<E>, i, this.#registry, stamp);
-    const personal = this.#registry?.hasPersonalData === true ? await this.#encryptPersonal(values) : undefined;
+    let personal: Array<{ data: unknown; kids: string[] } | undefined> | undefined;
+    try {
+      for (let i = 0; i < count; i++) values[i] = checkEvent(events[i] as NewEvent<E>, i, this.#registry, stamp);
+      personal = this.#registry?.hasPersonalData === true ? await this.#encryptPersonal(values) : undefined;
+    } catch (error) {
+      // A validate or subject function refusing personal data may quote it: yours as thrown, withheld on spans.
+      const registry = this.#registry;
+      if (registry?.hasPersonalData === true && events.some((event) => registry.personalOf((event as { type?: string } | null)?.type ?? '') !== undefined)) markPersonalError(error);
+      throw error;
+    }
     for (let i = 0; i < count; i++) {
       const value = values[i] as CheckedEvent;
-      const stored = personal?.[i]?.data ?? value.data;
-      prepared[i] = { id: value.id, type: value.type, data: JSON.stringify(stored), metadata: JSON.stringify(value.metadata) };
+      const encrypted = personal?.[i]?.data;
+      const data = JSON.stringify(encrypted ?? value.data);
+      // What readers would take for an encrypted field must come from encryption (a cheap text test first).
+      if (data.includes(ENVELOPE_MARK)) refuseEnvelopeShapes(value.type, encrypted ?? value.data, encrypted === undefined ? undefined : this.#registry?.personalOf(value.type));
+      prepared[i] = { id: value.id, type: value.type, data, metadata: JSON.stringify(value.metadata) };
     }
     const written = await this.writeEvents(streamId, prepared, expected);
     this.notifyAppended(written.positions[written.positions.length - 1] as number);
@@ -331,6 +344,10 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
   }
 
   async #lifecycle(streamId: string, request: LifecycleRequest): Promise<LifecycleResult> {
+    // A subject's stream records its erasures: closed or emptied, a later forget could not tell the views.
+    if (streamId.startsWith(subjectStreamId(''))) {
+      throw new InvalidArgumentError(`Cannot ${request.kind} stream "${streamId}": the $subject- streams record forget's erasures, which views rely on; they are never deleted, truncated or archived.`);
+    }
     const { position } = await this.writeLifecycle(streamId, request);
     this.notifyAppended(position);
     return { position };

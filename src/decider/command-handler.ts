@@ -12,6 +12,7 @@ import type { Decider } from './decider.js';
 import { DeciderSnapshots, replay } from './snapshots.js';
 import type { LoadedStream, SnapshotOptions } from './snapshots.js';
 import { personalDataOf } from '../core/personal/personal-data.js';
+import { markPersonalError } from '../core/personal/withheld.js';
 import { acquireStream } from './stream-queue.js';
 
 /** Conflict retries: default 5 attempts in all, waits from 5 ms doubling up to 200 ms, full jitter. */
@@ -207,7 +208,14 @@ export class CommandHandler<S, C, E extends EventShape> {
     // Before decide, which may change the state it is given: a snapshot is built from this copy only.
     const prepared = this.#snapshots?.prepare(streamId, loaded);
 
-    const decided = decidedEvents(decider.decide(state, command));
+    let decided: E[];
+    try {
+      decided = decidedEvents(decider.decide(state, command));
+    } catch (error) {
+      // Yours as thrown; spans record it withheld when the state was folded from personal fields.
+      if (loaded.kids.size > 0) markPersonalError(error);
+      throw error;
+    }
     if (decided.length === 0) return { state, events: [], nextExpectedVersion: version, position };
 
     const toAppend = decided.map((event) => ({ type: event.type, data: event.data, metadata: { ...metadata } }) as NewEvent<E>);

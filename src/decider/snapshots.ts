@@ -6,6 +6,7 @@ import { everyEvents, snapshotStateCopy } from '../core/snapshot.js';
 import type { Snapshot, SnapshotContext, SnapshotLoadContext, SnapshotPolicy, SnapshotStore } from '../core/snapshot.js';
 import { isSealedValue } from '../core/personal/cipher.js';
 import { personalDataOf, personalKidsOf } from '../core/personal/personal-data.js';
+import { withheld } from '../core/personal/withheld.js';
 import type { PersonalData } from '../core/personal/personal-data.js';
 import type { EventStore } from '../core/store.js';
 import { initialStateOf } from './decider.js';
@@ -186,7 +187,7 @@ export class DeciderSnapshots<S, E extends EventShape> {
     const cached = this.#cache.get(streamId);
     const personal = personalDataOf(store);
     if (cached !== undefined && (await this.#cachedStillReadable(personal, cached.kids))) {
-      const state = this.#decode(streamId, () => JSON.parse(cached.state) as unknown);
+      const state = this.#decode(streamId, () => JSON.parse(cached.state) as unknown, cached.kids);
       const resumed = state === undefined ? undefined : await this.#resume(store, streamId, cached, state.value, started, cached.kids);
       if (resumed !== undefined) return resumed;
     }
@@ -200,7 +201,7 @@ export class DeciderSnapshots<S, E extends EventShape> {
     const unusable = { streamVersion: snapshot.streamVersion, eventId: snapshot.eventId };
     if (snapshot.stateVersion !== this.stateVersion) return { ...(await replay(store, this.#decider, streamId)), unusable };
     const opened = await this.#open(personal, snapshot);
-    const state = opened === undefined ? undefined : this.#decode(streamId, () => opened.value);
+    const state = opened === undefined ? undefined : this.#decode(streamId, () => opened.value, opened.kids);
     const resumed = state === undefined ? undefined : await this.#resume(store, streamId, snapshot, state.value, started, opened?.kids ?? []);
     return resumed ?? { ...(await replay(store, this.#decider, streamId)), unusable };
   }
@@ -230,13 +231,20 @@ export class DeciderSnapshots<S, E extends EventShape> {
   }
 
   /** The state of a snapshot's JSON, or undefined (logged) when `fromJSON` rejects it. */
-  #decode(streamId: string, json: () => unknown): { value: S } | undefined {
+  #decode(streamId: string, json: () => unknown, kids: readonly string[]): { value: S } | undefined {
     try {
       return { value: this.#fromJSON(json()) };
-    } catch (error) {
+    } catch (thrown) {
+      const error = this.#withheld(thrown, streamId, kids);
       this.#logger.warn({ streamId, snapshot: this.name, err: error }, `could not decode the snapshot (fromJSON threw), replaying the stream: ${describeError(error)}`);
       return undefined;
     }
+  }
+
+  /** What a log may show of an error about a state holding personal data (`kids`): not its message. */
+  #withheld(error: unknown, streamId: string, kids: Iterable<string>): unknown {
+    for (const _kid of kids) return withheld(error, `the snapshot "${this.name}" of stream "${streamId}"`, 'The command is unaffected.');
+    return error;
   }
 
   /** `state` (the snapshot's) with the events after it folded on; undefined when the stream does not have the snapshot's event. */
@@ -293,7 +301,7 @@ export class DeciderSnapshots<S, E extends EventShape> {
       if (this.#policy.mayBeDue !== undefined && !this.#policy.mayBeDue(context)) return undefined;
       return { base: snapshotStateCopy(this.#toJSON(loaded.state), streamId, this.name), context, unusable: loaded.unusable, kids: loaded.kids };
     } catch (error) {
-      this.#warnNotWritten(streamId, error);
+      this.#warnNotWritten(streamId, error, loaded.kids);
       return undefined;
     }
   }
@@ -305,6 +313,8 @@ export class DeciderSnapshots<S, E extends EventShape> {
   committed(streamId: string, prepared: PreparedSnapshot | undefined, events: readonly Recorded<E>[], personal: PersonalData | undefined): void {
     if (prepared === undefined || events.length === 0 || this.#pending.has(streamId)) return;
     const last = events[events.length - 1] as Recorded<E>;
+    const kids = new Set(prepared.kids);
+    for (const event of events) addKids(kids, event);
     let json: unknown;
     try {
       const context: SnapshotContext = { ...prepared.context, version: last.streamVersion, events };
@@ -314,11 +324,9 @@ export class DeciderSnapshots<S, E extends EventShape> {
       for (const event of events) state = this.#decider.evolve(state, event as unknown as E);
       json = snapshotStateCopy(this.#toJSON(state), streamId, this.name);
     } catch (error) {
-      this.#warnNotWritten(streamId, error);
+      this.#warnNotWritten(streamId, error, kids);
       return;
     }
-    const kids = new Set(prepared.kids);
-    for (const event of events) addKids(kids, event);
     const sealWith = [...kids];
     // Right as soon as it is built, written or not: the next load can start from it.
     this.#cache.set(streamId, { streamVersion: last.streamVersion, eventId: last.id, state: JSON.stringify(json), kids: sealWith });
@@ -339,7 +347,7 @@ export class DeciderSnapshots<S, E extends EventShape> {
         replacing === undefined ? undefined : { replacing },
       );
     })()
-      .catch((error: unknown) => this.#warnNotWritten(streamId, error))
+      .catch((error: unknown) => this.#warnNotWritten(streamId, error, kids))
       .finally(() => this.#pending.delete(streamId));
     this.#pending.set(streamId, write);
   }
@@ -349,7 +357,8 @@ export class DeciderSnapshots<S, E extends EventShape> {
     while (this.#pending.size > 0) await Promise.all(this.#pending.values());
   }
 
-  #warnNotWritten(streamId: string, error: unknown): void {
+  #warnNotWritten(streamId: string, thrown: unknown, kids: Iterable<string>): void {
+    const error = this.#withheld(thrown, streamId, kids);
     this.#logger.warn({ streamId, snapshot: this.name, err: error }, `snapshot not written (the command is unaffected): ${describeError(error)}`);
   }
 }

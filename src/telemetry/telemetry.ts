@@ -1,3 +1,4 @@
+import { forSpans } from '../core/personal/withheld.js';
 import { createRequire } from 'node:module';
 import { ProxyTracerProvider, ROOT_CONTEXT, SpanStatusCode, ValueType, context, createTraceState, isSpanContextValid, metrics, trace } from '@opentelemetry/api';
 import type { Attributes, Context, Counter, Histogram, Link, Meter, MeterProvider, Span, SpanContext, SpanOptions, Tracer, TracerProvider } from '@opentelemetry/api';
@@ -223,7 +224,8 @@ export function recordFailure(span: Span, error: unknown, attributes?: Attribute
 }
 
 /** Records `error` on the span and sets its status to ERROR (the span is not ended). */
-export function failSpan(span: Span, error: unknown, attributes?: Attributes): void {
+export function failSpan(span: Span, thrown: unknown, attributes?: Attributes): void {
+  const error = forSpans(thrown);
   recordFailure(span, error, attributes);
   const code = errorCode(error);
   if (code !== undefined) span.setAttribute(TelemetryAttribute.ErrorCode, code);

@@ -93,6 +93,25 @@ function replaceAt(node: unknown, segments: readonly string[], depth: number, re
   return next === value ? node : { ...(node as Record<string, unknown>), [name]: next };
 }
 
+/**
+ * Refuses data holding an object shaped like an envelope that encryption did not make: every reader
+ * would take it for one (and fail on its unknown key, or read it as forgotten). `data` is what is
+ * stored: the encrypted copy of an event with personal fields (`definitions` its type's).
+ */
+export function refuseEnvelopeShapes(type: string, data: unknown, definitions?: readonly CompiledPersonal[]): void {
+  const ours = new Set(definitions?.flatMap((definition) => definition.fields.map((field) => field.path)));
+  // Given the encrypted copy: the envelopes at the personal paths are encryption's; the visit throws
+  // at any other, so the walk changes nothing.
+  walk(data, '', (envelope, path) => {
+    if (ours.has(path)) return envelope;
+    throw new EventValidationError(
+      type,
+      `its data holds, at "${path || '(the data)'}", an object shaped like an encrypted personal field ({ $enc: 1, kid, iv, ct }), which every read would try to decrypt. ` +
+        'Rename its $enc key (eskit reserves it), or wrap the value (for example as JSON text).',
+    );
+  });
+}
+
 /** The key ids of every envelope in `data` (stored data, parsed). */
 export function envelopeKids(data: unknown, into: Set<string>): Set<string> {
   walk(data, '', (envelope) => {

@@ -47,8 +47,8 @@ interface Cached<T> {
 }
 
 const CACHE_LIMIT = 10_000;
-/** A page with no envelope costs one substring test per row. */
-const ENVELOPE_MARK = '"$enc"';
+/** How an envelope shows in JSON text: a page (or an append) with none costs one substring test per row. */
+export const ENVELOPE_MARK = '"$enc"';
 
 export class PersonalData {
   readonly keys: SubjectKeyStore;
