@@ -1,5 +1,4 @@
-import { newEventId } from './event-id.js';
-import { describeError, ErrorCode, EskitError, InvalidArgumentError, isEskitError, SerializationError, StoreClosedError } from './errors.js';
+import { InvalidArgumentError, SerializationError, StoreClosedError } from './errors.js';
 import type { EventShape, NewEvent, Recorded } from './event.js';
 import { appendObserver } from './hooks.js';
 import type { MetadataStamp } from './hooks.js';
@@ -20,10 +19,11 @@ import type { CheckedEvent } from './store-arguments.js';
 // Where they were first written; importers read them from here.
 export { readsLifecycleRow, storedTypesOf } from './store-arguments.js';
 import { decodeRow, LOOKED_THROUGH, pagedRead } from './paged-read.js';
-import { archiveRequest, deleteRequest, isLifecycleType, keepsLifecycleEvents, SUBJECT_FORGOTTEN, subjectStreamId, truncateRequest } from './lifecycle.js';
-import type { ArchiveStreamOptions, DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, SubjectForgottenData, TruncateStreamOptions } from './lifecycle.js';
-import { checkSubject, ENVELOPE_MARK, markPersonal, PersonalData } from './personal/personal-data.js';
+import { archiveRequest, deleteRequest, isLifecycleType, keepsLifecycleEvents, subjectStreamId, truncateRequest } from './lifecycle.js';
+import type { ArchiveStreamOptions, DeleteStreamOptions, LifecycleRequest, LifecycleResult, LifecycleWritten, TruncateStreamOptions } from './lifecycle.js';
+import { ENVELOPE_MARK, markPersonal, PersonalData } from './personal/personal-data.js';
 import { refuseEnvelopeShapes } from './personal/fields.js';
+import { forgetSubject } from './personal/forget.js';
 import { markPersonalError } from './personal/withheld.js';
 import type { Opened } from './personal/fields.js';
 import type { ForgetReport, SubjectKeyStore } from './personal/types.js';
@@ -362,29 +362,11 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
    */
   async forget(subject: string): Promise<ForgetReport> {
     this.assertOpen();
-    const personal = this.#personalData('forget');
-    checkSubject(subject);
-    // Checked before anything is destroyed: the event's stream id holds the subject.
-    if (!isStorableText(subject)) {
-      throw new InvalidArgumentError(`Cannot forget subject ${JSON.stringify(subject)}: it ${unstorableTextReason(subject)}, which no store can hold. Nothing was changed.`);
-    }
-    const result = await personal.forget(subject);
-    const data: SubjectForgottenData = { subject, keysDestroyed: result.keysDestroyed };
-    const event: PreparedEvent = { id: newEventId(), type: SUBJECT_FORGOTTEN, data: JSON.stringify(data), metadata: '{}' };
-    let written: WrittenEvents;
-    try {
-      written = await this.writeEvents(subjectStreamId(subject), [event], 'any');
-    } catch (error) {
-      throw new EskitError(
-        isEskitError(error) ? error.code : ErrorCode.Connection,
-        `Subject "${subject}" is forgotten (its keys are destroyed), but recording $subject.forgotten failed: ${describeError(error)}. ` +
-          'Call forget again: it destroys nothing more and appends the event, so that views clear their rows.',
-        { cause: error },
-      );
-    }
-    const position = written.positions[0] as number;
-    this.notifyAppended(position);
-    return { ...result, position };
+    return forgetSubject(this.#personalData('forget'), subject, async (streamId, event) => {
+      const position = (await this.writeEvents(streamId, [event], 'any')).positions[0] as number;
+      this.notifyAppended(position);
+      return position;
+    });
   }
 
   /**

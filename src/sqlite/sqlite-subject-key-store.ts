@@ -5,7 +5,7 @@ import type Database from 'better-sqlite3';
 import { isEskitError, StoreClosedError } from '../core/errors.js';
 import { consoleLogger } from '../core/logger.js';
 import type { Logger } from '../core/logger.js';
-import { newDataKey } from '../core/personal/cipher.js';
+import { keyFromDriver, newDataKey } from '../core/personal/cipher.js';
 import { SubjectForgottenError } from '../core/personal/errors.js';
 import { checkSubject } from '../core/personal/personal-data.js';
 import type { ForgetResult, SubjectKey, SubjectKeyStore } from '../core/personal/types.js';
@@ -90,11 +90,8 @@ function statements(database: Database.Database): Statements {
   return cached;
 }
 
-/** A copy of the stored key (zeroing the driver's buffer): the caller's to keep or wipe. */
 function keyOf([kid, stored]: KeyRow): SubjectKey {
-  const key = new Uint8Array(stored as Uint8Array);
-  (stored as Uint8Array).fill(0);
-  return { kid, key };
+  return keyFromDriver(kid, stored as Uint8Array);
 }
 
 /**

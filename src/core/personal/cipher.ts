@@ -64,6 +64,16 @@ export function openValue(sealed: SealedValue, keys: ReadonlyMap<string, Uint8Ar
   return JSON.parse(decrypt(sealed.iv, sealed.ct, derivedKey([...sealed.kids].sort(), keys, context), `eskit:sealed:${context}`));
 }
 
+/**
+ * A key as a key store reads it from its driver: a copy handed out, the driver's buffer zeroed (the
+ * copy is the caller's to keep or wipe; the driver's would otherwise linger until collected).
+ */
+export function keyFromDriver(kid: string, stored: Uint8Array): { kid: string; key: Uint8Array } {
+  const key = new Uint8Array(stored);
+  stored.fill(0);
+  return { kid, key };
+}
+
 /** A fresh random data key. */
 export function newDataKey(): Uint8Array {
   return new Uint8Array(randomBytes(32));
