@@ -114,6 +114,7 @@ export function decodeRow<E extends EventShape>(
   keep: ReadonlySet<string> | undefined,
   opened?: Opened,
 ): DecodedRow {
+  if (opened?.failure !== undefined) throw opened.failure;
   let data: unknown;
   let metadata: Metadata;
   try {

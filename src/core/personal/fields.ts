@@ -128,6 +128,8 @@ export interface Opened {
   redacted: boolean;
   /** The ids of the keys that opened a field (what a copy of the event's data must be sealed with). */
   kids: string[];
+  /** Set when the row could not be opened (a key the store never had, a field that does not decrypt). */
+  failure?: unknown;
 }
 
 /**

@@ -107,7 +107,14 @@ export class PersonalData {
     if (parsed === undefined || kids.size === 0) return undefined;
     const keys = await this.keysById([...kids]);
     const opened = new Map<object, Opened>();
-    for (const { row, data } of parsed) opened.set(row, openEnvelopes(data, keys, row.id, row.position));
+    for (const { row, data } of parsed) {
+      try {
+        opened.set(row, openEnvelopes(data, keys, row.id, row.position));
+      } catch (failure) {
+        // Thrown when that row's turn comes: the events before it are delivered first, as for any read failure.
+        opened.set(row, { data: undefined, redacted: false, kids: [], failure });
+      }
+    }
     return opened;
   }
 
