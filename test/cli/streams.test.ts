@@ -1,4 +1,4 @@
-// eskit streams delete|truncate on SQLite and PostgreSQL: confirmation, the operation, its refusals.
+// eskit streams delete|truncate|archive on SQLite and PostgreSQL: confirmation, the operation, its refusals.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { EventStore } from '../../src/core/store.js';
@@ -119,11 +119,38 @@ for (const [kind, open] of [['sqlite', sqliteTarget], ['postgres', postgresTarge
       assert.equal(read.stdout.trim().split('\n').length, 2);
     });
 
-    it('--help lists both commands under streams', async () => {
+    it('archive: confirmation, the archive, events read of it (and the hint when read as a stream)', async () => {
+      await seed('order-9', 3);
+      const unconfirmed = await run('streams', 'archive', 'order-9');
+      assert.equal(unconfirmed.code, 1);
+      assert.match(unconfirmed.stderr, /this would archive stream "order-9" \(at version 3\).*Add --yes to do it: eskit streams archive order-9 --expected-version 3 --yes/);
+      assert.equal(await target.store.streamVersion('order-9'), 3);
+      const wrong = await run('streams', 'archive', 'order-9', '--expected-version', '2', '--yes');
+      assert.equal(wrong.code, 1);
+      assert.match(wrong.stderr, /stream "order-9" is at version 3, not the --expected-version given/);
+      const result = await run('streams', 'archive', 'order-9', '--expected-version', '3', '--yes', '--json');
+      assert.equal(result.code, 0, result.stderr);
+      const outcome = parseJson<{ stream: string; version: number; position: number }>(result);
+      assert.deepEqual([outcome.stream, outcome.version], ['order-9', 3]);
+      assert.equal(await target.store.streamVersion('order-9'), 0);
+      const asStream = await run('events', 'read', 'order-9');
+      assert.equal(asStream.code, 1);
+      assert.match(asStream.stderr, /no stream "order-9" \(it has no events: it was archived\)\. Read it from the archive: eskit events read order-9 --archived/);
+      const archived = await run('events', 'read', 'order-9', '--archived', '--json');
+      assert.equal(archived.code, 0, archived.stderr);
+      assert.deepEqual(archived.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { streamVersion: number }).streamVersion), [1, 2, 3]);
+      const none = await run('events', 'read', 'order-1', '--archived');
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /no archived events of stream "order-1"/);
+      await assert.rejects(target.store.append('order-9', [{ type: 'A', data: 4 }]), (e: unknown) => (e as { code?: string }).code === 'ESKIT_STREAM_DELETED');
+    });
+
+    it('--help lists the commands under streams', async () => {
       const result = await cli(['streams', '--help']);
       assert.equal(result.code, 0, result.stderr);
       assert.match(result.stdout, /eskit streams delete <stream>/);
       assert.match(result.stdout, /eskit streams truncate <stream>/);
+      assert.match(result.stdout, /eskit streams archive <stream>/);
     });
   });
 }

@@ -22,7 +22,7 @@ export function eventLine(event: Recorded, asJson: boolean): string {
 const read: CommandSpec = {
   name: 'events read',
   summary: 'the events of one stream',
-  help: `Usage: eskit events read <stream> [--from <version>] [--limit <n>] [--backward] [--json]
+  help: `Usage: eskit events read <stream> [--from <version>] [--limit <n>] [--backward] [--archived] [--json]
 
 Prints a stream's events, one per line:
 
@@ -35,10 +35,11 @@ Options:
   --from <version>   start at this stream version (default: the first, or the last with --backward)
   --limit <n>        at most n events
   --backward         newest first
+  --archived         the stream's events in the archive (eskit streams archive), in version order
   --json             one JSON object per line (position, streamId, streamVersion, id, type,
                      timestamp, data, metadata)
 `,
-  options: { from: { type: 'string' }, limit: { type: 'string' }, backward: { type: 'boolean' }, json: { type: 'boolean' } },
+  options: { from: { type: 'string' }, limit: { type: 'string' }, backward: { type: 'boolean' }, archived: { type: 'boolean' }, json: { type: 'boolean' } },
   positionals: { min: 1, max: 1, names: '<stream>' },
   async run(context) {
     const stream = context.args[0] as string;
@@ -46,9 +47,24 @@ Options:
     const limit = integerOption(context.values, 'limit', { min: 1 });
     const asJson = flag(context.values, 'json');
     const db = await context.open();
+    if (flag(context.values, 'archived')) {
+      if (flag(context.values, 'backward')) throw new UsageError('--archived reads in version order: leave out --backward');
+      let printed = 0;
+      for await (const event of db.store.readArchived(stream, { raw: true })) {
+        if (context.signal.aborted || (limit !== undefined && printed >= limit)) break;
+        if (fromVersion !== undefined && event.streamVersion < fromVersion) continue;
+        context.out(eventLine(event, asJson));
+        printed += 1;
+      }
+      if (printed === 0) throw new CliError(`no archived events of stream "${stream}"`, { hint: 'Only streams archived with `eskit streams archive` (or archiveStream) have any.' });
+      return ExitCode.Ok;
+    }
     const version = await db.store.streamVersion(stream);
     if (version === 0) {
-      throw new CliError(`no stream "${stream}" (it has no events)`, { hint: 'Stream ids are case-sensitive; `eskit events tail --from 1 --no-follow` lists the whole log.' });
+      const archived = await firstArchived(db.store, stream);
+      throw new CliError(`no stream "${stream}" (it has no events${archived ? ': it was archived' : ''})`, {
+        hint: archived ? `Read it from the archive: eskit events read ${stream} --archived` : 'Stream ids are case-sensitive; `eskit events tail --from 1 --no-follow` lists the whole log.',
+      });
     }
     const direction = flag(context.values, 'backward') ? 'backward' : 'forward';
     for await (const event of db.store.readStream(stream, { fromVersion, limit, direction, raw: true })) {
@@ -58,6 +74,12 @@ Options:
     return ExitCode.Ok;
   },
 };
+
+/** Whether the stream has events in the archive. */
+async function firstArchived(store: EventStore, stream: string): Promise<boolean> {
+  for await (const _event of store.readArchived(stream, { raw: true })) return true;
+  return false;
+}
 
 /** Resolves after `ms`, or at once when woken or aborted. */
 function pause(ms: number, signal: AbortSignal, onWake: (wake: (() => void) | undefined) => void): Promise<void> {

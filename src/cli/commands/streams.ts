@@ -142,4 +142,42 @@ Options:
   },
 };
 
-export const streamCommands: CommandSpec[] = [deleteCommand, truncateCommand];
+const archiveCommand: CommandSpec = {
+  name: 'streams archive',
+  summary: 'move a finished stream to the archive',
+  help: `Usage: eskit streams archive <stream> [--expected-version <n>] --yes [--json]
+
+Moves a finished stream's events to the archive (archived_events): they leave every read of the log at
+once, its snapshots are removed, a "$stream.archived" event is appended (views that name it can react),
+and later appends to the stream are refused. \`eskit events read <stream> --archived\` reads it back.
+
+Without --yes, only says what it would archive and exits with 1.
+
+Options:
+  --expected-version <n>   archive only if the stream is at version n (else exit 1, nothing moved)
+  --yes                    confirm
+  --json                   print {stream, version, position}
+`,
+  options: { 'expected-version': { type: 'string' }, yes: { type: 'boolean' }, json: { type: 'boolean' } },
+  positionals: { min: 1, max: 1, names: '<stream>' },
+  async run(context) {
+    const stream = context.args[0] as string;
+    const expected = expectedVersion(context);
+    const db = await context.open();
+    const version = await currentVersion(db, stream);
+    if (!flag(context.values, 'yes')) {
+      throw new CliError(`this would archive stream "${stream}" (at version ${version}): its events leave the log, and appends to it are refused from then on`, {
+        hint: `Add --yes to do it: eskit streams archive ${stream} --expected-version ${version} --yes`,
+      });
+    }
+    const { position } = await lifecycleCall(stream, () => db.store.archiveStream(stream, { expectedVersion: expected }));
+    if (flag(context.values, 'json')) {
+      context.out(json({ stream, version, position }));
+      return ExitCode.Ok;
+    }
+    context.out(`Archived stream "${stream}" at version ${version}; $stream.archived at position ${position}. Read it back with: eskit events read ${stream} --archived\n`);
+    return ExitCode.Ok;
+  },
+};
+
+export const streamCommands: CommandSpec[] = [deleteCommand, truncateCommand, archiveCommand];
