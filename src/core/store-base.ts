@@ -167,14 +167,17 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
     // The checked copies are what a read returns, so the result hands them out instead of parsing the
     // JSON back: equal to a read, and sharing no objects with the caller's input.
     const values = new Array<CheckedEvent>(count);
+    const registry = this.#registry;
+    // Each event's personal fields, by its type (undefined: none), when the registry has any at all.
+    const definitions = registry?.hasPersonalData === true ? events.map((event) => registry.personalOf(String((event as { type?: unknown } | null)?.type))) : undefined;
+    const hasPersonal = definitions?.some((definition) => definition !== undefined) === true;
     let personal: Array<{ data: unknown; kids: string[] } | undefined> | undefined;
     try {
-      for (let i = 0; i < count; i++) values[i] = checkEvent(events[i] as NewEvent<E>, i, this.#registry, stamp);
-      personal = this.#registry?.hasPersonalData === true ? await this.#encryptPersonal(values) : undefined;
+      for (let i = 0; i < count; i++) values[i] = checkEvent(events[i] as NewEvent<E>, i, registry, stamp);
+      if (hasPersonal) personal = await this.#personalData('Appending personal data').encrypt(values, definitions as NonNullable<typeof definitions>);
     } catch (error) {
       // A validate or subject function refusing personal data may quote it: yours as thrown, withheld on spans.
-      const registry = this.#registry;
-      if (registry?.hasPersonalData === true && events.some((event) => registry.personalOf((event as { type?: string } | null)?.type ?? '') !== undefined)) markPersonalError(error);
+      if (hasPersonal) markPersonalError(error);
       throw error;
     }
     for (let i = 0; i < count; i++) {
@@ -182,7 +185,7 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       const encrypted = personal?.[i]?.data;
       const data = JSON.stringify(encrypted ?? value.data);
       // What readers would take for an encrypted field must come from encryption (a cheap text test first).
-      if (data.includes(ENVELOPE_MARK)) refuseEnvelopeShapes(value.type, encrypted ?? value.data, encrypted === undefined ? undefined : this.#registry?.personalOf(value.type));
+      if (data.includes(ENVELOPE_MARK)) refuseEnvelopeShapes(value.type, encrypted ?? value.data, encrypted === undefined ? undefined : definitions?.[i]);
       prepared[i] = { id: value.id, type: value.type, data, metadata: JSON.stringify(value.metadata) };
     }
     const written = await this.writeEvents(streamId, prepared, expected);
@@ -388,13 +391,6 @@ export abstract class EventStoreBase<E extends EventShape = EventShape> implemen
       throw new InvalidArgumentError(`${what} needs a key store for personal data: this store was made without subjectKeys (the bundled adapters always have one)`);
     }
     return this.#personal;
-  }
-
-  async #encryptPersonal(values: readonly CheckedEvent[]): Promise<Array<{ data: unknown; kids: string[] } | undefined> | undefined> {
-    const registry = this.#registry as EventRegistry<E>;
-    const definitions = values.map((value) => registry.personalOf(value.type));
-    if (definitions.every((definition) => definition === undefined)) return undefined;
-    return this.#personalData('Appending personal data').encrypt(values, definitions);
   }
 
   /** A typed read's page with its personal fields opened (one key lookup); raw reads get envelopes. */

@@ -1,12 +1,13 @@
 // An error your code throws on an event with personal data may quote it. Logs, spans and runner
 // status get it withheld (forget could not reach them); the dead letter keeps it, sealed.
+import { recordingLogger } from '../support/recording-logger.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { Automation, EventRegistry, isRedacted, Subscription } from '../../src/index.js';
-import type { Logger, Personal } from '../../src/index.js';
+import type { Personal } from '../../src/index.js';
 import { SealedDeadLetterStore } from '../../src/core/personal/sealed-dead-letters.js';
 import { memory } from '../../src/memory/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
@@ -19,15 +20,6 @@ const retry = { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 1 };
 const spans = new InMemorySpanExporter();
 context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
 trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] }));
-
-function recordingLogger(): { logger: Logger; text: () => string } {
-  const lines: string[] = [];
-  const log = (fields: Record<string, unknown>, message: string): void => {
-    const err = fields.err;
-    lines.push(JSON.stringify({ ...fields, err: err instanceof Error ? { name: err.name, message: err.message, stack: err.stack, cause: String(err.cause) } : err }), message);
-  };
-  return { logger: { debug: log, info: log, warn: log, error: log }, text: () => lines.join('\n') };
-}
 
 const spanText = (): string =>
   JSON.stringify(spans.getFinishedSpans().map((span) => ({ status: span.status, attributes: span.attributes, events: span.events })));

@@ -42,17 +42,6 @@ const profile: Decider<ProfileState, ProfileCommand, AuditEvent> = {
   },
 };
 
-/** Every log line, as a JSON text (errors with their message, stack and cause). */
-export function recordingLogger(): { logger: Logger; text: () => string } {
-  const lines: string[] = [];
-  const describe = (value: unknown): unknown =>
-    value instanceof Error ? { name: value.name, message: value.message, stack: value.stack, cause: describe(value.cause) } : value;
-  const log = (fields: Record<string, unknown>, message: string): void => {
-    lines.push(JSON.stringify(Object.fromEntries(Object.entries(fields).map(([key, value]) => [key, describe(value)]))), message);
-  };
-  return { logger: { debug: log, info: log, warn: log, error: log }, text: () => lines.join('\n') };
-}
-
 export interface ScenarioHooks {
   /** Runs once the view has cleared the person's row (SQLite: checkpoint the WAL that holds the old page). */
   afterViews?(): void;

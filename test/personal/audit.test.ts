@@ -14,7 +14,8 @@ import { postgres } from '../../src/postgres/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
 import { createTestSchema } from '../support/postgres.js';
 import { removeDatabase, tempDatabasePath } from '../sqlite/helpers.js';
-import { auditRegistry, recordingLogger, runScenario, sentinels } from './audit-scenario.js';
+import { auditRegistry, runScenario, sentinels } from './audit-scenario.js';
+import { recordingLogger } from '../support/recording-logger.js';
 import type { AuditEvent } from './audit-scenario.js';
 
 const spans = new InMemorySpanExporter();

@@ -1,6 +1,8 @@
 // Red team of personal data (issue 20): ways plaintext of a subject survives forget, or data is
 // misread, through paths the audit does not walk. Every test here FAILS (reported to the lead, not
 // fixed when written); each FOUND note says what happens and what would make it pass.
+import { collect } from '../../src/testing/conformance/context.js';
+import { recordingLogger } from '../support/recording-logger.js';
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import pg from 'pg';
@@ -9,7 +11,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { existsSync, readFileSync } from 'node:fs';
 import { CommandHandler, EventRegistry, isRedacted, SUBJECT_FORGOTTEN } from '../../src/index.js';
-import type { Backend, Decider, Logger, Personal } from '../../src/index.js';
+import type { Backend, Decider, Personal } from '../../src/index.js';
 import { memory } from '../../src/memory/index.js';
 import { openSqlite, sqlite } from '../../src/sqlite/index.js';
 import { PostgresEventStore } from '../../src/postgres/index.js';
@@ -50,22 +52,6 @@ const backends: Array<[string, (registry: EventRegistry<E>) => AnyBackend]> = [
     },
   ],
 ];
-
-async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const item of iterable) out.push(item);
-  return out;
-}
-
-function recordingLogger(): { logger: Logger; text: () => string } {
-  const lines: string[] = [];
-  const describeValue = (value: unknown): unknown =>
-    value instanceof Error ? { name: value.name, message: value.message, stack: value.stack, cause: describeValue(value.cause) } : value;
-  const log = (fields: Record<string, unknown>, message: string): void => {
-    lines.push(JSON.stringify(Object.fromEntries(Object.entries(fields).map(([key, value]) => [key, describeValue(value)]))), message);
-  };
-  return { logger: { debug: log, info: log, warn: log, error: log }, text: () => lines.join('\n') };
-}
 
 describe('red team: personal data that survives forget, or is misread', () => {
   for (const [name, make] of backends) {

@@ -3,6 +3,7 @@
 // forgotten subject, forget racing commands that write snapshots, odd subject ids and odd values on
 // every backend, and on PostgreSQL: archives racing appends and a paging reader (no live event
 // skipped), and another store's concurrent appends once it heard a forget.
+import { collect } from '../../src/testing/conformance/context.js';
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { Automation, CommandHandler, ErrorCode, EventRegistry, isEskitError, isRedacted, SUBJECT_FORGOTTEN } from '../../src/index.js';
@@ -28,12 +29,6 @@ const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-
-async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const item of iterable) out.push(item);
-  return out;
-}
 
 async function pgSchema(): Promise<TestSchema> {
   const schema = await createTestSchema({ create: false, poolSize: 3 });

@@ -1,13 +1,15 @@
 // Red team of personal data (issue 20): plaintext that survived forget, or copies that were sealed
 // wrongly, through paths the audit did not walk. Every test here FAILED against the code as first
 // committed (022c7c5) and passes since the review fixes (cf1ffb7); each FOUND note says what happened.
+import { collect } from '../../src/testing/conformance/context.js';
+import { recordingLogger } from '../support/recording-logger.js';
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import pg from 'pg';
 import { Automation, CommandHandler, ErrorCode, EventRegistry, isEskitError, isRedacted, Subscription } from '../../src/index.js';
 import { PostgresEventStore } from '../../src/postgres/index.js';
 import { createTestSchema } from '../support/postgres.js';
-import type { Backend, Decider, Logger, Personal } from '../../src/index.js';
+import type { Backend, Decider, Personal } from '../../src/index.js';
 import { memory } from '../../src/memory/index.js';
 import { sqlite } from '../../src/sqlite/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
@@ -38,22 +40,6 @@ const backends: Array<[string, (registry: EventRegistry<E>) => AnyBackend]> = [
     },
   ],
 ];
-
-async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const item of iterable) out.push(item);
-  return out;
-}
-
-function recordingLogger(): { logger: Logger; text: () => string } {
-  const lines: string[] = [];
-  const describeValue = (value: unknown): unknown =>
-    value instanceof Error ? { name: value.name, message: value.message, stack: value.stack, cause: describeValue(value.cause) } : value;
-  const log = (fields: Record<string, unknown>, message: string): void => {
-    lines.push(JSON.stringify(Object.fromEntries(Object.entries(fields).map(([key, value]) => [key, describeValue(value)]))), message);
-  };
-  return { logger: { debug: log, info: log, warn: log, error: log }, text: () => lines.join('\n') };
-}
 
 describe('red team: personal data copies sealed, paths refused, errors withheld', () => {
   for (const [name, make] of backends) {
