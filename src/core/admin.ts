@@ -21,6 +21,12 @@ export interface Admin {
   locks(): Promise<LockRow[]>;
   /** The versions table of the SQL views (empty where views keep none). */
   views(): Promise<ViewRow[]>;
+  /**
+   * The live tables of SQL view `name` and their row counts, each counted up to VIEW_ROW_COUNT_CAP
+   * (`capped`: there are more), so that a dashboard polling it never scans a huge table. Empty for a
+   * name with no view (and where views keep no tables).
+   */
+  viewTables(name: string): Promise<ViewTableCount[]>;
   /** Dead letters counted by source, stage and status (the letters themselves: `backend.deadLetters`). */
   deadLetterCounts(): Promise<DeadLetterCount[]>;
   /** Sources with completion records right now: automations. */
@@ -94,6 +100,17 @@ export interface ViewRow {
   shadow?: { position: number; updatedAt: Date } | undefined;
   updatedAt: Date;
 }
+
+/** A view table and how many rows it holds (at most VIEW_ROW_COUNT_CAP counted). */
+export interface ViewTableCount {
+  table: string;
+  rows: number;
+  /** More rows than counted: the table holds more than `rows`. */
+  capped: boolean;
+}
+
+/** Rows a view table is counted up to (a count costs a scan of that many rows). */
+export const VIEW_ROW_COUNT_CAP = 100_000;
 
 export interface DeadLetterCount {
   source: string;

@@ -1,5 +1,5 @@
 import { byName, checkReset, heldCheckpoint, joinSubscriptions, unknownCheckpoint } from '../core/admin.js';
-import type { Admin, CheckpointRow, DeadLetterCount, LockRow, MigrateOutcome, ResetOptions, ResetOutcome, SchemaState, SubscriptionRow, ViewRow } from '../core/admin.js';
+import type { Admin, CheckpointRow, DeadLetterCount, LockRow, MigrateOutcome, ResetOptions, ResetOutcome, SchemaState, SubscriptionRow, ViewRow, ViewTableCount } from '../core/admin.js';
 import type { DeadLetter } from '../core/dead-letter.js';
 import type { EventStore } from '../core/store.js';
 import type { MemoryCheckpointStore } from './memory-checkpoint-store.js';
@@ -62,6 +62,10 @@ export class MemoryAdmin implements Admin {
   }
 
   async views(): Promise<ViewRow[]> {
+    return [];
+  }
+
+  async viewTables(): Promise<ViewTableCount[]> {
     return [];
   }
 

@@ -1,6 +1,6 @@
 import type pg from 'pg';
-import { byName, checkReset, heldCheckpoint, joinSubscriptions, unknownCheckpoint, viewCheckpoint } from '../core/admin.js';
-import type { Admin, CheckpointRow, DeadLetterCount, LockRow, MigrateOutcome, ResetOptions, ResetOutcome, SchemaState, SubscriptionRow, ViewRow } from '../core/admin.js';
+import { byName, checkReset, VIEW_ROW_COUNT_CAP, heldCheckpoint, joinSubscriptions, unknownCheckpoint, viewCheckpoint } from '../core/admin.js';
+import type { Admin, CheckpointRow, DeadLetterCount, LockRow, MigrateOutcome, ResetOptions, ResetOutcome, SchemaState, SubscriptionRow, ViewRow, ViewTableCount } from '../core/admin.js';
 import { isEskitError } from '../core/errors.js';
 import { translateError } from './errors.js';
 import { migratePostgres, POSTGRES_MIGRATIONS } from './migrations.js';
@@ -115,6 +115,21 @@ export class PostgresAdmin implements Admin {
   async views(): Promise<ViewRow[]> {
     await this.#access.ready();
     return this.#views(this.#store.pool);
+  }
+
+  async viewTables(name: string): Promise<ViewTableCount[]> {
+    await this.#access.ready();
+    const [versions] = await this.#rows(`SELECT to_regclass($1) IS NOT NULL AS present`, [`${this.#s}.view_versions`]);
+    if (versions?.present !== true) return [];
+    const [row] = await this.#rows(`SELECT tables FROM ${this.#s}.view_versions WHERE name = $1`, [name]);
+    if (row === undefined) return [];
+    const counts: ViewTableCount[] = [];
+    for (const table of row.tables as string[]) {
+      const [count] = await this.#rows(`SELECT count(*) AS n FROM (SELECT 1 FROM ${this.#s}."${table.replace(/"/g, '""')}" LIMIT ${VIEW_ROW_COUNT_CAP + 1}) t`);
+      const rows = Number(count?.n ?? 0);
+      counts.push({ table, rows: Math.min(rows, VIEW_ROW_COUNT_CAP), capped: rows > VIEW_ROW_COUNT_CAP });
+    }
+    return counts;
   }
 
   async deadLetterCounts(): Promise<DeadLetterCount[]> {

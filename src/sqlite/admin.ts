@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
-import { checkReset, heldCheckpoint, joinSubscriptions, unknownCheckpoint, viewCheckpoint } from '../core/admin.js';
-import type { Admin, CheckpointRow, DeadLetterCount, LockRow, MigrateOutcome, ResetOptions, ResetOutcome, SchemaState, SubscriptionRow, ViewRow } from '../core/admin.js';
+import { checkReset, heldCheckpoint, VIEW_ROW_COUNT_CAP, joinSubscriptions, unknownCheckpoint, viewCheckpoint } from '../core/admin.js';
+import type { Admin, CheckpointRow, DeadLetterCount, LockRow, MigrateOutcome, ResetOptions, ResetOutcome, SchemaState, SubscriptionRow, ViewRow, ViewTableCount } from '../core/admin.js';
 import { isEskitError, StoreClosedError } from '../core/errors.js';
 import { translateSqliteError } from './errors.js';
 import { migrateSqlite, SQLITE_MIGRATIONS, sqliteSchemaVersion } from './migrations.js';
@@ -84,6 +84,17 @@ export class SqliteAdmin implements Admin {
       shadow: row.shadow_position === null ? undefined : { position: row.shadow_position as number, updatedAt: new Date(row.shadow_updated_at as number) },
       updatedAt: new Date(row.updated_at as number),
     }));
+  }
+
+  async viewTables(name: string): Promise<ViewTableCount[]> {
+    if (!this.#hasTable('eskit_view_versions')) return [];
+    const [row] = this.#all('read the view versions', 'SELECT tables FROM eskit_view_versions WHERE name = ?', [name]);
+    if (row === undefined) return [];
+    return (JSON.parse(row.tables as string) as string[]).map((table) => {
+      const [count] = this.#all(`count the rows of view table ${table}`, `SELECT COUNT(*) AS n FROM (SELECT 1 FROM "${table.replace(/"/g, '""')}" LIMIT ${VIEW_ROW_COUNT_CAP + 1})`);
+      const rows = Number(count?.n ?? 0);
+      return { table, rows: Math.min(rows, VIEW_ROW_COUNT_CAP), capped: rows > VIEW_ROW_COUNT_CAP };
+    });
   }
 
   async deadLetterCounts(): Promise<DeadLetterCount[]> {

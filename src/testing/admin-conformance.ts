@@ -238,6 +238,13 @@ export function adminConformance(harness: AdminConformanceHarness): void {
         assert.match(error.message, /Rebuild the view instead/);
       });
 
+      test("a view's live tables are listed with their row counts; a name without a view has none", async (subject) => {
+        await createView(subject, 'carts');
+        await subject.backend.store.append('cart-2', [{ type: 'CartOpened', data: {} }]);
+        assert.deepEqual(await subject.admin.viewTables('carts'), [{ table: 'carts', rows: 1, capped: false }], 'the row the view wrote for cart-1 (cart-2 came after it stopped)');
+        assert.deepEqual(await subject.admin.viewTables('no-such-view'), []);
+      });
+
       if (harness.deadRebuild) {
         const deadRebuild = harness.deadRebuild;
         test("a rebuild that died is listed with its shadow tables' checkpoint and when it last moved", async (subject) => {

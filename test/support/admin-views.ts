@@ -4,14 +4,15 @@ import { silentLogger } from '../../src/core/logger.js';
 import type { EventShape } from '../../src/core/event.js';
 import type { SqlViewHost } from '../../src/view/index.js';
 import { SqlView } from '../../src/view/index.js';
+import type { Upsert } from '../../src/core/view-rows.js';
 import type { AdminBackend } from '../../src/testing/admin-conformance.js';
 
 const cartsSpec = (name: string) => ({
   name,
   types: ['CartOpened'],
   setup: { version: 1, statements: (t: (table: string) => string) => [`CREATE TABLE ${t(name)} (id text PRIMARY KEY)`] },
-  // Synchronous: SQLite's evolve must be.
-  evolve: () => undefined,
+  // Synchronous: SQLite's evolve must be. A row per cart, for the admin's row counts.
+  evolve: (event: { streamId: string }, tx: { upsert: Upsert }) => tx.upsert(name, { id: event.streamId }, { key: ['id'] }),
 });
 
 export const adminViewHooks = {
