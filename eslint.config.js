@@ -134,4 +134,14 @@ export default tseslint.config(
     },
   },
   ...layering(),
+  // The dashboard's page (assets/dashboard/app.js) runs in the browser, not in Node.
+  {
+    files: ['assets/**/*.js'],
+    languageOptions: {
+      globals: {
+        window: 'readonly', document: 'readonly', location: 'readonly', history: 'readonly', sessionStorage: 'readonly', localStorage: 'readonly',
+        EventSource: 'readonly', fetch: 'readonly', confirm: 'readonly', URLSearchParams: 'readonly', Intl: 'readonly', Node: 'readonly',
+      },
+    },
+  },
 );
