@@ -88,7 +88,12 @@ export interface Backend {
   readonly inspect: string;
   /** What subscriptions, automations, views and command handlers run on: one call, closed by `close()`. */
   readonly eskit: SqliteBackend<ConcertEvent> | PostgresBackend<ConcertEvent>;
-  readonly mailbox: Mailbox & { rows(): Promise<MailRow[]>; count(): Promise<number> };
+  readonly mailbox: Mailbox & { rows(): Promise<MailRow[]>; count(): Promise<number>; to(recipient: string): Promise<MailRow[]> };
+  /**
+   * The addresses the fake mail server was told to accept since the start, `.invalid` ones included
+   * (`--dashboard` creates one, so that a dead letter can be retried): its table `demo_mailboxes`.
+   */
+  readonly mailboxes: { create(address: string): Promise<void>; exists(address: string): Promise<boolean> };
   salesView(options?: SalesViewOptions): SqlView<ConcertEvent>;
   readSales(view: SqlView<ConcertEvent>): Promise<SalesRow[]>;
   readOrder(view: SqlView<ConcertEvent>, orderId: string): Promise<OrderRow | undefined>;
@@ -116,6 +121,10 @@ const DELIVER = (table: string, p: (n: number) => string): string =>
   `INSERT INTO ${table} AS m (order_id, recipient, sends, sent_by) VALUES (${p(1)}, ${p(2)}, 1, ${p(3)})
    ON CONFLICT (order_id) DO UPDATE SET sends = m.sends + 1, sent_by = m.sent_by || ',' || excluded.sent_by`;
 const MAIL_ROWS = (table: string): string => `SELECT order_id AS "orderId", recipient, sends, sent_by AS "sentBy" FROM ${table} ORDER BY order_id`;
+const MAILS_TO = (table: string, p: string): string =>
+  `SELECT order_id AS "orderId", recipient, sends, sent_by AS "sentBy" FROM ${table} WHERE recipient = ${p} ORDER BY order_id`;
+const MAILBOXES_TABLE = (table: string): string => `CREATE TABLE IF NOT EXISTS ${table} (address TEXT PRIMARY KEY)`;
+const CREATE_MAILBOX = (table: string, p: string): string => `INSERT INTO ${table} (address) VALUES (${p}) ON CONFLICT (address) DO NOTHING`;
 const SALES_ROWS = (table: string): string => `SELECT concert, sold, orders FROM ${table} ORDER BY concert`;
 const ORDER_ROW = (table: string, p: string): string =>
   `SELECT order_id AS "orderId", concert, customer, quantity, status FROM ${table} WHERE order_id = ${p}`;
@@ -129,6 +138,7 @@ async function openSqlite(config: Extract<DemoConfig, { kind: 'sqlite' }>, optio
   const eskit = sqlite<ConcertEvent>({ path: config.file, registry, leaderElection });
   const db = eskit.database;
   db.exec(MAILS_TABLE('demo_mails'));
+  db.exec(MAILBOXES_TABLE('demo_mailboxes'));
   const deliver = db.prepare(DELIVER('demo_mails', () => '?'));
   return {
     config,
@@ -139,6 +149,11 @@ async function openSqlite(config: Extract<DemoConfig, { kind: 'sqlite' }>, optio
       deliver: async (mail: Confirmation, sentBy: string) => void deliver.run(mail.orderId, mail.to, sentBy),
       rows: async () => db.prepare(MAIL_ROWS('demo_mails')).all() as MailRow[],
       count: async () => db.prepare('SELECT count(*) FROM demo_mails').pluck().get() as number,
+      to: async (recipient) => db.prepare(MAILS_TO('demo_mails', '?')).all(recipient) as MailRow[],
+    },
+    mailboxes: {
+      create: async (address) => void db.prepare(CREATE_MAILBOX('demo_mailboxes', '?')).run(address),
+      exists: async (address) => db.prepare('SELECT 1 FROM demo_mailboxes WHERE address = ?').get(address) !== undefined,
     },
     salesView: (viewOptions) => salesView(eskit, { logger, pollIntervalMs: 100, ...viewOptions }),
     readSales: async (view) => db.prepare(SALES_ROWS(view.table('sales'))).all() as SalesRow[],
@@ -213,6 +228,7 @@ async function openPostgres(config: Extract<DemoConfig, { kind: 'postgres' }>, o
   const eskit = postgres<ConcertEvent>({ pool, schema: config.schema, registry, logger, leaderElection });
   await eskit.migrate();
   await pool.query(MAILS_TABLE(`${s}.demo_mails`));
+  await pool.query(MAILBOXES_TABLE(`${s}.demo_mailboxes`));
   const deliver = DELIVER(`${s}.demo_mails`, (n) => `$${n}`);
   const where = new URL(config.url);
   return {
@@ -224,6 +240,11 @@ async function openPostgres(config: Extract<DemoConfig, { kind: 'postgres' }>, o
       deliver: async (mail: Confirmation, sentBy: string) => void (await pool.query(deliver, [mail.orderId, mail.to, sentBy])),
       rows: async () => (await pool.query<MailRow>(MAIL_ROWS(`${s}.demo_mails`))).rows,
       count: async () => Number((await pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${s}.demo_mails`)).rows[0]?.n ?? 0),
+      to: async (recipient) => (await pool.query<MailRow>(MAILS_TO(`${s}.demo_mails`, '$1'), [recipient])).rows,
+    },
+    mailboxes: {
+      create: async (address) => void (await pool.query(CREATE_MAILBOX(`${s}.demo_mailboxes`, '$1'), [address])),
+      exists: async (address) => ((await pool.query(`SELECT 1 FROM ${s}.demo_mailboxes WHERE address = $1`, [address])).rowCount ?? 0) > 0,
     },
     salesView: (viewOptions) => salesView(eskit, { logger, ...viewOptions }),
     readSales: async (view) => (await pool.query<SalesRow>(SALES_ROWS(view.table('sales')))).rows,

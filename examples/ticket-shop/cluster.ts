@@ -38,7 +38,7 @@ interface Worker {
 }
 
 /** Resolves when `condition()` holds, checked on every message and every 50 ms; rejects on failure or timeout. */
-function until(condition: () => boolean, what: string, failure: Promise<never>, timeoutMs: number): Promise<void> {
+export function until(condition: () => boolean, what: string, failure: Promise<never>, timeoutMs: number): Promise<void> {
   return Promise.race([
     failure,
     new Promise<void>((resolve, reject) => {

@@ -59,12 +59,17 @@ export class FakeMailServer {
     readonly mailbox: Mailbox,
     /** Names the process that sent a mail, in the mailbox. */
     readonly sentBy: string,
+    /**
+     * `--dashboard`: whether the server has since created a mailbox for an undeliverable address (then
+     * a retry of its dead letter goes through). Without it, such an address never receives mail.
+     */
+    readonly created?: (address: string) => Promise<boolean>,
   ) {}
 
   async send(mail: Confirmation, attempt: number): Promise<void> {
     // A few milliseconds per call, like a network round trip.
     await new Promise((resolve) => setTimeout(resolve, 2 + (hash(mail.orderId) % 6)));
-    if (undeliverable(mail.to)) {
+    if (undeliverable(mail.to) && !(this.created !== undefined && (await this.created(mail.to)))) {
       this.rejected++;
       throw new PermanentFailure(`550 no such domain: ${mail.to}`);
     }

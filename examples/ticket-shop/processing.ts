@@ -74,12 +74,15 @@ export interface ProcessingOptions {
   logger?: Logger;
   /** Run the mailer in this many partitions (`--partitions N`). */
   partitions?: number;
+  /** `--dashboard`: the mail server also delivers to an undeliverable address once its mailbox was created. */
+  createdMailboxes?: boolean;
 }
 
 export async function startProcessing(backend: Backend, options: ProcessingOptions): Promise<Processing> {
   const { leaderLock } = options;
   const logger = options.logger ?? consoleLogger('error');
-  const server = new FakeMailServer(backend.mailbox, options.sentBy);
+  const created = options.createdMailboxes === true ? (address: string) => backend.mailboxes.exists(address) : undefined;
+  const server = new FakeMailServer(backend.mailbox, options.sentBy, created);
   const view = backend.salesView({ leaderLock, logger });
   const mailer = confirmationMailer({ backend: backend.eskit, server, leaderLock, logger, partitions: options.partitions });
   let stopping: Promise<void> | undefined;

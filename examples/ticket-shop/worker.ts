@@ -16,9 +16,11 @@ export type WorkerMessage =
   | { type: 'failed'; worker: number; message: string }
   | { type: 'stopped'; worker: number; stopMs: number; busy: number; sent: number };
 
-const args = parseArgs({ options: { worker: { type: 'string' }, partitions: { type: 'string' } } }).values;
+const args = parseArgs({ options: { worker: { type: 'string' }, partitions: { type: 'string' }, live: { type: 'boolean', default: false } } }).values;
 const worker = Number(args.worker);
 const partitions = args.partitions === undefined ? undefined : Number(args.partitions);
+// `--live` (the --dashboard mode): a dead letter's mail goes through once the demo created the mailbox.
+const createdMailboxes = args.live === true;
 // The parent may be gone (Ctrl-C reaches every process of the group): a failed send is not an error.
 const send = (message: WorkerMessage, then?: () => void): void => {
   if (process.connected && process.send) process.send(message, undefined, {}, () => then?.());
@@ -29,7 +31,7 @@ const backend = await openBackend(configFromEnv(), { reset: false, holderId: `wo
 const election = backend.eskit.locks;
 if (!election) throw new Error('the worker opened its backend without leader election');
 const locks = reportingLeadership(election, (change) => send({ type: 'leadership', worker, change }));
-const processing = await startProcessing(backend, { sentBy: `worker-${worker}`, leaderLock: locks, partitions });
+const processing = await startProcessing(backend, { sentBy: `worker-${worker}`, leaderLock: locks, partitions, createdMailboxes });
 const { server } = processing;
 
 let reported = '';
