@@ -34,6 +34,13 @@ function add(node, children) {
   }
 }
 
+/** Replaces a node's children (nested arrays flattened, null/false left out). */
+function fill(node, ...children) {
+  node.replaceChildren();
+  add(node, children);
+  return node;
+}
+
 function setText(node, text) {
   const value = String(text);
   if (node.textContent !== value) node.textContent = value;
@@ -371,7 +378,7 @@ function updateRunnerRow(row, entry) {
   row.toggle.setAttribute('aria-expanded', String(expanded));
   row.toggle.textContent = expanded ? '▾' : '▸';
   row.detail.hidden = !expanded;
-  if (expanded) row.detailCell.replaceChildren(...runnerDetail(entry));
+  if (expanded) fill(row.detailCell, ...runnerDetail(entry));
 }
 
 function workText(work) {
@@ -398,7 +405,7 @@ function sparkline(svg, values) {
   const line = document.createElementNS(SVG, 'polyline');
   line.setAttribute('class', 'spark-line');
   line.setAttribute('points', points.join(' '));
-  svg.replaceChildren(area, line);
+  fill(svg, area, line);
 }
 
 function renderRunners(state) {
@@ -434,7 +441,7 @@ function runnerDetail(entry) {
             el('td', {}, node.lastEvent ? `#${fmt(node.lastEvent.position)}, ${age(node.lastEvent.ageMs)} ago` : '—'),
             el('td', {}, workText(node.work)),
             el('td', {}, node.leads ? node.leads.join(', ') || 'none' : '—'),
-            el('td', { class: 'error-text' }, node.lastError ? clip(node.lastError, 300) : '—'),
+            el('td', { class: node.lastError ? 'error-text' : undefined }, node.lastError ? clip(node.lastError, 300) : '—'),
           ),
         )),
       ),
@@ -472,7 +479,7 @@ function renderLetterSources(state) {
   const { total, bySource } = state.deadLetters;
   setText($('letters-total'), total > 0 ? `(${fmt(total)})` : '');
   const tbody = $('letter-sources').tBodies[0];
-  tbody.replaceChildren(
+  fill(tbody,
     ...bySource.map(({ source, dead, redrive }) =>
       el('tr', { data: { testid: 'letter-source', source } },
         el('td', {}, idLink(source, 'filter', () => filterLetters(source))),
@@ -491,7 +498,7 @@ function renderLetterSources(state) {
   if (ui.letterSource && !sources.includes(ui.letterSource)) sources.push(ui.letterSource);
   const current = [...select.options].slice(1).map((option) => option.value);
   if (json(current) !== json(sources)) {
-    select.replaceChildren(el('option', { value: '' }, 'All sources'), ...sources.map((source) => el('option', { value: source }, source)));
+    fill(select, el('option', { value: '' }, 'All sources'), ...sources.map((source) => el('option', { value: source }, source)));
     select.value = ui.letterSource;
   }
 }
@@ -514,15 +521,15 @@ async function loadLetters(after) {
     if (seq !== ui.letterSeq) return;
     const rows = body.letters.map(letterRow);
     if (after) tbody.append(...rows);
-    else tbody.replaceChildren(...rows);
+    else fill(tbody, ...rows);
     if (tbody.children.length === 0) tbody.append(el('tr', {}, el('td', { colspan: 9, class: 'empty' }, ui.letterSource ? `No dead letters of ${ui.letterSource}.` : 'No dead letters.')));
-    more.replaceChildren(
+    fill(more,
       body.next ? button(`Show more (${fmt(body.total - tbody.children.length)} left)`, 'more-letters', () => loadLetters(body.next), { act: false }) : null,
       el('span', { class: 'hint' }, `${fmt(body.total)} in all`),
     );
   } catch (error) {
     if (seq !== ui.letterSeq) return;
-    tbody.replaceChildren(el('tr', {}, el('td', { colspan: 9, class: 'error-text' }, `Could not list the dead letters: ${error.message}`)));
+    fill(tbody, el('tr', {}, el('td', { colspan: 9, class: 'error-text' }, `Could not list the dead letters: ${error.message}`)));
   }
 }
 
@@ -556,12 +563,12 @@ async function openLetter(id, { quiet = false } = {}) {
     panel.hidden = true;
     panel.replaceChildren();
   }, { act: false, cls: 'close' });
-  if (!quiet) panel.replaceChildren(close, el('p', { class: 'hint' }, 'Loading…'));
+  if (!quiet) fill(panel, close, el('p', { class: 'hint' }, 'Loading…'));
   try {
     const { letter, event } = await getJson(`api/dead-letters/${encodeURIComponent(id)}`);
     if (ui.openLetter !== id) return;
     panel.dataset.status = letter.status;
-    panel.replaceChildren(
+    fill(panel,
       close,
       el('h3', {}, `Dead letter of ${letter.source}`),
       el('dl', { class: 'pairs' },
@@ -587,7 +594,7 @@ async function openLetter(id, { quiet = false } = {}) {
     if (ui.openLetter !== id) return;
     panel.dataset.status = 'gone';
     const gone = error instanceof HttpError && error.status === 404;
-    panel.replaceChildren(close, el('p', { class: gone ? 'hint' : 'error-text' }, gone ? 'This letter is gone: its retry succeeded, or it was discarded.' : `Could not open the letter: ${error.message}`));
+    fill(panel, close, el('p', { class: gone ? 'hint' : 'error-text' }, gone ? 'This letter is gone: its retry succeeded, or it was discarded.' : `Could not open the letter: ${error.message}`));
   }
 }
 
@@ -712,7 +719,7 @@ function viewer(title, ...content) {
     panel.hidden = true;
     panel.replaceChildren();
   }, { act: false, cls: 'close' });
-  panel.replaceChildren(close, el('h3', {}, title), ...content);
+  fill(panel, close, el('h3', {}, title), ...content);
   panel.scrollIntoView({ block: 'nearest' });
   return panel;
 }
@@ -812,16 +819,20 @@ async function rebuild(name) {
 
 // ---- action log ----------------------------------------------------------------------------------
 
+const actionKey = (entry) => json([entry.at, entry.action, entry.target, entry.outcome, entry.who, entry.detail]);
+
 function onActions(entries) {
   const fresh = entries.filter((entry) => {
-    const key = json([entry.at, entry.action, entry.target, entry.outcome, entry.who, entry.detail]);
+    const key = actionKey(entry);
     if (ui.actionKeys.has(key)) return false;
     ui.actionKeys.add(key);
     return true;
   });
   if (fresh.length === 0) return;
   ui.actions = [...ui.actions, ...fresh].sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0)).slice(0, ACTIONS_MAX);
-  $('action-log').tBodies[0].replaceChildren(
+  ui.actionKeys = new Set(ui.actions.map(actionKey));
+  fill(
+    $('action-log').tBodies[0],
     ...ui.actions.map((entry) =>
       el('tr', { data: { testid: 'action-row', outcome: entry.outcome, action: entry.action } },
         el('td', {}, time(entry.at)),
@@ -829,7 +840,7 @@ function onActions(entries) {
         el('td', {}, entry.action),
         el('td', {}, entry.target),
         el('td', { data: { field: 'outcome', outcome: entry.outcome } }, entry.outcome),
-        el('td', { class: 'error-text' }, clip(entry.detail ?? '', 300)),
+        el('td', { class: entry.outcome === 'ok' ? undefined : 'error-text' }, clip(entry.detail ?? '', 300)),
       ),
     ),
   );
