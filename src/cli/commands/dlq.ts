@@ -1,44 +1,10 @@
-import type { DeadLetter, DeadLetterStatus, DeadLetterStore } from '../../core/dead-letter.js';
-import { SealedDeadLetterStore } from '../../core/personal/sealed-dead-letters.js';
-import type { Recorded } from '../../core/event.js';
-import type { CliDatabase } from '../database.js';
-import { describeHolder } from '../database.js';
-import { CliError, ExitCode, unknownName, UsageError } from '../errors.js';
+import type { DeadLetter, DeadLetterStatus } from '../../core/dead-letter.js';
+import { CliError, ExitCode, UsageError } from '../errors.js';
 import type { CommandContext, CommandSpec } from '../command.js';
 import { flag, integerOption, stringOption } from '../command.js';
 import { ago, json, plural, table, truncate } from '../format.js';
 import { printable, printableLetter } from '../personal-fields.js';
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function letterId(text: string): string {
-  if (!UUID.test(text)) throw new UsageError(`"${text}" is not a dead letter id (a UUID)`, { hint: '`eskit dlq list` shows the ids.' });
-  return text.toLowerCase();
-}
-
-/**
- * The dead letters with their sealed payloads and error texts opened (an operator needs the error to
- * act on it); once a subject of the letter's event was forgotten they read as the redaction marker and
- * "[erased: ...]". The events themselves are read raw: their personal fields print as "[personal]".
- */
-function openedLetters(db: CliDatabase): DeadLetterStore {
-  // The backends' dead-letter stores open letters already; one given some other way is wrapped here.
-  return db.deadLetters instanceof SealedDeadLetterStore ? db.deadLetters : new SealedDeadLetterStore(db.deadLetters, db.adapter.store);
-}
-
-async function getLetter(db: CliDatabase, id: string): Promise<DeadLetter> {
-  const letter = await openedLetters(db).get(id);
-  if (!letter) throw new CliError(`no dead letter ${id}`, { hint: 'It may have been redriven successfully or discarded; `eskit dlq list` shows what is there.' });
-  return letter;
-}
-
-/** Every name the database knows (checkpoints, locks, views, dead-letter sources, status rows), to check --source. */
-async function assertKnownSource(db: CliDatabase, source: string): Promise<void> {
-  const [subscriptions, views, counts, runners] = await Promise.all([db.admin.subscriptions(), db.admin.views(), db.admin.deadLetterCounts(), db.admin.runners.list()]);
-  const known = new Set([...subscriptions, ...views, ...runners].map((row) => row.name));
-  for (const count of counts) known.add(count.source);
-  if (!known.has(source)) throw unknownName('subscription, automation or view', source, [...known].sort());
-}
+import { assertKnownSource, eventAt, getLetter, handlerRefusal, isView, leaderNote, letterId, openedLetters } from './dlq-shared.js';
 
 function statusOption(context: CommandContext): DeadLetterStatus | undefined {
   const value = stringOption(context.values, 'status');
@@ -113,13 +79,6 @@ Options:
   },
 };
 
-async function eventAt(db: CliDatabase, position: number): Promise<Recorded | undefined> {
-  for await (const event of db.store.readAll({ after: Math.max(0, position - 1), limit: 1, raw: true })) {
-    return event.position === position ? event : undefined;
-  }
-  return undefined;
-}
-
 const show: CommandSpec = {
   name: 'dlq show',
   summary: 'one dead letter: every attempt, its payload and its event',
@@ -172,28 +131,6 @@ Options:
     return ExitCode.Ok;
   },
 };
-
-/** Letters of subscriptions and views (stage 'handler') are not picked up by anything: say so instead of marking them. */
-function handlerRefusal(source: string, count: number, isView: boolean): CliError {
-  const replay = isView ? `rebuild the view (\`eskit view rebuild ${source}\`)` : `replay with \`eskit subscription reset ${source} --to <position before the event>\``;
-  return new CliError(
-    `${plural(count, 'dead letter')} of "${source}" failed in a subscription's or view's handler, and only automations run redrives: nothing would pick ${count === 1 ? 'it' : 'them'} up`,
-    {
-      hint: `Fix the cause, then ${replay} and discard the letters; or pass --force to mark them anyway.`,
-    },
-  );
-}
-
-async function isView(db: CliDatabase, name: string): Promise<boolean> {
-  return (await db.admin.views()).some((view) => view.name === name);
-}
-
-async function leaderNote(db: CliDatabase, source: string): Promise<string> {
-  const lease = (await db.admin.locks()).find((row) => row.name === source);
-  if (lease === undefined) return `No leader election seen for "${source}": a node running it picks the redrive up at its next poll.\n`;
-  if (!lease.held) return `Note: no node leads "${source}" right now; the redrive runs once one does.\n`;
-  return `"${source}" is led by ${describeHolder(lease)}, which picks the redrive up at its next poll.\n`;
-}
 
 const retry: CommandSpec = {
   name: 'dlq retry',

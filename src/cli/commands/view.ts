@@ -1,35 +1,12 @@
 import { isEskitError } from '../../core/errors.js';
-import type { EventShape } from '../../core/event.js';
-import type { RebuildableView } from '../config.js';
-import type { EskitConfigContext } from '../config.js';
 import { loadConfig } from '../config-loader.js';
-import type { AdapterStore } from '../database.js';
+import { loadConfigViews } from '../config-views.js';
 import { CliError, ExitCode, unknownName } from '../errors.js';
 import type { CommandSpec } from '../command.js';
 import { flag, integerOption, stringOption } from '../command.js';
 import { duration, json } from '../format.js';
 import { ProgressBar } from '../progress.js';
 import { OPERATIONS_GUIDE } from '../docs.js';
-
-function checkViews(views: unknown, path: string): RebuildableView[] {
-  if (!Array.isArray(views) || views.some((view) => typeof (view as RebuildableView | null)?.name !== 'string' || typeof (view as RebuildableView).rebuild !== 'function')) {
-    throw new CliError(`views() in the config ${path} must return an array of views (SqlView)`, { hint: `See ${OPERATIONS_GUIDE}.` });
-  }
-  return views as RebuildableView[];
-}
-
-/**
- * The context a config's views are built on: the CLI's store and the SQL views of its database. The
- * adapter is loaded here, through its entry, only for the database the CLI opened.
- */
-async function viewContext(adapter: AdapterStore<EventShape>, logger: EskitConfigContext['logger']): Promise<EskitConfigContext> {
-  if (adapter.backend === 'sqlite') {
-    const { SqliteViews } = await import('../../sqlite/index.js');
-    return { ...adapter, views: new SqliteViews({ store: adapter.store }), logger } as EskitConfigContext;
-  }
-  const { PostgresViews } = await import('../../postgres/index.js');
-  return { ...adapter, views: new PostgresViews({ store: adapter.store }), logger } as EskitConfigContext;
-}
 
 const rebuild: CommandSpec = {
   name: 'view rebuild',
@@ -65,14 +42,7 @@ Options:
     const { path, config } = await loadConfig(stringOption(context.values, 'config'), context.cwd);
     if (config.views === undefined) throw new CliError(`the config ${path} defines no views`, { hint: `Add views: (context) => [...] to it (see ${OPERATIONS_GUIDE}).` });
     const db = await context.open({ registry: config.registry });
-    const configContext = await viewContext(db.adapter, context.logger);
-    let views: RebuildableView[];
-    try {
-      views = checkViews(await config.views(configContext), path);
-    } catch (error) {
-      if (error instanceof CliError) throw error;
-      throw new CliError(`views() in the config ${path} threw: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
-    }
+    const views = await loadConfigViews({ path, config }, db, context.logger);
     const view = views.find((candidate) => candidate.name === name);
     if (view === undefined) throw unknownName('view', name, views.map((candidate) => candidate.name), `The views come from ${path}.`);
     const bar = new ProgressBar(context.io.stderr, `rebuilding ${name}`);
