@@ -414,6 +414,7 @@ function renderRunners(state) {
     updateRunnerRow(row, state.entries.find((entry) => entry.name === name)),
   );
   $('runners-empty').hidden = state.entries.length > 0;
+  $('runners').hidden = state.entries.length === 0;
 }
 
 function runnerDetail(entry) {
@@ -594,6 +595,8 @@ async function openLetter(id, { quiet = false } = {}) {
     if (ui.openLetter !== id) return;
     panel.dataset.status = 'gone';
     const gone = error instanceof HttpError && error.status === 404;
+    // A letter that is gone stays gone: no more refreshes of it.
+    if (gone) ui.openLetter = null;
     fill(panel, close, el('p', { class: gone ? 'hint' : 'error-text' }, gone ? 'This letter is gone: its retry succeeded, or it was discarded.' : `Could not open the letter: ${error.message}`));
   }
 }
@@ -724,7 +727,7 @@ function viewer(title, ...content) {
   return panel;
 }
 
-async function showStream(streamId, from = 0) {
+async function showStream(streamId, from = 1) {
   const seq = ++ui.viewerSeq;
   const panel = viewer(`Stream ${streamId}`, el('p', { class: 'hint' }, 'Loading…'));
   panel.dataset.view = 'stream';
@@ -772,6 +775,7 @@ function renderViews(state) {
   const keys = [...names].sort();
   keyedRows($('views').tBodies[0], ui.viewRows, keys, createViewRow, (row, name) => updateViewRow(row, name, state));
   $('views-empty').hidden = keys.length > 0;
+  $('views').hidden = keys.length === 0;
 }
 
 function createViewRow(name) {
@@ -845,6 +849,7 @@ function onActions(entries) {
     ),
   );
   $('actions-empty').hidden = ui.actions.length > 0;
+  $('action-log').hidden = ui.actions.length === 0;
 }
 
 // ---- start ---------------------------------------------------------------------------------------
