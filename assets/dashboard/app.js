@@ -80,6 +80,7 @@ function clip(text, max) {
 
 const number = new Intl.NumberFormat('en-US');
 const fmt = (n) => (n === null || n === undefined ? '—' : number.format(n));
+const count = (n, one, many = `${one}s`) => `${fmt(n)} ${n === 1 ? one : many}`;
 
 function age(ms) {
   if (ms === null || ms === undefined) return '—';
@@ -124,6 +125,7 @@ const ui = {
   actionKeys: new Set(),
   letterSource: '',
   letterSignature: null,
+  sourcesSignature: null,
   openLetter: null,
   letterSeq: 0,
   viewerSeq: 0,
@@ -477,6 +479,10 @@ function runnerDetail(entry) {
 // ---- dead letters --------------------------------------------------------------------------------
 
 function renderLetterSources(state) {
+  // Built again only when the counts change: a button replaced under the pointer loses its click.
+  const signature = json([state.deadLetters, state.readOnly]);
+  if (signature === ui.sourcesSignature) return;
+  ui.sourcesSignature = signature;
   const { total, bySource } = state.deadLetters;
   setText($('letters-total'), total > 0 ? `(${fmt(total)})` : '');
   const tbody = $('letter-sources').tBodies[0];
@@ -607,7 +613,7 @@ function pair(label, value) {
 
 async function retryLetter(id) {
   const result = await act('Retry', `api/dead-letters/${encodeURIComponent(id)}/retry`, {}, { forceable: true });
-  if (result) notice(`Marked ${fmt(result.marked)} for retry. ${result.note ?? ''}`);
+  if (result) notice(`Marked ${count(result.marked, 'letter')} for retry. ${result.note ?? ''}`);
   void loadLetters();
   if (ui.openLetter === id) void openLetter(id, { quiet: true });
 }
@@ -615,7 +621,7 @@ async function retryLetter(id) {
 async function discardLetter(id) {
   if (!confirm('Discard this dead letter for good? Its event will not be handled again.')) return;
   const result = await act('Discard', `api/dead-letters/${encodeURIComponent(id)}/discard`, {});
-  if (result) notice(`Discarded ${fmt(result.removed)} letter.`);
+  if (result) notice(`Discarded ${count(result.removed, 'letter')}.`);
   void loadLetters();
   if (ui.openLetter === id) void openLetter(id, { quiet: true });
 }
@@ -626,18 +632,18 @@ function sourceCounts(source) {
 
 async function redriveAll(source) {
   const { dead } = sourceCounts(source);
-  if (!confirm(`Redrive all ${fmt(dead)} dead letters of "${source}"? Its leading node runs them again.`)) return;
+  if (!confirm(`Redrive all ${count(dead, 'dead letter')} of "${source}"? Its leading node runs them again.`)) return;
   const result = await act('Redrive all', 'api/dead-letters/redrive', { source }, { forceable: true });
-  if (result) notice(`Marked ${fmt(result.marked)} letters of ${source} for redrive. ${result.note ?? ''}`);
+  if (result) notice(`Marked ${count(result.marked, 'letter')} of ${source} for redrive. ${result.note ?? ''}`);
   void loadLetters();
 }
 
 async function discardAll(source) {
   const { dead, redrive } = sourceCounts(source);
   const expected = dead + redrive;
-  if (!confirm(`Discard all ${fmt(expected)} dead letters of "${source}" for good? This cannot be undone.`)) return;
+  if (!confirm(`Discard all ${count(expected, 'dead letter')} of "${source}" for good? This cannot be undone.`)) return;
   const result = await act('Discard all', 'api/dead-letters/discard', { source, expected });
-  if (result) notice(`Discarded ${fmt(result.removed)} letters of ${source}.`);
+  if (result) notice(`Discarded ${count(result.removed, 'letter')} of ${source}.`);
   void loadLetters();
 }
 
@@ -738,7 +744,7 @@ async function showStream(streamId, from = 1) {
     const last = body.events[body.events.length - 1];
     viewer(
       `Stream ${body.streamId}`,
-      el('p', { class: 'hint' }, `Version ${fmt(body.version)}${body.archived ? ' · archived (read from the archive)' : ''} · ${body.events.length} event(s) from version ${fmt(from)}`),
+      el('p', { class: 'hint' }, `Version ${fmt(body.version)}${body.archived ? ' · archived (read from the archive)' : ''} · ${count(body.events.length, 'event')} from version ${fmt(from)}`),
       body.events.length === 0 ? el('p', { class: 'empty' }, 'No events.') : body.events.map(eventBlock),
       last && body.events.length === 100 ? button('Next page', 'next-page', () => showStream(streamId, last.streamVersion + 1), { act: false }) : null,
     ).dataset.view = 'stream';
