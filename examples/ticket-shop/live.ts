@@ -24,6 +24,8 @@ export const ORDER_RATE = 4;
 export const LEADER_STOP_EVERY_MS = 45_000;
 /** From Mallory's first dead letter to the mail server creating her mailbox. */
 export const MAILBOX_AFTER_MS = 20_000;
+/** The status rows of nodes not heard from for this long are removed at the next stop of a leader. */
+const PRUNE_NODES_AFTER_MS = 180_000;
 
 /** One entry of the dashboard's action log, as far as the demo reads it. */
 export interface DashboardAction {
@@ -87,12 +89,7 @@ export async function runLive(config: DemoConfig, options: LiveOptions): Promise
       `${options.workers} worker processes run the sales view and the mailer${partitions === undefined ? '' : ` (in ${partitions} partitions)`} under leader election; ` +
         `this process places ${ORDER_RATE} orders a second until Ctrl-C.\n`,
     );
-    for (let i = 0; i < options.workers; i++) pool.start();
-    await until(() => pool.settled(), 'the workers to start and elect leaders', failure, 60_000);
-
-    shop = runLiveShop({ store: backend.eskit.store, perSecond: ORDER_RATE, signal: shopping.signal, onOrder: (now) => Object.assign(tally, now) });
-    shop.catch((error: unknown) => fail(error instanceof Error ? error : new Error(String(error))));
-
+    // The dashboard first: a port in use stops the demo before any worker started.
     const story = new DeadLetterStory(backend, log);
     letter = story;
     dashboard = await options.openDashboard({
@@ -102,13 +99,19 @@ export async function runLive(config: DemoConfig, options: LiveOptions): Promise
       port: options.port,
       onAction: (entry) => story.onAction(entry),
     });
+    for (let i = 0; i < options.workers; i++) pool.start();
+    await until(() => pool.settled(), 'the workers to start and elect leaders', failure, 60_000);
+
+    shop = runLiveShop({ store: backend.eskit.store, perSecond: ORDER_RATE, signal: shopping.signal, onOrder: (now) => Object.assign(tally, now) });
+    shop.catch((error: unknown) => fail(error instanceof Error ? error : new Error(String(error))));
+
     const url = new URL(dashboard.url);
     if (dashboard.token !== undefined) url.hash = `token=${dashboard.token}`;
     options.log(`Dashboard  ${url.href}`);
     options.log('           (open it in a browser; the token in the link lets the page retry dead letters)');
-    options.log(`  1. Events flowing: in Runners, "${SALES_VIEW}" and "${MAILER}" handle about ${ORDER_RATE + 1} events a second; their lag stays near 0.`);
-    options.log(`  2. A leader hand-over: every ${LEADER_STOP_EVERY_MS / 1000} s the demo stops the leading worker (SIGTERM, the next time SIGKILL) and starts a fresh one; the leader and its fencing token change.`);
-    options.log(`  3. A dead letter: ${MALLORY.email} has no mailbox; ${MAILBOX_AFTER_MS / 1000} s after her mail fails the server creates it: open the letter in Dead letters and press Retry.`);
+    options.log(`  1. Events flowing: "${SALES_VIEW}" and "${MAILER}" handle about ${ORDER_RATE + 1} events a second (EVENTS/S, with a sparkline); their LAG stays near 0.`);
+    options.log(`  2. A leader hand-over: every ${LEADER_STOP_EVERY_MS / 1000} s the demo stops the leading worker (SIGTERM, the next time SIGKILL) and starts a fresh one: LEADER and TOKEN change.`);
+    options.log(`  3. A dead letter: ${MALLORY.email} has no mailbox, so her confirmation lands in Dead letters; ${MAILBOX_AFTER_MS / 1000} s later the mail server creates it: press Retry.`);
     options.log('Ctrl-C stops everything.\n');
 
     let stops = 0;
@@ -131,6 +134,9 @@ export async function runLive(config: DemoConfig, options: LiveOptions): Promise
       pool.stop(worker, signal);
       const fresh = pool.start();
       log(`  starting worker ${fresh.index}`);
+      // The status rows of workers gone for 3 minutes leave the page. Runners prune rows an hour old
+      // when they start; here a worker comes and goes every 45 s, so their list would grow long.
+      backend.eskit.admin.runners.prune(PRUNE_NODES_AFTER_MS).catch(() => undefined);
       nextStopAt = Date.now() + LEADER_STOP_EVERY_MS;
     };
 
@@ -179,8 +185,10 @@ export async function runLive(config: DemoConfig, options: LiveOptions): Promise
 function statusLines(tally: ShopTally, progress: Progress, retried: number, leaders: string, nextStopMs: number, stops: number): string[] {
   const { head, viewAt, mails, deadLetters } = progress;
   return [
-    `  orders   ${tally.placed} placed: ${tally.bought} bought, ${tally.refunded} refunded    view at event ${viewAt}/${head}    mails ${mails} sent, ${retried} retried, ${deadLetters} dead-lettered`,
-    `  leaders  ${leaders}    next leader stop in ${Math.ceil(nextStopMs / 1000)} s (${stops % 2 === 0 ? 'SIGTERM' : 'SIGKILL'})`,
+    `  orders   ${tally.placed} placed (${tally.bought} bought, ${tally.refunded} refunded)    view at event ${viewAt}/${head}`,
+    `  mails    ${mails} sent, ${retried} busy answers retried, ${deadLetters} dead-lettered`,
+    `  leaders  ${leaders}`,
+    `           the next stop of a leader in ${Math.ceil(nextStopMs / 1000)} s (${stops % 2 === 0 ? 'SIGTERM' : 'SIGKILL'})`,
   ];
 }
 
