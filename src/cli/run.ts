@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import type { Logger } from '../core/logger.js';
 import type { CommandContext, CommandSpec, OptionSpec, OptionValues } from './command.js';
 import { stringOption } from './command.js';
+import { dashboard } from './commands/dashboard.js';
 import { dlqCommands } from './commands/dlq.js';
 import { eventCommands } from './commands/events.js';
 import { migrate } from './commands/migrate.js';
@@ -22,7 +23,7 @@ export type { CliIO, CliOutput } from './io.js';
 export { ExitCode } from './errors.js';
 
 /** Every command, in the order `eskit --help` lists them. */
-export const COMMANDS: readonly CommandSpec[] = [migrate, status, ...dlqCommands, ...eventCommands, ...streamCommands, ...subjectCommands, ...subscriptionCommands, ...viewCommands];
+export const COMMANDS: readonly CommandSpec[] = [migrate, status, dashboard, ...dlqCommands, ...eventCommands, ...streamCommands, ...subjectCommands, ...subscriptionCommands, ...viewCommands];
 
 const GROUPS = [...new Set(COMMANDS.filter((spec) => spec.name.includes(' ')).map((spec) => spec.name.split(' ')[0] as string))];
 

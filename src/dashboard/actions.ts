@@ -1,0 +1,227 @@
+// Actions (DESIGN "HTTP API", POST routes): dead letters retried, discarded, redriven by source,
+// discarded by source with the count the person confirmed; views rebuilt. Every attempt goes into the
+// action log, also those the guard refused.
+import type { IncomingMessage } from 'node:http';
+import { assertKnownSource, handlerRefusal, isLetterId, isView, leaderNote, openedLetters } from '../cli/commands/dlq-shared.js';
+import type { RebuildableView } from '../cli/config.js';
+import { CliError, messageOf } from '../cli/errors.js';
+import { plural } from '../cli/format.js';
+import type { Logger } from '../core/logger.js';
+import type { DashboardContext } from './context.js';
+import { booleanField, HttpError, readJsonBody, stringField } from './http.js';
+import type { ActionLogEntry, RebuildView } from './types.js';
+
+/** How many log entries are kept (and sent to a page on connect). */
+const LOG_SIZE = 100;
+const FORCE = 'send force: true';
+
+export class ActionLog {
+  readonly #entries: ActionLogEntry[] = [];
+  #count = 0;
+
+  constructor(private readonly options: { logger: Logger; onAction?: ((entry: ActionLogEntry) => void) | undefined; publish: (entry: ActionLogEntry) => void }) {}
+
+  get count(): number {
+    return this.#count;
+  }
+
+  recent(): ActionLogEntry[] {
+    return [...this.#entries];
+  }
+
+  record(req: IncomingMessage, action: string, target: string, outcome: ActionLogEntry['outcome'], detail: string): void {
+    const header = req.headers['x-eskit-operator'];
+    // eslint-disable-next-line no-control-regex -- a name is one line of text
+    const operator = (Array.isArray(header) ? header[0] : header)?.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, 64);
+    const entry: ActionLogEntry = {
+      at: new Date().toISOString(),
+      action,
+      target,
+      outcome,
+      detail,
+      who: { address: req.socket.remoteAddress ?? 'unknown', operator: operator === undefined || operator === '' ? null : operator },
+    };
+    this.#count += 1;
+    this.#entries.push(entry);
+    if (this.#entries.length > LOG_SIZE) this.#entries.shift();
+    this.options.logger.info({ action: entry }, `dashboard action ${action}${target === '' ? '' : ` ${target}`}: ${outcome} (${detail})`);
+    try {
+      this.options.onAction?.(entry);
+    } catch (error) {
+      this.options.logger.error({ err: error }, 'dashboard: onAction threw');
+    }
+    this.options.publish(entry);
+  }
+}
+
+/** The rebuilds started from this dashboard: the last per view, its progress, and a way to stop them all. */
+export class Rebuilds {
+  readonly #views: ReadonlyMap<string, RebuildableView>;
+  readonly #last = new Map<string, RebuildView>();
+  readonly #running = new Map<string, { controller: AbortController; done: Promise<void> }>();
+
+  constructor(
+    views: readonly RebuildableView[],
+    private readonly options: { scrub: (text: string) => string; onEnd: () => void },
+  ) {
+    this.#views = new Map(views.map((view) => [view.name, view]));
+  }
+
+  names(): string[] {
+    return [...this.#views.keys()].sort();
+  }
+
+  list(): RebuildView[] {
+    return [...this.#last.values()].map((rebuild) => ({ ...rebuild }));
+  }
+
+  start(name: string, fresh: boolean): void {
+    const view = this.#views.get(name);
+    if (view === undefined) {
+      const known = this.names();
+      throw new HttpError(404, `no view "${name}" in the config (${known.length === 0 ? 'it has none' : `it has: ${known.join(', ')}`})`, 'Start the dashboard with --config <file> naming the view.');
+    }
+    if (this.#running.has(name)) throw new HttpError(409, `a rebuild of "${name}" runs already`, 'Wait for it to end (its progress bar).');
+    const rebuild: RebuildView = { view: name, state: 'running', done: 0, total: 0, startedAt: new Date().toISOString(), finishedAt: null, error: null, result: null };
+    this.#last.set(name, rebuild);
+    const controller = new AbortController();
+    const done = view
+      .rebuild({ fresh, signal: controller.signal, onProgress: ({ done: count, total }) => Object.assign(rebuild, { done: count, total }) })
+      .then(
+        (result) => Object.assign(rebuild, { state: 'done', done: result.events, total: Math.max(rebuild.total, result.events), result: { events: result.events, position: result.position, generation: result.generation } }),
+        (error: unknown) => Object.assign(rebuild, { state: 'failed', error: this.options.scrub(controller.signal.aborted ? 'stopped: the dashboard was closed' : messageOf(error)) }),
+      )
+      .then(() => {
+        rebuild.finishedAt = new Date().toISOString();
+        this.#running.delete(name);
+        this.options.onEnd();
+      });
+    this.#running.set(name, { controller, done });
+  }
+
+  /** Stops the running rebuilds (their shadow tables are dropped) and waits for them. */
+  async close(): Promise<void> {
+    const running = [...this.#running.values()];
+    for (const { controller } of running) controller.abort();
+    await Promise.all(running.map(({ done }) => done));
+  }
+}
+
+/** What an action route answers: its status and body, and a few words for the log. */
+interface Done {
+  status: number;
+  body: unknown;
+  detail: string;
+}
+
+/** Which action a request is, from its method and path (also for requests the guard refused). */
+export function describeAction(method: string, path: string): { action: string; target: string } {
+  const letter = /^\/api\/dead-letters\/([^/]+)\/(retry|discard)$/.exec(path);
+  if (method === 'POST' && letter) return { action: letter[2] as string, target: safeDecode(letter[1] as string) };
+  if (method === 'POST' && path === '/api/dead-letters/redrive') return { action: 'redrive', target: '' };
+  if (method === 'POST' && path === '/api/dead-letters/discard') return { action: 'discard-all', target: '' };
+  const view = /^\/api\/views\/([^/]+)\/rebuild$/.exec(path);
+  if (method === 'POST' && view) return { action: 'rebuild', target: safeDecode(view[1] as string) };
+  return { action: `${method} ${path.slice(0, 200)}`, target: '' };
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
+function letterIdOf(text: string): string {
+  if (!isLetterId(text)) throw new HttpError(404, `no dead letter ${text}`, 'Dead letter ids are UUIDs.');
+  return text.toLowerCase();
+}
+
+/** A handler-stage refusal of the CLI, as a 409 in the same words. */
+function conflict(error: CliError): HttpError {
+  return new HttpError(409, error.message, error.hint);
+}
+
+async function retry(context: DashboardContext, id: string, body: Record<string, unknown>): Promise<Done> {
+  const force = booleanField(body, 'force');
+  const { db } = context;
+  const letter = await openedLetters(db).get(id);
+  if (letter === undefined) throw new HttpError(404, `no dead letter ${id}`, 'It may have been redriven successfully or discarded.');
+  if (letter.status === 'redrive') {
+    return { status: 200, body: { marked: 0, note: `Dead letter ${id} is already marked for redrive. ${(await leaderNote(db, letter.source)).trim()}` }, detail: 'already marked' };
+  }
+  if (letter.stage === 'handler' && !force) throw conflict(handlerRefusal(letter.source, 1, await isView(db, letter.source), FORCE));
+  const marked = await db.deadLetters.redrive({ id });
+  if (marked === 0) throw new HttpError(409, `dead letter ${id} changed while it was being marked`, 'Look at it again.');
+  const note = (await leaderNote(db, letter.source)).trim();
+  return { status: 200, body: { marked, note }, detail: `marked for redrive (source ${letter.source}${force ? ', forced' : ''})` };
+}
+
+async function discard(context: DashboardContext, id: string): Promise<Done> {
+  const removed = await context.db.deadLetters.discard({ id });
+  if (removed === 0) throw new HttpError(404, `no dead letter ${id}`, 'It was settled or discarded meanwhile.');
+  return { status: 200, body: { removed }, detail: 'discarded' };
+}
+
+async function knownSource(context: DashboardContext, source: string): Promise<void> {
+  try {
+    await assertKnownSource(context.db, source);
+  } catch (error) {
+    if (error instanceof CliError) throw new HttpError(404, error.message, error.hint);
+    throw error;
+  }
+}
+
+async function redrive(context: DashboardContext, body: Record<string, unknown>): Promise<Done> {
+  const source = stringField(body, 'source');
+  const force = booleanField(body, 'force');
+  const { db } = context;
+  await knownSource(context, source);
+  const counts = (await db.admin.deadLetterCounts()).filter((count) => count.status === 'dead' && count.source === source);
+  if (counts.length === 0) return { status: 200, body: { marked: 0, note: `No dead letters to redrive for "${source}".` }, detail: 'nothing to redrive' };
+  const handlerLetters = counts.filter((count) => count.stage === 'handler').reduce((sum, count) => sum + count.count, 0);
+  if (handlerLetters > 0 && !force) throw conflict(handlerRefusal(source, handlerLetters, await isView(db, source), FORCE));
+  const marked = await db.deadLetters.redrive({ source });
+  const note = (await leaderNote(db, source)).trim();
+  return { status: 200, body: { marked, note }, detail: `marked ${plural(marked, 'dead letter')} for redrive${force ? ' (forced)' : ''}` };
+}
+
+async function discardAll(context: DashboardContext, body: Record<string, unknown>): Promise<Done> {
+  const source = stringField(body, 'source');
+  const expected = body.expected;
+  if (typeof expected !== 'number' || !Number.isSafeInteger(expected) || expected < 0) throw new HttpError(400, '"expected" must be the number of letters you confirmed');
+  await knownSource(context, source);
+  const count = await context.db.deadLetters.count({ source });
+  if (count !== expected) {
+    throw new HttpError(409, `"${source}" has ${plural(count, 'dead letter')}, not ${expected}`, 'The list changed: look again and confirm the new count.');
+  }
+  const removed = count === 0 ? 0 : await context.db.deadLetters.discard({ source });
+  return { status: 200, body: { removed }, detail: `discarded ${plural(removed, 'dead letter')}` };
+}
+
+/**
+ * Runs the action `attempt` names (describeAction; the guard let it through); 404 for a path that is
+ * none. A source given in the body becomes the attempt's target as soon as it is read (for the log).
+ */
+export async function runAction(context: DashboardContext, req: IncomingMessage, method: string, path: string, attempt: { action: string; target: string }): Promise<Done> {
+  if (method !== 'POST') throw new HttpError(405, `${method} is not used here`, undefined, { Allow: 'GET, HEAD, POST' });
+  const body = await readJsonBody(req);
+  const { action, target } = attempt;
+  if ((action === 'redrive' || action === 'discard-all') && typeof body.source === 'string') attempt.target = body.source.slice(0, 200);
+  switch (action) {
+    case 'retry':
+      return retry(context, letterIdOf(target), body);
+    case 'discard':
+      return discard(context, letterIdOf(target));
+    case 'redrive':
+      return redrive(context, body);
+    case 'discard-all':
+      return discardAll(context, body);
+    case 'rebuild':
+      context.rebuilds.start(target, booleanField(body, 'fresh'));
+      return { status: 202, body: { started: true }, detail: `rebuild started${booleanField(body, 'fresh') ? ' (fresh)' : ''}` };
+    default:
+      throw new HttpError(404, `no action at ${path}`);
+  }
+}

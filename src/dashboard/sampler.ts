@@ -1,0 +1,212 @@
+// The per-interval sample: the database is read once per interval (never per page), whatever number
+// of pages are connected. A tick is skipped while the previous one still runs; an error is kept in
+// the state (the last good sample stays) and sampling goes on.
+import { collectStatus, isLive } from '../cli/commands/status-report.js';
+import type { NodeEntry, StatusEntry } from '../cli/commands/status-report.js';
+import type { CliDatabase } from '../cli/database.js';
+import { messageOf } from '../cli/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { LogTail } from './tail.js';
+import type { DashboardEntry, DashboardState, DashboardWork, EventView, ViewTable } from './types.js';
+
+/** What a sample holds; the dashboard adds what it keeps itself (rebuilds, the action log). */
+export type SampledState = Pick<DashboardState, 'at' | 'database' | 'backend' | 'schemaVersion' | 'head' | 'entries' | 'deadLetters' | 'error'>;
+
+/** Every how many samples the views' row counts are read again. */
+const VIEW_TABLES_EVERY = 10;
+
+export interface SamplerOptions {
+  intervalMs: number;
+  historySamples: number;
+  logger: Logger;
+  tail: LogTail;
+  /** Hides secrets (the database password) in error texts. */
+  scrub: (text: string) => string;
+  /** After each sample: the state, and the events appended since the last one. */
+  onSample: (state: SampledState, events: EventView[]) => void;
+}
+
+interface Previous {
+  position: number;
+  at: number;
+}
+
+function lastHandledAgeMs(nodes: readonly NodeEntry[]): number | null {
+  const ages = nodes.filter(isLive).flatMap((node) => (node.lastEvent === null ? [] : [node.lastEvent.ageMs]));
+  return ages.length === 0 ? null : Math.min(...ages);
+}
+
+function summedWork(nodes: readonly NodeEntry[]): DashboardWork | null {
+  const works = nodes.filter(isLive).flatMap((node) => (node.work === null ? [] : [node.work]));
+  if (works.length === 0) return null;
+  const sum = (key: 'pending' | 'running' | 'retrying' | 'hung'): number => works.reduce((total, work) => total + work[key], 0);
+  const oldest = works.flatMap((work) => (work.oldestPendingMs === null ? [] : [work.oldestPendingMs]));
+  return { pending: sum('pending'), running: sum('running'), retrying: sum('retrying'), hung: sum('hung'), oldestPendingMs: oldest.length === 0 ? null : Math.max(...oldest) };
+}
+
+export class Sampler {
+  readonly #db: CliDatabase;
+  readonly #options: SamplerOptions;
+  #state: SampledState;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+  #count = 0;
+  #failing = false;
+  readonly #previous = new Map<string, Previous>();
+  readonly #history = new Map<string, number[]>();
+  readonly #viewTables = new Map<string, ViewTable[]>();
+
+  constructor(db: CliDatabase, options: SamplerOptions) {
+    this.#db = db;
+    this.#options = options;
+    this.#state = {
+      at: new Date().toISOString(),
+      database: db.target.display,
+      backend: db.target.kind,
+      schemaVersion: db.schema.version,
+      head: 0,
+      entries: [],
+      deadLetters: { total: 0, bySource: [] },
+      error: null,
+    };
+  }
+
+  get state(): SampledState {
+    return this.#state;
+  }
+
+  /** Samples now, then every intervalMs. */
+  start(): void {
+    this.kick();
+    this.#timer = setInterval(() => {
+      if (this.#running === undefined) this.kick();
+    }, this.#options.intervalMs);
+  }
+
+  /** Samples as soon as possible: now, or once more when the running sample ends (after an action). */
+  kick(): void {
+    if (this.#stopped) return;
+    if (this.#running !== undefined) {
+      this.#again = true;
+      return;
+    }
+    this.#running = this.#sample().finally(() => {
+      this.#running = undefined;
+      if (this.#again) {
+        this.#again = false;
+        this.kick();
+      }
+    });
+  }
+
+  /** Stops the timer and waits for a sample that runs, for `waitMs` at most (a database that hangs must not hold up a close). */
+  async stop(waitMs = 2000): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    this.#again = false;
+    if (this.#running === undefined) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#running, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs).unref()))]);
+    clearTimeout(timer);
+  }
+
+  async #sample(): Promise<void> {
+    const errors: string[] = [];
+    try {
+      await this.#status();
+    } catch (error) {
+      errors.push(messageOf(error));
+    }
+    let events: EventView[] = [];
+    try {
+      events = await this.#options.tail.poll();
+    } catch (error) {
+      errors.push(`reading the log: ${messageOf(error)}`);
+    }
+    if (this.#stopped) return;
+    const error = errors.length === 0 ? null : this.#options.scrub(errors.join('; '));
+    if (error !== null && !this.#failing) this.#options.logger.warn({ error }, `dashboard: sampling the database failed: ${error}`);
+    if (error === null && this.#failing) this.#options.logger.info({}, 'dashboard: sampling the database works again');
+    this.#failing = error !== null;
+    this.#state = { ...this.#state, at: new Date().toISOString(), error };
+    try {
+      this.#options.onSample(this.#state, events);
+    } catch (listenerError) {
+      this.#options.logger.error({ err: listenerError }, 'dashboard: sending a sample failed');
+    }
+  }
+
+  async #status(): Promise<void> {
+    const [{ report }, counts] = await Promise.all([collectStatus(this.#db), this.#db.admin.deadLetterCounts()]);
+    const at = performance.now();
+    this.#count += 1;
+    if (this.#count % VIEW_TABLES_EVERY === 1) {
+      const views = report.entries.filter((entry) => entry.kind === 'view' && !entry.superseded).map((entry) => entry.name);
+      const tables = await Promise.all(views.map(async (name) => [name, await this.#db.admin.viewTables(name)] as const));
+      this.#viewTables.clear();
+      for (const [name, rows] of tables) this.#viewTables.set(name, rows.map(({ table, rows: count, capped }) => ({ table, rows: count, capped })));
+    }
+    const bySource = new Map<string, { source: string; dead: number; redrive: number }>();
+    let total = 0;
+    for (const count of counts) {
+      const entry = bySource.get(count.source) ?? { source: count.source, dead: 0, redrive: 0 };
+      if (count.status === 'redrive') entry.redrive += count.count;
+      else entry.dead += count.count;
+      bySource.set(count.source, entry);
+      total += count.count;
+    }
+    const seen = new Set<string>();
+    const entries = report.entries.map((entry) => this.#extend(entry, at, seen));
+    // Names gone from the database (a pruned runner) leave no history behind.
+    for (const key of [...this.#previous.keys()]) if (!seen.has(key)) this.#previous.delete(key);
+    for (const key of [...this.#history.keys()]) if (!seen.has(key)) this.#history.delete(key);
+    this.#state = {
+      ...this.#state,
+      schemaVersion: report.schemaVersion,
+      head: report.head,
+      entries,
+      deadLetters: { total, bySource: [...bySource.values()].sort((a, b) => (a.source < b.source ? -1 : a.source > b.source ? 1 : 0)) },
+    };
+  }
+
+  /** Events/s through a checkpoint since the last sample (0 the first time, and after a reset backwards). */
+  #rate(key: string, position: number | null, at: number, seen: Set<string>): number {
+    seen.add(key);
+    if (position === null) {
+      this.#previous.delete(key);
+      return 0;
+    }
+    const previous = this.#previous.get(key);
+    this.#previous.set(key, { position, at });
+    if (previous === undefined || at <= previous.at) return 0;
+    return Math.max(0, (position - previous.position) / ((at - previous.at) / 1000));
+  }
+
+  #extend(entry: StatusEntry, at: number, seen: Set<string>): DashboardEntry {
+    const key = `${entry.name}\u0000${entry.partitions?.count ?? ''}\u0000${entry.superseded ? 'old' : ''}`;
+    let rate: number;
+    let partitions: DashboardEntry['partitions'] = null;
+    if (entry.partitions !== null) {
+      const lanes = entry.partitions.entries.map((lane) => ({ ...lane, rate: this.#rate(`${key}\u0000${lane.name}`, lane.position, at, seen) }));
+      partitions = { ...entry.partitions, entries: lanes };
+      rate = lanes.reduce((sum, lane) => sum + lane.rate, 0);
+    } else {
+      rate = this.#rate(key, entry.position, at, seen);
+    }
+    rate = Math.round(rate * 100) / 100;
+    const history = [...(this.#history.get(key) ?? []), rate].slice(-this.#options.historySamples);
+    this.#history.set(key, history);
+    seen.add(key);
+    return {
+      ...entry,
+      partitions,
+      rate,
+      history,
+      lastHandledAgeMs: lastHandledAgeMs(entry.nodes),
+      work: summedWork(entry.nodes),
+      viewTables: entry.kind === 'view' ? (this.#viewTables.get(entry.name) ?? null) : null,
+    };
+  }
+}
