@@ -13,7 +13,8 @@ import { POSTGRES_URL } from '../support/postgres.js';
 import { cli } from '../cli/helpers.js';
 import type { Capture } from '../cli/helpers.js';
 import { createWorld } from '../cli/world.js';
-import type { World } from '../cli/world.js';
+import type { ShopEvent, World } from '../cli/world.js';
+import { Subscription } from '../../src/subscription/index.js';
 import { dashboardOn, openLive, openOn, send } from './world.js';
 import type { TestDashboard } from './world.js';
 
@@ -382,6 +383,29 @@ describe('dashboard server, whatever the backend', () => {
     } finally {
       await dashboard.close();
       await real.close();
+    }
+  });
+
+  it('a partitioned runner: one entry, each partition with its rate, the rate summed', async () => {
+    const test = await dashboardOn(world);
+    const lanes = new Subscription<ShopEvent>({ backend: world.eskit, name: 'lanes', partitions: 2, handler: () => undefined, logger: silentLogger, pollIntervalMs: 20, checkpointIntervalMs: 0 });
+    try {
+      await lanes.start();
+      const head = await world.store.headPosition();
+      await waitUntil(async () => (await state(test.port)).entries.find((entry) => entry.name === 'lanes')?.position === head, { timeoutMs: 10_000, message: 'the lanes to catch up' });
+      for (let index = 0; index < 6; index++) await world.store.append(`lane-${index}`, [{ type: 'ItemAdded', data: { sku: String(index) } }]);
+      const moved = await waitUntil(
+        async () => {
+          const entry = (await state(test.port)).entries.find((candidate) => candidate.name === 'lanes');
+          return entry?.partitions && entry.history.some((rate) => rate > 0) && entry.lag === 0 ? entry : undefined;
+        },
+        { timeoutMs: 10_000, message: 'a rate through the partitions' },
+      );
+      assert.equal(moved.partitions?.count, 2);
+      assert.deepEqual(moved.partitions?.entries.map((lane) => typeof lane.rate), ['number', 'number']);
+    } finally {
+      await lanes.stop();
+      await test.close();
     }
   });
 
