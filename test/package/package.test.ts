@@ -227,7 +227,7 @@ describe('the package, installed in a new project', { timeout: 240_000 }, () => 
     // A copy of what a fresh clone has, so that prepack builds there and not in the working tree.
     const source = join(root, 'eskit');
     await mkdir(source);
-    for (const entry of ['package.json', 'README.md', 'LICENSE', '.gitignore', '.npmignore', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'src', 'docs', 'scripts']) {
+    for (const entry of ['package.json', 'README.md', 'LICENSE', '.gitignore', '.npmignore', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'src', 'docs', 'scripts', 'assets']) {
       if (existsSync(join(REPO, entry))) await cp(join(REPO, entry), join(source, entry), { recursive: true });
     }
     await symlink(join(REPO, 'node_modules'), join(source, 'node_modules'), 'dir');
@@ -292,7 +292,7 @@ describe('the package, installed in a new project', { timeout: 240_000 }, () => 
   });
 
   it('ships the build, the sources its maps point at, the docs, and no tests', () => {
-    for (const file of ['package.json', 'README.md', 'bin/eskit.js', 'dist/index.js', 'dist/index.d.ts', 'dist/sqlite/index.js', 'dist/postgres/index.js', 'dist/cli/main.js', 'docs/operations.md']) {
+    for (const file of ['package.json', 'README.md', 'bin/eskit.js', 'dist/index.js', 'dist/index.d.ts', 'dist/sqlite/index.js', 'dist/postgres/index.js', 'dist/cli/main.js', 'docs/operations.md', 'assets/dashboard/index.html', 'assets/dashboard/app.js', 'assets/dashboard/app.css']) {
       assert.ok(packed.includes(file), `${file} is in the tarball`);
     }
     assert.deepEqual(packed.filter((file) => file.startsWith('test/') || file.includes('.test.')), [], 'no tests');
@@ -318,6 +318,43 @@ describe('the package, installed in a new project', { timeout: 240_000 }, () => 
 
     const status = ok(await run(process.execPath, ['node_modules/eskit/bin/eskit.js', 'status', '--db', 'sqlite:counter.db', '--json'], { cwd: sqliteApp }), 'eskit status');
     assert.equal((JSON.parse(status.stdout) as { head: number }).head, 2, 'the CLI reads the database without pg installed');
+  });
+
+  it('SQLite: eskit dashboard serves its page, script and state from the installed package', async () => {
+    const child = spawn(process.execPath, ['node_modules/eskit/bin/eskit.js', 'dashboard', '--db', 'sqlite:counter.db', '--port', '0'], {
+      cwd: sqliteApp,
+      env: childEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`eskit dashboard printed no URL within 30 s\n${output}`)), 30_000);
+        const seen = (chunk: string): void => {
+          output += chunk;
+          const found = /at (http:\/\/\S+\/) /.exec(output)?.[1];
+          if (found) {
+            clearTimeout(timer);
+            resolve(found);
+          }
+        };
+        child.stdout.setEncoding('utf8').on('data', seen);
+        child.stderr.setEncoding('utf8').on('data', seen);
+        void exited.then((code) => reject(new Error(`eskit dashboard exited (${code}) before serving\n${output}`)));
+      });
+      const page = await fetch(url);
+      assert.equal(page.status, 200);
+      assert.match(await page.text(), /<script type="module" src="[^"]*app\.js"/);
+      const script = await fetch(new URL('app.js', url));
+      assert.equal(script.status, 200, 'the page\'s script is found where the built server looks for it');
+      assert.match(script.headers.get('content-type') ?? '', /javascript/);
+      const state = (await (await fetch(new URL('api/state', url))).json()) as { head?: number; readOnly?: boolean };
+      assert.deepEqual([state.head, state.readOnly], [2, true]);
+    } finally {
+      child.kill('SIGINT');
+    }
+    assert.equal(await exited, 0, `eskit dashboard stops cleanly on Ctrl-C\n${output}`);
   });
 
   it('PostgreSQL: an automation and a CLI config compile under tsc --strict, and the automation runs its side effects', async () => {

@@ -4,17 +4,29 @@ import type { RebuildableView } from '../config.js';
 import type { EskitConfig } from '../config.js';
 import { CONFIG_NAMES, loadConfig } from '../config-loader.js';
 import { loadConfigViews } from '../config-views.js';
-import { CliError, ExitCode, UsageError } from '../errors.js';
-import type { CommandSpec } from '../command.js';
+import { CliError, errorLine, ExitCode, UsageError } from '../errors.js';
+import type { CommandContext, CommandSpec } from '../command.js';
 import { flag, integerOption, stringOption } from '../command.js';
 import { OPERATIONS_GUIDE } from '../docs.js';
 import { DEFAULT_HOST, DEFAULT_PORT, newToken, startDashboard } from '../../dashboard/index.js';
 import type { RunningDashboard } from '../../dashboard/index.js';
 
-/** The config when --config names one or the working directory has one; undefined otherwise (no views then). */
-async function optionalConfig(file: string | undefined, cwd: string): Promise<{ path: string; config: EskitConfig } | undefined> {
-  if (file === undefined && !CONFIG_NAMES.some((name) => existsSync(resolve(cwd, name)))) return undefined;
-  return loadConfig(file, cwd);
+/**
+ * The config when --config names one or the working directory has one; undefined otherwise (no views
+ * then). The dashboard needs a config only to rebuild views, so one it found by itself but cannot load
+ * (a .ts config without tsx, say) is a warning, not a reason to show nothing; one named by --config is
+ * an error.
+ */
+async function optionalConfig(file: string | undefined, context: CommandContext): Promise<{ path: string; config: EskitConfig } | undefined> {
+  if (file !== undefined) return loadConfig(file, context.cwd);
+  const found = CONFIG_NAMES.find((name) => existsSync(resolve(context.cwd, name)));
+  if (found === undefined) return undefined;
+  try {
+    return await loadConfig(undefined, context.cwd);
+  } catch (error) {
+    context.err(`eskit: warning: ${errorLine(error)}\neskit: warning: going on without ${found}: the dashboard shows everything but cannot rebuild views.\n`);
+    return undefined;
+  }
 }
 
 function untilAborted(signal: AbortSignal): Promise<void> {
@@ -61,7 +73,7 @@ Options:
     const intervalMs = integerOption(context.values, 'interval', { min: 1, default: 1000 }) as number;
     if (intervalMs < 50) throw new UsageError(`--interval must be at least 50 ms, got ${intervalMs}`);
     const allowActions = flag(context.values, 'allow-actions');
-    const loaded = await optionalConfig(stringOption(context.values, 'config'), context.cwd);
+    const loaded = await optionalConfig(stringOption(context.values, 'config'), context);
     const db = await context.open({ registry: loaded?.config.registry });
     const views: RebuildableView[] = loaded === undefined ? [] : await loadConfigViews(loaded, db, context.logger);
     const token = allowActions ? context.io.env.ESKIT_DASHBOARD_TOKEN || newToken() : undefined;
