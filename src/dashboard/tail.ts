@@ -53,7 +53,9 @@ export class LogTail {
       }
       if (read === 0) break;
     }
-    this.#after = Math.max(after, head);
+    // Where the reads got to, not the head: the log never lets a reader past an event that is still
+    // being committed, so an event below the head that was not readable yet comes with the next poll.
+    this.#after = after;
     if (fresh.length > 0) this.#recent = [...this.#recent, ...fresh].slice(-TAIL_BUFFER);
     return fresh.slice(-MAX_BEHIND);
   }
