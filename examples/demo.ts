@@ -12,13 +12,19 @@
 //   npm start -- --workers 3 --partitions 12    the mailer in 12 partitions shared out over the
 //                                               workers; a worker stops midway, its partitions move
 //   npm start -- --orders 1000 --json           more orders; a JSON summary as the last line
+//   npm start -- --dashboard                    keeps running (2 workers, orders trickling in, the leader
+//                                               stopped every 45 s) with eskit's dashboard open, until Ctrl-C
 import { parseArgs } from 'node:util';
+import { openDashboard } from '../src/cli/index.js';
 import { configFromEnv, UsageError } from './ticket-shop/backend.js';
 import { runCluster } from './ticket-shop/cluster.js';
+import { runLive } from './ticket-shop/live.js';
+import type { OpenDashboard } from './ticket-shop/live.js';
 import type { Report } from './ticket-shop/report.js';
 import { runSingle } from './ticket-shop/single.js';
 
 const HELP = `Usage: npm start -- [--workers N] [--partitions N] [--orders N] [--json]
+       npm start -- --dashboard [--workers N] [--partitions N] [--port N]
 
   --workers N     run the view and the mailer in N worker processes (2 to 16) under leader election,
                   stop the leader midway and show the handoff
@@ -26,6 +32,10 @@ const HELP = `Usage: npm start -- [--workers N] [--partitions N] [--orders N] [-
                   out over the workers (which worker leads which), and moving when one stops
   --orders N      how many orders the shoppers place (default 400)
   --json          print a JSON summary as the last line
+  --dashboard     keep running until Ctrl-C, with eskit's dashboard open (actions allowed): workers
+                  (default 2), orders trickling in, the leader stopped every 45 s and a fresh worker
+                  started, a dead letter to retry from the page
+  --port N        the dashboard's port on 127.0.0.1 (default 4300; 0: any free port)
 
 Environment:
   DATABASE_URL=postgres://...   run on PostgreSQL instead of SQLite
@@ -40,6 +50,10 @@ function positive(value: string | undefined, name: string, fallback: number, min
   return n;
 }
 
+/** Aborted by Ctrl-C in the --dashboard mode, whose normal end it is (the other modes exit at once). */
+const interrupted = new AbortController();
+let stopsGracefully = false;
+
 async function main(): Promise<number> {
   let args;
   try {
@@ -49,6 +63,8 @@ async function main(): Promise<number> {
         partitions: { type: 'string' },
         orders: { type: 'string' },
         json: { type: 'boolean', default: false },
+        dashboard: { type: 'boolean', default: false },
+        port: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -62,8 +78,10 @@ async function main(): Promise<number> {
     console.log(HELP);
     return 0;
   }
+  if (args.dashboard) return dashboard(args);
   let report: Report;
   try {
+    if (args.port !== undefined) throw new UsageError('--port is the dashboard\'s: use it with --dashboard');
     const config = configFromEnv();
     const orders = positive(args.orders, '--orders', 400, 10, 100_000);
     const workers = positive(args.workers, '--workers', 0, 2, 16);
@@ -83,9 +101,54 @@ async function main(): Promise<number> {
   return report.ok ? 0 : 1;
 }
 
+/** `--dashboard`: runs until Ctrl-C, then stops the workers and the dashboard and exits 0. */
+async function dashboard(args: { workers?: string; partitions?: string; orders?: string; json: boolean; port?: string }): Promise<number> {
+  try {
+    if (args.orders !== undefined) throw new UsageError('--orders does not go with --dashboard: the orders keep coming until Ctrl-C');
+    if (args.json) throw new UsageError('--json does not go with --dashboard: it runs until Ctrl-C, with no summary');
+    const config = configFromEnv();
+    const workers = positive(args.workers, '--workers', 2, 2, 16);
+    const partitions = args.partitions === undefined ? undefined : positive(args.partitions, '--partitions', 0, 2, 64);
+    const port = positive(args.port, '--port', 4300, 0, 65_535);
+    stopsGracefully = true;
+    return await runLive(config, {
+      workers,
+      partitions,
+      port,
+      tty: process.stdout.isTTY === true,
+      log: (line: string) => console.log(line),
+      signal: interrupted.signal,
+      openDashboard: openDemoDashboard,
+    });
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(error.message);
+      return 2;
+    }
+    console.error(`The demo failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    return 1;
+  }
+}
+
+/** eskit's dashboard on the demo's database: on 127.0.0.1, actions allowed (the token comes with the URL). */
+const openDemoDashboard: OpenDashboard = async ({ db, schema, config, port, onAction }) => {
+  try {
+    return await openDashboard({ db, schema, config, host: '127.0.0.1', port, allowActions: true, onAction });
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'EADDRINUSE') throw new UsageError(`Port ${port} is in use (another dashboard?): pass --port <another>, or --port 0 for any free one.`);
+    throw error;
+  }
+};
+
 // Ctrl-C: stop at once. The databases are crash-safe, and workers (which get the signal too) stop
-// gracefully on their own.
-process.once('SIGINT', () => {
+// gracefully on their own. With --dashboard, Ctrl-C is the normal end: it stops the workers and the
+// dashboard first (a second Ctrl-C stops at once).
+process.on('SIGINT', () => {
+  if (stopsGracefully && !interrupted.signal.aborted) {
+    process.stdout.write('\nStopping the workers and the dashboard (Ctrl-C again to stop at once).\n');
+    interrupted.abort();
+    return;
+  }
   process.stdout.write('\nInterrupted.\n');
   process.exit(130);
 });

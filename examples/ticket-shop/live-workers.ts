@@ -71,7 +71,11 @@ export class WorkerPool {
       child.once('exit', (code, signal) => {
         w.exit = { code, signal };
         this.#endLeads(w, 'lost');
-        if (w.stoppedWith === undefined && !this.#closing) this.options.fail(new Error(`worker ${index} exited unexpectedly (code ${String(code)}, signal ${String(signal)})`));
+        if (w.stoppedWith === undefined && !this.#closing) {
+          // Exit code 0: it was stopped from outside, gracefully (a signal to its process); otherwise it crashed.
+          if (code === 0) this.options.log(`  worker ${index} was stopped from outside`);
+          else this.options.fail(new Error(`worker ${index} exited unexpectedly (code ${String(code)}, signal ${String(signal)})`));
+        }
         resolve();
       }),
     );
@@ -112,9 +116,14 @@ export class WorkerPool {
     w.child.kill(signal);
   }
 
+  /** From now on the workers' exits are expected (Ctrl-C reaches them too), and nothing more is told. */
+  closing(): void {
+    this.#closing = true;
+  }
+
   /** Stops every worker (standbys first, so that none takes a lock over only to hand it back), gracefully. */
   async close(): Promise<void> {
-    this.#closing = true;
+    this.closing();
     const leading = new Set(this.leads.filter((l) => l.to === undefined).map((l) => l.worker));
     const stopAll = async (group: LiveWorker[]): Promise<void> => {
       for (const w of group) if (w.exit === undefined && w.stoppedWith !== 'SIGKILL') this.stop(w, 'SIGTERM');

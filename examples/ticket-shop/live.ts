@@ -81,8 +81,18 @@ export async function runLive(config: DemoConfig, options: LiveOptions): Promise
   const timers: NodeJS.Timeout[] = [];
   let dashboard: DemoDashboard | undefined;
   let shop: Promise<ShopTally> | undefined;
-  let letter: DeadLetterStory | undefined;
+  const story = new DeadLetterStory(backend, log);
   const tally: ShopTally = { placed: 0, bought: 0, refunded: 0, soldOut: 0 };
+  const { signal } = options;
+  // Ctrl-C reaches the workers too (the terminal signals the whole group): their exits are expected from now on.
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (): void => {
+      pool.closing();
+      resolve();
+    };
+    if (signal.aborted) stop();
+    else signal.addEventListener('abort', stop, { once: true });
+  });
   try {
     options.log(`eskit ticket-shop demo with the dashboard, on ${backend.label}`);
     options.log(
@@ -90,8 +100,6 @@ export async function runLive(config: DemoConfig, options: LiveOptions): Promise
         `this process places ${ORDER_RATE} orders a second until Ctrl-C.\n`,
     );
     // The dashboard first: a port in use stops the demo before any worker started.
-    const story = new DeadLetterStory(backend, log);
-    letter = story;
     dashboard = await options.openDashboard({
       db: config.kind === 'sqlite' ? `sqlite:${resolve(config.file)}` : config.url,
       schema: config.kind === 'postgres' ? config.schema : undefined,
@@ -100,19 +108,15 @@ export async function runLive(config: DemoConfig, options: LiveOptions): Promise
       onAction: (entry) => story.onAction(entry),
     });
     for (let i = 0; i < options.workers; i++) pool.start();
-    await until(() => pool.settled(), 'the workers to start and elect leaders', failure, 60_000);
-
-    shop = runLiveShop({ store: backend.eskit.store, perSecond: ORDER_RATE, signal: shopping.signal, onOrder: (now) => Object.assign(tally, now) });
-    shop.catch((error: unknown) => fail(error instanceof Error ? error : new Error(String(error))));
-
-    const url = new URL(dashboard.url);
-    if (dashboard.token !== undefined) url.hash = `token=${dashboard.token}`;
-    options.log(`Dashboard  ${url.href}`);
-    options.log('           (open it in a browser; the token in the link lets the page retry dead letters)');
-    options.log(`  1. Events flowing: "${SALES_VIEW}" and "${MAILER}" handle about ${ORDER_RATE + 1} events a second (EVENTS/S, with a sparkline); their LAG stays near 0.`);
-    options.log(`  2. A leader hand-over: every ${LEADER_STOP_EVERY_MS / 1000} s the demo stops the leading worker (SIGTERM, the next time SIGKILL) and starts a fresh one: LEADER and TOKEN change.`);
-    options.log(`  3. A dead letter: ${MALLORY.email} has no mailbox, so her confirmation lands in Dead letters; ${MAILBOX_AFTER_MS / 1000} s later the mail server creates it: press Retry.`);
-    options.log('Ctrl-C stops everything.\n');
+    await until(() => pool.settled() || signal.aborted, 'the workers to start and elect leaders', failure, 60_000);
+    // Ctrl-C while they started: straight to the stop.
+    if (!signal.aborted) {
+      shop = runLiveShop({ store: backend.eskit.store, perSecond: ORDER_RATE, signal: shopping.signal, onOrder: (now) => Object.assign(tally, now) });
+      shop.catch((error: unknown) => fail(error instanceof Error ? error : new Error(String(error))));
+      const url = new URL(dashboard.url);
+      if (dashboard.token !== undefined) url.hash = `token=${dashboard.token}`;
+      tell(options.log, url.href);
+    }
 
     let stops = 0;
     let nextStopAt = Date.now() + LEADER_STOP_EVERY_MS;
@@ -163,10 +167,10 @@ export async function runLive(config: DemoConfig, options: LiveOptions): Promise
       }, 250),
     );
 
-    await Promise.race([failure, new Promise((resolve) => options.signal.addEventListener('abort', resolve, { once: true }))]);
+    await Promise.race([failure, stopped]);
   } finally {
     timers.forEach(clearInterval);
-    letter?.stop();
+    story.stop();
     shopping.abort();
     await shop?.catch(() => undefined);
     await pool.close();
@@ -179,6 +183,16 @@ export async function runLive(config: DemoConfig, options: LiveOptions): Promise
   options.log(`\nStopped: ${tally.placed} orders placed (${tally.bought} bought, ${tally.refunded} refunded); ${pool.workers.length} workers over the run, all stopped.`);
   options.log(`The data stays. Look inside: npm run -s eskit -- status ${status}`);
   return 0;
+}
+
+/** The link, and what a newcomer should watch on the page. */
+function tell(log: (line: string) => void, link: string): void {
+  log(`Dashboard  ${link}`);
+  log('           (open it in a browser; the token in the link lets the page retry dead letters)');
+  log(`  1. Events flowing: "${SALES_VIEW}" and "${MAILER}" handle about ${ORDER_RATE + 1} events a second (EVENTS/S, with a sparkline); their LAG stays near 0.`);
+  log(`  2. A leader hand-over: every ${LEADER_STOP_EVERY_MS / 1000} s the demo stops the leading worker (SIGTERM, the next time SIGKILL) and starts a fresh one: LEADER and TOKEN change.`);
+  log(`  3. A dead letter: ${MALLORY.email} has no mailbox, so her confirmation lands in Dead letters; ${MAILBOX_AFTER_MS / 1000} s later the mail server creates it: press Retry.`);
+  log('Ctrl-C stops everything.\n');
 }
 
 /** The terminal's live block (the page shows far more). */
