@@ -1,16 +1,33 @@
 // The one guard in front of every route (DESIGN "Security"): what is not let through here never
-// reaches a handler. Reads (GET, HEAD) need only a Host the dashboard answers to; every other method
-// is an action, refused when read-only, and otherwise needing the token, a JSON body and the page's
-// own origin.
+// reaches a handler. Reads (GET, HEAD) need a Host the dashboard answers to and, from a browser, to
+// come from the page itself (another site may only link to it); every other method is an action,
+// refused when read-only, and otherwise needing the token, a JSON body and the page's own origin.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import { HttpError } from './http.js';
 
-/** Whether `host` (what the server binds to) is reachable from this machine only. */
+/**
+ * `host` (an address or name) as a browser writes it in a Host header: an IP address in its canonical
+ * form (`127.1` is `127.0.0.1`, `0:0:0:0:0:0:0:1` is `[::1]`), a name in lower case.
+ */
+function canonicalHost(host: string): string {
+  const bare = host.replace(/^\[(.*)\]$/, '$1');
+  try {
+    return new URL(`http://${bare.includes(':') ? `[${bare}]` : bare}/`).hostname;
+  } catch {
+    return host.toLowerCase();
+  }
+}
+
+/** Whether `host` (what the server binds to) is reachable from this machine only, in whatever form it is written. */
 export function isLoopback(host: string): boolean {
-  const bare = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
-  return bare === 'localhost' || bare === '::1' || (isIP(bare) === 4 && bare.startsWith('127.'));
+  const canonical = canonicalHost(host);
+  const v4 = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(canonical);
+  // An IPv4-mapped IPv6 address (::ffff:127.0.0.1) is its IPv4 address.
+  const [high, low] = v4 ? [parseInt(v4[1] as string, 16), parseInt(v4[2] as string, 16)] : [0, 0];
+  const address = v4 ? `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}` : canonical;
+  return canonical === 'localhost' || canonical === '[::1]' || (isIP(address) === 4 && address.startsWith('127.'));
 }
 
 /** What a token is compared as: its SHA-256, so that both sides have the same length whatever was sent. */
@@ -21,6 +38,8 @@ function digest(token: string): Buffer {
 export interface GuardConfig {
   /** Bound to loopback: the Host header must name it (DNS rebinding). */
   loopback: boolean;
+  /** The address bound to (a loopback one other than 127.0.0.1, say 127.0.0.2, is a name the page is opened by too). */
+  host?: string;
   /** The port listened on (known once listening). */
   port: () => number;
   /** The actions token; undefined: read-only. */
@@ -38,16 +57,36 @@ export class Guard {
     this.#digest = config.token === undefined ? undefined : digest(config.token);
   }
 
-  check(req: IncomingMessage): Verdict {
+  /** The Host header values a loopback dashboard answers to: its own names, with the port (bare on port 80, as browsers send it). */
+  #allowedHosts(): string[] {
+    const port = this.#config.port();
+    const names = ['127.0.0.1', 'localhost', '[::1]'];
+    const bound = this.#config.host === undefined ? undefined : canonicalHost(this.#config.host);
+    if (bound !== undefined && !names.includes(bound)) names.push(bound);
+    return names.flatMap((name) => (port === 80 ? [`${name}:${port}`, name] : [`${name}:${port}`]));
+  }
+
+  /** `path`: the request's path (the URL's pathname). */
+  check(req: IncomingMessage, path = '/'): Verdict {
     const method = req.method ?? 'GET';
     const action = method !== 'GET' && method !== 'HEAD';
     const refuse = (error: HttpError): Verdict => ({ ok: false, action, error });
     const host = req.headers.host ?? '';
     if (this.#config.loopback) {
-      const port = this.#config.port();
-      const allowed = [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`];
-      if (!allowed.includes(host.toLowerCase())) {
+      if (!this.#allowedHosts().includes(host.toLowerCase())) {
+        const port = this.#config.port();
         return refuse(new HttpError(421, 'this dashboard answers to 127.0.0.1, localhost and [::1] only', `Open http://127.0.0.1:${port}/.`));
+      }
+    }
+    // Fetch metadata: a browser says which site a request comes from. Another site (or another port of
+    // this host, "same-site") may link to the page, and that is all: no read of the API (a request the
+    // browser sends with no-cors still makes the server query the database, /api/search scans 10,000
+    // events, and any page the operator visits could send thousands), no live connection, no action.
+    const site = req.headers['sec-fetch-site'];
+    if (site === 'cross-site' || site === 'same-site') {
+      const navigation = req.headers['sec-fetch-mode'] === 'navigate' && (req.headers['sec-fetch-dest'] ?? 'document') === 'document';
+      if (action || !navigation || path.startsWith('/api/')) {
+        return refuse(new HttpError(403, 'cross-site request refused: only the dashboard page itself reads its API or acts', 'Open the dashboard from its own address.'));
       }
     }
     if (!action) return { ok: true, action };
@@ -63,7 +102,6 @@ export class Guard {
     const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
     if (type !== 'application/json') return refuse(new HttpError(415, 'actions take a JSON body (Content-Type: application/json)'));
     const origin = req.headers.origin;
-    const site = req.headers['sec-fetch-site'];
     // The page's own origin: http://<Host>, or https://<Host> behind a TLS proxy that passes the Host on.
     if (origin === undefined || (origin !== `http://${host}` && origin !== `https://${host}`) || (site !== undefined && site !== 'same-origin')) {
       return refuse(new HttpError(403, 'cross-site request refused: actions come from the dashboard page itself'));

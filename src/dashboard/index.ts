@@ -75,7 +75,11 @@ export async function startDashboard(options: DashboardOptions): Promise<Running
   if (!Number.isSafeInteger(requestedPort) || requestedPort < 0 || requestedPort > 65535) throw new RangeError(`dashboard: port must be 0 to 65535, got ${String(requestedPort)}`);
   const allowActions = options.allowActions ?? false;
   const token = allowActions ? (options.token ?? (process.env.ESKIT_DASHBOARD_TOKEN || undefined) ?? newToken()) : undefined;
-  if (token !== undefined && token.length < 16) throw new RangeError('dashboard: the actions token must be at least 16 characters');
+  // What a page can send: Authorization: Bearer <token> takes visible ASCII without spaces (a token of
+  // spaces would pass a length check and match nothing; one with a space or an accent never arrives).
+  if (token !== undefined && !/^[\x21-\x7e]{16,}$/.test(token)) {
+    throw new RangeError('dashboard: the actions token must be at least 16 characters, visible ASCII without spaces');
+  }
   const loopback = isLoopback(host);
   const scrub = scrubber(db.target.kind === 'postgres' ? db.target.connectionString : undefined);
 
@@ -110,7 +114,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Running
       actionsLog: context.log.count,
     }),
   };
-  const guard = new Guard({ loopback, port: () => port, token });
+  const guard = new Guard({ loopback, host, port: () => port, token });
   const server = createServer(handler(context, guard));
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {
