@@ -839,7 +839,12 @@ function onActions(entries) {
     return true;
   });
   if (fresh.length === 0) return;
-  ui.actions = [...ui.actions, ...fresh].sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0)).slice(0, ACTIONS_MAX);
+  ui.actions = [...ui.actions, ...fresh].sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0));
+  // Refused attempts go first (any web page can send them by the thousand), as on the server.
+  while (ui.actions.length > ACTIONS_MAX) {
+    const refused = ui.actions.findLastIndex((entry) => entry.outcome === 'refused');
+    ui.actions.splice(refused >= 0 ? refused : ui.actions.length - 1, 1);
+  }
   ui.actionKeys = new Set(ui.actions.map(actionKey));
   fill(
     $('action-log').tBodies[0],

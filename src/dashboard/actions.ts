@@ -1,7 +1,7 @@
 // Actions (DESIGN "HTTP API", POST routes): dead letters retried, discarded, redriven by source,
 // discarded by source with the count the person confirmed; views rebuilt. Every attempt goes into the
 // action log, also those the guard refused.
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { assertKnownSource, handlerRefusal, isLetterId, isView, leaderNote, openedLetters } from '../cli/commands/dlq-shared.js';
 import type { RebuildableView } from '../cli/config.js';
 import { CliError, messageOf } from '../cli/errors.js';
@@ -14,6 +14,31 @@ import type { ActionLogEntry, RebuildView } from './types.js';
 /** How many log entries are kept (and sent to a page on connect). */
 const LOG_SIZE = 100;
 const FORCE = 'send force: true';
+
+/** Who made a request, for the action log: taken when it comes in. */
+export interface Requester {
+  headers: IncomingHttpHeaders;
+  address: string;
+}
+
+export function requester(req: IncomingMessage): Requester {
+  return { headers: req.headers, address: req.socket.remoteAddress ?? 'unknown' };
+}
+
+/** How many characters of a target or detail the log keeps. */
+const TEXT_MAX = 300;
+
+/**
+ * `text` clipped, on one line and free of terminal controls: a target comes from the request's path
+ * (percent-decoded: any character) and ends up in log lines and on a terminal, where a newline would
+ * forge a line and an escape sequence rewrite the screen. Controls (C0, DEL, C1), line and paragraph
+ * separators and bidirectional overrides are written as \u escapes.
+ */
+export function oneLine(text: string): string {
+  const clipped = text.length > TEXT_MAX ? `${text.slice(0, TEXT_MAX - 1)}…` : text;
+  // eslint-disable-next-line no-control-regex -- exactly what is replaced
+  return clipped.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
 
 export class ActionLog {
   readonly #entries: ActionLogEntry[] = [];
@@ -29,22 +54,31 @@ export class ActionLog {
     return [...this.#entries];
   }
 
-  record(req: IncomingMessage, action: string, target: string, outcome: ActionLogEntry['outcome'], detail: string): void {
-    const header = req.headers['x-eskit-operator'];
+  /**
+   * `who`: what `requester(req)` took from the request when it came (its socket is gone by the time a
+   * request whose client went away, or whose body was refused half-read, is logged).
+   */
+  record(who: Requester, action: string, target: string, outcome: ActionLogEntry['outcome'], detail: string): void {
+    const header = who.headers['x-eskit-operator'];
     // eslint-disable-next-line no-control-regex -- a name is one line of text
-    const operator = (Array.isArray(header) ? header[0] : header)?.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, 64);
+    const operator = (Array.isArray(header) ? header[0] : header)?.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim().slice(0, 64);
     const entry: ActionLogEntry = {
       at: new Date().toISOString(),
-      action,
-      target,
+      action: oneLine(action),
+      target: oneLine(target),
       outcome,
-      detail,
-      who: { address: req.socket.remoteAddress ?? 'unknown', operator: operator === undefined || operator === '' ? null : operator },
+      detail: oneLine(detail),
+      who: { address: who.address, operator: operator === undefined || operator === '' ? null : operator },
     };
     this.#count += 1;
     this.#entries.push(entry);
-    if (this.#entries.length > LOG_SIZE) this.#entries.shift();
-    this.options.logger.info({ action: entry }, `dashboard action ${action}${target === '' ? '' : ` ${target}`}: ${outcome} (${detail})`);
+    // Refused attempts go first when the log is full: anyone (any web page the operator has open) can
+    // send them by the thousand, and they must not push the actions that were carried out out of it.
+    if (this.#entries.length > LOG_SIZE) {
+      const refused = this.#entries.findIndex((candidate) => candidate.outcome === 'refused');
+      this.#entries.splice(refused >= 0 ? refused : 0, 1);
+    }
+    this.options.logger.info({ action: entry }, `dashboard action ${entry.action}${entry.target === '' ? '' : ` ${entry.target}`}: ${outcome} (${entry.detail})`);
     try {
       this.options.onAction?.(entry);
     } catch (error) {
@@ -99,11 +133,16 @@ export class Rebuilds {
     this.#running.set(name, { controller, done });
   }
 
-  /** Stops the running rebuilds (their shadow tables are dropped) and waits for them. */
-  async close(): Promise<void> {
+  /**
+   * Stops the running rebuilds (their shadow tables are dropped) and waits for them, `waitMs` at most:
+   * a rebuild stuck in a query of a database that hangs must not hold up a close (as the sampler's).
+   */
+  async close(waitMs = 2000): Promise<void> {
     const running = [...this.#running.values()];
     for (const { controller } of running) controller.abort();
-    await Promise.all(running.map(({ done }) => done));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(running.map(({ done }) => done)), new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs).unref()))]);
+    clearTimeout(timer);
   }
 }
 

@@ -2,12 +2,14 @@
 // method is an action (actions.ts), logged whatever its outcome.
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { eventAt, isLetterId, openedLetters } from '../cli/commands/dlq-shared.js';
+import { eventAt, isLetterId } from '../cli/commands/dlq-shared.js';
+import type { CliDatabase } from '../cli/database.js';
 import { messageOf } from '../cli/errors.js';
 import { printableLetter } from '../cli/personal-fields.js';
-import type { DeadLetter, DeadLetterStatus } from '../core/dead-letter.js';
+import type { DeadLetter, DeadLetterStatus, DeadLetterStore } from '../core/dead-letter.js';
+import { SealedDeadLetterStore } from '../core/personal/sealed-dead-letters.js';
 import type { Recorded } from '../core/event.js';
-import { describeAction, runAction } from './actions.js';
+import { describeAction, requester, runAction } from './actions.js';
 import type { DashboardContext } from './context.js';
 import type { Guard } from './guard.js';
 import { HttpError, integerParam, sendError, sendJson, setSecurityHeaders } from './http.js';
@@ -42,6 +44,17 @@ export function letterView(letter: DeadLetter): LetterView {
   };
 }
 
+/**
+ * The letters as stored, not opened: what a letter about an event with personal data holds sealed (its
+ * payload, its error texts, which can quote the data) shows as "[personal]" (printableLetter), as the
+ * event's own fields do. `eskit dlq show` opens letters for whoever has the database's credentials;
+ * the page needs none (any local user on loopback, anyone on the network off it), so it never shows
+ * the plaintext.
+ */
+function storedLetters(db: CliDatabase): DeadLetterStore {
+  return db.deadLetters instanceof SealedDeadLetterStore ? db.deadLetters.inner : db.deadLetters;
+}
+
 async function asset(res: ServerResponse, name: string): Promise<void> {
   if (!ASSET_NAME.test(name)) throw new HttpError(404, `no ${name}`);
   let body: Buffer;
@@ -71,7 +84,7 @@ async function deadLetters(context: DashboardContext, params: URLSearchParams): 
   const after = params.get('after') || undefined;
   if (after !== undefined && !isLetterId(after)) throw new HttpError(400, `after must be a dead letter id, got "${after}"`);
   const limit = integerParam(params, 'limit', 50, 1, 200) as number;
-  const page = await openedLetters(context.db).list({ source, status, limit: limit + 1, afterId: after?.toLowerCase() });
+  const page = await storedLetters(context.db).list({ source, status, limit: limit + 1, afterId: after?.toLowerCase() });
   const letters = page.slice(0, limit).map(letterView);
   const total = await context.db.deadLetters.count({ source, status });
   return { letters, total, next: page.length > limit ? (letters[letters.length - 1]?.id ?? null) : null };
@@ -79,7 +92,7 @@ async function deadLetters(context: DashboardContext, params: URLSearchParams): 
 
 async function deadLetter(context: DashboardContext, id: string): Promise<unknown> {
   if (!isLetterId(id)) throw new HttpError(400, `"${id}" is not a dead letter id (a UUID)`);
-  const letter = await openedLetters(context.db).get(id.toLowerCase());
+  const letter = await storedLetters(context.db).get(id.toLowerCase());
   if (letter === undefined) throw new HttpError(404, `no dead letter ${id}`, 'It may have been redriven successfully or discarded.');
   const event = await eventAt(context.db, letter.eventPosition);
   return { letter: letterView(letter), event: event === undefined ? null : eventView(event) };
@@ -186,10 +199,11 @@ export function handler(context: DashboardContext, guard: Guard): (req: Incoming
       sendError(res, new HttpError(400, 'malformed request URL'));
       return;
     }
-    const verdict = guard.check(req);
+    const who = requester(req);
+    const verdict = guard.check(req, url.pathname);
     const attempt = verdict.action ? describeAction(method, url.pathname) : undefined;
     if (!verdict.ok) {
-      if (attempt) context.log.record(req, attempt.action, attempt.target, 'refused', `${verdict.error.status}: ${verdict.error.message}`);
+      if (attempt) context.log.record(who, attempt.action, attempt.target, 'refused', `${verdict.error.status}: ${verdict.error.message}`);
       // Nothing of a refused request is read: close the connection rather than drain its body.
       if (verdict.action) res.setHeader('Connection', 'close');
       sendError(res, verdict.error);
@@ -197,18 +211,24 @@ export function handler(context: DashboardContext, guard: Guard): (req: Incoming
     }
     const work = attempt
       ? runAction(context, req, method, url.pathname, attempt).then((done) => {
-          context.log.record(req, attempt.action, attempt.target, 'ok', done.detail);
+          context.log.record(who, attempt.action, attempt.target, 'ok', done.detail);
           context.sampler.kick();
           sendJson(res, done.status, done.body);
         })
       : read(context, req, res, url);
-    work.catch((error: unknown) => {
-      const refusal = error instanceof HttpError ? error : undefined;
-      if (refusal === undefined) context.logger.error({ err: error }, `dashboard: ${method} ${url.pathname} failed`);
-      const reply = refusal ?? new HttpError(500, context.scrub(messageOf(error)));
-      if (attempt) context.log.record(req, attempt.action, attempt.target, reply.status >= 500 ? 'failed' : 'refused', `${reply.status}: ${reply.message}`);
-      if (res.headersSent) res.destroy();
-      else sendError(res, reply);
-    });
+    work
+      .catch((error: unknown) => {
+        const refusal = error instanceof HttpError ? error : undefined;
+        if (refusal === undefined) context.logger.error({ err: error }, `dashboard: ${method} ${url.pathname} failed`);
+        const reply = refusal ?? new HttpError(500, context.scrub(messageOf(error)));
+        if (attempt) context.log.record(who, attempt.action, attempt.target, reply.status >= 500 ? 'failed' : 'refused', `${reply.status}: ${reply.message}`);
+        if (res.headersSent) res.destroy();
+        else sendError(res, reply);
+      })
+      // Whatever a request does, it must not end the process (the dashboard may run inside an application).
+      .catch((error: unknown) => {
+        context.logger.error({ err: error }, `dashboard: answering ${method} ${url.pathname} failed`);
+        res.destroy();
+      });
   };
 }
