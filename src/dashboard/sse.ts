@@ -42,13 +42,16 @@ export class LiveHub {
   }
 
   #write(text: string): void {
+    // Encoded once: a string written to each response would be encoded again for each (a frame of
+    // events can be megabytes, and a page is one response each).
+    const chunk = Buffer.from(text, 'utf8');
     for (const res of this.#clients) {
       if (res.writableLength > MAX_BUFFERED) {
         this.#clients.delete(res);
         res.destroy();
         continue;
       }
-      res.write(text);
+      res.write(chunk);
     }
   }
 
