@@ -47,9 +47,10 @@ event; automations' pending, running and retrying items; dead letters (filter, o
 redrive); the log as it grows, streams with their metadata; views with row counts and rebuilds.
 It reads the database once per --interval, whatever the number of open pages, and runs until Ctrl-C.
 
-Read-only unless --allow-actions. Then every action needs the token printed at start (or given in
-$ESKIT_DASHBOARD_TOKEN), comes from the page itself (same origin, JSON), and is printed as a JSON line
-on stdout with who did it. The page never gets the database password. It binds to 127.0.0.1 and
+Read-only unless --allow-actions. Then every action needs the token printed at start (or the one
+given in $ESKIT_DASHBOARD_TOKEN, not printed), comes from the page itself (same origin, JSON), and is
+printed as a JSON line on stdout with who did it. The page never gets the database password, nor the
+plaintext of personal data (dead letters included: \`eskit dlq show\` opens those). It binds to 127.0.0.1 and
 answers only requests that name it (127.0.0.1, localhost, [::1]); another --host makes it reachable
 from other machines, with a warning.
 
@@ -76,6 +77,7 @@ Options:
     const loaded = await optionalConfig(stringOption(context.values, 'config'), context);
     const db = await context.open({ registry: loaded?.config.registry });
     const views: RebuildableView[] = loaded === undefined ? [] : await loadConfigViews(loaded, db, context.logger);
+    const fromEnv = allowActions && (context.io.env.ESKIT_DASHBOARD_TOKEN ?? '') !== '';
     const token = allowActions ? context.io.env.ESKIT_DASHBOARD_TOKEN || newToken() : undefined;
     let running: RunningDashboard;
     try {
@@ -99,7 +101,10 @@ Options:
     }
     try {
       context.out(`eskit dashboard: ${db.target.display} at ${running.url} (${allowActions ? 'actions allowed' : 'read-only'}; Ctrl-C to stop)\n`);
-      if (running.token !== undefined) {
+      if (running.token !== undefined && fromEnv) {
+        // A token the operator chose is theirs already: stdout is often a log (a service's journal).
+        context.out(`Actions token: the one in $ESKIT_DASHBOARD_TOKEN (not printed). Open ${running.url}#token=<that token>\n`);
+      } else if (running.token !== undefined) {
         context.out(`Actions token: ${running.token}\nOpen with the token: ${running.url}#token=${running.token}\n`);
       }
       if (views.length > 0) context.out(`Views to rebuild (from ${loaded?.path}): ${views.map((view) => view.name).join(', ')}\n`);
