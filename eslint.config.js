@@ -21,10 +21,9 @@ const LAYERS = {
   adapter: ['core'],
   // The CLI reaches sqlite and postgres through their entry files only (ADAPTER_ENTRIES below): it talks
   // to an adapter through what the adapter offers (its backend and admin surface), not its tables.
-  cli: ['core', 'telemetry', 'decider', 'subscription', 'automation', 'view', 'memory', 'dashboard'],
-  // The dashboard's server (`eskit dashboard`, openDashboard from eskit/cli) is built on the CLI's pieces:
-  // its database, status report and dead-letter helpers; it reaches the adapters only through them.
-  dashboard: ['core', 'telemetry', 'subscription', 'automation', 'view', 'memory', 'cli'],
+  // src/cli/dashboard (`eskit dashboard`, openDashboard) is part of it, built on its database, status
+  // report and dead-letter helpers.
+  cli: ['core', 'telemetry', 'decider', 'subscription', 'automation', 'view', 'memory'],
 };
 /** The folders whose entry (index.ts) the CLI may import, but nothing else in them. */
 const ADAPTER_ENTRIES = { cli: ['sqlite', 'postgres'] };

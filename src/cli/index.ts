@@ -3,7 +3,7 @@
 // entry point does not pull in.
 export * from './config.js';
 // The dashboard for a program (`eskit dashboard` is the command): its options and handle only, which
-// name no adapter (the API's payload types are in src/dashboard/types.ts).
-export { openDashboard } from '../dashboard/open.js';
-export type { OpenDashboardOptions } from '../dashboard/open.js';
-export type { ActionLogEntry, DashboardSettings, RunningDashboard } from '../dashboard/options.js';
+// name no adapter (the API's payload types are in src/cli/dashboard/types.ts).
+export { openDashboard } from './dashboard/open.js';
+export type { OpenDashboardOptions } from './dashboard/open.js';
+export type { ActionLogEntry, DashboardSettings, RunningDashboard } from './dashboard/options.js';

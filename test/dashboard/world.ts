@@ -12,8 +12,8 @@ import type { EventShape } from '../../src/core/event.js';
 import type { EventRegistry } from '../../src/core/registry.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { Logger } from '../../src/core/logger.js';
-import { startDashboard } from '../../src/dashboard/index.js';
-import type { DashboardOptions, RunningDashboard } from '../../src/dashboard/index.js';
+import { startDashboard } from '../../src/cli/dashboard/index.js';
+import type { DashboardOptions, RunningDashboard } from '../../src/cli/dashboard/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import type { World } from '../cli/world.js';
 

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
-import type { DashboardState } from '../../src/dashboard/types.js';
+import type { DashboardState } from '../../src/cli/dashboard/types.js';
 import { createTestSchema, POSTGRES_URL } from '../support/postgres.js';
 import { runDemo } from './run-demo.js';
 

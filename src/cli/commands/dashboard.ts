@@ -8,8 +8,8 @@ import { CliError, errorLine, ExitCode, UsageError } from '../errors.js';
 import type { CommandContext, CommandSpec } from '../command.js';
 import { flag, integerOption, stringOption } from '../command.js';
 import { OPERATIONS_GUIDE } from '../docs.js';
-import { DEFAULT_HOST, DEFAULT_PORT, newToken, startDashboard } from '../../dashboard/index.js';
-import type { RunningDashboard } from '../../dashboard/index.js';
+import { DEFAULT_HOST, DEFAULT_PORT, newToken, startDashboard } from '../dashboard/index.js';
+import type { RunningDashboard } from '../dashboard/index.js';
 
 /**
  * The config when --config names one or the working directory has one; undefined otherwise (no views

@@ -1,8 +1,8 @@
 // The log tail: the events appended since the last sample, read raw (personal fields as
 // "[personal]"), and the last ones kept for a page that connects later.
-import type { Recorded } from '../core/event.js';
-import type { EventStore } from '../core/store.js';
-import { printable } from '../cli/personal-fields.js';
+import type { Recorded } from '../../core/event.js';
+import type { EventStore } from '../../core/store.js';
+import { printable } from '../personal-fields.js';
 import type { EventView } from './types.js';
 
 /** How many events a page gets on connect. */

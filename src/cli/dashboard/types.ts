@@ -1,9 +1,9 @@
 // The dashboard's HTTP API types (the contract with the page, assets/dashboard/app.js).
-import type { PartitionEntry, PartitionsInfo, StatusEntry } from '../cli/commands/status-report.js';
-import type { RebuildableView } from '../cli/config.js';
-import type { CliDatabase } from '../cli/database.js';
-import type { DeadLetter } from '../core/dead-letter.js';
-import type { Logger } from '../core/logger.js';
+import type { PartitionEntry, PartitionsInfo, StatusEntry } from '../commands/status-report.js';
+import type { RebuildableView } from '../config.js';
+import type { CliDatabase } from '../database.js';
+import type { DeadLetter } from '../../core/dead-letter.js';
+import type { Logger } from '../../core/logger.js';
 import type { DashboardSettings } from './options.js';
 
 export type { ActionLogEntry, DashboardSettings, RunningDashboard } from './options.js';

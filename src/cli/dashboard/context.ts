@@ -1,7 +1,7 @@
 // What the routes work with: the database, the sampler's state, the log tail, the live connections,
 // the action log and the rebuilds of one running dashboard.
-import type { CliDatabase } from '../cli/database.js';
-import type { Logger } from '../core/logger.js';
+import type { CliDatabase } from '../database.js';
+import type { Logger } from '../../core/logger.js';
 import type { ActionLog, Rebuilds } from './actions.js';
 import type { Sampler } from './sampler.js';
 import type { LiveHub } from './sse.js';

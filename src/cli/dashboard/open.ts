@@ -1,11 +1,11 @@
 // openDashboard: the dashboard for a program (the demo), on a database named by URL, as
 // `eskit dashboard --db <url>` opens it; the database is closed with the dashboard.
-import { loadConfig } from '../cli/config-loader.js';
-import { loadConfigViews } from '../cli/config-views.js';
-import { openDatabase } from '../cli/open.js';
-import { parseTarget } from '../cli/target.js';
-import { silentLogger } from '../core/logger.js';
-import type { Logger } from '../core/logger.js';
+import { loadConfig } from '../config-loader.js';
+import { loadConfigViews } from '../config-views.js';
+import { openDatabase } from '../open.js';
+import { parseTarget } from '../target.js';
+import { silentLogger } from '../../core/logger.js';
+import type { Logger } from '../../core/logger.js';
 import { startDashboard } from './index.js';
 import type { DashboardSettings, RunningDashboard } from './options.js';
 

@@ -2,11 +2,11 @@
 // discarded by source with the count the person confirmed; views rebuilt. Every attempt goes into the
 // action log, also those the guard refused.
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import { assertKnownSource, handlerRefusal, isLetterId, isView, leaderNote, openedLetters } from '../cli/commands/dlq-shared.js';
-import type { RebuildableView } from '../cli/config.js';
-import { CliError, messageOf } from '../cli/errors.js';
-import { plural } from '../cli/format.js';
-import type { Logger } from '../core/logger.js';
+import { assertKnownSource, handlerRefusal, isLetterId, isView, leaderNote, openedLetters } from '../commands/dlq-shared.js';
+import type { RebuildableView } from '../config.js';
+import { CliError, messageOf } from '../errors.js';
+import { plural } from '../format.js';
+import type { Logger } from '../../core/logger.js';
 import type { DashboardContext } from './context.js';
 import { booleanField, HttpError, readJsonBody, stringField } from './http.js';
 import type { ActionLogEntry, RebuildView } from './types.js';

@@ -2,13 +2,13 @@
 // method is an action (actions.ts), logged whatever its outcome.
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { eventAt, isLetterId } from '../cli/commands/dlq-shared.js';
-import type { CliDatabase } from '../cli/database.js';
-import { messageOf } from '../cli/errors.js';
-import { printableLetter } from '../cli/personal-fields.js';
-import type { DeadLetter, DeadLetterStatus, DeadLetterStore } from '../core/dead-letter.js';
-import { SealedDeadLetterStore } from '../core/personal/sealed-dead-letters.js';
-import type { Recorded } from '../core/event.js';
+import { eventAt, isLetterId } from '../commands/dlq-shared.js';
+import type { CliDatabase } from '../database.js';
+import { messageOf } from '../errors.js';
+import { printableLetter } from '../personal-fields.js';
+import type { DeadLetter, DeadLetterStatus, DeadLetterStore } from '../../core/dead-letter.js';
+import { SealedDeadLetterStore } from '../../core/personal/sealed-dead-letters.js';
+import type { Recorded } from '../../core/event.js';
 import { describeAction, requester, runAction } from './actions.js';
 import type { DashboardContext } from './context.js';
 import type { Guard } from './guard.js';
@@ -16,8 +16,8 @@ import { HttpError, integerParam, sendError, sendJson, setSecurityHeaders } from
 import { eventView } from './tail.js';
 import type { EventView, LetterView } from './types.js';
 
-/** Where the page's files are: the package's assets/dashboard/ (from src/dashboard/ and dist/dashboard/ alike). */
-const ASSETS = new URL('../../assets/dashboard/', import.meta.url);
+/** Where the page's files are: the package's assets/dashboard/ (from src/cli/dashboard/ and dist/cli/dashboard/ alike). */
+const ASSETS = new URL('../../../assets/dashboard/', import.meta.url);
 const ASSET_NAME = /^[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*\.(html|js|mjs|css|svg|png|ico|json|txt)$/i;
 const CONTENT_TYPES: Record<string, string> = {
   html: 'text/html; charset=utf-8',

@@ -1,11 +1,11 @@
 // The per-interval sample: the database is read once per interval (never per page), whatever number
 // of pages are connected. A tick is skipped while the previous one still runs; an error is kept in
 // the state (the last good sample stays) and sampling goes on.
-import { collectStatus, isLive } from '../cli/commands/status-report.js';
-import type { NodeEntry, StatusEntry } from '../cli/commands/status-report.js';
-import type { CliDatabase } from '../cli/database.js';
-import { messageOf } from '../cli/errors.js';
-import type { Logger } from '../core/logger.js';
+import { collectStatus, isLive } from '../commands/status-report.js';
+import type { NodeEntry, StatusEntry } from '../commands/status-report.js';
+import type { CliDatabase } from '../database.js';
+import { messageOf } from '../errors.js';
+import type { Logger } from '../../core/logger.js';
 import type { LogTail } from './tail.js';
 import type { DashboardEntry, DashboardState, DashboardWork, EventView, ViewTable } from './types.js';
 
