@@ -172,6 +172,15 @@ for (const kind of ['sqlite', 'postgres'] as const) {
       ]);
     });
 
+    it('last handled: fresh while the checkpoint moves, though status rows are rewritten only on a heartbeat', async () => {
+      const { position } = await world.store.append('cart-fresh', [{ type: 'ItemAdded', data: { sku: 'fresh' } }]);
+      const moved = await waitUntil(async () => {
+        const mailer = (await state(live.port)).entries.find((entry) => entry.name === 'mailer');
+        return mailer !== undefined && mailer.position !== null && mailer.position >= position ? mailer : undefined;
+      }, { message: 'the mailer to handle the new event' });
+      assert.ok(moved.lastHandledAgeMs !== null && moved.lastHandledAgeMs < 500, `seen moving a moment ago: ${String(moved.lastHandledAgeMs)} ms`);
+    });
+
     it('lists and shows dead letters with their events', async () => {
       const list = await get('/api/dead-letters?source=stopped-sub&limit=1');
       assert.equal(list.status, 200, list.body);
@@ -207,7 +216,7 @@ for (const kind of ['sqlite', 'postgres'] as const) {
       await waitUntil(async () => (await state(live.port)).deadLetters.bySource.every((source) => source.source !== 'notifier'), { message: 'the letter to go' });
     });
 
-    it('discard one, redrive a source (409 for handler letters unless force), discard all with the expected count', async () => {
+    it('discard one, redrive a source (409 for handler letters unless force, 409 for a count that changed), discard all with the expected count', async () => {
       const [first, second] = world.letters.stopped;
       const discarded = await post(`/api/dead-letters/${first}/discard`, {});
       assert.equal(discarded.status, 200, discarded.body);
@@ -216,7 +225,11 @@ for (const kind of ['sqlite', 'postgres'] as const) {
 
       const refused = await post('/api/dead-letters/redrive', { source: 'stopped-sub' });
       assert.equal(refused.status, 409);
-      const forced = await post('/api/dead-letters/redrive', { source: 'stopped-sub', force: true });
+      const changed = await post('/api/dead-letters/redrive', { source: 'stopped-sub', force: true, expected: 2 });
+      assert.equal(changed.status, 409, 'the count confirmed is not the count there');
+      assert.match((changed.json as { error: string }).error, /has 1 dead letter waiting, not 2/);
+      assert.equal((await world.deadLetters.get(second as string))?.status, 'dead', 'nothing marked');
+      const forced = await post('/api/dead-letters/redrive', { source: 'stopped-sub', force: true, expected: 1 });
       assert.equal(forced.status, 200, forced.body);
       assert.equal((forced.json as { marked: number }).marked, 1);
       assert.equal((await world.deadLetters.get(second as string))?.status, 'redrive');

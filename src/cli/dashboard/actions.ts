@@ -217,7 +217,13 @@ async function redrive(context: DashboardContext, body: Record<string, unknown>)
   const force = booleanField(body, 'force');
   const { db } = context;
   await knownSource(context, source);
+  const expected = optionalCount(body, 'expected');
   const counts = (await db.admin.deadLetterCounts()).filter((count) => count.status === 'dead' && count.source === source);
+  const dead = counts.reduce((sum, count) => sum + count.count, 0);
+  // What the person confirmed: the page sends the count it showed; a letter stored since is not redriven unseen.
+  if (expected !== undefined && dead !== expected) {
+    throw new HttpError(409, `"${source}" has ${plural(dead, 'dead letter')} waiting, not ${expected}`, 'The list changed: look again and confirm the new count.');
+  }
   if (counts.length === 0) return { status: 200, body: { marked: 0, note: `No dead letters to redrive for "${source}".` }, detail: 'nothing to redrive' };
   const handlerLetters = counts.filter((count) => count.stage === 'handler').reduce((sum, count) => sum + count.count, 0);
   if (handlerLetters > 0 && !force) throw conflict(handlerRefusal(source, handlerLetters, await isView(db, source), FORCE));
@@ -226,10 +232,18 @@ async function redrive(context: DashboardContext, body: Record<string, unknown>)
   return { status: 200, body: { marked, note }, detail: `marked ${plural(marked, 'dead letter')} for redrive${force ? ' (forced)' : ''}` };
 }
 
+/** `expected`: the number of letters the person confirmed, when given. */
+function optionalCount(body: Record<string, unknown>, name: string): number | undefined {
+  const value = body[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw new HttpError(400, `"${name}" must be the number of letters you confirmed`);
+  return value;
+}
+
 async function discardAll(context: DashboardContext, body: Record<string, unknown>): Promise<Done> {
   const source = stringField(body, 'source');
-  const expected = body.expected;
-  if (typeof expected !== 'number' || !Number.isSafeInteger(expected) || expected < 0) throw new HttpError(400, '"expected" must be the number of letters you confirmed');
+  const expected = optionalCount(body, 'expected');
+  if (expected === undefined) throw new HttpError(400, '"expected" must be the number of letters you confirmed');
   await knownSource(context, source);
   const count = await context.db.deadLetters.count({ source });
   if (count !== expected) {

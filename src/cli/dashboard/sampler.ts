@@ -29,6 +29,8 @@ export interface SamplerOptions {
 interface Previous {
   position: number;
   at: number;
+  /** When this sampler last saw the position move (performance.now()); undefined until it has. */
+  movedAt: number | undefined;
 }
 
 function lastHandledAgeMs(nodes: readonly NodeEntry[]): number | null {
@@ -179,9 +181,26 @@ export class Sampler {
       return 0;
     }
     const previous = this.#previous.get(key);
-    this.#previous.set(key, { position, at });
+    const moved = previous !== undefined && position !== previous.position;
+    this.#previous.set(key, { position, at, movedAt: moved ? at : previous?.movedAt });
     if (previous === undefined || at <= previous.at) return 0;
     return Math.max(0, (position - previous.position) / ((at - previous.at) / 1000));
+  }
+
+  /**
+   * Since the last event handled: the nodes' status rows say it, but only as of their last heartbeat
+   * (every few seconds), so a runner handling events all the time would look seconds behind; the
+   * checkpoint moving between two samples says it too, fresher. The younger of the two.
+   */
+  #lastHandledAgeMs(key: string, entry: StatusEntry, at: number): number | null {
+    const fromRows = lastHandledAgeMs(entry.nodes);
+    const lanes = entry.partitions === null ? [key] : entry.partitions.entries.map((lane) => `${key}\u0000${lane.name}`);
+    const moves = lanes.flatMap((lane) => {
+      const movedAt = this.#previous.get(lane)?.movedAt;
+      return movedAt === undefined ? [] : [Math.round(at - movedAt)];
+    });
+    const candidates = [...(fromRows === null ? [] : [fromRows]), ...moves];
+    return candidates.length === 0 ? null : Math.min(...candidates);
   }
 
   #extend(entry: StatusEntry, at: number, seen: Set<string>): DashboardEntry {
@@ -204,7 +223,7 @@ export class Sampler {
       partitions,
       rate,
       history,
-      lastHandledAgeMs: lastHandledAgeMs(entry.nodes),
+      lastHandledAgeMs: this.#lastHandledAgeMs(key, entry, at),
       work: summedWork(entry.nodes),
       viewTables: entry.kind === 'view' ? (this.#viewTables.get(entry.name) ?? null) : null,
     };
