@@ -1,4 +1,4 @@
-import type { LockRow, SubscriptionRow, ViewRow } from '../../core/admin.js';
+import type { DeadLetterCount, LockRow, SubscriptionRow, ViewRow } from '../../core/admin.js';
 import type { RunnerKind, RunnerRole, RunnerState, RunnerStatusRow } from '../../core/runner-status.js';
 import type { CliDatabase } from '../database.js';
 import { groupPartitions, isLive } from './status-partitions.js';
@@ -143,8 +143,11 @@ function group<T extends { name: string }>(rows: readonly T[]): Map<string, T[]>
   return groups;
 }
 
-/** Reads everything `status` shows, through the admin surface. */
-export async function collectStatus(db: CliDatabase): Promise<{ report: StatusReport; locks: ReadonlyMap<string, LockRow> }> {
+/**
+ * Reads everything `status` shows, through the admin surface. `counts`: the dead-letter counts the
+ * entries were made from (by source, stage and status), for a caller that shows them otherwise too.
+ */
+export async function collectStatus(db: CliDatabase): Promise<{ report: StatusReport; locks: ReadonlyMap<string, LockRow>; counts: readonly DeadLetterCount[] }> {
   const [subscriptions, views, counts, completions, runners] = await Promise.all([
     db.admin.subscriptions(),
     db.admin.views(),
@@ -214,5 +217,5 @@ export async function collectStatus(db: CliDatabase): Promise<{ report: StatusRe
       partitions: null,
     };
   });
-  return { report: { database: db.target.display, schemaVersion: db.schema.version, head, entries: groupPartitions(entries) }, locks };
+  return { report: { database: db.target.display, schemaVersion: db.schema.version, head, entries: groupPartitions(entries) }, locks, counts };
 }

@@ -141,7 +141,8 @@ export class Sampler {
   }
 
   async #status(): Promise<void> {
-    const [{ report }, counts] = await Promise.all([collectStatus(this.#db), this.#db.admin.deadLetterCounts()]);
+    // The entries' dead letters and the totals come from one read: two could disagree within a state.
+    const { report, counts } = await collectStatus(this.#db);
     const at = performance.now();
     this.#count += 1;
     if (this.#count % VIEW_TABLES_EVERY === 1) {
@@ -205,19 +206,16 @@ export class Sampler {
 
   #extend(entry: StatusEntry, at: number, seen: Set<string>): DashboardEntry {
     const key = `${entry.name}\u0000${entry.partitions?.count ?? ''}\u0000${entry.superseded ? 'old' : ''}`;
-    let rate: number;
-    let partitions: DashboardEntry['partitions'] = null;
-    if (entry.partitions !== null) {
-      const lanes = entry.partitions.entries.map((lane) => ({ ...lane, rate: this.#rate(`${key}\u0000${lane.name}`, lane.position, at, seen) }));
-      partitions = { ...entry.partitions, entries: lanes };
-      rate = lanes.reduce((sum, lane) => sum + lane.rate, 0);
-    } else {
-      rate = this.#rate(key, entry.position, at, seen);
-    }
-    rate = Math.round(rate * 100) / 100;
+    // Each partition's checkpoint passes every event of the log (the others' too), so their rates are
+    // not summed: a runner's rate is its own checkpoint's (a partitioned one's: its slowest partition's,
+    // what its lag counts from), partitioned or not.
+    const partitions: DashboardEntry['partitions'] =
+      entry.partitions === null
+        ? null
+        : { ...entry.partitions, entries: entry.partitions.entries.map((lane) => ({ ...lane, rate: this.#rate(`${key}\u0000${lane.name}`, lane.position, at, seen) })) };
+    const rate = Math.round(this.#rate(key, entry.position, at, seen) * 100) / 100;
     const history = [...(this.#history.get(key) ?? []), rate].slice(-this.#options.historySamples);
     this.#history.set(key, history);
-    seen.add(key);
     return {
       ...entry,
       partitions,

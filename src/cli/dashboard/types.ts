@@ -45,7 +45,10 @@ export interface ViewTable {
 export type DashboardEntry = Omit<StatusEntry, 'partitions'> & {
   /** A partitioned runner's partitions, each with its own rate. */
   partitions: (Omit<PartitionsInfo, 'entries'> & { entries: Array<PartitionEntry & { rate: number }> }) | null;
-  /** Events/s through its checkpoint over the last interval (a partitioned runner's: its partitions' summed). */
+  /**
+   * Events/s through its checkpoint over the last interval. A partitioned runner's checkpoint is its
+   * slowest partition's (each partition passes every event of the log, so their rates are not summed).
+   */
   rate: number;
   /** The last `historySamples` rates, oldest first. */
   history: number[];

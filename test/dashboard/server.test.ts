@@ -1,0 +1,94 @@
+// The dashboard's server where a test needs to steer what the database answers (a proxy over the
+// admin surface of a real SQLite database): rates of partitioned runners, one consistent read of the
+// dead letters per sample.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { CliDatabase } from '../../src/cli/database.js';
+import { startDashboard } from '../../src/cli/dashboard/index.js';
+import type { DashboardState } from '../../src/cli/dashboard/index.js';
+import type { Admin, DeadLetterCount, SubscriptionRow } from '../../src/core/admin.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { waitUntil } from '../../src/testing/wait.js';
+import { createWorld } from '../cli/world.js';
+import type { World } from '../cli/world.js';
+import { openLive, openOn, send } from './world.js';
+
+/** `real` with some of its admin calls answered by `overrides` (the rest pass through). */
+function steered(real: CliDatabase, overrides: Partial<Pick<Admin, 'subscriptions' | 'deadLetterCounts'>>): CliDatabase {
+  const admin = new Proxy(real.admin, {
+    get(target, name, receiver) {
+      const override = (overrides as Record<string | symbol, unknown>)[name];
+      if (typeof override === 'function') return override;
+      const value = Reflect.get(target, name, receiver) as unknown;
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return { ...real, admin, close: () => real.close() };
+}
+
+describe('dashboard server, steered database answers', () => {
+  let world: World;
+  before(async () => {
+    world = await createWorld('sqlite');
+  });
+  after(async () => {
+    await world?.stop();
+  });
+
+  it("a partitioned runner's rate is the rate through its checkpoint, not its partitions' rates summed (each partition passes every event)", async () => {
+    const real = await openOn(world);
+    let moved = 0;
+    const lane = (partition: number): SubscriptionRow => ({
+      name: `lanes#${partition}/2`,
+      position: 10 + moved,
+      checkpointToken: undefined,
+      updatedAt: new Date(),
+      head: 10 + moved,
+      lag: 0,
+      lock: undefined,
+    });
+    const db = steered(real, { subscriptions: async () => [...(await real.admin.subscriptions()), lane(0), lane(1)] });
+    const dashboard = await startDashboard({ database: db, port: 0, intervalMs: 20, logger: silentLogger });
+    const client = await openLive(dashboard.port);
+    try {
+      await client.waitFor('state', (data) => (data as DashboardState).entries.some((entry) => entry.name === 'lanes'));
+      // Both partitions pass the same 100 events between two samples: 100 events went through the runner.
+      moved = 100;
+      const seen = (await client.waitFor('state', (data) => ((data as DashboardState).entries.find((entry) => entry.name === 'lanes')?.rate ?? 0) > 0)) as DashboardState;
+      const entry = seen.entries.find((candidate) => candidate.name === 'lanes');
+      const lanes = entry?.partitions?.entries.map((partition) => partition.rate) ?? [];
+      assert.equal(lanes.length, 2);
+      assert.ok(lanes.every((rate) => rate > 0), JSON.stringify(lanes));
+      assert.ok(Math.abs((entry?.rate ?? 0) - (lanes[0] ?? 0)) < 0.01, `the runner's rate ${String(entry?.rate)} is one partition's (${String(lanes[0])}), not their sum`);
+    } finally {
+      client.close();
+      await dashboard.close();
+      await real.close();
+    }
+  });
+
+  it("one sample reads the dead letters once: the total and each runner's count agree", async () => {
+    const real = await openOn(world);
+    let reads = 0;
+    // Every read finds one more letter of notifier than the read before.
+    const deadLetterCounts = async (): Promise<DeadLetterCount[]> => {
+      const read = (reads += 1);
+      const counts = await real.admin.deadLetterCounts();
+      return [...counts, { source: 'notifier', stage: 'execute', status: 'dead', count: read }];
+    };
+    const dashboard = await startDashboard({ database: steered(real, { deadLetterCounts }), port: 0, intervalMs: 20, logger: silentLogger });
+    try {
+      for (let sample = 0; sample < 3; sample++) {
+        const seen = await waitUntil(async () => {
+          const current = (await send(dashboard.port, '/api/state')).json as DashboardState;
+          return current.entries.length > 0 ? current : undefined;
+        });
+        const perEntry = seen.entries.reduce((sum, entry) => sum + entry.deadLetters.dead + entry.deadLetters.redrive, 0);
+        assert.equal(seen.deadLetters.total, perEntry, `total ${seen.deadLetters.total} vs the entries' ${perEntry}`);
+      }
+    } finally {
+      await dashboard.close();
+      await real.close();
+    }
+  });
+});
