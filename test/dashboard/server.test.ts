@@ -1,17 +1,19 @@
 // The dashboard's server where a test needs to steer what the database answers (a proxy over the
 // admin surface of a real SQLite database): rates of partitioned runners, one consistent read of the
-// dead letters per sample.
+// dead letters per sample, the status codes of a wrong method, and a rebuild asked for after close().
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { CliDatabase } from '../../src/cli/database.js';
+import { Rebuilds } from '../../src/cli/dashboard/actions.js';
+import { HttpError } from '../../src/cli/dashboard/http.js';
 import { startDashboard } from '../../src/cli/dashboard/index.js';
-import type { DashboardState } from '../../src/cli/dashboard/index.js';
+import type { DashboardState, RunningDashboard } from '../../src/cli/dashboard/index.js';
 import type { Admin, DeadLetterCount, SubscriptionRow } from '../../src/core/admin.js';
 import { silentLogger } from '../../src/core/logger.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { createWorld } from '../cli/world.js';
 import type { World } from '../cli/world.js';
-import { openLive, openOn, send } from './world.js';
+import { dashboardOn, openLive, openOn, send } from './world.js';
 
 /** `real` with some of its admin calls answered by `overrides` (the rest pass through). */
 function steered(real: CliDatabase, overrides: Partial<Pick<Admin, 'subscriptions' | 'deadLetterCounts'>>): CliDatabase {
@@ -90,5 +92,53 @@ describe('dashboard server, steered database answers', () => {
       await dashboard.close();
       await real.close();
     }
+  });
+});
+
+describe('dashboard server, methods and shutdown', () => {
+  let world: World;
+  let test: Awaited<ReturnType<typeof dashboardOn>>;
+  let dashboard: RunningDashboard;
+  before(async () => {
+    world = await createWorld('sqlite');
+    test = await dashboardOn(world, { allowActions: true });
+    dashboard = test.dashboard;
+  });
+  after(async () => {
+    await test?.close();
+    await world?.stop();
+  });
+
+  it('a wrong method on a known path is 405 with the methods it takes; an unknown path stays 404', async () => {
+    const headers = test.actionHeaders();
+    const cases: Array<[method: string, path: string, status: number, allow: string | undefined]> = [
+      ['POST', '/api/state', 405, 'GET, HEAD'],
+      ['POST', '/api/live', 405, 'GET, HEAD'],
+      ['POST', '/', 405, 'GET, HEAD'],
+      ['GET', '/api/views/carts/rebuild', 405, 'POST'],
+      ['GET', `/api/dead-letters/${world.letters.notifier}/retry`, 405, 'POST'],
+      ['GET', '/api/dead-letters/redrive', 405, 'POST'],
+      ['PUT', '/api/dead-letters/redrive', 405, 'POST'],
+      ['PUT', '/api/state', 405, 'GET, HEAD'],
+      ['POST', '/api/nope', 404, undefined],
+      ['GET', '/api/nope', 404, undefined],
+    ];
+    for (const [method, path, status, allow] of cases) {
+      const reply = await send(dashboard.port, path, { method, headers: method === 'GET' ? {} : headers, body: method === 'GET' ? undefined : {} });
+      assert.equal(reply.status, status, `${method} ${path}: ${reply.body}`);
+      assert.equal(reply.headers.allow, allow, `${method} ${path}`);
+    }
+    assert.equal(await world.deadLetters.count({ source: 'notifier' }), 1, 'nothing acted on');
+  });
+
+  it('a rebuild asked for once close() began is refused (503), not started on a database about to close', async () => {
+    let started = 0;
+    const rebuilds = new Rebuilds(
+      [{ name: 'carts', rebuild: async () => (started += 1, { position: 0, events: 0, resumedFrom: 0, generation: 1, durationMs: 0 }) }],
+      { scrub: (text) => text, onEnd: () => undefined },
+    );
+    await rebuilds.close();
+    assert.throws(() => rebuilds.start('carts', false), (error: unknown) => error instanceof HttpError && error.status === 503);
+    assert.equal(started, 0);
   });
 });

@@ -93,6 +93,7 @@ export class Rebuilds {
   readonly #views: ReadonlyMap<string, RebuildableView>;
   readonly #last = new Map<string, RebuildView>();
   readonly #running = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  #closed = false;
 
   constructor(
     views: readonly RebuildableView[],
@@ -115,6 +116,9 @@ export class Rebuilds {
       const known = this.names();
       throw new HttpError(404, `no view "${name}" in the config (${known.length === 0 ? 'it has none' : `it has: ${known.join(', ')}`})`, 'Start the dashboard with --config <file> naming the view.');
     }
+    // An action whose body was read as close() began: a rebuild started now would run on a database
+    // the caller is about to close, with nothing left to stop it.
+    if (this.#closed) throw new HttpError(503, 'the dashboard is closing', 'Start it again to rebuild.');
     if (this.#running.has(name)) throw new HttpError(409, `a rebuild of "${name}" runs already`, 'Wait for it to end (its progress bar).');
     const rebuild: RebuildView = { view: name, state: 'running', done: 0, total: 0, startedAt: new Date().toISOString(), finishedAt: null, error: null, result: null };
     this.#last.set(name, rebuild);
@@ -138,6 +142,7 @@ export class Rebuilds {
    * a rebuild stuck in a query of a database that hangs must not hold up a close (as the sampler's).
    */
   async close(waitMs = 2000): Promise<void> {
+    this.#closed = true;
     const running = [...this.#running.values()];
     for (const { controller } of running) controller.abort();
     let timer: NodeJS.Timeout | undefined;
@@ -153,13 +158,21 @@ interface Done {
   detail: string;
 }
 
+const LETTER_ACTION = /^\/api\/dead-letters\/([^/]+)\/(retry|discard)$/;
+const VIEW_ACTION = /^\/api\/views\/([^/]+)\/rebuild$/;
+
+/** Whether `path` is an action's (whatever the method it was asked with). */
+export function isActionPath(path: string): boolean {
+  return LETTER_ACTION.test(path) || VIEW_ACTION.test(path) || path === '/api/dead-letters/redrive' || path === '/api/dead-letters/discard';
+}
+
 /** Which action a request is, from its method and path (also for requests the guard refused). */
 export function describeAction(method: string, path: string): { action: string; target: string } {
-  const letter = /^\/api\/dead-letters\/([^/]+)\/(retry|discard)$/.exec(path);
+  const letter = LETTER_ACTION.exec(path);
   if (method === 'POST' && letter) return { action: letter[2] as string, target: safeDecode(letter[1] as string) };
   if (method === 'POST' && path === '/api/dead-letters/redrive') return { action: 'redrive', target: '' };
   if (method === 'POST' && path === '/api/dead-letters/discard') return { action: 'discard-all', target: '' };
-  const view = /^\/api\/views\/([^/]+)\/rebuild$/.exec(path);
+  const view = VIEW_ACTION.exec(path);
   if (method === 'POST' && view) return { action: 'rebuild', target: safeDecode(view[1] as string) };
   return { action: `${method} ${path.slice(0, 200)}`, target: '' };
 }
@@ -254,11 +267,11 @@ async function discardAll(context: DashboardContext, body: Record<string, unknow
 }
 
 /**
- * Runs the action `attempt` names (describeAction; the guard let it through); 404 for a path that is
- * none. A source given in the body becomes the attempt's target as soon as it is read (for the log).
+ * Runs the action `attempt` names (describeAction; the guard let it through, the router checked the
+ * method); 404 for a path that is none. A source given in the body becomes the attempt's target as
+ * soon as it is read (for the log).
  */
-export async function runAction(context: DashboardContext, req: IncomingMessage, method: string, path: string, attempt: { action: string; target: string }): Promise<Done> {
-  if (method !== 'POST') throw new HttpError(405, `${method} is not used here`, undefined, { Allow: 'GET, HEAD, POST' });
+export async function runAction(context: DashboardContext, req: IncomingMessage, path: string, attempt: { action: string; target: string }): Promise<Done> {
   const body = await readJsonBody(req);
   const { action, target } = attempt;
   if ((action === 'redrive' || action === 'discard-all') && typeof body.source === 'string') attempt.target = body.source.slice(0, 200);

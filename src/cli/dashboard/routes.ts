@@ -9,7 +9,7 @@ import { printableLetter } from '../personal-fields.js';
 import type { DeadLetter, DeadLetterStatus, DeadLetterStore } from '../../core/dead-letter.js';
 import { SealedDeadLetterStore } from '../../core/personal/sealed-dead-letters.js';
 import type { Recorded } from '../../core/event.js';
-import { describeAction, requester, runAction } from './actions.js';
+import { describeAction, isActionPath, requester, runAction } from './actions.js';
 import type { DashboardContext } from './context.js';
 import type { Guard } from './guard.js';
 import { HttpError, integerParam, sendError, sendJson, setSecurityHeaders } from './http.js';
@@ -172,11 +172,7 @@ async function read(context: DashboardContext, req: IncomingMessage, res: Server
     return;
   }
   if (path === '/api/dead-letters') return sendJson(res, 200, await deadLetters(context, params));
-  if (path.startsWith('/api/dead-letters/')) {
-    const rest = path.slice('/api/dead-letters/'.length);
-    if (rest.includes('/') || rest === 'redrive' || rest === 'discard') throw new HttpError(405, 'this path takes POST', undefined, { Allow: 'POST' });
-    return sendJson(res, 200, await deadLetter(context, decoded(rest)));
-  }
+  if (/^\/api\/dead-letters\/[^/]+$/.test(path)) return sendJson(res, 200, await deadLetter(context, decoded(path.slice('/api/dead-letters/'.length))));
   if (path === '/api/events') return sendJson(res, 200, await events(context, params));
   if (path.startsWith('/api/streams/') && path.length > '/api/streams/'.length) {
     return sendJson(res, 200, await stream(context, decoded(path.slice('/api/streams/'.length)), params));
@@ -185,6 +181,16 @@ async function read(context: DashboardContext, req: IncomingMessage, res: Server
   if (path.startsWith('/api/')) throw new HttpError(404, `no API at ${path}`);
   if (/^\/[^/]+$/.test(path)) return asset(res, decoded(path.slice(1)));
   throw new HttpError(404, `no page at ${path}`);
+}
+
+/** The paths read with GET and HEAD (read() serves them); an action's path takes POST (isActionPath). */
+const READ_PATHS = [/^\/(healthz)?$/, /^\/api\/(state|live|dead-letters|events|search)$/, /^\/api\/dead-letters\/[^/]+$/, /^\/api\/streams\/.+$/, /^\/(?!api\/)[^/]+$/];
+
+/** A request whose path is known but takes other methods: 405 with the ones it takes. */
+function wrongMethod(method: string, path: string): HttpError | undefined {
+  const allowed = isActionPath(path) ? ['POST'] : READ_PATHS.some((pattern) => pattern.test(path)) ? ['GET', 'HEAD'] : undefined;
+  if (allowed === undefined || allowed.includes(method)) return undefined;
+  return new HttpError(405, `${path} takes ${allowed.join(' or ')}, not ${method}`, undefined, { Allow: allowed.join(', ') });
 }
 
 /** The server's request listener: the guard, then the route; every action attempt logged. */
@@ -209,13 +215,16 @@ export function handler(context: DashboardContext, guard: Guard): (req: Incoming
       sendError(res, verdict.error);
       return;
     }
-    const work = attempt
-      ? runAction(context, req, method, url.pathname, attempt).then((done) => {
-          context.log.record(who, attempt.action, attempt.target, 'ok', done.detail);
-          context.sampler.kick();
-          sendJson(res, done.status, done.body);
-        })
-      : read(context, req, res, url);
+    const misfit = wrongMethod(method, url.pathname);
+    const work = misfit
+      ? Promise.reject(misfit)
+      : attempt
+        ? runAction(context, req, url.pathname, attempt).then((done) => {
+            context.log.record(who, attempt.action, attempt.target, 'ok', done.detail);
+            context.sampler.kick();
+            sendJson(res, done.status, done.body);
+          })
+        : read(context, req, res, url);
     work
       .catch((error: unknown) => {
         const refusal = error instanceof HttpError ? error : undefined;
