@@ -142,3 +142,40 @@ describe('dashboard server, methods and shutdown', () => {
     assert.equal(started, 0);
   });
 });
+
+describe('dashboard server, a view that cannot be counted', () => {
+  let world: World;
+  before(async () => {
+    world = await createWorld('sqlite');
+  });
+  after(async () => {
+    await world?.stop();
+  });
+
+  it("a view's row count that fails is an error of that sample, not a reason to drop the status just read", async () => {
+    const real = await openOn(world);
+    let failing = true;
+    const admin = new Proxy(real.admin, {
+      get(target, name, receiver) {
+        if (name === 'viewTables') return (view: string) => (failing ? Promise.reject(new Error('no such table: carts')) : target.viewTables(view));
+        const value = Reflect.get(target, name, receiver) as unknown;
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const dashboard = await startDashboard({ database: { ...real, admin }, port: 0, intervalMs: 20, logger: silentLogger });
+    const client = await openLive(dashboard.port);
+    try {
+      const first = (await client.waitFor('state', (data) => (data as DashboardState).error !== null)) as DashboardState;
+      assert.match(first.error ?? '', /counting the rows of view "carts": no such table/);
+      assert.deepEqual(first.entries.map((entry) => entry.name), ['audit', 'carts', 'mailer', 'notifier', 'stopped-sub'], 'the status of the same sample');
+      failing = false;
+      const counted = (await client.waitFor('state', (data) => (data as DashboardState).entries.some((entry) => entry.viewTables !== null))) as DashboardState;
+      assert.equal(counted.error, null);
+      assert.deepEqual(counted.entries.find((entry) => entry.name === 'carts')?.viewTables?.map((table) => table.table), ['carts']);
+    } finally {
+      client.close();
+      await dashboard.close();
+      await real.close();
+    }
+  });
+});

@@ -58,7 +58,9 @@ export class Sampler {
   #failing = false;
   readonly #previous = new Map<string, Previous>();
   readonly #history = new Map<string, number[]>();
-  readonly #viewTables = new Map<string, ViewTable[]>();
+  #viewTables = new Map<string, ViewTable[]>();
+  /** The views' row counts are read at the next sample (every VIEW_TABLES_EVERY, and again after a failure). */
+  #viewTablesDue = true;
 
   constructor(db: CliDatabase, options: SamplerOptions) {
     this.#db = db;
@@ -117,7 +119,7 @@ export class Sampler {
   async #sample(): Promise<void> {
     const errors: string[] = [];
     try {
-      await this.#status();
+      await this.#status(errors);
     } catch (error) {
       errors.push(messageOf(error));
     }
@@ -140,17 +142,14 @@ export class Sampler {
     }
   }
 
-  async #status(): Promise<void> {
+  /** `errors`: where what went wrong short of the whole status goes (a view's row count). */
+  async #status(errors: string[]): Promise<void> {
     // The entries' dead letters and the totals come from one read: two could disagree within a state.
     const { report, counts } = await collectStatus(this.#db);
     const at = performance.now();
     this.#count += 1;
-    if (this.#count % VIEW_TABLES_EVERY === 1) {
-      const views = report.entries.filter((entry) => entry.kind === 'view' && !entry.superseded).map((entry) => entry.name);
-      const tables = await Promise.all(views.map(async (name) => [name, await this.#db.admin.viewTables(name)] as const));
-      this.#viewTables.clear();
-      for (const [name, rows] of tables) this.#viewTables.set(name, rows.map(({ table, rows: count, capped }) => ({ table, rows: count, capped })));
-    }
+    if (this.#count % VIEW_TABLES_EVERY === 1) this.#viewTablesDue = true;
+    if (this.#viewTablesDue) await this.#countViewRows(report.entries, errors);
     const bySource = new Map<string, { source: string; dead: number; redrive: number }>();
     let total = 0;
     for (const count of counts) {
@@ -172,6 +171,31 @@ export class Sampler {
       entries,
       deadLetters: { total, bySource: [...bySource.values()].sort((a, b) => (a.source < b.source ? -1 : a.source > b.source ? 1 : 0)) },
     };
+  }
+
+  /**
+   * The views' tables and row counts. A count that fails (a table dropped by a swap between reading
+   * the view's row and counting) keeps that view's last counts and is tried again next sample: it
+   * must not throw away the status just read, nor leave the state a sample behind.
+   */
+  async #countViewRows(entries: readonly StatusEntry[], errors: string[]): Promise<void> {
+    const views = entries.filter((entry) => entry.kind === 'view' && !entry.superseded).map((entry) => entry.name);
+    const results = await Promise.allSettled(views.map((name) => this.#db.admin.viewTables(name)));
+    const counted = new Map<string, ViewTable[]>();
+    let failed = false;
+    results.forEach((result, index) => {
+      const name = views[index] as string;
+      if (result.status === 'fulfilled') {
+        counted.set(name, result.value.map(({ table, rows, capped }) => ({ table, rows, capped })));
+        return;
+      }
+      failed = true;
+      errors.push(`counting the rows of view "${name}": ${messageOf(result.reason)}`);
+      const last = this.#viewTables.get(name);
+      if (last !== undefined) counted.set(name, last);
+    });
+    this.#viewTables = counted;
+    this.#viewTablesDue = failed;
   }
 
   /** Events/s through a checkpoint since the last sample (0 the first time, and after a reset backwards). */
