@@ -118,7 +118,11 @@ export async function startDashboard(options: DashboardOptions): Promise<Running
   const server = createServer(handler(context, guard));
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {
-    const failed = (error: Error): void => reject(error);
+    const failed = (error: Error): void => {
+      // Nothing started: the live connections' heartbeat goes too (a program may try another port).
+      hub.close();
+      reject(error);
+    };
     server.once('error', failed);
     server.listen(requestedPort, host, () => {
       server.off('error', failed);
