@@ -98,16 +98,36 @@ function rate(r) {
   return r === 0 ? '0' : r < 10 ? r.toFixed(1) : number.format(Math.round(r));
 }
 
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const pad = (n) => String(n).padStart(2, '0');
+
+/** Local, 24-hour: "23:59:39" today, "Dec 5 23:59:39" before ("Dec 5 2025 23:59:39" another year). */
 function time(iso) {
   if (!iso) return '—';
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return String(iso);
-  const today = new Date().toDateString() === date.toDateString();
-  return today ? date.toLocaleTimeString() : date.toLocaleString();
+  const now = new Date();
+  const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  if (date.toDateString() === now.toDateString()) return clock;
+  return `${MONTHS[date.getMonth()]} ${date.getDate()}${date.getFullYear() === now.getFullYear() ? '' : ` ${date.getFullYear()}`} ${clock}`;
 }
 
-const STATE_TEXT = { leading: 'leading', 'no-leader': 'no leader', unelected: 'unelected', unknown: '—' };
-const ROLE_TEXT = { leader: 'leader', unelected: 'unelected', standby: 'standby', 'denied-standby': 'denied standby', none: '—' };
+const timeCell = (iso) => el('td', { class: 'time', title: iso || undefined }, time(iso));
+
+/** As `eskit status`: "-" for none (0: never leased). */
+const tokenText = (n) => (n === null || n === undefined || n === 0 ? '-' : fmt(n));
+
+// The words of `eskit status` (src/cli/commands/status.ts).
+const STATE_TEXT = { leading: 'leading', 'no-leader': 'no leader', unelected: 'no election', unknown: 'unknown' };
+const STATE_TITLE = {
+  leading: 'A node holds its lock right now (LEADER says which)',
+  'no-leader': 'Leader election is on, but no node holds the lock (stopped, or failing over)',
+  unelected: 'No lock, and a live node says it runs without leader election',
+  unknown: 'No lock row and no live status row: the database cannot tell whether a node runs it',
+};
+const ROLE_TEXT = { leader: 'leader', unelected: 'no election', standby: 'standby', 'denied-standby': 'denied standby', none: '—' };
+
+const isLive = (node) => !node.stale && (node.state === 'running' || node.state === 'stopping');
 
 // ---- page state ----------------------------------------------------------------------------------
 
@@ -135,14 +155,21 @@ const ui = {
 
 // ---- token and operator --------------------------------------------------------------------------
 
+/**
+ * `#token=` from the address into sessionStorage and the token field, out of the address bar and the
+ * history: at load, on `hashchange` (a link opened in a tab that shows the page: no reload), and
+ * before each action. True when it took one.
+ */
 function takeTokenFromUrl() {
-  if (!location.hash.startsWith('#')) return;
-  const params = new URLSearchParams(location.hash.slice(1));
-  const token = params.get('token');
-  if (token === null) return;
-  if (token !== '') sessionStorage.setItem(TOKEN_KEY, token);
-  // Out of the address bar, the history and any bookmark.
+  if (!location.hash.startsWith('#')) return false;
+  const value = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (value === null) return false;
+  const taken = value.trim();
+  if (taken !== '') sessionStorage.setItem(TOKEN_KEY, taken);
   history.replaceState(null, '', location.pathname + location.search);
+  $('token-input').value = token();
+  markTokenMissing();
+  return taken !== '';
 }
 
 const token = () => sessionStorage.getItem(TOKEN_KEY) ?? '';
@@ -188,6 +215,7 @@ async function reply(res) {
 const getJson = async (path) => reply(await fetch(path, { headers: { accept: 'application/json' } }));
 
 async function post(path, body) {
+  takeTokenFromUrl();
   const headers = { 'Content-Type': 'application/json', Authorization: `Bearer ${token()}` };
   const name = operator();
   if (name !== '') headers['X-Eskit-Operator'] = name;
@@ -288,6 +316,7 @@ function onState(state) {
     ui.letterSignature = signature;
     void loadLetters();
     if (ui.openLetter) void openLetter(ui.openLetter, { quiet: true });
+    if (follows.size > 0) void checkFollows();
   }
 }
 
@@ -295,6 +324,7 @@ function renderHeader(state) {
   document.body.classList.toggle('read-only', state.readOnly);
   document.title = `eskit · ${state.database}`;
   setText($('database'), state.database);
+  $('database').title = state.database;
   setText($('backend'), state.backend);
   setText($('schema-version'), `v${state.schemaVersion}`);
   setText($('head'), fmt(state.head));
@@ -303,12 +333,17 @@ function renderHeader(state) {
   $('actions-badge').hidden = state.readOnly;
   $('credentials').hidden = state.readOnly;
   markTokenMissing();
+  const actionsHint = $('actions-hint');
+  actionsHint.hidden = !state.readOnly;
+  setText(actionsHint, state.readOnly ? 'Read-only: start with --allow-actions to retry, discard and redrive; views are rebuilt with a --config.' : '');
+
   const banner = $('state-error');
   banner.hidden = state.error === null;
   setText(banner, state.error === null ? '' : `The last sample failed: ${state.error}. Showing the one before.`);
 }
 
-const RUNNER_FIELDS = ['kind', 'state', 'leader', 'token', 'position', 'head', 'lag', 'rate', 'work', 'last', 'dead'];
+// Dead letters next to the lag (the columns an operator needs most come first; the rest scroll).
+const RUNNER_FIELDS = ['kind', 'state', 'leader', 'token', 'lag', 'dead', 'position', 'head', 'rate', 'work', 'last'];
 const NUMERIC = new Set(['token', 'position', 'head', 'lag', 'dead']);
 
 /** Puts the rows of `keys` in `tbody` in that order (creating, updating, removing), keeping each row's nodes. */
@@ -341,28 +376,52 @@ function createRunnerRow(name) {
   spark.setAttribute('viewBox', '0 0 90 22');
   spark.setAttribute('aria-hidden', 'true');
   cells.rate.append(rateText, spark);
-  const nameCell = el('td', { class: 'name', data: { field: 'name' } }, toggle, el('span', {}, name));
+  const leaderText = el('span', { data: { field: 'leader' } });
+  const nodesText = el('span', { class: 'hint', data: { field: 'nodes' } });
+  cells.leader = el('td', { class: 'leader' }, leaderText, nodesText);
+  // The name opens the row too (the ▸'s click comes here).
+  const nameCell = el('td', { class: 'name', title: 'Nodes and partitions', data: { field: 'name' } }, toggle, el('span', {}, name));
   const tr = el('tr', { data: { testid: 'runner-row', name } }, nameCell, RUNNER_FIELDS.map((field) => cells[field]));
   const detailCell = el('td', { colspan: RUNNER_FIELDS.length + 1 });
   const detail = el('tr', { class: 'detail', data: { testid: 'runner-detail', name }, hidden: true }, detailCell);
-  toggle.addEventListener('click', () => {
+  nameCell.addEventListener('click', () => {
     if (ui.expanded.has(name)) ui.expanded.delete(name);
     else ui.expanded.add(name);
     const entry = ui.state?.entries.find((candidate) => candidate.name === name);
     if (entry) updateRunnerRow(row, entry);
   });
-  const row = { trs: [tr, detail], tr, detail, detailCell, toggle, cells, rateText, spark };
+  const row = { trs: [tr, detail], tr, detail, detailCell, toggle, cells, leaderText, nodesText, rateText, spark };
   return row;
+}
+
+/** "leader silent 4.1 s": the lock's holder has no live status row (stale, stopped, none), its lease not run out yet. */
+function leaderSilence(entry) {
+  const holder = entry.leader?.holder;
+  if (entry.state !== 'leading' || !holder || entry.nodes.length === 0) return null;
+  const rows = entry.nodes.filter((node) => node.nodeId === holder);
+  if (rows.some(isLive)) return null;
+  const heard = rows.length === 0 ? null : Math.min(...rows.map((node) => node.heartbeatAgeMs));
+  return heard === null ? 'leader silent (no status row)' : `leader silent ${age(heard)}`;
 }
 
 function updateRunnerRow(row, entry) {
   const { cells } = row;
-  const live = entry.nodes.filter((node) => !node.stale && node.state === 'running');
+  const live = entry.nodes.filter(isLive);
   setText(cells.kind, entry.kind === 'unknown' ? '—' : entry.kind);
-  setText(cells.state, STATE_TEXT[entry.state] ?? entry.state);
+  const silence = leaderSilence(entry);
+  const state = STATE_TEXT[entry.state] ?? entry.state;
+  setText(cells.state, silence ? `${state} · ${silence}` : state);
   cells.state.dataset.state = entry.state;
-  setText(cells.leader, entry.leader?.holder ?? (entry.state === 'leading' ? 'unknown holder' : '—'));
-  setText(cells.token, fmt(entry.fencingToken?.lease ?? entry.fencingToken?.checkpoint ?? null));
+  cells.state.dataset.level = silence ? 'warn' : 'ok';
+  cells.state.title = silence
+    ? `Its lock's holder has no heartbeat (froze or died); its lease has not run out yet${entry.leader.expiresAt ? ` (until ${time(entry.leader.expiresAt)})` : ''}`
+    : (STATE_TITLE[entry.state] ?? '');
+  const holder = entry.leader?.holder ?? null;
+  const others = live.filter((node) => node.nodeId !== holder);
+  setText(row.leaderText, holder ?? (entry.state === 'leading' ? 'unknown holder' : live.length > 0 ? '' : '—'));
+  setText(row.nodesText, holder || entry.state === 'leading' ? (others.length > 0 ? ` +${others.length} standby` : '') : live.length > 0 ? count(live.length, 'live node') : '');
+  cells.leader.title = live.map((node) => `${node.nodeId}: ${ROLE_TEXT[node.role] ?? node.role}`).join('\n');
+  setText(cells.token, tokenText(entry.fencingToken?.lease ?? entry.fencingToken?.checkpoint ?? null));
   setText(cells.position, fmt(entry.position));
   setText(cells.head, fmt(entry.head));
   setText(cells.lag, fmt(entry.lag));
@@ -370,6 +429,7 @@ function updateRunnerRow(row, entry) {
   setText(row.rateText, rate(entry.rate));
   sparkline(row.spark, entry.history ?? []);
   setText(cells.work, workText(entry.work));
+  cells.work.title = workTitle(entry.work);
   setText(cells.last, age(entry.lastHandledAgeMs));
   const letters = entry.deadLetters ?? { dead: 0, redrive: 0 };
   setText(cells.dead, letters.redrive > 0 ? `${fmt(letters.dead)} (+${fmt(letters.redrive)} redriving)` : fmt(letters.dead));
@@ -380,15 +440,22 @@ function updateRunnerRow(row, entry) {
   row.toggle.setAttribute('aria-expanded', String(expanded));
   row.toggle.textContent = expanded ? '▾' : '▸';
   row.detail.hidden = !expanded;
-  if (expanded) fill(row.detailCell, ...runnerDetail(entry));
+  if (expanded) fill(row.detailCell, el('div', { class: 'detail-body' }, runnerDetail(entry)));
 }
 
+const WORK = ['pending', 'running', 'hung', 'retrying', 'unrecorded'];
+
+/** "2 pending · 1 retrying", "idle": one line; workTitle has every count. */
 function workText(work) {
   if (!work) return '—';
-  const parts = [`${fmt(work.pending)} pending`, `${fmt(work.running)} running`, `${fmt(work.retrying)} retrying`];
-  if (work.hung > 0) parts.push(`${fmt(work.hung)} hung`);
-  if (work.oldestPendingMs !== null) parts.push(`oldest ${age(work.oldestPendingMs)}`);
-  return parts.join(' · ');
+  const parts = WORK.filter((what) => work[what] > 0).map((what) => `${fmt(work[what])} ${what}`);
+  return parts.length === 0 ? 'idle' : parts.join(' · ');
+}
+
+function workTitle(work) {
+  if (!work) return 'No to-do list: only automations keep one';
+  const parts = WORK.filter((what) => work[what] !== undefined).map((what) => `${fmt(work[what])} ${what}`);
+  return `${parts.join(', ')}${work.oldestPendingMs === null ? '' : `; the oldest pending one waits for ${age(work.oldestPendingMs)}`}`;
 }
 
 function sparkline(svg, values) {
@@ -419,30 +486,54 @@ function renderRunners(state) {
   $('runners').hidden = state.entries.length === 0;
 }
 
+const NODE_COLUMNS = [
+  ['Node'], ['Role'], ['State'], ['Heartbeat'], ['Token'], ['Checkpoint'],
+  ['Handled', 'Events this node handled since it started'],
+  ['Last event', 'The last event it handled, as its status row says'],
+  ['Work'], ['Leads'], ['Last error'],
+];
+
+/** A node's role: "was" it when stopped or silent, or a "leader" whose lock another holds (killed, not stale yet). */
+function roleText(node, entry) {
+  const role = ROLE_TEXT[node.role] ?? node.role;
+  return node.role !== 'none' && (!isLive(node) || deposed(node, entry)) ? `was ${role}` : role;
+}
+
+const deposed = (node, entry) => node.role === 'leader' && !entry.partitions && !!entry.leader?.holder && entry.leader.holder !== node.nodeId;
+
+/** Live, but a heartbeat late (stale comes after 3 intervals). */
+const overdue = (node) => isLive(node) && node.heartbeatAgeMs > 1.5 * node.heartbeatMs;
+
+function nodeStateText(node) {
+  return node.stale ? `no heartbeat for ${age(node.heartbeatAgeMs)}` : node.state;
+}
+
 function runnerDetail(entry) {
   const parts = [];
   if (entry.superseded) parts.push(el('p', { class: 'warn' }, 'Superseded: another layout of this runner saved its checkpoints later; nothing runs these any more.'));
   if (entry.leader) {
-    const where = [entry.leader.applicationName, entry.leader.clientAddr, entry.leader.pid === null ? null : `pid ${entry.leader.pid}`].filter(Boolean).join(', ');
+    // The pid is the database session's (PostgreSQL's backend process), not the application's.
+    const where = [entry.leader.applicationName, entry.leader.clientAddr, entry.leader.pid === null ? null : `backend pid ${entry.leader.pid}`].filter(Boolean).join(', ');
     parts.push(el('p', {}, `Leader ${entry.leader.holder ?? 'unknown'}${where ? ` (${where})` : ''}`, entry.leader.acquiredAt ? `, since ${time(entry.leader.acquiredAt)}` : '', entry.leader.expiresAt ? `, lease until ${time(entry.leader.expiresAt)}` : ''));
   }
-  parts.push(el('h4', {}, `Nodes (${entry.nodes.length})`));
+  const live = entry.nodes.filter(isLive).length;
+  parts.push(el('h4', {}, `Nodes (${entry.nodes.length}${live === entry.nodes.length ? '' : `, ${live} live`})`));
   if (entry.nodes.length === 0) parts.push(el('p', { class: 'empty' }, 'No status rows: its nodes publish none (no backend), or none ran yet.'));
   else {
     parts.push(
       el('table', { class: 'grid compact', data: { testid: 'node-table' } },
-        el('thead', {}, el('tr', {}, ['Node', 'Role', 'State', 'Heartbeat', 'Token', 'Checkpoint', 'Handled', 'Last event', 'Work', 'Leads', 'Last error'].map((h) => el('th', {}, h)))),
+        el('thead', {}, el('tr', {}, NODE_COLUMNS.map(([h, title]) => el('th', { title }, h)))),
         el('tbody', {}, entry.nodes.map((node) =>
-          el('tr', { class: node.stale ? 'stale' : undefined, data: { testid: 'node-row', node: node.nodeId, role: node.role, stale: node.stale } },
+          el('tr', { class: isLive(node) && !deposed(node, entry) ? undefined : 'stale', data: { testid: 'node-row', node: node.nodeId, role: node.role, stale: node.stale } },
             el('td', {}, node.nodeId),
-            el('td', { data: { field: 'role', role: node.role } }, ROLE_TEXT[node.role] ?? node.role),
-            el('td', { data: { field: 'node-state' } }, node.state, node.stale ? el('span', { class: 'badge badge-stale' }, 'stale') : null),
-            el('td', {}, `${age(node.heartbeatAgeMs)} ago`),
-            el('td', { class: 'num' }, fmt(node.fencingToken)),
+            el('td', { data: { field: 'role', role: node.role }, title: deposed(node, entry) ? `Its status row says leader, but ${entry.leader.holder} holds the lock` : undefined }, roleText(node, entry)),
+            el('td', { class: node.stale ? 'warn' : undefined, title: node.stale ? 'No heartbeat for 3 intervals: the process froze, died or lost the database' : undefined, data: { field: 'node-state' } }, nodeStateText(node)),
+            el('td', { class: overdue(node) ? 'time warn' : 'time', title: `Every ${age(node.heartbeatMs)}` }, `${age(node.heartbeatAgeMs)} ago`),
+            el('td', { class: 'num' }, tokenText(node.fencingToken)),
             el('td', { class: 'num' }, fmt(node.position)),
             el('td', { class: 'num' }, fmt(node.handled)),
             el('td', {}, node.lastEvent ? `#${fmt(node.lastEvent.position)}, ${age(node.lastEvent.ageMs)} ago` : '—'),
-            el('td', {}, workText(node.work)),
+            el('td', { title: node.work ? workTitle(node.work) : undefined }, workText(node.work)),
             el('td', {}, node.leads ? node.leads.join(', ') || 'none' : '—'),
             el('td', { class: node.lastError ? 'error-text' : undefined }, node.lastError ? clip(node.lastError, 300) : '—'),
           ),
@@ -462,8 +553,8 @@ function runnerDetail(entry) {
           el('tr', { data: { testid: 'partition-row', partition: p.partition } },
             el('td', { class: 'num' }, p.partition),
             el('td', { data: { field: 'owner' } }, p.owner ?? '—'),
-            el('td', {}, STATE_TEXT[p.state] ?? p.state),
-            el('td', { class: 'num' }, fmt(p.fencingToken?.lease ?? null)),
+            el('td', { title: STATE_TITLE[p.state] }, STATE_TEXT[p.state] ?? p.state),
+            el('td', { class: 'num' }, tokenText(p.fencingToken?.lease ?? null)),
             el('td', { class: 'num' }, fmt(p.position)),
             el('td', { class: 'num', data: { field: 'lag' } }, fmt(p.lag)),
             el('td', { class: 'num' }, rate(p.rate)),
@@ -543,17 +634,17 @@ async function loadLetters(after) {
 function letterRow(letter) {
   const last = letter.attempts[letter.attempts.length - 1];
   return el('tr', { class: letter.id === ui.openLetter ? 'selected' : undefined, data: { testid: 'letter-row', id: letter.id, source: letter.source, status: letter.status } },
-    el('td', {}, time(letter.createdAt)),
+    timeCell(letter.createdAt),
+    el('td', { class: 'time', title: letter.updatedAt, data: { field: 'updated' } }, time(letter.updatedAt)),
     el('td', {}, letter.source),
     el('td', {}, letter.stage),
-    el('td', {}, `${letter.eventType} #${fmt(letter.eventPosition)}`),
-    el('td', {}, idLink(letter.streamId, 'stream', () => showStream(letter.streamId))),
+    el('td', {}, `${letter.eventType} #${fmt(letter.eventPosition)}`, el('br'), idLink(letter.streamId, 'stream', () => showStream(letter.streamId))),
     el('td', { class: 'num' }, fmt(letter.attempts.length)),
     el('td', { data: { field: 'status' } }, letter.status === 'redrive' ? 'being redriven' : 'dead'),
     el('td', { class: 'error-text', title: last ? clip(last.error, 2000) : undefined }, last ? clip(last.error, 120) : '—'),
     el('td', { class: 'buttons' },
       button('Open', 'open', () => openLetter(letter.id), { act: false }),
-      letter.status === 'dead' ? button('Retry', 'retry', () => retryLetter(letter.id)) : null,
+      letter.status === 'dead' ? button('Retry', 'retry', () => retryLetter(letter)) : null,
       button('Discard', 'discard', () => discardLetter(letter.id)),
     ),
   );
@@ -570,7 +661,10 @@ async function openLetter(id, { quiet = false } = {}) {
     panel.hidden = true;
     panel.replaceChildren();
   }, { act: false, cls: 'close' });
-  if (!quiet) fill(panel, close, el('p', { class: 'hint' }, 'Loading…'));
+  if (!quiet) {
+    fill(panel, close, el('p', { class: 'hint' }, 'Loading…'));
+    reveal(panel);
+  }
   try {
     const { letter, event } = await getJson(`api/dead-letters/${encodeURIComponent(id)}`);
     if (ui.openLetter !== id) return;
@@ -585,7 +679,7 @@ async function openLetter(id, { quiet = false } = {}) {
         pair('Stored', time(letter.createdAt)), pair('Updated', time(letter.updatedAt)),
       ),
       el('div', { class: 'buttons' },
-        letter.status === 'dead' ? button('Retry', 'retry', () => retryLetter(letter.id)) : null,
+        letter.status === 'dead' ? button('Retry', 'retry', () => retryLetter(letter)) : null,
         button('Discard', 'discard', () => discardLetter(letter.id)),
       ),
       el('h4', {}, 'Payload'),
@@ -611,9 +705,72 @@ function pair(label, value) {
   return el('div', {}, el('dt', {}, label), el('dd', {}, value));
 }
 
-async function retryLetter(id) {
+// ---- what came of a retry or redrive -------------------------------------------------------------
+
+/**
+ * Letters marked for a retry are followed until a node ran them again: back dead with more attempts,
+ * they "failed again"; gone, their redrive succeeded. Checked when the letter counts change and every
+ * second (5 s after the first 30 s), for 10 minutes at most.
+ */
+const follows = new Set();
+let followTimer = null;
+let checking = false;
+
+function follow(item) {
+  follows.add({ ...item, since: Date.now() });
+  void checkFollows();
+}
+
+async function checkFollows() {
+  if (checking) return;
+  checking = true;
+  clearTimeout(followTimer);
+  for (const item of [...follows]) {
+    const done = await (item.source ? checkSource(item) : checkLetter(item)).catch(() => false);
+    if (done || Date.now() - item.since > 600_000) follows.delete(item);
+  }
+  checking = false;
+  const young = [...follows].some((item) => Date.now() - item.since < 30_000);
+  if (follows.size > 0) followTimer = setTimeout(checkFollows, young ? 1000 : 5000);
+}
+
+const lastError = (letter) => clip(letter.attempts[letter.attempts.length - 1]?.error ?? '', 300);
+const letters = (query) => getJson(`api/dead-letters?${new URLSearchParams({ limit: '200', ...query })}`);
+
+async function checkLetter({ id, attempts }) {
+  const letter = await getJson(`api/dead-letters/${encodeURIComponent(id)}`).then((body) => body.letter, (error) => {
+    if (error instanceof HttpError && error.status === 404) return null;
+    throw error;
+  });
+  if (letter === null) notice('Retried: the letter is gone (its redrive succeeded).');
+  else if (letter.status === 'dead' && letter.attempts.length > attempts) notice(`Retry of ${id} failed again (attempt ${letter.attempts.length}): ${lastError(letter)}`, 'error');
+  else return false;
+  return true;
+}
+
+/** A "Redrive all": told once none of its letters is marked any more. */
+async function checkSource({ source, followed }) {
+  const marked = await letters({ source, status: 'redrive' });
+  if (marked.next !== null || marked.letters.some((letter) => followed.has(letter.id))) return false;
+  const dead = await letters({ source, status: 'dead' });
+  const back = dead.letters.filter((letter) => followed.has(letter.id));
+  const again = back.filter((letter) => letter.attempts.length > followed.get(letter.id));
+  // Past the first 200 the list cannot tell gone from still there.
+  const gone = dead.next === null ? followed.size - back.length : 0;
+  const parts = [gone > 0 ? `${count(gone, 'letter')} gone (redriven)` : null, again[0] ? `${fmt(again.length)} failed again, e.g. ${again[0].id} (attempt ${again[0].attempts.length}): ${lastError(again[0])}` : null];
+  if (gone > 0 || again[0]) notice(`Redrive of ${source}: ${parts.filter(Boolean).join('; ')}.`, again[0] ? 'error' : 'ok');
+  return true;
+}
+
+// ---- actions on letters --------------------------------------------------------------------------
+
+async function retryLetter(letter) {
+  const { id } = letter;
   const result = await act('Retry', `api/dead-letters/${encodeURIComponent(id)}/retry`, {}, { forceable: true });
-  if (result) notice(`Marked ${count(result.marked, 'letter')} for retry. ${result.note ?? ''}`);
+  if (result) {
+    notice(`Marked ${count(result.marked, 'letter')} for retry. ${result.note ?? ''}`);
+    follow({ id, attempts: letter.attempts.length });
+  }
   void loadLetters();
   if (ui.openLetter === id) void openLetter(id, { quiet: true });
 }
@@ -626,25 +783,52 @@ async function discardLetter(id) {
   if (ui.openLetter === id) void openLetter(id, { quiet: true });
 }
 
-function sourceCounts(source) {
-  return ui.state?.deadLetters.bySource.find((entry) => entry.source === source) ?? { dead: 0, redrive: 0 };
+/**
+ * Asks, then acts on all of a source's letters (`status`: those) with the count the person confirmed:
+ * when it changed meanwhile, the server answers 409 with the new one, and the person is asked again.
+ */
+async function onAll(what, source, status, question, path, forceable = false) {
+  let reason = '';
+  for (;;) {
+    const listed = await letters(status ? { source, status } : { source }).catch((error) => failed(what, error));
+    if (!listed || !confirm(reason + question(listed.total))) return null;
+    const body = { source, expected: listed.total };
+    try {
+      return { result: await post(path, body), listed };
+    } catch (error) {
+      const conflict = error instanceof HttpError && error.status === 409;
+      if (conflict && /^".*" has \d+ dead letters?\b/.test(error.message)) {
+        reason = `${error.message}. ${error.hint ?? ''}\n\n`;
+        continue;
+      }
+      // Redrive: letters of a handler stage, which the server lets force.
+      if (conflict && forceable && confirm(`${error.message}\n\nDo it anyway (force)?`)) {
+        const result = await post(path, { ...body, force: true }).catch((again) => failed(what, again));
+        return result ? { result, listed } : null;
+      }
+      failed(what, error);
+      return null;
+    }
+  }
 }
 
 async function redriveAll(source) {
-  const { dead } = sourceCounts(source);
-  if (!confirm(`Redrive all ${count(dead, 'dead letter')} of "${source}"? Its leading node runs them again.`)) return;
-  const result = await act('Redrive all', 'api/dead-letters/redrive', { source }, { forceable: true });
-  if (result) notice(`Marked ${count(result.marked, 'letter')} of ${source} for redrive. ${result.note ?? ''}`);
+  const done = await onAll('Redrive all', source, 'dead', (n) => `Redrive all ${count(n, 'dead letter')} of "${source}"? The node running it handles them again.`, 'api/dead-letters/redrive', true);
+  if (done) {
+    notice(`Marked ${count(done.result.marked, 'letter')} of ${source} for redrive. ${done.result.note ?? ''}`);
+    if (done.result.marked > 0) follow({ source, followed: new Map(done.listed.letters.map((letter) => [letter.id, letter.attempts.length])) });
+  }
   void loadLetters();
 }
 
 async function discardAll(source) {
-  const { dead, redrive } = sourceCounts(source);
-  const expected = dead + redrive;
-  if (!confirm(`Discard all ${count(expected, 'dead letter')} of "${source}" for good? This cannot be undone.`)) return;
-  const result = await act('Discard all', 'api/dead-letters/discard', { source, expected });
-  if (result) notice(`Discarded ${count(result.removed, 'letter')} of ${source}.`);
+  const done = await onAll('Discard all', source, null, (n) => `Discard all ${count(n, 'dead letter')} of "${source}" for good? This cannot be undone.`, 'api/dead-letters/discard');
+  if (done) notice(`Discarded ${count(done.result.removed, 'letter')} of ${source}.`);
   void loadLetters();
+}
+
+function reveal(node) {
+  node.scrollIntoView({ block: 'start', behavior: window.matchMedia('(prefers-reduced-motion: reduce)').matches ? 'auto' : 'smooth' });
 }
 
 // ---- the event log -------------------------------------------------------------------------------
@@ -674,7 +858,7 @@ function tailRow(event) {
   const data = json(event.data);
   return el('tr', { data: { testid: 'event-row', position: event.position } },
     el('td', { class: 'num' }, fmt(event.position)),
-    el('td', {}, time(event.recordedAt)),
+    timeCell(event.recordedAt),
     el('td', { data: { field: 'type' } }, event.type),
     el('td', {}, idLink(event.streamId, 'stream', () => showStream(event.streamId)), el('span', { class: 'hint' }, ` v${event.streamVersion}`)),
     el('td', {}, idLink(meta.correlationId, 'correlation', () => search('correlation', meta.correlationId))),
@@ -728,8 +912,11 @@ function viewer(title, ...content) {
     panel.hidden = true;
     panel.replaceChildren();
   }, { act: false, cls: 'close' });
+  const opening = panel.dataset.seq !== String(ui.viewerSeq);
+  panel.dataset.seq = String(ui.viewerSeq);
   fill(panel, close, el('h3', {}, title), ...content);
-  panel.scrollIntoView({ block: 'nearest' });
+  // It opens far below the row clicked: brought up (once, not again when its content comes).
+  if (opening) reveal(panel);
   return panel;
 }
 
@@ -782,6 +969,9 @@ function renderViews(state) {
   keyedRows($('views').tBodies[0], ui.viewRows, keys, createViewRow, (row, name) => updateViewRow(row, name, state));
   $('views-empty').hidden = keys.length > 0;
   $('views').hidden = keys.length === 0;
+  const hint = $('views-hint');
+  hint.hidden = keys.length === 0 || (state.rebuildable.length > 0 && !state.readOnly);
+  setText(hint, state.readOnly ? 'Read-only: views are rebuilt from a dashboard started with --allow-actions and a --config.' : '--config gives the views to rebuild.');
 }
 
 function createViewRow(name) {
@@ -822,7 +1012,10 @@ function updateViewRow(row, name, state) {
 }
 
 async function rebuild(name) {
-  if (!confirm(`Rebuild view "${name}"? It is built again from the log into new tables, then swapped in; the live tables keep serving meanwhile.`)) return;
+  const question =
+    `Rebuild view "${name}"? It is built again from the log into new tables, then swapped in. The view keeps serving from its live tables meanwhile. ` +
+    `The node running it is fenced once, at the swap, and goes on: a "leadership lost … ViewFencedError" warning in its log is expected.`;
+  if (!confirm(question)) return;
   const result = await act('Rebuild', `api/views/${encodeURIComponent(name)}/rebuild`, {});
   if (result) notice(`Rebuild of ${name} started.`);
 }
@@ -850,7 +1043,7 @@ function onActions(entries) {
     $('action-log').tBodies[0],
     ...ui.actions.map((entry) =>
       el('tr', { data: { testid: 'action-row', outcome: entry.outcome, action: entry.action } },
-        el('td', {}, time(entry.at)),
+        timeCell(entry.at),
         el('td', {}, entry.who.operator ? `${entry.who.operator} (${entry.who.address})` : entry.who.address),
         el('td', {}, entry.action),
         el('td', {}, entry.target),
@@ -865,8 +1058,9 @@ function onActions(entries) {
 
 // ---- start ---------------------------------------------------------------------------------------
 
-takeTokenFromUrl();
 setupCredentials();
+takeTokenFromUrl();
+window.addEventListener('hashchange', () => takeTokenFromUrl() && notice('Took the token from the link.'));
 document.querySelector('[data-action="pause"]').addEventListener('click', togglePause);
 $('letter-filter').addEventListener('change', (event) => filterLetters(event.target.value));
 // A hidden tab holds no connection; it catches up (a fresh state, the last events) when shown.

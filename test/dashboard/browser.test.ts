@@ -3,8 +3,9 @@
 // same subscription and automation under leader election. It checks what a person would see: the lag
 // moving when events arrive, a dead letter appearing and going away once retried from the page (and
 // its side effect then run), the standby that is denied, the leader changing when the leader process
-// is killed, a read-only dashboard without action buttons that refuses a POST, and hostile text shown
-// as text. It waits on the page and the processes, never on sleeps. A screenshot of the main page goes
+// is killed (and the killed one shown as a node that "was leader", with no heartbeat), a runner without
+// leader election in `eskit status`'s words, a token link opened in a tab already open, a read-only
+// dashboard without action buttons that refuses a POST, and hostile text shown as text. It waits on the page and the processes, never on sleeps. A screenshot of the main page goes
 // to artifacts/dashboard.png. Without chromium it fails under CI=true and is skipped elsewhere.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -15,7 +16,10 @@ import { chromium } from 'playwright-core';
 import type { Browser, ConsoleMessage, Page } from 'playwright-core';
 import { openDashboard } from '../../src/cli/dashboard/open.js';
 import type { RunningDashboard } from '../../src/cli/dashboard/index.js';
+import { silentLogger } from '../../src/core/logger.js';
 import { postgres } from '../../src/postgres/index.js';
+import { Subscription } from '../../src/subscription/index.js';
+import type { EventShape } from '../../src/core/event.js';
 import type { PostgresBackend } from '../../src/postgres/index.js';
 import { waitUntil } from '../../src/testing/wait.js';
 import { createTestSchema } from '../support/postgres.js';
@@ -25,14 +29,21 @@ import { MAILER, PROJECTION, shopTables } from './fixtures/shop-protocol.js';
 import type { ShopLine, ShopNodeConfig } from './fixtures/shop-protocol.js';
 
 // The few browser globals the functions run in the page use (the tsconfig has no DOM library).
-declare const document: { querySelector(selector: string): { textContent: string | null; getAttribute(name: string): string | null } | null };
-declare const sessionStorage: { getItem(key: string): string | null };
-declare const window: { __pwned?: unknown };
+declare const document: {
+  querySelector(selector: string): { textContent: string | null; getAttribute(name: string): string | null } | null;
+  body: { innerText: string };
+};
+declare const sessionStorage: { getItem(key: string): string | null; setItem(key: string, value: string): void };
+declare const window: { __pwned?: unknown; __sameDocument?: boolean };
+declare const history: { replaceState(data: unknown, unused: string, url: string): void };
 
 const CHROMIUM = ['/usr/bin/chromium', '/usr/lib/chromium/chromium'].find((path) => existsSync(path));
 const NO_CHROMIUM = 'no chromium at /usr/bin/chromium or /usr/lib/chromium/chromium (apt-get install chromium; .ci/run installs it)';
 const skip = CHROMIUM === undefined && process.env.CI !== 'true' ? `${NO_CHROMIUM}; skipped outside CI` : false;
 const SCREENSHOT = fileURLToPath(new URL('../../artifacts/dashboard.png', import.meta.url));
+
+/** A runner of the test process without leader election: `eskit status` says "no election". */
+const AUDIT = 'audit-log';
 
 /** The one bad address: no mailbox until the test creates it; markup in it must stay text. */
 const BAD_EMAIL = '<img src=x onerror="window.__pwned=3">@nowhere';
@@ -43,6 +54,7 @@ const HOSTILE_CORRELATION = '<script>window.__pwned=2</script>';
 describe('the dashboard in a real browser', { skip }, () => {
   let schema: TestSchema;
   let writer: PostgresBackend;
+  let audit: Subscription<EventShape> | undefined;
   let nodes: ChildNode<ShopLine>[] = [];
   let nodeA: ChildNode<ShopLine>;
   let nodeB: ChildNode<ShopLine>;
@@ -98,6 +110,9 @@ describe('the dashboard in a real browser', { skip }, () => {
     nodeB.send('go\n');
     for (const runner of [PROJECTION, MAILER]) await nodeB.waitFor((l) => l.ev === 'standby' && l.runner === runner, `node-b standing by for ${runner}`, { timeoutMs: 15_000 });
 
+    audit = new Subscription<EventShape>({ backend: writer, name: AUDIT, handler: () => undefined, logger: silentLogger, pollIntervalMs: 50, statusHeartbeatMs: 250 });
+    await audit.start();
+
     const common = { db: schema.connectionString, schema: schema.name, port: 0, intervalMs: 200 };
     live = await openDashboard({ ...common, allowActions: true });
     readOnly = await openDashboard({ ...common, allowActions: false });
@@ -123,19 +138,28 @@ describe('the dashboard in a real browser', { skip }, () => {
     await live?.close();
     await readOnly?.close();
     await killAll(nodes);
+    await audit?.stop();
     await writer?.close();
     await schema?.drop();
   });
 
-  test('the token moves from the URL into the session, and the lag cell changes when events arrive', async () => {
+  test('the token moves from the URL into the session (a new link in the open tab too), and the lag cell changes when events arrive', async () => {
     assert.ok(live.token);
-    await page.goto(`${live.url}#token=${encodeURIComponent(live.token)}`);
+    // A token of an earlier run first; then the new link, opened in the same tab (only the fragment changes: no reload).
+    await page.goto(`${live.url}#token=an-earlier-runs-token-0123456789`);
     await page.getByTestId('actions-badge').waitFor();
     assert.equal(new URL(page.url()).hash, '', 'the token is taken out of the address bar');
-    assert.equal(await page.evaluate(() => sessionStorage.getItem('eskit-dashboard-token')), live.token);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('eskit-dashboard-token')), 'an-earlier-runs-token-0123456789');
+    await page.evaluate(() => (window.__sameDocument = true));
+    await page.goto(`${live.url}#token=${encodeURIComponent(live.token)}`);
+    await page.waitForFunction((token) => sessionStorage.getItem('eskit-dashboard-token') === token, live.token);
+    assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the same page, not reloaded');
+    assert.equal(new URL(page.url()).hash, '', 'the new token is taken out of the address bar');
+    assert.equal(await page.getByTestId('token-input').inputValue(), live.token);
     await page.waitForFunction(() => document.querySelector('[data-testid="live"]')?.getAttribute('data-status') === 'connected');
 
     await cellReads(page, PROJECTION, 'leader', 'node-a');
+    await cellReads(page, PROJECTION, 'nodes', ' +1 standby');
     await cellReads(page, PROJECTION, 'lag', '0');
     const before = await writer.store.headPosition();
     // The projection's handler waits while 'hold' is there: the events arrive, the checkpoint stays.
@@ -184,6 +208,21 @@ describe('the dashboard in a real browser', { skip }, () => {
     await viewer.locator('[data-action="close"]').click();
   });
 
+  test('a runner without leader election reads as `eskit status` says it: "no election", token "-"; times are 24-hour', async () => {
+    await cellReads(page, AUDIT, 'state', 'no election');
+    await cellReads(page, AUDIT, 'token', '-');
+    await cellReads(page, AUDIT, 'nodes', '1 live node');
+    // Its name opens it as the ▸ does.
+    await page.locator(`${rowSelector(AUDIT)} [data-field="name"] span`).click();
+    await page.locator(`[data-testid="runner-detail"][data-name="${AUDIT}"] [data-testid="node-row"] [data-field="role"]`, { hasText: 'no election' }).waitFor();
+    const text = await page.evaluate(() => document.body.innerText);
+    assert.doesNotMatch(text, /unelected/i);
+    assert.doesNotMatch(text, /\b(AM|PM)\b/, 'no 12-hour times');
+    const recorded = (await page.locator('[data-testid="event-row"] td.time').first().textContent()) ?? '';
+    assert.match(recorded, /^(?:[A-Z][a-z]{2} \d{1,2}(?: \d{4})? )?\d{2}:\d{2}:\d{2}$/);
+    await page.locator(`${rowSelector(AUDIT)} [data-action="expand"]`).click();
+  });
+
   test('a row opens to its nodes, the standby that is denied too (screenshot)', async () => {
     await page.locator(`${rowSelector(PROJECTION)} [data-action="expand"]`).click();
     const detail = page.locator(`[data-testid="runner-detail"][data-name="${PROJECTION}"]`);
@@ -226,13 +265,28 @@ describe('the dashboard in a real browser', { skip }, () => {
     }
   });
 
-  test('Retry on the page makes the letter disappear and its side effect run', async () => {
-    await schema.pool.query(`INSERT INTO ${t()}.mailboxes (email) VALUES ($1)`, [BAD_EMAIL]);
+  test('Retry on the page: a retry that fails again says so; one that works makes the letter disappear and its side effect run', async () => {
     const row = page.locator('[data-testid="letter-row"][data-source="mailer"]');
+    const id = (await row.getAttribute('data-id')) ?? '';
     await page.getByTestId('operator-input').fill('ada');
     await page.getByTestId('operator-input').dispatchEvent('change');
+    // No mailbox yet: the page follows the letter until it is dead again, one attempt more.
+    await row.locator('[data-action="retry"]').click();
+    const notice = page.getByTestId('notice');
+    await notice.filter({ hasText: `Retry of ${id} failed again (attempt ` }).waitFor();
+    assert.match((await notice.textContent()) ?? '', /\(attempt [3-9]\): .*no mailbox/);
+    assert.equal(await notice.getAttribute('data-kind'), 'error');
+
+    await schema.pool.query(`INSERT INTO ${t()}.mailboxes (email) VALUES ($1)`, [BAD_EMAIL]);
+    // A link with the token that came while the page showed: taken before the action, without a hashchange.
+    await page.evaluate((token) => {
+      sessionStorage.setItem('eskit-dashboard-token', 'an-earlier-runs-token-0123456789');
+      history.replaceState(null, '', `#token=${token}`);
+    }, live.token ?? '');
     await row.locator('[data-action="retry"]').click();
     await row.waitFor({ state: 'detached' });
+    await notice.filter({ hasText: 'Retried: the letter is gone (its redrive succeeded).' }).waitFor();
+    assert.equal(new URL(page.url()).hash, '');
     await cellReads(page, MAILER, 'dead', '0');
     await page.locator('[data-testid="letter-detail"][data-status="gone"]').waitFor();
     const sent = await waitUntil(
@@ -257,7 +311,12 @@ describe('the dashboard in a real browser', { skip }, () => {
     await page.waitForFunction(([s, before]) => Number(document.querySelector(s)?.textContent) > before, [`${rowSelector(PROJECTION)} [data-field="token"]`, tokenBefore] as const);
     const detail = page.locator(`[data-testid="runner-detail"][data-name="${PROJECTION}"]`);
     await detail.locator('[data-testid="node-row"][data-node="node-b"] [data-field="role"]', { hasText: 'leader' }).waitFor();
-    await detail.locator('[data-testid="node-row"][data-node="node-a"][data-stale="true"]').waitFor();
+    // The killed leader does not look like one: it "was leader", and has no heartbeat.
+    const killed = detail.locator('[data-testid="node-row"][data-node="node-a"][data-stale="true"]');
+    await killed.waitFor();
+    assert.equal(await killed.locator('[data-field="role"]').textContent(), 'was leader');
+    assert.match((await killed.locator('[data-field="node-state"]').textContent()) ?? '', /^no heartbeat for \d/);
+    await cellReads(page, PROJECTION, 'nodes', '');
     assert.ok(shownAfterMs < 5000, `failover shown after ${shownAfterMs} ms`);
     assert.deepEqual(problems, [], 'no page errors, CSP violations or failed requests');
   });
