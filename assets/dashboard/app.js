@@ -691,6 +691,7 @@ async function openLetter(id, { quiet = false } = {}) {
         letter.attempts.map((attempt) => el('li', {}, el('span', { class: 'when' }, time(attempt.at)), el('pre', { class: 'error-text' }, attempt.error))),
       ),
     );
+    if (!quiet) reveal(panel);
   } catch (error) {
     if (ui.openLetter !== id) return;
     panel.dataset.status = 'gone';
@@ -912,11 +913,9 @@ function viewer(title, ...content) {
     panel.hidden = true;
     panel.replaceChildren();
   }, { act: false, cls: 'close' });
-  const opening = panel.dataset.seq !== String(ui.viewerSeq);
-  panel.dataset.seq = String(ui.viewerSeq);
   fill(panel, close, el('h3', {}, title), ...content);
-  // It opens far below the row clicked: brought up (once, not again when its content comes).
-  if (opening) reveal(panel);
+  // It opens far below the row clicked: brought up (with "Loading…", and again once the page is long enough).
+  reveal(panel);
   return panel;
 }
 
