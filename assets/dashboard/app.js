@@ -384,7 +384,9 @@ function createRunnerRow(name) {
   const tr = el('tr', { data: { testid: 'runner-row', name } }, nameCell, RUNNER_FIELDS.map((field) => cells[field]));
   const detailCell = el('td', { colspan: RUNNER_FIELDS.length + 1 });
   const detail = el('tr', { class: 'detail', data: { testid: 'runner-detail', name }, hidden: true }, detailCell);
-  nameCell.addEventListener('click', () => {
+  nameCell.addEventListener('click', (event) => {
+    // Not when the name was selected (to copy it).
+    if (event.target !== toggle && window.getSelection()?.toString()) return;
     if (ui.expanded.has(name)) ui.expanded.delete(name);
     else ui.expanded.add(name);
     const entry = ui.state?.entries.find((candidate) => candidate.name === name);
@@ -791,7 +793,7 @@ async function discardLetter(id) {
 async function onAll(what, source, status, question, path, forceable = false) {
   let reason = '';
   for (;;) {
-    const listed = await letters(status ? { source, status } : { source }).catch((error) => failed(what, error));
+    const listed = await letters(status ? { source, status } : { source, limit: '1' }).catch((error) => failed(what, error));
     if (!listed || !confirm(reason + question(listed.total))) return null;
     const body = { source, expected: listed.total };
     try {
@@ -1059,6 +1061,7 @@ function onActions(entries) {
 
 setupCredentials();
 takeTokenFromUrl();
+$('notice').addEventListener('click', (event) => (event.currentTarget.hidden = true));
 window.addEventListener('hashchange', () => takeTokenFromUrl() && notice('Took the token from the link.'));
 document.querySelector('[data-action="pause"]').addEventListener('click', togglePause);
 $('letter-filter').addEventListener('change', (event) => filterLetters(event.target.value));
