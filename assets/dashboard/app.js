@@ -537,7 +537,7 @@ function runnerDetail(entry) {
             el('td', {}, node.lastEvent ? `#${fmt(node.lastEvent.position)}, ${age(node.lastEvent.ageMs)} ago` : '—'),
             el('td', { title: node.work ? workTitle(node.work) : undefined }, workText(node.work)),
             el('td', {}, node.leads ? node.leads.join(', ') || 'none' : '—'),
-            el('td', { class: node.lastError ? 'error-text' : undefined }, node.lastError ? clip(node.lastError, 300) : '—'),
+            el('td', { class: node.lastError ? 'error-text' : undefined, title: node.lastError ? clip(node.lastError, 2000) : undefined }, node.lastError ? clip(node.lastError, 300) : '—'),
           ),
         )),
       ),
