@@ -54,6 +54,16 @@ function positive(value: string | undefined, name: string, fallback: number, min
 const interrupted = new AbortController();
 let stopsGracefully = false;
 
+/** A usage error is exit 2 (its message is enough); anything else failed the demo: exit 1. */
+function failed(error: unknown): number {
+  if (error instanceof UsageError) {
+    console.error(error.message);
+    return 2;
+  }
+  console.error(`The demo failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  return 1;
+}
+
 async function main(): Promise<number> {
   let args;
   try {
@@ -89,12 +99,7 @@ async function main(): Promise<number> {
     const options = { orders, partitions, tty: process.stdout.isTTY === true, log: (line: string) => console.log(line) };
     report = workers > 0 ? await runCluster(config, { ...options, workers }) : await runSingle(config, options);
   } catch (error) {
-    if (error instanceof UsageError) {
-      console.error(error.message);
-      return 2;
-    }
-    console.error(`The demo failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    return 1;
+    return failed(error);
   }
   console.log(`\n${report.lines.join('\n')}`);
   if (args.json) console.log(JSON.stringify(report.result));
@@ -121,12 +126,7 @@ async function dashboard(args: { workers?: string; partitions?: string; orders?:
       openDashboard: openDemoDashboard,
     });
   } catch (error) {
-    if (error instanceof UsageError) {
-      console.error(error.message);
-      return 2;
-    }
-    console.error(`The demo failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    return 1;
+    return failed(error);
   }
 }
 
