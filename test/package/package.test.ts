@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -349,6 +349,21 @@ describe('the package, installed in a new project', { timeout: 240_000 }, () => 
       const script = await fetch(new URL('app.js', url));
       assert.equal(script.status, 200, 'the page\'s script is found where the built server looks for it');
       assert.match(script.headers.get('content-type') ?? '', /javascript/);
+      // app.js is the entry of the page's ES modules: each one it imports (and they import) loads too.
+      const modules = new Set(['app.js']);
+      const pending = [await script.text()];
+      for (let source = pending.pop(); source !== undefined; source = pending.pop()) {
+        for (const [, name] of source.matchAll(/^import [^;]*? from '\.\/([a-z0-9_-]+\.js)';$/gm)) {
+          if (name === undefined || modules.has(name)) continue;
+          modules.add(name);
+          const served = await fetch(new URL(name, url));
+          assert.equal(served.status, 200, `${name} (imported by the page) is served from the installed package`);
+          assert.match(served.headers.get('content-type') ?? '', /javascript/, name);
+          pending.push(await served.text());
+        }
+      }
+      const shipped = readdirSync(join(REPO, 'assets', 'dashboard')).filter((file) => file.endsWith('.js'));
+      assert.deepEqual([...modules].sort(), shipped.sort(), 'the page loads every module of assets/dashboard/');
       const state = (await (await fetch(new URL('api/state', url))).json()) as { head?: number; readOnly?: boolean };
       assert.deepEqual([state.head, state.readOnly], [2, true]);
     } finally {
