@@ -136,7 +136,7 @@ export default tseslint.config(
     },
   },
   ...layering(),
-  // The dashboard's page (assets/dashboard/app.js) runs in the browser, not in Node.
+  // The dashboard's page (assets/dashboard/*.js, ES modules loaded by app.js) runs in the browser, not in Node.
   {
     files: ['assets/**/*.js'],
     languageOptions: {

@@ -1,4 +1,4 @@
-// The dashboard's HTTP API types (the contract with the page, assets/dashboard/app.js).
+// The dashboard's HTTP API types (the contract with the page, assets/dashboard/*.js).
 import type { PartitionEntry, PartitionsInfo, StatusEntry } from '../commands/status-report.js';
 import type { RebuildableView } from '../config.js';
 import type { CliDatabase } from '../database.js';
