@@ -179,3 +179,65 @@ describe('dashboard server, a view that cannot be counted', () => {
     }
   });
 });
+
+describe('dashboard server: allowed hosts', () => {
+  let world: World;
+  before(async () => {
+    world = await createWorld('sqlite');
+  });
+  after(async () => {
+    await world?.stop();
+  });
+
+  const status = async (port: number, host: string): Promise<number> => (await send(port, '/healthz', { headers: { host } })).status;
+
+  it('on loopback, a proxy name passed on as Host is answered (any port when given without one), others still get 421', async () => {
+    const db = await openOn(world);
+    const dashboard = await startDashboard({ database: db, port: 0, allowedHosts: ['Ops.Example.com'], allowActions: true, logger: silentLogger });
+    try {
+      const { port } = dashboard;
+      assert.deepEqual(
+        [await status(port, 'ops.example.com'), await status(port, 'ops.example.com:443'), await status(port, `127.0.0.1:${port}`), await status(port, 'evil.example'), await status(port, 'ops.example.com.evil')],
+        [200, 200, 200, 421, 421],
+      );
+      // An action through an HTTPS proxy of that name: its Origin is the page's own.
+      const headers = {
+        host: 'ops.example.com',
+        origin: 'https://ops.example.com',
+        authorization: `Bearer ${dashboard.token ?? ''}`,
+        'content-type': 'application/json',
+        'sec-fetch-site': 'same-origin',
+      };
+      const reply = await send(port, '/api/dead-letters/00000000-0000-0000-0000-000000000000/discard', { method: 'POST', body: {}, headers });
+      assert.equal(reply.status, 404, `let through the guard, then found no such letter: ${reply.body}`);
+    } finally {
+      await dashboard.close();
+      await db.close();
+    }
+  });
+
+  it('bound beyond loopback: with allowed hosts the Host check applies (DNS rebinding), without them every Host is answered', async () => {
+    const db = await openOn(world);
+    const checked = await startDashboard({ database: db, host: '0.0.0.0', port: 0, allowedHosts: ['dash.internal'], logger: silentLogger });
+    const open = await startDashboard({ database: db, host: '0.0.0.0', port: 0, logger: silentLogger });
+    try {
+      assert.deepEqual([await status(checked.port, `dash.internal:${checked.port}`), await status(checked.port, `evil.example:${checked.port}`)], [200, 421]);
+      assert.equal(await status(open.port, `evil.example:${open.port}`), 200);
+    } finally {
+      await checked.close();
+      await open.close();
+      await db.close();
+    }
+  });
+
+  it('an allowed host that a Host header never holds is refused at start', async () => {
+    const db = await openOn(world);
+    try {
+      for (const name of ['https://ops.example.com', 'ops.example.com/path', 'two names', '']) {
+        await assert.rejects(startDashboard({ database: db, port: 0, allowedHosts: [name], logger: silentLogger }), /not a host name as a browser sends it/, name);
+      }
+    } finally {
+      await db.close();
+    }
+  });
+});

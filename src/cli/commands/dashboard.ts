@@ -6,7 +6,7 @@ import { CONFIG_NAMES, loadConfig } from '../config-loader.js';
 import { loadConfigViews } from '../config-views.js';
 import { CliError, errorLine, ExitCode, UsageError } from '../errors.js';
 import type { CommandContext, CommandSpec } from '../command.js';
-import { flag, integerOption, stringOption } from '../command.js';
+import { flag, integerOption, stringOption, stringsOption } from '../command.js';
 import { OPERATIONS_GUIDE } from '../docs.js';
 import { DEFAULT_HOST, DEFAULT_PORT, newToken, startDashboard } from '../dashboard/index.js';
 import type { RunningDashboard } from '../dashboard/index.js';
@@ -39,7 +39,7 @@ function untilAborted(signal: AbortSignal): Promise<void> {
 export const dashboard: CommandSpec = {
   name: 'dashboard',
   summary: 'a live operator dashboard in the browser (Ctrl-C to stop)',
-  help: `Usage: eskit dashboard [--host <host>] [--port <n>] [--allow-actions] [--config <file>] [--interval <ms>]
+  help: `Usage: eskit dashboard [--host <host>] [--allowed-host <name>]... [--port <n>] [--allow-actions] [--config <file>] [--interval <ms>]
 
 Serves a page that shows the whole system live: every subscription, automation and view with its
 state, leader node and fencing token, checkpoint, lag, events per second and time since its last
@@ -59,12 +59,15 @@ ${CONFIG_NAMES.join(', ')} in the working directory, when there is one (see ${OP
 
 Options:
   --host <host>       the address to bind (default ${DEFAULT_HOST}; 0.0.0.0: every interface)
+  --allowed-host <n>  another name it answers to (repeatable): a reverse proxy's name passed on as
+                      Host, or this machine's name when bound beyond loopback (then the Host check,
+                      against DNS rebinding, applies there too)
   --port <n>          the port (default ${DEFAULT_PORT}; 0: any free port, printed)
   --allow-actions     allow retry, discard, redrive and rebuild (with the printed token)
   --config <file>     the config module with the views to rebuild
   --interval <ms>     how often the database is read (default 1000, at least 50)
 `,
-  options: { host: { type: 'string' }, port: { type: 'string' }, 'allow-actions': { type: 'boolean' }, config: { type: 'string' }, interval: { type: 'string' } },
+  options: { host: { type: 'string' }, 'allowed-host': { type: 'string', multiple: true }, port: { type: 'string' }, 'allow-actions': { type: 'boolean' }, config: { type: 'string' }, interval: { type: 'string' } },
   positionals: { min: 0, max: 0, names: '' },
   async run(context) {
     const host = stringOption(context.values, 'host') ?? DEFAULT_HOST;
@@ -85,6 +88,7 @@ Options:
         database: db,
         host,
         port,
+        allowedHosts: stringsOption(context.values, 'allowed-host'),
         allowActions,
         token,
         views,

@@ -44,6 +44,21 @@ export interface GuardConfig {
   port: () => number;
   /** The actions token; undefined: read-only. */
   token: string | undefined;
+  /** More Host names answered (checked by checkAllowedHosts); any: the Host check applies beyond loopback too. */
+  allowedHosts?: readonly string[];
+}
+
+const HOST_NAME = /^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?$/i;
+
+/** The allowed Host names, lower-case; refuses what a Host header never holds (a scheme, a path, spaces). */
+export function checkAllowedHosts(names: readonly string[]): string[] {
+  return names.map((name) => {
+    const trimmed = name.trim().toLowerCase();
+    if (!HOST_NAME.test(trimmed)) {
+      throw new RangeError(`dashboard: allowed host "${name}" is not a host name as a browser sends it (a name or address, optionally :port; no scheme, no path)`);
+    }
+    return trimmed;
+  });
 }
 
 export type Verdict = { ok: true; action: boolean } | { ok: false; action: boolean; error: HttpError };
@@ -57,13 +72,23 @@ export class Guard {
     this.#digest = config.token === undefined ? undefined : digest(config.token);
   }
 
-  /** The Host header values a loopback dashboard answers to: its own names, with the port (bare on port 80, as browsers send it). */
-  #allowedHosts(): string[] {
+  /**
+   * The Host header values the dashboard answers to: on loopback its own names, with the port (bare on
+   * port 80, as browsers send it), and the allowed hosts (one without a port with any port or none).
+   */
+  #answers(host: string): boolean {
     const port = this.#config.port();
-    const names = ['127.0.0.1', 'localhost', '[::1]'];
+    const names = this.#config.loopback ? ['127.0.0.1', 'localhost', '[::1]'] : [];
     const bound = this.#config.host === undefined ? undefined : canonicalHost(this.#config.host);
-    if (bound !== undefined && !names.includes(bound)) names.push(bound);
-    return names.flatMap((name) => (port === 80 ? [`${name}:${port}`, name] : [`${name}:${port}`]));
+    if (bound !== undefined && !names.includes(bound) && (this.#config.loopback || !['0.0.0.0', '[::]'].includes(bound))) names.push(bound);
+    const own = names.flatMap((name) => (port === 80 ? [`${name}:${port}`, name] : [`${name}:${port}`]));
+    if (own.includes(host)) return true;
+    return (this.#config.allowedHosts ?? []).some((allowed) => allowed === host || (!/:\d+$/.test(allowed) && host.replace(/:\d+$/, '') === allowed));
+  }
+
+  /** Whether Host headers are checked: on loopback (DNS rebinding), and wherever allowed hosts are given. */
+  get checksHost(): boolean {
+    return this.#config.loopback || (this.#config.allowedHosts?.length ?? 0) > 0;
   }
 
   /** `path`: the request's path (the URL's pathname). */
@@ -72,11 +97,10 @@ export class Guard {
     const action = method !== 'GET' && method !== 'HEAD';
     const refuse = (error: HttpError): Verdict => ({ ok: false, action, error });
     const host = req.headers.host ?? '';
-    if (this.#config.loopback) {
-      if (!this.#allowedHosts().includes(host.toLowerCase())) {
-        const port = this.#config.port();
-        return refuse(new HttpError(421, 'this dashboard answers to 127.0.0.1, localhost and [::1] only', `Open http://127.0.0.1:${port}/.`));
-      }
+    if (this.checksHost && !this.#answers(host.toLowerCase())) {
+      const port = this.#config.port();
+      const names = [...(this.#config.loopback ? ['127.0.0.1', 'localhost', '[::1]'] : []), ...(this.#config.allowedHosts ?? [])];
+      return refuse(new HttpError(421, `this dashboard answers to ${names.join(', ')} only`, this.#config.loopback ? `Open http://127.0.0.1:${port}/, or start it with --allowed-host <name>.` : 'Open it by one of those names.'));
     }
     // Fetch metadata: a browser says which site a request comes from. Another site (or another port of
     // this host, "same-site") may link to the page, and that is all: no read of the API (a request the

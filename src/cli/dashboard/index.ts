@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ActionLog, Rebuilds } from './actions.js';
 import type { DashboardContext } from './context.js';
-import { Guard, isLoopback } from './guard.js';
+import { checkAllowedHosts, Guard, isLoopback } from './guard.js';
 import { handler } from './routes.js';
 import { Sampler } from './sampler.js';
 import { LiveHub } from './sse.js';
@@ -81,6 +81,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Running
     throw new RangeError('dashboard: the actions token must be at least 16 characters, visible ASCII without spaces');
   }
   const loopback = isLoopback(host);
+  const allowedHosts = checkAllowedHosts(options.allowedHosts ?? []);
   const scrub = scrubber(db.target.kind === 'postgres' ? db.target.connectionString : undefined);
 
   const hub = new LiveHub();
@@ -114,7 +115,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Running
       actionsLog: context.log.count,
     }),
   };
-  const guard = new Guard({ loopback, host, port: () => port, token });
+  const guard = new Guard({ loopback, host, port: () => port, token, allowedHosts });
   const server = createServer(handler(context, guard));
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {
@@ -131,7 +132,10 @@ export async function startDashboard(options: DashboardOptions): Promise<Running
   });
   port = (server.address() as AddressInfo).port;
   server.on('error', (error) => logger.error({ err: error }, 'dashboard: the server failed'));
-  if (!loopback) logger.warn({ host, port }, `${EXPOSED_WARNING} (bound to ${host}:${port})`);
+  if (!loopback) {
+    const hosts = allowedHosts.length > 0 ? `; it answers to ${allowedHosts.join(', ')} only` : '; it answers to any Host header (pass --allowed-host <name> to answer only to the names it is reached by, against DNS rebinding)';
+    logger.warn({ host, port }, `${EXPOSED_WARNING} (bound to ${host}:${port})${hosts}`);
+  }
   context.sampler.start();
   const shownHost = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
   const url = `http://${shownHost}:${port}/`;

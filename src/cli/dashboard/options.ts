@@ -15,6 +15,14 @@ export interface ActionLogEntry {
 export interface DashboardSettings {
   /** Default '127.0.0.1'. Anything but loopback is reachable from other machines (a warning is logged). */
   host?: string;
+  /**
+   * More names the dashboard answers to, as a browser sends them in the Host header (`ops.example.com`,
+   * or `ops.example.com:8443`; a name without a port matches it with any port): the names of a reverse
+   * proxy that passes the browser's Host on, or of this machine when bound beyond loopback. Given, the
+   * Host check (against DNS rebinding) applies on any address; bound beyond loopback without them,
+   * every Host is answered (a warning says so).
+   */
+  allowedHosts?: readonly string[];
   /** Default 4300; 0: any free port (RunningDashboard.port says which). */
   port?: number;
   /** Default false: read-only, every request but GET and HEAD is refused. */
