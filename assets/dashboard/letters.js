@@ -47,7 +47,8 @@ export function filterLetters(source) {
 
 export async function loadLetters(after) {
   const seq = ++ui.letterSeq;
-  const query = new URLSearchParams({ limit: '50' });
+  // Newest first: the letters an operator came for are the ones that just failed.
+  const query = new URLSearchParams({ limit: '50', order: 'newest' });
   if (ui.letterSource) query.set('source', ui.letterSource);
   if (after) query.set('after', after);
   const tbody = $('letter-list').tBodies[0];

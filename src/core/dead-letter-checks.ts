@@ -38,6 +38,7 @@ export interface CheckedDeadLetterQuery {
   status: DeadLetterStatus | undefined;
   limit: number;
   afterId: string | undefined;
+  newestFirst: boolean;
 }
 
 export type CheckedSelector = { id: string; source?: undefined } | { source: string; id?: undefined };
@@ -129,9 +130,10 @@ export function checkNewDeadLetter(letter: unknown): CheckedDeadLetter {
 }
 
 export function checkDeadLetterQuery(query: unknown): CheckedDeadLetterQuery {
-  if (query === undefined) return { source: undefined, status: undefined, limit: DEFAULT_DEAD_LETTER_LIMIT, afterId: undefined };
+  if (query === undefined) return { source: undefined, status: undefined, limit: DEFAULT_DEAD_LETTER_LIMIT, afterId: undefined, newestFirst: false };
   if (!isRecord(query)) throw new InvalidArgumentError(`A dead-letter query must be an object, got ${show(query)}`);
-  const { source, status, limit, afterId } = query as DeadLetterQuery;
+  const { source, status, limit, afterId, newestFirst } = query as DeadLetterQuery;
+  if (newestFirst !== undefined && typeof newestFirst !== 'boolean') throw new InvalidArgumentError(`newestFirst must be true or false, got ${show(newestFirst)}`);
   if (status !== undefined && !DEAD_LETTER_STATUSES.includes(status)) {
     throw new InvalidArgumentError(`status must be 'dead' or 'redrive', got ${show(status)}`);
   }
@@ -143,6 +145,7 @@ export function checkDeadLetterQuery(query: unknown): CheckedDeadLetterQuery {
     status,
     limit: limit ?? DEFAULT_DEAD_LETTER_LIMIT,
     afterId: afterId === undefined ? undefined : checkDeadLetterId(afterId, 'afterId'),
+    newestFirst: newestFirst ?? false,
   };
 }
 

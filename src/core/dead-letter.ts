@@ -46,8 +46,13 @@ export interface DeadLetterQuery {
   status?: DeadLetterStatus;
   /** Default 100. */
   limit?: number;
-  /** Pages by id (ids are UUIDv7, so this is creation order). */
+  /**
+   * The page after this letter, in the listing's order: by id (ids are UUIDv7, so this is creation
+   * order), newest first with `newestFirst`.
+   */
   afterId?: string;
+  /** Newest first (what an operator looks at first); default false: oldest first. */
+  newestFirst?: boolean;
 }
 
 export type DeadLetterSelector = { id: string } | { source: string };

@@ -70,9 +70,11 @@ export class MemoryDeadLetterStore implements DeadLetterStore {
   }
 
   async list(query?: DeadLetterQuery): Promise<DeadLetter[]> {
-    const { source, status, limit, afterId } = checkDeadLetterQuery(query);
-    return this.#select(source, status)
-      .filter((row) => afterId === undefined || row.id > afterId)
+    const { source, status, limit, afterId, newestFirst } = checkDeadLetterQuery(query);
+    const rows = this.#select(source, status);
+    if (newestFirst) rows.reverse();
+    return rows
+      .filter((row) => afterId === undefined || (newestFirst ? row.id < afterId : row.id > afterId))
       .slice(0, limit)
       .map(decodeDeadLetter);
   }

@@ -80,7 +80,7 @@ const MILLIS = (column: string): string => `round(extract(epoch FROM ${column}) 
 const COLUMNS = `id, source, stage, key, payload::text, event_id, event_type, event_position, stream_id, attempts::text, status,
   ${MILLIS('created_at')}, ${MILLIS('updated_at')}`;
 
-type Filter = { source: string | undefined; status: string | undefined; afterId?: string | undefined };
+type Filter = { source: string | undefined; status: string | undefined; afterId?: string | undefined; newestFirst?: boolean };
 
 interface Statements {
   add: pg.QueryArrayConfig;
@@ -166,7 +166,8 @@ function where(filter: Filter): { clause: string; values: string[]; name: string
   };
   if (filter.source !== undefined) add('source =', filter.source, 's');
   if (filter.status !== undefined) add('status =', filter.status, 't');
-  if (filter.afterId !== undefined) add('id >', filter.afterId, 'a');
+  if (filter.afterId !== undefined) add(filter.newestFirst === true ? 'id <' : 'id >', filter.afterId, 'a');
+  if (filter.newestFirst === true) name += 'n';
   return { clause: conditions.length === 0 ? '' : `WHERE ${conditions.join(' AND ')}`, values, name: name || 'all' };
 }
 
@@ -175,7 +176,7 @@ function listStatement(schema: string, filter: Filter): { statement: pg.QueryArr
   const lists = statements(schema).lists;
   let statement = lists.get(name);
   if (!statement) {
-    const text = `SELECT ${COLUMNS} FROM ${quoteSchema(schema)}.dead_letters ${clause} ORDER BY id LIMIT $${values.length + 1}`;
+    const text = `SELECT ${COLUMNS} FROM ${quoteSchema(schema)}.dead_letters ${clause} ORDER BY id${filter.newestFirst === true ? ' DESC' : ''} LIMIT $${values.length + 1}`;
     statement = { name: statementName(schema, `list_${name}`), rowMode: 'array', text };
     lists.set(name, statement);
   }

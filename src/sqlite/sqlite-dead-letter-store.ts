@@ -21,7 +21,7 @@ import type { SqliteOwnedConnectionOptions } from './handle.js';
 export type SqliteDeadLetterStoreOptions = SqliteOwnedConnectionOptions;
 
 type Statement<P extends unknown[] = unknown[], R = unknown> = Database.Statement<P, R>;
-type Filter = { source: string | undefined; status: string | undefined; afterId?: string | undefined };
+type Filter = { source: string | undefined; status: string | undefined; afterId?: string | undefined; newestFirst?: boolean };
 
 const COLUMNS = `id, source, stage, key, payload, event_id AS eventId, event_type AS eventType, event_position AS eventPosition,
   stream_id AS streamId, attempts, status, created_at AS createdAt, updated_at AS updatedAt`;
@@ -71,7 +71,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
     const { limit, ...filter } = checkDeadLetterQuery(query);
     const [where, name] = whereClause(filter);
     const rows = this.#handle.run('list dead letters', () =>
-      this.#statement(`list${name}`, `SELECT ${COLUMNS} FROM eskit_dead_letters ${where} ORDER BY id LIMIT :limit`).all({ ...bindings(filter), limit }),
+      this.#statement(`list${name}`, `SELECT ${COLUMNS} FROM eskit_dead_letters ${where} ORDER BY id${filter.newestFirst ? ' DESC' : ''} LIMIT :limit`).all({ ...bindings(filter), limit }),
     ) as StoredDeadLetterRow[];
     return rows.map(decodeDeadLetter);
   }
@@ -176,8 +176,8 @@ function whereClause(filter: Filter): [string, string] {
   const conditions: string[] = [];
   if (filter.source !== undefined) conditions.push('source = :source');
   if (filter.status !== undefined) conditions.push('status = :status');
-  if (filter.afterId !== undefined) conditions.push('id > :afterId');
-  const name = `(${filter.source === undefined ? '' : 's'}${filter.status === undefined ? '' : 't'}${filter.afterId === undefined ? '' : 'a'})`;
+  if (filter.afterId !== undefined) conditions.push(filter.newestFirst === true ? 'id < :afterId' : 'id > :afterId');
+  const name = `(${filter.source === undefined ? '' : 's'}${filter.status === undefined ? '' : 't'}${filter.afterId === undefined ? '' : 'a'}${filter.newestFirst === true ? 'n' : ''})`;
   return [conditions.length === 0 ? '' : `WHERE ${conditions.join(' AND ')}`, name];
 }
 

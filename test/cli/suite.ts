@@ -186,6 +186,15 @@ export function cliSuite(kind: 'sqlite' | 'postgres'): void {
       const tail = await run('dlq', 'list', '--limit', '4');
       assert.doesNotMatch(tail.stdout, /Next page/, 'the last page says nothing more');
 
+      const oldest = parseJson<DeadLetter[]>(await run('dlq', 'list', '--json')).map((letter) => letter.id);
+      const newest = parseJson<DeadLetter[]>(await run('dlq', 'list', '--newest', '--json')).map((letter) => letter.id);
+      assert.deepEqual(newest, [...oldest].reverse(), '--newest: newest first');
+      const newestPaged = await run('dlq', 'list', '--newest', '--limit', '1');
+      const newestNext = /Next page: (eskit dlq list --after \S+ --newest --limit 1)/.exec(newestPaged.stdout);
+      assert.ok(newestNext, newestPaged.stdout);
+      const newestSecond = parseJson<DeadLetter[]>(await run(...(newestNext[1] as string).split(' ').slice(1), '--json'));
+      assert.deepEqual(newestSecond.map((letter) => letter.id), [newest[1]], 'the next page keeps the order');
+
       const show = await run('dlq', 'show', world.letters.notifier);
       assert.equal(show.code, 0, show.stderr);
       assert.match(show.stdout, /source {4}notifier/);

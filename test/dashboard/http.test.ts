@@ -191,6 +191,11 @@ for (const kind of ['sqlite', 'postgres'] as const) {
       const rest = (await get(`/api/dead-letters?source=stopped-sub&after=${page.next}`)).json as typeof page;
       assert.equal(rest.letters.length, 1);
       assert.equal(rest.next, null);
+      const newest = (await get('/api/dead-letters?source=stopped-sub&order=newest')).json as typeof page;
+      assert.deepEqual(newest.letters.map((letter) => letter.id), [rest.letters[0]?.id, page.letters[0]?.id], 'newest first');
+      const newestPaged = (await get(`/api/dead-letters?source=stopped-sub&order=newest&limit=1&after=${newest.letters[0]?.id}`)).json as typeof page;
+      assert.deepEqual(newestPaged.letters.map((letter) => letter.id), [page.letters[0]?.id], 'the page after, in that order');
+      assert.equal((await get('/api/dead-letters?order=random')).status, 400);
       const one = await get(`/api/dead-letters/${world.letters.notifier}`);
       const shown = one.json as { letter: LetterView; event: EventView | null };
       assert.equal(shown.letter.stage, 'execute');

@@ -15,15 +15,17 @@ function statusOption(context: CommandContext): DeadLetterStatus | undefined {
 const list: CommandSpec = {
   name: 'dlq list',
   summary: 'list dead letters',
-  help: `Usage: eskit dlq list [--source <name>] [--status dead|redrive] [--limit <n>] [--after <id>] [--json]
+  help: `Usage: eskit dlq list [--source <name>] [--status dead|redrive] [--newest] [--limit <n>] [--after <id>] [--json]
 
-Dead letters, oldest first: what a subscription, automation or view gave up on after its last retry.
+Dead letters, oldest first (--newest: newest first): what a subscription, automation or view gave up
+on after its last retry.
 
 Options:
   --source <name>   only this subscription's, automation's or view's
   --status <s>      dead (waiting for an operator) or redrive (marked, waiting for the leading node)
+  --newest          newest first
   --limit <n>       at most n (default 50)
-  --after <id>      the page after this id (ids grow with time)
+  --after <id>      the page after this id, in the listing's order (ids grow with time)
   --json            an array of dead letters, as the DeadLetterStore returns them
 `,
   options: {
@@ -31,6 +33,7 @@ Options:
     status: { type: 'string' },
     limit: { type: 'string' },
     after: { type: 'string' },
+    newest: { type: 'boolean' },
     json: { type: 'boolean' },
   },
   positionals: { min: 0, max: 0, names: '' },
@@ -43,7 +46,8 @@ Options:
     const db = await context.open();
     if (source !== undefined) await assertKnownSource(db, source);
     // One more than shown: whether there is a next page.
-    const page = await openedLetters(db).list({ source, status, limit: limit + 1, afterId });
+    const newestFirst = flag(context.values, 'newest');
+    const page = await openedLetters(db).list({ source, status, limit: limit + 1, afterId, newestFirst });
     // What is still sealed (keys this store cannot read) prints as "[personal]".
     const letters = page.slice(0, limit).map(printableLetter);
     const more = page.length > limit;
@@ -72,7 +76,7 @@ Options:
     context.out(table(['ID', 'SOURCE', 'STAGE', 'STATUS', 'EVENT', 'STREAM', 'KEY', 'ATTEMPTS', 'CREATED', 'LAST ERROR'], rows));
     if (more) {
       const last = letters[letters.length - 1] as DeadLetter;
-      const filters = `${source === undefined ? '' : ` --source ${source}`}${status === undefined ? '' : ` --status ${status}`}${limit === 50 ? '' : ` --limit ${limit}`}`;
+      const filters = `${source === undefined ? '' : ` --source ${source}`}${status === undefined ? '' : ` --status ${status}`}${newestFirst ? ' --newest' : ''}${limit === 50 ? '' : ` --limit ${limit}`}`;
       context.out(`\nShowing ${letters.length} of ${total}. Next page: eskit dlq list --after ${last.id}${filters}\n`);
     }
     return ExitCode.Ok;

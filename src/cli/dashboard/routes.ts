@@ -84,7 +84,9 @@ async function deadLetters(context: DashboardContext, params: URLSearchParams): 
   const after = params.get('after') || undefined;
   if (after !== undefined && !isLetterId(after)) throw new HttpError(400, `after must be a dead letter id, got "${after}"`);
   const limit = integerParam(params, 'limit', 50, 1, 200) as number;
-  const page = await storedLetters(context.db).list({ source, status, limit: limit + 1, afterId: after?.toLowerCase() });
+  const order = params.get('order') || 'oldest';
+  if (order !== 'oldest' && order !== 'newest') throw new HttpError(400, `order must be "oldest" or "newest", got "${order}"`);
+  const page = await storedLetters(context.db).list({ source, status, limit: limit + 1, afterId: after?.toLowerCase(), newestFirst: order === 'newest' });
   const letters = page.slice(0, limit).map(letterView);
   const total = await context.db.deadLetters.count({ source, status });
   return { letters, total, next: page.length > limit ? (letters[letters.length - 1]?.id ?? null) : null };

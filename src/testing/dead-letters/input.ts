@@ -50,6 +50,7 @@ export function inputTests(test: DeadLetterTest): void {
     await rejectsWith(() => deadLetters.list({ status: 'gone' as 'dead' }), bad);
     await rejectsWith(() => deadLetters.list({ source: '' }), bad);
     await rejectsWith(() => deadLetters.list({ afterId: 'not-an-id' }), bad);
+    await rejectsWith(() => deadLetters.list({ newestFirst: 'yes' as unknown as boolean }), bad);
     await rejectsWith(() => deadLetters.count({ status: 'gone' as 'dead' }), bad);
     await rejectsWith(() => deadLetters.count({ source: '' }), bad);
     for (const id of ['', 'not-an-id', 42, undefined]) {

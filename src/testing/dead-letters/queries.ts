@@ -45,6 +45,27 @@ export function queryTests(test: DeadLetterTest): void {
     assert.deepEqual(await deadLetters.list({ afterId: 'ffffffff-ffff-7fff-bfff-ffffffffffff' }), []);
   });
 
+  test('list newest first: the same filters, and afterId pages on in that order', async ({ deadLetters }) => {
+    const added: DeadLetter[] = [];
+    for (let i = 0; i < 7; i++) added.push(await deadLetters.add(letter({ source: i % 3 === 2 ? 'billing' : 'mailer' })));
+    const newest = [...added].reverse();
+    const mailer = newest.filter((l) => l.source === 'mailer');
+    assert.deepEqual(ids(await deadLetters.list({ newestFirst: true })), ids(newest));
+    assert.deepEqual(ids(await deadLetters.list({ newestFirst: false })), ids(added));
+    assert.deepEqual(ids(await deadLetters.list({ newestFirst: true, source: 'mailer', limit: 2 })), ids(mailer.slice(0, 2)));
+    await deadLetters.redrive({ id: mailer[0]?.id as string });
+    assert.deepEqual(ids(await deadLetters.list({ newestFirst: true, source: 'mailer', status: 'dead' })), ids(mailer.slice(1)));
+    const paged: string[] = [];
+    let page = await deadLetters.list({ newestFirst: true, limit: 3 });
+    for (let pages = 1; page.length > 0; pages++) {
+      assert.ok(pages <= 3 && page.length <= 3, 'seven letters take three pages of three');
+      paged.push(...ids(page));
+      page = await deadLetters.list({ newestFirst: true, limit: 3, afterId: page[page.length - 1]?.id });
+    }
+    assert.deepEqual(paged, ids(newest), 'every letter once, newest first');
+    assert.deepEqual(await deadLetters.list({ newestFirst: true, afterId: newest[6]?.id }), []);
+  });
+
   test('list returns 100 letters unless a limit is given', async ({ deadLetters }) => {
     for (let i = 0; i < 101; i++) await deadLetters.add(letter({ source: 'bulk' }));
     const first = await deadLetters.list();
