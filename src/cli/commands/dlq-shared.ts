@@ -1,5 +1,6 @@
 // What `eskit dlq` and the dashboard share about dead letters: the letters opened for an operator,
 // the names a source may have, the refusal of handler-stage redrives and who will run a redrive.
+import type { DeadLetterCount } from '../../core/admin.js';
 import type { DeadLetter, DeadLetterStore } from '../../core/dead-letter.js';
 import type { Recorded } from '../../core/event.js';
 import { SealedDeadLetterStore } from '../../core/personal/sealed-dead-letters.js';
@@ -72,6 +73,31 @@ export function handlerRefusal(source: string, count: number, isView: boolean, f
       hint: `Fix the cause, then ${replay} and discard the letters; or ${force} to mark them anyway.`,
     },
   );
+}
+
+/** How many of `source`'s letters in `counts` failed in a handler (only a forced redrive marks those). */
+export function handlerLetters(counts: readonly DeadLetterCount[], source: string): number {
+  return counts.filter((count) => count.source === source && count.stage === 'handler').reduce((sum, count) => sum + count.count, 0);
+}
+
+/** What marking one letter for redrive did, and who will run it (leaderNote). */
+export interface MarkedLetter {
+  marked: number;
+  alreadyMarked: boolean;
+  note: string;
+}
+
+/**
+ * Marks one dead letter for redrive by the rules of `eskit dlq retry` (the dashboard's Retry too): one
+ * marked already is left as it is; a handler-stage letter is refused (handlerRefusal, `force` saying how
+ * to insist) unless `forced`; one that changed while being marked is an error.
+ */
+export async function markLetter(db: CliDatabase, letter: DeadLetter, forced: boolean, force?: string): Promise<MarkedLetter> {
+  if (letter.status === 'redrive') return { marked: 0, alreadyMarked: true, note: await leaderNote(db, letter.source) };
+  if (letter.stage === 'handler' && !forced) throw handlerRefusal(letter.source, 1, await isView(db, letter.source), force);
+  const marked = await db.deadLetters.redrive({ id: letter.id });
+  if (marked === 0) throw new CliError(`dead letter ${letter.id} changed while it was being marked`, { hint: 'Look at it again.' });
+  return { marked, alreadyMarked: false, note: await leaderNote(db, letter.source) };
 }
 
 export async function isView(db: CliDatabase, name: string): Promise<boolean> {

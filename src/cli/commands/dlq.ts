@@ -4,7 +4,7 @@ import type { CommandContext, CommandSpec } from '../command.js';
 import { flag, integerOption, stringOption } from '../command.js';
 import { ago, json, plural, table, truncate } from '../format.js';
 import { printable, printableLetter } from '../personal-fields.js';
-import { assertKnownSource, eventAt, getLetter, handlerRefusal, isView, leaderNote, letterId, openedLetters } from './dlq-shared.js';
+import { assertKnownSource, eventAt, getLetter, handlerLetters, handlerRefusal, isView, leaderNote, letterId, markLetter, openedLetters } from './dlq-shared.js';
 
 function statusOption(context: CommandContext): DeadLetterStatus | undefined {
   const value = stringOption(context.values, 'status');
@@ -170,14 +170,8 @@ Options:
       const id = letterId(idText as string);
       const db = await context.open();
       const letter = await getLetter(db, id);
-      if (letter.status === 'redrive') {
-        context.out(`Dead letter ${id} is already marked for redrive.\n${await leaderNote(db, letter.source)}`);
-        return ExitCode.Ok;
-      }
-      if (letter.stage === 'handler' && !force) throw handlerRefusal(letter.source, 1, await isView(db, letter.source));
-      const marked = await db.deadLetters.redrive({ id });
-      if (marked === 0) throw new CliError(`dead letter ${id} changed while it was being marked`, { hint: 'Look at it again with `eskit dlq show`.' });
-      context.out(`Marked dead letter ${id} of "${letter.source}" for redrive.\n${await leaderNote(db, letter.source)}`);
+      const { alreadyMarked, note } = await markLetter(db, letter, force);
+      context.out(`${alreadyMarked ? `Dead letter ${id} is already marked for redrive.` : `Marked dead letter ${id} of "${letter.source}" for redrive.`}\n${note}`);
       return ExitCode.Ok;
     }
     const db = await context.open();
@@ -190,9 +184,9 @@ Options:
     }
     let refused: CliError | undefined;
     for (const name of sources) {
-      const handlerLetters = counts.filter((count) => count.source === name && count.stage === 'handler').reduce((sum, count) => sum + count.count, 0);
-      if (handlerLetters > 0 && !force) {
-        refused = handlerRefusal(name, handlerLetters, await isView(db, name));
+      const handlerCount = handlerLetters(counts, name);
+      if (handlerCount > 0 && !force) {
+        refused = handlerRefusal(name, handlerCount, await isView(db, name));
         context.err(`eskit: skipped "${name}": ${refused.message}.\n`);
         continue;
       }

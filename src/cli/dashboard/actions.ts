@@ -2,7 +2,8 @@
 // discarded by source with the count the person confirmed; views rebuilt. Every attempt goes into the
 // action log, also those the guard refused.
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import { assertKnownSource, handlerRefusal, isLetterId, isView, leaderNote, openedLetters } from '../commands/dlq-shared.js';
+import { assertKnownSource, handlerLetters, handlerRefusal, isLetterId, isView, leaderNote, markLetter, openedLetters } from '../commands/dlq-shared.js';
+import type { MarkedLetter } from '../commands/dlq-shared.js';
 import type { RebuildableView } from '../config.js';
 import { CliError, messageOf } from '../errors.js';
 import { plural } from '../format.js';
@@ -190,7 +191,7 @@ function letterIdOf(text: string): string {
   return text.toLowerCase();
 }
 
-/** A handler-stage refusal of the CLI, as a 409 in the same words. */
+/** A refusal of the CLI (handler stage, a letter that changed), as a 409 in the same words. */
 function conflict(error: CliError): HttpError {
   return new HttpError(409, error.message, error.hint);
 }
@@ -200,14 +201,16 @@ async function retry(context: DashboardContext, id: string, body: Record<string,
   const { db } = context;
   const letter = await openedLetters(db).get(id);
   if (letter === undefined) throw new HttpError(404, `no dead letter ${id}`, 'It may have been redriven successfully or discarded.');
-  if (letter.status === 'redrive') {
-    return { status: 200, body: { marked: 0, note: `Dead letter ${id} is already marked for redrive. ${(await leaderNote(db, letter.source)).trim()}` }, detail: 'already marked' };
+  let outcome: MarkedLetter;
+  try {
+    outcome = await markLetter(db, letter, force, FORCE);
+  } catch (error) {
+    if (error instanceof CliError) throw conflict(error);
+    throw error;
   }
-  if (letter.stage === 'handler' && !force) throw conflict(handlerRefusal(letter.source, 1, await isView(db, letter.source), FORCE));
-  const marked = await db.deadLetters.redrive({ id });
-  if (marked === 0) throw new HttpError(409, `dead letter ${id} changed while it was being marked`, 'Look at it again.');
-  const note = (await leaderNote(db, letter.source)).trim();
-  return { status: 200, body: { marked, note }, detail: `marked for redrive (source ${letter.source}${force ? ', forced' : ''})` };
+  const { marked, alreadyMarked, note } = outcome;
+  if (alreadyMarked) return { status: 200, body: { marked, note: `Dead letter ${id} is already marked for redrive. ${note.trim()}` }, detail: 'already marked' };
+  return { status: 200, body: { marked, note: note.trim() }, detail: `marked for redrive (source ${letter.source}${force ? ', forced' : ''})` };
 }
 
 async function discard(context: DashboardContext, id: string): Promise<Done> {
@@ -238,8 +241,8 @@ async function redrive(context: DashboardContext, body: Record<string, unknown>)
     throw new HttpError(409, `"${source}" has ${plural(dead, 'dead letter')} waiting, not ${expected}`, 'The list changed: look again and confirm the new count.');
   }
   if (counts.length === 0) return { status: 200, body: { marked: 0, note: `No dead letters to redrive for "${source}".` }, detail: 'nothing to redrive' };
-  const handlerLetters = counts.filter((count) => count.stage === 'handler').reduce((sum, count) => sum + count.count, 0);
-  if (handlerLetters > 0 && !force) throw conflict(handlerRefusal(source, handlerLetters, await isView(db, source), FORCE));
+  const handlerCount = handlerLetters(counts, source);
+  if (handlerCount > 0 && !force) throw conflict(handlerRefusal(source, handlerCount, await isView(db, source), FORCE));
   const marked = await db.deadLetters.redrive({ source });
   const note = (await leaderNote(db, source)).trim();
   return { status: 200, body: { marked, note }, detail: `marked ${plural(marked, 'dead letter')} for redrive${force ? ' (forced)' : ''}` };
