@@ -15,7 +15,7 @@ import { MAILER } from './mailer.js';
 import { byWorker, listPartitions, mapLines, partitionMoves, partitionOwners, shared } from './partitions.js';
 import type { PartitionFacts } from './partitions.js';
 import { lastBoughtPosition, ProgressReader, statusLines } from './progress.js';
-import { buildReport, readBackInto } from './report.js';
+import { buildReport, readBackInto, recordLeadership } from './report.js';
 import type { Handoff, Lead, ReadBack, Report } from './report.js';
 import { planOrders, runShop } from './shop.js';
 import type { ShopTally } from './shop.js';
@@ -121,12 +121,8 @@ export async function runCluster(config: DemoConfig, options: RunOptions & { wor
           break;
         case 'leadership': {
           const { change } = message;
-          if (change.kind === 'lead') leads.push({ name: change.name, worker: w.index, token: change.token, from: change.at, to: undefined, how: undefined });
-          if (change.kind === 'end') {
-            const lead = leads.find((l) => l.name === change.name && l.token === change.token && l.worker === w.index);
-            if (lead) Object.assign(lead, { to: change.at, how: change.how });
-            if (change.how === 'lost') log(`  worker ${w.index} LOST the lock of ${change.name} (token ${change.token})`);
-          }
+          const lost = recordLeadership(leads, w.index, change);
+          if (lost !== undefined) log(`  worker ${w.index} LOST the lock of ${change.name} (token ${lost})`);
           announce();
           break;
         }

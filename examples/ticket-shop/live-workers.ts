@@ -8,6 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { MAILER } from './mailer.js';
 import { mapLine, partitionOwners, shared } from './partitions.js';
+import { recordLeadership } from './report.js';
 import type { Lead } from './report.js';
 import { SALES_VIEW } from './views.js';
 import type { WorkerMessage } from './worker.js';
@@ -159,12 +160,8 @@ export class WorkerPool {
         const { change } = message;
         // A killed worker's last words (sent before the signal landed) change nothing any more.
         if (w.stoppedWith === 'SIGKILL') break;
-        if (change.kind === 'lead') this.leads.push({ name: change.name, worker: w.index, token: change.token, from: change.at, to: undefined, how: undefined });
-        if (change.kind === 'end') {
-          const lead = this.leads.find((l) => l.name === change.name && l.token === change.token && l.worker === w.index);
-          if (lead) Object.assign(lead, { to: change.at, how: change.how });
-          if (change.how === 'lost' && !this.#closing) this.options.log(`  worker ${w.index} LOST the lock of ${change.name} (token ${change.token})`);
-        }
+        const lost = recordLeadership(this.leads, w.index, change);
+        if (lost !== undefined && !this.#closing) this.options.log(`  worker ${w.index} LOST the lock of ${change.name} (token ${lost})`);
         this.#announce();
         break;
       }

@@ -7,6 +7,7 @@ import type { ConcertEvent } from './domain.js';
 import { isMailerLane, MAILER, undeliverable } from './mailer.js';
 import { mailerPartition, partitionReport } from './partitions.js';
 import type { PartitionFacts } from './partitions.js';
+import type { LeadershipChange } from './processing.js';
 import type { PlannedOrder, ShopTally } from './shop.js';
 import { SALES_VIEW } from './views.js';
 
@@ -24,6 +25,18 @@ export interface Lead {
   from: number;
   to: number | undefined;
   how: 'released' | 'lost' | undefined;
+}
+
+/**
+ * Keeps `leads` as worker `worker` reports a change of leadership: a lead opens a period, an end closes
+ * it. Returns the lock's token when the worker lost it (rather than let go of it), which is worth saying.
+ */
+export function recordLeadership(leads: Lead[], worker: number, change: LeadershipChange): number | undefined {
+  if (change.kind === 'lead') leads.push({ name: change.name, worker, token: change.token, from: change.at, to: undefined, how: undefined });
+  if (change.kind !== 'end') return undefined;
+  const lead = leads.find((l) => l.name === change.name && l.token === change.token && l.worker === worker);
+  if (lead) Object.assign(lead, { to: change.at, how: change.how });
+  return change.how === 'lost' ? change.token : undefined;
 }
 
 export interface Handoff {
